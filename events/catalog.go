@@ -1,0 +1,150 @@
+package events
+
+//go:generate go run ./internal/schemagen -out schemas
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sort"
+)
+
+// Event types: the catalog of ARCHITECTURE.md. The NATS subject of each is
+// troupe.release.<namespace>.<release>.<type without "release.">.
+const (
+	TypeRequested          = "release.requested"
+	TypeRendered           = "release.rendered"
+	TypeApplied            = "release.applied"
+	TypeDiffed             = "release.diffed"
+	TypeProgressing        = "release.progressing"
+	TypeReady              = "release.ready"
+	TypeFailed             = "release.failed"
+	TypeDegraded           = "release.degraded"
+	TypeRecovered          = "release.recovered"
+	TypeRollbackRequested  = "release.rollback.requested"
+	TypeUninstallRequested = "release.uninstall.requested"
+	TypeUninstalled        = "release.uninstalled"
+	TypeSuperseded         = "release.superseded"
+)
+
+// Payload is the data of a catalog event.
+type Payload interface {
+	// Validate reports every violation of the payload's rules, joined, each naming its field.
+	Validate() error
+}
+
+// Spec describes one catalog entry.
+type Spec struct {
+	// Type is the CloudEvents type.
+	Type string
+	// PublishedBy names who publishes it.
+	PublishedBy string
+	// Carries says what the payload holds.
+	Carries string
+	// Terminal is true for the events that end a revision's flow.
+	Terminal bool
+
+	payload reflect.Type
+}
+
+// New returns a pointer to a zero payload of the spec's type.
+func (s Spec) New() Payload { return reflect.New(s.payload).Interface().(Payload) }
+
+var catalog = []Spec{
+	{Type: TypeRequested, PublishedBy: "CLI, ingress, anyone", payload: reflect.TypeFor[Requested](),
+		Carries: "source (helm path/uploaded object/OCI/repo, kustomize, manifests), values, options (timeout, wait, prune, rollbackOnFailure, dryRun)"},
+	{Type: TypeRendered, PublishedBy: "renderer; history, for rollback", payload: reflect.TypeFor[Rendered](),
+		Carries: "bundle digest in the object store, object list, render time, notes, options"},
+	{Type: TypeApplied, PublishedBy: "applier", payload: reflect.TypeFor[Applied](),
+		Carries: "inventory (every object applied, with what changed), pruned objects, options"},
+	{Type: TypeDiffed, PublishedBy: "applier, for dryRun", Terminal: true, payload: reflect.TypeFor[Diffed](),
+		Carries: "server-side dry-run diff per object"},
+	{Type: TypeProgressing, PublishedBy: "health", payload: reflect.TypeFor[Progressing](),
+		Carries: "per-object status (kstatus), ready count"},
+	{Type: TypeReady, PublishedBy: "health", Terminal: true, payload: reflect.TypeFor[Ready](),
+		Carries: "time to ready"},
+	{Type: TypeFailed, PublishedBy: "any stage", Terminal: true, payload: reflect.TypeFor[Failed](),
+		Carries: "stage, reason code, message, failing objects"},
+	{Type: TypeDegraded, PublishedBy: "health", payload: reflect.TypeFor[Degraded](),
+		Carries: "after ready: the objects whose status changed"},
+	{Type: TypeRecovered, PublishedBy: "health", payload: reflect.TypeFor[Recovered](),
+		Carries: "after degraded: the objects that recovered"},
+	{Type: TypeRollbackRequested, PublishedBy: "CLI, history (auto on failure)", payload: reflect.TypeFor[RollbackRequested](),
+		Carries: "target revision (0: the previous ready one), reason"},
+	{Type: TypeUninstallRequested, PublishedBy: "CLI", payload: reflect.TypeFor[UninstallRequested](),
+		Carries: "whether to delete CRDs, timeout"},
+	{Type: TypeUninstalled, PublishedBy: "applier", Terminal: true, payload: reflect.TypeFor[Uninstalled](),
+		Carries: "the objects deleted and kept"},
+	{Type: TypeSuperseded, PublishedBy: "any stage that drops stale work", Terminal: true, payload: reflect.TypeFor[Superseded](),
+		Carries: "the newer revision that replaced it, the stage that dropped the work"},
+}
+
+// Catalog returns every event type's spec, in the order of ARCHITECTURE.md.
+func Catalog() []Spec { return append([]Spec(nil), catalog...) }
+
+// Types returns every catalog type, sorted.
+func Types() []string {
+	out := make([]string, 0, len(catalog))
+	for _, s := range catalog {
+		out = append(out, s.Type)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Lookup returns the spec of typ.
+func Lookup(typ string) (Spec, bool) {
+	for _, s := range catalog {
+		if s.Type == typ {
+			return s, true
+		}
+	}
+	return Spec{}, false
+}
+
+// DecodePayload decodes data as the payload of typ and validates it. Decoding is strict: a field
+// the payload does not have is an error, because a misspelt option ("valeus", "prun") that is
+// silently ignored would deploy something other than what was asked.
+func DecodePayload(typ string, data []byte) (Payload, error) {
+	spec, ok := Lookup(typ)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q (known: %v)", ErrUnknownType, typ, Types())
+	}
+	p := spec.New()
+	if err := decodeValid(data, p); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidPayload, typ, err)
+	}
+	return p, nil
+}
+
+// decodeValid decodes data strictly into p, then checks required fields and p's own rules.
+func decodeValid(data []byte, p Payload) error {
+	if err := decodeStrict(data, p); err != nil {
+		return err
+	}
+	var c checker
+	checkRequired(&c, "", data, reflect.TypeOf(p))
+	if err := c.err(); err != nil {
+		return err
+	}
+	return p.Validate()
+}
+
+func decodeStrict(data []byte, v any) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return fmt.Errorf("no data")
+	}
+	if len(data) > MaxDataSize {
+		return fmt.Errorf("data is %d bytes, at most %d are allowed: put large content in the object store and send its digest", len(data), MaxDataSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data after the JSON object")
+	}
+	return nil
+}

@@ -1,0 +1,89 @@
+package events
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/pflag"
+)
+
+// DefaultServer is the NATS URL used when none is given: where `troupe dev` listens.
+const DefaultServer = "nats://127.0.0.1:4222"
+
+// ConnOptions says how to reach a NATS deployment.
+type ConnOptions struct {
+	Server    string
+	User      string
+	Password  string
+	Token     string
+	CredsFile string
+	NKeyFile  string
+	TLSCert   string
+	TLSKey    string
+	TLSCA     string
+	Timeout   time.Duration
+}
+
+// BindFlags adds --server, --user, --password, --token, --creds, --nkey, --tls-cert, --tls-key,
+// --tls-ca and --connect-timeout to fs, each defaulting to its TROUPE_* environment variable
+// (TROUPE_SERVER, TROUPE_USER, …).
+func (o *ConnOptions) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Server, "server", env("TROUPE_SERVER", DefaultServer), "NATS server URL(s), comma-separated [TROUPE_SERVER]")
+	fs.StringVar(&o.User, "user", env("TROUPE_USER", ""), "NATS user [TROUPE_USER]")
+	fs.StringVar(&o.Password, "password", env("TROUPE_PASSWORD", ""), "NATS password [TROUPE_PASSWORD]")
+	fs.StringVar(&o.Token, "token", env("TROUPE_TOKEN", ""), "NATS token [TROUPE_TOKEN]")
+	fs.StringVar(&o.CredsFile, "creds", env("TROUPE_CREDS", ""), "NATS credentials file [TROUPE_CREDS]")
+	fs.StringVar(&o.NKeyFile, "nkey", env("TROUPE_NKEY", ""), "NATS nkey seed file [TROUPE_NKEY]")
+	fs.StringVar(&o.TLSCert, "tls-cert", env("TROUPE_TLS_CERT", ""), "TLS client certificate [TROUPE_TLS_CERT]")
+	fs.StringVar(&o.TLSKey, "tls-key", env("TROUPE_TLS_KEY", ""), "TLS client key [TROUPE_TLS_KEY]")
+	fs.StringVar(&o.TLSCA, "tls-ca", env("TROUPE_TLS_CA", ""), "TLS CA certificate to verify the server [TROUPE_TLS_CA]")
+	fs.DurationVar(&o.Timeout, "connect-timeout", 5*time.Second, "how long to try to connect")
+}
+
+// Connect connects to NATS as name (shown in the server's connection list).
+func (o ConnOptions) Connect(name string) (*nats.Conn, error) {
+	server := o.Server
+	if server == "" {
+		server = DefaultServer
+	}
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+	if o.Timeout > 0 {
+		opts = append(opts, nats.Timeout(o.Timeout))
+	}
+	if o.User != "" {
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	}
+	if o.Token != "" {
+		opts = append(opts, nats.Token(o.Token))
+	}
+	if o.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(o.CredsFile))
+	}
+	if o.NKeyFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(o.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nkey %s: %w", o.NKeyFile, err)
+		}
+		opts = append(opts, opt)
+	}
+	if o.TLSCert != "" || o.TLSKey != "" {
+		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
+	}
+	if o.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(o.TLSCA))
+	}
+	nc, err := nats.Connect(server, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w (is `troupe dev` running, or is --server/TROUPE_SERVER set?)", server, err)
+	}
+	return nc, nil
+}
+
+func env(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,104 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Dead-letter headers. A dead letter's body is the original message's body, and its other
+// headers are the original's.
+const (
+	HeaderDLQService    = "Troupe-Dlq-Service"
+	HeaderDLQReason     = "Troupe-Dlq-Reason"
+	HeaderDLQSubject    = "Troupe-Dlq-Subject"
+	HeaderDLQStream     = "Troupe-Dlq-Stream"
+	HeaderDLQSequence   = "Troupe-Dlq-Sequence"
+	HeaderDLQDeliveries = "Troupe-Dlq-Deliveries"
+	HeaderDLQTime       = "Troupe-Dlq-Time"
+)
+
+// maxReasonHeader bounds the reason header; the full reason is also logged.
+const maxReasonHeader = 4096
+
+// DeadLetter is a message a service gave up on, as stored in the dead-letter stream.
+type DeadLetter struct {
+	Service    string
+	Reason     string
+	Subject    string // the original subject
+	Stream     string
+	Sequence   uint64 // the original stream sequence
+	Deliveries uint64
+	Time       time.Time
+	Header     nats.Header // the original headers
+	Data       []byte      // the original body
+}
+
+// ParseDeadLetter reads a message of the dead-letter stream.
+func ParseDeadLetter(h nats.Header, data []byte) DeadLetter {
+	d := DeadLetter{
+		Service: h.Get(HeaderDLQService),
+		Reason:  h.Get(HeaderDLQReason),
+		Subject: h.Get(HeaderDLQSubject),
+		Stream:  h.Get(HeaderDLQStream),
+		Header:  nats.Header{},
+		Data:    data,
+	}
+	d.Sequence, _ = strconv.ParseUint(h.Get(HeaderDLQSequence), 10, 64)
+	d.Deliveries, _ = strconv.ParseUint(h.Get(HeaderDLQDeliveries), 10, 64)
+	d.Time, _ = time.Parse(time.RFC3339Nano, h.Get(HeaderDLQTime))
+	for k, v := range h {
+		if !strings.HasPrefix(k, "Troupe-Dlq-") {
+			d.Header[k] = v
+		}
+	}
+	return d
+}
+
+// publishDeadLetter stores msg in the dead-letter stream with service and reason, and waits for
+// the stream's ack. Its message id is derived from the original stream position, so dead-lettering
+// the same delivery twice stores it once.
+func publishDeadLetter(ctx context.Context, js jetstream.JetStream, service string, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string) error {
+	dl := nats.NewMsg(DeadLetterSubject(service, msg.Subject()))
+	for k, v := range msg.Headers() {
+		if strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		dl.Header[k] = v
+	}
+	dl.Header.Set(HeaderDLQService, service)
+	dl.Header.Set(HeaderDLQReason, headerSafe(reason, maxReasonHeader))
+	dl.Header.Set(HeaderDLQSubject, msg.Subject())
+	dl.Header.Set(HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
+	id := "dlq:" + service + ":" + msg.Subject()
+	if md != nil {
+		dl.Header.Set(HeaderDLQStream, md.Stream)
+		dl.Header.Set(HeaderDLQSequence, strconv.FormatUint(md.Sequence.Stream, 10))
+		dl.Header.Set(HeaderDLQDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+		id = fmt.Sprintf("dlq:%s:%s:%d", service, md.Stream, md.Sequence.Stream)
+	}
+	dl.Data = msg.Data()
+	if _, err := js.PublishMsg(ctx, dl, jetstream.WithMsgID(id)); err != nil {
+		return fmt.Errorf("dead-letter %s: %w", msg.Subject(), err)
+	}
+	return nil
+}
+
+// headerSafe makes s fit a NATS header value: one line, at most n bytes.
+func headerSafe(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > n {
+		s = s[:n-3] + "..."
+	}
+	return s
+}

@@ -1,0 +1,67 @@
+// Package embedded runs a nats-server with JetStream inside the process, for `troupe dev` and for
+// tests: the real server, not a stand-in.
+package embedded
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Options configure the embedded server.
+type Options struct {
+	// Listen is host:port for clients; port -1 picks a free one. Default 127.0.0.1:-1.
+	Listen string
+	// StoreDir is where JetStream keeps its files. Required.
+	StoreDir string
+	// Name is the server's name. Default "troupe-dev".
+	Name string
+	// Logs makes the server log to stderr.
+	Logs bool
+}
+
+// Start starts the server and waits until it accepts connections. Shut it down with
+// Shutdown and WaitForShutdown.
+func Start(o Options) (*server.Server, error) {
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:-1"
+	}
+	if o.Name == "" {
+		o.Name = "troupe-dev"
+	}
+	if o.StoreDir == "" {
+		return nil, fmt.Errorf("embedded nats: no store dir")
+	}
+	host, portS, err := net.SplitHostPort(o.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: listen address %q: %w", o.Listen, err)
+	}
+	port, err := strconv.Atoi(portS)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: listen port %q: %w", portS, err)
+	}
+	s, err := server.NewServer(&server.Options{
+		ServerName: o.Name,
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   o.StoreDir,
+		NoSigs:     true,
+		NoLog:      !o.Logs,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if o.Logs {
+		s.ConfigureLogger()
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("embedded nats: not ready after 10s on %s (is the port taken?)", o.Listen)
+	}
+	return s, nil
+}

@@ -1,0 +1,279 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/types"
+	"github.com/nats-io/nats.go"
+)
+
+// CloudEvents extension attributes troupe sets.
+const (
+	ExtCorrelationID = "correlationid"
+	ExtCausationID   = "causationid"
+	ExtRevision      = "revision"
+	ExtTraceParent   = "traceparent"
+	ExtTraceState    = "tracestate"
+)
+
+// ContentTypeStructured is the content type of a structured-mode CloudEvent, troupe's wire form.
+const ContentTypeStructured = "application/cloudevents+json"
+
+// SourcePrefix starts every troupe service's CloudEvents source: troupe/<service>.
+const SourcePrefix = "troupe/"
+
+// NewEvent builds an event that starts something: a fresh id, which is also its correlation id.
+// source is the CloudEvents source ("troupe/cli"); data is the payload, validated against the
+// catalog when typ is a catalog type.
+func NewEvent(source, typ string, r Release, data any) (event.Event, error) {
+	id := NewID()
+	e, err := build(id, source, typ, r, data)
+	if err != nil {
+		return e, err
+	}
+	e.SetExtension(ExtCorrelationID, id)
+	return e, nil
+}
+
+// Derive builds the event that source publishes in reaction to cause: same release (subject),
+// same correlation id and revision, causation id = cause's id, trace context carried over, and
+// an id derived from (correlation id, source, typ, key) so that a redelivered handler's
+// re-publish is dropped by the stream. key tells apart several events of one type that one
+// source publishes per revision (progress reports); leave it empty otherwise.
+func Derive(cause event.Event, source, typ string, data any, key ...string) (event.Event, error) {
+	r, err := ReleaseOf(cause)
+	if err != nil {
+		return event.Event{}, err
+	}
+	corr := CorrelationID(cause)
+	if corr == "" {
+		corr = cause.ID()
+	}
+	stage := source + " " + typ
+	if len(key) > 0 {
+		stage += " " + strings.Join(key, " ")
+	}
+	e, err := build(DeriveID(corr, stage), source, typ, r, data)
+	if err != nil {
+		return e, err
+	}
+	e.SetExtension(ExtCorrelationID, corr)
+	e.SetExtension(ExtCausationID, cause.ID())
+	if rev := Revision(cause); rev > 0 {
+		e.SetExtension(ExtRevision, rev)
+	}
+	for _, ext := range []string{ExtTraceParent, ExtTraceState} {
+		if v, ok := cause.Extensions()[ext]; ok {
+			e.SetExtension(ext, v)
+		}
+	}
+	return e, nil
+}
+
+func build(id, source, typ string, r Release, data any) (event.Event, error) {
+	if err := r.Validate(); err != nil {
+		return event.Event{}, err
+	}
+	if _, err := subjectEvent(typ); err != nil {
+		return event.Event{}, err
+	}
+	e := event.New()
+	e.SetID(id)
+	e.SetSource(source)
+	e.SetType(typ)
+	e.SetSubject(r.String())
+	e.SetTime(time.Now().UTC())
+	if data == nil {
+		data = struct{}{}
+	}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return event.Event{}, fmt.Errorf("encode %s data: %w", typ, err)
+	}
+	if _, ok := Lookup(typ); ok {
+		if _, err := DecodePayload(typ, raw); err != nil {
+			return event.Event{}, err
+		}
+	}
+	if err := e.SetData(event.ApplicationJSON, json.RawMessage(raw)); err != nil {
+		return event.Event{}, fmt.Errorf("set %s data: %w", typ, err)
+	}
+	return e, nil
+}
+
+// WithRevision sets the revision extension.
+func WithRevision(e *event.Event, revision int) { e.SetExtension(ExtRevision, revision) }
+
+// CorrelationID returns the id of the release.requested that started e's revision.
+func CorrelationID(e event.Event) string { return stringExt(e, ExtCorrelationID) }
+
+// CausationID returns the id of the event e reacts to.
+func CausationID(e event.Event) string { return stringExt(e, ExtCausationID) }
+
+// Revision returns e's revision, or 0 when it is not known yet.
+func Revision(e event.Event) int {
+	v, ok := e.Extensions()[ExtRevision]
+	if !ok {
+		return 0
+	}
+	n, err := types.ToInteger(v)
+	if err != nil {
+		return 0
+	}
+	return int(n)
+}
+
+func stringExt(e event.Event, name string) string {
+	v, ok := e.Extensions()[name]
+	if !ok {
+		return ""
+	}
+	s, err := types.Format(v)
+	if err != nil {
+		return ""
+	}
+	return s
+}
+
+// ReleaseOf returns the release an event is about, from its CloudEvents subject.
+func ReleaseOf(e event.Event) (Release, error) {
+	return ParseRelease(e.Subject())
+}
+
+// Data decodes and validates e's data as T, a catalog payload struct.
+func Data[T any, P interface {
+	*T
+	Payload
+}](e event.Event) (*T, error) {
+	p := P(new(T))
+	if err := decodeValid(e.Data(), p); err != nil {
+		return nil, fmt.Errorf("%w: %s %s: %w", ErrInvalidPayload, e.Type(), e.ID(), err)
+	}
+	return p, nil
+}
+
+// Encode returns e in troupe's wire form: structured mode, the JSON envelope as the body.
+func Encode(e event.Event) ([]byte, error) {
+	if err := e.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %s: %w", e.ID(), err)
+	}
+	return b, nil
+}
+
+// Decode reads a CloudEvent from a NATS message on a troupe release subject, in structured mode
+// (JSON envelope body) or binary mode (ce-* headers, data as body). It checks that the event is a
+// valid CloudEvent, that its type and subject agree with the NATS subject, and that a catalog
+// type's data is a valid payload. Every error wraps ErrMalformed and says what is wrong.
+func Decode(subject string, header nats.Header, body []byte) (event.Event, error) {
+	e, err := decodeEnvelope(header, body)
+	if err != nil {
+		return event.Event{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if err := e.Validate(); err != nil {
+		return event.Event{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	r, typ, err := ParseSubject(subject)
+	if err != nil {
+		return event.Event{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if e.Type() != typ {
+		return event.Event{}, fmt.Errorf("%w: type %q does not match subject %q (want %q)", ErrMalformed, e.Type(), subject, typ)
+	}
+	if e.Subject() != r.String() {
+		return event.Event{}, fmt.Errorf("%w: subject attribute %q does not match NATS subject %q (want %q)", ErrMalformed, e.Subject(), subject, r.String())
+	}
+	if _, ok := Lookup(typ); ok {
+		if _, err := DecodePayload(typ, e.Data()); err != nil {
+			return event.Event{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
+	}
+	return e, nil
+}
+
+func decodeEnvelope(header nats.Header, body []byte) (event.Event, error) {
+	if isBinary(header) {
+		return decodeBinary(header, body)
+	}
+	if len(body) == 0 {
+		return event.Event{}, fmt.Errorf("empty message: neither a JSON CloudEvent body nor ce-* headers")
+	}
+	var e event.Event
+	if err := json.Unmarshal(body, &e); err != nil {
+		return event.Event{}, fmt.Errorf("body is not a structured-mode CloudEvent (JSON with specversion, id, source, type): %w", err)
+	}
+	return e, nil
+}
+
+func isBinary(h nats.Header) bool {
+	for k := range h {
+		if strings.EqualFold(k, "ce-specversion") {
+			return true
+		}
+	}
+	return false
+}
+
+// decodeBinary reads a binary-mode CloudEvent (NATS protocol binding): attributes and extensions
+// in ce-* headers, data as the body, its type in content-type.
+func decodeBinary(h nats.Header, body []byte) (event.Event, error) {
+	e := event.New()
+	var contentType string
+	for k, vs := range h {
+		if len(vs) == 0 {
+			continue
+		}
+		v := vs[0]
+		lk := strings.ToLower(k)
+		if lk == "content-type" {
+			contentType = v
+			continue
+		}
+		name, ok := strings.CutPrefix(lk, "ce-")
+		if !ok {
+			continue
+		}
+		switch name {
+		case "specversion":
+			if v != event.CloudEventsVersionV1 {
+				return e, fmt.Errorf("ce-specversion %q is not supported (want %s)", v, event.CloudEventsVersionV1)
+			}
+		case "id":
+			e.SetID(v)
+		case "source":
+			e.SetSource(v)
+		case "type":
+			e.SetType(v)
+		case "subject":
+			e.SetSubject(v)
+		case "dataschema":
+			e.SetDataSchema(v)
+		case "time":
+			t, err := types.ParseTime(v)
+			if err != nil {
+				return e, fmt.Errorf("ce-time %q: %w", v, err)
+			}
+			e.SetTime(t)
+		default:
+			if err := e.Context.SetExtension(name, v); err != nil {
+				return e, fmt.Errorf("ce-%s: %w", name, err)
+			}
+		}
+	}
+	if contentType == "" {
+		contentType = event.ApplicationJSON
+	}
+	if len(body) > 0 {
+		if err := e.SetData(contentType, body); err != nil {
+			return e, fmt.Errorf("data: %w", err)
+		}
+	}
+	return e, nil
+}

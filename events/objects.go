@@ -1,0 +1,132 @@
+package events
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/nats-io/nuid"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Objects keeps content in a JetStream object store under its sha256 digest ("sha256:<hex>"),
+// so equal content is stored once and anyone holding a digest can fetch and verify it.
+type Objects struct {
+	store jetstream.ObjectStore
+}
+
+// OpenObjects opens the object store bucket (created by Provision).
+func OpenObjects(ctx context.Context, js jetstream.JetStream, bucket string) (*Objects, error) {
+	store, err := js.ObjectStore(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("open object store %s: %w", bucket, err)
+	}
+	return &Objects{store: store}, nil
+}
+
+// Digest returns the digest of b, as Put names it.
+func Digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// Put streams r into the store and returns its digest and size. The content is never held in
+// memory whole: it is uploaded under a temporary name while the store computes its SHA-256, then
+// renamed to its digest, or dropped if that digest is stored already.
+func (o *Objects) Put(ctx context.Context, r io.Reader) (digest string, size int64, err error) {
+	tmp := "upload-" + nuid.Next()
+	info, err := o.store.Put(ctx, jetstream.ObjectMeta{Name: tmp}, r)
+	if err != nil {
+		return "", 0, fmt.Errorf("put object: %w", err)
+	}
+	digest, err = natsDigest(info.Digest)
+	if err != nil {
+		_ = o.store.Delete(ctx, tmp)
+		return "", 0, err
+	}
+	err = o.store.UpdateMeta(ctx, tmp, jetstream.ObjectMeta{Name: digest})
+	if errors.Is(err, jetstream.ErrObjectAlreadyExists) {
+		err = o.store.Delete(ctx, tmp)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("put object %s: %w", digest, err)
+	}
+	return digest, int64(info.Size), nil
+}
+
+// Get returns a reader of the content stored under digest. The reader reports ErrDigestMismatch
+// at its end if the content read does not match. It wraps ErrNotFound when there is none.
+func (o *Objects) Get(ctx context.Context, digest string) (io.ReadCloser, error) {
+	if !digestRE.MatchString(digest) {
+		return nil, fmt.Errorf("get object: %q is not a digest sha256:<64 hex digits>", digest)
+	}
+	res, err := o.store.Get(ctx, digest)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("get object %s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get object %s: %w", digest, err)
+	}
+	want, _ := hex.DecodeString(strings.TrimPrefix(digest, "sha256:"))
+	return &verifyingReader{rc: res, h: sha256.New(), want: want, digest: digest}, nil
+}
+
+// Has reports whether content with digest is stored.
+func (o *Objects) Has(ctx context.Context, digest string) (bool, error) {
+	_, err := o.store.GetInfo(ctx, digest)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("stat object %s: %w", digest, err)
+	}
+	return true, nil
+}
+
+// Delete removes the content stored under digest.
+func (o *Objects) Delete(ctx context.Context, digest string) error {
+	if err := o.store.Delete(ctx, digest); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("delete object %s: %w", digest, err)
+	}
+	return nil
+}
+
+// natsDigest converts the object store's "SHA-256=<base64url>" into "sha256:<hex>".
+func natsDigest(d string) (string, error) {
+	b64, ok := strings.CutPrefix(d, "SHA-256=")
+	if !ok {
+		return "", fmt.Errorf("object store digest %q is not SHA-256", d)
+	}
+	sum, err := base64.URLEncoding.DecodeString(b64)
+	if err != nil {
+		return "", fmt.Errorf("object store digest %q: %w", d, err)
+	}
+	return "sha256:" + hex.EncodeToString(sum), nil
+}
+
+// verifyingReader hashes what it reads and checks the digest at EOF, so a caller never trusts
+// content that does not match the digest it asked for.
+type verifyingReader struct {
+	rc     io.ReadCloser
+	h      interface{ Write([]byte) (int, error); Sum([]byte) []byte }
+	want   []byte
+	digest string
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.rc.Read(p)
+	_, _ = v.h.Write(p[:n])
+	if errors.Is(err, io.EOF) {
+		if got := v.h.Sum(nil); string(got) != string(v.want) {
+			return n, fmt.Errorf("%w: %s: content hashes to sha256:%x", ErrDigestMismatch, v.digest, got)
+		}
+	}
+	return n, err
+}
+
+func (v *verifyingReader) Close() error { return v.rc.Close() }

@@ -1,0 +1,612 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Size limits. Events stay small: large content (bundles, charts, big values) lives in the object
+// store and events carry its digest.
+const (
+	// MaxDataSize bounds an event's data.
+	MaxDataSize = 512 << 10
+	// MaxObjects bounds every object list of a payload.
+	MaxObjects = 10000
+	// MaxMessageLength bounds free-text fields (messages, reasons, diffs of one object).
+	MaxMessageLength = 32 << 10
+	// MaxNotesLength bounds a chart's rendered NOTES.txt.
+	MaxNotesLength = 64 << 10
+	// MaxTimeout bounds a release's timeout.
+	MaxTimeout = 24 * time.Hour
+)
+
+// Stages name where a release failed or was superseded.
+const (
+	StageRequest   = "request"
+	StageRender    = "render"
+	StageApply     = "apply"
+	StageHealth    = "health"
+	StageRollback  = "rollback"
+	StageUninstall = "uninstall"
+)
+
+var (
+	stages      = []string{StageRequest, StageRender, StageApply, StageHealth, StageRollback, StageUninstall}
+	digestRE    = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+	reasonRE    = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+	applyAction = []string{ActionCreated, ActionConfigured, ActionUnchanged}
+	diffAction  = []string{ActionCreate, ActionUpdate, ActionUnchanged, ActionPrune}
+	statuses    = []string{"InProgress", "Current", "Failed", "Terminating", "NotFound", "Unknown"}
+)
+
+// Actions on objects.
+const (
+	ActionCreated    = "created"
+	ActionConfigured = "configured"
+	ActionUnchanged  = "unchanged"
+	ActionCreate     = "create"
+	ActionUpdate     = "update"
+	ActionPrune      = "prune"
+)
+
+// Requested asks for a new revision of a release: render Source with the values, apply it to the
+// release's namespace (the namespace of the event's subject), wait for it as Options say.
+//
+// Values merge as Helm merges them: the chart's values.yaml, then ValuesFiles in order, then
+// Values, then Set in order.
+type Requested struct {
+	Source      Source       `json:"source"`
+	ValuesFiles []ValuesFile `json:"valuesFiles,omitempty" jsonschema:"maxItems=64"`
+	Values      Values       `json:"values,omitempty"`
+	Set         []string     `json:"set,omitempty" jsonschema:"maxItems=1000"`
+	Options     Options      `json:"options,omitzero"`
+	RequestedBy string       `json:"requestedBy,omitempty" jsonschema:"maxLength=256"`
+}
+
+// Values is a tree of chart values, as in a values.yaml.
+type Values map[string]any
+
+// ValuesFile is a values file's content, sent inline and named for error messages.
+type ValuesFile struct {
+	Name    string `json:"name" jsonschema:"minLength=1,maxLength=256"`
+	Content string `json:"content"`
+}
+
+// Source says what to render. Exactly one of its fields is set.
+type Source struct {
+	Helm      *HelmSource      `json:"helm,omitempty"`
+	Kustomize *KustomizeSource `json:"kustomize,omitempty"`
+	Manifests *ManifestsSource `json:"manifests,omitempty"`
+}
+
+// HelmSource is a Helm chart. Exactly one of Path, Object, OCI, RepoURL is set.
+type HelmSource struct {
+	// Path is a chart directory or .tgz on the renderer's file system.
+	Path string `json:"path,omitempty" jsonschema:"maxLength=4096"`
+	// Object is the sha256 digest of a chart archive uploaded to the sources object store.
+	Object string `json:"object,omitempty" jsonschema:"pattern=^sha256:[a-f0-9]{64}$"`
+	// OCI is a chart reference oci://host/repo/chart.
+	OCI string `json:"oci,omitempty" jsonschema:"pattern=^oci://.+"`
+	// RepoURL is an HTTP(S) chart repository; Chart names the chart in its index.yaml.
+	RepoURL string `json:"repoURL,omitempty" jsonschema:"pattern=^https?://.+"`
+	Chart   string `json:"chart,omitempty" jsonschema:"maxLength=253"`
+	// Version is an exact version or, for a repository, a semver range. Empty: the latest.
+	Version string `json:"version,omitempty" jsonschema:"maxLength=256"`
+	// Credentials names where the renderer finds registry or repository credentials.
+	Credentials string `json:"credentials,omitempty" jsonschema:"maxLength=253"`
+}
+
+// KustomizeSource is a kustomization directory, on the renderer's file system or inside an
+// uploaded archive. Exactly one of Path, Object is set.
+type KustomizeSource struct {
+	Path   string `json:"path,omitempty" jsonschema:"maxLength=4096"`
+	Object string `json:"object,omitempty" jsonschema:"pattern=^sha256:[a-f0-9]{64}$"`
+	// Dir is the overlay's directory inside the archive.
+	Dir string `json:"dir,omitempty" jsonschema:"maxLength=4096"`
+}
+
+// ManifestsSource is plain YAML. Exactly one of Path, Object, YAML is set.
+type ManifestsSource struct {
+	Path   string `json:"path,omitempty" jsonschema:"maxLength=4096"`
+	Object string `json:"object,omitempty" jsonschema:"pattern=^sha256:[a-f0-9]{64}$"`
+	// YAML is inline multi-document YAML.
+	YAML string `json:"yaml,omitempty"`
+}
+
+// Options steer a revision through every stage.
+type Options struct {
+	// Timeout bounds the whole revision; every path ends in a terminal event within it.
+	// Zero: the default (5m).
+	Timeout Duration `json:"timeout,omitzero"`
+	// Wait asks the requester's tools to wait for ready; the services behave the same either way.
+	Wait bool `json:"wait,omitempty"`
+	// Prune deletes what the previous revision applied and this one does not. Nil: true.
+	Prune *bool `json:"prune,omitempty"`
+	// RollbackOnFailure rolls back to the previous ready revision if this one fails.
+	RollbackOnFailure bool `json:"rollbackOnFailure,omitempty"`
+	// DryRun renders and diffs against the cluster without changing it.
+	DryRun bool `json:"dryRun,omitempty"`
+	// CreateNamespace creates the release's namespace if it is missing.
+	CreateNamespace bool `json:"createNamespace,omitempty"`
+	// Adopt takes over objects that exist but belong to no release, or to another one.
+	Adopt bool `json:"adopt,omitempty"`
+}
+
+// DefaultTimeout is a revision's timeout when the request does not set one.
+const DefaultTimeout = 5 * time.Minute
+
+// PruneEnabled reports whether to prune (true unless Prune is set to false).
+func (o Options) PruneEnabled() bool { return o.Prune == nil || *o.Prune }
+
+// TimeoutOrDefault returns Timeout, or DefaultTimeout when it is zero.
+func (o Options) TimeoutOrDefault() time.Duration {
+	if o.Timeout == 0 {
+		return DefaultTimeout
+	}
+	return time.Duration(o.Timeout)
+}
+
+// ObjectRef names a Kubernetes object. Namespace is empty for cluster-scoped kinds.
+type ObjectRef struct {
+	APIVersion string `json:"apiVersion" jsonschema:"minLength=1,maxLength=317"`
+	Kind       string `json:"kind" jsonschema:"minLength=1,maxLength=63"`
+	Namespace  string `json:"namespace,omitempty" jsonschema:"maxLength=63"`
+	Name       string `json:"name" jsonschema:"minLength=1,maxLength=253"`
+}
+
+// String returns kind/namespace/name, or kind/name for cluster-scoped objects.
+func (r ObjectRef) String() string {
+	if r.Namespace == "" {
+		return r.Kind + "/" + r.Name
+	}
+	return r.Kind + "/" + r.Namespace + "/" + r.Name
+}
+
+// ChartInfo names the chart a bundle came from.
+type ChartInfo struct {
+	Name       string `json:"name" jsonschema:"minLength=1,maxLength=253"`
+	Version    string `json:"version" jsonschema:"maxLength=256"`
+	AppVersion string `json:"appVersion,omitempty" jsonschema:"maxLength=256"`
+}
+
+// Rendered says a revision's manifests are in the bundles object store.
+type Rendered struct {
+	// Bundle is the sha256 digest of the canonical bundle in the bundles object store.
+	Bundle string `json:"bundle" jsonschema:"pattern=^sha256:[a-f0-9]{64}$"`
+	// Size is the bundle's size in bytes.
+	Size    int64       `json:"size" jsonschema:"minimum=0"`
+	Objects []ObjectRef `json:"objects,omitempty" jsonschema:"maxItems=10000"`
+	// RenderTime is how long rendering took.
+	RenderTime Duration   `json:"renderTime"`
+	Chart      *ChartInfo `json:"chart,omitempty"`
+	Notes      string     `json:"notes,omitempty" jsonschema:"maxLength=65536"`
+	// Rollback is true when history republished an earlier revision's bundle.
+	Rollback bool    `json:"rollback,omitempty"`
+	Options  Options `json:"options,omitzero"`
+}
+
+// AppliedObject is an object the applier applied, and what that changed.
+type AppliedObject struct {
+	ObjectRef
+	// Action is created, configured or unchanged.
+	Action string `json:"action" jsonschema:"enum=created,enum=configured,enum=unchanged"`
+}
+
+// Applied says the cluster now holds a revision's objects.
+type Applied struct {
+	Bundle    string          `json:"bundle" jsonschema:"pattern=^sha256:[a-f0-9]{64}$"`
+	Inventory []AppliedObject `json:"inventory,omitempty" jsonschema:"maxItems=10000"`
+	Pruned    []ObjectRef     `json:"pruned,omitempty" jsonschema:"maxItems=10000"`
+	ApplyTime Duration        `json:"applyTime"`
+	Options   Options         `json:"options,omitzero"`
+}
+
+// ObjectDiff is what applying would do to one object.
+type ObjectDiff struct {
+	ObjectRef
+	// Action is create, update, unchanged or prune.
+	Action string `json:"action" jsonschema:"enum=create,enum=update,enum=unchanged,enum=prune"`
+	// Diff is a unified diff of the object's YAML, for update.
+	Diff string `json:"diff,omitempty" jsonschema:"maxLength=32768"`
+}
+
+// Diffed is a dry run's result.
+type Diffed struct {
+	Bundle  string       `json:"bundle" jsonschema:"pattern=^sha256:[a-f0-9]{64}$"`
+	Objects []ObjectDiff `json:"objects,omitempty" jsonschema:"maxItems=10000"`
+}
+
+// ObjectStatus is one object's health.
+type ObjectStatus struct {
+	ObjectRef
+	// Status is a kstatus status: InProgress, Current, Failed, Terminating, NotFound, Unknown.
+	Status  string `json:"status" jsonschema:"enum=InProgress,enum=Current,enum=Failed,enum=Terminating,enum=NotFound,enum=Unknown"`
+	Message string `json:"message,omitempty" jsonschema:"maxLength=32768"`
+}
+
+// Progressing reports objects converging.
+type Progressing struct {
+	Objects []ObjectStatus `json:"objects,omitempty" jsonschema:"maxItems=10000"`
+	Ready   int            `json:"ready" jsonschema:"minimum=0"`
+	Total   int            `json:"total" jsonschema:"minimum=0"`
+}
+
+// Ready says every object of a revision is Current.
+type Ready struct {
+	// TimeToReady runs from the release.requested to the last object becoming Current.
+	TimeToReady Duration `json:"timeToReady"`
+	Objects     int      `json:"objects" jsonschema:"minimum=0"`
+}
+
+// Failed ends a revision that could not go on.
+type Failed struct {
+	// Stage is request, render, apply, health, rollback or uninstall.
+	Stage string `json:"stage" jsonschema:"enum=request,enum=render,enum=apply,enum=health,enum=rollback,enum=uninstall"`
+	// Reason is a stable snake_case code (template_error, timeout, …) for tools to match on.
+	Reason string `json:"reason" jsonschema:"pattern=^[a-z][a-z0-9_]*$,maxLength=64"`
+	// Message says what went wrong and where, for a person.
+	Message string         `json:"message" jsonschema:"minLength=1,maxLength=32768"`
+	Objects []ObjectStatus `json:"objects,omitempty" jsonschema:"maxItems=10000"`
+}
+
+// Degraded reports objects of a ready revision that are no longer Current.
+type Degraded struct {
+	Objects []ObjectStatus `json:"objects" jsonschema:"minItems=1,maxItems=10000"`
+}
+
+// Recovered reports that a degraded revision is Current again.
+type Recovered struct {
+	Objects []ObjectStatus `json:"objects" jsonschema:"minItems=1,maxItems=10000"`
+}
+
+// RollbackRequested asks to restore an earlier revision's manifests.
+type RollbackRequested struct {
+	// TargetRevision is the revision to restore; 0 means the previous ready one.
+	TargetRevision int    `json:"targetRevision,omitempty" jsonschema:"minimum=0"`
+	Reason         string `json:"reason,omitempty" jsonschema:"maxLength=32768"`
+	// Automatic is true when history asked for it after a failure.
+	Automatic bool    `json:"automatic,omitempty"`
+	Options   Options `json:"options,omitzero"`
+}
+
+// UninstallRequested asks to delete every object of a release.
+type UninstallRequested struct {
+	// DeleteCRDs also deletes the CustomResourceDefinitions the release installed.
+	DeleteCRDs bool     `json:"deleteCRDs,omitempty"`
+	Timeout    Duration `json:"timeout,omitzero"`
+}
+
+// Uninstalled says a release's objects are gone.
+type Uninstalled struct {
+	Deleted []ObjectRef `json:"deleted,omitempty" jsonschema:"maxItems=10000"`
+	// Kept lists objects annotated to be kept, and CRDs when not asked to delete them.
+	Kept []ObjectRef `json:"kept,omitempty" jsonschema:"maxItems=10000"`
+}
+
+// Superseded says a stage dropped work on a revision because a newer one was requested.
+type Superseded struct {
+	// ByRevision is the newer revision.
+	ByRevision int `json:"byRevision" jsonschema:"minimum=1"`
+	// Stage is where the older work was dropped.
+	Stage string `json:"stage" jsonschema:"enum=request,enum=render,enum=apply,enum=health,enum=rollback,enum=uninstall"`
+}
+
+// Validate implements Payload.
+func (p *Requested) Validate() error {
+	var c checker
+	c.source("source", p.Source)
+	c.max("valuesFiles", len(p.ValuesFiles), 64)
+	for i, f := range p.ValuesFiles {
+		c.nonEmpty(fmt.Sprintf("valuesFiles[%d].name", i), f.Name)
+		c.maxLen(fmt.Sprintf("valuesFiles[%d].name", i), f.Name, 256)
+	}
+	c.max("set", len(p.Set), 1000)
+	for i, s := range p.Set {
+		if !strings.Contains(s, "=") {
+			c.addf("set[%d]: %q is not key=value", i, s)
+		}
+	}
+	c.options("options", p.Options)
+	c.maxLen("requestedBy", p.RequestedBy, 256)
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *Rendered) Validate() error {
+	var c checker
+	c.digest("bundle", p.Bundle, true)
+	c.min("size", p.Size, 0)
+	c.objects("objects", p.Objects)
+	c.duration("renderTime", p.RenderTime)
+	if p.Chart != nil {
+		c.nonEmpty("chart.name", p.Chart.Name)
+	}
+	c.maxLen("notes", p.Notes, MaxNotesLength)
+	c.options("options", p.Options)
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *Applied) Validate() error {
+	var c checker
+	c.digest("bundle", p.Bundle, true)
+	c.max("inventory", len(p.Inventory), MaxObjects)
+	for i, o := range p.Inventory {
+		c.object(fmt.Sprintf("inventory[%d]", i), o.ObjectRef)
+		c.oneOf(fmt.Sprintf("inventory[%d].action", i), o.Action, applyAction)
+	}
+	c.objects("pruned", p.Pruned)
+	c.duration("applyTime", p.ApplyTime)
+	c.options("options", p.Options)
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *Diffed) Validate() error {
+	var c checker
+	c.digest("bundle", p.Bundle, true)
+	c.max("objects", len(p.Objects), MaxObjects)
+	for i, o := range p.Objects {
+		c.object(fmt.Sprintf("objects[%d]", i), o.ObjectRef)
+		c.oneOf(fmt.Sprintf("objects[%d].action", i), o.Action, diffAction)
+		c.maxLen(fmt.Sprintf("objects[%d].diff", i), o.Diff, MaxMessageLength)
+	}
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *Progressing) Validate() error {
+	var c checker
+	c.statuses("objects", p.Objects)
+	c.min("ready", int64(p.Ready), 0)
+	c.min("total", int64(p.Total), 0)
+	if p.Ready > p.Total {
+		c.addf("ready: %d is more than total %d", p.Ready, p.Total)
+	}
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *Ready) Validate() error {
+	var c checker
+	c.duration("timeToReady", p.TimeToReady)
+	c.min("objects", int64(p.Objects), 0)
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *Failed) Validate() error {
+	var c checker
+	c.oneOf("stage", p.Stage, stages)
+	if !reasonRE.MatchString(p.Reason) || len(p.Reason) > 64 {
+		c.addf("reason: %q must be a snake_case code of at most 64 characters", p.Reason)
+	}
+	c.nonEmpty("message", p.Message)
+	c.maxLen("message", p.Message, MaxMessageLength)
+	c.statuses("objects", p.Objects)
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *Degraded) Validate() error {
+	var c checker
+	c.min("objects", int64(len(p.Objects)), 1)
+	c.statuses("objects", p.Objects)
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *Recovered) Validate() error {
+	var c checker
+	c.min("objects", int64(len(p.Objects)), 1)
+	c.statuses("objects", p.Objects)
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *RollbackRequested) Validate() error {
+	var c checker
+	c.min("targetRevision", int64(p.TargetRevision), 0)
+	c.maxLen("reason", p.Reason, MaxMessageLength)
+	c.options("options", p.Options)
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *UninstallRequested) Validate() error {
+	var c checker
+	c.timeout("timeout", p.Timeout)
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *Uninstalled) Validate() error {
+	var c checker
+	c.objects("deleted", p.Deleted)
+	c.objects("kept", p.Kept)
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *Superseded) Validate() error {
+	var c checker
+	c.min("byRevision", int64(p.ByRevision), 1)
+	c.oneOf("stage", p.Stage, stages)
+	return c.err()
+}
+
+// checker collects every violation of a payload, so one error lists them all.
+type checker struct{ errs []error }
+
+func (c *checker) addf(format string, args ...any) { c.errs = append(c.errs, fmt.Errorf(format, args...)) }
+
+func (c *checker) err() error { return errors.Join(c.errs...) }
+
+func (c *checker) nonEmpty(field, s string) {
+	if s == "" {
+		c.addf("%s: required", field)
+	}
+}
+
+func (c *checker) maxLen(field, s string, n int) {
+	if len(s) > n {
+		c.addf("%s: %d characters long, at most %d are allowed", field, len(s), n)
+	}
+}
+
+func (c *checker) min(field string, v, n int64) {
+	if v < n {
+		c.addf("%s: %d is less than %d", field, v, n)
+	}
+}
+
+func (c *checker) max(field string, v, n int) {
+	if v > n {
+		c.addf("%s: %d items, at most %d are allowed", field, v, n)
+	}
+}
+
+func (c *checker) oneOf(field, v string, allowed []string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	c.addf("%s: %q is not one of %s", field, v, strings.Join(allowed, ", "))
+}
+
+func (c *checker) digest(field, d string, required bool) {
+	switch {
+	case d == "" && required:
+		c.addf("%s: required", field)
+	case d != "" && !digestRE.MatchString(d):
+		c.addf("%s: %q is not a digest sha256:<64 hex digits>", field, d)
+	}
+}
+
+func (c *checker) duration(field string, d Duration) {
+	if d < 0 {
+		c.addf("%s: %s is negative", field, time.Duration(d))
+	}
+}
+
+func (c *checker) timeout(field string, d Duration) {
+	c.duration(field, d)
+	if time.Duration(d) > MaxTimeout {
+		c.addf("%s: %s is longer than %s", field, time.Duration(d), MaxTimeout)
+	}
+}
+
+func (c *checker) object(field string, o ObjectRef) {
+	c.nonEmpty(field+".apiVersion", o.APIVersion)
+	c.nonEmpty(field+".kind", o.Kind)
+	c.nonEmpty(field+".name", o.Name)
+	c.maxLen(field+".name", o.Name, 253)
+	if o.Namespace != "" {
+		if err := ValidateName("namespace", o.Namespace); err != nil {
+			c.addf("%s.namespace: %w", field, err)
+		}
+	}
+}
+
+func (c *checker) objects(field string, objs []ObjectRef) {
+	c.max(field, len(objs), MaxObjects)
+	for i, o := range objs {
+		c.object(fmt.Sprintf("%s[%d]", field, i), o)
+	}
+}
+
+func (c *checker) statuses(field string, objs []ObjectStatus) {
+	c.max(field, len(objs), MaxObjects)
+	for i, o := range objs {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		c.object(f, o.ObjectRef)
+		c.oneOf(f+".status", o.Status, statuses)
+		c.maxLen(f+".message", o.Message, MaxMessageLength)
+	}
+}
+
+func (c *checker) options(field string, o Options) {
+	c.timeout(field+".timeout", o.Timeout)
+}
+
+func (c *checker) source(field string, s Source) {
+	set := 0
+	if s.Helm != nil {
+		set++
+		h := s.Helm
+		refs := count(h.Path != "", h.Object != "", h.OCI != "", h.RepoURL != "")
+		if refs != 1 {
+			c.addf("%s.helm: exactly one of path, object, oci, repoURL must be set (%d are)", field, refs)
+		}
+		c.digest(field+".helm.object", h.Object, false)
+		if h.OCI != "" && !strings.HasPrefix(h.OCI, "oci://") {
+			c.addf("%s.helm.oci: %q must start with oci://", field, h.OCI)
+		}
+		if h.RepoURL != "" {
+			if !strings.HasPrefix(h.RepoURL, "http://") && !strings.HasPrefix(h.RepoURL, "https://") {
+				c.addf("%s.helm.repoURL: %q must be an http:// or https:// URL", field, h.RepoURL)
+			}
+			if h.Chart == "" {
+				c.addf("%s.helm.chart: required with repoURL", field)
+			}
+		} else if h.Chart != "" {
+			c.addf("%s.helm.chart: only used with repoURL", field)
+		}
+	}
+	if s.Kustomize != nil {
+		set++
+		if n := count(s.Kustomize.Path != "", s.Kustomize.Object != ""); n != 1 {
+			c.addf("%s.kustomize: exactly one of path, object must be set (%d are)", field, n)
+		}
+		c.digest(field+".kustomize.object", s.Kustomize.Object, false)
+	}
+	if s.Manifests != nil {
+		set++
+		m := s.Manifests
+		if n := count(m.Path != "", m.Object != "", m.YAML != ""); n != 1 {
+			c.addf("%s.manifests: exactly one of path, object, yaml must be set (%d are)", field, n)
+		}
+		c.digest(field+".manifests.object", m.Object, false)
+	}
+	if set != 1 {
+		c.addf("%s: exactly one of helm, kustomize, manifests must be set (%d are)", field, set)
+	}
+}
+
+func count(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// Duration is a time.Duration written in JSON as a Go duration string ("5m", "1m30s").
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"5m\" or \"1m30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// String returns the duration as time.Duration prints it.
+func (d Duration) String() string { return time.Duration(d).String() }

@@ -1,0 +1,59 @@
+package events
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Publisher publishes events to the events stream.
+type Publisher struct {
+	js jetstream.JetStream
+}
+
+// NewPublisher returns a Publisher on js.
+func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
+
+// Publish validates e, writes it in structured mode to its release subject with Nats-Msg-Id set
+// to the event id, and blocks until the stream acknowledges it or ctx ends. An event whose id the
+// stream saw within its duplicate window is not stored again: the returned ack then has
+// Duplicate set, and that is not an error.
+func (p *Publisher) Publish(ctx context.Context, e event.Event) (*jetstream.PubAck, error) {
+	msg, err := Message(e)
+	if err != nil {
+		return nil, err
+	}
+	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(e.ID()))
+	if err != nil {
+		return nil, fmt.Errorf("publish %s %s to %s: %w", e.Type(), e.ID(), msg.Subject, err)
+	}
+	return ack, nil
+}
+
+// Message returns e as the NATS message troupe publishes: structured mode, on its release subject.
+func Message(e event.Event) (*nats.Msg, error) {
+	r, err := ReleaseOf(e)
+	if err != nil {
+		return nil, fmt.Errorf("%w: event %s: %w", ErrMalformed, e.ID(), err)
+	}
+	subject, err := Subject(r, e.Type())
+	if err != nil {
+		return nil, fmt.Errorf("%w: event %s: %w", ErrMalformed, e.ID(), err)
+	}
+	body, err := Encode(e)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := Lookup(e.Type()); ok {
+		if _, err := DecodePayload(e.Type(), e.Data()); err != nil {
+			return nil, err
+		}
+	}
+	msg := nats.NewMsg(subject)
+	msg.Header.Set("Content-Type", ContentTypeStructured)
+	msg.Data = body
+	return msg, nil
+}

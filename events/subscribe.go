@@ -1,0 +1,397 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// SubscriberConfig configures a Subscriber. Zero values take the defaults named on each field.
+type SubscriberConfig struct {
+	// Service names the service: the durable consumer every replica shares, the dead-letter
+	// subject troupe.dlq.<service>.…, and the source troupe/<service> of what the subscriber
+	// publishes itself. Required; letters, digits, '-' and '_'.
+	Service string
+	// Version is advertised in the service's $SRV.INFO. Default "dev".
+	Version string
+	// Types are the event types the service consumes; the consumer is filtered to them. Required.
+	Types []string
+	// Produces are the event types the service publishes, advertised in $SRV.INFO.
+	Produces []string
+	// Concurrency bounds how many events this replica handles at once. Default 4.
+	Concurrency int
+	// MaxDeliver bounds how many times an event is delivered before it is dead-lettered.
+	// Default 5.
+	MaxDeliver int
+	// Backoff is the delay before redelivery after the n-th failed delivery (the last entry
+	// repeats). Default 1s, 5s, 15s, 30s.
+	Backoff []time.Duration
+	// AckWait is how long the server waits for an ack before redelivering. A running handler
+	// sends in-progress heartbeats every AckWait/3, so long work is not redelivered. Default 30s.
+	AckWait time.Duration
+	// HandlerTimeout bounds one handler run. Default 10m.
+	HandlerTimeout time.Duration
+	// DrainTimeout bounds how long Start waits for running handlers once ctx ends; after it their
+	// ctx is cancelled. Default 30s.
+	DrainTimeout time.Duration
+	// DeliverAll makes a newly created consumer start at the beginning of the stream. Default:
+	// new events only. An existing durable consumer always resumes where it stopped.
+	DeliverAll bool
+	// FailStage, when set, makes the subscriber publish release.failed with this stage for every
+	// event it dead-letters (terminal error, deliveries exhausted, malformed input), so the user
+	// sees why the release stopped. Leave it empty for services that only observe.
+	FailStage string
+	// Logger is the base logger. Default: a disabled logger.
+	Logger *zerolog.Logger
+	// Metrics records handler and consumer metrics. Optional.
+	Metrics *Metrics
+	// Middleware wraps the handler inside the built-in logging, metrics, timeout and recover.
+	Middleware []Middleware
+}
+
+func (c *SubscriberConfig) defaults() error {
+	if !serviceNameRE.MatchString(c.Service) {
+		return fmt.Errorf("subscriber: service name %q must be letters, digits, '-' and '_'", c.Service)
+	}
+	if len(c.Types) == 0 {
+		return fmt.Errorf("subscriber %s: no event types to consume", c.Service)
+	}
+	if c.FailStage != "" {
+		if err := (&Failed{Stage: c.FailStage, Reason: "x", Message: "x"}).Validate(); err != nil {
+			return fmt.Errorf("subscriber %s: fail stage: %w", c.Service, err)
+		}
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 4
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 5
+	}
+	if len(c.Backoff) == 0 {
+		c.Backoff = []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second}
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.HandlerTimeout <= 0 {
+		c.HandlerTimeout = 10 * time.Minute
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		l := zerolog.Nop()
+		c.Logger = &l
+	}
+	return nil
+}
+
+// Subscriber runs a service's handler on the events of its types.
+//
+// Every replica of a service shares one durable pull consumer named after the service, so
+// replicas split the work. What happens to an event is decided in one place, from the handler's
+// error:
+//
+//   - nil: ack.
+//   - Terminal(err): dead-letter with the reason, publish release.failed when FailStage is set,
+//     then term. Never retried.
+//   - any other error (a recovered panic too): nak with the backoff for this delivery; on the
+//     MaxDeliver-th delivery, dead-letter as for a terminal error, with the last error as reason.
+//   - while the handler runs: an in-progress heartbeat every AckWait/3.
+//
+// Bytes that are not a valid troupe CloudEvent never reach the handler: they are dead-lettered
+// with what is wrong. If dead-lettering itself fails, the event is nakked and tried again later,
+// never dropped. The server's own delivery limit is off, so the server never drops an event the
+// subscriber did not give up on.
+type Subscriber struct {
+	js      jetstream.JetStream
+	cfg     SubscriberConfig
+	handler Handler
+	pub     *Publisher
+	log     zerolog.Logger
+}
+
+// NewSubscriber checks cfg and returns a Subscriber that runs h when started.
+func NewSubscriber(js jetstream.JetStream, cfg SubscriberConfig, h Handler) (*Subscriber, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With().Str("service", cfg.Service).Logger()
+	mws := []Middleware{Logging(log)}
+	if cfg.Metrics != nil {
+		mws = append(mws, Instrument(cfg.Metrics, cfg.Service))
+	}
+	mws = append(mws, Timeout(cfg.HandlerTimeout), Recover())
+	mws = append(mws, cfg.Middleware...)
+	return &Subscriber{js: js, cfg: cfg, handler: Chain(h, mws...), pub: NewPublisher(js), log: log}, nil
+}
+
+// ConsumerConfig returns the durable consumer configuration the subscriber creates or updates.
+func (s *Subscriber) ConsumerConfig() (jetstream.ConsumerConfig, error) {
+	filters := make([]string, 0, len(s.cfg.Types))
+	for _, t := range s.cfg.Types {
+		f, err := TypeFilter(t)
+		if err != nil {
+			return jetstream.ConsumerConfig{}, fmt.Errorf("subscriber %s: %w", s.cfg.Service, err)
+		}
+		filters = append(filters, f)
+	}
+	deliver := jetstream.DeliverNewPolicy
+	if s.cfg.DeliverAll {
+		deliver = jetstream.DeliverAllPolicy
+	}
+	return jetstream.ConsumerConfig{
+		Durable:        s.cfg.Service,
+		Description:    "troupe service " + s.cfg.Service,
+		FilterSubjects: filters,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        s.cfg.AckWait,
+		MaxDeliver:     -1,
+		DeliverPolicy:  deliver,
+		MaxAckPending:  max(1000, 4*s.cfg.Concurrency),
+	}, nil
+}
+
+// Start creates or updates the service's durable consumer, registers the service for discovery
+// ($SRV.INFO), and handles events until ctx ends. Then it stops fetching, hands back events it
+// fetched but did not start (nak, for another replica), waits up to DrainTimeout for running
+// handlers, and returns nil. It returns an error only if it could not start.
+func (s *Subscriber) Start(ctx context.Context) error {
+	cc, err := s.ConsumerConfig()
+	if err != nil {
+		return err
+	}
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, StreamName, cc)
+	if err != nil {
+		return fmt.Errorf("subscriber %s: create consumer on %s: %w", s.cfg.Service, StreamName, err)
+	}
+	svc, err := RegisterService(s.js, ServiceInfo{Name: s.cfg.Service, Version: s.cfg.Version, Consumes: s.cfg.Types, Produces: s.cfg.Produces})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = svc.Stop() }()
+
+	it, err := cons.Messages(jetstream.PullMaxMessages(s.cfg.Concurrency), jetstream.PullExpiry(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("subscriber %s: consume: %w", s.cfg.Service, err)
+	}
+	s.log.Info().Strs("types", s.cfg.Types).Int("concurrency", s.cfg.Concurrency).Msg("subscribed")
+
+	// Handlers outlive ctx by up to DrainTimeout, so that a shutdown lets running work finish.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopped := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			it.Drain()
+		case <-stopped:
+		}
+	}()
+	go s.watchPending(ctx, cons)
+
+	sem := make(chan struct{}, s.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for {
+		sem <- struct{}{}
+		msg, err := it.Next()
+		if err != nil {
+			<-sem
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			s.log.Warn().Err(err).Msg("fetch")
+			continue
+		}
+		if ctx.Err() != nil {
+			// Fetched but not started: hand it back at once instead of holding it till AckWait.
+			_ = msg.Nak()
+			<-sem
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			s.process(workCtx, msg)
+		}()
+	}
+	close(stopped)
+	it.Stop()
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.cfg.DrainTimeout):
+		s.log.Warn().Dur("drain_timeout", s.cfg.DrainTimeout).Msg("handlers still running at shutdown: cancelling them")
+		cancelWork()
+		<-done
+	}
+	s.log.Info().Msg("stopped")
+	return nil
+}
+
+// process handles one delivery and settles it.
+func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		s.log.Error().Err(err).Str("subject", msg.Subject()).Msg("message without JetStream metadata")
+		_ = msg.Term()
+		return
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.pending.WithLabelValues(s.cfg.Service).Set(float64(md.NumPending))
+	}
+	e, err := Decode(msg.Subject(), msg.Headers(), msg.Data())
+	if err != nil {
+		s.reject(ctx, msg, md, nil, "malformed", err.Error())
+		return
+	}
+	if md.NumDelivered > 1 && s.cfg.Metrics != nil {
+		s.cfg.Metrics.redelivered.WithLabelValues(s.cfg.Service, e.Type()).Inc()
+	}
+
+	stopBeat := s.heartbeat(ctx, msg)
+	err = s.handler(ctx, e)
+	stopBeat()
+
+	switch {
+	case err == nil:
+		if aerr := msg.Ack(); aerr != nil {
+			s.log.Warn().Err(aerr).Str("event_id", e.ID()).Msg("ack")
+		}
+	case IsTerminal(err):
+		s.reject(ctx, msg, md, &e, ReasonOf(err), err.Error())
+	case md.NumDelivered >= uint64(s.cfg.MaxDeliver):
+		s.reject(ctx, msg, md, &e, "max_deliveries", fmt.Sprintf("gave up after %d deliveries: %v", md.NumDelivered, err))
+	default:
+		s.retry(msg, md)
+	}
+}
+
+// retry naks msg with the backoff for its delivery count.
+func (s *Subscriber) retry(msg jetstream.Msg, md *jetstream.MsgMetadata) {
+	i := min(int(md.NumDelivered)-1, len(s.cfg.Backoff)-1)
+	if err := msg.NakWithDelay(s.cfg.Backoff[max(i, 0)]); err != nil {
+		s.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("nak")
+	}
+}
+
+// reject gives up on msg: dead letter, release.failed (when FailStage is set), then term. If any
+// publish fails the event is nakked instead, to be tried again; both publishes have derived ids,
+// so trying again stores each once.
+func (s *Subscriber) reject(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, e *event.Event, cause, reason string) {
+	log := s.log.With().Str("subject", msg.Subject()).Str("cause", cause).Logger()
+	if err := publishDeadLetter(ctx, s.js, s.cfg.Service, msg, md, reason); err != nil {
+		log.Error().Err(err).Msg("dead-letter failed; retrying the event later")
+		s.retry(msg, md)
+		return
+	}
+	if s.cfg.FailStage != "" {
+		if err := s.publishFailed(ctx, msg, md, e, cause, reason); err != nil {
+			log.Error().Err(err).Msg("publish release.failed failed; retrying the event later")
+			s.retry(msg, md)
+			return
+		}
+	}
+	if s.cfg.Metrics != nil {
+		typ := "unknown"
+		if e != nil {
+			typ = e.Type()
+		}
+		s.cfg.Metrics.deadLettered.WithLabelValues(s.cfg.Service, typ, cause).Inc()
+	}
+	log.Warn().Str("reason", reason).Msg("dead-lettered")
+	if err := msg.TermWithReason(headerSafe(cause+": "+reason, 256)); err != nil {
+		log.Warn().Err(err).Msg("term")
+	}
+}
+
+// publishFailed tells the user why the subscriber gave up on a release's event. For malformed
+// input there is no event to react to: the release comes from the NATS subject when it names one,
+// and the correlation id from the stream position.
+func (s *Subscriber) publishFailed(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, e *event.Event, cause, reason string) error {
+	source := SourcePrefix + s.cfg.Service
+	failed := Failed{Stage: s.cfg.FailStage, Reason: cause, Message: truncate(reason, MaxMessageLength)}
+	var cause2 event.Event
+	if e != nil {
+		cause2 = *e
+	} else {
+		r, _, err := ParseSubject(msg.Subject())
+		if err != nil {
+			return nil // no release to tell: the dead letter is all there is
+		}
+		cause2 = event.New()
+		cause2.SetID(fmt.Sprintf("%s:%d", md.Stream, md.Sequence.Stream))
+		cause2.SetSubject(r.String())
+		failed.Reason = "malformed_event"
+	}
+	out, err := Derive(cause2, source, TypeFailed, failed)
+	if err != nil {
+		return err
+	}
+	_, err = s.pub.Publish(ctx, out)
+	return err
+}
+
+// heartbeat tells the server the handler is still working, every AckWait/3, until stopped.
+func (s *Subscriber) heartbeat(ctx context.Context, msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(s.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := msg.InProgress(); err != nil {
+					s.log.Debug().Err(err).Msg("in-progress heartbeat")
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
+}
+
+// watchPending keeps the pending gauge current while the consumer is idle.
+func (s *Subscriber) watchPending(ctx context.Context, cons jetstream.Consumer) {
+	if s.cfg.Metrics == nil {
+		return
+	}
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			info, err := cons.Info(ctx)
+			if err == nil {
+				s.cfg.Metrics.pending.WithLabelValues(s.cfg.Service).Set(float64(info.NumPending))
+			}
+		}
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
