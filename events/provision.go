@@ -88,7 +88,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 			Name: DeadLetterStreamName, Description: "troupe dead letters: events a service gave up on, with the reason",
 			Subjects: []string{DeadLetterSubjects}, Storage: cfg.Storage, Replicas: cfg.Replicas,
 			MaxAge: cfg.MaxAge, Duplicates: cfg.Duplicates, Retention: jetstream.LimitsPolicy,
-			Discard: jetstream.DiscardOld,
+			Discard: jetstream.DiscardOld, MaxMsgSize: 2 << 20,
 		},
 	}
 	for _, sc := range streams {

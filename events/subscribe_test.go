@@ -1,0 +1,306 @@
+package events_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/natstest"
+)
+
+func TestAtLeastOnceAcrossRestart(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	pub := events.NewPublisher(js)
+	cfg := events.SubscriberConfig{Service: "renderer", Types: []string{events.TypeRequested}, Concurrency: 1}
+	got := newSeen()
+	var handled atomic.Int32
+	h := func(ctx context.Context, e event.Event) error {
+		time.Sleep(5 * time.Millisecond)
+		got.add(e.ID())
+		handled.Add(1)
+		return nil
+	}
+
+	stop := run(t, js, cfg, h)
+	var ids []string
+	for i := range 40 {
+		ids = append(ids, publishRequest(t, pub, rel(i)).ID())
+	}
+	require.Eventually(t, func() bool { return handled.Load() >= 10 }, 10*time.Second, 5*time.Millisecond)
+	stop() // mid-stream: some handled, the rest not yet
+	require.Less(t, got.distinct(), 40, "the restart must happen with work left")
+
+	for i := 40; i < 60; i++ { // published while no replica runs
+		ids = append(ids, publishRequest(t, pub, rel(i)).ID())
+	}
+	run(t, js, cfg, h)
+	require.Eventually(t, func() bool { return got.distinct() == 60 }, 20*time.Second, 10*time.Millisecond)
+	for _, id := range ids {
+		assert.GreaterOrEqual(t, got.count(id), 1, id)
+	}
+	require.Eventually(t, func() bool {
+		c, err := js.Consumer(t.Context(), events.StreamName, "renderer")
+		require.NoError(t, err)
+		info, err := c.Info(t.Context())
+		require.NoError(t, err)
+		return info.NumAckPending == 0 && info.NumPending == 0
+	}, 10*time.Second, 10*time.Millisecond, "every event acked")
+}
+
+func TestDuplicateIDStoredOnce(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	pub := events.NewPublisher(js)
+	e := publishRequest(t, pub, podinfo)
+	ack, err := pub.Publish(t.Context(), e)
+	require.NoError(t, err)
+	assert.True(t, ack.Duplicate, "the stream recognised the id")
+	assert.Len(t, releaseEvents(t, js, events.TypeRequested), 1)
+
+	// A redelivered handler derives the same id for its output: stored once too.
+	for range 2 {
+		out, err := events.Derive(e, "troupe/renderer", events.TypeFailed, events.Failed{Stage: "render", Reason: "x", Message: "m"})
+		require.NoError(t, err)
+		_, err = pub.Publish(t.Context(), out)
+		require.NoError(t, err)
+	}
+	assert.Len(t, releaseEvents(t, js, events.TypeFailed), 1)
+}
+
+func TestPanicRetriedThenDeadLettered(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	pub := events.NewPublisher(js)
+	reg := prometheus.NewRegistry()
+	m, err := events.NewMetrics(reg)
+	require.NoError(t, err)
+	calls := newSeen()
+	cfg := fastRetry(events.SubscriberConfig{Service: "renderer", Types: []string{events.TypeRequested},
+		MaxDeliver: 3, FailStage: events.StageRender, Metrics: m})
+	run(t, js, cfg, func(ctx context.Context, e event.Event) error {
+		calls.add(e.ID())
+		if e.Subject() == "prod/podinfo" {
+			panic("nil map in values")
+		}
+		return nil
+	})
+
+	bad := publishRequest(t, pub, podinfo)
+	require.Eventually(t, func() bool { return len(deadLetters(t, js)) == 1 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 3, calls.count(bad.ID()), "retried up to MaxDeliver")
+
+	dl := deadLetters(t, js)[0]
+	assert.Equal(t, "renderer", dl.Service)
+	assert.Equal(t, "troupe.release.prod.podinfo.requested", dl.Subject)
+	assert.Contains(t, dl.Reason, "panicked")
+	assert.Contains(t, dl.Reason, "nil map in values")
+	assert.Contains(t, dl.Reason, "3 deliveries")
+	assert.EqualValues(t, 3, dl.Deliveries)
+	orig, err := events.Decode(dl.Subject, dl.Header, dl.Data)
+	require.NoError(t, err, "the dead letter carries the original event")
+	assert.Equal(t, bad.ID(), orig.ID())
+
+	// The user sees why.
+	require.Eventually(t, func() bool { return len(releaseEvents(t, js, events.TypeFailed)) == 1 }, 5*time.Second, 10*time.Millisecond)
+	failed := releaseEvents(t, js, events.TypeFailed)[0]
+	assert.Equal(t, bad.ID(), events.CorrelationID(failed))
+	f, err := events.Data[events.Failed](failed)
+	require.NoError(t, err)
+	assert.Equal(t, events.StageRender, f.Stage)
+	assert.Equal(t, "max_deliveries", f.Reason)
+	assert.Contains(t, f.Message, "nil map in values")
+
+	// The service is still running.
+	good := publishRequest(t, pub, rel(1))
+	require.Eventually(t, func() bool { return calls.count(good.ID()) == 1 }, 5*time.Second, 10*time.Millisecond)
+
+	assert.Equal(t, 1.0, metricValue(t, reg, "troupe_events_dead_lettered_total", "cause", "max_deliveries"))
+	assert.Equal(t, 2.0, metricValue(t, reg, "troupe_events_redelivered_total", "type", events.TypeRequested))
+	assert.Equal(t, 3.0, metricValue(t, reg, "troupe_events_failed_total", "type", events.TypeRequested))
+	assert.Equal(t, 1.0, metricValue(t, reg, "troupe_events_handled_total", "outcome", "ok"))
+}
+
+func TestTerminalDeadLettersAtOnce(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	pub := events.NewPublisher(js)
+	calls := newSeen()
+	cfg := fastRetry(events.SubscriberConfig{Service: "renderer", Types: []string{events.TypeRequested}, FailStage: events.StageRender})
+	run(t, js, cfg, func(ctx context.Context, e event.Event) error {
+		calls.add(e.ID())
+		return events.Reject("not_a_chart", fmt.Errorf("charts/podinfo: Chart.yaml missing"))
+	})
+	e := publishRequest(t, pub, podinfo)
+	require.Eventually(t, func() bool { return len(deadLetters(t, js)) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(releaseEvents(t, js, events.TypeFailed)) == 1 }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // a retry, if there were one, would have come by now
+	assert.Equal(t, 1, calls.count(e.ID()), "a terminal error is never retried")
+	assert.Contains(t, deadLetters(t, js)[0].Reason, "Chart.yaml missing")
+	f, err := events.Data[events.Failed](releaseEvents(t, js, events.TypeFailed)[0])
+	require.NoError(t, err)
+	assert.Equal(t, "not_a_chart", f.Reason)
+	assert.Contains(t, f.Message, "Chart.yaml missing")
+}
+
+func TestTransientErrorRetriedWithBackoff(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	pub := events.NewPublisher(js)
+	calls := newSeen()
+	var mu sync.Mutex
+	var at []time.Time
+	cfg := events.SubscriberConfig{Service: "renderer", Types: []string{events.TypeRequested},
+		Backoff: []time.Duration{50 * time.Millisecond, 200 * time.Millisecond}}
+	run(t, js, cfg, func(ctx context.Context, e event.Event) error {
+		mu.Lock()
+		at = append(at, time.Now())
+		mu.Unlock()
+		if calls.add(e.ID()) < 3 {
+			return errFlaky
+		}
+		return nil
+	})
+	e := publishRequest(t, pub, podinfo)
+	require.Eventually(t, func() bool { return calls.count(e.ID()) == 3 }, 10*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.GreaterOrEqual(t, at[1].Sub(at[0]), 50*time.Millisecond, "first backoff")
+	assert.GreaterOrEqual(t, at[2].Sub(at[1]), 200*time.Millisecond, "second backoff")
+	assert.Empty(t, deadLetters(t, js))
+}
+
+func TestReplicasSplitWork(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	pub := events.NewPublisher(js)
+	got := newSeen()
+	var byReplica [2]atomic.Int32
+	cfg := events.SubscriberConfig{Service: "applier", Types: []string{events.TypeRequested}, Concurrency: 2}
+	for i := range 2 {
+		nc, err := nats.Connect(js.Conn().ConnectedUrl())
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		rjs, err := jetstream.New(nc)
+		require.NoError(t, err)
+		run(t, rjs, cfg, func(ctx context.Context, e event.Event) error {
+			time.Sleep(2 * time.Millisecond)
+			got.add(e.ID())
+			byReplica[i].Add(1)
+			return nil
+		})
+	}
+	var ids []string
+	for i := range 200 {
+		ids = append(ids, publishRequest(t, pub, rel(i)).ID())
+	}
+	require.Eventually(t, func() bool { return got.distinct() == 200 }, 20*time.Second, 10*time.Millisecond)
+	for _, id := range ids {
+		assert.GreaterOrEqual(t, got.count(id), 1)
+	}
+	assert.Positive(t, byReplica[0].Load(), "replica 0 took a share")
+	assert.Positive(t, byReplica[1].Load(), "replica 1 took a share")
+	assert.EqualValues(t, 200, byReplica[0].Load()+byReplica[1].Load(), "no event handled twice without a failure")
+}
+
+func TestMalformedDeadLettered(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	calls := newSeen()
+	cfg := events.SubscriberConfig{Service: "renderer", Types: []string{events.TypeRequested}, FailStage: events.StageRender}
+	run(t, js, cfg, func(ctx context.Context, e event.Event) error { calls.add(e.ID()); return nil })
+
+	_, err := js.Publish(t.Context(), "troupe.release.prod.podinfo.requested", []byte("not a cloudevent {"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(deadLetters(t, js)) == 1 }, 10*time.Second, 10*time.Millisecond)
+	dl := deadLetters(t, js)[0]
+	assert.Equal(t, "not a cloudevent {", string(dl.Data), "the original bytes are kept")
+	assert.Contains(t, dl.Reason, "malformed event")
+	assert.Contains(t, dl.Reason, "not a structured-mode CloudEvent")
+	assert.Equal(t, "troupe.dlq.renderer.release.prod.podinfo.requested", events.DeadLetterSubject(dl.Service, dl.Subject))
+	assert.Zero(t, calls.distinct(), "the handler never sees it")
+
+	require.Eventually(t, func() bool { return len(releaseEvents(t, js, events.TypeFailed)) == 1 }, 5*time.Second, 10*time.Millisecond)
+	f, err := events.Data[events.Failed](releaseEvents(t, js, events.TypeFailed)[0])
+	require.NoError(t, err)
+	assert.Equal(t, "malformed_event", f.Reason)
+}
+
+func TestLongWorkHeartbeats(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	pub := events.NewPublisher(js)
+	calls := newSeen()
+	cfg := events.SubscriberConfig{Service: "applier", Types: []string{events.TypeRequested}, AckWait: 600 * time.Millisecond}
+	run(t, js, cfg, func(ctx context.Context, e event.Event) error {
+		calls.add(e.ID())
+		time.Sleep(2 * time.Second) // over three AckWaits
+		return nil
+	})
+	e := publishRequest(t, pub, podinfo)
+	require.Eventually(t, func() bool { return calls.count(e.ID()) == 1 }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(2500 * time.Millisecond)
+	assert.Equal(t, 1, calls.count(e.ID()), "in-progress heartbeats kept the server from redelivering")
+}
+
+func TestGracefulDrain(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	pub := events.NewPublisher(js)
+	calls := newSeen()
+	started := make(chan struct{}, 1)
+	var finished atomic.Bool
+	cfg := events.SubscriberConfig{Service: "applier", Types: []string{events.TypeRequested}, Concurrency: 1}
+	stop := run(t, js, cfg, func(ctx context.Context, e event.Event) error {
+		calls.add(e.ID())
+		started <- struct{}{}
+		time.Sleep(300 * time.Millisecond)
+		finished.Store(ctx.Err() == nil)
+		return nil
+	})
+	e := publishRequest(t, pub, podinfo)
+	<-started
+	stop()
+	assert.True(t, finished.Load(), "the running handler finished with a live ctx")
+
+	run(t, js, cfg, func(ctx context.Context, e event.Event) error { calls.add(e.ID()); return nil })
+	time.Sleep(300 * time.Millisecond)
+	assert.Equal(t, 1, calls.count(e.ID()), "it was acked before shutdown, so not redelivered")
+}
+
+func TestServiceDiscovery(t *testing.T) {
+	_, nc, js := natstest.Start(t)
+	cfg := events.SubscriberConfig{Service: "renderer", Types: []string{events.TypeRequested},
+		Produces: []string{events.TypeRendered, events.TypeFailed}}
+	run(t, js, cfg, func(ctx context.Context, e event.Event) error { return nil })
+	var info struct {
+		Name     string            `json:"name"`
+		Metadata map[string]string `json:"metadata"`
+	}
+	require.Eventually(t, func() bool {
+		resp, err := nc.Request("$SRV.INFO.renderer", nil, time.Second)
+		return err == nil && jsonUnmarshal(resp.Data, &info) == nil && info.Name == "renderer"
+	}, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, events.TypeRequested, info.Metadata[events.MetaConsumes])
+	assert.Equal(t, strings.Join([]string{events.TypeRendered, events.TypeFailed}, ","), info.Metadata[events.MetaProduces])
+}
+
+func TestSubscriberConfigErrors(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	h := func(ctx context.Context, e event.Event) error { return nil }
+	for name, cfg := range map[string]events.SubscriberConfig{
+		"no service":   {Types: []string{events.TypeRequested}},
+		"bad service":  {Service: "my.service", Types: []string{events.TypeRequested}},
+		"no types":     {Service: "x"},
+		"bad stage":    {Service: "x", Types: []string{events.TypeRequested}, FailStage: "deploy"},
+	} {
+		_, err := events.NewSubscriber(js, cfg, h)
+		assert.Error(t, err, name)
+	}
+	s, err := events.NewSubscriber(js, events.SubscriberConfig{Service: "x", Types: []string{"nope"}}, h)
+	require.NoError(t, err)
+	assert.ErrorIs(t, s.Start(t.Context()), events.ErrUnknownType)
+}
