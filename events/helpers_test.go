@@ -143,7 +143,9 @@ func fastRetry(cfg events.SubscriberConfig) events.SubscriberConfig {
 	return cfg
 }
 
-func rel(i int) events.Release { return events.Release{Namespace: "test", Name: fmt.Sprintf("app-%d", i)} }
+func rel(i int) events.Release {
+	return events.Release{Namespace: "test", Name: fmt.Sprintf("app-%d", i)}
+}
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 

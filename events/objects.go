@@ -10,8 +10,8 @@ import (
 	"io"
 	"strings"
 
-	"github.com/nats-io/nuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // Objects keeps content in a JetStream object store under its sha256 digest ("sha256:<hex>"),
@@ -112,8 +112,11 @@ func natsDigest(d string) (string, error) {
 // verifyingReader hashes what it reads and checks the digest at EOF, so a caller never trusts
 // content that does not match the digest it asked for.
 type verifyingReader struct {
-	rc     io.ReadCloser
-	h      interface{ Write([]byte) (int, error); Sum([]byte) []byte }
+	rc io.ReadCloser
+	h  interface {
+		Write([]byte) (int, error)
+		Sum([]byte) []byte
+	}
 	want   []byte
 	digest string
 }

@@ -442,7 +442,9 @@ func (p *Superseded) Validate() error {
 // checker collects every violation of a payload, so one error lists them all.
 type checker struct{ errs []error }
 
-func (c *checker) addf(format string, args ...any) { c.errs = append(c.errs, fmt.Errorf(format, args...)) }
+func (c *checker) addf(format string, args ...any) {
+	c.errs = append(c.errs, fmt.Errorf(format, args...))
+}
 
 func (c *checker) err() error { return errors.Join(c.errs...) }
 

@@ -292,10 +292,10 @@ func TestSubscriberConfigErrors(t *testing.T) {
 	_, _, js := natstest.Start(t)
 	h := func(ctx context.Context, e event.Event) error { return nil }
 	for name, cfg := range map[string]events.SubscriberConfig{
-		"no service":   {Types: []string{events.TypeRequested}},
-		"bad service":  {Service: "my.service", Types: []string{events.TypeRequested}},
-		"no types":     {Service: "x"},
-		"bad stage":    {Service: "x", Types: []string{events.TypeRequested}, FailStage: "deploy"},
+		"no service":  {Types: []string{events.TypeRequested}},
+		"bad service": {Service: "my.service", Types: []string{events.TypeRequested}},
+		"no types":    {Service: "x"},
+		"bad stage":   {Service: "x", Types: []string{events.TypeRequested}, FailStage: "deploy"},
 	} {
 		_, err := events.NewSubscriber(js, cfg, h)
 		assert.Error(t, err, name)

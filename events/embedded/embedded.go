@@ -43,6 +43,14 @@ func Start(o Options) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: listen port %q: %w", portS, err)
 	}
+	if port > 0 {
+		// The server only logs a failed listen and then never becomes ready: say it at once.
+		ln, err := net.Listen("tcp", o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		ln.Close()
+	}
 	s, err := server.NewServer(&server.Options{
 		ServerName: o.Name,
 		Host:       host,

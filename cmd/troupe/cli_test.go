@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+var natsURL = regexp.MustCompile(`NATS JetStream at (nats://[0-9.:]+)`)
+
+// startDev runs `troupe dev` in process on free ports and returns its NATS URL.
+func startDev(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0",
+			"--store-dir", t.TempDir(), "--log-level", "warn"}, nil, out, out)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			assert.Equal(t, 0, code, "dev exits 0 on shutdown")
+			assert.Contains(t, out.String(), "troupe dev: stopped")
+		case <-time.After(30 * time.Second):
+			t.Error("troupe dev did not stop")
+		}
+	})
+	var url string
+	require.Eventually(t, func() bool {
+		m := natsURL.FindStringSubmatch(out.String())
+		if m != nil && strings.Contains(out.String(), "ready") {
+			url = m[1]
+			return true
+		}
+		return false
+	}, 20*time.Second, 20*time.Millisecond, "dev did not start: %s", out)
+	return url
+}
+
+// troupe runs one CLI command against server and returns its exit code, stdout and stderr.
+func troupe(t *testing.T, server string, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	code := run(ctx, append(args, "--server", server), strings.NewReader(stdin), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestPublishAndTailRoundTrip(t *testing.T) {
+	server := startDev(t)
+	req := filepath.Join(t.TempDir(), "request.json")
+	require.NoError(t, os.WriteFile(req, []byte(`{"source":{"helm":{"path":"charts/podinfo"}},"options":{"timeout":"2m"}}`), 0o644))
+
+	code, out, errOut := troupe(t, server, "", "publish", "release.requested", "--release", "dev/podinfo", "--data", "@"+req)
+	require.Equal(t, 0, code, errOut)
+	id := regexp.MustCompile(`id=([0-9a-f-]+)`).FindStringSubmatch(out)
+	require.NotNil(t, id, out)
+
+	code, out, errOut = troupe(t, server, `{"targetRevision":1}`, "publish", "release.rollback.requested", "--release", "dev/podinfo", "--data", "@-")
+	require.Equal(t, 0, code, errOut)
+
+	code, out, errOut = troupe(t, server, "", "tail", "--release", "dev/podinfo", "--follow=false")
+	require.Equal(t, 0, code, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 2, out)
+	assert.Regexp(t, `^\d{4}-\d\d-\d\dT[\d:.]+Z\s+release\.requested\s+dev/podinfo\s+rev=-\s+troupe/cli\s+`+id[1][:8]+`$`, lines[0])
+	assert.Contains(t, lines[1], "release.rollback.requested")
+
+	code, out, errOut = troupe(t, server, "", "tail", "--type", "release.requested", "--follow=false", "-o", "json")
+	require.Equal(t, 0, code, errOut)
+	var e map[string]any
+	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(out)), &e), out)
+	assert.Equal(t, id[1], e["id"])
+	assert.Equal(t, "release.requested", e["type"])
+	assert.Equal(t, id[1], e["correlationid"])
+	assert.Equal(t, "charts/podinfo", e["data"].(map[string]any)["source"].(map[string]any)["helm"].(map[string]any)["path"])
+
+	// tail follows: an event published after it started shows up.
+	var follow, followErr syncBuffer
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"tail", "--server", server, "--release", "dev/web"}, nil, &follow, &followErr)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	code, _, errOut = troupe(t, server, "", "publish", "release.uninstall.requested", "--release", "dev/web", "--data", `{}`)
+	require.Equal(t, 0, code, errOut)
+	require.Eventually(t, func() bool { return strings.Contains(follow.String(), "release.uninstall.requested") }, 10*time.Second, 20*time.Millisecond)
+	cancel()
+	assert.Equal(t, 0, <-done, followErr.String())
+}
+
+func TestPublishRejectsBadInput(t *testing.T) {
+	server := startDev(t)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown type", []string{"publish", "release.deployed", "--release", "dev/app", "--data", "{}"}, 2, `unknown event type "release.deployed"`},
+		{"bad release name", []string{"publish", "release.requested", "--release", "dev/My_App", "--data", "{}"}, 2, `release "My_App" must consist of lower-case`},
+		{"release without namespace", []string{"publish", "release.requested", "--release", "app", "--data", "{}"}, 2, "namespace/name"},
+		{"missing data", []string{"publish", "release.requested", "--release", "dev/app"}, 2, "--data is required"},
+		{"unreadable file", []string{"publish", "release.requested", "--release", "dev/app", "--data", "@/nonexistent.json"}, 2, "no such file"},
+		{"invalid payload", []string{"publish", "release.requested", "--release", "dev/app", "--data", `{"source":{"helm":{"path":"a","oci":"oci://b"}}}`}, 1, "exactly one of path, object, oci, repoURL"},
+		{"not json", []string{"publish", "release.requested", "--release", "dev/app", "--data", `source: x`}, 1, "invalid payload"},
+		{"unknown flag", []string{"publish", "release.requested", "--releas", "dev/app"}, 2, "unknown flag"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errOut := troupe(t, server, "", tc.args...)
+			assert.Equal(t, tc.code, code, errOut)
+			assert.Contains(t, errOut, tc.want)
+		})
+	}
+	code, out, errOut := troupe(t, server, "", "tail", "--all", "--follow=false")
+	require.Equal(t, 0, code, errOut)
+	assert.Empty(t, out, "nothing was published")
+}
+
+func TestMalformedEventIsDeadLettered(t *testing.T) {
+	server := startDev(t)
+	nc, err := nats.Connect(server)
+	require.NoError(t, err)
+	defer nc.Close()
+	// Any NATS client can write to a troupe subject; what it writes is not always an event.
+	_, err = jsPublish(nc, "troupe.release.dev.podinfo.ready", []byte(`{"specversion":"1.0","id":"x","source":"me","type":"release.ready","subject":"dev/podinfo","data":{"objects":"three"}}`))
+	require.NoError(t, err)
+
+	var out string
+	require.Eventually(t, func() bool {
+		_, out, _ = troupe(t, server, "", "tail", "--dead-letters", "--follow=false")
+		return out != ""
+	}, 10*time.Second, 100*time.Millisecond)
+	assert.Contains(t, out, "catalog-check")
+	assert.Contains(t, out, "troupe.release.dev.podinfo.ready")
+	assert.Contains(t, out, "malformed event")
+	assert.Contains(t, out, "objects", "the reason names the field")
+
+	code, _, errOut := troupe(t, server, "", "tail", "--all", "--follow=false")
+	require.Equal(t, 0, code)
+	assert.Contains(t, errOut, "malformed event on troupe.release.dev.podinfo.ready", "tail reports it too")
+}
+
+func jsPublish(nc *nats.Conn, subject string, data []byte) (*nats.Msg, error) {
+	return nc.Request(subject, data, 5*time.Second)
+}
+
+func TestDevRefusesBusyPort(t *testing.T) {
+	server := startDev(t)
+	hostPort := strings.TrimPrefix(server, "nats://")
+	var out bytes.Buffer
+	code := run(t.Context(), []string{"dev", "--nats-listen", hostPort, "--http-listen", "127.0.0.1:0", "--store-dir", t.TempDir()}, nil, &out, &out)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out.String(), hostPort)
+}
