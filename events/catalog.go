@@ -103,8 +103,8 @@ func Lookup(typ string) (Spec, bool) {
 	return Spec{}, false
 }
 
-// DecodePayload decodes data as the payload of typ and validates it. Decoding is strict: a field
-// the payload does not have is an error, because a misspelt option ("valeus", "prun") that is
+// DecodePayload decodes data as the payload of typ and validates it. Decoding is strict: a
+// missing required field is an error, and so is a field the payload does not have, because a misspelt option ("valeus", "prun") that is
 // silently ignored would deploy something other than what was asked.
 func DecodePayload(typ string, data []byte) (Payload, error) {
 	spec, ok := Lookup(typ)
@@ -118,33 +118,29 @@ func DecodePayload(typ string, data []byte) (Payload, error) {
 	return p, nil
 }
 
-// decodeValid decodes data strictly into p, then checks required fields and p's own rules.
+// decodeValid decodes data into p, checking that it has every required field and no unknown
+// one, then p's own rules.
 func decodeValid(data []byte, p Payload) error {
-	if err := decodeStrict(data, p); err != nil {
+	if err := checkSize(data); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, p); err != nil {
 		return err
 	}
 	var c checker
-	checkRequired(&c, "", data, reflect.TypeOf(p))
+	checkFields(&c, "", data, reflect.TypeOf(p))
 	if err := c.err(); err != nil {
 		return err
 	}
 	return p.Validate()
 }
 
-func decodeStrict(data []byte, v any) error {
+func checkSize(data []byte) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return fmt.Errorf("no data")
 	}
 	if len(data) > MaxDataSize {
 		return fmt.Errorf("data is %d bytes, at most %d are allowed: put large content in the object store and send its digest", len(data), MaxDataSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return fmt.Errorf("trailing data after the JSON object")
 	}
 	return nil
 }

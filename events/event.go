@@ -3,6 +3,7 @@ package events
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -94,15 +95,39 @@ func build(id, source, typ string, r Release, data any) (event.Event, error) {
 	if err != nil {
 		return event.Event{}, fmt.Errorf("encode %s data: %w", typ, err)
 	}
-	if _, ok := Lookup(typ); ok {
-		if _, err := DecodePayload(typ, raw); err != nil {
-			return event.Event{}, err
-		}
+	if err := validateData(typ, data, raw); err != nil {
+		return event.Event{}, err
 	}
-	if err := e.SetData(event.ApplicationJSON, json.RawMessage(raw)); err != nil {
+	if err := e.SetData(event.ApplicationJSON, raw); err != nil {
 		return event.Event{}, fmt.Errorf("set %s data: %w", typ, err)
 	}
 	return e, nil
+}
+
+// validateData checks the data of a catalog type. A payload struct of the type's own kind only
+// needs its rules checked (its required fields are always written); anything else is decoded
+// as the type's payload first.
+func validateData(typ string, data any, raw []byte) error {
+	spec, ok := Lookup(typ)
+	if !ok {
+		return nil
+	}
+	if p, ok := data.(Payload); ok && reflect.TypeOf(p) == reflect.PointerTo(spec.payload) {
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrInvalidPayload, typ, err)
+		}
+		return nil
+	}
+	if reflect.TypeOf(data) == spec.payload {
+		p := reflect.New(spec.payload)
+		p.Elem().Set(reflect.ValueOf(data))
+		if err := p.Interface().(Payload).Validate(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrInvalidPayload, typ, err)
+		}
+		return nil
+	}
+	_, err := DecodePayload(typ, raw)
+	return err
 }
 
 // WithRevision sets the revision extension.
@@ -161,7 +186,8 @@ func Encode(e event.Event) ([]byte, error) {
 	if err := e.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	b, err := json.Marshal(e)
+	// Straight to the SDK's encoder: json.Marshal would re-scan and compact its output.
+	b, err := e.MarshalJSON()
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", e.ID(), err)
 	}
@@ -206,7 +232,8 @@ func decodeEnvelope(header nats.Header, body []byte) (event.Event, error) {
 		return event.Event{}, fmt.Errorf("empty message: neither a JSON CloudEvent body nor ce-* headers")
 	}
 	var e event.Event
-	if err := json.Unmarshal(body, &e); err != nil {
+	// Straight to the SDK's decoder: json.Unmarshal would scan the whole body once more first.
+	if err := e.UnmarshalJSON(body); err != nil {
 		return event.Event{}, fmt.Errorf("body is not a structured-mode CloudEvent (JSON with specversion, id, source, type): %w", err)
 	}
 	return e, nil

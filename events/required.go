@@ -4,41 +4,99 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 )
 
-// checkRequired reports each field of t that data lacks. A field is required when its json tag has
+// checkFields reports each field of t that data lacks, and each field data has that t does not
+// (a misspelt option must not be silently ignored). A field is required when its json tag has
 // neither omitempty nor omitzero — the same rule the generated JSON Schema follows — so that a
-// missing count or duration is an error rather than a silent zero.
-func checkRequired(c *checker, path string, data json.RawMessage, t reflect.Type) {
+// missing count or duration is an error rather than a silent zero. data is parsed once into a
+// tree and walked alongside t.
+func checkFields(c *checker, path string, data json.RawMessage, t reflect.Type) {
+	var tree any
+	if json.Unmarshal(data, &tree) != nil {
+		return // the typed decode reports the wrong shape
+	}
+	walkRequired(c, path, tree, t)
+}
+
+func walkRequired(c *checker, path string, v any, t reflect.Type) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	switch t.Kind() {
 	case reflect.Struct:
-		var obj map[string]json.RawMessage
-		if json.Unmarshal(data, &obj) != nil || obj == nil {
-			return // the typed decode reports the wrong shape
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return
 		}
-		checkFields(c, path, obj, t)
+		fields := fieldsOf(t)
+		for _, f := range fields {
+			child, ok := obj[f.name]
+			switch {
+			case !ok && f.required:
+				c.addf("%s: required", join(path, f.name))
+			case ok && f.nested:
+				walkRequired(c, join(path, f.name), child, f.typ)
+			}
+		}
+		if len(obj) > len(fields) || !allKnown(obj, fields) {
+			for k := range obj {
+				if !slices.ContainsFunc(fields, func(f jsonField) bool { return f.name == k }) {
+					c.addf("%s: unknown field %q", orTop(path), k)
+				}
+			}
+		}
 	case reflect.Slice:
-		var items []json.RawMessage
-		if json.Unmarshal(data, &items) != nil {
+		items, ok := v.([]any)
+		if !ok {
 			return
 		}
 		for i, it := range items {
-			checkRequired(c, fmt.Sprintf("%s[%d]", path, i), it, t.Elem())
+			walkRequired(c, fmt.Sprintf("%s[%d]", path, i), it, t.Elem())
 		}
 	}
 }
 
-func checkFields(c *checker, path string, obj map[string]json.RawMessage, t reflect.Type) {
+func allKnown(obj map[string]any, fields []jsonField) bool {
+	for k := range obj {
+		if !slices.ContainsFunc(fields, func(f jsonField) bool { return f.name == k }) {
+			return false
+		}
+	}
+	return true
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+func orTop(path string) string {
+	if path == "" {
+		return "payload"
+	}
+	return path
+}
+
+type jsonField struct {
+	name     string
+	typ      reflect.Type
+	required bool
+	nested   bool // a struct, or a slice or pointer of them: its own fields are checked too
+}
+
+// fieldsOf returns t's JSON fields, embedded structs flattened.
+func fieldsOf(t reflect.Type) []jsonField {
+	var out []jsonField
 	for i := range t.NumField() {
 		f := t.Field(i)
-		tag := f.Tag.Get("json")
-		name, opts, _ := strings.Cut(tag, ",")
+		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if f.Anonymous && name == "" {
-			checkFields(c, path, obj, f.Type)
+			out = append(out, fieldsOf(f.Type)...)
 			continue
 		}
 		if name == "-" || !f.IsExported() {
@@ -47,17 +105,16 @@ func checkFields(c *checker, path string, obj map[string]json.RawMessage, t refl
 		if name == "" {
 			name = f.Name
 		}
-		field := name
-		if path != "" {
-			field = path + "." + name
+		elem := f.Type
+		for elem.Kind() == reflect.Pointer || elem.Kind() == reflect.Slice {
+			elem = elem.Elem()
 		}
-		raw, ok := obj[name]
-		if !ok {
-			if !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") {
-				c.addf("%s: required", field)
-			}
-			continue
-		}
-		checkRequired(c, field, raw, f.Type)
+		out = append(out, jsonField{
+			name:     name,
+			typ:      f.Type,
+			required: !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero"),
+			nested:   elem.Kind() == reflect.Struct,
+		})
 	}
+	return out
 }

@@ -106,18 +106,20 @@ func (c *SubscriberConfig) defaults() error {
 //     then term. Never retried.
 //   - any other error (a recovered panic too): nak with the backoff for this delivery; on the
 //     MaxDeliver-th delivery, dead-letter as for a terminal error, with the last error as reason.
-//   - while the handler runs: an in-progress heartbeat every AckWait/3.
+//   - while the handler runs: an in-progress heartbeat every AckWait/3 (at most), so long work
+//     is not redelivered to another replica.
 //
 // Bytes that are not a valid troupe CloudEvent never reach the handler: they are dead-lettered
 // with what is wrong. If dead-lettering itself fails, the event is nakked and tried again later,
 // never dropped. The server's own delivery limit is off, so the server never drops an event the
 // subscriber did not give up on.
 type Subscriber struct {
-	js      jetstream.JetStream
-	cfg     SubscriberConfig
-	handler Handler
-	pub     *Publisher
-	log     zerolog.Logger
+	js       jetstream.JetStream
+	cfg      SubscriberConfig
+	handler  Handler
+	pub      *Publisher
+	log      zerolog.Logger
+	inflight inflight
 }
 
 // NewSubscriber checks cfg and returns a Subscriber that runs h when started.
@@ -132,7 +134,8 @@ func NewSubscriber(js jetstream.JetStream, cfg SubscriberConfig, h Handler) (*Su
 	}
 	mws = append(mws, Timeout(cfg.HandlerTimeout), Recover())
 	mws = append(mws, cfg.Middleware...)
-	return &Subscriber{js: js, cfg: cfg, handler: Chain(h, mws...), pub: NewPublisher(js), log: log}, nil
+	return &Subscriber{js: js, cfg: cfg, handler: Chain(h, mws...), pub: NewPublisher(js), log: log,
+		inflight: inflight{msgs: map[jetstream.Msg]struct{}{}}}, nil
 }
 
 // ConsumerConfig returns the durable consumer configuration the subscriber creates or updates.
@@ -198,18 +201,25 @@ func (s *Subscriber) Start(ctx context.Context) error {
 		}
 	}()
 	go s.watchPending(ctx, cons)
+	go s.heartbeats(workCtx)
 
-	sem := make(chan struct{}, s.cfg.Concurrency)
+	// A fixed pool of workers, not a goroutine per event: workers keep the stacks that decoding
+	// and handlers grow, instead of growing a fresh one for every event.
+	work := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
+	for range s.cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for msg := range work {
+				s.process(workCtx, msg)
+			}
+		}()
+	}
 	for {
-		sem <- struct{}{}
 		msg, err := it.Next()
 		if err != nil {
-			<-sem
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				break
-			}
-			if ctx.Err() != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 				break
 			}
 			s.log.Warn().Err(err).Msg("fetch")
@@ -218,15 +228,11 @@ func (s *Subscriber) Start(ctx context.Context) error {
 		if ctx.Err() != nil {
 			// Fetched but not started: hand it back at once instead of holding it till AckWait.
 			_ = msg.Nak()
-			<-sem
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			s.process(workCtx, msg)
-		}()
+		work <- msg
 	}
+	close(work)
 	close(stopped)
 	it.Stop()
 
@@ -263,9 +269,9 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 		s.cfg.Metrics.redelivered.WithLabelValues(s.cfg.Service, e.Type()).Inc()
 	}
 
-	stopBeat := s.heartbeat(ctx, msg)
+	s.inflight.add(msg)
 	err = s.handler(ctx, e)
-	stopBeat()
+	s.inflight.remove(msg)
 
 	switch {
 	case err == nil:
@@ -346,27 +352,47 @@ func (s *Subscriber) publishFailed(ctx context.Context, msg jetstream.Msg, md *j
 	return err
 }
 
-// heartbeat tells the server the handler is still working, every AckWait/3, until stopped.
-func (s *Subscriber) heartbeat(ctx context.Context, msg jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(s.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := msg.InProgress(); err != nil {
-					s.log.Debug().Err(err).Msg("in-progress heartbeat")
-				}
+// inflight is the set of events being handled, which one loop keeps alive with in-progress
+// heartbeats every AckWait/3 — one ticker per subscriber rather than a timer per event.
+type inflight struct {
+	mu   sync.Mutex
+	msgs map[jetstream.Msg]struct{}
+}
+
+func (f *inflight) add(m jetstream.Msg) {
+	f.mu.Lock()
+	f.msgs[m] = struct{}{}
+	f.mu.Unlock()
+}
+
+func (f *inflight) remove(m jetstream.Msg) {
+	f.mu.Lock()
+	delete(f.msgs, m)
+	f.mu.Unlock()
+}
+
+// heartbeats runs until ctx ends.
+func (s *Subscriber) heartbeats(ctx context.Context) {
+	t := time.NewTicker(s.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.inflight.mu.Lock()
+		msgs := make([]jetstream.Msg, 0, len(s.inflight.msgs))
+		for m := range s.inflight.msgs {
+			msgs = append(msgs, m)
+		}
+		s.inflight.mu.Unlock()
+		for _, m := range msgs {
+			if err := m.InProgress(); err != nil {
+				s.log.Debug().Err(err).Str("subject", m.Subject()).Msg("in-progress heartbeat")
 			}
 		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done) }) }
+	}
 }
 
 // watchPending keeps the pending gauge current while the consumer is idle.
