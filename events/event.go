@@ -98,9 +98,10 @@ func build(id, source, typ string, r Release, data any) (event.Event, error) {
 	if err := validateData(typ, data, raw); err != nil {
 		return event.Event{}, err
 	}
-	if err := e.SetData(event.ApplicationJSON, raw); err != nil {
-		return event.Event{}, fmt.Errorf("set %s data: %w", typ, err)
-	}
+	// Set as JSON, not through SetData: SetData would mark bytes for data_base64 in the envelope.
+	e.SetDataContentType(event.ApplicationJSON)
+	e.DataEncoded = raw
+	e.DataBase64 = false
 	return e, nil
 }
 

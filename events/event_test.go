@@ -79,6 +79,13 @@ func TestStructuredRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "troupe.release.prod.podinfo.requested", msg.Subject)
 	assert.Equal(t, events.ContentTypeStructured, msg.Header.Get("Content-Type"))
+	var wire map[string]any
+	require.NoError(t, json.Unmarshal(msg.Data, &wire))
+	assert.Equal(t, "1.0", wire["specversion"])
+	assert.Equal(t, "application/json", wire["datacontenttype"])
+	assert.IsType(t, map[string]any{}, wire["data"], "data is a JSON object any CloudEvents reader can use, not data_base64")
+	assert.NotContains(t, wire, "data_base64")
+	assert.EqualValues(t, 3, wire["revision"])
 
 	got, err := events.Decode(msg.Subject, msg.Header, msg.Data)
 	require.NoError(t, err)

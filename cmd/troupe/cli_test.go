@@ -84,7 +84,7 @@ func TestPublishAndTailRoundTrip(t *testing.T) {
 	id := regexp.MustCompile(`id=([0-9a-f-]+)`).FindStringSubmatch(out)
 	require.NotNil(t, id, out)
 
-	code, out, errOut = troupe(t, server, `{"targetRevision":1}`, "publish", "release.rollback.requested", "--release", "dev/podinfo", "--data", "@-")
+	code, _, errOut = troupe(t, server, `{"targetRevision":1}`, "publish", "release.rollback.requested", "--release", "dev/podinfo", "--data", "@-")
 	require.Equal(t, 0, code, errOut)
 
 	code, out, errOut = troupe(t, server, "", "tail", "--release", "dev/podinfo", "--follow=false")
