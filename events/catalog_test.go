@@ -200,3 +200,14 @@ func TestSchemasAgreeWithStructs(t *testing.T) {
 		})
 	}
 }
+
+// TestReadmeListsCatalog keeps the README's catalog table true: every type, with its schema.
+func TestReadmeListsCatalog(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	for _, spec := range events.Catalog() {
+		row := "| `" + spec.Type + "` | " + spec.PublishedBy + " |"
+		assert.Contains(t, string(readme), row, "README catalog row of %s", spec.Type)
+		assert.Contains(t, string(readme), "(events/schemas/"+schemas.FileName(spec.Type)+")")
+	}
+}
