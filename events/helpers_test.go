@@ -26,7 +26,13 @@ func run(t *testing.T, js jetstream.JetStream, cfg events.SubscriberConfig, h ev
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- s.Start(ctx) }()
-	waitConsumer(t, js, cfg.Service)
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		t.Fatalf("subscriber %s stopped before it was ready: %v", cfg.Service, err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("subscriber %s not ready after 10s", cfg.Service)
+	}
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -41,14 +47,6 @@ func run(t *testing.T, js jetstream.JetStream, cfg events.SubscriberConfig, h ev
 	}
 	t.Cleanup(stop)
 	return stop
-}
-
-func waitConsumer(t *testing.T, js jetstream.JetStream, name string) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		_, err := js.Consumer(t.Context(), events.StreamName, name)
-		return err == nil
-	}, 10*time.Second, 10*time.Millisecond, "consumer %s was not created", name)
 }
 
 func publishRequest(t *testing.T, pub *events.Publisher, r events.Release) event.Event {

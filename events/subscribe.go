@@ -120,6 +120,7 @@ type Subscriber struct {
 	pub      *Publisher
 	log      zerolog.Logger
 	inflight inflight
+	ready    chan struct{}
 }
 
 // NewSubscriber checks cfg and returns a Subscriber that runs h when started.
@@ -135,7 +136,7 @@ func NewSubscriber(js jetstream.JetStream, cfg SubscriberConfig, h Handler) (*Su
 	mws = append(mws, Timeout(cfg.HandlerTimeout), Recover())
 	mws = append(mws, cfg.Middleware...)
 	return &Subscriber{js: js, cfg: cfg, handler: Chain(h, mws...), pub: NewPublisher(js), log: log,
-		inflight: inflight{msgs: map[jetstream.Msg]struct{}{}}}, nil
+		inflight: inflight{msgs: map[jetstream.Msg]struct{}{}}, ready: make(chan struct{})}, nil
 }
 
 // ConsumerConfig returns the durable consumer configuration the subscriber creates or updates.
@@ -164,6 +165,10 @@ func (s *Subscriber) ConsumerConfig() (jetstream.ConsumerConfig, error) {
 	}, nil
 }
 
+// Ready is closed once Start has created the consumer and is fetching: from then on no event of
+// the subscriber's types is missed, even by a consumer that delivers new events only.
+func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
+
 // Start creates or updates the service's durable consumer, registers the service for discovery
 // ($SRV.INFO), and handles events until ctx ends. Then it stops fetching, hands back events it
 // fetched but did not start (nak, for another replica), waits up to DrainTimeout for running
@@ -188,6 +193,7 @@ func (s *Subscriber) Start(ctx context.Context) error {
 		return fmt.Errorf("subscriber %s: consume: %w", s.cfg.Service, err)
 	}
 	s.log.Info().Strs("types", s.cfg.Types).Int("concurrency", s.cfg.Concurrency).Msg("subscribed")
+	close(s.ready)
 
 	// Handlers outlive ctx by up to DrainTimeout, so that a shutdown lets running work finish.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))

@@ -304,3 +304,33 @@ func TestSubscriberConfigErrors(t *testing.T) {
 	require.NoError(t, err)
 	assert.ErrorIs(t, s.Start(t.Context()), events.ErrUnknownType)
 }
+
+// TestBinaryModeEventHandled: an event written by another CloudEvents client in binary mode
+// (ce-* headers) reaches the handler like troupe's own.
+func TestBinaryModeEventHandled(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	got := make(chan event.Event, 1)
+	run(t, js, events.SubscriberConfig{Service: "notifier", Types: []string{events.TypeReady}},
+		func(ctx context.Context, e event.Event) error { got <- e; return nil })
+	msg := nats.NewMsg("troupe.release.prod.podinfo.ready")
+	msg.Header.Set("ce-specversion", "1.0")
+	msg.Header.Set("ce-id", "bin-1")
+	msg.Header.Set("ce-source", "example/other-client")
+	msg.Header.Set("ce-type", events.TypeReady)
+	msg.Header.Set("ce-subject", "prod/podinfo")
+	msg.Header.Set("ce-correlationid", "corr-1")
+	msg.Header.Set("content-type", "application/json")
+	msg.Data = []byte(`{"timeToReady":"2s","objects":4}`)
+	_, err := js.PublishMsg(t.Context(), msg, jetstream.WithMsgID("bin-1"))
+	require.NoError(t, err)
+	select {
+	case e := <-got:
+		assert.Equal(t, "bin-1", e.ID())
+		assert.Equal(t, "corr-1", events.CorrelationID(e))
+		r, err := events.Data[events.Ready](e)
+		require.NoError(t, err)
+		assert.Equal(t, 4, r.Objects)
+	case <-time.After(10 * time.Second):
+		t.Fatal("binary-mode event not handled")
+	}
+}

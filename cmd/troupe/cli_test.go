@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,9 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/events"
 )
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
@@ -30,10 +36,20 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-var natsURL = regexp.MustCompile(`NATS JetStream at (nats://[0-9.:]+)`)
+var (
+	natsURL = regexp.MustCompile(`NATS JetStream at (nats://[0-9.:]+)`)
+	httpURL = regexp.MustCompile(`health and metrics at (http://[0-9.:]+)`)
+)
 
 // startDev runs `troupe dev` in process on free ports and returns its NATS URL.
 func startDev(t *testing.T) string {
+	t.Helper()
+	nats, _ := startDevHTTP(t)
+	return nats
+}
+
+// startDevHTTP is startDev, also returning the base URL of dev's health and metrics server.
+func startDevHTTP(t *testing.T) (string, string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
@@ -52,16 +68,16 @@ func startDev(t *testing.T) string {
 			t.Error("troupe dev did not stop")
 		}
 	})
-	var url string
+	var url, web string
 	require.Eventually(t, func() bool {
-		m := natsURL.FindStringSubmatch(out.String())
-		if m != nil && strings.Contains(out.String(), "ready") {
-			url = m[1]
+		m, h := natsURL.FindStringSubmatch(out.String()), httpURL.FindStringSubmatch(out.String())
+		if m != nil && h != nil && strings.Contains(out.String(), "ready") {
+			url, web = m[1], h[1]
 			return true
 		}
 		return false
 	}, 20*time.Second, 20*time.Millisecond, "dev did not start: %s", out)
-	return url
+	return url, web
 }
 
 // troupe runs one CLI command against server and returns its exit code, stdout and stderr.
@@ -182,4 +198,50 @@ func TestDevRefusesBusyPort(t *testing.T) {
 	code := run(t.Context(), []string{"dev", "--nats-listen", hostPort, "--http-listen", "127.0.0.1:0", "--store-dir", t.TempDir()}, nil, &out, &out)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, out.String(), hostPort)
+}
+
+func TestDevHealthAndMetrics(t *testing.T) {
+	server, web := startDevHTTP(t)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(web + path)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+	}
+	code, _, errOut := troupe(t, server, "", "publish", "release.ready", "--release", "dev/app", "--data", `{"timeToReady":"1s","objects":1}`)
+	require.Equal(t, 0, code, errOut)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(web + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `troupe_events_handled_total{outcome="ok",service="catalog-check",type="release.ready"} 1`)
+	}, 10*time.Second, 50*time.Millisecond, "catalog-check counted the event")
+}
+
+// TestConnectsWithCredentials: the CLI reaches a NATS deployment that requires a user and password.
+func TestConnectsWithCredentials(t *testing.T) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		Username: "troupe", Password: "s3cret", NoSigs: true, NoLog: true})
+	require.NoError(t, err)
+	go s.Start()
+	require.True(t, s.ReadyForConnections(10*time.Second))
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo("troupe", "s3cret"))
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = events.Provision(t.Context(), js, events.ProvisionConfig{})
+	require.NoError(t, err)
+
+	args := []string{"publish", "release.uninstall.requested", "--release", "dev/app", "--data", "{}"}
+	code, _, errOut := troupe(t, s.ClientURL(), "", append(args, "--user", "troupe", "--password", "wrong")...)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "Authorization Violation")
+	code, out, errOut := troupe(t, s.ClientURL(), "", append(args, "--user", "troupe", "--password", "s3cret")...)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "published release.uninstall.requested dev/app")
 }

@@ -54,9 +54,11 @@ Serves /healthz, /readyz and /metrics on --http-listen.`,
 	return cmd
 }
 
-// runner is a service `troupe dev` runs: Start blocks until ctx ends.
+// runner is a service `troupe dev` runs: Start blocks until ctx ends; Ready is closed once it
+// receives events.
 type runner interface {
 	Start(ctx context.Context) error
+	Ready() <-chan struct{}
 }
 
 func (c *cli) dev(ctx context.Context, o devOptions) error {
@@ -120,6 +122,21 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 				errs <- fmt.Errorf("service %s: %w", name, err)
 			}
 		}()
+	}
+	// Ready only once every service receives events: a request published right after must not
+	// be missed by a consumer that is not there yet.
+	for name, s := range services {
+		select {
+		case <-s.Ready():
+		case err := <-errs:
+			stopServices()
+			wg.Wait()
+			return err
+		case <-time.After(30 * time.Second):
+			stopServices()
+			wg.Wait()
+			return fmt.Errorf("service %s did not start within 30s", name)
+		}
 	}
 	ready.Store(true)
 	fmt.Fprintf(c.stdout, "troupe dev: NATS JetStream at %s (data in %s)\n", srv.ClientURL(), storeDir)
