@@ -97,8 +97,5 @@ func headerSafe(s string, n int) string {
 		}
 		return r
 	}, s)
-	if len(s) > n {
-		s = s[:n-3] + "..."
-	}
-	return s
+	return truncate(s, n)
 }

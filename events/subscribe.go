@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
@@ -379,14 +380,7 @@ func (f *inflight) remove(m jetstream.Msg) {
 
 // heartbeats runs until ctx ends.
 func (s *Subscriber) heartbeats(ctx context.Context) {
-	t := time.NewTicker(s.cfg.AckWait / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, s.cfg.AckWait/3, func() {
 		s.inflight.mu.Lock()
 		msgs := make([]jetstream.Msg, 0, len(s.inflight.msgs))
 		for m := range s.inflight.msgs {
@@ -398,7 +392,7 @@ func (s *Subscriber) heartbeats(ctx context.Context) {
 				s.log.Debug().Err(err).Str("subject", m.Subject()).Msg("in-progress heartbeat")
 			}
 		}
-	}
+	})
 }
 
 // watchPending keeps the pending gauge current while the consumer is idle.
@@ -406,24 +400,35 @@ func (s *Subscriber) watchPending(ctx context.Context, cons jetstream.Consumer) 
 	if s.cfg.Metrics == nil {
 		return
 	}
-	t := time.NewTicker(5 * time.Second)
+	every(ctx, 5*time.Second, func() {
+		if info, err := cons.Info(ctx); err == nil {
+			s.cfg.Metrics.pending.WithLabelValues(s.cfg.Service).Set(float64(info.NumPending))
+		}
+	})
+}
+
+// every calls f every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			info, err := cons.Info(ctx)
-			if err == nil {
-				s.cfg.Metrics.pending.WithLabelValues(s.cfg.Service).Set(float64(info.NumPending))
-			}
+			f()
 		}
 	}
 }
 
+// truncate cuts s to at most n bytes, on a rune boundary, marking the cut with "...".
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n-3] + "..."
+	cut := n - 3
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }

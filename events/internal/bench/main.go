@@ -206,11 +206,10 @@ func roundSDK(ctx context.Context, js jetstream.JetStream, c config, round int) 
 	done := make(chan error, 1)
 	go func() { done <- sub.Start(subCtx) }()
 	defer func() { stop(); <-done }()
-	for {
-		if _, err := js.Consumer(ctx, events.StreamName, "bench-sdk"); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-sub.Ready():
+	case err := <-done:
+		return result{}, fmt.Errorf("subscriber stopped: %v", err)
 	}
 
 	pub := events.NewPublisher(js)
