@@ -29,7 +29,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "troupe_events_redelivered_total", Help: "Deliveries of an event after its first.",
 		}, []string{"service", "type"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "troupe_events_dead_lettered_total", Help: "Events moved to the dead-letter stream, by cause (terminal, max_deliveries, malformed).",
+			Name: "troupe_events_dead_lettered_total", Help: "Events moved to the dead-letter stream, by cause: malformed, max_deliveries, or the terminal error's reason code.",
 		}, []string{"service", "type", "cause"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "troupe_handler_duration_seconds", Help: "Handler latency.",

@@ -115,13 +115,14 @@ func (c *SubscriberConfig) defaults() error {
 // never dropped. The server's own delivery limit is off, so the server never drops an event the
 // subscriber did not give up on.
 type Subscriber struct {
-	js       jetstream.JetStream
-	cfg      SubscriberConfig
-	handler  Handler
-	pub      *Publisher
-	log      zerolog.Logger
-	inflight inflight
-	ready    chan struct{}
+	js        jetstream.JetStream
+	cfg       SubscriberConfig
+	handler   Handler
+	pub       *Publisher
+	log       zerolog.Logger
+	inflight  inflight
+	ready     chan struct{}
+	readyOnce sync.Once
 }
 
 // NewSubscriber checks cfg and returns a Subscriber that runs h when started.
@@ -173,7 +174,8 @@ func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
 // Start creates or updates the service's durable consumer, registers the service for discovery
 // ($SRV.INFO), and handles events until ctx ends. Then it stops fetching, hands back events it
 // fetched but did not start (nak, for another replica), waits up to DrainTimeout for running
-// handlers, and returns nil. It returns an error only if it could not start.
+// handlers, and returns nil. It returns an error only if it could not start. Start it once per
+// Subscriber; for more throughput raise Concurrency or run more replicas.
 func (s *Subscriber) Start(ctx context.Context) error {
 	cc, err := s.ConsumerConfig()
 	if err != nil {
@@ -194,7 +196,7 @@ func (s *Subscriber) Start(ctx context.Context) error {
 		return fmt.Errorf("subscriber %s: consume: %w", s.cfg.Service, err)
 	}
 	s.log.Info().Strs("types", s.cfg.Types).Int("concurrency", s.cfg.Concurrency).Msg("subscribed")
-	close(s.ready)
+	s.readyOnce.Do(func() { close(s.ready) })
 
 	// Handlers outlive ctx by up to DrainTimeout, so that a shutdown lets running work finish.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -230,6 +232,10 @@ func (s *Subscriber) Start(ctx context.Context) error {
 				break
 			}
 			s.log.Warn().Err(err).Msg("fetch")
+			select { // do not spin on a persistent error
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
 			continue
 		}
 		if ctx.Err() != nil {

@@ -235,15 +235,15 @@ func TestLongWorkHeartbeats(t *testing.T) {
 	_, _, js := natstest.Start(t)
 	pub := events.NewPublisher(js)
 	calls := newSeen()
-	cfg := events.SubscriberConfig{Service: "applier", Types: []string{events.TypeRequested}, AckWait: 600 * time.Millisecond}
+	cfg := events.SubscriberConfig{Service: "applier", Types: []string{events.TypeRequested}, AckWait: time.Second}
 	run(t, js, cfg, func(ctx context.Context, e event.Event) error {
 		calls.add(e.ID())
-		time.Sleep(2 * time.Second) // over three AckWaits
+		time.Sleep(3 * time.Second) // three AckWaits
 		return nil
 	})
 	e := publishRequest(t, pub, podinfo)
 	require.Eventually(t, func() bool { return calls.count(e.ID()) == 1 }, 5*time.Second, 10*time.Millisecond)
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(3500 * time.Millisecond)
 	assert.Equal(t, 1, calls.count(e.ID()), "in-progress heartbeats kept the server from redelivering")
 }
 
