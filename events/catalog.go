@@ -124,13 +124,22 @@ func decodeValid(data []byte, p Payload) error {
 	if err := checkSize(data); err != nil {
 		return err
 	}
-	if err := json.Unmarshal(data, p); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(p); err != nil {
 		return err
 	}
-	var c checker
-	checkFields(&c, "", data, reflect.TypeOf(p))
-	if err := c.err(); err != nil {
-		return err
+	if dec.More() {
+		return fmt.Errorf("trailing data after the JSON object")
+	}
+	// A required field that decoded to a non-zero value was there. Only when one is zero does it
+	// take a second look at the JSON to tell "absent" from "zero".
+	if anyZeroRequired(reflect.ValueOf(p)) {
+		var c checker
+		checkFields(&c, "", data, reflect.TypeOf(p))
+		if err := c.err(); err != nil {
+			return err
+		}
 	}
 	return p.Validate()
 }

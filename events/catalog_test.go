@@ -151,7 +151,7 @@ func TestDecodePayloadLimits(t *testing.T) {
 	_, err = events.DecodePayload(events.TypeFailed, []byte(big))
 	assert.ErrorContains(t, err, "object store")
 	_, err = events.DecodePayload(events.TypeReady, []byte(`{"timeToReady":"1s","objects":1} {}`))
-	assert.ErrorContains(t, err, "after top-level value")
+	assert.ErrorContains(t, err, "trailing")
 	// Every violation is listed, not only the first.
 	_, err = events.DecodePayload(events.TypeFailed, []byte(`{"stage":"nope","reason":"Bad","message":""}`))
 	require.Error(t, err)

@@ -82,8 +82,38 @@ func orTop(path string) string {
 	return path
 }
 
+// anyZeroRequired reports whether a required field anywhere in v holds its zero value.
+func anyZeroRequired(v reflect.Value) bool {
+	for v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return false
+		}
+		v = v.Elem()
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		for _, f := range fieldsOf(v.Type()) {
+			fv := v.FieldByIndex(f.index)
+			if f.required && fv.IsZero() {
+				return true
+			}
+			if f.nested && anyZeroRequired(fv) {
+				return true
+			}
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			if anyZeroRequired(v.Index(i)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 type jsonField struct {
 	name     string
+	index    []int
 	typ      reflect.Type
 	required bool
 	nested   bool // a struct, or a slice or pointer of them: its own fields are checked too
@@ -96,7 +126,10 @@ func fieldsOf(t reflect.Type) []jsonField {
 		f := t.Field(i)
 		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if f.Anonymous && name == "" {
-			out = append(out, fieldsOf(f.Type)...)
+			for _, inner := range fieldsOf(f.Type) {
+				inner.index = append([]int{i}, inner.index...)
+				out = append(out, inner)
+			}
 			continue
 		}
 		if name == "-" || !f.IsExported() {
@@ -111,6 +144,7 @@ func fieldsOf(t reflect.Type) []jsonField {
 		}
 		out = append(out, jsonField{
 			name:     name,
+			index:    []int{i},
 			typ:      f.Type,
 			required: !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero"),
 			nested:   elem.Kind() == reflect.Struct,
