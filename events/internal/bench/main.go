@@ -47,7 +47,7 @@ func main() {
 	flag.IntVar(&c.n, "n", 20000, "events per round")
 	flag.IntVar(&c.publishers, "publishers", 4, "concurrent publishers")
 	flag.IntVar(&c.concurrency, "concurrency", 4, "events handled at once")
-	flag.IntVar(&c.rounds, "rounds", 5, "rounds per side")
+	flag.IntVar(&c.rounds, "rounds", 7, "rounds per side")
 	flag.StringVar(&c.only, "only", "", "profile one side alone: raw or sdk")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the SDK rounds here")
 	flag.Parse()
