@@ -4,15 +4,16 @@ SHELL := /usr/bin/env bash
 
 GO       ?= go
 BIN      := $(CURDIR)/bin
-MODULES  := events cmd/troupe
+MODULES  := events cmd/troupe test/cluster
 PKGS     := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 STATICCHECK_VERSION := v0.8.2
+CLUSTER_BINS := $(addprefix $(BIN)/,etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
 
 export PATH := /usr/local/go/bin:$(PATH)
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## build the troupe CLI into ./bin
@@ -23,8 +24,25 @@ run: build ## start troupe dev, send an event through it, and leave it running (
 	./hack/run.sh
 
 .PHONY: test
-test: ## run every test (real embedded nats-server), with the race detector
+test: cluster-bin ## run every test (real embedded nats-server, real local Kubernetes API server), with the race detector
 	$(GO) test -race -count=1 $(PKGS)
+
+.PHONY: cluster-bin
+cluster-bin: $(CLUSTER_BINS) ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl and kwok from source into ./bin
+
+$(CLUSTER_BINS) &: test/cluster/tools/go.mod test/cluster/tools/go.sum test/cluster/tools/build.sh
+	@echo "Building the local Kubernetes cluster from source: ~10 minutes the first time, seconds after."
+	test/cluster/tools/build.sh $(BIN)
+	@touch $(CLUSTER_BINS)
+
+.PHONY: cluster-up
+cluster-up: cluster-bin ## run a local cluster in the background; kubeconfig in .troupe/kubeconfig
+	$(GO) build -o $(BIN)/troupe-cluster ./test/cluster/cmd/troupe-cluster
+	./hack/cluster-up.sh
+
+.PHONY: cluster-down
+cluster-down: ## stop the cluster of cluster-up and every process it started
+	./hack/cluster-down.sh
 
 .PHONY: fuzz
 fuzz: ## fuzz the event decoder for 30s
@@ -50,6 +68,7 @@ $(BIN)/staticcheck:
 .PHONY: tidy
 tidy: ## go mod tidy in every module
 	for m in $(MODULES); do (cd $$m && $(GO) mod tidy); done
+	cd test/cluster/tools && GOWORK=off $(GO) mod tidy
 
 .PHONY: clean
 clean: ## remove build outputs and the dev store
