@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -55,13 +56,14 @@ type Cluster struct {
 	// Client is an admin clientset.
 	Client kubernetes.Interface
 
+	mu      sync.Mutex // guards procs and Dir against Stop from ctx and from the caller at once
 	procs   []*process
 	ownsDir bool
 }
 
 // Start runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, waiting
 // until each is ready and the fake node is Ready. On error, everything it started is stopped. The
-// cluster lives until Stop, or until the process that started it dies.
+// cluster lives until Stop, until ctx ends, or until the process that started it dies.
 func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = 2 * time.Minute
@@ -69,6 +71,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if o.Log == nil {
 		o.Log = func(string, ...any) {}
 	}
+	life := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.StartTimeout)
 	defer cancel()
 	bin, err := findBinDir(o.BinDir)
@@ -239,6 +242,7 @@ leaderElection:
 	if err := c.waitReady(ctx); err != nil {
 		return nil, err
 	}
+	context.AfterFunc(life, c.Stop)
 	o.Log("cluster: ready (kubeconfig %s)", c.Kubeconfig)
 	return c, nil
 }
@@ -247,6 +251,8 @@ leaderElection:
 // otherwise wait on for minutes), waits for each, and removes Dir if Start created it. Safe to
 // call more than once.
 func (c *Cluster) Stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		c.procs[i].stop(15 * time.Second)
 	}
@@ -259,6 +265,8 @@ func (c *Cluster) Stop() {
 
 // Pids returns the pids of the running processes, in start order.
 func (c *Cluster) Pids() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var out []int
 	for _, p := range c.procs {
 		out = append(out, p.cmd.Process.Pid)
@@ -282,6 +290,8 @@ func (c *Cluster) WriteKubeconfig(path string) error {
 }
 
 func (c *Cluster) run(bin, name string, args ...string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	p, err := startProcess(c.Dir, filepath.Join(bin, name), name, args...)
 	if err != nil {
 		return err

@@ -277,3 +277,20 @@ func TestStopsClean(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestStopsWhenContextEnds: a cluster started with a context stops by itself when it ends.
+func TestStopsWhenContextEnds(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	own, err := cluster.Start(ctx, cluster.Options{})
+	require.NoError(t, err)
+	pids := own.Pids()
+	cancel()
+	require.Eventually(t, func() bool {
+		for _, pid := range pids {
+			if !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 50*time.Millisecond, "every process gone after ctx ended")
+}

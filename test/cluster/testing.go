@@ -29,6 +29,18 @@ func Main(m *testing.M, c **Cluster) int {
 	return m.Run()
 }
 
+// ForTest starts a cluster of the test's own, stopped when the test ends. Prefer one cluster per
+// package (Main) unless the test needs the cluster to itself.
+func ForTest(t testing.TB) *Cluster {
+	t.Helper()
+	c, err := Start(t.Context(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
 // Namespace creates a namespace for one test, named after it, and deletes it when the test ends.
 func (c *Cluster) Namespace(t testing.TB) string {
 	t.Helper()
