@@ -114,10 +114,11 @@ func indent(s, by string) string {
 	return strings.Join(lines, "\n")
 }
 
-// The status each fault leaves a pod in, as the kubelet would report it.
-const (
-	crashLoopStatus = `{{ $now := Now }}
-phase: Running
+// faultStatus is the status template of a pod whose containers are not ready: in phase, each
+// container reported as container (a template, with the container as dot).
+func faultStatus(phase, container string) string {
+	return `{{ $now := Now }}
+phase: ` + phase + `
 conditions:
 - {lastTransitionTime: {{ $now | Quote }}, status: "True", type: Initialized}
 - {lastTransitionTime: {{ $now | Quote }}, status: "False", type: Ready, reason: ContainersNotReady}
@@ -128,7 +129,14 @@ containerStatuses:
 - image: {{ .image | Quote }}
   name: {{ .name | Quote }}
   ready: false
-  started: false
+` + container + `{{ end }}
+startTime: {{ $now | Quote }}
+`
+}
+
+// The status each fault leaves a pod in, as the kubelet would report it.
+var (
+	crashLoopStatus = faultStatus("Running", `  started: false
   restartCount: 5
   state:
     waiting:
@@ -140,48 +148,18 @@ containerStatuses:
       reason: Error
       startedAt: {{ $now | Quote }}
       finishedAt: {{ $now | Quote }}
-{{ end }}
-startTime: {{ $now | Quote }}
-`
-	imagePullStatus = `{{ $now := Now }}
-phase: Pending
-conditions:
-- {lastTransitionTime: {{ $now | Quote }}, status: "True", type: Initialized}
-- {lastTransitionTime: {{ $now | Quote }}, status: "False", type: Ready, reason: ContainersNotReady}
-- {lastTransitionTime: {{ $now | Quote }}, status: "False", type: ContainersReady, reason: ContainersNotReady}
-- {lastTransitionTime: {{ $now | Quote }}, status: "True", type: PodScheduled}
-containerStatuses:
-{{ range .spec.containers }}
-- image: {{ .image | Quote }}
-  name: {{ .name | Quote }}
-  ready: false
-  started: false
+`)
+	imagePullStatus = faultStatus("Pending", `  started: false
   restartCount: 0
   state:
     waiting:
       reason: ImagePullBackOff
       message: {{ printf "Back-off pulling image %q" .image | Quote }}
-{{ end }}
-startTime: {{ $now | Quote }}
-`
-	neverReadyStatus = `{{ $now := Now }}
-phase: Running
-conditions:
-- {lastTransitionTime: {{ $now | Quote }}, status: "True", type: Initialized}
-- {lastTransitionTime: {{ $now | Quote }}, status: "False", type: Ready, reason: ContainersNotReady}
-- {lastTransitionTime: {{ $now | Quote }}, status: "False", type: ContainersReady, reason: ContainersNotReady}
-- {lastTransitionTime: {{ $now | Quote }}, status: "True", type: PodScheduled}
-containerStatuses:
-{{ range .spec.containers }}
-- image: {{ .image | Quote }}
-  name: {{ .name | Quote }}
-  ready: false
-  started: true
+`)
+	neverReadyStatus = faultStatus("Running", `  started: true
   restartCount: 0
   state:
     running:
       startedAt: {{ $now | Quote }}
-{{ end }}
-startTime: {{ $now | Quote }}
-`
+`)
 )
