@@ -1,0 +1,139 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrNotRequested is returned for a stream sequence that holds no release.requested of the release.
+var ErrNotRequested = errors.New("not a release.requested of this release")
+
+// Revisions numbers each release's revisions: one per release.requested, from 1, in the events
+// stream's order. Every service and replica that asks gets the same numbers, because they are
+// derived from the stream and recorded in the KVReleases bucket (so they outlive the stream's
+// max age): a counter per release (the last numbered sequence and revision), and the revision of
+// each numbered sequence. Numbering is idempotent and safe to run concurrently: two replicas
+// compute the same numbers, and the counter moves by compare-and-set.
+type Revisions struct {
+	stream jetstream.Stream
+	kv     jetstream.KeyValue
+}
+
+// NewRevisions opens the events stream and the KVReleases bucket (both made by Provision).
+func NewRevisions(ctx context.Context, js jetstream.JetStream) (*Revisions, error) {
+	s, err := js.Stream(ctx, StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("revisions: stream %s: %w", StreamName, err)
+	}
+	kv, err := js.KeyValue(ctx, KVReleases)
+	if err != nil {
+		return nil, fmt.Errorf("revisions: kv %s: %w", KVReleases, err)
+	}
+	return &Revisions{stream: s, kv: kv}, nil
+}
+
+type revCounter struct {
+	Seq uint64 `json:"seq"`
+	Rev int    `json:"rev"`
+}
+
+// Of returns the revision of the release.requested of r stored at stream sequence seq.
+func (rv *Revisions) Of(ctx context.Context, r Release, seq uint64) (int, error) {
+	subject, err := Subject(r, TypeRequested)
+	if err != nil {
+		return 0, err
+	}
+	base := "rev." + r.Namespace + "." + r.Name
+	for {
+		if n, err := rv.recorded(ctx, base, seq); err == nil {
+			return n, nil
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return 0, err
+		}
+		var c revCounter
+		var kvRev uint64
+		entry, err := rv.kv.Get(ctx, base)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return 0, fmt.Errorf("revisions of %s: %w", r, err)
+		default:
+			if err := json.Unmarshal(entry.Value(), &c); err != nil {
+				return 0, fmt.Errorf("revisions of %s: counter: %w", r, err)
+			}
+			kvRev = entry.Revision()
+		}
+		if seq <= c.Seq {
+			return 0, fmt.Errorf("revisions of %s: sequence %d: %w", r, seq, ErrNotRequested)
+		}
+		// Number every request of r after the counter, up to seq, in stream order.
+		next := c
+		for from := c.Seq + 1; from <= seq; {
+			m, err := rv.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subject))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				return 0, fmt.Errorf("revisions of %s: read stream at %d: %w", r, from, err)
+			}
+			if m.Sequence > seq {
+				break
+			}
+			next.Rev++
+			next.Seq = m.Sequence
+			if _, err := rv.kv.Put(ctx, base+"."+strconv.FormatUint(m.Sequence, 10), []byte(strconv.Itoa(next.Rev))); err != nil {
+				return 0, fmt.Errorf("revisions of %s: %w", r, err)
+			}
+			from = m.Sequence + 1
+		}
+		if next.Seq != seq {
+			return 0, fmt.Errorf("revisions of %s: sequence %d: %w", r, seq, ErrNotRequested)
+		}
+		b, _ := json.Marshal(next)
+		if kvRev == 0 {
+			_, err = rv.kv.Create(ctx, base, b)
+		} else {
+			_, err = rv.kv.Update(ctx, base, b, kvRev)
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) && !isWrongLastSequence(err) {
+			return 0, fmt.Errorf("revisions of %s: %w", r, err)
+		}
+		// Moved the counter, or another replica did first: read the answer back either way.
+	}
+}
+
+// Latest returns the stream sequence and revision of the newest release.requested of r, or
+// (0, 0) when there is none.
+func (rv *Revisions) Latest(ctx context.Context, r Release) (uint64, int, error) {
+	subject, err := Subject(r, TypeRequested)
+	if err != nil {
+		return 0, 0, err
+	}
+	m, err := rv.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("latest request of %s: %w", r, err)
+	}
+	n, err := rv.Of(ctx, r, m.Sequence)
+	return m.Sequence, n, err
+}
+
+func (rv *Revisions) recorded(ctx context.Context, base string, seq uint64) (int, error) {
+	e, err := rv.kv.Get(ctx, base+"."+strconv.FormatUint(seq, 10))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(string(e.Value()))
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}

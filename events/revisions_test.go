@@ -1,0 +1,87 @@
+package events_test
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/natstest"
+)
+
+func TestRevisionsFollowStreamOrder(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	ctx := t.Context()
+	pub := events.NewPublisher(js)
+	a, b := events.Release{Namespace: "prod", Name: "a"}, events.Release{Namespace: "prod", Name: "b"}
+	type req struct {
+		r   events.Release
+		seq uint64
+	}
+	var reqs []req
+	for i := range 10 { // interleaved: a, b, a, a, b, …
+		r := a
+		if i%3 == 1 {
+			r = b
+		}
+		e, err := events.NewEvent("troupe/test", events.TypeRequested, r, events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: "x"}}})
+		require.NoError(t, err)
+		ack, err := pub.Publish(ctx, e)
+		require.NoError(t, err)
+		reqs = append(reqs, req{r, ack.Sequence})
+		// Other events of the release in between do not count.
+		f, err := events.Derive(e, "troupe/test", events.TypeFailed, events.Failed{Stage: "render", Reason: "x", Message: "m"})
+		require.NoError(t, err)
+		_, err = pub.Publish(ctx, f)
+		require.NoError(t, err)
+	}
+	want := map[uint64]int{}
+	count := map[events.Release]int{}
+	for _, q := range reqs {
+		count[q.r]++
+		want[q.seq] = count[q.r]
+	}
+
+	// Four replicas number concurrently, asking in reverse order: all agree with stream order.
+	var wg sync.WaitGroup
+	results := make([]map[uint64]int, 4)
+	for i := range results {
+		results[i] = map[uint64]int{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rv, err := events.NewRevisions(ctx, js)
+			if !assert.NoError(t, err) {
+				return
+			}
+			for j := len(reqs) - 1; j >= 0; j-- {
+				n, err := rv.Of(ctx, reqs[j].r, reqs[j].seq)
+				if assert.NoError(t, err) {
+					results[i][reqs[j].seq] = n
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range results {
+		assert.Equal(t, want, results[i], "replica %d", i)
+	}
+
+	rv, err := events.NewRevisions(ctx, js)
+	require.NoError(t, err)
+	seq, n, err := rv.Latest(ctx, a)
+	require.NoError(t, err)
+	assert.Equal(t, count[a], n)
+	assert.Equal(t, reqs[len(reqs)-1].seq, seq)
+	_, n, err = rv.Latest(ctx, events.Release{Namespace: "prod", Name: "none"})
+	require.NoError(t, err)
+	assert.Zero(t, n)
+
+	// A sequence that is not a request of the release is an error, not a number.
+	_, err = rv.Of(ctx, b, reqs[0].seq)
+	assert.ErrorIs(t, err, events.ErrNotRequested)
+	_, err = rv.Of(ctx, a, reqs[len(reqs)-1].seq+1)
+	assert.ErrorIs(t, err, events.ErrNotRequested)
+}
