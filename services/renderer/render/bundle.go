@@ -1,0 +1,231 @@
+package render
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+// BundleAPIVersion and BundleKind head every bundle.
+const (
+	BundleAPIVersion = "troupe.dev/v1alpha1"
+	BundleKind       = "Bundle"
+)
+
+// Bundle is the canonical form of a rendered revision, stored in the bundles object store as
+// JSON and read by the applier. Objects are in apply order: CRDs from a chart's crds/ (and any
+// CustomResourceDefinition) first, then Helm's install order by kind, then namespace and name.
+// Hooks are kept out of Objects: troupe applies a chart's regular objects only and records its
+// hooks (pre/post install/upgrade/delete/rollback) here for what runs them; test hooks are dropped.
+type Bundle struct {
+	APIVersion string           `json:"apiVersion"`
+	Kind       string           `json:"kind"`
+	Release    string           `json:"release"`
+	Objects    []map[string]any `json:"objects"`
+	CRDs       int              `json:"crds"`
+	Hooks      []hook           `json:"hooks,omitempty"`
+	Notes      string           `json:"notes,omitempty"`
+}
+
+type hook struct {
+	Events []string       `json:"events"`
+	Weight int            `json:"weight"`
+	Object map[string]any `json:"object"`
+}
+
+// object is one parsed document.
+type object struct {
+	obj map[string]any
+	ref events.ObjectRef
+	crd bool
+}
+
+// parseDocs parses multi-document YAML from source into objects, checking that each has an
+// apiVersion, a kind and a name. Empty documents are skipped.
+func parseDocs(source, data string) ([]object, error) {
+	rd := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(data)))
+	var out []object
+	for i := 1; ; i++ {
+		doc, err := rd.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fail(ReasonInvalidOutput, err, "%s: document %d is not valid YAML", source, i)
+		}
+		var obj map[string]any
+		if err := yaml.Unmarshal(doc, &obj); err != nil {
+			return nil, fail(ReasonInvalidOutput, err, "%s: document %d is not valid YAML", source, i)
+		}
+		if len(obj) == 0 {
+			continue
+		}
+		o, err := toObject(obj)
+		if err != nil {
+			return nil, fail(ReasonInvalidOutput, nil, "%s: document %d: %v", source, i, err)
+		}
+		out = append(out, o)
+	}
+}
+
+func toObject(obj map[string]any) (object, error) {
+	apiVersion, _ := obj["apiVersion"].(string)
+	kind, _ := obj["kind"].(string)
+	meta, _ := obj["metadata"].(map[string]any)
+	name, _ := meta["name"].(string)
+	ns, _ := meta["namespace"].(string)
+	var missing []string
+	if apiVersion == "" {
+		missing = append(missing, "apiVersion")
+	}
+	if kind == "" {
+		missing = append(missing, "kind")
+	}
+	if name == "" {
+		missing = append(missing, "metadata.name")
+	}
+	if len(missing) > 0 {
+		return object{}, fmt.Errorf("object %s has no %s", describe(kind, name), strings.Join(missing, ", "))
+	}
+	return object{obj: obj, ref: events.ObjectRef{APIVersion: apiVersion, Kind: kind, Namespace: ns, Name: name},
+		crd: kind == "CustomResourceDefinition"}, nil
+}
+
+func describe(kind, name string) string {
+	switch {
+	case kind != "" && name != "":
+		return kind + "/" + name
+	case kind != "":
+		return "of kind " + kind
+	case name != "":
+		return "named " + name
+	}
+	return "(empty)"
+}
+
+// bundle normalises objs (namespaces), orders them and encodes the bundle.
+func (r *Renderer) bundle(release events.Release, objs []object, hooks []hook, out Output) (*Output, error) {
+	crdScopes := map[string]bool{} // group/kind → namespaced, from the bundle's own CRDs
+	for _, o := range objs {
+		if o.crd {
+			group, kind, namespaced := crdScope(o.obj)
+			crdScopes[group+"/"+kind] = namespaced
+		}
+	}
+	seen := map[string]string{}
+	for i := range objs {
+		o := &objs[i]
+		namespaced := r.namespaced(o.ref.APIVersion, o.ref.Kind, crdScopes)
+		meta := o.obj["metadata"].(map[string]any)
+		switch {
+		case namespaced && o.ref.Namespace == "":
+			meta["namespace"] = release.Namespace
+			o.ref.Namespace = release.Namespace
+		case !namespaced && o.ref.Namespace != "":
+			delete(meta, "namespace")
+			o.ref.Namespace = ""
+		}
+		key := o.ref.APIVersion + " " + o.ref.String()
+		if _, dup := seen[key]; dup {
+			return nil, fail(ReasonInvalidOutput, nil, "%s is rendered twice", o.ref)
+		}
+		seen[key] = ""
+	}
+	sortObjects(objs)
+	b := Bundle{APIVersion: BundleAPIVersion, Kind: BundleKind, Release: release.String(), Hooks: hooks, Notes: out.Notes,
+		Objects: make([]map[string]any, 0, len(objs))}
+	for _, o := range objs {
+		b.Objects = append(b.Objects, o.obj)
+		out.Objects = append(out.Objects, o.ref)
+		if o.crd {
+			b.CRDs++
+		}
+	}
+	data, err := json.Marshal(b) // map keys sorted: canonical
+	if err != nil {
+		return nil, fail(ReasonInvalidOutput, err, "encode bundle")
+	}
+	if len(data) > r.opts.MaxBundleSize {
+		return nil, fail(ReasonBundleTooLarge, nil, "the rendered bundle is %d bytes, more than the %d allowed", len(data), r.opts.MaxBundleSize)
+	}
+	out.Bundle = data
+	out.Hooks = len(hooks)
+	return &out, nil
+}
+
+// ReadBundle decodes a bundle.
+func ReadBundle(data []byte) (*Bundle, error) {
+	var b Bundle
+	if err := json.Unmarshal(data, &b); err != nil {
+		return nil, fmt.Errorf("read bundle: %w", err)
+	}
+	if b.APIVersion != BundleAPIVersion || b.Kind != BundleKind {
+		return nil, fmt.Errorf("read bundle: not a %s %s", BundleAPIVersion, BundleKind)
+	}
+	return &b, nil
+}
+
+func crdScope(obj map[string]any) (group, kind string, namespaced bool) {
+	spec, _ := obj["spec"].(map[string]any)
+	group, _ = spec["group"].(string)
+	names, _ := spec["names"].(map[string]any)
+	kind, _ = names["kind"].(string)
+	scope, _ := spec["scope"].(string)
+	return group, kind, scope != "Cluster"
+}
+
+// namespaced says whether kind is namespaced: the bundle's CRDs, then the built-in table, then
+// the configured discovery; unknown kinds are taken as namespaced.
+func (r *Renderer) namespaced(apiVersion, kind string, crdScopes map[string]bool) bool {
+	group, _, _ := strings.Cut(apiVersion, "/")
+	if !strings.Contains(apiVersion, "/") {
+		group = ""
+	}
+	if ns, ok := crdScopes[group+"/"+kind]; ok {
+		return ns
+	}
+	if clusterScoped[group+"/"+kind] {
+		return false
+	}
+	if r.opts.Scope != nil {
+		if ns, known := r.opts.Scope(apiVersion, kind); known {
+			return ns
+		}
+	}
+	return true
+}
+
+// clusterScoped are the cluster-scoped kinds of Kubernetes itself, by group/kind.
+var clusterScoped = map[string]bool{
+	"/Namespace": true, "/Node": true, "/PersistentVolume": true, "/ComponentStatus": true,
+	"rbac.authorization.k8s.io/ClusterRole": true, "rbac.authorization.k8s.io/ClusterRoleBinding": true,
+	"apiextensions.k8s.io/CustomResourceDefinition": true, "apiregistration.k8s.io/APIService": true,
+	"admissionregistration.k8s.io/MutatingWebhookConfiguration":     true,
+	"admissionregistration.k8s.io/ValidatingWebhookConfiguration":   true,
+	"admissionregistration.k8s.io/ValidatingAdmissionPolicy":        true,
+	"admissionregistration.k8s.io/ValidatingAdmissionPolicyBinding": true,
+	"admissionregistration.k8s.io/MutatingAdmissionPolicy":          true,
+	"admissionregistration.k8s.io/MutatingAdmissionPolicyBinding":   true,
+	"storage.k8s.io/StorageClass": true, "storage.k8s.io/CSIDriver": true, "storage.k8s.io/CSINode": true,
+	"storage.k8s.io/VolumeAttachment": true, "storage.k8s.io/VolumeAttributesClass": true,
+	"scheduling.k8s.io/PriorityClass": true, "networking.k8s.io/IngressClass": true,
+	"networking.k8s.io/IPAddress": true, "networking.k8s.io/ServiceCIDR": true,
+	"node.k8s.io/RuntimeClass": true, "certificates.k8s.io/CertificateSigningRequest": true,
+	"certificates.k8s.io/ClusterTrustBundle":       true,
+	"flowcontrol.apiserver.k8s.io/FlowSchema":      true,
+	"flowcontrol.apiserver.k8s.io/PriorityLevelConfiguration": true,
+	"resource.k8s.io/DeviceClass":                  true,
+}
+
+func chartutilCompatible(constraint, version string) bool {
+	return chartutil.IsCompatibleRange(constraint, version)
+}

@@ -1,0 +1,144 @@
+package render
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+// renderKustomize builds a kustomization with kustomize's own API (krusty), as `kustomize build`
+// and `kubectl apply -k` do: from a directory, or from an uploaded .tar.gz unpacked in memory.
+func (r *Renderer) renderKustomize(ctx context.Context, k *events.KustomizeSource) ([]object, error) {
+	fs := filesys.MakeFsOnDisk()
+	dir := k.Path
+	if k.Object != "" {
+		data, err := r.fetchSource(ctx, k.Object)
+		if err != nil {
+			return nil, err
+		}
+		mem := filesys.MakeFsInMemory()
+		if err := untarInto(mem, data); err != nil {
+			return nil, fail(ReasonSourceNotFound, err, "uploaded kustomization %s is not a .tar.gz", k.Object)
+		}
+		fs, dir = mem, "/"+strings.TrimPrefix(path.Clean("/"+k.Dir), "/")
+	} else if _, err := os.Stat(dir); err != nil {
+		return nil, fail(ReasonSourceNotFound, nil, "kustomization %s: not found", dir)
+	}
+	opts := krusty.MakeDefaultOptions()
+	resMap, err := krusty.MakeKustomizer(opts).Run(fs, dir)
+	if err != nil {
+		return nil, fail(ReasonKustomizeError, err, "kustomize build %s", dir)
+	}
+	out, err := resMap.AsYaml()
+	if err != nil {
+		return nil, fail(ReasonKustomizeError, err, "kustomize build %s", dir)
+	}
+	return parseDocs("kustomize build "+dir, string(out))
+}
+
+// renderManifests reads plain YAML: a directory's .yaml/.yml/.json files (sorted, recursive),
+// a file, inline YAML, or an uploaded file.
+func (r *Renderer) renderManifests(ctx context.Context, m *events.ManifestsSource) ([]object, error) {
+	switch {
+	case m.YAML != "":
+		return parseDocs("inline manifests", m.YAML)
+	case m.Object != "":
+		data, err := r.fetchSource(ctx, m.Object)
+		if err != nil {
+			return nil, err
+		}
+		return parseDocs("uploaded manifests "+m.Object, string(data))
+	}
+	info, err := os.Stat(m.Path)
+	if err != nil {
+		return nil, fail(ReasonSourceNotFound, nil, "manifests %s: not found", m.Path)
+	}
+	if !info.IsDir() {
+		data, err := os.ReadFile(m.Path)
+		if err != nil {
+			return nil, fail(ReasonSourceNotFound, err, "manifests %s", m.Path)
+		}
+		return parseDocs(m.Path, string(data))
+	}
+	var out []object
+	err = filepath.WalkDir(m.Path, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		switch filepath.Ext(p) {
+		case ".yaml", ".yml", ".json":
+		default:
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		docs, err := parseDocs(p, string(data))
+		if err != nil {
+			return err
+		}
+		out = append(out, docs...)
+		return nil
+	})
+	var rerr *Error
+	if errors.As(err, &rerr) {
+		return nil, rerr
+	}
+	if err != nil {
+		return nil, fail(ReasonSourceNotFound, err, "manifests %s", m.Path)
+	}
+	return out, nil
+}
+
+// untarInto unpacks a .tar.gz into fs, refusing paths that leave its root.
+func untarInto(fs filesys.FileSystem, data []byte) error {
+	gz, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := path.Clean("/" + h.Name)
+		if strings.Contains(h.Name, "..") {
+			return fmt.Errorf("archive entry %q leaves the archive", h.Name)
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := fs.MkdirAll(name); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			b, err := io.ReadAll(io.LimitReader(tr, 64<<20))
+			if err != nil {
+				return err
+			}
+			if err := fs.MkdirAll(path.Dir(name)); err != nil {
+				return err
+			}
+			if err := fs.WriteFile(name, b); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -1,0 +1,366 @@
+package render
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/common"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	rel "helm.sh/helm/v4/pkg/release/v1"
+	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
+	"helm.sh/helm/v4/pkg/storage"
+	"helm.sh/helm/v4/pkg/storage/driver"
+	"helm.sh/helm/v4/pkg/strvals"
+	"sigs.k8s.io/yaml"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+// Input is one render: what was requested, for which release and revision.
+type Input struct {
+	Release  events.Release
+	Revision int
+	Request  events.Requested
+}
+
+// Output is a rendered revision.
+type Output struct {
+	// Bundle is the canonical bundle: equal inputs give equal bytes.
+	Bundle []byte
+	// Objects lists the bundle's objects in apply order.
+	Objects []events.ObjectRef
+	Notes   string
+	Chart   *events.ChartInfo
+	// Hooks counts the chart's hooks, kept out of Objects (see Bundle).
+	Hooks int
+}
+
+// SourceFetcher opens an uploaded source (chart archive, kustomize archive, manifests) by digest.
+type SourceFetcher func(ctx context.Context, digest string) (io.ReadCloser, error)
+
+// Options configure a Renderer. Zero values take the defaults named on each field.
+type Options struct {
+	// Sources opens uploaded sources. Without it, sources by digest fail.
+	Sources SourceFetcher
+	// KubeVersion is .Capabilities.KubeVersion (and what kubeVersion constraints are checked
+	// against): the target cluster's, when known. Default DefaultKubeVersion.
+	KubeVersion string
+	// APIVersions are added to .Capabilities.APIVersions.
+	APIVersions []string
+	// MaxBundleSize bounds a bundle. Default 32 MiB.
+	MaxBundleSize int
+	// Credentials by name, for HelmSource.Credentials.
+	Credentials map[string]Credential
+	// Scope says whether a kind is namespaced, for kinds outside the built-in table and the
+	// bundle's own CRDs (API discovery, when a cluster is reachable). Optional.
+	Scope func(apiVersion, kind string) (namespaced, known bool)
+	// HTTPTimeout bounds each download. Default 60s.
+	HTTPTimeout time.Duration
+	// PlainHTTPRegistries lists OCI registries (host:port) reached without TLS, e.g. local ones.
+	PlainHTTPRegistries []string
+}
+
+// DefaultKubeVersion is the Kubernetes version assumed when none is configured: the one troupe's
+// Kubernetes libraries and local cluster are built from.
+const DefaultKubeVersion = "v1.37.1"
+
+// Credential authenticates to a chart repository or OCI registry.
+type Credential struct {
+	Username string
+	Password string
+}
+
+// Renderer renders requests into canonical bundles. It is safe for concurrent use.
+type Renderer struct {
+	opts Options
+	caps *common.Capabilities
+}
+
+// New returns a Renderer.
+func New(o Options) (*Renderer, error) {
+	if o.MaxBundleSize <= 0 {
+		o.MaxBundleSize = 32 << 20
+	}
+	if o.HTTPTimeout <= 0 {
+		o.HTTPTimeout = 60 * time.Second
+	}
+	if o.KubeVersion == "" {
+		o.KubeVersion = DefaultKubeVersion
+	}
+	caps := common.DefaultCapabilities.Copy()
+	kv, err := common.ParseKubeVersion(o.KubeVersion)
+	if err != nil {
+		return nil, fmt.Errorf("renderer: kube version %q: %w", o.KubeVersion, err)
+	}
+	caps.KubeVersion = *kv
+	caps.APIVersions = append(caps.APIVersions, o.APIVersions...)
+	return &Renderer{opts: o, caps: caps}, nil
+}
+
+// Render renders in. Every error is an *Error with a reason code.
+func (r *Renderer) Render(ctx context.Context, in Input) (*Output, error) {
+	src := in.Request.Source
+	var objs []object
+	var out Output
+	var hooks []hook
+	switch {
+	case src.Helm != nil:
+		ch, err := r.loadChart(ctx, src.Helm)
+		if err != nil {
+			return nil, err
+		}
+		vals, err := mergeValues(in.Request)
+		if err != nil {
+			return nil, err
+		}
+		res, err := r.renderChart(ctx, ch, vals, in)
+		if err != nil {
+			return nil, err
+		}
+		objs, hooks, out.Notes = res.objects, res.hooks, res.notes
+		out.Chart = &events.ChartInfo{Name: ch.Metadata.Name, Version: ch.Metadata.Version, AppVersion: ch.Metadata.AppVersion}
+	case src.Kustomize != nil:
+		var err error
+		if objs, err = r.renderKustomize(ctx, src.Kustomize); err != nil {
+			return nil, err
+		}
+	case src.Manifests != nil:
+		var err error
+		if objs, err = r.renderManifests(ctx, src.Manifests); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fail(ReasonUnsupported, nil, "the request names no source")
+	}
+	return r.bundle(in.Release, objs, hooks, out)
+}
+
+// loadChart loads the chart a HelmSource names.
+func (r *Renderer) loadChart(ctx context.Context, h *events.HelmSource) (*chart.Chart, error) {
+	switch {
+	case h.Path != "":
+		if _, err := os.Stat(h.Path); err != nil {
+			return nil, fail(ReasonSourceNotFound, nil, "chart %s: not found", h.Path)
+		}
+		ch, err := loader.Load(h.Path)
+		if err != nil {
+			return nil, fail(ReasonNotAChart, err, "chart %s is not a valid Helm chart", h.Path)
+		}
+		return ch, nil
+	case h.Object != "":
+		data, err := r.fetchSource(ctx, h.Object)
+		if err != nil {
+			return nil, err
+		}
+		ch, err := loader.LoadArchive(bytes.NewReader(data))
+		if err != nil {
+			return nil, fail(ReasonNotAChart, err, "uploaded chart %s is not a valid Helm chart archive", h.Object)
+		}
+		return ch, nil
+	case h.OCI != "":
+		return r.pullOCI(ctx, h)
+	case h.RepoURL != "":
+		return r.pullRepo(ctx, h)
+	}
+	return nil, fail(ReasonUnsupported, nil, "helm source names no chart")
+}
+
+func (r *Renderer) fetchSource(ctx context.Context, digest string) ([]byte, error) {
+	if r.opts.Sources == nil {
+		return nil, fail(ReasonSourceNotFound, nil, "source %s: this renderer has no sources object store", digest)
+	}
+	rc, err := r.opts.Sources(ctx, digest)
+	if errors.Is(err, events.ErrNotFound) {
+		return nil, fail(ReasonSourceNotFound, nil, "source %s is not in the sources object store (upload it first)", digest)
+	}
+	if err != nil {
+		return nil, fail(ReasonSourceUnreachable, err, "source %s", digest)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fail(ReasonSourceUnreachable, err, "read source %s", digest)
+	}
+	return data, nil
+}
+
+// mergeValues merges values as Helm does: values files in order, then inline values, then each
+// --set, in order.
+func mergeValues(req events.Requested) (map[string]any, error) {
+	base := map[string]any{}
+	for _, f := range req.ValuesFiles {
+		v := map[string]any{}
+		if err := yaml.Unmarshal([]byte(f.Content), &v); err != nil {
+			return nil, fail(ReasonInvalidValues, err, "values file %s is not valid YAML", f.Name)
+		}
+		base = loader.MergeMaps(base, v)
+	}
+	if len(req.Values) > 0 {
+		// A JSON round trip turns the event's numbers and nesting into what Helm reads from YAML.
+		b, _ := json.Marshal(req.Values)
+		v := map[string]any{}
+		if err := yaml.Unmarshal(b, &v); err != nil {
+			return nil, fail(ReasonInvalidValues, err, "inline values")
+		}
+		base = loader.MergeMaps(base, v)
+	}
+	for _, s := range req.Set {
+		if err := strvals.ParseInto(s, base); err != nil {
+			return nil, fail(ReasonInvalidValues, err, "--set %q", s)
+		}
+	}
+	return base, nil
+}
+
+type chartResult struct {
+	objects []object
+	hooks   []hook
+	notes   string
+}
+
+// renderChart renders ch exactly as `helm template` / `helm install --dry-run` would: Helm's
+// own install action, client-only, with an in-memory release store. CRDs from crds/ come first,
+// marked as such; hooks are kept apart; test hooks are dropped.
+func (r *Renderer) renderChart(ctx context.Context, ch *chart.Chart, vals map[string]any, in Input) (*chartResult, error) {
+	if ch.Metadata.KubeVersion != "" {
+		if !chartutilCompatible(ch.Metadata.KubeVersion, r.caps.KubeVersion.String()) {
+			return nil, fail(ReasonKubeVersion, nil, "chart %s requires Kubernetes %s, the cluster runs %s",
+				ch.Metadata.Name, ch.Metadata.KubeVersion, r.caps.KubeVersion.String())
+		}
+	}
+	cfg := &action.Configuration{Releases: storage.Init(driver.NewMemory()), Capabilities: r.caps.Copy()}
+	inst := action.NewInstall(cfg)
+	inst.DryRunStrategy = action.DryRunClient
+	inst.Replace = true
+	inst.ReleaseName = in.Release.Name
+	inst.Namespace = in.Release.Namespace
+	inst.IsUpgrade = in.Revision > 1
+	inst.IncludeCRDs = false
+	inst.KubeVersion = &r.caps.KubeVersion
+	inst.APIVersions = r.caps.APIVersions
+	released, err := inst.RunWithContext(ctx, ch, vals)
+	if err != nil {
+		return nil, classifyHelmError(ch, err)
+	}
+	rl, ok := released.(*rel.Release)
+	if !ok {
+		return nil, fail(ReasonTemplateError, nil, "helm returned an unexpected release type %T", released)
+	}
+	res := &chartResult{notes: rl.Info.Notes}
+	for _, crd := range ch.CRDObjects() {
+		docs, err := parseDocs(crd.Filename, string(crd.File.Data))
+		if err != nil {
+			return nil, err
+		}
+		res.objects = append(res.objects, docs...)
+	}
+	for path, manifest := range manifestsBySource(rl.Manifest) {
+		docs, err := parseDocs(path, manifest)
+		if err != nil {
+			return nil, err
+		}
+		res.objects = append(res.objects, docs...)
+	}
+	for _, h := range rl.Hooks {
+		if isTestHook(h) {
+			continue
+		}
+		docs, err := parseDocs(h.Path, h.Manifest)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range docs {
+			var evs []string
+			for _, e := range h.Events {
+				evs = append(evs, e.String())
+			}
+			res.hooks = append(res.hooks, hook{Events: evs, Weight: h.Weight, Object: d.obj})
+		}
+	}
+	return res, nil
+}
+
+func isTestHook(h *rel.Hook) bool {
+	for _, e := range h.Events {
+		if e == rel.HookTest {
+			return true
+		}
+	}
+	return false
+}
+
+// manifestsBySource splits Helm's release manifest ("---\n# Source: path\n…") by source file.
+func manifestsBySource(manifest string) map[string]string {
+	out := map[string]string{}
+	for _, doc := range releaseutil.SplitManifests(manifest) {
+		path := "manifest"
+		if line, _, _ := strings.Cut(strings.TrimSpace(doc), "\n"); strings.HasPrefix(line, "# Source: ") {
+			path = strings.TrimPrefix(line, "# Source: ")
+		}
+		out[path] += "\n---\n" + doc
+	}
+	return out
+}
+
+// classifyHelmError maps Helm's errors onto reason codes; Helm's message already names the
+// template file and line.
+func classifyHelmError(ch *chart.Chart, err error) *Error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "values don't meet the specifications of the schema"):
+		return fail(ReasonValuesSchema, err, "values of chart %s do not match its values.schema.json", ch.Metadata.Name)
+	case strings.Contains(msg, "chart requires kubeVersion"):
+		return fail(ReasonKubeVersion, err, "chart %s", ch.Metadata.Name)
+	case strings.Contains(msg, "YAML parse error"), strings.Contains(msg, "unable to build kubernetes objects"):
+		return fail(ReasonInvalidOutput, err, "chart %s rendered invalid YAML", ch.Metadata.Name)
+	case strings.Contains(msg, "found in Chart.yaml, but missing in charts/ directory"):
+		return fail(ReasonNotAChart, err, "chart %s", ch.Metadata.Name)
+	default:
+		return fail(ReasonTemplateError, err, "chart %s", ch.Metadata.Name)
+	}
+}
+
+// sortObjects orders objects for applying: CRDs from crds/ first, then Helm's install order by
+// kind, then namespace and name.
+func sortObjects(objs []object) {
+	rank := map[string]int{}
+	for i, k := range releaseutil.InstallOrder {
+		rank[k] = i + 1
+	}
+	sort.SliceStable(objs, func(i, j int) bool {
+		a, b := objs[i], objs[j]
+		if a.crd != b.crd {
+			return a.crd
+		}
+		ra, rb := rank[a.ref.Kind], rank[b.ref.Kind]
+		if ra == 0 {
+			ra = len(rank) + 1
+		}
+		if rb == 0 {
+			rb = len(rank) + 1
+		}
+		if ra != rb {
+			return ra < rb
+		}
+		if a.ref.Kind != b.ref.Kind {
+			return a.ref.Kind < b.ref.Kind
+		}
+		if a.ref.APIVersion != b.ref.APIVersion {
+			return a.ref.APIVersion < b.ref.APIVersion
+		}
+		if a.ref.Namespace != b.ref.Namespace {
+			return a.ref.Namespace < b.ref.Namespace
+		}
+		return a.ref.Name < b.ref.Name
+	})
+}

@@ -1,0 +1,194 @@
+package render_test
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/common/util"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/engine"
+	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/services/renderer/render"
+)
+
+// fixtures returns ../shared/fixtures beside the repository (see its README).
+func fixtures(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	for d := wd; filepath.Dir(d) != d; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+			f := filepath.Join(d, "..", "shared", "fixtures")
+			_, err := os.Stat(f)
+			require.NoError(t, err, "the shared fixtures must be beside the repository")
+			return f
+		}
+	}
+	t.Fatal("no go.work above the test")
+	return ""
+}
+
+func newRenderer(t *testing.T, o render.Options) *render.Renderer {
+	t.Helper()
+	r, err := render.New(o)
+	require.NoError(t, err)
+	return r
+}
+
+func helmInput(path string, valuesFiles ...string) render.Input {
+	req := events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: path}}}
+	for _, f := range valuesFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			panic(err)
+		}
+		req.ValuesFiles = append(req.ValuesFiles, events.ValuesFile{Name: filepath.Base(f), Content: string(b)})
+	}
+	return render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1, Request: req}
+}
+
+func keys(refs []events.ObjectRef) []string {
+	var out []string
+	for _, r := range refs {
+		out = append(out, r.APIVersion+" "+r.Kind+" "+r.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// helmEngineObjects renders chart with Helm's template engine directly — a second path to the same
+// answer — and returns its regular objects (CRDs from crds/ included, hooks and NOTES excluded).
+func helmEngineObjects(t *testing.T, chartPath string, valuesFiles ...string) []string {
+	t.Helper()
+	ch, err := loader.Load(chartPath)
+	require.NoError(t, err)
+	vals := map[string]any{}
+	for _, f := range valuesFiles {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		v := map[string]any{}
+		require.NoError(t, yaml.Unmarshal(b, &v))
+		vals = loader.MergeMaps(vals, v)
+	}
+	rv, err := util.ToRenderValues(ch, vals, common.ReleaseOptions{Name: "web", Namespace: "prod", Revision: 1, IsInstall: true}, common.DefaultCapabilities)
+	require.NoError(t, err)
+	files, err := engine.Render(ch, rv)
+	require.NoError(t, err)
+	for name := range files {
+		if strings.HasSuffix(name, "NOTES.txt") {
+			delete(files, name)
+		}
+	}
+	_, manifests, err := releaseutil.SortManifests(files, nil, releaseutil.InstallOrder)
+	require.NoError(t, err)
+	var out []string
+	for _, m := range manifests {
+		out = append(out, m.Head.Version+" "+m.Head.Kind+" "+m.Head.Metadata.Name)
+	}
+	for _, crd := range ch.CRDObjects() {
+		var obj map[string]any
+		for _, doc := range releaseutil.SplitManifests(string(crd.File.Data)) {
+			require.NoError(t, yaml.Unmarshal([]byte(doc), &obj))
+			if len(obj) > 0 {
+				out = append(out, obj["apiVersion"].(string)+" "+obj["kind"].(string)+" "+obj["metadata"].(map[string]any)["name"].(string))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestRenderFixtureCharts(t *testing.T) {
+	fx := fixtures(t)
+	podinfo := filepath.Join(fx, "podinfo/charts/podinfo")
+	tests := []struct {
+		name   string
+		chart  string
+		values []string
+		crds   int
+	}{
+		{"podinfo defaults", podinfo, nil, 0},
+		{"podinfo prod values", podinfo, []string{filepath.Join(podinfo, "values-prod.yaml")}, 0},
+		{"nats", filepath.Join(fx, "nats/helm/charts/nats"), nil, 0},
+		{"nack with CRDs", filepath.Join(fx, "nats/helm/charts/nack"), nil, -1},
+	}
+	r := newRenderer(t, render.Options{})
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := r.Render(t.Context(), helmInput(tc.chart, tc.values...))
+			require.NoError(t, err)
+			assert.Equal(t, helmEngineObjects(t, tc.chart, tc.values...), keys(out.Objects), "the same objects as Helm's engine")
+			assert.NotEmpty(t, out.Objects)
+			b, err := render.ReadBundle(out.Bundle)
+			require.NoError(t, err)
+			assert.Len(t, b.Objects, len(out.Objects))
+			for i, ref := range out.Objects {
+				if ref.Kind == "CustomResourceDefinition" {
+					assert.Less(t, i, b.CRDs, "CRDs come first")
+					assert.Empty(t, ref.Namespace, "CRDs are cluster-scoped")
+				} else if ref.Kind != "Namespace" && !strings.HasPrefix(ref.Kind, "Cluster") {
+					assert.Equal(t, "prod", ref.Namespace, "%s gets the release's namespace", ref)
+				}
+			}
+			if tc.crds < 0 {
+				assert.Positive(t, b.CRDs, "nack's crds/ are in the bundle")
+			}
+			again, err := r.Render(t.Context(), helmInput(tc.chart, tc.values...))
+			require.NoError(t, err)
+			assert.Equal(t, events.Digest(out.Bundle), events.Digest(again.Bundle), "the same inputs give the same digest")
+		})
+	}
+}
+
+func TestRenderPodinfoHooksNotesAndTests(t *testing.T) {
+	podinfo := filepath.Join(fixtures(t), "podinfo/charts/podinfo")
+	out, err := newRenderer(t, render.Options{}).Render(t.Context(), helmInput(podinfo))
+	require.NoError(t, err)
+	assert.Contains(t, out.Notes, "web", "NOTES.txt rendered with the release name")
+	assert.Equal(t, "podinfo", out.Chart.Name)
+	b, err := render.ReadBundle(out.Bundle)
+	require.NoError(t, err)
+	for _, o := range b.Objects {
+		ann, _ := o["metadata"].(map[string]any)["annotations"].(map[string]any)
+		assert.NotContains(t, ann, "helm.sh/hook", "hooks are kept out of the objects")
+	}
+	for _, h := range b.Hooks {
+		assert.NotContains(t, h.Events, "test", "test hooks are dropped")
+	}
+}
+
+func TestRenderKustomizeFixtures(t *testing.T) {
+	fx := fixtures(t)
+	dirs := []string{filepath.Join(fx, "podinfo/kustomize")}
+	overlays, err := filepath.Glob(filepath.Join(fx, "podinfo/deploy/overlays/*"))
+	require.NoError(t, err)
+	require.NotEmpty(t, overlays)
+	dirs = append(dirs, overlays...)
+	r := newRenderer(t, render.Options{})
+	for _, dir := range dirs {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			req := events.Requested{Source: events.Source{Kustomize: &events.KustomizeSource{Path: dir}}}
+			out, err := r.Render(t.Context(), render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1, Request: req})
+			require.NoError(t, err)
+			res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+			require.NoError(t, err)
+			var want []string
+			for _, res := range res.Resources() {
+				want = append(want, res.GetApiVersion()+" "+res.GetKind()+" "+res.GetName())
+			}
+			sort.Strings(want)
+			assert.Equal(t, want, keys(out.Objects), "the same objects as kustomize's API")
+		})
+	}
+}
