@@ -215,15 +215,15 @@ var clusterScoped = map[string]bool{
 	"admissionregistration.k8s.io/ValidatingAdmissionPolicyBinding": true,
 	"admissionregistration.k8s.io/MutatingAdmissionPolicy":          true,
 	"admissionregistration.k8s.io/MutatingAdmissionPolicyBinding":   true,
-	"storage.k8s.io/StorageClass": true, "storage.k8s.io/CSIDriver": true, "storage.k8s.io/CSINode": true,
+	"storage.k8s.io/StorageClass":                                   true, "storage.k8s.io/CSIDriver": true, "storage.k8s.io/CSINode": true,
 	"storage.k8s.io/VolumeAttachment": true, "storage.k8s.io/VolumeAttributesClass": true,
 	"scheduling.k8s.io/PriorityClass": true, "networking.k8s.io/IngressClass": true,
 	"networking.k8s.io/IPAddress": true, "networking.k8s.io/ServiceCIDR": true,
 	"node.k8s.io/RuntimeClass": true, "certificates.k8s.io/CertificateSigningRequest": true,
-	"certificates.k8s.io/ClusterTrustBundle":       true,
-	"flowcontrol.apiserver.k8s.io/FlowSchema":      true,
+	"certificates.k8s.io/ClusterTrustBundle":                  true,
+	"flowcontrol.apiserver.k8s.io/FlowSchema":                 true,
 	"flowcontrol.apiserver.k8s.io/PriorityLevelConfiguration": true,
-	"resource.k8s.io/DeviceClass":                  true,
+	"resource.k8s.io/DeviceClass":                             true,
 }
 
 func chartutilCompatible(constraint, version string) bool {

@@ -156,4 +156,3 @@ func classifyFetch(what string, err error) *Error {
 		return fail(ReasonSourceUnreachable, err, "pull %s", what)
 	}
 }
-
