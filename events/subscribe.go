@@ -283,6 +283,8 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 	}
 
 	s.inflight.add(msg)
+	ctx = context.WithValue(ctx, deliveryKey{}, Delivery{Stream: md.Stream, Sequence: md.Sequence.Stream,
+		Deliveries: md.NumDelivered, MaxDeliver: uint64(s.cfg.MaxDeliver)})
 	err = s.handler(ctx, e)
 	s.inflight.remove(msg)
 
@@ -363,6 +365,25 @@ func (s *Subscriber) publishFailed(ctx context.Context, msg jetstream.Msg, md *j
 	}
 	_, err = s.pub.Publish(ctx, out)
 	return err
+}
+
+// Delivery is where and how often the event a handler runs on was delivered.
+type Delivery struct {
+	Stream     string
+	Sequence   uint64 // the event's position in the stream: what revision numbering follows
+	Deliveries uint64 // 1 on the first delivery
+	MaxDeliver uint64 // the delivery after which the subscriber gives up
+}
+
+// Last reports whether this is the last delivery before the subscriber gives up on an error.
+func (d Delivery) Last() bool { return d.Deliveries >= d.MaxDeliver }
+
+type deliveryKey struct{}
+
+// DeliveryFrom returns the delivery of the event a Subscriber's handler runs on.
+func DeliveryFrom(ctx context.Context) (Delivery, bool) {
+	d, ok := ctx.Value(deliveryKey{}).(Delivery)
+	return d, ok
 }
 
 // inflight is the set of events being handled, which one loop keeps alive with in-progress

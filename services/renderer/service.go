@@ -1,0 +1,161 @@
+// Package renderer is troupe's renderer service: on release.requested it renders the release's
+// manifests (package render), stores the canonical bundle in the bundles object store by digest,
+// and publishes release.rendered — or release.failed with stage render and nothing else happens.
+// A request that a newer one of the same release has overtaken is dropped with
+// release.superseded.
+package renderer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/services/renderer/render"
+)
+
+// Name is the service's name: its durable consumer and its source troupe/renderer.
+const Name = "renderer"
+
+// Options configure the service.
+type Options struct {
+	Render      render.Options
+	Concurrency int // renders at once per replica; default 4
+	Version     string
+	Logger      *zerolog.Logger
+	Metrics     *events.Metrics
+}
+
+// Service is the renderer.
+type Service struct {
+	js        jetstream.JetStream
+	renderer  *render.Renderer
+	bundles   *events.Objects
+	revisions *events.Revisions
+	pub       *events.Publisher
+	sub       *events.Subscriber
+}
+
+// New opens the object stores and the revision counters (made by events.Provision) and returns
+// the service, ready to Start.
+func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, error) {
+	s := &Service{js: js, pub: events.NewPublisher(js)}
+	var err error
+	if s.bundles, err = events.OpenObjects(ctx, js, events.BucketBundles); err != nil {
+		return nil, err
+	}
+	sources, err := events.OpenObjects(ctx, js, events.BucketSources)
+	if err != nil {
+		return nil, err
+	}
+	if o.Render.Sources == nil {
+		o.Render.Sources = sources.Get
+	}
+	if s.renderer, err = render.New(o.Render); err != nil {
+		return nil, err
+	}
+	if s.revisions, err = events.NewRevisions(ctx, js); err != nil {
+		return nil, err
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 4
+	}
+	s.sub, err = events.NewSubscriber(js, events.SubscriberConfig{
+		Service:     Name,
+		Version:     o.Version,
+		Types:       []string{events.TypeRequested},
+		Produces:    []string{events.TypeRendered, events.TypeFailed, events.TypeSuperseded},
+		Concurrency: o.Concurrency,
+		FailStage:   events.StageRender,
+		Logger:      o.Logger,
+		Metrics:     o.Metrics,
+	}, s.handle)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start handles requests until ctx ends (see events.Subscriber.Start).
+func (s *Service) Start(ctx context.Context) error { return s.sub.Start(ctx) }
+
+// Ready is closed once the service receives requests.
+func (s *Service) Ready() <-chan struct{} { return s.sub.Ready() }
+
+const source = events.SourcePrefix + Name
+
+func (s *Service) handle(ctx context.Context, e event.Event) error {
+	log := zerolog.Ctx(ctx)
+	req, err := events.Data[events.Requested](e)
+	if err != nil {
+		return events.Reject("invalid_request", err)
+	}
+	rel, err := events.ReleaseOf(e)
+	if err != nil {
+		return events.Reject("invalid_request", err)
+	}
+	d, ok := events.DeliveryFrom(ctx)
+	if !ok {
+		return events.Terminalf("renderer: no stream position for %s", e.ID())
+	}
+	revision, err := s.revisions.Of(ctx, rel, d.Sequence)
+	if err != nil {
+		return err // transient: the KV or stream; retried
+	}
+	latestSeq, latestRev, err := s.revisions.Latest(ctx, rel)
+	if err != nil {
+		return err
+	}
+	if latestSeq > d.Sequence {
+		log.Info().Int("revision", revision).Int("newer", latestRev).Msg("superseded before render")
+		return s.publish(ctx, e, revision, events.TypeSuperseded, events.Superseded{ByRevision: latestRev, Stage: events.StageRender})
+	}
+
+	start := time.Now()
+	out, err := s.renderer.Render(ctx, render.Input{Release: rel, Revision: revision, Request: *req})
+	if err != nil {
+		reason := render.ReasonOf(err)
+		if reason == render.ReasonSourceUnreachable && !d.Last() {
+			return err // may pass: retried with backoff, failed on the last delivery
+		}
+		if perr := s.publish(ctx, e, revision, events.TypeFailed, events.Failed{
+			Stage: events.StageRender, Reason: reason, Message: truncate(err.Error(), events.MaxMessageLength),
+		}); perr != nil {
+			return perr
+		}
+		return events.Reject(reason, err)
+	}
+	renderTime := time.Since(start)
+	digest, size, err := s.bundles.Put(ctx, bytes.NewReader(out.Bundle))
+	if err != nil {
+		return fmt.Errorf("store bundle of %s revision %d: %w", rel, revision, err)
+	}
+	log.Info().Int("revision", revision).Str("bundle", digest).Int("objects", len(out.Objects)).Dur("took", renderTime).Msg("rendered")
+	return s.publish(ctx, e, revision, events.TypeRendered, events.Rendered{
+		Bundle: digest, Size: size, Objects: out.Objects, RenderTime: events.Duration(renderTime),
+		Chart: out.Chart, Notes: truncate(out.Notes, events.MaxNotesLength), Options: req.Options,
+	})
+}
+
+// publish publishes the renderer's reaction to the request e, for revision.
+func (s *Service) publish(ctx context.Context, e event.Event, revision int, typ string, data any) error {
+	out, err := events.Derive(e, source, typ, data)
+	if err != nil {
+		return events.Terminal(err)
+	}
+	events.WithRevision(&out, revision)
+	_, err = s.pub.Publish(ctx, out)
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}

@@ -1,0 +1,256 @@
+package renderer_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/natstest"
+	"github.com/troupe-dev/troupe/services/renderer"
+	"github.com/troupe-dev/troupe/services/renderer/render"
+)
+
+func fixtures(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	for d := wd; filepath.Dir(d) != d; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+			return filepath.Join(d, "..", "shared", "fixtures")
+		}
+	}
+	t.Fatal("no go.work above the test")
+	return ""
+}
+
+// startRenderer runs the service on an embedded NATS and returns JetStream.
+func startRenderer(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	_, _, js := natstest.Start(t)
+	svc, err := renderer.New(t.Context(), js, renderer.Options{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- svc.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-svc.Ready():
+	case err := <-done:
+		t.Fatal(err)
+	}
+	return js
+}
+
+func request(t *testing.T, js jetstream.JetStream, rel events.Release, req events.Requested) event.Event {
+	t.Helper()
+	e, err := events.NewEvent("troupe/test", events.TypeRequested, rel, req)
+	require.NoError(t, err)
+	_, err = events.NewPublisher(js).Publish(t.Context(), e)
+	require.NoError(t, err)
+	return e
+}
+
+// outcome waits for the renderer's terminal answer to the request with correlation id corr.
+func outcome(t *testing.T, js jetstream.JetStream, rel events.Release, corr string) event.Event {
+	t.Helper()
+	f, err := events.ReleaseFilter(rel)
+	require.NoError(t, err)
+	c, err := js.OrderedConsumer(t.Context(), events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{f}})
+	require.NoError(t, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		msg, err := c.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			continue
+		}
+		e, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		require.NoError(t, err)
+		if e.Source() == "troupe/renderer" && events.CorrelationID(e) == corr {
+			return e
+		}
+	}
+	t.Fatalf("no answer from the renderer to %s", corr)
+	return event.Event{}
+}
+
+func TestRendersPodinfoIntoTheObjectStore(t *testing.T) {
+	js := startRenderer(t)
+	rel := events.Release{Namespace: "prod", Name: "podinfo"}
+	chart := filepath.Join(fixtures(t), "podinfo/charts/podinfo")
+	req := request(t, js, rel, events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: chart}},
+		Options: events.Options{Timeout: events.Duration(2 * time.Minute)}})
+
+	got := outcome(t, js, rel, req.ID())
+	require.Equal(t, events.TypeRendered, got.Type(), string(got.Data()))
+	assert.Equal(t, 1, events.Revision(got))
+	assert.Equal(t, req.ID(), events.CausationID(got))
+	r, err := events.Data[events.Rendered](got)
+	require.NoError(t, err)
+	assert.Equal(t, "podinfo", r.Chart.Name)
+	assert.NotEmpty(t, r.Objects)
+	assert.Equal(t, events.Duration(2*time.Minute), r.Options.Timeout, "options ride along to the next stages")
+
+	objs, err := events.OpenObjects(t.Context(), js, events.BucketBundles)
+	require.NoError(t, err)
+	rc, err := objs.Get(t.Context(), r.Bundle)
+	require.NoError(t, err)
+	data, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	assert.EqualValues(t, r.Size, len(data))
+	b, err := render.ReadBundle(data)
+	require.NoError(t, err)
+	assert.Len(t, b.Objects, len(r.Objects))
+
+	// A second request with the same inputs is revision 2 and reuses the same bundle.
+	req2 := request(t, js, rel, events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: chart}},
+		Options: events.Options{Timeout: events.Duration(2 * time.Minute)}})
+	got2 := outcome(t, js, rel, req2.ID())
+	require.Equal(t, events.TypeRendered, got2.Type())
+	assert.Equal(t, 2, events.Revision(got2))
+	r2, err := events.Data[events.Rendered](got2)
+	require.NoError(t, err)
+	assert.Equal(t, r.Bundle, r2.Bundle)
+}
+
+func TestRenderFailureIsReportedAndNothingRendered(t *testing.T) {
+	js := startRenderer(t)
+	rel := events.Release{Namespace: "prod", Name: "broken"}
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "Chart.yaml"), []byte("apiVersion: v2\nname: broken\nversion: 0.1.0\n"), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "templates"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "templates", "cm.yaml"), []byte("{{ fail \"no database configured\" }}\n"), 0o644))
+
+	req := request(t, js, rel, events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: dir}}})
+	got := outcome(t, js, rel, req.ID())
+	require.Equal(t, events.TypeFailed, got.Type())
+	f, err := events.Data[events.Failed](got)
+	require.NoError(t, err)
+	assert.Equal(t, events.StageRender, f.Stage)
+	assert.Equal(t, render.ReasonTemplateError, f.Reason)
+	assert.Contains(t, f.Message, "templates/cm.yaml:1")
+	assert.Contains(t, f.Message, "no database configured")
+	assert.Equal(t, 1, events.Revision(got))
+
+	time.Sleep(300 * time.Millisecond)
+	for _, e := range eventsOf(t, js, rel) {
+		assert.NotEqual(t, events.TypeRendered, e.Type(), "nothing rendered")
+	}
+	failed := 0
+	for _, e := range eventsOf(t, js, rel) {
+		if e.Type() == events.TypeFailed {
+			failed++
+		}
+	}
+	assert.Equal(t, 1, failed, "one release.failed, however many parts of the renderer saw the failure")
+}
+
+func TestStaleRequestIsSuperseded(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	rel := events.Release{Namespace: "prod", Name: "web"}
+	chart := filepath.Join(fixtures(t), "podinfo/charts/podinfo")
+	run := func() (stop func()) {
+		svc, err := renderer.New(t.Context(), js, renderer.Options{})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- svc.Start(ctx) }()
+		<-svc.Ready()
+		return func() { cancel(); <-done }
+	}
+	run()() // the renderer's consumer exists, and the renderer is down
+	// Two requests land while it is down: the older must not be rendered.
+	old := request(t, js, rel, events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: chart}}})
+	newer := request(t, js, rel, events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: chart}}, Set: []string{"replicaCount=3"}})
+	defer run()()
+
+	got := outcome(t, js, rel, old.ID())
+	require.Equal(t, events.TypeSuperseded, got.Type())
+	s, err := events.Data[events.Superseded](got)
+	require.NoError(t, err)
+	assert.Equal(t, 2, s.ByRevision)
+	assert.Equal(t, events.StageRender, s.Stage)
+	assert.Equal(t, 1, events.Revision(got))
+	got = outcome(t, js, rel, newer.ID())
+	assert.Equal(t, events.TypeRendered, got.Type())
+	assert.Equal(t, 2, events.Revision(got))
+}
+
+func TestRendersUploadedKustomization(t *testing.T) {
+	js := startRenderer(t)
+	rel := events.Release{Namespace: "staging", Name: "podinfo"}
+	archive := tarGz(t, filepath.Join(fixtures(t), "podinfo/deploy"))
+	sources, err := events.OpenObjects(t.Context(), js, events.BucketSources)
+	require.NoError(t, err)
+	digest, _, err := sources.Put(t.Context(), bytes.NewReader(archive))
+	require.NoError(t, err)
+
+	req := request(t, js, rel, events.Requested{Source: events.Source{Kustomize: &events.KustomizeSource{Object: digest, Dir: "overlays/staging"}}})
+	got := outcome(t, js, rel, req.ID())
+	require.Equal(t, events.TypeRendered, got.Type(), string(got.Data()))
+	r, err := events.Data[events.Rendered](got)
+	require.NoError(t, err)
+
+	direct, err := render.New(render.Options{})
+	require.NoError(t, err)
+	want, err := direct.Render(t.Context(), render.Input{Release: rel, Revision: 1, Request: events.Requested{
+		Source: events.Source{Kustomize: &events.KustomizeSource{Path: filepath.Join(fixtures(t), "podinfo/deploy/overlays/staging")}}}})
+	require.NoError(t, err)
+	assert.Equal(t, want.Objects, r.Objects, "the uploaded archive renders as the directory does")
+	assert.Equal(t, events.Digest(want.Bundle), r.Bundle)
+}
+
+func eventsOf(t *testing.T, js jetstream.JetStream, rel events.Release) []event.Event {
+	t.Helper()
+	f, err := events.ReleaseFilter(rel)
+	require.NoError(t, err)
+	c, err := js.OrderedConsumer(t.Context(), events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{f}})
+	require.NoError(t, err)
+	var out []event.Event
+	for {
+		msg, err := c.Next(jetstream.FetchMaxWait(500 * time.Millisecond))
+		if err != nil {
+			return out
+		}
+		e, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		require.NoError(t, err)
+		out = append(out, e)
+	}
+}
+
+// tarGz packs dir as a .tar.gz, paths relative to dir.
+func tarGz(t *testing.T, dir string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	require.NoError(t, filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		_, err = tw.Write(b)
+		return err
+	}))
+	require.NoError(t, tw.Close())
+	require.NoError(t, gz.Close())
+	return buf.Bytes()
+}
