@@ -27,11 +27,15 @@ echo
 echo "\$ troupe publish release.requested --release dev/hello --data '{\"source\":{}}'   # invalid: refused, nothing published"
 "$troupe" publish release.requested --release dev/hello --data '{"source":{}}' 2>&1 || true
 echo
+for _ in $(seq 1 50); do # the renderer answers within a moment
+  "$troupe" tail --release dev/hello --since 1m --follow=false 2>/dev/null | grep -qE "release\.(rendered|failed)" && break
+  sleep 0.2
+done
 echo "\$ troupe tail --release dev/hello --since 1m --follow=false"
 "$troupe" tail --release dev/hello --since 1m --follow=false
 echo
-echo "Only the event catalog, publish and tail exist so far: the renderer, applier, health and"
-echo "history services join 'troupe dev' as they are built."
+echo "The renderer turned the request into a manifest bundle (release.rendered). The applier,"
+echo "health and history services join 'troupe dev' as they are built."
 
 if [[ "${TROUPE_RUN_ONCE:-}" == 1 ]]; then
   exit 0

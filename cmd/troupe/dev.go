@@ -16,12 +16,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/embedded"
+	"github.com/troupe-dev/troupe/events/serve"
+	"github.com/troupe-dev/troupe/services/renderer"
 )
 
 type devOptions struct {
@@ -101,13 +102,13 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
-	services, err := devServices(js, log, metrics)
+	services, err := devServices(ctx, js, log, metrics)
 	if err != nil {
 		return err
 	}
 
 	var ready atomic.Bool
-	httpSrv := &http.Server{Handler: healthMux(reg, &ready, nc), ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{Handler: serve.Handler(reg, func() bool { return ready.Load() && nc.IsConnected() }), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = httpSrv.Serve(httpLn) }()
 
 	svcCtx, stopServices := context.WithCancel(context.WithoutCancel(ctx))
@@ -165,8 +166,14 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 }
 
 // devServices returns the services `troupe dev` runs, by name. More join as they are built.
-func devServices(js jetstream.JetStream, log zerolog.Logger, m *events.Metrics) (map[string]runner, error) {
+func devServices(ctx context.Context, js jetstream.JetStream, log zerolog.Logger, m *events.Metrics) (map[string]runner, error) {
 	out := map[string]runner{}
+	rlog := log.With().Str("service", renderer.Name).Logger()
+	r, err := renderer.New(ctx, js, renderer.Options{Logger: &rlog, Metrics: m})
+	if err != nil {
+		return nil, err
+	}
+	out[renderer.Name] = r
 	// catalog-check reads every catalog event and dead-letters what does not conform, with the
 	// reason, so a malformed event from any NATS client is visible in `troupe tail --dead-letters`.
 	check, err := events.NewSubscriber(js, events.SubscriberConfig{
@@ -185,18 +192,4 @@ func serviceNames(m map[string]runner) []string {
 		names = append(names, n)
 	}
 	return names
-}
-
-func healthMux(reg *prometheus.Registry, ready *atomic.Bool, nc *nats.Conn) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !ready.Load() || !nc.IsConnected() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	return mux
 }
