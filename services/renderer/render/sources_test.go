@@ -43,8 +43,7 @@ func TestRenderFromHTTPRepository(t *testing.T) {
 	dir := t.TempDir()
 	packagePodinfo(t, dir, "6.14.1", "6.15.0")
 	// A real index.yaml, made by Helm from the packaged charts, served with basic auth.
-	var srv *httptest.Server
-	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if u, p, ok := r.BasicAuth(); !ok || u != "ci" || p != "s3cret" {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
