@@ -7,7 +7,7 @@ BIN      := $(CURDIR)/bin
 MODULES  := events cmd/troupe services/renderer test/cluster
 PKGS     := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 STATICCHECK_VERSION := v0.8.2
-CLUSTER_BINS := $(addprefix $(BIN)/,etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+CLUSTER_BINS := $(addprefix $(BIN)/,etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
 
 export PATH := /usr/local/go/bin:$(PATH)
 
@@ -28,7 +28,7 @@ test: cluster-bin ## run every test (real embedded nats-server, real local Kuber
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: cluster-bin
-cluster-bin: $(CLUSTER_BINS) ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl and kwok from source into ./bin
+cluster-bin: $(CLUSTER_BINS) ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok (and helm, for the bench) from source into ./bin
 
 $(CLUSTER_BINS) &: test/cluster/tools/go.mod test/cluster/tools/go.sum test/cluster/tools/build.sh
 	@echo "Building the local Kubernetes cluster from source: ~10 minutes the first time, seconds after."
@@ -49,8 +49,10 @@ fuzz: ## fuzz the event decoder for 30s
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=30s ./events
 
 .PHONY: bench
-bench: ## measure the events SDK against raw nats.go JetStream, side by side
+bench: cluster-bin ## measure the events SDK against raw nats.go JetStream, the renderer against helm template
 	$(GO) run ./events/internal/bench
+	@echo
+	$(GO) run ./services/renderer/internal/bench
 
 .PHONY: generate
 generate: ## regenerate the JSON Schemas of the event catalog

@@ -68,6 +68,9 @@ type Options struct {
 	HTTPTimeout time.Duration
 	// PlainHTTPRegistries lists OCI registries (host:port) reached without TLS, e.g. local ones.
 	PlainHTTPRegistries []string
+	// CacheSize bounds how many recent outputs are kept to answer identical inputs without
+	// rendering again. Default 128; negative turns the cache off.
+	CacheSize int
 }
 
 // DefaultKubeVersion is the Kubernetes version assumed when none is configured: the one troupe's
@@ -82,8 +85,9 @@ type Credential struct {
 
 // Renderer renders requests into canonical bundles. It is safe for concurrent use.
 type Renderer struct {
-	opts Options
-	caps *common.Capabilities
+	opts  Options
+	caps  *common.Capabilities
+	cache *cache // nil when off
 }
 
 // New returns a Renderer.
@@ -104,11 +108,37 @@ func New(o Options) (*Renderer, error) {
 	}
 	caps.KubeVersion = *kv
 	caps.APIVersions = append(caps.APIVersions, o.APIVersions...)
-	return &Renderer{opts: o, caps: caps}, nil
+	r := &Renderer{opts: o, caps: caps}
+	if o.CacheSize == 0 {
+		o.CacheSize = 128
+	}
+	if o.CacheSize > 0 {
+		r.cache = newCache(o.CacheSize)
+	}
+	return r, nil
 }
 
-// Render renders in. Every error is an *Error with a reason code.
+// Render renders in. Identical inputs are answered from the cache (see Options.CacheSize). Every
+// error is an *Error with a reason code.
 func (r *Renderer) Render(ctx context.Context, in Input) (*Output, error) {
+	if r.cache == nil {
+		return r.render(ctx, in)
+	}
+	key, ok := r.cacheKey(in)
+	if !ok {
+		return r.render(ctx, in)
+	}
+	if out, hit := r.cache.get(key); hit {
+		return out, nil
+	}
+	out, err := r.render(ctx, in)
+	if err == nil {
+		r.cache.put(key, out)
+	}
+	return out, err
+}
+
+func (r *Renderer) render(ctx context.Context, in Input) (*Output, error) {
 	src := in.Request.Source
 	var objs []object
 	var out Output

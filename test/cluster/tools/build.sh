@@ -25,3 +25,6 @@ go build -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3
 kwok=$(go list -m -f '{{.Version}}' sigs.k8s.io/kwok)
 echo "building kwok $kwok"
 go build -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$kwok" -o "$out/kwok" sigs.k8s.io/kwok/cmd/kwok
+helm=$(go list -m -f '{{.Version}}' helm.sh/helm/v4)
+echo "building helm $helm (the baseline of the renderer's benchmark)"
+go build -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$helm" -o "$out/helm" helm.sh/helm/v4/cmd/helm

@@ -1,0 +1,110 @@
+package render
+
+import (
+	"container/list"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/Masterminds/semver/v3"
+)
+
+// cache keeps the outputs of recent renders by a key of everything that decides them, so that
+// identical inputs are not rendered again. Bounded, least recently used out first. Outputs are
+// shared between callers, who must not change them.
+type cache struct {
+	mu      sync.Mutex
+	max     int
+	entries map[string]*list.Element
+	order   *list.List // front: most recent
+}
+
+type cacheEntry struct {
+	key string
+	out *Output
+}
+
+func newCache(max int) *cache {
+	return &cache{max: max, entries: map[string]*list.Element{}, order: list.New()}
+}
+
+func (c *cache) get(key string) (*Output, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.entries[key]
+	if !ok {
+		return nil, false
+	}
+	c.order.MoveToFront(el)
+	return el.Value.(*cacheEntry).out, true
+}
+
+func (c *cache) put(key string, out *Output) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.entries[key]; ok {
+		c.order.MoveToFront(el)
+		return
+	}
+	c.entries[key] = c.order.PushFront(&cacheEntry{key: key, out: out})
+	for c.order.Len() > c.max {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.entries, last.Value.(*cacheEntry).key)
+	}
+}
+
+// cacheKey returns the key of in, or false when its output cannot be known to be the same as an
+// earlier one's: a chart from a repository or registry by a version range or tag that may move.
+// Local files count by path, size and modification time, as build tools do; uploaded sources by
+// digest.
+func (r *Renderer) cacheKey(in Input) (string, bool) {
+	h := sha256.New()
+	req, err := json.Marshal(in.Request)
+	if err != nil {
+		return "", false
+	}
+	fmt.Fprintf(h, "%s\x00%t\x00%s\x00%s\x00", in.Release, in.Revision > 1, req, r.caps.KubeVersion.String())
+	for _, v := range r.caps.APIVersions {
+		fmt.Fprintf(h, "%s\x00", v)
+	}
+	src := in.Request.Source
+	var local string
+	switch {
+	case src.Helm != nil && src.Helm.Path != "":
+		local = src.Helm.Path
+	case src.Helm != nil && (src.Helm.OCI != "" || src.Helm.RepoURL != ""):
+		if _, err := semver.StrictNewVersion(strings.TrimPrefix(src.Helm.Version, "v")); err != nil {
+			return "", false
+		}
+	case src.Kustomize != nil && src.Kustomize.Path != "":
+		local = src.Kustomize.Path
+	case src.Manifests != nil && src.Manifests.Path != "":
+		local = src.Manifests.Path
+	}
+	if local != "" && !statTree(h, local) {
+		return "", false
+	}
+	return hex.EncodeToString(h.Sum(nil)), true
+}
+
+// statTree writes the path, size and modification time of every file under root into h.
+func statTree(h interface{ Write([]byte) (int, error) }, root string) bool {
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00%d\x00", p, info.Size(), info.ModTime().UnixNano())
+		return nil
+	})
+	return err == nil
+}
