@@ -103,12 +103,21 @@ func TestPublishAndTailRoundTrip(t *testing.T) {
 	code, _, errOut = troupe(t, server, `{"targetRevision":1}`, "publish", "release.rollback.requested", "--release", "dev/podinfo", "--data", "@-")
 	require.Equal(t, 0, code, errOut)
 
-	code, out, errOut = troupe(t, server, "", "tail", "--release", "dev/podinfo", "--follow=false")
+	code, out, errOut = troupe(t, server, "", "tail", "--release", "dev/podinfo", "--follow=false",
+		"--type", "release.requested", "--type", "release.rollback.requested")
 	require.Equal(t, 0, code, errOut)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	require.Len(t, lines, 2, out)
 	assert.Regexp(t, `^\d{4}-\d\d-\d\dT[\d:.]+Z\s+release\.requested\s+dev/podinfo\s+rev=-\s+troupe/cli\s+`+id[1][:8]+`$`, lines[0])
 	assert.Contains(t, lines[1], "release.rollback.requested")
+
+	// The renderer in troupe dev answered the request: charts/podinfo is not on its disk.
+	require.Eventually(t, func() bool {
+		_, out, _ = troupe(t, server, "", "tail", "--release", "dev/podinfo", "--follow=false", "--type", "release.failed", "-o", "json")
+		return strings.Contains(out, `"reason":"source_not_found"`)
+	}, 10*time.Second, 100*time.Millisecond, out)
+	assert.Contains(t, out, `"stage":"render"`)
+	assert.Contains(t, out, "charts/podinfo")
 
 	code, out, errOut = troupe(t, server, "", "tail", "--type", "release.requested", "--follow=false", "-o", "json")
 	require.Equal(t, 0, code, errOut)

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/serve"
@@ -52,6 +53,8 @@ type options struct {
 	plainHTTP     []string
 	provision     bool
 	replicas      int
+	kubeconfig    string
+	kubeContext   string
 }
 
 func (o *options) bindFlags(fs *pflag.FlagSet) {
@@ -62,6 +65,8 @@ func (o *options) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.kubeVersion, "kube-version", env("TROUPE_KUBE_VERSION", render.DefaultKubeVersion), ".Capabilities.KubeVersion, and what chart kubeVersion constraints are checked against [TROUPE_KUBE_VERSION]")
 	fs.IntVar(&o.maxBundleSize, "max-bundle-size", 32<<20, "largest bundle, in bytes")
 	fs.StringSliceVar(&o.plainHTTP, "plain-http-registry", nil, "OCI registries (host:port) reached over plain HTTP")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", env("TROUPE_KUBECONFIG", ""), "the target cluster: .Capabilities and kind scopes are discovered from it [TROUPE_KUBECONFIG]")
+	fs.StringVar(&o.kubeContext, "context", "", "kubeconfig context")
 	fs.BoolVar(&o.provision, "provision", true, "create or update troupe's streams and buckets at start")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the streams and buckets it provisions (3 on a cluster)")
 }
@@ -99,8 +104,20 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	ropts := render.Options{KubeVersion: o.kubeVersion, MaxBundleSize: o.maxBundleSize, PlainHTTPRegistries: o.plainHTTP}
+	if o.kubeconfig != "" {
+		cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			&clientcmd.ClientConfigLoadingRules{ExplicitPath: o.kubeconfig},
+			&clientcmd.ConfigOverrides{CurrentContext: o.kubeContext}).ClientConfig()
+		if err != nil {
+			return fmt.Errorf("--kubeconfig: %w", err)
+		}
+		if err := render.Discover(ctx, cfg, &ropts); err != nil {
+			log.Warn().Err(err).Msg("cluster not reachable: rendering with --kube-version and the built-in kind table")
+		}
+	}
 	svc, err := renderer.New(ctx, js, renderer.Options{
-		Render:      render.Options{KubeVersion: o.kubeVersion, MaxBundleSize: o.maxBundleSize, PlainHTTPRegistries: o.plainHTTP},
+		Render:      ropts,
 		Concurrency: o.concurrency, Logger: &log, Metrics: metrics,
 	})
 	if err != nil {
