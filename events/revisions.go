@@ -50,11 +50,7 @@ func (rv *Revisions) Of(ctx context.Context, r Release, seq uint64) (int, error)
 	}
 	base := "rev." + r.Namespace + "." + r.Name
 	for {
-		if n, err := rv.recorded(ctx, base, seq); err == nil {
-			return n, nil
-		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return 0, err
-		}
+		// The counter first: a sequence at or below it was numbered before the counter moved.
 		var c revCounter
 		var kvRev uint64
 		entry, err := rv.kv.Get(ctx, base)
@@ -68,7 +64,13 @@ func (rv *Revisions) Of(ctx context.Context, r Release, seq uint64) (int, error)
 			}
 			kvRev = entry.Revision()
 		}
-		if seq <= c.Seq {
+		n, err := rv.recorded(ctx, base, seq)
+		switch {
+		case err == nil:
+			return n, nil
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return 0, err
+		case seq <= c.Seq:
 			return 0, fmt.Errorf("revisions of %s: sequence %d: %w", r, seq, ErrNotRequested)
 		}
 		// Number every request of r after the counter, up to seq, in stream order.

@@ -28,7 +28,10 @@ func fixtures(t *testing.T) string {
 	require.NoError(t, err)
 	for d := wd; filepath.Dir(d) != d; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			return filepath.Join(d, "..", "shared", "fixtures")
+			f := filepath.Join(d, "..", "shared", "fixtures")
+			_, err := os.Stat(f)
+			require.NoError(t, err, "the shared fixtures must be beside the repository")
+			return f
 		}
 	}
 	t.Fatal("no go.work above the test")
