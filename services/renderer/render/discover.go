@@ -3,8 +3,8 @@ package render
 import (
 	"context"
 	"fmt"
+	"sort"
 
-	"helm.sh/helm/v4/pkg/action"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 )
@@ -22,20 +22,33 @@ func Discover(ctx context.Context, cfg *rest.Config, o *Options) error {
 	if err != nil {
 		return fmt.Errorf("discover %s: server version: %w", cfg.Host, err)
 	}
-	versions, err := action.GetVersionSet(dc)
-	if err != nil {
-		return fmt.Errorf("discover %s: %w", cfg.Host, err)
-	}
-	_, lists, err := dc.ServerGroupsAndResources()
+	// One discovery read for both the API versions and the scopes, so they agree.
+	groups, lists, err := dc.ServerGroupsAndResources()
 	if err != nil && !discovery.IsGroupDiscoveryFailedError(err) {
 		return fmt.Errorf("discover %s: resources: %w", cfg.Host, err)
+	}
+	// .Capabilities.APIVersions as Helm builds them: every group/version, and group/version/Kind.
+	seen := map[string]bool{}
+	var versions []string
+	add := func(v string) {
+		if !seen[v] {
+			seen[v] = true
+			versions = append(versions, v)
+		}
+	}
+	for _, g := range groups {
+		for _, gv := range g.Versions {
+			add(gv.GroupVersion)
+		}
 	}
 	scopes := map[string]bool{} // apiVersion + " " + kind → namespaced
 	for _, l := range lists {
 		for _, r := range l.APIResources {
+			add(l.GroupVersion + "/" + r.Kind)
 			scopes[l.GroupVersion+" "+r.Kind] = r.Namespaced
 		}
 	}
+	sort.Strings(versions)
 	o.KubeVersion = v.GitVersion
 	o.APIVersions = append(o.APIVersions, versions...)
 	o.Scope = func(apiVersion, kind string) (bool, bool) {
