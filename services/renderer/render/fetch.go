@@ -146,7 +146,7 @@ func classifyFetch(what string, err error) *Error {
 	msg := strings.ToLower(err.Error())
 	switch {
 	case strings.Contains(msg, "401") || strings.Contains(msg, "403") || strings.Contains(msg, "unauthorized") ||
-		strings.Contains(msg, "forbidden") || strings.Contains(msg, "denied"):
+		strings.Contains(msg, "forbidden") || strings.Contains(msg, "denied") || strings.Contains(msg, "credential"):
 		return fail(ReasonAuthDenied, err, "pull %s", what)
 	case strings.Contains(msg, "not found") || strings.Contains(msg, "404") || strings.Contains(msg, "unknown"):
 		return fail(ReasonSourceNotFound, err, "pull %s", what)

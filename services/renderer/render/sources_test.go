@@ -121,6 +121,41 @@ func TestRenderFromOCIRegistry(t *testing.T) {
 	assert.Equal(t, render.ReasonSourceNotFound, render.ReasonOf(err), "%v", err)
 }
 
+func TestRenderFromOCIRegistryWithAuth(t *testing.T) {
+	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "ci" || p != "s3cret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="registry"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer reg.Close()
+	host := strings.TrimPrefix(reg.URL, "http://")
+	archives := packagePodinfo(t, t.TempDir(), "6.14.1")
+	data, err := os.ReadFile(archives["6.14.1"])
+	require.NoError(t, err)
+	client, err := registry.NewClient(registry.ClientOptPlainHTTP(), registry.ClientOptWriter(io.Discard), registry.ClientOptBasicAuth("ci", "s3cret"))
+	require.NoError(t, err)
+	_, err = client.Push(data, host+"/charts/podinfo:6.14.1")
+	require.NoError(t, err)
+
+	r := newRenderer(t, render.Options{PlainHTTPRegistries: []string{host},
+		Credentials: map[string]render.Credential{"ci": {Username: "ci", Password: "s3cret"}, "wrong": {Username: "ci", Password: "nope"}}})
+	in := func(cred string) render.Input {
+		return render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1, Request: events.Requested{
+			Source: events.Source{Helm: &events.HelmSource{OCI: "oci://" + host + "/charts/podinfo", Version: "6.14.1", Credentials: cred}}}}
+	}
+	out, err := r.Render(t.Context(), in("ci"))
+	require.NoError(t, err)
+	assert.Equal(t, "podinfo", out.Chart.Name)
+	for _, cred := range []string{"wrong", ""} {
+		_, err = r.Render(t.Context(), in(cred))
+		assert.Equal(t, render.ReasonAuthDenied, render.ReasonOf(err), "credentials %q: %v", cred, err)
+	}
+}
+
 func TestRenderUploadedChart(t *testing.T) {
 	archives := packagePodinfo(t, t.TempDir(), "6.14.1")
 	data, err := os.ReadFile(archives["6.14.1"])
