@@ -6,22 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/troupe-dev/troupe/events/serve"
 )
 
 func main() {
-	ctx, cancel := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-sigs
-		cancel() // first signal: shut down gracefully
-		<-sigs
-		fmt.Fprintln(os.Stderr, "troupe: second signal, exiting now")
-		os.Exit(130)
-	}()
-	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	ctx, cancel := serve.SignalContext("troupe")
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	cancel()
+	os.Exit(code)
 }
 
 // run executes the CLI and returns the process exit code: 0 on success, 2 for a usage error,

@@ -19,24 +19,11 @@ import (
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/natstest"
 	"github.com/troupe-dev/troupe/services/renderer"
+	sharedfixtures "github.com/troupe-dev/troupe/services/renderer/internal/fixtures"
 	"github.com/troupe-dev/troupe/services/renderer/render"
 )
 
-func fixtures(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	require.NoError(t, err)
-	for d := wd; filepath.Dir(d) != d; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			f := filepath.Join(d, "..", "shared", "fixtures")
-			_, err := os.Stat(f)
-			require.NoError(t, err, "the shared fixtures must be beside the repository")
-			return f
-		}
-	}
-	t.Fatal("no go.work above the test")
-	return ""
-}
+func fixtures(t *testing.T) string { return sharedfixtures.Dir(t) }
 
 // startRenderer runs the service on an embedded NATS and returns JetStream.
 func startRenderer(t *testing.T) jetstream.JetStream {

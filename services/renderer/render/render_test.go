@@ -19,25 +19,11 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/troupe-dev/troupe/events"
+	sharedfixtures "github.com/troupe-dev/troupe/services/renderer/internal/fixtures"
 	"github.com/troupe-dev/troupe/services/renderer/render"
 )
 
-// fixtures returns ../shared/fixtures beside the repository (see its README).
-func fixtures(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	require.NoError(t, err)
-	for d := wd; filepath.Dir(d) != d; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			f := filepath.Join(d, "..", "shared", "fixtures")
-			_, err := os.Stat(f)
-			require.NoError(t, err, "the shared fixtures must be beside the repository")
-			return f
-		}
-	}
-	t.Fatal("no go.work above the test")
-	return ""
-}
+func fixtures(t *testing.T) string { return sharedfixtures.Dir(t) }
 
 func newRenderer(t *testing.T, o render.Options) *render.Renderer {
 	t.Helper()
