@@ -8,7 +8,6 @@ import (
 	"io"
 	"strings"
 
-	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -224,8 +223,4 @@ var clusterScoped = map[string]bool{
 	"flowcontrol.apiserver.k8s.io/FlowSchema":                 true,
 	"flowcontrol.apiserver.k8s.io/PriorityLevelConfiguration": true,
 	"resource.k8s.io/DeviceClass":                             true,
-}
-
-func chartutilCompatible(constraint, version string) bool {
-	return chartutil.IsCompatibleRange(constraint, version)
 }

@@ -1,10 +1,10 @@
 // Package render turns a release.requested into a canonical manifest bundle.
 //
-// Helm charts are rendered by Helm's own Go SDK (helm.sh/helm/v4): its install action in
-// client-only dry-run mode with an in-memory release store, which is what `helm template` and
-// `helm install --dry-run` run — values merged as Helm merges them, values.schema.json enforced,
-// subcharts, library charts, kubeVersion constraints, crds/, hooks and NOTES.txt exactly as Helm
-// does them. Charts come from a directory, a .tgz, the sources object store (by digest), an OCI
+// Helm charts are rendered by Helm's own Go SDK (helm.sh/helm/v4), with the steps and functions
+// its install action runs for `helm template` (dependencies, values and values.schema.json,
+// .Release and .Capabilities, the template engine, NOTES.txt, manifest sorting) — called
+// directly so that .Release.Revision and .IsUpgrade follow the revision, which the install action
+// fixes at 1; a test holds the output to the install action's for every fixture chart. Charts come from a directory, a .tgz, the sources object store (by digest), an OCI
 // registry (Helm's registry client) or an HTTP repository (its index.yaml, Helm's semver
 // matching). Kustomize overlays are built with kustomize's API (sigs.k8s.io/kustomize/api/krusty),
 // as `kustomize build` does. Hand-written renderers of either would drift from the tools users
@@ -17,7 +17,4 @@
 //
 // Every failure is an *Error with a reason code (template_error, values_schema, not_a_chart, …)
 // and a message that names what and where.
-//
-// Known gap: .Release.Revision is always 1 inside templates (Helm's install action fixes it);
-// .Release.IsUpgrade and .Release.IsInstall follow the revision.
 package render

@@ -8,18 +8,19 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"sort"
 	"strings"
 	"time"
 
-	"helm.sh/helm/v4/pkg/action"
 	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/common/util"
 	chart "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
+	"helm.sh/helm/v4/pkg/engine"
 	rel "helm.sh/helm/v4/pkg/release/v1"
 	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
-	"helm.sh/helm/v4/pkg/storage"
-	"helm.sh/helm/v4/pkg/storage/driver"
 	"helm.sh/helm/v4/pkg/strvals"
 	"sigs.k8s.io/yaml"
 
@@ -258,35 +259,45 @@ type chartResult struct {
 	notes   string
 }
 
-// renderChart renders ch exactly as `helm template` / `helm install --dry-run` would: Helm's
-// own install action, client-only, with an in-memory release store. CRDs from crds/ come first,
-// marked as such; hooks are kept apart; test hooks are dropped.
+// renderChart renders ch as Helm's install and upgrade actions do, without a cluster: the same
+// steps, in the same order, with the same Helm functions — subchart conditions and imports,
+// values merged with the chart's and checked against values.schema.json, .Release and
+// .Capabilities, the template engine, NOTES.txt of the top chart, manifests sorted from hooks.
+// Unlike Helm's install action it sets .Release.Revision and .Release.IsUpgrade from the revision.
+// CRDs from crds/ come first, marked as such; hooks are kept apart; test hooks are dropped. A
+// test holds this to what Helm's install action gives for the fixture charts.
 func (r *Renderer) renderChart(ctx context.Context, ch *chart.Chart, vals map[string]any, in Input) (*chartResult, error) {
-	if ch.Metadata.KubeVersion != "" {
-		if !chartutilCompatible(ch.Metadata.KubeVersion, r.caps.KubeVersion.String()) {
-			return nil, fail(ReasonKubeVersion, nil, "chart %s requires Kubernetes %s, the cluster runs %s",
-				ch.Metadata.Name, ch.Metadata.KubeVersion, r.caps.KubeVersion.String())
-		}
+	if ch.Metadata.KubeVersion != "" && !chartutil.IsCompatibleRange(ch.Metadata.KubeVersion, r.caps.KubeVersion.String()) {
+		return nil, fail(ReasonKubeVersion, nil, "chart %s requires Kubernetes %s, the cluster runs %s",
+			ch.Metadata.Name, ch.Metadata.KubeVersion, r.caps.KubeVersion.String())
 	}
-	cfg := &action.Configuration{Releases: storage.Init(driver.NewMemory()), Capabilities: r.caps.Copy()}
-	inst := action.NewInstall(cfg)
-	inst.DryRunStrategy = action.DryRunClient
-	inst.Replace = true
-	inst.ReleaseName = in.Release.Name
-	inst.Namespace = in.Release.Namespace
-	inst.IsUpgrade = in.Revision > 1
-	inst.IncludeCRDs = false
-	inst.KubeVersion = &r.caps.KubeVersion
-	inst.APIVersions = r.caps.APIVersions
-	released, err := inst.RunWithContext(ctx, ch, vals)
+	if err := chartutil.ProcessDependencies(ch, vals); err != nil {
+		return nil, fail(ReasonNotAChart, err, "chart %s: dependencies", ch.Metadata.Name)
+	}
+	options := common.ReleaseOptions{Name: in.Release.Name, Namespace: in.Release.Namespace,
+		Revision: max(in.Revision, 1), IsInstall: in.Revision <= 1, IsUpgrade: in.Revision > 1}
+	toRender, err := util.ToRenderValuesWithSchemaValidation(ch, vals, options, r.caps, false)
 	if err != nil {
 		return nil, classifyHelmError(ch, err)
 	}
-	rl, ok := released.(*rel.Release)
-	if !ok {
-		return nil, fail(ReasonTemplateError, nil, "helm returned an unexpected release type %T", released)
+	files, err := engine.Engine{}.RenderWithContext(ctx, ch, toRender)
+	if err != nil {
+		return nil, classifyHelmError(ch, err)
 	}
-	res := &chartResult{notes: rl.Info.Notes}
+	res := &chartResult{}
+	topNotes := path.Join(ch.Name(), "templates", "NOTES.txt")
+	for name, body := range files {
+		if strings.HasSuffix(name, "NOTES.txt") {
+			if name == topNotes {
+				res.notes = body
+			}
+			delete(files, name)
+		}
+	}
+	hooks, manifests, err := releaseutil.SortManifests(files, nil, releaseutil.InstallOrder)
+	if err != nil {
+		return nil, fail(ReasonInvalidOutput, err, "chart %s rendered invalid YAML", ch.Metadata.Name)
+	}
 	for _, crd := range ch.CRDObjects() {
 		docs, err := parseDocs(crd.Filename, string(crd.File.Data))
 		if err != nil {
@@ -294,14 +305,14 @@ func (r *Renderer) renderChart(ctx context.Context, ch *chart.Chart, vals map[st
 		}
 		res.objects = append(res.objects, docs...)
 	}
-	for path, manifest := range manifestsBySource(rl.Manifest) {
-		docs, err := parseDocs(path, manifest)
+	for _, m := range manifests {
+		docs, err := parseDocs(m.Name, m.Content)
 		if err != nil {
 			return nil, err
 		}
 		res.objects = append(res.objects, docs...)
 	}
-	for _, h := range rl.Hooks {
+	for _, h := range hooks {
 		if isTestHook(h) {
 			continue
 		}
@@ -327,19 +338,6 @@ func isTestHook(h *rel.Hook) bool {
 		}
 	}
 	return false
-}
-
-// manifestsBySource splits Helm's release manifest ("---\n# Source: path\n…") by source file.
-func manifestsBySource(manifest string) map[string]string {
-	out := map[string]string{}
-	for _, doc := range releaseutil.SplitManifests(manifest) {
-		path := "manifest"
-		if line, _, _ := strings.Cut(strings.TrimSpace(doc), "\n"); strings.HasPrefix(line, "# Source: ") {
-			path = strings.TrimPrefix(line, "# Source: ")
-		}
-		out[path] += "\n---\n" + doc
-	}
-	return out
 }
 
 // classifyHelmError maps Helm's errors onto reason codes; Helm's message already names the

@@ -1,19 +1,25 @@
 package render_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v4/pkg/action"
 	"helm.sh/helm/v4/pkg/chart/common"
 	"helm.sh/helm/v4/pkg/chart/common/util"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
+	rel "helm.sh/helm/v4/pkg/release/v1"
 	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
+	"helm.sh/helm/v4/pkg/storage"
+	"helm.sh/helm/v4/pkg/storage/driver"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -176,5 +182,91 @@ func TestRenderKustomizeFixtures(t *testing.T) {
 			sort.Strings(want)
 			assert.Equal(t, want, keys(out.Objects), "the same objects as kustomize's API")
 		})
+	}
+}
+
+// installAction renders chart as Helm's own install action does (`helm template`): the oracle
+// the renderer's own steps are held to.
+func installAction(t *testing.T, chartPath string, valuesFiles ...string) (objects []string, hooks []string, notes string) {
+	t.Helper()
+	ch, err := loader.Load(chartPath)
+	require.NoError(t, err)
+	vals := map[string]any{}
+	for _, f := range valuesFiles {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		v := map[string]any{}
+		require.NoError(t, yaml.Unmarshal(b, &v))
+		vals = loader.MergeMaps(vals, v)
+	}
+	caps := common.DefaultCapabilities.Copy()
+	kv, err := common.ParseKubeVersion(render.DefaultKubeVersion)
+	require.NoError(t, err)
+	caps.KubeVersion = *kv
+	inst := action.NewInstall(&action.Configuration{Releases: storage.Init(driver.NewMemory()), Capabilities: caps})
+	inst.DryRunStrategy = action.DryRunClient
+	inst.Replace = true
+	inst.ReleaseName, inst.Namespace = "web", "prod"
+	inst.IncludeCRDs = true
+	inst.KubeVersion = kv
+	r, err := inst.RunWithContext(t.Context(), ch, vals)
+	require.NoError(t, err)
+	rl := r.(*rel.Release)
+	for _, doc := range releaseutil.SplitManifests(rl.Manifest) {
+		var obj map[string]any
+		require.NoError(t, yaml.Unmarshal([]byte(doc), &obj))
+		if len(obj) > 0 {
+			meta := obj["metadata"].(map[string]any)
+			objects = append(objects, fmt.Sprintf("%s %s %s", obj["apiVersion"], obj["kind"], meta["name"]))
+		}
+	}
+	for _, h := range rl.Hooks {
+		if !slices.Contains(h.Events, rel.HookTest) {
+			hooks = append(hooks, h.Kind+" "+h.Name)
+		}
+	}
+	sort.Strings(objects)
+	sort.Strings(hooks)
+	return objects, hooks, rl.Info.Notes
+}
+
+// TestRendersAsHelmsInstallAction: for every fixture chart, the same objects, hooks and notes as
+// Helm's install action; and .Release.Revision follows the revision, where the action says 1.
+func TestRendersAsHelmsInstallAction(t *testing.T) {
+	fx := fixtures(t)
+	podinfo := filepath.Join(fx, "podinfo/charts/podinfo")
+	charts := []struct {
+		path   string
+		values []string
+	}{
+		{podinfo, nil}, {podinfo, []string{filepath.Join(podinfo, "values-prod.yaml")}},
+		{filepath.Join(fx, "nats/helm/charts/nats"), nil}, {filepath.Join(fx, "nats/helm/charts/nack"), nil},
+	}
+	r := newRenderer(t, render.Options{})
+	for _, c := range charts {
+		t.Run(filepath.Base(c.path)+fmt.Sprint(len(c.values)), func(t *testing.T) {
+			wantObjects, wantHooks, wantNotes := installAction(t, c.path, c.values...)
+			out, err := r.Render(t.Context(), helmInput(c.path, c.values...))
+			require.NoError(t, err)
+			assert.Equal(t, wantObjects, keys(out.Objects))
+			assert.Equal(t, wantNotes, out.Notes)
+			b, err := render.ReadBundle(out.Bundle)
+			require.NoError(t, err)
+			var hooks []string
+			for _, h := range b.Hooks {
+				hooks = append(hooks, fmt.Sprintf("%s %s", h.Object["kind"], h.Object["metadata"].(map[string]any)["name"]))
+			}
+			sort.Strings(hooks)
+			assert.Equal(t, wantHooks, hooks)
+		})
+	}
+
+	chart := writeChart(t, map[string]string{"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rev\ndata:\n  revision: {{ .Release.Revision | quote }}\n  upgrade: {{ .Release.IsUpgrade | quote }}\n  install: {{ .Release.IsInstall | quote }}\n"})
+	for rev, want := range map[int]string{1: `"install":"true","revision":"1","upgrade":"false"`, 3: `"install":"false","revision":"3","upgrade":"true"`} {
+		in := helmInput(chart)
+		in.Revision = rev
+		out, err := r.Render(t.Context(), in)
+		require.NoError(t, err)
+		assert.Contains(t, string(out.Bundle), want, "revision %d", rev)
 	}
 }
