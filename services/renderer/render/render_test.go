@@ -65,14 +65,7 @@ func helmEngineObjects(t *testing.T, chartPath string, valuesFiles ...string) []
 	t.Helper()
 	ch, err := loader.Load(chartPath)
 	require.NoError(t, err)
-	vals := map[string]any{}
-	for _, f := range valuesFiles {
-		b, err := os.ReadFile(f)
-		require.NoError(t, err)
-		v := map[string]any{}
-		require.NoError(t, yaml.Unmarshal(b, &v))
-		vals = loader.MergeMaps(vals, v)
-	}
+	vals := readValues(t, valuesFiles...)
 	rv, err := util.ToRenderValues(ch, vals, common.ReleaseOptions{Name: "web", Namespace: "prod", Revision: 1, IsInstall: true}, common.DefaultCapabilities)
 	require.NoError(t, err)
 	files, err := engine.Render(ch, rv)
@@ -191,14 +184,7 @@ func installAction(t *testing.T, chartPath string, valuesFiles ...string) (objec
 	t.Helper()
 	ch, err := loader.Load(chartPath)
 	require.NoError(t, err)
-	vals := map[string]any{}
-	for _, f := range valuesFiles {
-		b, err := os.ReadFile(f)
-		require.NoError(t, err)
-		v := map[string]any{}
-		require.NoError(t, yaml.Unmarshal(b, &v))
-		vals = loader.MergeMaps(vals, v)
-	}
+	vals := readValues(t, valuesFiles...)
 	caps := common.DefaultCapabilities.Copy()
 	kv, err := common.ParseKubeVersion(render.DefaultKubeVersion)
 	require.NoError(t, err)
@@ -269,4 +255,18 @@ func TestRendersAsHelmsInstallAction(t *testing.T) {
 		require.NoError(t, err)
 		assert.Contains(t, string(out.Bundle), want, "revision %d", rev)
 	}
+}
+
+// readValues merges values files in order, as `helm -f a -f b` does.
+func readValues(t *testing.T, files ...string) map[string]any {
+	t.Helper()
+	vals := map[string]any{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		v := map[string]any{}
+		require.NoError(t, yaml.Unmarshal(b, &v))
+		vals = loader.MergeMaps(vals, v)
+	}
+	return vals
 }
