@@ -97,5 +97,5 @@ func headerSafe(s string, n int) string {
 		}
 		return r
 	}, s)
-	return truncate(s, n)
+	return Truncate(s, n)
 }

@@ -3,6 +3,7 @@ package events_test
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -110,4 +111,12 @@ func TestDeriveID(t *testing.T) {
 	// The separator keeps ("ab","c") and ("a","bc") apart.
 	assert.NotEqual(t, events.DeriveID("ab", "c"), events.DeriveID("a", "bc"))
 	assert.NotEqual(t, events.NewID(), events.NewID())
+}
+
+func TestTruncate(t *testing.T) {
+	assert.Equal(t, "short", events.Truncate("short", 10))
+	assert.Equal(t, "abcdefg...", events.Truncate("abcdefghijklmnop", 10))
+	got := events.Truncate(strings.Repeat("é", 10), 10) // 2 bytes a rune: never cut in the middle
+	assert.LessOrEqual(t, len(got), 10)
+	assert.True(t, utf8.ValidString(got), got)
 }

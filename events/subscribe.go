@@ -345,7 +345,7 @@ func (s *Subscriber) reject(ctx context.Context, msg jetstream.Msg, md *jetstrea
 // and the correlation id from the stream position.
 func (s *Subscriber) publishFailed(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, e *event.Event, cause, reason string) error {
 	source := SourcePrefix + s.cfg.Service
-	failed := Failed{Stage: s.cfg.FailStage, Reason: cause, Message: truncate(reason, MaxMessageLength)}
+	failed := Failed{Stage: s.cfg.FailStage, Reason: cause, Message: Truncate(reason, MaxMessageLength)}
 	var cause2 event.Event
 	if e != nil {
 		cause2 = *e
@@ -448,8 +448,9 @@ func every(ctx context.Context, d time.Duration, f func()) {
 	}
 }
 
-// truncate cuts s to at most n bytes, on a rune boundary, marking the cut with "...".
-func truncate(s string, n int) string {
+// Truncate cuts s to at most n bytes, on a rune boundary, marking the cut with "...": for
+// free-text fields with a size limit (MaxMessageLength, MaxNotesLength).
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

@@ -124,7 +124,7 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 			return err // may pass: retried with backoff, failed on the last delivery
 		}
 		if perr := s.publish(ctx, e, revision, events.TypeFailed, events.Failed{
-			Stage: events.StageRender, Reason: reason, Message: truncate(err.Error(), events.MaxMessageLength),
+			Stage: events.StageRender, Reason: reason, Message: events.Truncate(err.Error(), events.MaxMessageLength),
 		}); perr != nil {
 			return perr
 		}
@@ -138,7 +138,7 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 	log.Info().Int("revision", revision).Str("bundle", digest).Int("objects", len(out.Objects)).Dur("took", renderTime).Msg("rendered")
 	return s.publish(ctx, e, revision, events.TypeRendered, events.Rendered{
 		Bundle: digest, Size: size, Objects: out.Objects, RenderTime: events.Duration(renderTime),
-		Chart: out.Chart, Notes: truncate(out.Notes, events.MaxNotesLength), Options: req.Options,
+		Chart: out.Chart, Notes: events.Truncate(out.Notes, events.MaxNotesLength), Options: req.Options,
 	})
 }
 
@@ -151,11 +151,4 @@ func (s *Service) publish(ctx context.Context, e event.Event, revision int, typ 
 	events.WithRevision(&out, revision)
 	_, err = s.pub.Publish(ctx, out)
 	return err
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-3] + "..."
 }
