@@ -1,6 +1,11 @@
 package render_test
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -62,4 +67,65 @@ func TestSubchartsAndLibraryCharts(t *testing.T) {
 	assert.Equal(t, helmEngineObjects(t, chart), keys(out.Objects), "the same objects as Helm's engine")
 	assert.Equal(t, []string{"v1 ConfigMap web-child", "v1 ConfigMap web-parent"}, keys(out.Objects))
 	assert.Contains(t, string(out.Bundle), `"greeting":"from-parent"`, "parent values override the subchart's")
+}
+
+// TestLoadedChartsAreNotChangedByRendering: an uploaded chart is loaded once and rendered with
+// many values; what one render turns off (a subchart) or imports must not stay for the next.
+func TestLoadedChartsAreNotChangedByRendering(t *testing.T) {
+	dir := writeChart(t, map[string]string{
+		"Chart.yaml":                     "apiVersion: v2\nname: demo\nversion: 0.1.0\ndependencies:\n- name: child\n  version: 0.1.0\n  condition: child.enabled\n  import-values:\n  - child: exported\n    parent: imported\n",
+		"values.yaml":                    "child:\n  enabled: false\n",
+		"templates/cm.yaml":              "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: parent\ndata:\n  imported: {{ if .Values.imported }}{{ .Values.imported.answer | quote }}{{ else }}\"none\"{{ end }}\n",
+		"charts/child/Chart.yaml":        "apiVersion: v2\nname: child\nversion: 0.1.0\n",
+		"charts/child/values.yaml":       "exported:\n  answer: \"42\"\n",
+		"charts/child/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: child\n",
+	})
+	archive := tarGz(t, filepath.Dir(dir), "demo")
+	digest := events.Digest(archive)
+	loads := 0
+	r := newRenderer(t, render.Options{CacheSize: -1, Sources: func(ctx context.Context, d string) (io.ReadCloser, error) {
+		loads++
+		return io.NopCloser(bytes.NewReader(archive)), nil
+	}})
+	var bundle string
+	renderWith := func(set ...string) []string {
+		out, err := r.Render(t.Context(), render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1,
+			Request: events.Requested{Source: events.Source{Helm: &events.HelmSource{Object: digest}}, Set: set}})
+		require.NoError(t, err)
+		bundle = string(out.Bundle)
+		return keys(out.Objects)
+	}
+	assert.Equal(t, []string{"v1 ConfigMap parent"}, renderWith())
+	assert.Contains(t, bundle, `"imported":"none"`)
+	assert.Equal(t, []string{"v1 ConfigMap child", "v1 ConfigMap parent"}, renderWith("child.enabled=true"), "the subchart comes back")
+	assert.Contains(t, bundle, `"imported":"42"`, "and its values are imported")
+	assert.Equal(t, []string{"v1 ConfigMap parent"}, renderWith())
+	assert.Contains(t, bundle, `"imported":"none"`, "no import left over from the render before")
+	assert.Equal(t, 1, loads, "loaded once")
+}
+
+// tarGz packs root/name as a .tar.gz with paths name/…, as `helm package` lays a chart out.
+func tarGz(t *testing.T, root, name string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	require.NoError(t, filepath.Walk(filepath.Join(root, name), func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		_, err = tw.Write(b)
+		return err
+	}))
+	require.NoError(t, tw.Close())
+	require.NoError(t, gz.Close())
+	return buf.Bytes()
 }

@@ -86,9 +86,10 @@ type Credential struct {
 
 // Renderer renders requests into canonical bundles. It is safe for concurrent use.
 type Renderer struct {
-	opts  Options
-	caps  *common.Capabilities
-	cache *cache // nil when off
+	opts   Options
+	caps   *common.Capabilities
+	cache  *cache // nil when off
+	charts *charts
 }
 
 // New returns a Renderer.
@@ -109,7 +110,7 @@ func New(o Options) (*Renderer, error) {
 	}
 	caps.KubeVersion = *kv
 	caps.APIVersions = append(caps.APIVersions, o.APIVersions...)
-	r := &Renderer{opts: o, caps: caps}
+	r := &Renderer{opts: o, caps: caps, charts: newCharts(32)}
 	if o.CacheSize == 0 {
 		o.CacheSize = 128
 	}
@@ -189,15 +190,17 @@ func (r *Renderer) loadChart(ctx context.Context, h *events.HelmSource) (*chart.
 		}
 		return ch, nil
 	case h.Object != "":
-		data, err := r.fetchSource(ctx, h.Object)
-		if err != nil {
-			return nil, err
-		}
-		ch, err := loader.LoadArchive(bytes.NewReader(data))
-		if err != nil {
-			return nil, fail(ReasonNotAChart, err, "uploaded chart %s is not a valid Helm chart archive", h.Object)
-		}
-		return ch, nil
+		return r.charts.get(h.Object, func() (*chart.Chart, error) {
+			data, err := r.fetchSource(ctx, h.Object)
+			if err != nil {
+				return nil, err
+			}
+			ch, err := loader.LoadArchive(bytes.NewReader(data))
+			if err != nil {
+				return nil, fail(ReasonNotAChart, err, "uploaded chart %s is not a valid Helm chart archive", h.Object)
+			}
+			return ch, nil
+		})
 	case h.OCI != "":
 		return r.pullOCI(ctx, h)
 	case h.RepoURL != "":

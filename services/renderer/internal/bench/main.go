@@ -65,13 +65,33 @@ func run(chart, values, helm string, nCold, nCached, nHelm int) error {
 		return fmt.Errorf("%s: %w (build it with `make cluster-bin`)", helm, err)
 	}
 
+	// First render of a chart: a new renderer each time, so nothing is loaded or cached.
+	start := time.Now()
+	for range nCold {
+		fresh, err := render.New(render.Options{CacheSize: -1, Sources: fetch})
+		if err != nil {
+			return err
+		}
+		if _, err := fresh.Render(ctx, in); err != nil {
+			return err
+		}
+	}
+	firstPer := time.Since(start) / time.Duration(nCold)
+
+	// Cold render of a new revision: other values each time (no output cache can answer), the
+	// uploaded chart parsed once for its digest.
 	noCache, err := render.New(render.Options{CacheSize: -1, Sources: fetch})
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	for range nCold {
-		if _, err := noCache.Render(ctx, in); err != nil {
+	if _, err := noCache.Render(ctx, in); err != nil {
+		return err
+	}
+	start = time.Now()
+	for i := range nCold {
+		next := in
+		next.Request.Set = []string{fmt.Sprintf("replicaCount=%d", i+2)}
+		if _, err := noCache.Render(ctx, next); err != nil {
 			return err
 		}
 	}
@@ -106,7 +126,8 @@ func run(chart, values, helm string, nCold, nCached, nHelm int) error {
 		fmt.Printf("| %s | %s | %.0f | %.0f× |\n", name, d, float64(time.Second)/float64(d), float64(helmPer)/float64(d))
 	}
 	row("`helm template` process", helmPer)
-	row("troupe renderer, cold", coldPer)
+	row("troupe renderer, first render of a chart", firstPer)
+	row("troupe renderer, cold (new values, chart parsed once per digest)", coldPer)
 	row("troupe renderer, cached", cachedPer)
 	row("troupe renderer, cached, chart dir on disk", cachedDirPer)
 	fmt.Println()
@@ -116,8 +137,8 @@ func run(chart, values, helm string, nCold, nCached, nHelm int) error {
 		}
 		return "NOT met"
 	}
-	fmt.Printf("targets: cold ≥ 20× helm — %s; cached ≥ 1000× helm — %s\n",
-		verdict(float64(helmPer)/float64(coldPer) >= 20), verdict(float64(helmPer)/float64(cachedPer) >= 1000))
+	fmt.Printf("targets: cold ≥ 20× helm — %s (first render of a chart: %.0f×); cached ≥ 1000× helm — %s\n",
+		verdict(float64(helmPer)/float64(coldPer) >= 20), float64(helmPer)/float64(firstPer), verdict(float64(helmPer)/float64(cachedPer) >= 1000))
 	return nil
 }
 
