@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -191,5 +192,6 @@ func serviceNames(m map[string]runner) []string {
 	for n := range m {
 		names = append(names, n)
 	}
+	sort.Strings(names)
 	return names
 }

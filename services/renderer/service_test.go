@@ -1,9 +1,7 @@
 package renderer_test
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"io"
 	"os"
@@ -180,7 +178,8 @@ func TestStaleRequestIsSuperseded(t *testing.T) {
 func TestRendersUploadedKustomization(t *testing.T) {
 	js := startRenderer(t)
 	rel := events.Release{Namespace: "staging", Name: "podinfo"}
-	archive := tarGz(t, filepath.Join(fixtures(t), "podinfo/deploy"))
+	deploy := filepath.Join(fixtures(t), "podinfo/deploy")
+	archive := sharedfixtures.TarGz(t, deploy, deploy)
 	sources, err := events.OpenObjects(t.Context(), js, events.BucketSources)
 	require.NoError(t, err)
 	digest, _, err := sources.Put(t.Context(), bytes.NewReader(archive))
@@ -217,30 +216,4 @@ func eventsOf(t *testing.T, js jetstream.JetStream, rel events.Release) []event.
 		require.NoError(t, err)
 		out = append(out, e)
 	}
-}
-
-// tarGz packs dir as a .tar.gz, paths relative to dir.
-func tarGz(t *testing.T, dir string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	require.NoError(t, filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		_, err = tw.Write(b)
-		return err
-	}))
-	require.NoError(t, tw.Close())
-	require.NoError(t, gz.Close())
-	return buf.Bytes()
 }

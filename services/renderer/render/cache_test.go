@@ -1,9 +1,7 @@
 package render_test
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"io"
 	"os"
@@ -15,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/events"
+	sharedfixtures "github.com/troupe-dev/troupe/services/renderer/internal/fixtures"
 	"github.com/troupe-dev/troupe/services/renderer/render"
 )
 
@@ -80,7 +79,7 @@ func TestLoadedChartsAreNotChangedByRendering(t *testing.T) {
 		"charts/child/values.yaml":       "exported:\n  answer: \"42\"\n",
 		"charts/child/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: child\n",
 	})
-	archive := tarGz(t, filepath.Dir(dir), "demo")
+	archive := sharedfixtures.TarGz(t, filepath.Dir(dir), dir)
 	digest := events.Digest(archive)
 	loads := 0
 	r := newRenderer(t, render.Options{CacheSize: -1, Sources: func(ctx context.Context, d string) (io.ReadCloser, error) {
@@ -102,30 +101,4 @@ func TestLoadedChartsAreNotChangedByRendering(t *testing.T) {
 	assert.Equal(t, []string{"v1 ConfigMap parent"}, renderWith())
 	assert.Contains(t, bundle, `"imported":"none"`, "no import left over from the render before")
 	assert.Equal(t, 1, loads, "loaded once")
-}
-
-// tarGz packs root/name as a .tar.gz with paths name/…, as `helm package` lays a chart out.
-func tarGz(t *testing.T, root, name string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	require.NoError(t, filepath.Walk(filepath.Join(root, name), func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		_, err = tw.Write(b)
-		return err
-	}))
-	require.NoError(t, tw.Close())
-	require.NoError(t, gz.Close())
-	return buf.Bytes()
 }

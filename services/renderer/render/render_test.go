@@ -138,7 +138,10 @@ func TestRenderFixtureCharts(t *testing.T) {
 
 func TestRenderPodinfoHooksNotesAndTests(t *testing.T) {
 	podinfo := filepath.Join(fixtures(t), "podinfo/charts/podinfo")
-	out, err := newRenderer(t, render.Options{}).Render(t.Context(), helmInput(podinfo))
+	// podinfo's hook jobs are off by default; its test hooks (templates/tests/) are always there.
+	in := helmInput(podinfo)
+	in.Request.Set = []string{"hooks.preInstall.job.enabled=true", "hooks.postUpgrade.job.enabled=true"}
+	out, err := newRenderer(t, render.Options{}).Render(t.Context(), in)
 	require.NoError(t, err)
 	assert.Contains(t, out.Notes, "web", "NOTES.txt rendered with the release name")
 	assert.Equal(t, "podinfo", out.Chart.Name)
@@ -148,9 +151,17 @@ func TestRenderPodinfoHooksNotesAndTests(t *testing.T) {
 		ann, _ := o["metadata"].(map[string]any)["annotations"].(map[string]any)
 		assert.NotContains(t, ann, "helm.sh/hook", "hooks are kept out of the objects")
 	}
+	require.NotEmpty(t, b.Hooks, "the enabled hook jobs are recorded")
+	var events []string
 	for _, h := range b.Hooks {
 		assert.NotContains(t, h.Events, "test", "test hooks are dropped")
+		assert.Equal(t, "Job", h.Object["kind"])
+		events = append(events, h.Events...)
 	}
+	sort.Strings(events)
+	assert.Equal(t, []string{"post-upgrade", "pre-install"}, events)
+	_, _, _, testHooks := installAction(t, podinfo)
+	assert.Positive(t, testHooks, "Helm itself renders podinfo's test hooks, so dropping them is what this checks")
 }
 
 func TestRenderKustomizeFixtures(t *testing.T) {
@@ -180,7 +191,7 @@ func TestRenderKustomizeFixtures(t *testing.T) {
 
 // installAction renders chart as Helm's own install action does (`helm template`): the oracle
 // the renderer's own steps are held to.
-func installAction(t *testing.T, chartPath string, valuesFiles ...string) (objects []string, hooks []string, notes string) {
+func installAction(t *testing.T, chartPath string, valuesFiles ...string) (objects []string, hooks []string, notes string, testHooks int) {
 	t.Helper()
 	ch, err := loader.Load(chartPath)
 	require.NoError(t, err)
@@ -207,13 +218,15 @@ func installAction(t *testing.T, chartPath string, valuesFiles ...string) (objec
 		}
 	}
 	for _, h := range rl.Hooks {
-		if !slices.Contains(h.Events, rel.HookTest) {
+		if slices.Contains(h.Events, rel.HookTest) {
+			testHooks++
+		} else {
 			hooks = append(hooks, h.Kind+" "+h.Name)
 		}
 	}
 	sort.Strings(objects)
 	sort.Strings(hooks)
-	return objects, hooks, rl.Info.Notes
+	return objects, hooks, rl.Info.Notes, testHooks
 }
 
 // TestRendersAsHelmsInstallAction: for every fixture chart, the same objects, hooks and notes as
@@ -221,17 +234,20 @@ func installAction(t *testing.T, chartPath string, valuesFiles ...string) (objec
 func TestRendersAsHelmsInstallAction(t *testing.T) {
 	fx := fixtures(t)
 	podinfo := filepath.Join(fx, "podinfo/charts/podinfo")
+	hooksOn := filepath.Join(t.TempDir(), "hooks.yaml")
+	require.NoError(t, os.WriteFile(hooksOn, []byte("hooks:\n  preInstall:\n    job:\n      enabled: true\n  postDelete:\n    job:\n      enabled: true\n"), 0o644))
 	charts := []struct {
 		path   string
 		values []string
 	}{
 		{podinfo, nil}, {podinfo, []string{filepath.Join(podinfo, "values-prod.yaml")}},
+		{podinfo, []string{hooksOn}}, // so that hooks, not only their absence, are compared
 		{filepath.Join(fx, "nats/helm/charts/nats"), nil}, {filepath.Join(fx, "nats/helm/charts/nack"), nil},
 	}
 	r := newRenderer(t, render.Options{})
 	for _, c := range charts {
 		t.Run(filepath.Base(c.path)+fmt.Sprint(len(c.values)), func(t *testing.T) {
-			wantObjects, wantHooks, wantNotes := installAction(t, c.path, c.values...)
+			wantObjects, wantHooks, wantNotes, _ := installAction(t, c.path, c.values...)
 			out, err := r.Render(t.Context(), helmInput(c.path, c.values...))
 			require.NoError(t, err)
 			assert.Equal(t, wantObjects, keys(out.Objects))
@@ -244,6 +260,9 @@ func TestRendersAsHelmsInstallAction(t *testing.T) {
 			}
 			sort.Strings(hooks)
 			assert.Equal(t, wantHooks, hooks)
+			if len(c.values) > 0 && c.values[0] == hooksOn {
+				assert.Len(t, hooks, 2, "both enabled hook jobs")
+			}
 		})
 	}
 
