@@ -36,9 +36,11 @@ type Bundle struct {
 }
 
 type hook struct {
-	Events []string       `json:"events"`
-	Weight int            `json:"weight"`
-	Object map[string]any `json:"object"`
+	Events         []string         `json:"events"`
+	Weight         int              `json:"weight"`
+	DeletePolicies []string         `json:"deletePolicies,omitempty"`
+	Object         map[string]any   `json:"object"`
+	ref            events.ObjectRef // for ordering
 }
 
 // object is one parsed document.
@@ -61,19 +63,29 @@ func parseDocs(source, data string) ([]object, error) {
 		if err != nil {
 			return nil, fail(ReasonInvalidOutput, err, "%s: document %d is not valid YAML", source, i)
 		}
-		var obj map[string]any
-		if err := yaml.Unmarshal(doc, &obj); err != nil {
-			return nil, fail(ReasonInvalidOutput, err, "%s: document %d is not valid YAML", source, i)
-		}
-		if len(obj) == 0 {
-			continue
-		}
-		o, err := toObject(obj)
+		o, ok, err := parseDoc(source, i, doc)
 		if err != nil {
-			return nil, fail(ReasonInvalidOutput, nil, "%s: document %d: %v", source, i, err)
+			return nil, err
 		}
-		out = append(out, o)
+		if ok {
+			out = append(out, o)
+		}
 	}
+}
+
+// parseDoc parses document i of source into an object; ok is false for an empty document.
+func parseDoc(source string, i int, doc []byte) (o object, ok bool, err error) {
+	var obj map[string]any
+	if err := yaml.Unmarshal(doc, &obj); err != nil {
+		return object{}, false, fail(ReasonInvalidOutput, err, "%s: document %d is not valid YAML", source, i)
+	}
+	if len(obj) == 0 {
+		return object{}, false, nil
+	}
+	if o, err = toObject(obj); err != nil {
+		return object{}, false, fail(ReasonInvalidOutput, nil, "%s: document %d: %v", source, i, err)
+	}
+	return o, true, nil
 }
 
 func toObject(obj map[string]any) (object, error) {
@@ -94,6 +106,17 @@ func toObject(obj map[string]any) (object, error) {
 	}
 	if len(missing) > 0 {
 		return object{}, fmt.Errorf("object %s has no %s", describe(kind, name), strings.Join(missing, ", "))
+	}
+	if annotations, ok := meta["annotations"]; ok && annotations != nil {
+		m, ok := annotations.(map[string]any)
+		if !ok {
+			return object{}, fmt.Errorf("object %s: metadata.annotations must be a map of strings", describe(kind, name))
+		}
+		for k, v := range m {
+			if _, ok := v.(string); !ok {
+				return object{}, fmt.Errorf("object %s: annotation %s must be a string (quote it)", describe(kind, name), k)
+			}
+		}
 	}
 	return object{obj: obj, ref: events.ObjectRef{APIVersion: apiVersion, Kind: kind, Namespace: ns, Name: name},
 		crd: kind == "CustomResourceDefinition"}, nil

@@ -19,7 +19,6 @@ import (
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
 	"helm.sh/helm/v4/pkg/engine"
-	rel "helm.sh/helm/v4/pkg/release/v1"
 	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
 	"helm.sh/helm/v4/pkg/strvals"
 	"sigs.k8s.io/yaml"
@@ -297,10 +296,6 @@ func (r *Renderer) renderChart(ctx context.Context, ch *chart.Chart, vals map[st
 			delete(files, name)
 		}
 	}
-	hooks, manifests, err := releaseutil.SortManifests(files, nil, releaseutil.InstallOrder)
-	if err != nil {
-		return nil, fail(ReasonInvalidOutput, err, "chart %s rendered invalid YAML", ch.Metadata.Name)
-	}
 	for _, crd := range ch.CRDObjects() {
 		docs, err := parseDocs(crd.Filename, string(crd.File.Data))
 		if err != nil {
@@ -308,39 +303,10 @@ func (r *Renderer) renderChart(ctx context.Context, ch *chart.Chart, vals map[st
 		}
 		res.objects = append(res.objects, docs...)
 	}
-	for _, m := range manifests {
-		docs, err := parseDocs(m.Name, m.Content)
-		if err != nil {
-			return nil, err
-		}
-		res.objects = append(res.objects, docs...)
-	}
-	for _, h := range hooks {
-		if isTestHook(h) {
-			continue
-		}
-		docs, err := parseDocs(h.Path, h.Manifest)
-		if err != nil {
-			return nil, err
-		}
-		for _, d := range docs {
-			var evs []string
-			for _, e := range h.Events {
-				evs = append(evs, e.String())
-			}
-			res.hooks = append(res.hooks, hook{Events: evs, Weight: h.Weight, Object: d.obj})
-		}
+	if err := splitChartOutput(files, res); err != nil {
+		return nil, err
 	}
 	return res, nil
-}
-
-func isTestHook(h *rel.Hook) bool {
-	for _, e := range h.Events {
-		if e == rel.HookTest {
-			return true
-		}
-	}
-	return false
 }
 
 // classifyHelmError maps Helm's errors onto reason codes; Helm's message already names the
@@ -364,23 +330,12 @@ func classifyHelmError(ch *chart.Chart, err error) *Error {
 // sortObjects orders objects for applying: CRDs from crds/ first, then Helm's install order by
 // kind, then namespace and name.
 func sortObjects(objs []object) {
-	rank := map[string]int{}
-	for i, k := range releaseutil.InstallOrder {
-		rank[k] = i + 1
-	}
 	sort.SliceStable(objs, func(i, j int) bool {
 		a, b := objs[i], objs[j]
 		if a.crd != b.crd {
 			return a.crd
 		}
-		ra, rb := rank[a.ref.Kind], rank[b.ref.Kind]
-		if ra == 0 {
-			ra = len(rank) + 1
-		}
-		if rb == 0 {
-			rb = len(rank) + 1
-		}
-		if ra != rb {
+		if ra, rb := kindRank(a.ref.Kind), kindRank(b.ref.Kind); ra != rb {
 			return ra < rb
 		}
 		if a.ref.Kind != b.ref.Kind {
@@ -394,4 +349,21 @@ func sortObjects(objs []object) {
 		}
 		return a.ref.Name < b.ref.Name
 	})
+}
+
+// installRank is each kind's place in Helm's install order, from 1.
+var installRank = func() map[string]int {
+	rank := map[string]int{}
+	for i, k := range releaseutil.InstallOrder {
+		rank[k] = i + 1
+	}
+	return rank
+}()
+
+// kindRank is kind's place in Helm's install order; kinds Helm does not list come last.
+func kindRank(kind string) int {
+	if r, ok := installRank[kind]; ok {
+		return r
+	}
+	return len(installRank) + 1
 }

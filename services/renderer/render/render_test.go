@@ -160,8 +160,7 @@ func TestRenderPodinfoHooksNotesAndTests(t *testing.T) {
 	}
 	sort.Strings(events)
 	assert.Equal(t, []string{"post-upgrade", "pre-install"}, events)
-	_, _, _, testHooks := installAction(t, podinfo)
-	assert.Positive(t, testHooks, "Helm itself renders podinfo's test hooks, so dropping them is what this checks")
+	assert.Positive(t, installAction(t, podinfo).testHooks, "Helm itself renders podinfo's test hooks, so dropping them is what this checks")
 }
 
 func TestRenderKustomizeFixtures(t *testing.T) {
@@ -189,9 +188,28 @@ func TestRenderKustomizeFixtures(t *testing.T) {
 	}
 }
 
+// helmResult is what Helm's install action gives: objects and hooks (not test hooks) by
+// "apiVersion kind name", notes, and how many test hooks it rendered.
+type helmResult struct {
+	objects   map[string]map[string]any
+	hooks     map[string]helmHook
+	notes     string
+	testHooks int
+}
+
+type helmHook struct {
+	events []string
+	weight int
+	object map[string]any
+}
+
+func objectKey(obj map[string]any) string {
+	return fmt.Sprintf("%s %s %s", obj["apiVersion"], obj["kind"], obj["metadata"].(map[string]any)["name"])
+}
+
 // installAction renders chart as Helm's own install action does (`helm template`): the oracle
 // the renderer's own steps are held to.
-func installAction(t *testing.T, chartPath string, valuesFiles ...string) (objects []string, hooks []string, notes string, testHooks int) {
+func installAction(t *testing.T, chartPath string, valuesFiles ...string) helmResult {
 	t.Helper()
 	ch, err := loader.Load(chartPath)
 	require.NoError(t, err)
@@ -209,28 +227,34 @@ func installAction(t *testing.T, chartPath string, valuesFiles ...string) (objec
 	r, err := inst.RunWithContext(t.Context(), ch, vals)
 	require.NoError(t, err)
 	rl := r.(*rel.Release)
+	res := helmResult{objects: map[string]map[string]any{}, hooks: map[string]helmHook{}, notes: rl.Info.Notes}
 	for _, doc := range releaseutil.SplitManifests(rl.Manifest) {
 		var obj map[string]any
 		require.NoError(t, yaml.Unmarshal([]byte(doc), &obj))
 		if len(obj) > 0 {
-			meta := obj["metadata"].(map[string]any)
-			objects = append(objects, fmt.Sprintf("%s %s %s", obj["apiVersion"], obj["kind"], meta["name"]))
+			res.objects[objectKey(obj)] = obj
 		}
 	}
 	for _, h := range rl.Hooks {
 		if slices.Contains(h.Events, rel.HookTest) {
-			testHooks++
-		} else {
-			hooks = append(hooks, h.Kind+" "+h.Name)
+			res.testHooks++
+			continue
 		}
+		var obj map[string]any
+		require.NoError(t, yaml.Unmarshal([]byte(h.Manifest), &obj))
+		hh := helmHook{weight: h.Weight, object: obj}
+		for _, e := range h.Events {
+			hh.events = append(hh.events, e.String())
+		}
+		res.hooks[objectKey(obj)] = hh
 	}
-	sort.Strings(objects)
-	sort.Strings(hooks)
-	return objects, hooks, rl.Info.Notes, testHooks
+	return res
 }
 
-// TestRendersAsHelmsInstallAction: for every fixture chart, the same objects, hooks and notes as
-// Helm's install action; and .Release.Revision follows the revision, where the action says 1.
+// TestRendersAsHelmsInstallAction: for every fixture chart, the same objects (whole, field by
+// field: only metadata.namespace is added, for namespaced kinds), hooks (with their events and
+// weights) and notes as Helm's install action; and .Release.Revision follows the revision, where
+// the action says 1.
 func TestRendersAsHelmsInstallAction(t *testing.T) {
 	fx := fixtures(t)
 	podinfo := filepath.Join(fx, "podinfo/charts/podinfo")
@@ -247,21 +271,34 @@ func TestRendersAsHelmsInstallAction(t *testing.T) {
 	r := newRenderer(t, render.Options{})
 	for _, c := range charts {
 		t.Run(filepath.Base(c.path)+fmt.Sprint(len(c.values)), func(t *testing.T) {
-			wantObjects, wantHooks, wantNotes, _ := installAction(t, c.path, c.values...)
+			want := installAction(t, c.path, c.values...)
 			out, err := r.Render(t.Context(), helmInput(c.path, c.values...))
 			require.NoError(t, err)
-			assert.Equal(t, wantObjects, keys(out.Objects))
-			assert.Equal(t, wantNotes, out.Notes)
+			assert.Equal(t, want.notes, out.Notes)
 			b, err := render.ReadBundle(out.Bundle)
 			require.NoError(t, err)
-			var hooks []string
-			for _, h := range b.Hooks {
-				hooks = append(hooks, fmt.Sprintf("%s %s", h.Object["kind"], h.Object["metadata"].(map[string]any)["name"]))
+			got := map[string]map[string]any{}
+			for _, o := range b.Objects {
+				key := objectKey(o)
+				if h, ok := want.objects[key]; ok {
+					if _, set := h["metadata"].(map[string]any)["namespace"]; !set {
+						meta := o["metadata"].(map[string]any)
+						if ns, ok := meta["namespace"]; ok {
+							assert.Equal(t, "prod", ns, "%s: the namespace troupe sets is the release's", key)
+							delete(meta, "namespace")
+						}
+					}
+				}
+				got[key] = o
 			}
-			sort.Strings(hooks)
-			assert.Equal(t, wantHooks, hooks)
+			assert.Equal(t, want.objects, got)
+			gotHooks := map[string]helmHook{}
+			for _, h := range b.Hooks {
+				gotHooks[objectKey(h.Object)] = helmHook{events: h.Events, weight: h.Weight, object: h.Object}
+			}
+			assert.Equal(t, want.hooks, gotHooks)
 			if len(c.values) > 0 && c.values[0] == hooksOn {
-				assert.Len(t, hooks, 2, "both enabled hook jobs")
+				assert.Len(t, gotHooks, 2, "both enabled hook jobs")
 			}
 		})
 	}
