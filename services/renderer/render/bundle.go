@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/yaml"
 
 	"github.com/troupe-dev/troupe/events"
 )
@@ -75,8 +74,8 @@ func parseDocs(source, data string) ([]object, error) {
 
 // parseDoc parses document i of source into an object; ok is false for an empty document.
 func parseDoc(source string, i int, doc []byte) (o object, ok bool, err error) {
-	var obj map[string]any
-	if err := yaml.Unmarshal(doc, &obj); err != nil {
+	obj, err := yamlObject(doc)
+	if err != nil {
 		return object{}, false, fail(ReasonInvalidOutput, err, "%s: document %d is not valid YAML", source, i)
 	}
 	if len(obj) == 0 {

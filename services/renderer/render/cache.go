@@ -1,7 +1,6 @@
 package render
 
 import (
-	"container/list"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,55 +8,9 @@ import (
 	"io/fs"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/Masterminds/semver/v3"
 )
-
-// cache keeps the outputs of recent renders by a key of everything that decides them, so that
-// identical inputs are not rendered again. Bounded, least recently used out first. Outputs are
-// shared between callers, who must not change them.
-type cache struct {
-	mu      sync.Mutex
-	max     int
-	entries map[string]*list.Element
-	order   *list.List // front: most recent
-}
-
-type cacheEntry struct {
-	key string
-	out *Output
-}
-
-func newCache(max int) *cache {
-	return &cache{max: max, entries: map[string]*list.Element{}, order: list.New()}
-}
-
-func (c *cache) get(key string) (*Output, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.entries[key]
-	if !ok {
-		return nil, false
-	}
-	c.order.MoveToFront(el)
-	return el.Value.(*cacheEntry).out, true
-}
-
-func (c *cache) put(key string, out *Output) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.entries[key]; ok {
-		c.order.MoveToFront(el)
-		return
-	}
-	c.entries[key] = c.order.PushFront(&cacheEntry{key: key, out: out})
-	for c.order.Len() > c.max {
-		last := c.order.Back()
-		c.order.Remove(last)
-		delete(c.entries, last.Value.(*cacheEntry).key)
-	}
-}
 
 // cacheKey returns the key of in, or false when its output cannot be known to be the same as an
 // earlier one's: a chart from a repository or registry by a version range or tag that may move.

@@ -1,44 +1,22 @@
 package render
 
 import (
-	"sync"
-
 	chart "helm.sh/helm/v4/pkg/chart/v2"
 )
 
-// charts keeps loaded charts by digest. An uploaded chart never changes, so loading (unpacking,
-// parsing Chart.yaml and values.yaml) happens once per digest however many releases and values
-// render it. Rendering changes a chart (Helm drops disabled subcharts and imports values into it),
-// so each render gets a copy of the parts it may change; templates and files are shared.
-type charts struct {
-	mu     sync.Mutex
-	max    int
-	byHash map[string]*chart.Chart
-	order  []string // oldest first
-}
-
-func newCharts(max int) *charts { return &charts{max: max, byHash: map[string]*chart.Chart{}} }
-
-// get returns a render-safe copy of the chart stored under digest, loading it with load once.
-func (c *charts) get(digest string, load func() (*chart.Chart, error)) (*chart.Chart, error) {
-	c.mu.Lock()
-	ch, ok := c.byHash[digest]
-	c.mu.Unlock()
+// loadCached returns a render-safe copy of the chart uploaded under digest, loading it with
+// load once. An uploaded chart never changes, so loading (unpacking, parsing Chart.yaml and
+// values.yaml) happens once per digest however many releases and values render it. Rendering
+// changes a chart (Helm drops disabled subcharts and imports values into it), so each render gets
+// a copy of the parts it may change; templates and files are shared.
+func (r *Renderer) loadCached(digest string, load func() (*chart.Chart, error)) (*chart.Chart, error) {
+	ch, ok := r.charts.get(digest)
 	if !ok {
 		var err error
 		if ch, err = load(); err != nil {
 			return nil, err
 		}
-		c.mu.Lock()
-		if _, dup := c.byHash[digest]; !dup {
-			c.byHash[digest] = ch
-			c.order = append(c.order, digest)
-			for len(c.order) > c.max {
-				delete(c.byHash, c.order[0])
-				c.order = c.order[1:]
-			}
-		}
-		c.mu.Unlock()
+		r.charts.put(digest, ch)
 	}
 	return copyChart(ch), nil
 }

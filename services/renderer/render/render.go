@@ -3,6 +3,7 @@ package render
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,8 +88,9 @@ type Credential struct {
 type Renderer struct {
 	opts   Options
 	caps   *common.Capabilities
-	cache  *cache // nil when off
-	charts *charts
+	cache  *lru[*Output]        // outputs by cacheKey; nil when off
+	charts *lru[*chart.Chart]   // uploaded charts by digest
+	values *lru[map[string]any] // parsed values files by content
 }
 
 // New returns a Renderer.
@@ -109,12 +111,12 @@ func New(o Options) (*Renderer, error) {
 	}
 	caps.KubeVersion = *kv
 	caps.APIVersions = append(caps.APIVersions, o.APIVersions...)
-	r := &Renderer{opts: o, caps: caps, charts: newCharts(32)}
+	r := &Renderer{opts: o, caps: caps, charts: newLRU[*chart.Chart](32), values: newLRU[map[string]any](64)}
 	if o.CacheSize == 0 {
 		o.CacheSize = 128
 	}
 	if o.CacheSize > 0 {
-		r.cache = newCache(o.CacheSize)
+		r.cache = newLRU[*Output](o.CacheSize)
 	}
 	return r, nil
 }
@@ -150,7 +152,7 @@ func (r *Renderer) render(ctx context.Context, in Input) (*Output, error) {
 		if err != nil {
 			return nil, err
 		}
-		vals, err := mergeValues(in.Request)
+		vals, err := r.mergeValues(in.Request)
 		if err != nil {
 			return nil, err
 		}
@@ -189,7 +191,7 @@ func (r *Renderer) loadChart(ctx context.Context, h *events.HelmSource) (*chart.
 		}
 		return ch, nil
 	case h.Object != "":
-		return r.charts.get(h.Object, func() (*chart.Chart, error) {
+		return r.loadCached(h.Object, func() (*chart.Chart, error) {
 			data, err := r.fetchSource(ctx, h.Object)
 			if err != nil {
 				return nil, err
@@ -228,15 +230,22 @@ func (r *Renderer) fetchSource(ctx context.Context, digest string) ([]byte, erro
 }
 
 // mergeValues merges values as Helm does: values files in order, then inline values, then each
-// --set, in order.
-func mergeValues(req events.Requested) (map[string]any, error) {
+// --set, in order. A values file is parsed once for its content: the same file comes with
+// request after request, other values and revisions with it.
+func (r *Renderer) mergeValues(req events.Requested) (map[string]any, error) {
 	base := map[string]any{}
 	for _, f := range req.ValuesFiles {
-		v := map[string]any{}
-		if err := yaml.Unmarshal([]byte(f.Content), &v); err != nil {
-			return nil, fail(ReasonInvalidValues, err, "values file %s is not valid YAML", f.Name)
+		sum := sha256.Sum256([]byte(f.Content))
+		key := string(sum[:])
+		v, ok := r.values.get(key)
+		if !ok {
+			v = map[string]any{}
+			if err := yaml.Unmarshal([]byte(f.Content), &v); err != nil {
+				return nil, fail(ReasonInvalidValues, err, "values file %s is not valid YAML", f.Name)
+			}
+			r.values.put(key, v)
 		}
-		base = loader.MergeMaps(base, v)
+		base = loader.MergeMaps(base, copyValues(v)) // merging and --set change maps in place
 	}
 	if len(req.Values) > 0 {
 		// A JSON round trip turns the event's numbers and nesting into what Helm reads from YAML.
