@@ -27,7 +27,10 @@ func copyChart(c *chart.Chart) *chart.Chart {
 	out := *c
 	if c.Metadata != nil {
 		md := *c.Metadata
-		md.Dependencies = make([]*chart.Dependency, len(c.Metadata.Dependencies))
+		md.Dependencies = nil // nil, not empty, when there are none: Helm skips its dependency pass then
+		if c.Metadata.Dependencies != nil {
+			md.Dependencies = make([]*chart.Dependency, len(c.Metadata.Dependencies))
+		}
 		for i, d := range c.Metadata.Dependencies {
 			dc := *d
 			dc.Tags = append([]string(nil), d.Tags...)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -69,6 +70,29 @@ func FuzzYAMLObject(f *testing.F) {
 		}
 		if err == nil && !reflect.DeepEqual(got, want) {
 			t.Fatalf("yamlObject(%q)\n got %#v\nwant %#v", doc, got, want)
+		}
+	})
+}
+
+// FuzzSplitManifests holds splitManifests to Helm's releaseutil.SplitManifests.
+func FuzzSplitManifests(f *testing.F) {
+	for _, s := range []string{"", "---", "a: 1", "a: 1\n---\nb: 2\n", "---\na\n---  \t b\n--- c\n", "\n\n  ---\n---\n\n",
+		"a: |\n  ---\n---x: 1\n", "x: 1\r\n---\r\ny: 2\r\n", "-----\n----a\n- ---\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, content string) {
+		m := releaseutil.SplitManifests(content)
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Sort(releaseutil.BySplitManifestsOrder(keys))
+		var want []string
+		for _, k := range keys {
+			want = append(want, m[k])
+		}
+		if got := splitManifests(content); !reflect.DeepEqual(got, want) {
+			t.Fatalf("splitManifests(%q)\n got %q\nwant %q", content, got, want)
 		}
 	})
 }
