@@ -21,8 +21,10 @@ func (r *Renderer) loadCached(digest string, load func() (*chart.Chart, error)) 
 	return copyChart(ch), nil
 }
 
-// copyChart copies what rendering may change: metadata (dependency flags), values, and the
-// dependency tree (which subcharts are enabled). Templates, files and schema are shared.
+// copyChart copies what rendering may change: metadata (dependency flags), values of a chart with
+// subcharts (Helm imports values from them), and the dependency tree (which subcharts are
+// enabled). Templates, files and schema are shared; so are the values of a chart without
+// subcharts, which Helm only reads (it coalesces a deep copy of them).
 func copyChart(c *chart.Chart) *chart.Chart {
 	out := *c
 	if c.Metadata != nil {
@@ -39,7 +41,9 @@ func copyChart(c *chart.Chart) *chart.Chart {
 		}
 		out.Metadata = &md
 	}
-	out.Values = copyValues(c.Values)
+	if len(c.Metadata.Dependencies) > 0 || len(c.Dependencies()) > 0 {
+		out.Values = copyValues(c.Values) // where Helm imports subchart values
+	}
 	out.SetDependencies()
 	for _, d := range c.Dependencies() {
 		out.AddDependency(copyChart(d))

@@ -3,11 +3,12 @@ package render
 import (
 	"container/list"
 	"sync"
+	"text/template"
 )
 
 // lru is a bounded map, least recently used out first, safe for concurrent use. The renderer keeps
-// three: outputs by everything that decides them, loaded charts by digest, parsed values files
-// by content.
+// four: outputs by everything that decides them, loaded charts by digest, parsed values files
+// by content, parsed templates by their names and text.
 type lru[V any] struct {
 	mu      sync.Mutex
 	max     int
@@ -52,3 +53,9 @@ func (c *lru[V]) put(key string, value V) {
 		delete(c.entries, last.Value.(*lruEntry[V]).key)
 	}
 }
+
+// parsedTemplates keeps parsed template sets for helmengine.
+type parsedTemplates struct{ *lru[*template.Template] }
+
+func (p parsedTemplates) Get(key string) (*template.Template, bool) { return p.get(key) }
+func (p parsedTemplates) Put(key string, t *template.Template)      { p.put(key, t) }

@@ -12,6 +12,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"text/template"
 	"time"
 
 	"helm.sh/helm/v4/pkg/chart/common"
@@ -19,12 +20,12 @@ import (
 	chart "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
-	"helm.sh/helm/v4/pkg/engine"
 	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
 	"helm.sh/helm/v4/pkg/strvals"
 	"sigs.k8s.io/yaml"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/services/renderer/internal/helmengine"
 )
 
 // Input is one render: what was requested, for which release and revision.
@@ -91,6 +92,9 @@ type Renderer struct {
 	cache  *lru[*Output]        // outputs by cacheKey; nil when off
 	charts *lru[*chart.Chart]   // uploaded charts by digest
 	values *lru[map[string]any] // parsed values files by content
+	// templates keeps charts' templates parsed, by their names and text: Helm's engine would
+	// parse them on every render (see internal/helmengine).
+	templates parsedTemplates
 }
 
 // New returns a Renderer.
@@ -111,7 +115,8 @@ func New(o Options) (*Renderer, error) {
 	}
 	caps.KubeVersion = *kv
 	caps.APIVersions = append(caps.APIVersions, o.APIVersions...)
-	r := &Renderer{opts: o, caps: caps, charts: newLRU[*chart.Chart](32), values: newLRU[map[string]any](64)}
+	r := &Renderer{opts: o, caps: caps, charts: newLRU[*chart.Chart](32), values: newLRU[map[string]any](64),
+		templates: parsedTemplates{newLRU[*template.Template](32)}}
 	if o.CacheSize == 0 {
 		o.CacheSize = 128
 	}
@@ -291,7 +296,7 @@ func (r *Renderer) renderChart(ctx context.Context, ch *chart.Chart, vals map[st
 	if err != nil {
 		return nil, classifyHelmError(ch, err)
 	}
-	files, err := engine.Engine{}.RenderWithContext(ctx, ch, toRender)
+	files, err := helmengine.Engine{}.RenderCached(ctx, r.templates, ch, toRender)
 	if err != nil {
 		return nil, classifyHelmError(ch, err)
 	}
