@@ -55,8 +55,9 @@ bench: cluster-bin ## measure the events SDK against raw nats.go JetStream, the 
 	$(GO) run ./services/renderer/internal/bench
 
 .PHONY: generate
-generate: ## regenerate the JSON Schemas of the event catalog
+generate: ## regenerate the JSON Schemas of the event catalog; copy Helm's template engine again (after a Helm upgrade)
 	cd events && $(GO) generate ./...
+	cd services/renderer && $(GO) generate ./...
 
 .PHONY: lint
 lint: $(BIN)/staticcheck ## gofmt, go vet and staticcheck

@@ -2,18 +2,27 @@
 //
 // Helm charts are rendered by Helm's own Go SDK (helm.sh/helm/v4), with the steps and functions
 // its install action runs for `helm template` (dependencies, values and values.schema.json,
-// .Release and .Capabilities, the template engine, NOTES.txt, manifest sorting) — called
-// directly so that .Release.Revision and .IsUpgrade follow the revision, which the install action
-// fixes at 1; a test holds the output to the install action's for every fixture chart. Charts come from a directory, a .tgz, the sources object store (by digest), an OCI
-// registry (Helm's registry client) or an HTTP repository (its index.yaml, Helm's semver
-// matching). Kustomize overlays are built with kustomize's API (sigs.k8s.io/kustomize/api/krusty),
-// as `kustomize build` does. Hand-written renderers of either would drift from the tools users
-// compare troupe against.
+// .Release and .Capabilities, the template engine, NOTES.txt, hooks set apart from the
+// manifests) — called directly so that .Release.Revision and .IsUpgrade follow the revision,
+// which the install action fixes at 1; a test holds the output, object by object and field by
+// field, to the install action's for every fixture chart. Charts come from a directory, a .tgz,
+// the sources object store (by digest), an OCI registry (Helm's registry client) or an HTTP
+// repository (its index.yaml, Helm's semver matching). Kustomize overlays are built with
+// kustomize's API (sigs.k8s.io/kustomize/api/krusty), as `kustomize build` does. Hand-written
+// renderers of either would drift from the tools users compare troupe against.
 //
-// The result is a Bundle: objects parsed and checked (apiVersion, kind, name), namespaced kinds
-// given the release's namespace when they have none (a built-in table of Kubernetes' own
-// cluster-scoped kinds, the bundle's own CRDs, and optional API discovery), ordered for applying,
-// and encoded as JSON with sorted keys, so equal inputs give equal bytes and equal digests.
+// What a render of the same chart with other values need not do again is kept: an uploaded chart
+// loaded once per digest, values files parsed once per content, and the chart's templates parsed
+// once per set of names and text — the one place troupe runs a copy of Helm's engine
+// (internal/helmengine: Helm's files unchanged, plus the parse-once render Helm's package does not
+// export). Rendered YAML is split and parsed once per document, with the semantics of
+// sigs.k8s.io/yaml that Helm and Kubernetes read it with (fuzz tests hold both to the originals).
+//
+// The result is a Bundle: objects parsed and checked (apiVersion, kind, name, string
+// annotations), namespaced kinds given the release's namespace when they have none (a built-in
+// table of Kubernetes' own cluster-scoped kinds, the bundle's own CRDs, and optional API
+// discovery), ordered for applying, and encoded as JSON with sorted keys, so equal inputs give
+// equal bytes and equal digests.
 //
 // Every failure is an *Error with a reason code (template_error, values_schema, not_a_chart, …)
 // and a message that names what and where.
