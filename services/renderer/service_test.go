@@ -97,7 +97,7 @@ func TestRendersPodinfoIntoTheObjectStore(t *testing.T) {
 	data, err := io.ReadAll(rc)
 	require.NoError(t, err)
 	assert.EqualValues(t, r.Size, len(data))
-	b, err := render.ReadBundle(data)
+	b, err := events.ReadBundle(data)
 	require.NoError(t, err)
 	assert.Len(t, b.Objects, len(r.Objects))
 

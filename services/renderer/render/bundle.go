@@ -13,33 +13,10 @@ import (
 	"github.com/troupe-dev/troupe/events"
 )
 
-// BundleAPIVersion and BundleKind head every bundle.
-const (
-	BundleAPIVersion = "troupe.dev/v1alpha1"
-	BundleKind       = "Bundle"
-)
-
-// Bundle is the canonical form of a rendered revision, stored in the bundles object store as
-// JSON and read by the applier. Objects are in apply order: CRDs from a chart's crds/ (and any
-// CustomResourceDefinition) first, then Helm's install order by kind, then namespace and name.
-// Hooks are kept out of Objects: troupe applies a chart's regular objects only and records its
-// hooks (pre/post install/upgrade/delete/rollback) here for what runs them; test hooks are dropped.
-type Bundle struct {
-	APIVersion string           `json:"apiVersion"`
-	Kind       string           `json:"kind"`
-	Release    string           `json:"release"`
-	Objects    []map[string]any `json:"objects"`
-	CRDs       int              `json:"crds"`
-	Hooks      []hook           `json:"hooks,omitempty"`
-	Notes      string           `json:"notes,omitempty"`
-}
-
+// hook is a chart hook and its object's reference, for ordering.
 type hook struct {
-	Events         []string         `json:"events"`
-	Weight         int              `json:"weight"`
-	DeletePolicies []string         `json:"deletePolicies,omitempty"`
-	Object         map[string]any   `json:"object"`
-	ref            events.ObjectRef // for ordering
+	events.BundleHook
+	ref events.ObjectRef
 }
 
 // object is one parsed document.
@@ -162,8 +139,11 @@ func (r *Renderer) bundle(release events.Release, objs []object, hooks []hook, o
 		seen[key] = ""
 	}
 	sortObjects(objs)
-	b := Bundle{APIVersion: BundleAPIVersion, Kind: BundleKind, Release: release.String(), Hooks: hooks, Notes: out.Notes,
+	b := events.Bundle{APIVersion: events.BundleAPIVersion, Kind: events.BundleKind, Release: release.String(), Notes: out.Notes,
 		Objects: make([]map[string]any, 0, len(objs))}
+	for _, h := range hooks {
+		b.Hooks = append(b.Hooks, h.BundleHook)
+	}
 	for _, o := range objs {
 		b.Objects = append(b.Objects, o.obj)
 		out.Objects = append(out.Objects, o.ref)
@@ -181,18 +161,6 @@ func (r *Renderer) bundle(release events.Release, objs []object, hooks []hook, o
 	out.Bundle = data
 	out.Hooks = len(hooks)
 	return &out, nil
-}
-
-// ReadBundle decodes a bundle.
-func ReadBundle(data []byte) (*Bundle, error) {
-	var b Bundle
-	if err := json.Unmarshal(data, &b); err != nil {
-		return nil, fmt.Errorf("read bundle: %w", err)
-	}
-	if b.APIVersion != BundleAPIVersion || b.Kind != BundleKind {
-		return nil, fmt.Errorf("read bundle: not a %s %s", BundleAPIVersion, BundleKind)
-	}
-	return &b, nil
 }
 
 func crdScope(obj map[string]any) (group, kind string, namespaced bool) {

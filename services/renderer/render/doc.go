@@ -18,7 +18,7 @@
 // export). Rendered YAML is split and parsed once per document, with the semantics of
 // sigs.k8s.io/yaml that Helm and Kubernetes read it with (fuzz tests hold both to the originals).
 //
-// The result is a Bundle: objects parsed and checked (apiVersion, kind, name, string
+// The result is an events.Bundle: objects parsed and checked (apiVersion, kind, name, string
 // annotations), namespaced kinds given the release's namespace when they have none (a built-in
 // table of Kubernetes' own cluster-scoped kinds, the bundle's own CRDs, and optional API
 // discovery), ordered for applying, and encoded as JSON with sorted keys, so equal inputs give

@@ -193,7 +193,7 @@ func TestRenderValuesMergeLikeHelm(t *testing.T) {
 	}
 	out, err := newRenderer(t, render.Options{}).Render(t.Context(), render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 2, Request: req})
 	require.NoError(t, err)
-	b, err := render.ReadBundle(out.Bundle)
+	b, err := events.ReadBundle(out.Bundle)
 	require.NoError(t, err)
 	data := b.Objects[0]["data"].(map[string]any)
 	assert.Equal(t, map[string]any{"size": "7", "a": "file1", "b": "file2", "c": "set"}, data,

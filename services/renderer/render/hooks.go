@@ -9,6 +9,8 @@ import (
 	"unicode"
 
 	rel "helm.sh/helm/v4/pkg/release/v1"
+
+	"github.com/troupe-dev/troupe/events"
 )
 
 // splitChartOutput does what Helm's releaseutil.SortManifests does with the engine's output —
@@ -38,11 +40,11 @@ func splitChartOutput(files map[string]string, res *chartResult) error {
 			if !ok {
 				continue
 			}
-			events, isHook := hookEvents(o.obj)
+			evs, isHook := hookEvents(o.obj)
 			switch {
 			case !isHook:
 				res.objects = append(res.objects, o)
-			case events == nil, slices.Contains(events, string(rel.HookTest)):
+			case evs == nil, slices.Contains(evs, string(rel.HookTest)):
 				// unknown hook types (Helm skips these too) and test hooks
 			default:
 				annotations := annotationsOf(o.obj)
@@ -50,8 +52,8 @@ func splitChartOutput(files map[string]string, res *chartResult) error {
 				if err != nil {
 					weight = 0
 				}
-				res.hooks = append(res.hooks, hook{Events: events, Weight: weight, Object: o.obj, ref: o.ref,
-					DeletePolicies: splitList(annotations[rel.HookDeleteAnnotation])})
+				res.hooks = append(res.hooks, hook{ref: o.ref, BundleHook: events.BundleHook{Events: evs, Weight: weight,
+					Object: o.obj, DeletePolicies: splitList(annotations[rel.HookDeleteAnnotation])}})
 			}
 		}
 	}

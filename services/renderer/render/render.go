@@ -43,7 +43,7 @@ type Output struct {
 	Objects []events.ObjectRef
 	Notes   string
 	Chart   *events.ChartInfo
-	// Hooks counts the chart's hooks, kept out of Objects (see Bundle).
+	// Hooks counts the chart's hooks, kept out of Objects (see events.Bundle).
 	Hooks int
 }
 

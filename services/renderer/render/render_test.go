@@ -115,7 +115,7 @@ func TestRenderFixtureCharts(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, helmEngineObjects(t, tc.chart, tc.values...), keys(out.Objects), "the same objects as Helm's engine")
 			assert.NotEmpty(t, out.Objects)
-			b, err := render.ReadBundle(out.Bundle)
+			b, err := events.ReadBundle(out.Bundle)
 			require.NoError(t, err)
 			assert.Len(t, b.Objects, len(out.Objects))
 			for i, ref := range out.Objects {
@@ -145,7 +145,7 @@ func TestRenderPodinfoHooksNotesAndTests(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, out.Notes, "web", "NOTES.txt rendered with the release name")
 	assert.Equal(t, "podinfo", out.Chart.Name)
-	b, err := render.ReadBundle(out.Bundle)
+	b, err := events.ReadBundle(out.Bundle)
 	require.NoError(t, err)
 	for _, o := range b.Objects {
 		ann, _ := o["metadata"].(map[string]any)["annotations"].(map[string]any)
@@ -275,7 +275,7 @@ func TestRendersAsHelmsInstallAction(t *testing.T) {
 			out, err := r.Render(t.Context(), helmInput(c.path, c.values...))
 			require.NoError(t, err)
 			assert.Equal(t, want.notes, out.Notes)
-			b, err := render.ReadBundle(out.Bundle)
+			b, err := events.ReadBundle(out.Bundle)
 			require.NoError(t, err)
 			got := map[string]map[string]any{}
 			for _, o := range b.Objects {

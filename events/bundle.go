@@ -1,0 +1,51 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// BundleAPIVersion and BundleKind head every bundle.
+const (
+	BundleAPIVersion = "troupe.dev/v1alpha1"
+	BundleKind       = "Bundle"
+)
+
+// Bundle is the canonical form of a rendered revision: what the renderer stores in the bundles
+// object store (JSON, keys sorted, so equal inputs give equal bytes and digests) and the applier
+// applies. Objects are in apply order: CustomResourceDefinitions first (they come first in the
+// bundle too: a chart's crds/ and any other CRD), then Helm's install order by kind, then
+// namespace and name; namespaced objects carry their namespace. Hooks are kept out of Objects:
+// troupe applies a chart's regular objects and records its hooks (pre/post
+// install/upgrade/delete/rollback) here for what runs them; test hooks are dropped.
+type Bundle struct {
+	APIVersion string           `json:"apiVersion"`
+	Kind       string           `json:"kind"`
+	Release    string           `json:"release"`
+	Objects    []map[string]any `json:"objects"`
+	// CRDs is how many of the first Objects are CustomResourceDefinitions.
+	CRDs  int          `json:"crds"`
+	Hooks []BundleHook `json:"hooks,omitempty"`
+	Notes string       `json:"notes,omitempty"`
+}
+
+// BundleHook is a chart hook: the object, the events it runs on (pre-install, post-upgrade, …),
+// its weight and delete policies, as Helm reads them from its annotations.
+type BundleHook struct {
+	Events         []string       `json:"events"`
+	Weight         int            `json:"weight"`
+	DeletePolicies []string       `json:"deletePolicies,omitempty"`
+	Object         map[string]any `json:"object"`
+}
+
+// ReadBundle decodes a bundle, checking its header.
+func ReadBundle(data []byte) (*Bundle, error) {
+	var b Bundle
+	if err := json.Unmarshal(data, &b); err != nil {
+		return nil, fmt.Errorf("read bundle: %w", err)
+	}
+	if b.APIVersion != BundleAPIVersion || b.Kind != BundleKind {
+		return nil, fmt.Errorf("read bundle: not a %s %s", BundleAPIVersion, BundleKind)
+	}
+	return &b, nil
+}
