@@ -1,0 +1,592 @@
+package apply
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+// Labels and annotations troupe puts on every object it applies.
+const (
+	LabelManagedBy        = "app.kubernetes.io/managed-by"
+	ManagedBy             = "troupe"
+	LabelRelease          = "troupe.dev/release"
+	LabelReleaseNamespace = "troupe.dev/release-namespace"
+	// AnnotationRevision is the revision that last changed the object's manifest.
+	AnnotationRevision = "troupe.dev/revision"
+	// AnnotationKeep set to "true" keeps an object when it leaves the bundle or the release is
+	// uninstalled. Helm's own helm.sh/resource-policy: keep does the same.
+	AnnotationKeep     = "troupe.dev/keep"
+	annotationHelmKeep = "helm.sh/resource-policy"
+)
+
+// Options configure an Applier. Zero values take the defaults named on each field.
+type Options struct {
+	// FieldManager is the server-side apply field manager. Default "troupe".
+	FieldManager string
+	// Concurrency bounds the API requests one Apply, Diff or Delete makes at once. Default 8.
+	Concurrency int
+	// AllowNamespaces, when set, are the only namespaces the applier touches.
+	AllowNamespaces []string
+	// DenyClusterScoped refuses cluster-scoped objects (CRDs, ClusterRoles, Namespaces…).
+	DenyClusterScoped bool
+	// ImpersonateServiceAccount, when set, makes every request for a release run as this
+	// service account of the release's namespace (system:serviceaccount:<namespace>:<name>), so
+	// a release can do no more than that account may.
+	ImpersonateServiceAccount string
+	// CRDTimeout bounds the wait for a bundle's CRDs to be Established. Default 60s.
+	CRDTimeout time.Duration
+}
+
+// Applier applies bundles to one cluster with server-side apply. It is safe for concurrent use;
+// different releases apply in parallel.
+type Applier struct {
+	opts    Options
+	cfg     *rest.Config
+	mapper  *restmapper.DeferredDiscoveryRESTMapper
+	dynamic dynamic.Interface
+
+	mu      sync.Mutex
+	clients map[string]dynamic.Interface // by impersonated namespace
+}
+
+// New returns an Applier for the cluster cfg reaches.
+func New(cfg *rest.Config, o Options) (*Applier, error) {
+	if o.FieldManager == "" {
+		o.FieldManager = ManagedBy
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 8
+	}
+	if o.CRDTimeout <= 0 {
+		o.CRDTimeout = 60 * time.Second
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("applier: discovery: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("applier: %w", err)
+	}
+	return &Applier{opts: o, cfg: cfg, dynamic: dyn, clients: map[string]dynamic.Interface{},
+		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
+}
+
+// Request is one revision to apply, diff or delete.
+type Request struct {
+	Release  events.Release
+	Revision int
+	// Objects are the bundle's objects, in the bundle's order.
+	Objects []map[string]any
+	// Previous is what the release's last applied revision left in the cluster, if any.
+	Previous []Object
+	Options  events.Options
+}
+
+// Object is one object of an inventory: where it is, a digest of the manifest troupe applied,
+// and the revision that last changed that manifest.
+type Object struct {
+	events.ObjectRef
+	Hash     string `json:"hash,omitempty"`
+	Revision int    `json:"revision,omitempty"`
+}
+
+// Result is what Apply did.
+type Result struct {
+	// Inventory is every object of the revision, in apply order, with what applying did:
+	// created (it did not exist), configured (its manifest differs from the previous
+	// revision's, or it was not the release's before), unchanged (the previous revision applied
+	// the same manifest; applying it again only undoes drift, if any).
+	Inventory []events.AppliedObject
+	// Objects is the new inventory, to give the next revision as Previous.
+	Objects []Object
+	// Pruned are the previous revision's objects deleted because the bundle no longer has them.
+	Pruned []events.ObjectRef
+	// Kept are the previous revision's objects the bundle no longer has but that stay: annotated
+	// to be kept, CRDs (never pruned: deleting one deletes every custom resource of its kind),
+	// or taken over by another release meanwhile.
+	Kept []events.ObjectRef
+}
+
+// item is one object of a request on its way to the cluster.
+type item struct {
+	ref       events.ObjectRef
+	obj       *unstructured.Unstructured // what is applied: the manifest with troupe's metadata
+	hash      string
+	revision  int // the revision that last changed the manifest
+	gvr       schema.GroupVersionResource
+	namespced bool
+	deferred  bool   // its kind comes from a CRD of the bundle not yet established
+	dryRunRV  string // resourceVersion the dry run saw: "" when the object does not exist
+	// sameManifest: the previous revision applied this very manifest (hash and revision kept)
+	sameManifest bool
+	action       string
+}
+
+// Apply applies req: every object validated by a server-side dry run first (objects of kinds
+// defined by the bundle's own CRDs once those are Established), so that a bundle with an invalid
+// object changes nothing; then CRDs and Namespaces, a wait until the CRDs are Established, then
+// the other cluster-scoped objects, then the namespaced ones; then the previous revision's
+// objects the bundle no longer has are pruned (unless options.prune is false). Every error is an
+// *Error; on one, the Result still lists what was applied before it (Objects), for the caller to
+// remember.
+func (a *Applier) Apply(ctx context.Context, req Request) (*Result, error) {
+	items, err := a.prepare(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	previous := map[events.ObjectRef]Object{}
+	for _, o := range req.Previous {
+		previous[o.ObjectRef] = o
+	}
+	if err := a.validate(ctx, req, items, previous, false); err != nil {
+		return nil, err
+	}
+	res := &Result{}
+	applied := func() *Result {
+		for _, it := range items {
+			if it.action != "" {
+				res.Objects = append(res.Objects, Object{ObjectRef: it.ref, Hash: it.hash, Revision: it.revision})
+			}
+		}
+		return res
+	}
+
+	var crds, first, cluster, namespaced []*item
+	for _, it := range items {
+		switch {
+		case isCRD(it.ref) || (it.ref.APIVersion == "v1" && it.ref.Kind == "Namespace"):
+			first = append(first, it)
+			if isCRD(it.ref) {
+				crds = append(crds, it)
+			}
+		case !it.namespced && !it.deferred:
+			cluster = append(cluster, it)
+		default:
+			namespaced = append(namespaced, it)
+		}
+	}
+	if req.Options.CreateNamespace {
+		if err := a.createNamespace(ctx, req.Release); err != nil {
+			return applied(), err
+		}
+	}
+	if err := a.applyAll(ctx, req.Release, first); err != nil {
+		return applied(), err
+	}
+	if len(crds) > 0 {
+		if err := a.waitEstablished(ctx, req.Release, crds); err != nil {
+			return applied(), err
+		}
+		a.mapper.Reset()
+		var later []*item
+		for _, it := range namespaced {
+			if it.deferred {
+				later = append(later, it)
+			}
+		}
+		if len(later) > 0 {
+			if err := a.resolve(later); err != nil {
+				return applied(), err
+			}
+			if err := a.validate(ctx, req, later, previous, true); err != nil {
+				return applied(), err
+			}
+			// Custom resources of cluster-scoped kinds go with the other cluster-scoped objects.
+			var ns []*item
+			for _, it := range namespaced {
+				if it.namespced {
+					ns = append(ns, it)
+				} else {
+					cluster = append(cluster, it)
+				}
+			}
+			namespaced = ns
+		}
+	}
+	if err := a.applyAll(ctx, req.Release, cluster); err != nil {
+		return applied(), err
+	}
+	if err := a.applyAll(ctx, req.Release, namespaced); err != nil {
+		return applied(), err
+	}
+	for _, it := range items {
+		res.Inventory = append(res.Inventory, events.AppliedObject{ObjectRef: it.ref, Action: it.action})
+	}
+	applied()
+
+	if req.Options.PruneEnabled() {
+		current := map[events.ObjectRef]bool{}
+		for _, it := range items {
+			current[it.ref] = true
+		}
+		var gone []events.ObjectRef
+		for _, o := range req.Previous {
+			if !current[o.ObjectRef] {
+				gone = append(gone, o.ObjectRef)
+			}
+		}
+		deleted, kept, err := a.Delete(ctx, req.Release, gone, false)
+		res.Pruned, res.Kept = deleted, kept
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// prepare turns the bundle's objects into items: troupe's labels and annotations added, kinds
+// mapped to resources, the namespace allowlist checked.
+func (a *Applier) prepare(ctx context.Context, req Request) ([]*item, error) {
+	previous := map[events.ObjectRef]Object{}
+	for _, o := range req.Previous {
+		previous[o.ObjectRef] = o
+	}
+	bundleCRDs := map[schema.GroupKind]bool{}
+	for _, m := range req.Objects {
+		u := unstructured.Unstructured{Object: m}
+		if isCRD(refOf(&u)) {
+			group, _, _ := unstructured.NestedString(m, "spec", "group")
+			kind, _, _ := unstructured.NestedString(m, "spec", "names", "kind")
+			bundleCRDs[schema.GroupKind{Group: group, Kind: kind}] = true
+		}
+	}
+	var errs []*Error
+	items := make([]*item, 0, len(req.Objects))
+	for _, m := range req.Objects {
+		src := &unstructured.Unstructured{Object: m}
+		it := &item{ref: refOf(src), revision: req.Revision}
+		it.hash = hashOf(m)
+		if p, ok := previous[it.ref]; ok && p.Hash == it.hash && p.Revision > 0 {
+			it.revision = p.Revision // unchanged manifest: the revision that last changed it stays
+			it.sameManifest = true
+		}
+		it.obj = a.withMetadata(src, req.Release, it.revision)
+		if err := a.allowed(req.Release, it.ref); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := a.resolve([]*item{it}); err != nil {
+			gk := schema.FromAPIVersionAndKind(it.ref.APIVersion, it.ref.Kind).GroupKind()
+			if e, ok := err.(*Error); ok && e.Reason == ReasonUnknownKind && bundleCRDs[gk] {
+				it.deferred = true
+			} else {
+				errs = append(errs, err.(*Error))
+				continue
+			}
+		}
+		if it.namespced && it.ref.Namespace == "" {
+			it.ref.Namespace = req.Release.Namespace
+			it.obj.SetNamespace(req.Release.Namespace)
+		}
+		items = append(items, it)
+	}
+	if e := merge(errs); e != nil {
+		return nil, e
+	}
+	_ = ctx
+	return items, nil
+}
+
+// allowed checks ref against the namespace allowlist and the cluster-scoped switch.
+func (a *Applier) allowed(rel events.Release, ref events.ObjectRef) *Error {
+	ns := ref.Namespace
+	switch {
+	case ns == "" && a.opts.DenyClusterScoped && !(ref.APIVersion == "v1" && ref.Kind == "Namespace" && ref.Name == rel.Namespace):
+		return &Error{Reason: ReasonNamespaceNotAllowed, Objects: []ObjectError{{Ref: ref, Message: "this applier does not apply cluster-scoped objects"}}}
+	case ns == "":
+		ns = rel.Namespace
+	}
+	if len(a.opts.AllowNamespaces) > 0 && !slices.Contains(a.opts.AllowNamespaces, ns) {
+		return &Error{Reason: ReasonNamespaceNotAllowed, Objects: []ObjectError{{Ref: ref,
+			Message: fmt.Sprintf("namespace %s is not on this applier's allowlist", ns)}}}
+	}
+	return nil
+}
+
+// resolve maps each item's kind to its resource and scope, asking discovery again once when a
+// kind is unknown (a CRD may have just been created).
+func (a *Applier) resolve(items []*item) error {
+	var errs []*Error
+	for _, it := range items {
+		gvk := schema.FromAPIVersionAndKind(it.ref.APIVersion, it.ref.Kind)
+		m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if meta.IsNoMatchError(err) {
+			a.mapper.Reset()
+			m, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		}
+		if err != nil {
+			errs = append(errs, objectError(it.ref, err))
+			continue
+		}
+		it.gvr, it.deferred = m.Resource, false
+		it.namespced = m.Scope.Name() == meta.RESTScopeNameNamespace
+		if !it.namespced && it.ref.Namespace != "" {
+			it.ref.Namespace = ""
+			it.obj.SetNamespace("")
+		}
+	}
+	if e := merge(errs); e != nil {
+		return e
+	}
+	return nil
+}
+
+// withMetadata returns a copy of src with troupe's labels and annotations.
+func (a *Applier) withMetadata(src *unstructured.Unstructured, rel events.Release, revision int) *unstructured.Unstructured {
+	obj := src.DeepCopy()
+	labels := obj.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[LabelManagedBy] = ManagedBy
+	labels[LabelRelease] = rel.Name
+	labels[LabelReleaseNamespace] = rel.Namespace
+	obj.SetLabels(labels)
+	annotations := obj.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[AnnotationRevision] = strconv.Itoa(revision)
+	obj.SetAnnotations(annotations)
+	return obj
+}
+
+// validate dry-runs every item that can be (not deferred ones, unless deferred is true: those
+// are the custom resources checked once their CRDs exist), and checks that an existing object
+// belongs to the release (or options.adopt). Every failing object is reported, not only the first.
+func (a *Applier) validate(ctx context.Context, req Request, items []*item, previous map[events.ObjectRef]Object, deferred bool) error {
+	var mu sync.Mutex
+	var errs []*Error
+	a.each(ctx, items, func(ctx context.Context, it *item) {
+		if it.deferred && !deferred {
+			return
+		}
+		out, err := a.apply(ctx, req.Release, it, true)
+		if err == nil && out.GetResourceVersion() != "" {
+			it.dryRunRV = out.GetResourceVersion()
+			if _, ours := previous[it.ref]; !ours && !req.Options.Adopt {
+				err = a.checkOwner(ctx, req.Release, it)
+			}
+		}
+		if err != nil {
+			mu.Lock()
+			if e, ok := err.(*Error); ok {
+				errs = append(errs, e)
+			} else {
+				errs = append(errs, objectError(it.ref, err))
+			}
+			mu.Unlock()
+		}
+	})
+	if e := merge(errs); e != nil {
+		return e
+	}
+	return ctx.Err()
+}
+
+// checkOwner fails when the existing object it names belongs to another release or to none.
+func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) error {
+	live, err := a.client(rel).Resource(it.gvr).Namespace(it.ref.Namespace).Get(ctx, it.ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		it.dryRunRV = ""
+		return nil
+	}
+	if err != nil {
+		return objectError(it.ref, err)
+	}
+	labels := live.GetLabels()
+	owner := events.Release{Namespace: labels[LabelReleaseNamespace], Name: labels[LabelRelease]}
+	switch {
+	case owner == rel:
+		return nil // ours, though no inventory says so (e.g. a failed revision created it)
+	case owner.Name == "":
+		return &Error{Reason: ReasonOwnershipConflict, Objects: []ObjectError{{Ref: it.ref,
+			Message: "exists and belongs to no release (set options.adopt to take it over)"}}}
+	default:
+		return &Error{Reason: ReasonOwnershipConflict, Objects: []ObjectError{{Ref: it.ref,
+			Message: fmt.Sprintf("belongs to release %s (set options.adopt to take it over)", owner)}}}
+	}
+}
+
+// applyAll applies items, in parallel, recording what each apply did.
+func (a *Applier) applyAll(ctx context.Context, rel events.Release, items []*item) error {
+	var mu sync.Mutex
+	var errs []*Error
+	a.each(ctx, items, func(ctx context.Context, it *item) {
+		out, err := a.apply(ctx, rel, it, false)
+		if err != nil {
+			mu.Lock()
+			errs = append(errs, err.(*Error))
+			mu.Unlock()
+			return
+		}
+		_ = out
+		switch {
+		case it.dryRunRV == "":
+			it.action = "created"
+		case it.sameManifest:
+			it.action = "unchanged"
+		default:
+			it.action = "configured"
+		}
+	})
+	if e := merge(errs); e != nil {
+		return e
+	}
+	return ctx.Err()
+}
+
+// apply server-side applies one item, or dry-runs it.
+func (a *Applier) apply(ctx context.Context, rel events.Release, it *item, dryRun bool) (*unstructured.Unstructured, error) {
+	opts := metav1.ApplyOptions{FieldManager: a.opts.FieldManager, Force: true}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	out, err := a.client(rel).Resource(it.gvr).Namespace(it.ref.Namespace).Apply(ctx, it.ref.Name, it.obj, opts)
+	if err != nil {
+		return nil, objectError(it.ref, err)
+	}
+	return out, nil
+}
+
+func (a *Applier) createNamespace(ctx context.Context, rel events.Release) error {
+	ref := events.ObjectRef{APIVersion: "v1", Kind: "Namespace", Name: rel.Namespace}
+	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
+		"metadata": map[string]any{"name": rel.Namespace, "labels": map[string]any{LabelManagedBy: ManagedBy}}}}
+	_, err := a.client(rel).Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).
+		Apply(ctx, rel.Namespace, ns, metav1.ApplyOptions{FieldManager: a.opts.FieldManager, Force: true})
+	if err != nil {
+		return objectError(ref, err)
+	}
+	return nil
+}
+
+var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// waitEstablished waits until every CRD of items is Established and its names accepted.
+func (a *Applier) waitEstablished(ctx context.Context, rel events.Release, crds []*item) error {
+	ctx, cancel := context.WithTimeout(ctx, a.opts.CRDTimeout)
+	defer cancel()
+	pending := slices.Clone(crds)
+	for {
+		var still []*item
+		for _, it := range pending {
+			live, err := a.client(rel).Resource(crdResource).Get(ctx, it.ref.Name, metav1.GetOptions{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				if ctx.Err() == nil {
+					return objectError(it.ref, err)
+				}
+			}
+			if err != nil || !established(live) {
+				still = append(still, it)
+			}
+		}
+		if len(still) == 0 {
+			return nil
+		}
+		pending = still
+		select {
+		case <-ctx.Done():
+			e := &Error{Reason: ReasonCRDNotEstablished, Err: ctx.Err()}
+			for _, it := range still {
+				e.Objects = append(e.Objects, ObjectError{Ref: it.ref, Message: fmt.Sprintf("not Established after %s", a.opts.CRDTimeout)})
+			}
+			return e
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func established(crd *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+	ok := map[string]bool{}
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		t, _ := m["type"].(string)
+		s, _ := m["status"].(string)
+		ok[t] = s == "True"
+	}
+	return ok["Established"] && ok["NamesAccepted"]
+}
+
+// client is the dynamic client requests for rel go through: the applier's own, or one
+// impersonating the release namespace's service account.
+func (a *Applier) client(rel events.Release) dynamic.Interface {
+	if a.opts.ImpersonateServiceAccount == "" {
+		return a.dynamic
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c, ok := a.clients[rel.Namespace]; ok {
+		return c
+	}
+	cfg := rest.CopyConfig(a.cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + rel.Namespace + ":" + a.opts.ImpersonateServiceAccount}
+	c, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return a.dynamic // cannot happen: cfg is a copy of one that worked
+	}
+	a.clients[rel.Namespace] = c
+	return c
+}
+
+// each runs f for every item, Concurrency at a time, stopping early once ctx ends.
+func (a *Applier) each(ctx context.Context, items []*item, f func(context.Context, *item)) {
+	sem := make(chan struct{}, a.opts.Concurrency)
+	var wg sync.WaitGroup
+	for _, it := range items {
+		select {
+		case <-ctx.Done():
+		case sem <- struct{}{}:
+			wg.Go(func() {
+				defer func() { <-sem }()
+				f(ctx, it)
+			})
+			continue
+		}
+		break
+	}
+	wg.Wait()
+}
+
+func refOf(u *unstructured.Unstructured) events.ObjectRef {
+	return events.ObjectRef{APIVersion: u.GetAPIVersion(), Kind: u.GetKind(), Namespace: u.GetNamespace(), Name: u.GetName()}
+}
+
+func isCRD(r events.ObjectRef) bool {
+	return r.Kind == "CustomResourceDefinition" && r.APIVersion == "apiextensions.k8s.io/v1"
+}
+
+// hashOf is a digest of a manifest (JSON with sorted keys).
+func hashOf(m map[string]any) string {
+	b, _ := json.Marshal(m)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// keep reports whether an object's annotations ask to keep it.
+func keep(annotations map[string]string) bool {
+	return annotations[AnnotationKeep] == "true" || annotations[annotationHelmKeep] == "keep"
+}
+

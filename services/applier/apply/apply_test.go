@@ -1,0 +1,173 @@
+package apply_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/services/applier/apply"
+)
+
+func actions(inv []events.AppliedObject) map[string]string {
+	out := map[string]string{}
+	for _, o := range inv {
+		out[o.Kind+"/"+o.Name] = o.Action
+	}
+	return out
+}
+
+// TestApplyPodinfoUpgradeAndReapply: podinfo from the fixtures is created; applying it again
+// changes nothing; an upgrade with one changed value changes that field of that object only.
+func TestApplyPodinfoUpgradeAndReapply(t *testing.T) {
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "web"}
+	a := newApplier(t, apply.Options{})
+	objs := renderChart(t, rel, 1, "podinfo/charts/podinfo")
+	res, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: objs})
+	require.NoError(t, err)
+	require.Len(t, res.Inventory, len(objs))
+	for _, o := range res.Inventory {
+		assert.Equal(t, "created", o.Action, "%s", o.Name)
+	}
+	dep := get(t, deployments, ns, "web-podinfo")
+	assert.Equal(t, map[string]string{"app.kubernetes.io/managed-by": "troupe", "troupe.dev/release": "web", "troupe.dev/release-namespace": ns},
+		pick(dep.GetLabels(), "app.kubernetes.io/managed-by", "troupe.dev/release", "troupe.dev/release-namespace"))
+	assert.Equal(t, "1", dep.GetAnnotations()["troupe.dev/revision"])
+	managers := map[string]bool{}
+	for _, f := range dep.GetManagedFields() {
+		managers[f.Manager+" "+string(f.Operation)] = true
+	}
+	assert.True(t, managers["troupe Apply"], "server-side applied by field manager troupe: %v", managers)
+
+	svc := get(t, services, ns, "web-podinfo")
+	time.Sleep(1100 * time.Millisecond) // managed fields times count seconds: a write now would show
+	again, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 2, Objects: renderChart(t, rel, 2, "podinfo/charts/podinfo"), Previous: res.Objects})
+	require.NoError(t, err)
+	for _, o := range again.Inventory {
+		assert.Equal(t, "unchanged", o.Action, "%s", o.Name)
+	}
+	assert.Equal(t, troupeTime(dep), troupeTime(get(t, deployments, ns, "web-podinfo")), "troupe wrote nothing")
+	assert.Equal(t, svc.GetResourceVersion(), get(t, services, ns, "web-podinfo").GetResourceVersion(), "nothing written")
+	assert.Equal(t, "1", get(t, deployments, ns, "web-podinfo").GetAnnotations()["troupe.dev/revision"], "the revision that last changed it")
+
+	svcBefore := get(t, services, ns, "web-podinfo")
+	up, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 3, Objects: renderChart(t, rel, 3, "podinfo/charts/podinfo", "replicaCount=3"), Previous: again.Objects})
+	require.NoError(t, err)
+	acts := actions(up.Inventory)
+	assert.Equal(t, "configured", acts["Deployment/web-podinfo"])
+	delete(acts, "Deployment/web-podinfo")
+	for k, v := range acts {
+		assert.Equal(t, "unchanged", v, k)
+	}
+	after := get(t, deployments, ns, "web-podinfo")
+	assert.Equal(t, int64(3), nested(after, "spec", "replicas"))
+	assert.Equal(t, "3", after.GetAnnotations()["troupe.dev/revision"])
+	assert.Equal(t, stable(dep, "spec", "replicas"), stable(after, "spec", "replicas"), "only spec.replicas changed")
+	assert.Equal(t, svcBefore.GetResourceVersion(), get(t, services, ns, "web-podinfo").GetResourceVersion(), "the service was not written")
+}
+
+// TestApplyInvalidObjectChangesNothing: one object the API server rejects fails the revision,
+// named with the server's message, and every object of the previous revision stays exactly as it
+// was (nothing of the new revision was written, not even its valid objects).
+func TestApplyInvalidObjectChangesNothing(t *testing.T) {
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	a := newApplier(t, apply.Options{})
+	v1 := []map[string]any{configMap(ns, "a", map[string]any{"v": "1"}), configMap(ns, "b", map[string]any{"v": "1"})}
+	res, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: v1})
+	require.NoError(t, err)
+	beforeA, beforeB := get(t, configmaps, ns, "a"), get(t, configmaps, ns, "b")
+
+	bad := map[string]any{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "broken", "namespace": ns},
+		"spec": map[string]any{"ports": []any{map[string]any{"port": int64(99999)}}}}
+	v2 := []map[string]any{configMap(ns, "a", map[string]any{"v": "2"}), configMap(ns, "c", map[string]any{"v": "2"}), bad}
+	_, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 2, Objects: v2, Previous: res.Objects})
+	require.Error(t, err)
+	assert.Equal(t, apply.ReasonInvalidObject, apply.ReasonOf(err))
+	assert.Contains(t, err.Error(), "Service "+ns+"/broken")
+	assert.Contains(t, err.Error(), "spec.ports[0].port")
+	assert.Equal(t, beforeA.GetResourceVersion(), get(t, configmaps, ns, "a").GetResourceVersion())
+	assert.Equal(t, beforeB.GetResourceVersion(), get(t, configmaps, ns, "b").GetResourceVersion(), "not pruned")
+	_, err = dyn(t).Resource(configmaps).Namespace(ns).Get(t.Context(), "c", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "the valid new object was not created either")
+}
+
+// TestApplyPrunesWhatLeftTheBundle: an object the next revision no longer has is deleted, unless
+// annotated to be kept; prune: false keeps everything.
+func TestApplyPrunesWhatLeftTheBundle(t *testing.T) {
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	a := newApplier(t, apply.Options{})
+	kept := configMap(ns, "kept", nil)
+	kept["metadata"].(map[string]any)["annotations"] = map[string]any{"helm.sh/resource-policy": "keep"}
+	v1 := []map[string]any{configMap(ns, "a", nil), configMap(ns, "b", nil), configMap(ns, "c", nil), kept}
+	res, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: v1})
+	require.NoError(t, err)
+
+	no := false
+	res2, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 2, Objects: v1[:1], Previous: res.Objects, Options: events.Options{Prune: &no}})
+	require.NoError(t, err)
+	assert.Empty(t, res2.Pruned)
+	get(t, configmaps, ns, "b")
+
+	res3, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 3, Objects: v1[:1], Previous: res.Objects})
+	require.NoError(t, err)
+	var pruned, keptRefs []string
+	for _, r := range res3.Pruned {
+		pruned = append(pruned, r.Name)
+	}
+	for _, r := range res3.Kept {
+		keptRefs = append(keptRefs, r.Name)
+	}
+	assert.ElementsMatch(t, []string{"b", "c"}, pruned)
+	assert.Equal(t, []string{"kept"}, keptRefs)
+	for _, name := range []string{"b", "c"} {
+		_, err := dyn(t).Resource(configmaps).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
+		assert.True(t, apierrors.IsNotFound(err), name)
+	}
+	get(t, configmaps, ns, "kept")
+	get(t, configmaps, ns, "a")
+}
+
+func pick(m map[string]string, keys ...string) map[string]string {
+	out := map[string]string{}
+	for _, k := range keys {
+		out[k] = m[k]
+	}
+	return out
+}
+
+func nested(u *unstructured.Unstructured, path ...string) any {
+	v, _, _ := unstructured.NestedFieldNoCopy(u.Object, path...)
+	return v
+}
+
+// stable is u without what the server changes on any write and troupe's revision annotation,
+// and without the field at path: what must not change when only path does.
+func stable(u *unstructured.Unstructured, path ...string) map[string]any {
+	c := u.DeepCopy()
+	for _, f := range []string{"managedFields", "resourceVersion", "generation"} {
+		unstructured.RemoveNestedField(c.Object, "metadata", f)
+	}
+	unstructured.RemoveNestedField(c.Object, "metadata", "annotations", "troupe.dev/revision")
+	unstructured.RemoveNestedField(c.Object, "metadata", "annotations", "deployment.kubernetes.io/revision") // the controller's
+	unstructured.RemoveNestedField(c.Object, "status")
+	unstructured.RemoveNestedField(c.Object, path...)
+	return c.Object
+}
+
+// troupeTime is when troupe's apply last changed u (its managed fields entry's time).
+func troupeTime(u *unstructured.Unstructured) string {
+	for _, f := range u.GetManagedFields() {
+		if f.Manager == "troupe" && f.Operation == metav1.ManagedFieldsOperationApply && f.Subresource == "" {
+			return f.Time.String()
+		}
+	}
+	return ""
+}
