@@ -150,7 +150,8 @@ type item struct {
 // objects the bundle no longer has are pruned (unless options.prune is false). Every error is an
 // *Error; on one, the Result still lists what was applied before it (Objects), for the caller to
 // remember.
-func (a *Applier) Apply(ctx context.Context, req Request) (*Result, error) {
+func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err error) {
+	res = &Result{}
 	items, err := a.prepare(ctx, req)
 	if err != nil {
 		return nil, err
@@ -159,10 +160,25 @@ func (a *Applier) Apply(ctx context.Context, req Request) (*Result, error) {
 	for _, o := range req.Previous {
 		previous[o.ObjectRef] = o
 	}
+	validated := false
+	if req.Options.CreateNamespace {
+		created, err := a.createNamespace(ctx, req.Release)
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			// Made only so that the objects in it could be dry-run: it goes if they fail.
+			defer func() {
+				if !validated {
+					a.deleteNamespace(context.WithoutCancel(ctx), req.Release)
+				}
+			}()
+		}
+	}
 	if err := a.validate(ctx, req, items, previous, false); err != nil {
 		return nil, err
 	}
-	res := &Result{}
+	validated = true
 	applied := func() *Result {
 		for _, it := range items {
 			if it.action != "" {
@@ -184,11 +200,6 @@ func (a *Applier) Apply(ctx context.Context, req Request) (*Result, error) {
 			cluster = append(cluster, it)
 		default:
 			namespaced = append(namespaced, it)
-		}
-	}
-	if req.Options.CreateNamespace {
-		if err := a.createNamespace(ctx, req.Release); err != nil {
-			return applied(), err
 		}
 	}
 	if err := a.applyAll(ctx, req.Release, first); err != nil {
@@ -470,17 +481,30 @@ func (a *Applier) apply(ctx context.Context, rel events.Release, it *item, dryRu
 	return out, nil
 }
 
-func (a *Applier) createNamespace(ctx context.Context, rel events.Release) error {
+// createNamespace creates the release's namespace unless it exists; created says it did.
+func (a *Applier) createNamespace(ctx context.Context, rel events.Release) (created bool, _ error) {
 	ref := events.ObjectRef{APIVersion: "v1", Kind: "Namespace", Name: rel.Namespace}
+	namespaces := a.client(rel).Resource(namespaceResource)
+	_, err := namespaces.Get(ctx, rel.Namespace, metav1.GetOptions{})
+	if err == nil {
+		return false, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return false, objectError(ref, err)
+	}
 	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
 		"metadata": map[string]any{"name": rel.Namespace, "labels": map[string]any{LabelManagedBy: ManagedBy}}}}
-	_, err := a.client(rel).Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).
-		Apply(ctx, rel.Namespace, ns, metav1.ApplyOptions{FieldManager: a.opts.FieldManager, Force: true})
-	if err != nil {
-		return objectError(ref, err)
+	if _, err := namespaces.Create(ctx, ns, metav1.CreateOptions{FieldManager: a.opts.FieldManager}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return false, objectError(ref, err)
 	}
-	return nil
+	return true, nil
 }
+
+func (a *Applier) deleteNamespace(ctx context.Context, rel events.Release) {
+	_ = a.client(rel).Resource(namespaceResource).Delete(ctx, rel.Namespace, metav1.DeleteOptions{})
+}
+
+var namespaceResource = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 
 var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 

@@ -132,9 +132,14 @@ func transient(err error) bool {
 	if _, ok := errors.AsType[net.Error](err); ok {
 		return true
 	}
+	msg := err.Error()
+	if apierrors.IsInternalError(err) {
+		// The API server answers some invalid objects with 500 too ("failed to create typed
+		// patch object"): only its storage failing is worth a retry.
+		return strings.Contains(msg, "etcdserver") || strings.Contains(msg, "timeout")
+	}
 	return apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
-		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err) || apierrors.IsUnexpectedServerError(err) ||
-		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "connection reset")
+		apierrors.IsServiceUnavailable(err) || strings.Contains(msg, "connection refused") || strings.Contains(msg, "connection reset")
 }
 
 // merge combines the errors of one phase into one: the first error's reason (a transient one's

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -84,3 +85,8 @@ func configMap(ns, name string, data map[string]any) map[string]any {
 	}
 	return m
 }
+
+type (
+	corev1ConfigMap      = corev1.ConfigMap
+	corev1ServiceAccount = corev1.ServiceAccount
+)

@@ -1,0 +1,220 @@
+package apply_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/services/applier/apply"
+)
+
+var streams = schema.GroupVersionResource{Group: "jetstream.nats.io", Version: "v1beta2", Resource: "streams"}
+var crdsGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+func stream(ns, name string, spec map[string]any) map[string]any {
+	return map[string]any{"apiVersion": "jetstream.nats.io/v1beta2", "kind": "Stream",
+		"metadata": map[string]any{"name": name, "namespace": ns}, "spec": spec}
+}
+
+// TestApplyNackCRDsThenCustomResources: the nack chart's CRDs and a Stream of theirs in one
+// bundle: the CRDs are installed and Established first, then the Stream — validated against its
+// CRD's schema once that exists, so an invalid one fails by name. Uninstalling keeps the CRDs
+// unless asked.
+func TestApplyNackCRDsThenCustomResources(t *testing.T) {
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "nack"}
+	a := newApplier(t, apply.Options{})
+	objs := renderChart(t, rel, 1, "nats/helm/charts/nack")
+	var crdCount int
+	for _, o := range objs {
+		if o["kind"] == "CustomResourceDefinition" {
+			crdCount++
+		}
+	}
+	require.Positive(t, crdCount)
+	t.Cleanup(func() {
+		for _, o := range objs {
+			if o["kind"] == "CustomResourceDefinition" {
+				name := o["metadata"].(map[string]any)["name"].(string)
+				_ = dyn(t).Resource(crdsGVR).Delete(context.Background(), name, metav1.DeleteOptions{})
+			}
+		}
+	})
+
+	bad := stream(ns, "bad", map[string]any{"name": "orders", "subjects": "not-a-list"})
+	_, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: append(append([]map[string]any{}, objs...), bad)})
+	require.Error(t, err)
+	assert.Equal(t, apply.ReasonInvalidObject, apply.ReasonOf(err), err.Error())
+	assert.Contains(t, err.Error(), "Stream "+ns+"/bad")
+
+	good := stream(ns, "orders", map[string]any{"name": "orders", "subjects": []any{"orders.>"}, "storage": "memory"})
+	res, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 2, Objects: append(append([]map[string]any{}, objs...), good)})
+	require.NoError(t, err)
+	got := get(t, streams, ns, "orders")
+	assert.Equal(t, "nack", got.GetLabels()["troupe.dev/release"])
+
+	deleted, kept, err := a.Delete(t.Context(), rel, refs(res), false)
+	require.NoError(t, err)
+	var keptKinds []string
+	for _, k := range kept {
+		keptKinds = append(keptKinds, k.Kind)
+	}
+	assert.Len(t, keptKinds, crdCount)
+	assert.NotEmpty(t, deleted)
+	for _, o := range objs {
+		if o["kind"] == "CustomResourceDefinition" {
+			name := o["metadata"].(map[string]any)["name"].(string)
+			_, err := dyn(t).Resource(crdsGVR).Get(t.Context(), name, metav1.GetOptions{})
+			assert.NoError(t, err, "CRD %s kept", name)
+		}
+	}
+}
+
+func refs(res *apply.Result) []events.ObjectRef {
+	var out []events.ObjectRef
+	for _, o := range res.Inventory {
+		out = append(out, o.ObjectRef)
+	}
+	return out
+}
+
+// TestApplyOwnership: an object of another release, or of none, is not taken over — unless the
+// request says adopt.
+func TestApplyOwnership(t *testing.T) {
+	ns := kube.Namespace(t)
+	a := newApplier(t, apply.Options{})
+	first := events.Release{Namespace: ns, Name: "first"}
+	second := events.Release{Namespace: ns, Name: "second"}
+	_, err := a.Apply(t.Context(), apply.Request{Release: first, Revision: 1, Objects: []map[string]any{configMap(ns, "shared", map[string]any{"by": "first"})}})
+	require.NoError(t, err)
+	_, err = kube.Client.CoreV1().ConfigMaps(ns).Create(t.Context(), &corev1ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "handmade"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	_, err = a.Apply(t.Context(), apply.Request{Release: second, Revision: 1, Objects: []map[string]any{
+		configMap(ns, "shared", map[string]any{"by": "second"}), configMap(ns, "handmade", nil), configMap(ns, "new", nil)}})
+	require.Error(t, err)
+	assert.Equal(t, apply.ReasonOwnershipConflict, apply.ReasonOf(err))
+	assert.Contains(t, err.Error(), "ConfigMap "+ns+"/shared: belongs to release "+ns+"/first")
+	assert.Contains(t, err.Error(), "ConfigMap "+ns+"/handmade: exists and belongs to no release")
+	assert.Equal(t, "first", get(t, configmaps, ns, "shared").Object["data"].(map[string]any)["by"])
+	_, err = dyn(t).Resource(configmaps).Namespace(ns).Get(t.Context(), "new", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err))
+
+	_, err = a.Apply(t.Context(), apply.Request{Release: second, Revision: 2, Options: events.Options{Adopt: true}, Objects: []map[string]any{
+		configMap(ns, "shared", map[string]any{"by": "second"}), configMap(ns, "handmade", nil)}})
+	require.NoError(t, err)
+	shared := get(t, configmaps, ns, "shared")
+	assert.Equal(t, "second", shared.Object["data"].(map[string]any)["by"])
+	assert.Equal(t, "second", shared.GetLabels()["troupe.dev/release"])
+	assert.Equal(t, "second", get(t, configmaps, ns, "handmade").GetLabels()["troupe.dev/release"])
+}
+
+// TestApplyRefusals: kinds no API serves, namespaces off the allowlist, cluster-scoped objects
+// where they are denied, and a missing namespace each fail with their reason, naming the object.
+func TestApplyRefusals(t *testing.T) {
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	role := map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": map[string]any{"name": "troupe-test-" + ns}}
+	cases := []struct {
+		name    string
+		opts    apply.Options
+		rel     events.Release
+		objects []map[string]any
+		reason  string
+		message string
+	}{
+		{"unknown kind", apply.Options{}, rel, []map[string]any{{"apiVersion": "example.com/v1", "kind": "Widget", "metadata": map[string]any{"name": "w", "namespace": ns}}},
+			apply.ReasonUnknownKind, "Widget " + ns + "/w: no API serves example.com/v1 Widget"},
+		{"namespace not allowed", apply.Options{AllowNamespaces: []string{"elsewhere"}}, rel, []map[string]any{configMap(ns, "a", nil)},
+			apply.ReasonNamespaceNotAllowed, "namespace " + ns + " is not on this applier's allowlist"},
+		{"object in another namespace", apply.Options{AllowNamespaces: []string{ns}}, rel, []map[string]any{configMap("kube-system", "a", nil)},
+			apply.ReasonNamespaceNotAllowed, "ConfigMap kube-system/a"},
+		{"cluster-scoped denied", apply.Options{DenyClusterScoped: true}, rel, []map[string]any{role},
+			apply.ReasonNamespaceNotAllowed, "does not apply cluster-scoped objects"},
+		{"missing namespace", apply.Options{}, events.Release{Namespace: "nowhere-" + ns[:10], Name: "app"}, []map[string]any{configMap("nowhere-"+ns[:10], "a", nil)},
+			apply.ReasonNamespaceNotFound, "set options.createNamespace"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := newApplier(t, c.opts).Apply(t.Context(), apply.Request{Release: c.rel, Revision: 1, Objects: c.objects})
+			require.Error(t, err)
+			assert.Equal(t, c.reason, apply.ReasonOf(err), err.Error())
+			assert.Contains(t, err.Error(), c.message)
+		})
+	}
+	_, err := kube.Client.CoreV1().ConfigMaps("kube-system").Get(t.Context(), "a", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err))
+
+	t.Run("createNamespace", func(t *testing.T) {
+		target := "made-" + ns[:20]
+		t.Cleanup(func() { _ = kube.Client.CoreV1().Namespaces().Delete(context.Background(), target, metav1.DeleteOptions{}) })
+		_, err := newApplier(t, apply.Options{}).Apply(t.Context(), apply.Request{Release: events.Release{Namespace: target, Name: "app"}, Revision: 1,
+			Objects: []map[string]any{configMap(target, "a", nil)}, Options: events.Options{CreateNamespace: true}})
+		require.NoError(t, err)
+		get(t, configmaps, target, "a")
+	})
+}
+
+// TestApplyImpersonation: impersonating the namespace's service account, the applier can do what
+// the account may and no more: RBAC's denial fails the revision, by object.
+func TestApplyImpersonation(t *testing.T) {
+	ns := kube.Namespace(t)
+	ctx := t.Context()
+	_, err := kube.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "deployer"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = kube.Client.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "configmaps"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "create", "update", "patch", "delete"}}}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = kube.Client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "deployer"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "configmaps"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "deployer", Namespace: ns}}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	a := newApplier(t, apply.Options{ImpersonateServiceAccount: "deployer"})
+	rel := events.Release{Namespace: ns, Name: "app"}
+
+	_, err = a.Apply(ctx, apply.Request{Release: rel, Revision: 1, Objects: []map[string]any{configMap(ns, "allowed", nil)}})
+	require.NoError(t, err, "the account may manage config maps")
+	secret := map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "denied", "namespace": ns}}
+	_, err = a.Apply(ctx, apply.Request{Release: rel, Revision: 2, Objects: []map[string]any{configMap(ns, "allowed", nil), secret}})
+	require.Error(t, err)
+	assert.Equal(t, apply.ReasonForbidden, apply.ReasonOf(err))
+	assert.Contains(t, err.Error(), "Secret "+ns+"/denied")
+	assert.True(t, strings.Contains(err.Error(), "system:serviceaccount:"+ns+":deployer"), err.Error())
+}
+
+// TestDiff: a dry run says, per object, create / update (with the changed field in a unified
+// diff) / unchanged / prune, and changes nothing.
+func TestDiff(t *testing.T) {
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	a := newApplier(t, apply.Options{})
+	res, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: []map[string]any{
+		configMap(ns, "same", map[string]any{"k": "v"}), configMap(ns, "changed", map[string]any{"k": "old"}), configMap(ns, "dropped", nil)}})
+	require.NoError(t, err)
+	before := get(t, configmaps, ns, "changed").GetResourceVersion()
+
+	diffs, err := a.Diff(t.Context(), apply.Request{Release: rel, Revision: 2, Previous: res.Objects, Objects: []map[string]any{
+		configMap(ns, "same", map[string]any{"k": "v"}), configMap(ns, "changed", map[string]any{"k": "new"}), configMap(ns, "added", nil)}})
+	require.NoError(t, err)
+	got := map[string]events.ObjectDiff{}
+	for _, d := range diffs {
+		got[d.Name] = d
+	}
+	assert.Equal(t, "unchanged", got["same"].Action)
+	assert.Equal(t, "update", got["changed"].Action)
+	assert.Contains(t, got["changed"].Diff, "-  k: old\n+  k: new")
+	assert.Equal(t, "create", got["added"].Action)
+	assert.Equal(t, "prune", got["dropped"].Action)
+	assert.Equal(t, before, get(t, configmaps, ns, "changed").GetResourceVersion())
+	_, err = dyn(t).Resource(configmaps).Namespace(ns).Get(t.Context(), "added", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err))
+	get(t, configmaps, ns, "dropped")
+}
