@@ -1,0 +1,380 @@
+package applier_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/natstest"
+	"github.com/troupe-dev/troupe/services/applier"
+	"github.com/troupe-dev/troupe/services/renderer/render"
+	"github.com/troupe-dev/troupe/test/cluster"
+)
+
+var kube *cluster.Cluster
+
+func TestMain(m *testing.M) { os.Exit(cluster.Main(m, &kube)) }
+
+// env is one test's NATS, with the applier's shared state in it.
+type env struct {
+	t  *testing.T
+	js jetstream.JetStream
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	_, _, js := natstest.Start(t)
+	return &env{t: t, js: js}
+}
+
+// start runs an applier until the test ends, or until the returned cancel.
+func (e *env) start(o applier.Options) (cancel func()) {
+	e.t.Helper()
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 2 * time.Second
+	}
+	o.Subscriber.AckWait = 3 * time.Second
+	o.Subscriber.Backoff = []time.Duration{200 * time.Millisecond}
+	o.Subscriber.DeliverAll = true
+	svc, err := applier.New(e.t.Context(), e.js, kube.Config, o)
+	require.NoError(e.t, err)
+	ctx, stop := context.WithCancel(e.t.Context())
+	done := make(chan error, 1)
+	go func() { done <- svc.Start(ctx) }()
+	select {
+	case <-svc.Ready():
+	case err := <-done:
+		e.t.Fatal(err)
+	}
+	stopped := false
+	cancel = func() {
+		if !stopped {
+			stopped = true
+			stop()
+			<-done
+		}
+	}
+	e.t.Cleanup(cancel)
+	return cancel
+}
+
+// request publishes a release.requested (what numbers revisions) and returns it.
+func (e *env) request(rel events.Release, opts events.Options) event.Event {
+	e.t.Helper()
+	ev, err := events.NewEvent("troupe/test", events.TypeRequested, rel, events.Requested{
+		Source: events.Source{Manifests: &events.ManifestsSource{YAML: "{}"}}, Options: opts})
+	require.NoError(e.t, err)
+	_, err = events.NewPublisher(e.js).Publish(e.t.Context(), ev)
+	require.NoError(e.t, err)
+	return ev
+}
+
+// rendered stores a bundle of objs and publishes the release.rendered of revision for request.
+func (e *env) rendered(request event.Event, revision int, objs []map[string]any, opts events.Options) event.Event {
+	e.t.Helper()
+	rel, err := events.ReleaseOf(request)
+	require.NoError(e.t, err)
+	data, err := json.Marshal(events.Bundle{APIVersion: events.BundleAPIVersion, Kind: events.BundleKind, Release: rel.String(), Objects: objs})
+	require.NoError(e.t, err)
+	store, err := events.OpenObjects(e.t.Context(), e.js, events.BucketBundles)
+	require.NoError(e.t, err)
+	digest, size, err := store.Put(e.t.Context(), bytes.NewReader(data))
+	require.NoError(e.t, err)
+	ev, err := events.Derive(request, "troupe/renderer", events.TypeRendered, events.Rendered{Bundle: digest, Size: size, Options: opts})
+	require.NoError(e.t, err)
+	events.WithRevision(&ev, revision)
+	_, err = events.NewPublisher(e.js).Publish(e.t.Context(), ev)
+	require.NoError(e.t, err)
+	return ev
+}
+
+// answer waits for the applier's event for the request with correlation id corr.
+func (e *env) answer(rel events.Release, corr string) event.Event {
+	e.t.Helper()
+	got := e.answers(rel, corr, 1, 60*time.Second)
+	return got[0]
+}
+
+// answers collects the applier's events for corr: n of them, or (n = 0) all that come in wait.
+func (e *env) answers(rel events.Release, corr string, n int, wait time.Duration) []event.Event {
+	e.t.Helper()
+	f, err := events.ReleaseFilter(rel)
+	require.NoError(e.t, err)
+	c, err := e.js.OrderedConsumer(e.t.Context(), events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{f}})
+	require.NoError(e.t, err)
+	var out []event.Event
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) && (n == 0 || len(out) < n) {
+		msg, err := c.Next(jetstream.FetchMaxWait(500 * time.Millisecond))
+		if err != nil {
+			continue
+		}
+		ev, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		require.NoError(e.t, err)
+		if ev.Source() == "troupe/applier" && events.CorrelationID(ev) == corr {
+			out = append(out, ev)
+		}
+	}
+	if n > 0 && len(out) < n {
+		e.t.Fatalf("%d answers from the applier to %s, want %d", len(out), corr, n)
+	}
+	return out
+}
+
+func configMap(ns, name string, data map[string]any) map[string]any {
+	return map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": name, "namespace": ns}, "data": data}
+}
+
+func fixtures(t *testing.T) string {
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	return filepath.Join(wd, "..", "..", "..", "shared", "fixtures")
+}
+
+func TestAppliesPodinfoAndRecordsTheInventory(t *testing.T) {
+	e := newEnv(t)
+	e.start(applier.Options{})
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "podinfo"}
+	r, err := render.New(render.Options{})
+	require.NoError(t, err)
+	out, err := r.Render(t.Context(), render.Input{Release: rel, Revision: 1, Request: events.Requested{
+		Source: events.Source{Helm: &events.HelmSource{Path: filepath.Join(fixtures(t), "podinfo/charts/podinfo")}}}})
+	require.NoError(t, err)
+	b, err := events.ReadBundle(out.Bundle)
+	require.NoError(t, err)
+
+	req := e.request(rel, events.Options{})
+	e.rendered(req, 1, b.Objects, events.Options{})
+	got := e.answer(rel, req.ID())
+	require.Equal(t, events.TypeApplied, got.Type(), string(got.Data()))
+	assert.Equal(t, 1, events.Revision(got))
+	applied, err := events.Data[events.Applied](got)
+	require.NoError(t, err)
+	assert.Len(t, applied.Inventory, len(b.Objects))
+	_, err = kube.Client.AppsV1().Deployments(ns).Get(t.Context(), "podinfo", metav1.GetOptions{})
+	require.NoError(t, err)
+
+	kv, err := e.js.KeyValue(t.Context(), events.KVInventory)
+	require.NoError(t, err)
+	for _, k := range []string{ns + ".podinfo", ns + ".podinfo.1"} {
+		entry, err := kv.Get(t.Context(), k)
+		require.NoError(t, err, k)
+		var rec applier.Record
+		require.NoError(t, json.Unmarshal(entry.Value(), &rec))
+		assert.Equal(t, 1, rec.Revision)
+		assert.Len(t, rec.Objects, len(b.Objects))
+	}
+}
+
+// TestRedeliveryRepublishesTheSameApplied: a release.rendered delivered again after it was
+// applied (here: the applier's consumer made anew, reading the stream from the start) gets the
+// same release.applied — same id, so the stream keeps one — and the cluster is not touched.
+func TestRedeliveryRepublishesTheSameApplied(t *testing.T) {
+	e := newEnv(t)
+	stop := e.start(applier.Options{})
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	req := e.request(rel, events.Options{})
+	e.rendered(req, 1, []map[string]any{configMap(ns, "a", map[string]any{"k": "v"})}, events.Options{})
+	first := e.answer(rel, req.ID())
+	require.Equal(t, events.TypeApplied, first.Type(), string(first.Data()))
+	cm, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+
+	stop()
+	require.NoError(t, e.js.DeleteConsumer(t.Context(), events.StreamName, applier.Name))
+	e.start(applier.Options{})
+	require.Eventually(t, func() bool {
+		c, err := e.js.Consumer(t.Context(), events.StreamName, applier.Name)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(t.Context())
+		return err == nil && info.Delivered.Consumer > 0 && info.NumAckPending == 0 && info.NumPending == 0
+	}, 30*time.Second, 100*time.Millisecond, "the redelivered event is handled and acked")
+	all := e.answers(rel, req.ID(), 0, 2*time.Second)
+	require.Len(t, all, 1, "the same release.applied again, deduplicated by the stream")
+	assert.Equal(t, first.ID(), all[0].ID())
+	after, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, cm.ResourceVersion, after.ResourceVersion, "nothing changed in the cluster")
+}
+
+// TestInvalidRevisionFailsAndKeepsThePrevious: a revision with an object the API server rejects
+// ends in release.failed (stage apply, the object and the server's message) and the previous
+// revision's objects stay exactly as they were.
+func TestInvalidRevisionFailsAndKeepsThePrevious(t *testing.T) {
+	e := newEnv(t)
+	e.start(applier.Options{})
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	req1 := e.request(rel, events.Options{})
+	e.rendered(req1, 1, []map[string]any{configMap(ns, "a", map[string]any{"v": "1"}), configMap(ns, "b", nil)}, events.Options{})
+	require.Equal(t, events.TypeApplied, e.answer(rel, req1.ID()).Type())
+	a1, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+
+	bad := map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "Bad_Name", "namespace": ns},
+		"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"a": "b"}},
+			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"a": "b"}}, "spec": map[string]any{"containers": []any{map[string]any{"name": "c", "image": "x"}}}}}}
+	req2 := e.request(rel, events.Options{})
+	e.rendered(req2, 2, []map[string]any{configMap(ns, "a", map[string]any{"v": "2"}), bad}, events.Options{})
+	got := e.answer(rel, req2.ID())
+	require.Equal(t, events.TypeFailed, got.Type(), string(got.Data()))
+	f, err := events.Data[events.Failed](got)
+	require.NoError(t, err)
+	assert.Equal(t, events.StageApply, f.Stage)
+	assert.Equal(t, "invalid_object", f.Reason)
+	require.Len(t, f.Objects, 1)
+	assert.Equal(t, "Bad_Name", f.Objects[0].Name)
+	assert.Contains(t, f.Objects[0].Message, "metadata.name")
+	a2, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, a1.ResourceVersion, a2.ResourceVersion)
+	_, err = kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "b", metav1.GetOptions{})
+	assert.NoError(t, err, "not pruned")
+}
+
+// TestOlderRevisionIsSuperseded: two release.rendered of one release at once: the newer is
+// applied, the older dropped with release.superseded.
+func TestOlderRevisionIsSuperseded(t *testing.T) {
+	e := newEnv(t)
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	req1 := e.request(rel, events.Options{})
+	req2 := e.request(rel, events.Options{})
+	e.rendered(req1, 1, []map[string]any{configMap(ns, "a", map[string]any{"v": "1"})}, events.Options{})
+	e.rendered(req2, 2, []map[string]any{configMap(ns, "a", map[string]any{"v": "2"})}, events.Options{})
+	e.start(applier.Options{})
+	old := e.answer(rel, req1.ID())
+	require.Equal(t, events.TypeSuperseded, old.Type(), string(old.Data()))
+	s, err := events.Data[events.Superseded](old)
+	require.NoError(t, err)
+	assert.Equal(t, 2, s.ByRevision)
+	require.Equal(t, events.TypeApplied, e.answer(rel, req2.ID()).Type())
+	cm, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "2", cm.Data["v"])
+}
+
+// TestCrashedApplierNeverLocksTheRelease: a replica that crashed holding the release's lease
+// (never renewed, never released) delays the next revision by no more than the lease's TTL; and
+// an applier stopped in the middle of applying leaves the revision to a fresh one, which
+// finishes it.
+func TestCrashedApplierNeverLocksTheRelease(t *testing.T) {
+	e := newEnv(t)
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+
+	crashed, err := events.NewLeases(t.Context(), e.js, "applier/crashed")
+	require.NoError(t, err)
+	_, err = crashed.Acquire(t.Context(), "apply."+ns+".app", 3*time.Second, "revision 0")
+	require.NoError(t, err)
+	e.start(applier.Options{})
+	req := e.request(rel, events.Options{})
+	start := time.Now()
+	e.rendered(req, 1, []map[string]any{configMap(ns, "a", nil)}, events.Options{})
+	require.Equal(t, events.TypeApplied, e.answer(rel, req.ID()).Type())
+	assert.GreaterOrEqual(t, time.Since(start), 2*time.Second, "it waited for the crashed holder's lease to expire")
+
+	// Stopped mid-apply: many objects, the applier's context cancelled once it holds the lease.
+	e2 := newEnv(t)
+	stop := e2.start(applier.Options{})
+	var objs []map[string]any
+	for i := range 300 {
+		objs = append(objs, configMap(ns, fmt.Sprintf("many-%d", i), nil))
+	}
+	req2 := e2.request(rel, events.Options{})
+	e2.rendered(req2, 1, objs, events.Options{})
+	leases, err := events.NewLeases(t.Context(), e2.js, "observer")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		h, err := leases.Holder(t.Context(), "apply."+ns+".app")
+		return err == nil && h != nil
+	}, 30*time.Second, 10*time.Millisecond)
+	stop()
+	e2.start(applier.Options{Holder: "applier/fresh"})
+	got := e2.answer(rel, req2.ID())
+	require.Equal(t, events.TypeApplied, got.Type(), string(got.Data()))
+	applied, err := events.Data[events.Applied](got)
+	require.NoError(t, err)
+	assert.Len(t, applied.Inventory, 300)
+}
+
+// TestDryRunDiffs: a revision with options.dryRun gets release.diffed and changes nothing.
+func TestDryRunDiffs(t *testing.T) {
+	e := newEnv(t)
+	e.start(applier.Options{})
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	req1 := e.request(rel, events.Options{})
+	e.rendered(req1, 1, []map[string]any{configMap(ns, "a", map[string]any{"v": "1"}), configMap(ns, "gone", nil)}, events.Options{})
+	require.Equal(t, events.TypeApplied, e.answer(rel, req1.ID()).Type())
+
+	dry := events.Options{DryRun: true}
+	req2 := e.request(rel, dry)
+	e.rendered(req2, 2, []map[string]any{configMap(ns, "a", map[string]any{"v": "2"}), configMap(ns, "new", nil)}, dry)
+	got := e.answer(rel, req2.ID())
+	require.Equal(t, events.TypeDiffed, got.Type(), string(got.Data()))
+	d, err := events.Data[events.Diffed](got)
+	require.NoError(t, err)
+	actions := map[string]string{}
+	for _, o := range d.Objects {
+		actions[o.Name] = o.Action
+	}
+	assert.Equal(t, map[string]string{"a": "update", "new": "create", "gone": "prune"}, actions)
+	cm, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "1", cm.Data["v"])
+	_, err = kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "new", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err))
+}
+
+// TestUninstall deletes what the release applied, keeps what is annotated to stay, and forgets
+// the release's inventory.
+func TestUninstall(t *testing.T) {
+	e := newEnv(t)
+	e.start(applier.Options{})
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	kept := configMap(ns, "kept", nil)
+	kept["metadata"].(map[string]any)["annotations"] = map[string]any{"troupe.dev/keep": "true"}
+	req := e.request(rel, events.Options{})
+	e.rendered(req, 1, []map[string]any{configMap(ns, "a", nil), kept}, events.Options{})
+	require.Equal(t, events.TypeApplied, e.answer(rel, req.ID()).Type())
+
+	un, err := events.NewEvent("troupe/test", events.TypeUninstallRequested, rel, events.UninstallRequested{})
+	require.NoError(t, err)
+	_, err = events.NewPublisher(e.js).Publish(t.Context(), un)
+	require.NoError(t, err)
+	got := e.answer(rel, un.ID())
+	require.Equal(t, events.TypeUninstalled, got.Type(), string(got.Data()))
+	u, err := events.Data[events.Uninstalled](got)
+	require.NoError(t, err)
+	require.Len(t, u.Deleted, 1)
+	assert.Equal(t, "a", u.Deleted[0].Name)
+	require.Len(t, u.Kept, 1)
+	assert.Equal(t, "kept", u.Kept[0].Name)
+	require.Eventually(t, func() bool {
+		_, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, 10*time.Second, 100*time.Millisecond)
+	kv, err := e.js.KeyValue(t.Context(), events.KVInventory)
+	require.NoError(t, err)
+	_, err = kv.Get(t.Context(), ns+".app")
+	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+}
