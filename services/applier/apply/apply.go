@@ -613,4 +613,3 @@ func hashOf(m map[string]any) string {
 func keep(annotations map[string]string) bool {
 	return annotations[AnnotationKeep] == "true" || annotations[annotationHelmKeep] == "keep"
 }
-

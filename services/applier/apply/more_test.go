@@ -155,7 +155,9 @@ func TestApplyRefusals(t *testing.T) {
 
 	t.Run("createNamespace", func(t *testing.T) {
 		target := "made-" + ns[:20]
-		t.Cleanup(func() { _ = kube.Client.CoreV1().Namespaces().Delete(context.Background(), target, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			_ = kube.Client.CoreV1().Namespaces().Delete(context.Background(), target, metav1.DeleteOptions{})
+		})
 		_, err := newApplier(t, apply.Options{}).Apply(t.Context(), apply.Request{Release: events.Release{Namespace: target, Name: "app"}, Revision: 1,
 			Objects: []map[string]any{configMap(target, "a", nil)}, Options: events.Options{CreateNamespace: true}})
 		require.NoError(t, err)
