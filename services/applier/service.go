@@ -33,7 +33,8 @@ const (
 // Options configure the service.
 type Options struct {
 	Apply apply.Options
-	// Concurrency bounds how many releases this replica works on at once. Default 8.
+	// Concurrency bounds how many releases this replica works on at once (Apply.Concurrency
+	// bounds their API requests together). Default 16.
 	Concurrency int
 	// LeaseTTL is how long a release stays locked by a replica that stops renewing (crashed).
 	// Default 30s.
@@ -65,7 +66,7 @@ type Service struct {
 // service for the cluster cfg reaches, ready to Start.
 func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Options) (*Service, error) {
 	if o.Concurrency <= 0 {
-		o.Concurrency = 8
+		o.Concurrency = 16
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 30 * time.Second

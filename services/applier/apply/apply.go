@@ -43,7 +43,10 @@ const (
 type Options struct {
 	// FieldManager is the server-side apply field manager. Default "troupe".
 	FieldManager string
-	// Concurrency bounds the API requests one Apply, Diff or Delete makes at once. Default 8.
+	// Concurrency bounds the API requests the Applier has in flight, all releases together: what
+	// the API server is asked to bear. A release's requests of one phase (its dry runs, then
+	// each stage's applies) are all issued at once within it, so releases applied side by side
+	// keep the server busy without waiting on each other's slowest request. Default 64.
 	Concurrency int
 	// AllowNamespaces, when set, are the only namespaces the applier touches.
 	AllowNamespaces []string
@@ -65,8 +68,11 @@ type Applier struct {
 	mapper  *restmapper.DeferredDiscoveryRESTMapper
 	dynamic dynamic.Interface
 
-	mu      sync.Mutex
-	clients map[string]dynamic.Interface // by impersonated namespace
+	inflight    chan struct{} // Concurrency tokens
+
+	mu          sync.Mutex
+	clients     map[string]dynamic.Interface // by impersonated namespace
+	restClients map[string]rest.Interface    // by impersonated namespace ("": the applier's own)
 }
 
 // New returns an Applier for the cluster cfg reaches.
@@ -75,7 +81,7 @@ func New(cfg *rest.Config, o Options) (*Applier, error) {
 		o.FieldManager = ManagedBy
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 8
+		o.Concurrency = 64
 	}
 	if o.CRDTimeout <= 0 {
 		o.CRDTimeout = 60 * time.Second
@@ -88,7 +94,8 @@ func New(cfg *rest.Config, o Options) (*Applier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("applier: %w", err)
 	}
-	return &Applier{opts: o, cfg: cfg, dynamic: dyn, clients: map[string]dynamic.Interface{},
+	return &Applier{opts: o, cfg: cfg, dynamic: dyn, clients: map[string]dynamic.Interface{}, restClients: map[string]rest.Interface{},
+		inflight: make(chan struct{}, o.Concurrency),
 		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
 }
 
@@ -137,6 +144,7 @@ type item struct {
 	gvr       schema.GroupVersionResource
 	namespced bool
 	deferred  bool   // its kind comes from a CRD of the bundle not yet established
+	body      []byte // obj as JSON, encoded once for the dry run and the apply
 	dryRunRV  string // resourceVersion the dry run saw: "" when the object does not exist
 	// sameManifest: the previous revision applied this very manifest (hash and revision kept)
 	sameManifest bool
@@ -355,6 +363,7 @@ func (a *Applier) resolve(items []*item) error {
 		if !it.namespced && it.ref.Namespace != "" {
 			it.ref.Namespace = ""
 			it.obj.SetNamespace("")
+			it.body = nil
 		}
 	}
 	if e := merge(errs); e != nil {
@@ -393,9 +402,9 @@ func (a *Applier) validate(ctx context.Context, req Request, items []*item, prev
 		if it.deferred && !deferred {
 			return
 		}
-		out, err := a.apply(ctx, req.Release, it, true)
-		if err == nil && out.GetResourceVersion() != "" {
-			it.dryRunRV = out.GetResourceVersion()
+		rv, err := a.applyRaw(ctx, req.Release, it, true)
+		if err == nil && rv != "" {
+			it.dryRunRV = rv
 			if _, ours := previous[it.ref]; !ours && !req.Options.Adopt {
 				err = a.checkOwner(ctx, req.Release, it)
 			}
@@ -445,14 +454,12 @@ func (a *Applier) applyAll(ctx context.Context, rel events.Release, items []*ite
 	var mu sync.Mutex
 	var errs []*Error
 	a.each(ctx, items, func(ctx context.Context, it *item) {
-		out, err := a.apply(ctx, rel, it, false)
-		if err != nil {
+		if _, err := a.applyRaw(ctx, rel, it, false); err != nil {
 			mu.Lock()
 			errs = append(errs, err.(*Error))
 			mu.Unlock()
 			return
 		}
-		_ = out
 		switch {
 		case it.dryRunRV == "":
 			it.action = "created"
@@ -565,31 +572,38 @@ func (a *Applier) client(rel events.Release) dynamic.Interface {
 	if c, ok := a.clients[rel.Namespace]; ok {
 		return c
 	}
-	cfg := rest.CopyConfig(a.cfg)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + rel.Namespace + ":" + a.opts.ImpersonateServiceAccount}
-	c, err := dynamic.NewForConfig(cfg)
+	c, err := dynamic.NewForConfig(a.cfgFor(rel))
 	if err != nil {
-		return a.dynamic // cannot happen: cfg is a copy of one that worked
+		return a.dynamic // cannot happen: the config is a copy of one that worked
 	}
 	a.clients[rel.Namespace] = c
 	return c
 }
 
-// each runs f for every item, Concurrency at a time, stopping early once ctx ends.
+// cfgFor is the client configuration for rel: the applier's, impersonating the release
+// namespace's service account when so configured.
+func (a *Applier) cfgFor(rel events.Release) *rest.Config {
+	cfg := rest.CopyConfig(a.cfg)
+	if a.opts.ImpersonateServiceAccount != "" {
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + rel.Namespace + ":" + a.opts.ImpersonateServiceAccount}
+	}
+	return cfg
+}
+
+// each runs f for every item, each call holding one of the Applier's in-flight tokens, and
+// returns when all are done; once ctx ends, the calls not started are skipped.
 func (a *Applier) each(ctx context.Context, items []*item, f func(context.Context, *item)) {
-	sem := make(chan struct{}, a.opts.Concurrency)
 	var wg sync.WaitGroup
 	for _, it := range items {
-		select {
-		case <-ctx.Done():
-		case sem <- struct{}{}:
-			wg.Go(func() {
-				defer func() { <-sem }()
-				f(ctx, it)
-			})
-			continue
-		}
-		break
+		wg.Go(func() {
+			select {
+			case <-ctx.Done():
+				return
+			case a.inflight <- struct{}{}:
+			}
+			defer func() { <-a.inflight }()
+			f(ctx, it)
+		})
 	}
 	wg.Wait()
 }

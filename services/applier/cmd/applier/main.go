@@ -42,7 +42,7 @@ type options struct {
 	httpListen        string
 	logLevel          string
 	concurrency       int
-	perRelease        int
+	inflight          int
 	leaseTTL          time.Duration
 	allowNamespaces   []string
 	denyClusterScoped bool
@@ -59,8 +59,8 @@ func (o *options) bindFlags(fs *pflag.FlagSet) {
 	o.conn.BindFlags(fs)
 	fs.StringVar(&o.httpListen, "http-listen", env("TROUPE_HTTP_LISTEN", ":8080"), "host:port for /healthz, /readyz, /metrics [TROUPE_HTTP_LISTEN]")
 	fs.StringVar(&o.logLevel, "log-level", env("TROUPE_LOG_LEVEL", "info"), "debug, info, warn, error [TROUPE_LOG_LEVEL]")
-	fs.IntVar(&o.concurrency, "concurrency", 8, "releases applied at once by this replica")
-	fs.IntVar(&o.perRelease, "requests-per-release", 8, "API requests at once for one release")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "releases applied at once by this replica")
+	fs.IntVar(&o.inflight, "kube-requests", 64, "API requests in flight at once, all releases together")
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", 30*time.Second, "how long a crashed replica keeps a release locked")
 	fs.StringSliceVar(&o.allowNamespaces, "allow-namespace", nil, "the only namespaces to touch (repeat; default: all)")
 	fs.BoolVar(&o.denyClusterScoped, "deny-cluster-scoped", false, "refuse cluster-scoped objects (CRDs, ClusterRoles, …)")
@@ -112,7 +112,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	svc, err := applier.New(ctx, js, cfg, applier.Options{
-		Apply: apply.Options{Concurrency: o.perRelease, AllowNamespaces: o.allowNamespaces,
+		Apply: apply.Options{Concurrency: o.inflight, AllowNamespaces: o.allowNamespaces,
 			DenyClusterScoped: o.denyClusterScoped, ImpersonateServiceAccount: o.impersonate},
 		Concurrency: o.concurrency, LeaseTTL: o.leaseTTL, Logger: &log, Metrics: metrics,
 	})

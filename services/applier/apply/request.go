@@ -1,0 +1,94 @@
+package apply
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+// metadataOnly asks the API server to answer with the object's metadata alone (a
+// PartialObjectMetadata): Apply needs no more than the resourceVersion, and encoding (and
+// decoding) whole objects twice per object is a good part of what a server-side apply costs.
+const metadataOnly = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+
+// applyRaw server-side applies one item (or dry-runs it) and returns the resourceVersion the
+// answer carries: after a dry run, the existing object's ("" when it does not exist). The body is
+// encoded once per item and sent as is; the answer is the object's metadata only.
+func (a *Applier) applyRaw(ctx context.Context, rel events.Release, it *item, dryRun bool) (string, error) {
+	if it.body == nil {
+		b, err := json.Marshal(it.obj.Object)
+		if err != nil {
+			return "", &Error{Reason: ReasonInvalidObject, Objects: []ObjectError{{Ref: it.ref, Message: err.Error()}}, Err: err}
+		}
+		it.body = b
+	}
+	rc, err := a.rest(rel)
+	if err != nil {
+		return "", objectError(it.ref, err)
+	}
+	req := rc.Patch(types.ApplyPatchType).AbsPath(urlOf(it)...).
+		Param("fieldManager", a.opts.FieldManager).Param("force", "true").
+		SetHeader("Accept", metadataOnly).Body(it.body)
+	if dryRun {
+		req = req.Param("dryRun", "All")
+	}
+	res := req.Do(ctx)
+	if err := res.Error(); err != nil { // Error, not Raw's error: it decodes the server's Status
+		return "", objectError(it.ref, err)
+	}
+	raw, err := res.Raw()
+	if err != nil {
+		return "", objectError(it.ref, err)
+	}
+	var meta struct {
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(raw, &meta); err != nil {
+		return "", objectError(it.ref, fmt.Errorf("decode the API server's answer: %w", err))
+	}
+	return meta.Metadata.ResourceVersion, nil
+}
+
+// urlOf is the path of it's object, as client-go's dynamic client builds it.
+func urlOf(it *item) []string {
+	url := []string{"api"}
+	if it.gvr.Group != "" {
+		url = []string{"apis", it.gvr.Group}
+	}
+	url = append(url, it.gvr.Version)
+	if it.ref.Namespace != "" {
+		url = append(url, "namespaces", it.ref.Namespace)
+	}
+	return append(url, it.gvr.Resource, it.ref.Name)
+}
+
+// rest is the REST client requests for rel go through (see client).
+func (a *Applier) rest(rel events.Release) (rest.Interface, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key := ""
+	if a.opts.ImpersonateServiceAccount != "" {
+		key = rel.Namespace
+	}
+	if c, ok := a.restClients[key]; ok {
+		return c, nil
+	}
+	cfg := dynamic.ConfigFor(a.cfgFor(rel))
+	cfg.GroupVersion = nil
+	cfg.APIPath = "/"
+	c, err := rest.UnversionedRESTClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.restClients[key] = c
+	return c, nil
+}
+

@@ -1,0 +1,437 @@
+// Command bench measures the applier against the physical limit of the API server: the same
+// objects — R releases of 10 objects each (3 ConfigMaps, a Secret, a ServiceAccount, a Service,
+// a Role, a RoleBinding, a PodDisruptionBudget and a one-replica Deployment) — applied through the
+// applier service (release.rendered in, release.applied out: lease, server-side dry run of every
+// object, server-side apply, inventory) and applied directly with client-go's dynamic client
+// (one server-side apply per object, nothing else), with the same number of requests in flight,
+// on the same local cluster (built from source, `make cluster-bin`) and embedded NATS, in the
+// same run. Rounds alternate the two sides, each into fresh namespaces; the table shows medians.
+// Run by `make bench`.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/embedded"
+	"github.com/troupe-dev/troupe/services/applier"
+	"github.com/troupe-dev/troupe/services/applier/apply"
+	"github.com/troupe-dev/troupe/test/cluster"
+)
+
+type config struct {
+	releases, rounds, releasesAtOnce, inflight int
+	cpuprofile                                           string
+}
+
+func main() {
+	var c config
+	flag.IntVar(&c.releases, "releases", 100, "releases per round, 10 objects each")
+	flag.IntVar(&c.rounds, "rounds", 3, "rounds per side")
+	flag.IntVar(&c.releasesAtOnce, "concurrency", 16, "releases the applier works on at once")
+	flag.IntVar(&c.inflight, "kube-requests", 64, "API requests in flight, on both sides")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the applier rounds here")
+	flag.Parse()
+	c.cpuprofile = *cpuprofile
+	if err := run(context.Background(), c); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, c config) error {
+	kube, err := cluster.Start(ctx, cluster.Options{})
+	if err != nil {
+		return fmt.Errorf("%w (build the cluster binaries with `make cluster-bin`)", err)
+	}
+	defer kube.Stop()
+	cfg := rest.CopyConfig(kube.Config)
+	cfg.QPS, cfg.Burst = -1, 0 // no client-side limit on either side: the API server is the limit
+
+	dir, err := os.MkdirTemp("", "troupe-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := embedded.Start(embedded.Options{StoreDir: dir})
+	if err != nil {
+		return err
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if _, err := events.Provision(ctx, js, events.ProvisionConfig{}); err != nil {
+		return err
+	}
+	svc, err := applier.New(ctx, js, cfg, applier.Options{Concurrency: c.releasesAtOnce,
+		Apply: apply.Options{Concurrency: c.inflight}})
+	if err != nil {
+		return err
+	}
+	svcCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = svc.Start(svcCtx) }()
+	<-svc.Ready()
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+
+	lib, err := apply.New(cfg, apply.Options{Concurrency: c.inflight})
+	if err != nil {
+		return err
+	}
+	var direct, library, through []time.Duration
+	for round := range c.rounds {
+		ns, err := namespaces(ctx, kube, fmt.Sprintf("direct-%d", round), c.releases)
+		if err != nil {
+			return err
+		}
+		d, err := applyDirect(ctx, dyn, ns, c.inflight)
+		if err != nil {
+			return err
+		}
+		direct = append(direct, d)
+		if err := settle(ctx, kube); err != nil {
+			return err
+		}
+		if c.cpuprofile != "" {
+			f, err := os.Create(fmt.Sprintf("%s.%d", c.cpuprofile, round))
+			if err != nil {
+				return err
+			}
+			_ = pprof.StartCPUProfile(f)
+		}
+		if ns, err = namespaces(ctx, kube, fmt.Sprintf("library-%d", round), c.releases); err != nil {
+			return err
+		}
+		l, err := applyLibrary(ctx, lib, ns, c.releasesAtOnce)
+		if err != nil {
+			return err
+		}
+		library = append(library, l)
+		if err := settle(ctx, kube); err != nil {
+			return err
+		}
+		if ns, err = namespaces(ctx, kube, fmt.Sprintf("applier-%d", round), c.releases); err != nil {
+			return err
+		}
+		before := requestCounts(ctx, kube)
+		a, err := applyThrough(ctx, js, ns)
+		pprof.StopCPUProfile()
+		if os.Getenv("BENCH_REQUESTS") != "" {
+			after := requestCounts(ctx, kube)
+			for k, v := range after {
+				if d := v - before[k]; d >= 10 {
+					fmt.Fprintf(os.Stderr, "  %6.0f %s\n", d, k)
+				}
+			}
+		}
+		if err != nil {
+			return err
+		}
+		through = append(through, a)
+		if err := settle(ctx, kube); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "round %d: direct %s, apply library %s, applier %s\n", round+1, d.Round(time.Millisecond), l.Round(time.Millisecond), a.Round(time.Millisecond))
+	}
+
+	objects := float64(c.releases * 10)
+	dm, lm, am := median(direct), median(library), median(through)
+	fmt.Printf("Applying %d releases × 10 objects: through the applier vs client-go server-side apply directly, same run,\n", c.releases)
+	fmt.Printf("%d rounds per side alternating, medians; %d requests in flight on both sides\n\n", c.rounds, c.inflight)
+	fmt.Println("| path | time | objects/s | vs direct |")
+	fmt.Println("|---|---:|---:|---:|")
+	fmt.Printf("| client-go SSA directly (1 request per object) | %s | %.0f | 1.00× |\n", dm.Round(time.Millisecond), objects/dm.Seconds())
+	fmt.Printf("| troupe apply library alone (dry run + apply per object) | %s | %.0f | %.2f× |\n", lm.Round(time.Millisecond), objects/lm.Seconds(), dm.Seconds()/lm.Seconds())
+	fmt.Printf("| troupe applier service (the same, plus events, lease, inventory) | %s | %.0f | %.2f× |\n", am.Round(time.Millisecond), objects/am.Seconds(), dm.Seconds()/am.Seconds())
+	verdict := "NOT met"
+	if dm.Seconds()/am.Seconds() >= 0.8 {
+		verdict = "met"
+	}
+	fmt.Printf("\ntarget: applier ≥ 0.8× direct — %s\n", verdict)
+	return nil
+}
+
+// settle waits until the controllers are done with what a round applied — every Deployment
+// available, then the API server quiet (under 10 requests a second from anyone) — so that no
+// round pays for the one before it.
+func settle(ctx context.Context, kube *cluster.Cluster) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		list, err := kube.Client.AppsV1().Deployments("").List(ctx, metav1.ListOptions{LabelSelector: "app=app"})
+		if err != nil {
+			return err
+		}
+		available := true
+		for _, d := range list.Items {
+			if d.Status.AvailableReplicas < 1 || d.Status.ObservedGeneration < d.Generation {
+				available = false
+				break
+			}
+		}
+		if available {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	total := func() float64 {
+		var n float64
+		for _, v := range requestCounts(ctx, kube) {
+			n += v
+		}
+		return n
+	}
+	last := total()
+	for time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+		now := total()
+		if now-last < 10 {
+			return nil
+		}
+		last = now
+	}
+	return fmt.Errorf("the cluster did not settle in 2m")
+}
+
+// namespaces creates n namespaces for one round.
+func namespaces(ctx context.Context, kube *cluster.Cluster, prefix string, n int) ([]string, error) {
+	var out []string
+	for i := range n {
+		name := fmt.Sprintf("%s-%d", prefix, i)
+		if _, err := kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+		out = append(out, name)
+	}
+	return out, nil
+}
+
+// objects are one release's 10 objects.
+func objects(ns string) []map[string]any {
+	name := "app"
+	meta := func(n string) map[string]any {
+		return map[string]any{"name": n, "namespace": ns, "labels": map[string]any{"app": name}}
+	}
+	var out []map[string]any
+	for i := range 3 {
+		out = append(out, map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(fmt.Sprintf("%s-%d", name, i)), "data": map[string]any{"key": fmt.Sprint(i)}})
+	}
+	return append(out,
+		map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": meta(name), "stringData": map[string]any{"password": "x"}},
+		map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name)},
+		map[string]any{"apiVersion": "v1", "kind": "Service", "metadata": meta(name), "spec": map[string]any{"selector": map[string]any{"app": name}, "ports": []any{map[string]any{"port": int64(80)}}}},
+		map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(name), "rules": []any{map[string]any{"apiGroups": []any{""}, "resources": []any{"configmaps"}, "verbs": []any{"get"}}}},
+		map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(name), "roleRef": map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}, "subjects": []any{map[string]any{"kind": "ServiceAccount", "name": name, "namespace": ns}}},
+		map[string]any{"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(name), "spec": map[string]any{"maxUnavailable": int64(1), "selector": map[string]any{"matchLabels": map[string]any{"app": name}}}},
+		map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name), "spec": map[string]any{"replicas": int64(1), "selector": map[string]any{"matchLabels": map[string]any{"app": name}},
+			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"app": name}}, "spec": map[string]any{"containers": []any{map[string]any{"name": "app", "image": "nginx"}}}}}},
+	)
+}
+
+var resources = map[string]schema.GroupVersionResource{
+	"ConfigMap": {Version: "v1", Resource: "configmaps"}, "Secret": {Version: "v1", Resource: "secrets"},
+	"ServiceAccount": {Version: "v1", Resource: "serviceaccounts"}, "Service": {Version: "v1", Resource: "services"},
+	"Role":                {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
+	"RoleBinding":         {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
+	"PodDisruptionBudget": {Group: "policy", Version: "v1", Resource: "poddisruptionbudgets"},
+	"Deployment":          {Group: "apps", Version: "v1", Resource: "deployments"},
+}
+
+// applyDirect applies every release's objects with one server-side apply each, workers at once.
+func applyDirect(ctx context.Context, dyn dynamic.Interface, namespaces []string, workers int) (time.Duration, error) {
+	work := make(chan map[string]any)
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for m := range work {
+				u := &unstructured.Unstructured{Object: m}
+				_, err := dyn.Resource(resources[u.GetKind()]).Namespace(u.GetNamespace()).Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "bench", Force: true})
+				if err != nil {
+					mu.Lock()
+					first = cmpOr(first, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, ns := range namespaces {
+		for _, m := range objects(ns) {
+			work <- m
+		}
+	}
+	close(work)
+	wg.Wait()
+	return time.Since(start), first
+}
+
+// applyLibrary applies every release with the apply package alone, releases at once.
+func applyLibrary(ctx context.Context, lib *apply.Applier, namespaces []string, releases int) (time.Duration, error) {
+	work := make(chan string)
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range releases {
+		wg.Go(func() {
+			for ns := range work {
+				_, err := lib.Apply(ctx, apply.Request{Release: events.Release{Namespace: ns, Name: "app"}, Revision: 1, Objects: objects(ns)})
+				if err != nil {
+					mu.Lock()
+					first = cmpOr(first, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, ns := range namespaces {
+		work <- ns
+	}
+	close(work)
+	wg.Wait()
+	return time.Since(start), first
+}
+
+// applyThrough publishes a release.requested and a release.rendered per namespace (a release
+// named app there) and waits for every release.applied.
+func applyThrough(ctx context.Context, js jetstream.JetStream, namespaces []string) (time.Duration, error) {
+	store, err := events.OpenObjects(ctx, js, events.BucketBundles)
+	if err != nil {
+		return 0, err
+	}
+	pub := events.NewPublisher(js)
+	type ready struct{ request, rendered event.Event }
+	var all []ready
+	for _, ns := range namespaces {
+		rel := events.Release{Namespace: ns, Name: "app"}
+		data, err := json.Marshal(events.Bundle{APIVersion: events.BundleAPIVersion, Kind: events.BundleKind, Release: rel.String(), Objects: objects(ns)})
+		if err != nil {
+			return 0, err
+		}
+		digest, size, err := store.Put(ctx, bytes.NewReader(data))
+		if err != nil {
+			return 0, err
+		}
+		req, err := events.NewEvent("troupe/bench", events.TypeRequested, rel, events.Requested{Source: events.Source{Manifests: &events.ManifestsSource{YAML: "{}"}}})
+		if err != nil {
+			return 0, err
+		}
+		rendered, err := events.Derive(req, "troupe/renderer", events.TypeRendered, events.Rendered{Bundle: digest, Size: size})
+		if err != nil {
+			return 0, err
+		}
+		events.WithRevision(&rendered, 1)
+		all = append(all, ready{request: req, rendered: rendered})
+	}
+	sub, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"troupe.release.*.*.applied", "troupe.release.*.*.failed"}, DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		return 0, err
+	}
+	var busy time.Duration
+	var first time.Time
+	start := time.Now()
+	for _, r := range all {
+		if _, err := pub.Publish(ctx, r.request); err != nil {
+			return 0, err
+		}
+		if _, err := pub.Publish(ctx, r.rendered); err != nil {
+			return 0, err
+		}
+	}
+	for done := 0; done < len(all); {
+		msg, err := sub.Next(jetstream.FetchMaxWait(2 * time.Minute))
+		if err != nil {
+			return 0, fmt.Errorf("waiting for release.applied (%d of %d): %w", done, len(all), err)
+		}
+		e, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		if err != nil {
+			return 0, err
+		}
+		if e.Type() == events.TypeFailed {
+			return 0, fmt.Errorf("release %s failed: %s", e.Subject(), e.Data())
+		}
+		if a, err := events.Data[events.Applied](e); err == nil {
+			busy += time.Duration(a.ApplyTime)
+			if first.IsZero() {
+				first = time.Now()
+			}
+		}
+		done++
+	}
+	if os.Getenv("BENCH_REQUESTS") != "" {
+		fmt.Fprintf(os.Stderr, "  applier: %s to the first release.applied; releases applying at once on average: %.1f\n",
+			first.Sub(start).Round(time.Millisecond), busy.Seconds()/time.Since(start).Seconds())
+	}
+	return time.Since(start), nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// requestCounts reads the API server's request counters, by verb, resource and dry run.
+func requestCounts(ctx context.Context, kube *cluster.Cluster) map[string]float64 {
+	raw, err := kube.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	out := map[string]float64{}
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		i := strings.LastIndex(line, " ")
+		var v float64
+		fmt.Sscan(line[i+1:], &v)
+		labels := line[len("apiserver_request_total{"):i]
+		var keep []string
+		for _, l := range strings.Split(strings.TrimSuffix(labels, "}"), ",") {
+			if strings.HasPrefix(l, "verb=") || strings.HasPrefix(l, "resource=") || strings.HasPrefix(l, "dry_run=") {
+				keep = append(keep, l)
+			}
+		}
+		out[strings.Join(keep, ",")] += v
+	}
+	return out
+}
