@@ -68,7 +68,7 @@ type Applier struct {
 	mapper  *restmapper.DeferredDiscoveryRESTMapper
 	dynamic dynamic.Interface
 
-	inflight    chan struct{} // Concurrency tokens
+	inflight chan struct{} // Concurrency tokens
 
 	mu          sync.Mutex
 	clients     map[string]dynamic.Interface // by impersonated namespace
@@ -96,7 +96,7 @@ func New(cfg *rest.Config, o Options) (*Applier, error) {
 	}
 	return &Applier{opts: o, cfg: cfg, dynamic: dyn, clients: map[string]dynamic.Interface{}, restClients: map[string]rest.Interface{},
 		inflight: make(chan struct{}, o.Concurrency),
-		mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
+		mapper:   restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
 }
 
 // Request is one revision to apply, diff or delete.

@@ -91,4 +91,3 @@ func (a *Applier) rest(rel events.Release) (rest.Interface, error) {
 	a.restClients[key] = c
 	return c, nil
 }
-

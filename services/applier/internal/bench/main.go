@@ -41,7 +41,7 @@ import (
 
 type config struct {
 	releases, rounds, releasesAtOnce, inflight int
-	cpuprofile                                           string
+	cpuprofile                                 string
 }
 
 func main() {
