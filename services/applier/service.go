@@ -152,10 +152,12 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 		}
 		return s.superseded(ctx, rel, revision)
 	}
+	began := time.Now()
 	lease, err := s.lock(ctx, rel, revision, deadline, newer)
 	if err != nil {
 		return s.failOrRetry(ctx, e, rel, revision, events.StageApply, err, deadline)
 	}
+	locked := time.Since(began)
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -176,7 +178,9 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 		log.Info().Int("revision", revision).Msg("already applied: publishing release.applied again")
 		return s.publish(ctx, e, revision, events.TypeApplied, cur.Applied)
 	}
+	fetchStart := time.Now()
 	bundle, err := s.bundle(ctx, r.Bundle)
+	fetched := time.Since(fetchStart)
 	if err != nil {
 		return s.failOrRetry(ctx, e, rel, revision, events.StageApply, err, deadline)
 	}
@@ -207,7 +211,7 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 		return err
 	}
 	log.Info().Int("revision", revision).Int("objects", len(res.Inventory)).Int("pruned", len(res.Pruned)).
-		Dur("took", time.Since(start)).Msg("applied")
+		Dur("lock", locked).Dur("fetch", fetched).Dur("apply", time.Duration(applied.ApplyTime)).Dur("took", time.Since(began)).Msg("applied")
 	return s.publish(ctx, e, revision, events.TypeApplied, applied)
 }
 

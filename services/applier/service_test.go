@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/natstest"
@@ -377,4 +378,38 @@ func TestUninstall(t *testing.T) {
 	require.NoError(t, err)
 	_, err = kv.Get(t.Context(), ns+".app")
 	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+}
+
+// TestUnreachableClusterFailsWithinTheTimeout: an API server that does not answer is retried
+// with backoff, and the revision fails (cluster_unreachable) within its timeout — never stuck.
+func TestUnreachableClusterFailsWithinTheTimeout(t *testing.T) {
+	e := newEnv(t)
+	dead := rest.CopyConfig(kube.Config)
+	dead.Host = "https://127.0.0.1:1" // nothing listens there
+	dead.Timeout = time.Second
+	o := applier.Options{LeaseTTL: 2 * time.Second}
+	o.Subscriber.AckWait = 3 * time.Second
+	o.Subscriber.Backoff = []time.Duration{200 * time.Millisecond}
+	o.Subscriber.MaxDeliver = 1000 // the revision's timeout, not the deliveries, must end it
+	svc, err := applier.New(t.Context(), e.js, dead, o)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- svc.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-svc.Ready()
+
+	rel := events.Release{Namespace: "prod", Name: "app"}
+	opts := events.Options{Timeout: events.Duration(3 * time.Second)}
+	req := e.request(rel, opts)
+	start := time.Now()
+	e.rendered(req, 1, []map[string]any{configMap("prod", "a", nil)}, opts)
+	got := e.answer(rel, req.ID())
+	require.Equal(t, events.TypeFailed, got.Type(), string(got.Data()))
+	f, err := events.Data[events.Failed](got)
+	require.NoError(t, err)
+	assert.Equal(t, "cluster_unreachable", f.Reason)
+	assert.Contains(t, f.Message, "127.0.0.1:1")
+	assert.Less(t, time.Since(start), 20*time.Second, "failed soon after the 3s timeout")
+	assert.GreaterOrEqual(t, time.Since(start), 2*time.Second, "retried until the timeout")
 }

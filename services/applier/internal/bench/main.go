@@ -5,7 +5,10 @@
 // object, server-side apply, inventory) and applied directly with client-go's dynamic client
 // (one server-side apply per object, nothing else), with the same number of requests in flight,
 // on the same local cluster (built from source, `make cluster-bin`) and embedded NATS, in the
-// same run. Rounds alternate the two sides, each into fresh namespaces; the table shows medians.
+// same run. Rounds run each side in turn into fresh namespaces, the order rotating, each side
+// starting on a settled cluster (controllers done, the API server quiet), the round's namespaces
+// deleted at its end; the table shows medians. A third side applies with the apply package alone
+// (no events, lease or inventory), to show what validating first costs on its own.
 // Run by `make bench`.
 package main
 
@@ -25,6 +28,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -42,6 +46,7 @@ import (
 type config struct {
 	releases, rounds, releasesAtOnce, inflight int
 	cpuprofile                                 string
+	durable                                    bool
 }
 
 func main() {
@@ -50,6 +55,7 @@ func main() {
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds per side")
 	flag.IntVar(&c.releasesAtOnce, "concurrency", 16, "releases the applier works on at once")
 	flag.IntVar(&c.inflight, "kube-requests", 64, "API requests in flight, on both sides")
+	flag.BoolVar(&c.durable, "durable", true, "etcd syncs its writes to disk, as in production (the tests' cluster does not)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the applier rounds here")
 	flag.Parse()
 	c.cpuprofile = *cpuprofile
@@ -60,7 +66,7 @@ func main() {
 }
 
 func run(ctx context.Context, c config) error {
-	kube, err := cluster.Start(ctx, cluster.Options{})
+	kube, err := cluster.Start(ctx, cluster.Options{Durable: c.durable})
 	if err != nil {
 		return fmt.Errorf("%w (build the cluster binaries with `make cluster-bin`)", err)
 	}
@@ -90,8 +96,17 @@ func run(ctx context.Context, c config) error {
 	if _, err := events.Provision(ctx, js, events.ProvisionConfig{}); err != nil {
 		return err
 	}
-	svc, err := applier.New(ctx, js, cfg, applier.Options{Concurrency: c.releasesAtOnce,
-		Apply: apply.Options{Concurrency: c.inflight}})
+	o := applier.Options{Concurrency: c.releasesAtOnce, Apply: apply.Options{Concurrency: c.inflight}}
+	if path := os.Getenv("BENCH_LOG"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		log := zerolog.New(f).With().Timestamp().Logger()
+		o.Logger = &log
+	}
+	svc, err := applier.New(ctx, js, cfg, o)
 	if err != nil {
 		return err
 	}
@@ -108,66 +123,68 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	var direct, library, through []time.Duration
+	type side struct {
+		name  string
+		run   func(namespaces []string) (time.Duration, error)
+		times []time.Duration
+	}
+	sides := []*side{
+		{name: "direct", run: func(ns []string) (time.Duration, error) { return applyDirect(ctx, dyn, ns, c.inflight) }},
+		{name: "library", run: func(ns []string) (time.Duration, error) { return applyLibrary(ctx, lib, ns, c.releasesAtOnce) }},
+		{name: "applier", run: func(ns []string) (time.Duration, error) {
+			if c.cpuprofile != "" {
+				f, err := os.Create(c.cpuprofile)
+				if err != nil {
+					return 0, err
+				}
+				_ = pprof.StartCPUProfile(f)
+				defer pprof.StopCPUProfile()
+			}
+			return applyThrough(ctx, js, ns)
+		}},
+	}
 	for round := range c.rounds {
-		ns, err := namespaces(ctx, kube, fmt.Sprintf("direct-%d", round), c.releases)
-		if err != nil {
-			return err
-		}
-		d, err := applyDirect(ctx, dyn, ns, c.inflight)
-		if err != nil {
-			return err
-		}
-		direct = append(direct, d)
-		if err := settle(ctx, kube); err != nil {
-			return err
-		}
-		if c.cpuprofile != "" {
-			f, err := os.Create(fmt.Sprintf("%s.%d", c.cpuprofile, round))
+		// Each round starts with another side, and ends with its namespaces deleted: no side
+		// always comes first, or always runs on a cluster grown by the others.
+		var made []string
+		for i := range sides {
+			sd := sides[(round+i)%len(sides)]
+			ns, err := namespaces(ctx, kube, fmt.Sprintf("%s-%d", sd.name, round), c.releases)
 			if err != nil {
 				return err
 			}
-			_ = pprof.StartCPUProfile(f)
-		}
-		if ns, err = namespaces(ctx, kube, fmt.Sprintf("library-%d", round), c.releases); err != nil {
-			return err
-		}
-		l, err := applyLibrary(ctx, lib, ns, c.releasesAtOnce)
-		if err != nil {
-			return err
-		}
-		library = append(library, l)
-		if err := settle(ctx, kube); err != nil {
-			return err
-		}
-		if ns, err = namespaces(ctx, kube, fmt.Sprintf("applier-%d", round), c.releases); err != nil {
-			return err
-		}
-		before := requestCounts(ctx, kube)
-		a, err := applyThrough(ctx, js, ns)
-		pprof.StopCPUProfile()
-		if os.Getenv("BENCH_REQUESTS") != "" {
-			after := requestCounts(ctx, kube)
-			for k, v := range after {
-				if d := v - before[k]; d >= 10 {
-					fmt.Fprintf(os.Stderr, "  %6.0f %s\n", d, k)
+			made = append(made, ns...)
+			before := requestCounts(ctx, kube)
+			d, err := sd.run(ns)
+			if err != nil {
+				return fmt.Errorf("%s: %w", sd.name, err)
+			}
+			if os.Getenv("BENCH_REQUESTS") != "" {
+				for k, v := range requestCounts(ctx, kube) {
+					if n := v - before[k]; n >= 10 {
+						fmt.Fprintf(os.Stderr, "  %s: %6.0f %s\n", sd.name, n, k)
+					}
 				}
 			}
+			sd.times = append(sd.times, d)
+			if err := settle(ctx, kube); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "round %d: %s %s\n", round+1, sd.name, d.Round(time.Millisecond))
 		}
-		if err != nil {
+		if err := deleteNamespaces(ctx, kube, made); err != nil {
 			return err
 		}
-		through = append(through, a)
 		if err := settle(ctx, kube); err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "round %d: direct %s, apply library %s, applier %s\n", round+1, d.Round(time.Millisecond), l.Round(time.Millisecond), a.Round(time.Millisecond))
 	}
+	direct, library, through := sides[0].times, sides[1].times, sides[2].times
 
 	objects := float64(c.releases * 10)
 	dm, lm, am := median(direct), median(library), median(through)
 	fmt.Printf("Applying %d releases × 10 objects: through the applier vs client-go server-side apply directly, same run,\n", c.releases)
-	fmt.Printf("%d rounds per side alternating, medians; %d requests in flight on both sides\n\n", c.rounds, c.inflight)
+	fmt.Printf("%d rounds, each side in turn (the order rotating), on a settled cluster; medians; %d requests in flight on every side\n\n", c.rounds, c.inflight)
 	fmt.Println("| path | time | objects/s | vs direct |")
 	fmt.Println("|---|---:|---:|---:|")
 	fmt.Printf("| client-go SSA directly (1 request per object) | %s | %.0f | 1.00× |\n", dm.Round(time.Millisecond), objects/dm.Seconds())
@@ -220,6 +237,29 @@ func settle(ctx context.Context, kube *cluster.Cluster) error {
 		last = now
 	}
 	return fmt.Errorf("the cluster did not settle in 2m")
+}
+
+// deleteNamespaces deletes namespaces and waits until they are gone.
+func deleteNamespaces(ctx context.Context, kube *cluster.Cluster, names []string) error {
+	for _, n := range names {
+		if err := kube.Client.CoreV1().Namespaces().Delete(ctx, n, metav1.DeleteOptions{}); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for _, n := range names {
+		for {
+			_, err := kube.Client.CoreV1().Namespaces().Get(ctx, n, metav1.GetOptions{})
+			if err != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("namespace %s not deleted in 5m", n)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 // namespaces creates n namespaces for one round.
