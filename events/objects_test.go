@@ -60,6 +60,16 @@ func TestObjectsByDigest(t *testing.T) {
 	require.NoError(t, objs.Delete(ctx, d))
 	_, err = objs.Get(ctx, d)
 	assert.ErrorIs(t, err, events.ErrNotFound)
+
+	for _, small := range [][]byte{[]byte(`{"kind":"Bundle"}`), {}} { // one chunk, none
+		d, _, err := objs.Put(ctx, bytes.NewReader(small))
+		require.NoError(t, err)
+		rc, err := objs.Get(ctx, d)
+		require.NoError(t, err)
+		got, err := io.ReadAll(rc)
+		require.NoError(t, err)
+		assert.Equal(t, string(small), string(got))
+	}
 }
 
 func TestObjectsDetectTampering(t *testing.T) {
