@@ -146,6 +146,8 @@ type item struct {
 	deferred  bool   // its kind comes from a CRD of the bundle not yet established
 	body      []byte // obj as JSON, encoded once for the dry run and the apply
 	dryRunRV  string // resourceVersion the dry run saw: "" when the object does not exist
+	// known: the previous revision applied it (so it is the release's own)
+	known bool
 	// sameManifest: the previous revision applied this very manifest (hash and revision kept)
 	sameManifest bool
 	action       string
@@ -160,13 +162,9 @@ type item struct {
 // remember.
 func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err error) {
 	res = &Result{}
-	items, err := a.prepare(ctx, req)
+	items, err := a.prepare(req)
 	if err != nil {
 		return nil, err
-	}
-	previous := map[events.ObjectRef]Object{}
-	for _, o := range req.Previous {
-		previous[o.ObjectRef] = o
 	}
 	validated := false
 	if req.Options.CreateNamespace {
@@ -183,7 +181,7 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 			}()
 		}
 	}
-	if err := a.validate(ctx, req, items, previous, false); err != nil {
+	if err := a.validate(ctx, req, items, false); err != nil {
 		return nil, err
 	}
 	validated = true
@@ -228,7 +226,7 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 			if err := a.resolve(later); err != nil {
 				return applied(), err
 			}
-			if err := a.validate(ctx, req, later, previous, true); err != nil {
+			if err := a.validate(ctx, req, later, true); err != nil {
 				return applied(), err
 			}
 			// Custom resources of cluster-scoped kinds go with the other cluster-scoped objects.
@@ -276,7 +274,7 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 
 // prepare turns the bundle's objects into items: troupe's labels and annotations added, kinds
 // mapped to resources, the namespace allowlist checked.
-func (a *Applier) prepare(ctx context.Context, req Request) ([]*item, error) {
+func (a *Applier) prepare(req Request) ([]*item, error) {
 	previous := map[events.ObjectRef]Object{}
 	for _, o := range req.Previous {
 		previous[o.ObjectRef] = o
@@ -296,7 +294,9 @@ func (a *Applier) prepare(ctx context.Context, req Request) ([]*item, error) {
 		src := &unstructured.Unstructured{Object: m}
 		it := &item{ref: refOf(src), revision: req.Revision}
 		it.hash = hashOf(m)
-		if p, ok := previous[it.ref]; ok && p.Hash == it.hash && p.Revision > 0 {
+		p, known := previous[it.ref]
+		it.known = known
+		if known && p.Hash == it.hash && p.Revision > 0 {
 			it.revision = p.Revision // unchanged manifest: the revision that last changed it stays
 			it.sameManifest = true
 		}
@@ -323,7 +323,6 @@ func (a *Applier) prepare(ctx context.Context, req Request) ([]*item, error) {
 	if e := merge(errs); e != nil {
 		return nil, e
 	}
-	_ = ctx
 	return items, nil
 }
 
@@ -395,7 +394,7 @@ func (a *Applier) withMetadata(src *unstructured.Unstructured, rel events.Releas
 // validate dry-runs every item that can be (not deferred ones, unless deferred is true: those
 // are the custom resources checked once their CRDs exist), and checks that an existing object
 // belongs to the release (or options.adopt). Every failing object is reported, not only the first.
-func (a *Applier) validate(ctx context.Context, req Request, items []*item, previous map[events.ObjectRef]Object, deferred bool) error {
+func (a *Applier) validate(ctx context.Context, req Request, items []*item, deferred bool) error {
 	var mu sync.Mutex
 	var errs []*Error
 	a.each(ctx, items, func(ctx context.Context, it *item) {
@@ -405,7 +404,7 @@ func (a *Applier) validate(ctx context.Context, req Request, items []*item, prev
 		rv, err := a.applyRaw(ctx, req.Release, it, true)
 		if err == nil && rv != "" {
 			it.dryRunRV = rv
-			if _, ours := previous[it.ref]; !ours && !req.Options.Adopt {
+			if !it.known && !req.Options.Adopt {
 				err = a.checkOwner(ctx, req.Release, it)
 			}
 		}

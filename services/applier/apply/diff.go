@@ -25,11 +25,15 @@ const maxDiff = 32768
 // an error, as it would be on apply. Custom resources of CRDs the bundle would install cannot be
 // dry-run before their CRD exists; they are reported as create.
 func (a *Applier) Diff(ctx context.Context, req Request) ([]events.ObjectDiff, error) {
-	items, err := a.prepare(ctx, req)
+	items, err := a.prepare(req)
 	if err != nil {
 		return nil, err
 	}
 	diffs := make([]events.ObjectDiff, len(items))
+	index := make(map[*item]int, len(items))
+	for i, it := range items {
+		index[it] = i
+	}
 	var mu sync.Mutex
 	var errs []*Error
 	a.each(ctx, items, func(ctx context.Context, it *item) {
@@ -40,7 +44,7 @@ func (a *Applier) Diff(ctx context.Context, req Request) ([]events.ObjectDiff, e
 			mu.Unlock()
 			return
 		}
-		diffs[slicesIndex(items, it)] = d
+		diffs[index[it]] = d
 	})
 	if e := merge(errs); e != nil {
 		return nil, e
@@ -62,15 +66,6 @@ func (a *Applier) Diff(ctx context.Context, req Request) ([]events.ObjectDiff, e
 	return diffs, nil
 }
 
-func slicesIndex(items []*item, it *item) int {
-	for i := range items {
-		if items[i] == it {
-			return i
-		}
-	}
-	return -1
-}
-
 func (a *Applier) diffOne(ctx context.Context, rel events.Release, it *item) (events.ObjectDiff, *Error) {
 	d := events.ObjectDiff{ObjectRef: it.ref, Action: "create"}
 	if it.deferred {
@@ -90,7 +85,7 @@ func (a *Applier) diffOne(ctx context.Context, rel events.Release, it *item) (ev
 	if gerr != nil {
 		return d, objectError(it.ref, gerr)
 	}
-	before, after := comparable(live), comparable(out)
+	before, after := withoutServerFields(live), withoutServerFields(out)
 	if reflect.DeepEqual(before, after) {
 		d.Action = "unchanged"
 		return d, nil
@@ -100,8 +95,8 @@ func (a *Applier) diffOne(ctx context.Context, rel events.Release, it *item) (ev
 	return d, nil
 }
 
-// comparable is obj without what the server manages on its own.
-func comparable(obj *unstructured.Unstructured) map[string]any {
+// withoutServerFields is obj without what the server manages on its own.
+func withoutServerFields(obj *unstructured.Unstructured) map[string]any {
 	c := obj.DeepCopy()
 	for _, f := range []string{"managedFields", "resourceVersion", "generation", "uid", "creationTimestamp", "selfLink"} {
 		unstructured.RemoveNestedField(c.Object, "metadata", f)

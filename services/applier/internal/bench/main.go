@@ -14,6 +14,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -324,7 +325,7 @@ func applyDirect(ctx context.Context, dyn dynamic.Interface, namespaces []string
 				_, err := dyn.Resource(resources[u.GetKind()]).Namespace(u.GetNamespace()).Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "bench", Force: true})
 				if err != nil {
 					mu.Lock()
-					first = cmpOr(first, err)
+					first = cmp.Or(first, err)
 					mu.Unlock()
 				}
 			}
@@ -353,7 +354,7 @@ func applyLibrary(ctx context.Context, lib *apply.Applier, namespaces []string, 
 				_, err := lib.Apply(ctx, apply.Request{Release: events.Release{Namespace: ns, Name: "app"}, Revision: 1, Objects: objects(ns)})
 				if err != nil {
 					mu.Lock()
-					first = cmpOr(first, err)
+					first = cmp.Or(first, err)
 					mu.Unlock()
 				}
 			}
@@ -459,13 +460,6 @@ func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // requestCounts reads the API server's request counters, by verb, resource and dry run.
