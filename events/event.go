@@ -19,6 +19,10 @@ const (
 	ExtRevision      = "revision"
 	ExtTraceParent   = "traceparent"
 	ExtTraceState    = "tracestate"
+	// ExtRequestTime is the time of the request that started the flow an event belongs to (the
+	// release.requested, rollback or uninstall request), carried along so that any service can
+	// say how long the flow has taken and when its timeout ends.
+	ExtRequestTime = "requesttime"
 )
 
 // ContentTypeStructured is the content type of a structured-mode CloudEvent, troupe's wire form.
@@ -37,6 +41,7 @@ func NewEvent(source, typ string, r Release, data any) (event.Event, error) {
 		return e, err
 	}
 	e.SetExtension(ExtCorrelationID, id)
+	e.SetExtension(ExtRequestTime, e.Time().Format(time.RFC3339Nano))
 	return e, nil
 }
 
@@ -67,6 +72,11 @@ func Derive(cause event.Event, source, typ string, data any, key ...string) (eve
 	if rev := Revision(cause); rev > 0 {
 		e.SetExtension(ExtRevision, rev)
 	}
+	requested := RequestTime(cause)
+	if requested.IsZero() {
+		requested = cause.Time() // a cause from outside troupe's SDK started the flow
+	}
+	e.SetExtension(ExtRequestTime, requested.UTC().Format(time.RFC3339Nano))
 	for _, ext := range []string{ExtTraceParent, ExtTraceState} {
 		if v, ok := cause.Extensions()[ext]; ok {
 			e.SetExtension(ext, v)
@@ -139,6 +149,15 @@ func CorrelationID(e event.Event) string { return stringExt(e, ExtCorrelationID)
 
 // CausationID returns the id of the event e reacts to.
 func CausationID(e event.Event) string { return stringExt(e, ExtCausationID) }
+
+// RequestTime returns when the request that started e's flow was made; zero when e does not say.
+func RequestTime(e event.Event) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, stringExt(e, ExtRequestTime))
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
 
 // Revision returns e's revision, or 0 when it is not known yet.
 func Revision(e event.Event) int {

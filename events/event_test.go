@@ -3,6 +3,7 @@ package events_test
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
@@ -70,6 +71,20 @@ func TestDerive(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, cause.ID(), events.CorrelationID(next))
 	assert.Equal(t, out.ID(), events.CausationID(next))
+
+	// Every event of the flow carries when its request was made, to the nanosecond.
+	assert.False(t, events.RequestTime(cause).IsZero())
+	assert.True(t, events.RequestTime(cause).Equal(cause.Time()))
+	assert.True(t, events.RequestTime(next).Equal(cause.Time()), "carried through reactions to reactions")
+
+	// A cause published without the SDK started its flow when it was made.
+	foreign := cause.Clone()
+	foreign.SetExtension(events.ExtRequestTime, nil)
+	foreign.SetTime(cause.Time().Add(-time.Minute))
+	fromForeign, err := events.Derive(foreign, "troupe/renderer", events.TypeFailed,
+		events.Failed{Stage: events.StageRender, Reason: "template_error", Message: "boom"})
+	require.NoError(t, err)
+	assert.True(t, events.RequestTime(fromForeign).Equal(foreign.Time()))
 }
 
 func TestStructuredRoundTrip(t *testing.T) {

@@ -30,6 +30,8 @@ const (
 	KVInventory = "troupe-inventory"
 	// KVHistory holds the history service's materialised views.
 	KVHistory = "troupe-history"
+	// KVHealth holds what the health watcher follows per release, so a restarted watcher resumes.
+	KVHealth = "troupe-health"
 )
 
 // ProvisionConfig sets what Provision creates. Zero values take the defaults named on each field.
@@ -115,6 +117,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		{Bucket: KVReleases, Description: "per-release shared state", History: 5},
 		{Bucket: KVInventory, Description: "applied inventories per revision", History: 1},
 		{Bucket: KVHistory, Description: "history views", History: 1},
+		{Bucket: KVHealth, Description: "releases the health watcher follows", History: 1},
 	} {
 		kv.Storage, kv.Replicas = cfg.Storage, cfg.Replicas
 		action, err := ensureBucket(ctx, js, "KV_"+kv.Bucket, cfg, func() error {

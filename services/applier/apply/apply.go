@@ -474,19 +474,6 @@ func (a *Applier) applyAll(ctx context.Context, rel events.Release, items []*ite
 	return ctx.Err()
 }
 
-// apply server-side applies one item, or dry-runs it.
-func (a *Applier) apply(ctx context.Context, rel events.Release, it *item, dryRun bool) (*unstructured.Unstructured, error) {
-	opts := metav1.ApplyOptions{FieldManager: a.opts.FieldManager, Force: true}
-	if dryRun {
-		opts.DryRun = []string{metav1.DryRunAll}
-	}
-	out, err := a.client(rel).Resource(it.gvr).Namespace(it.ref.Namespace).Apply(ctx, it.ref.Name, it.obj, opts)
-	if err != nil {
-		return nil, objectError(it.ref, err)
-	}
-	return out, nil
-}
-
 // createNamespace creates the release's namespace unless it exists; created says it did.
 func (a *Applier) createNamespace(ctx context.Context, rel events.Release) (created bool, _ error) {
 	ref := events.ObjectRef{APIVersion: "v1", Kind: "Namespace", Name: rel.Namespace}

@@ -171,3 +171,27 @@ func troupeTime(u *unstructured.Unstructured) string {
 	}
 	return ""
 }
+
+// TestApplyUnknownFieldFails: a field the object's schema does not have (a typo, a value indented
+// one level too deep) is an error naming the object and the field — not a warning, and not
+// applied without it. Dry runs too. (Custom resources: see the nack test.)
+func TestApplyUnknownFieldFails(t *testing.T) {
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	a := newApplier(t, apply.Options{})
+	typo := map[string]any{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "web", "namespace": ns},
+		"spec": map[string]any{"ports": []any{map[string]any{"port": int64(80), "targetport": int64(8080)}}}}
+	objects := []map[string]any{configMap(ns, "a", nil), typo}
+
+	_, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: objects})
+	require.Error(t, err)
+	assert.Equal(t, apply.ReasonInvalidObject, apply.ReasonOf(err))
+	assert.Contains(t, err.Error(), "Service "+ns+"/web")
+	assert.Contains(t, err.Error(), "targetport: field not declared in schema")
+	_, err = dyn(t).Resource(configmaps).Namespace(ns).Get(t.Context(), "a", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "nothing of the revision was applied")
+
+	_, err = a.Diff(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: objects})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "targetport: field not declared in schema")
+}

@@ -55,6 +55,15 @@ func TestApplyNackCRDsThenCustomResources(t *testing.T) {
 	assert.Equal(t, apply.ReasonInvalidObject, apply.ReasonOf(err), err.Error())
 	assert.Contains(t, err.Error(), "Stream "+ns+"/bad")
 
+	// A custom resource's unknown field is an error naming it (server-side apply checks the
+	// CRD's schema), not pruned without a word as a create or update would prune it.
+	typo := stream(ns, "typo", map[string]any{"name": "orders", "subjects": []any{"orders.>"}, "storagee": "memory"})
+	_, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 2, Objects: append(append([]map[string]any{}, objs...), typo)})
+	require.Error(t, err)
+	assert.Equal(t, apply.ReasonInvalidObject, apply.ReasonOf(err), err.Error())
+	assert.Contains(t, err.Error(), "Stream "+ns+"/typo")
+	assert.Contains(t, err.Error(), ".spec.storagee: field not declared in schema")
+
 	good := stream(ns, "orders", map[string]any{"name": "orders", "subjects": []any{"orders.>"}, "storage": "memory"})
 	res, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 2, Objects: append(append([]map[string]any{}, objs...), good)})
 	require.NoError(t, err)

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
@@ -21,30 +24,9 @@ const metadataOnly = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=
 // answer carries: after a dry run, the existing object's ("" when it does not exist). The body is
 // encoded once per item and sent as is; the answer is the object's metadata only.
 func (a *Applier) applyRaw(ctx context.Context, rel events.Release, it *item, dryRun bool) (string, error) {
-	if it.body == nil {
-		b, err := json.Marshal(it.obj.Object)
-		if err != nil {
-			return "", &Error{Reason: ReasonInvalidObject, Objects: []ObjectError{{Ref: it.ref, Message: err.Error()}}, Err: err}
-		}
-		it.body = b
-	}
-	rc, err := a.rest(rel)
+	raw, err := a.send(ctx, rel, it, dryRun, metadataOnly)
 	if err != nil {
-		return "", objectError(it.ref, err)
-	}
-	req := rc.Patch(types.ApplyPatchType).AbsPath(urlOf(it)...).
-		Param("fieldManager", a.opts.FieldManager).Param("force", "true").
-		SetHeader("Accept", metadataOnly).Body(it.body)
-	if dryRun {
-		req = req.Param("dryRun", "All")
-	}
-	res := req.Do(ctx)
-	if err := res.Error(); err != nil { // Error, not Raw's error: it decodes the server's Status
-		return "", objectError(it.ref, err)
-	}
-	raw, err := res.Raw()
-	if err != nil {
-		return "", objectError(it.ref, err)
+		return "", err
 	}
 	var meta struct {
 		Metadata struct {
@@ -55,6 +37,57 @@ func (a *Applier) applyRaw(ctx context.Context, rel events.Release, it *item, dr
 		return "", objectError(it.ref, fmt.Errorf("decode the API server's answer: %w", err))
 	}
 	return meta.Metadata.ResourceVersion, nil
+}
+
+// apply server-side applies one item, or dry-runs it, and returns the whole object the server
+// answers with.
+func (a *Applier) apply(ctx context.Context, rel events.Release, it *item, dryRun bool) (*unstructured.Unstructured, error) {
+	raw, err := a.send(ctx, rel, it, dryRun, runtime.ContentTypeJSON)
+	if err != nil {
+		return nil, err
+	}
+	out := &unstructured.Unstructured{}
+	if err := out.UnmarshalJSON(raw); err != nil {
+		return nil, objectError(it.ref, fmt.Errorf("decode the API server's answer: %w", err))
+	}
+	return out, nil
+}
+
+// send sends one item's server-side apply, or its dry run, and returns the answer's body.
+//
+// The dry run is where troupe validates, strictly as kubectl does (server-side apply already
+// refuses fields the schema lacks; strict adds duplicate fields). The apply that follows sends
+// the very same bytes, so the server is spared decoding them strictly a second time (without
+// fieldValidation it would, to warn).
+func (a *Applier) send(ctx context.Context, rel events.Release, it *item, dryRun bool, accept string) ([]byte, error) {
+	if it.body == nil {
+		b, err := json.Marshal(it.obj.Object)
+		if err != nil {
+			return nil, &Error{Reason: ReasonInvalidObject, Objects: []ObjectError{{Ref: it.ref, Message: err.Error()}}, Err: err}
+		}
+		it.body = b
+	}
+	rc, err := a.rest(rel)
+	if err != nil {
+		return nil, objectError(it.ref, err)
+	}
+	req := rc.Patch(types.ApplyPatchType).AbsPath(urlOf(it)...).
+		Param("fieldManager", a.opts.FieldManager).Param("force", "true").
+		SetHeader("Accept", accept).Body(it.body)
+	if dryRun {
+		req = req.Param("dryRun", metav1.DryRunAll).Param("fieldValidation", metav1.FieldValidationStrict)
+	} else {
+		req = req.Param("fieldValidation", metav1.FieldValidationIgnore)
+	}
+	res := req.Do(ctx)
+	if err := res.Error(); err != nil { // Error, not Raw's error: it decodes the server's Status
+		return nil, objectError(it.ref, err)
+	}
+	raw, err := res.Raw()
+	if err != nil {
+		return nil, objectError(it.ref, err)
+	}
+	return raw, nil
 }
 
 // urlOf is the path of it's object, as client-go's dynamic client builds it.

@@ -58,7 +58,7 @@ func main() {
 	flag.IntVar(&c.releasesAtOnce, "concurrency", 16, "releases the applier works on at once")
 	flag.IntVar(&c.inflight, "kube-requests", 64, "API requests in flight, on both sides")
 	flag.BoolVar(&c.durable, "durable", true, "etcd syncs its writes to disk, as in production (the tests' cluster does not)")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the applier rounds here")
+	cpuprofile := flag.String("cpuprofile", "", "write CPU profiles of this process, one per side and round, to <this>.<side>.<round>")
 	flag.Parse()
 	c.cpuprofile = *cpuprofile
 	if err := run(context.Background(), c); err != nil {
@@ -76,7 +76,7 @@ func run(ctx context.Context, c config) error {
 	cfg := rest.CopyConfig(kube.Config)
 	cfg.QPS, cfg.Burst = -1, 0 // no client-side limit on either side: the API server is the limit
 
-	dir, err := os.MkdirTemp("", "troupe-bench-")
+	dir, err := os.MkdirTemp(os.Getenv("BENCH_NATS_DIR"), "troupe-bench-")
 	if err != nil {
 		return err
 	}
@@ -133,17 +133,7 @@ func run(ctx context.Context, c config) error {
 	sides := []*side{
 		{name: "direct", run: func(ns []string) (time.Duration, error) { return applyDirect(ctx, dyn, ns, c.inflight) }},
 		{name: "library", run: func(ns []string) (time.Duration, error) { return applyLibrary(ctx, lib, ns, c.releasesAtOnce) }},
-		{name: "applier", run: func(ns []string) (time.Duration, error) {
-			if c.cpuprofile != "" {
-				f, err := os.Create(c.cpuprofile)
-				if err != nil {
-					return 0, err
-				}
-				_ = pprof.StartCPUProfile(f)
-				defer pprof.StopCPUProfile()
-			}
-			return applyThrough(ctx, js, ns)
-		}},
+		{name: "applier", run: func(ns []string) (time.Duration, error) { return applyThrough(ctx, js, ns) }},
 	}
 	for round := range c.rounds {
 		// Each round starts with another side, and ends with its namespaces deleted: no side
@@ -157,9 +147,14 @@ func run(ctx context.Context, c config) error {
 			}
 			made = append(made, ns...)
 			before := requestCounts(ctx, kube)
+			stopProfile, err := profile(c.cpuprofile, sd.name, round)
+			if err != nil {
+				return err
+			}
 			cpuBefore := cpuTime()
 			d, err := sd.run(ns)
 			cpu := cpuTime() - cpuBefore
+			stopProfile()
 			if err != nil {
 				return fmt.Errorf("%s: %w", sd.name, err)
 			}
@@ -421,6 +416,15 @@ func applyThrough(ctx context.Context, js jetstream.JetStream, namespaces []stri
 			return 0, err
 		}
 	}
+	// One long pull, not Next: an ordered consumer's Next re-creates the consumer for every
+	// message, work the server would do on the applier's time.
+	msgs, err := sub.Messages()
+	if err != nil {
+		return 0, err
+	}
+	defer msgs.Stop()
+	waited := time.AfterFunc(2*time.Minute, msgs.Stop)
+	defer waited.Stop()
 	var busy time.Duration
 	var first time.Time
 	start := time.Now()
@@ -430,7 +434,7 @@ func applyThrough(ctx context.Context, js jetstream.JetStream, namespaces []stri
 		}
 	}
 	for done := 0; done < len(all); {
-		msg, err := sub.Next(jetstream.FetchMaxWait(2 * time.Minute))
+		msg, err := msgs.Next()
 		if err != nil {
 			return 0, fmt.Errorf("waiting for release.applied (%d of %d): %w", done, len(all), err)
 		}
@@ -454,6 +458,22 @@ func applyThrough(ctx context.Context, js jetstream.JetStream, namespaces []stri
 			first.Sub(start).Round(time.Millisecond), busy.Seconds()/time.Since(start).Seconds())
 	}
 	return time.Since(start), nil
+}
+
+// profile starts a CPU profile of this process into <path>.<side>.<round> when path is set.
+func profile(path, side string, round int) (stop func(), _ error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%s.%d", path, side, round+1))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func median(ds []time.Duration) time.Duration {

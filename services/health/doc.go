@@ -1,0 +1,24 @@
+// Package health is troupe's health watcher: on release.applied it follows every object of the
+// revision's inventory until all are Current (release.ready), one fails (release.failed, stage
+// health, at once) or the revision's timeout passes, and keeps following ready releases to
+// report release.degraded and release.recovered. A newer release.applied supersedes the wait of
+// an older one; release.uninstalled lets the release go.
+//
+// Choices:
+//   - Status per object is kstatus (github.com/fluxcd/cli-utils/pkg/kstatus/status), the library
+//     Flux and Helm 4 wait with, so "ready" means what it means to their users. troupe adds what
+//     kstatus does not wait for (a Job complete, a LoadBalancer Service's ingress) and what it
+//     does not fail fast on (a workload's pod that cannot pull its image; kstatus only fails a
+//     bare Pod that crash-loops).
+//   - Event-driven: client-go informers (dynamic, one per resource, shared by every release, the
+//     cluster's objects selected by troupe's release label so only troupe's are held), not
+//     polling. Pods and ReplicaSets are watched per namespace only while a revision with
+//     workloads there is progressing: they are what fails fast, and a cluster's pods are many.
+//     Informers keep slimmed objects (no managed fields, data or pod specs).
+//   - What is followed is recorded in a KV bucket (troupe-health), with the release.applied it
+//     follows: a restarted watcher resumes every release, keeps its deadline, and checks the
+//     stream before publishing a terminal event a predecessor may have published already.
+//     Output ids derive from the release.applied, so a re-publish is a duplicate the stream drops.
+//
+// One replica watches; more would each publish the same (deduplicated) events.
+package health

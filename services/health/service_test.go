@@ -1,0 +1,410 @@
+package health_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/natstest"
+	"github.com/troupe-dev/troupe/services/applier/apply"
+	"github.com/troupe-dev/troupe/services/health"
+	"github.com/troupe-dev/troupe/services/renderer/render"
+	"github.com/troupe-dev/troupe/test/cluster"
+)
+
+var kube *cluster.Cluster
+
+func TestMain(m *testing.M) { os.Exit(cluster.Main(m, &kube)) }
+
+// env is one test's NATS, with an applier library to put revisions in the cluster.
+type env struct {
+	t       *testing.T
+	js      jetstream.JetStream
+	applier *apply.Applier
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	_, _, js := natstest.Start(t)
+	a, err := apply.New(kube.Config, apply.Options{})
+	require.NoError(t, err)
+	return &env{t: t, js: js, applier: a}
+}
+
+// start runs a health watcher until the test ends, or until the returned cancel.
+func (e *env) start() (svc *health.Service, cancel func()) {
+	e.t.Helper()
+	o := health.Options{ProgressInterval: 200 * time.Millisecond}
+	o.Subscriber.AckWait = 3 * time.Second
+	o.Subscriber.DeliverAll = true
+	svc, err := health.New(e.t.Context(), e.js, kube.Config, o)
+	require.NoError(e.t, err)
+	ctx, stop := context.WithCancel(e.t.Context())
+	done := make(chan error, 1)
+	go func() { done <- svc.Start(ctx) }()
+	select {
+	case <-svc.Ready():
+	case err := <-done:
+		e.t.Fatal(err)
+	}
+	stopped := false
+	cancel = func() {
+		if !stopped {
+			stopped = true
+			stop()
+			<-done
+		}
+	}
+	e.t.Cleanup(cancel)
+	return svc, cancel
+}
+
+// apply applies objs as revision of rel with the applier library, and publishes the
+// release.requested and release.applied the applier service would have.
+func (e *env) apply(rel events.Release, revision int, objs []map[string]any, opts events.Options) event.Event {
+	e.t.Helper()
+	req, err := events.NewEvent("troupe/test", events.TypeRequested, rel, events.Requested{
+		Source: events.Source{Manifests: &events.ManifestsSource{YAML: "{}"}}, Options: opts})
+	require.NoError(e.t, err)
+	events.WithRevision(&req, revision)
+	res, err := e.applier.Apply(e.t.Context(), apply.Request{Release: rel, Revision: revision, Objects: objs, Options: opts})
+	require.NoError(e.t, err)
+	applied, err := events.Derive(req, "troupe/applier", events.TypeApplied, events.Applied{
+		Bundle: "sha256:" + strings.Repeat("0", 64),
+		Inventory: res.Inventory, Options: opts})
+	require.NoError(e.t, err)
+	pub := events.NewPublisher(e.js)
+	_, err = pub.Publish(e.t.Context(), req)
+	require.NoError(e.t, err)
+	_, err = pub.Publish(e.t.Context(), applied)
+	require.NoError(e.t, err)
+	return applied
+}
+
+// watch collects the health watcher's events of rel as they come.
+type watch struct {
+	t    *testing.T
+	msgs jetstream.MessagesContext
+}
+
+func (e *env) watch(rel events.Release) *watch {
+	e.t.Helper()
+	f, err := events.ReleaseFilter(rel)
+	require.NoError(e.t, err)
+	c, err := e.js.OrderedConsumer(e.t.Context(), events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{f}})
+	require.NoError(e.t, err)
+	msgs, err := c.Messages()
+	require.NoError(e.t, err)
+	e.t.Cleanup(msgs.Stop)
+	return &watch{t: e.t, msgs: msgs}
+}
+
+// next returns the watcher's next event of one of types (others are skipped), failing the test
+// if none comes within wait.
+func (w *watch) next(wait time.Duration, types ...string) event.Event {
+	w.t.Helper()
+	got := make(chan event.Event, 1)
+	go func() {
+		for {
+			msg, err := w.msgs.Next()
+			if err != nil {
+				close(got)
+				return
+			}
+			ev, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+			if err == nil && ev.Source() == "troupe/health" && slices.Contains(types, ev.Type()) {
+				got <- ev
+				return
+			}
+		}
+	}()
+	select {
+	case ev, ok := <-got:
+		require.True(w.t, ok, "stream closed")
+		return ev
+	case <-time.After(wait):
+		w.msgs.Stop()
+		w.t.Fatalf("no %v from health within %s", types, wait)
+	}
+	return event.Event{}
+}
+
+func fixtures(t *testing.T) string {
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	return filepath.Join(wd, "..", "..", "..", "shared", "fixtures")
+}
+
+func deployment(ns, name string, fault string) map[string]any {
+	annotations := map[string]any{}
+	if fault != "" {
+		annotations[cluster.FaultAnnotation] = fault
+	}
+	return map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": name, "namespace": ns},
+		"spec": map[string]any{"replicas": int64(1), "selector": map[string]any{"matchLabels": map[string]any{"app": name}},
+			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"app": name}, "annotations": annotations},
+				"spec": map[string]any{"containers": []any{map[string]any{"name": "app", "image": "nginx"}}}}}}
+}
+
+func configMap(ns, name string) map[string]any {
+	return map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": name, "namespace": ns}, "data": map[string]any{"k": "v"}}
+}
+
+func data[T any, P interface {
+	*T
+	events.Payload
+}](t *testing.T, e event.Event) *T {
+	t.Helper()
+	v, err := events.Data[T, P](e)
+	require.NoError(t, err)
+	return v
+}
+
+// TestPodinfoBecomesReady: the podinfo chart applied, health reports progress and then ready,
+// with the time from the request.
+func TestPodinfoBecomesReady(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "podinfo"}
+	r, err := render.New(render.Options{})
+	require.NoError(t, err)
+	out, err := r.Render(t.Context(), render.Input{Release: rel, Revision: 1, Request: events.Requested{
+		Source: events.Source{Helm: &events.HelmSource{Path: filepath.Join(fixtures(t), "podinfo/charts/podinfo")}}}})
+	require.NoError(t, err)
+	b, err := events.ReadBundle(out.Bundle)
+	require.NoError(t, err)
+
+	w := e.watch(rel)
+	applied := e.apply(rel, 1, b.Objects, events.Options{})
+	progressing := w.next(30*time.Second, events.TypeProgressing, events.TypeReady)
+	require.Equal(t, events.TypeProgressing, progressing.Type(), "progress is reported before ready")
+	p := data[events.Progressing](t, progressing)
+	assert.Equal(t, len(b.Objects), p.Total)
+	assert.Less(t, p.Ready, p.Total)
+
+	ready := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeReady, ready.Type(), string(ready.Data()))
+	assert.Equal(t, applied.ID(), events.CausationID(ready))
+	assert.Equal(t, 1, events.Revision(ready))
+	rd := data[events.Ready](t, ready)
+	assert.Equal(t, len(b.Objects), rd.Objects)
+	assert.Positive(t, rd.TimeToReady)
+	assert.LessOrEqual(t, time.Duration(rd.TimeToReady), time.Since(events.RequestTime(applied)))
+
+	dep, err := kube.Client.AppsV1().Deployments(ns).Get(t.Context(), "podinfo", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, *dep.Spec.Replicas, dep.Status.AvailableReplicas, "ready means the Deployment is available")
+}
+
+// TestFailsFast: a pod that crash-loops or cannot pull its image fails the revision at once — the
+// timeout is 10 minutes — naming the Deployment, the pod, the container and the reason.
+func TestFailsFast(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	for _, tc := range []struct{ fault, reason, waiting string }{
+		{cluster.FaultCrashLoop, health.ReasonCrashLoop, "CrashLoopBackOff"},
+		{cluster.FaultImagePull, health.ReasonImagePull, "ImagePullBackOff"},
+	} {
+		t.Run(tc.fault, func(t *testing.T) {
+			ns := kube.Namespace(t)
+			rel := events.Release{Namespace: ns, Name: "app"}
+			w := e.watch(rel)
+			e.apply(rel, 1, []map[string]any{configMap(ns, "config"), deployment(ns, "web", tc.fault)}, events.Options{Timeout: events.Duration(10 * time.Minute)})
+			got := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
+			require.Equal(t, events.TypeFailed, got.Type())
+			f := data[events.Failed](t, got)
+			assert.Equal(t, events.StageHealth, f.Stage)
+			assert.Equal(t, tc.reason, f.Reason)
+			assert.Contains(t, f.Message, "Deployment "+ns+"/web")
+			assert.Contains(t, f.Message, "pod web-")
+			assert.Contains(t, f.Message, "container app: "+tc.waiting)
+			require.Len(t, f.Objects, 1)
+			assert.Equal(t, "Deployment", f.Objects[0].Kind)
+			assert.Equal(t, "Failed", f.Objects[0].Status)
+		})
+	}
+}
+
+// TestNeverReadyTimesOut: a pod that runs but never becomes ready fails the revision at its
+// timeout, naming what was not ready.
+func TestNeverReadyTimesOut(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	w := e.watch(rel)
+	e.apply(rel, 1, []map[string]any{configMap(ns, "config"), deployment(ns, "web", cluster.FaultNeverReady)}, events.Options{Timeout: events.Duration(4 * time.Second)})
+	got := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeFailed, got.Type())
+	f := data[events.Failed](t, got)
+	assert.Equal(t, health.ReasonTimeout, f.Reason)
+	assert.Contains(t, f.Message, "not ready after 4s")
+	assert.Contains(t, f.Message, "Deployment "+ns+"/web")
+	require.Len(t, f.Objects, 1, "only what was not ready")
+	assert.Equal(t, "web", f.Objects[0].Name)
+	assert.Equal(t, "InProgress", f.Objects[0].Status)
+}
+
+// TestJobAndCRD: a Job is ready once complete; a CRD once established.
+func TestJobAndCRD(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "batch"}
+	job := map[string]any{"apiVersion": "batch/v1", "kind": "Job", "metadata": map[string]any{"name": "migrate", "namespace": ns},
+		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"restartPolicy": "Never",
+			"containers": []any{map[string]any{"name": "migrate", "image": "busybox"}}}}}}
+	crd := map[string]any{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": "widgets." + ns + ".example.com"},
+		"spec": map[string]any{"group": ns + ".example.com", "scope": "Namespaced",
+			"names": map[string]any{"plural": "widgets", "singular": "widget", "kind": "Widget"},
+			"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
+				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object"}}}}}}
+	t.Cleanup(func() {
+		_ = kube.Client.Discovery().RESTClient().Delete().AbsPath("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets." + ns + ".example.com").Do(context.Background())
+	})
+	w := e.watch(rel)
+	e.apply(rel, 1, []map[string]any{crd, job}, events.Options{})
+	got := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeReady, got.Type(), string(got.Data()))
+	j, err := kube.Client.BatchV1().Jobs(ns).Get(t.Context(), "migrate", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.NotNil(t, j.Status.CompletionTime, "ready once the Job completed")
+}
+
+// TestNewerRevisionSupersedesTheWait: revision 1 never gets ready; revision 2's release.applied
+// ends its wait with release.superseded, and revision 2 becomes ready.
+func TestNewerRevisionSupersedesTheWait(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	w := e.watch(rel)
+	first := e.apply(rel, 1, []map[string]any{deployment(ns, "web", cluster.FaultNeverReady)}, events.Options{})
+	w.next(30*time.Second, events.TypeProgressing)
+	second := e.apply(rel, 2, []map[string]any{deployment(ns, "web", "")}, events.Options{})
+
+	sup := w.next(30*time.Second, events.TypeSuperseded, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeSuperseded, sup.Type())
+	assert.Equal(t, first.ID(), events.CausationID(sup))
+	s := data[events.Superseded](t, sup)
+	assert.Equal(t, 2, s.ByRevision)
+	assert.Equal(t, events.StageHealth, s.Stage)
+
+	ready := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeReady, ready.Type(), string(ready.Data()))
+	assert.Equal(t, second.ID(), events.CausationID(ready))
+}
+
+// TestDegradedAndRecovered: after ready, deleting the Deployment by hand publishes
+// release.degraded naming it; putting it back publishes release.recovered. Uninstalling lets the
+// release's watches go.
+func TestDegradedAndRecovered(t *testing.T) {
+	e := newEnv(t)
+	svc, _ := e.start()
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	objs := []map[string]any{configMap(ns, "config"), deployment(ns, "web", "")}
+	w := e.watch(rel)
+	applied := e.apply(rel, 1, objs, events.Options{})
+	require.Equal(t, events.TypeReady, w.next(60*time.Second, events.TypeReady, events.TypeFailed).Type())
+	watching := svc.Watches()
+
+	require.NoError(t, kube.Client.AppsV1().Deployments(ns).Delete(t.Context(), "web", metav1.DeleteOptions{}))
+	got := w.next(30*time.Second, events.TypeDegraded)
+	assert.Equal(t, applied.ID(), events.CausationID(got))
+	d := data[events.Degraded](t, got)
+	require.Len(t, d.Objects, 1)
+	assert.Equal(t, "web", d.Objects[0].Name)
+	assert.Contains(t, []string{"NotFound", "Terminating"}, d.Objects[0].Status)
+
+	_, err := e.applier.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: objs})
+	require.NoError(t, err)
+	got = w.next(60*time.Second, events.TypeRecovered)
+	r := data[events.Recovered](t, got)
+	require.Len(t, r.Objects, 1)
+	assert.Equal(t, "web", r.Objects[0].Name)
+	assert.Equal(t, "Current", r.Objects[0].Status)
+
+	uninstalled, err := events.Derive(applied, "troupe/applier", events.TypeUninstalled, events.Uninstalled{})
+	require.NoError(t, err)
+	_, err = events.NewPublisher(e.js).Publish(t.Context(), uninstalled)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return svc.Watches() < watching }, 10*time.Second, 50*time.Millisecond,
+		"the release's watches are let go")
+	kv, err := e.js.KeyValue(t.Context(), events.KVHealth)
+	require.NoError(t, err)
+	_, err = kv.Get(t.Context(), ns+".app")
+	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+}
+
+// TestRestartResumes: a watcher stopped while a revision progresses; a new one resumes it from
+// the KV bucket and publishes exactly one release.ready. A watcher that died between publishing
+// ready and recording it does not publish a second one.
+func TestRestartResumes(t *testing.T) {
+	e := newEnv(t)
+	_, stop := e.start()
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	w := e.watch(rel)
+	applied := e.apply(rel, 1, []map[string]any{deployment(ns, "web", "")}, events.Options{})
+	w.next(30*time.Second, events.TypeProgressing)
+	stop()
+
+	_, stop = e.start()
+	ready := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeReady, ready.Type())
+	assert.Equal(t, applied.ID(), events.CausationID(ready))
+
+	// As if the watcher had died after publishing ready, before recording it.
+	kv, err := e.js.KeyValue(t.Context(), events.KVHealth)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		entry, err := kv.Get(t.Context(), ns+".app")
+		return err == nil && json.Valid(entry.Value()) && phase(entry.Value()) == "ready"
+	}, 10*time.Second, 50*time.Millisecond)
+	stop()
+	entry, err := kv.Get(t.Context(), ns+".app")
+	require.NoError(t, err)
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal(entry.Value(), &rec))
+	rec["phase"] = "progressing"
+	raw, err := json.Marshal(rec)
+	require.NoError(t, err)
+	_, err = kv.Put(t.Context(), ns+".app", raw)
+	require.NoError(t, err)
+	e.start()
+	require.Eventually(t, func() bool {
+		entry, err := kv.Get(t.Context(), ns+".app")
+		return err == nil && phase(entry.Value()) == "ready"
+	}, 30*time.Second, 50*time.Millisecond, "the resumed watcher found it ready")
+
+	s, err := e.js.Stream(t.Context(), events.StreamName)
+	require.NoError(t, err)
+	subject, err := events.Subject(rel, events.TypeReady)
+	require.NoError(t, err)
+	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(subject))
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), info.State.Subjects[subject], "exactly one release.ready")
+}
+
+func phase(raw []byte) string {
+	var rec struct {
+		Phase string `json:"phase"`
+	}
+	_ = json.Unmarshal(raw, &rec)
+	return rec.Phase
+}

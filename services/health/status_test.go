@@ -1,0 +1,73 @@
+package health
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+func object(t *testing.T, y string) *unstructured.Unstructured {
+	t.Helper()
+	j, err := yaml.YAMLToJSON([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(j); err != nil { // integers as int64, as from the API server
+		t.Fatal(err)
+	}
+	return u
+}
+
+// The rules troupe adds to kstatus: a running Job is not ready, a LoadBalancer Service waits for
+// its ingress, a missing object is NotFound.
+func TestComputeBeyondKstatus(t *testing.T) {
+	running := object(t, `{apiVersion: batch/v1, kind: Job, metadata: {name: j, generation: 1}, spec: {}, status: {startTime: "2026-01-01T00:00:00Z", active: 1}}`)
+	assert.Equal(t, inProgress, compute(running, nil).Status, "kstatus calls a running Job Current")
+	complete := object(t, `{apiVersion: batch/v1, kind: Job, metadata: {name: j, generation: 1}, spec: {}, status: {startTime: "2026-01-01T00:00:00Z", succeeded: 1, conditions: [{type: Complete, status: "True"}]}}`)
+	assert.Equal(t, current, compute(complete, nil).Status)
+	jobFailed := object(t, `{apiVersion: batch/v1, kind: Job, metadata: {name: j, generation: 1}, spec: {}, status: {failed: 6, conditions: [{type: Failed, status: "True"}]}}`)
+	assert.Equal(t, result{Status: failed, Message: "Job Failed. failed: 6/1", Reason: ReasonJobFailed}, compute(jobFailed, nil))
+
+	lb := object(t, `{apiVersion: v1, kind: Service, metadata: {name: s}, spec: {type: LoadBalancer, clusterIP: 10.0.0.9}}`)
+	assert.Equal(t, inProgress, compute(lb, nil).Status)
+	lb.Object["status"] = map[string]any{"loadBalancer": map[string]any{"ingress": []any{map[string]any{"ip": "1.2.3.4"}}}}
+	assert.Equal(t, current, compute(lb, nil).Status)
+	cluster := object(t, `{apiVersion: v1, kind: Service, metadata: {name: s}, spec: {clusterIP: 10.0.0.9}}`)
+	assert.Equal(t, current, compute(cluster, nil).Status)
+
+	assert.Equal(t, notFound, compute(nil, nil).Status)
+	cm := object(t, `{apiVersion: v1, kind: ConfigMap, metadata: {name: c}}`)
+	assert.Equal(t, current, compute(cm, nil).Status, "no notion of readiness: Current when it exists")
+}
+
+// A workload's pods fail it fast, but only those of its current revision, and not once it is
+// Current.
+func TestPodsFailWorkloadsFast(t *testing.T) {
+	dep := object(t, `{apiVersion: apps/v1, kind: Deployment, metadata: {name: web, uid: d1, generation: 2, annotations: {deployment.kubernetes.io/revision: "2"}},
+		spec: {replicas: 1, progressDeadlineSeconds: 600}, status: {observedGeneration: 2, replicas: 1, updatedReplicas: 1}}`)
+	oldRS := object(t, `{apiVersion: apps/v1, kind: ReplicaSet, metadata: {name: web-a, uid: r1, ownerReferences: [{uid: d1}], annotations: {deployment.kubernetes.io/revision: "1"}}}`)
+	newRS := object(t, `{apiVersion: apps/v1, kind: ReplicaSet, metadata: {name: web-b, uid: r2, ownerReferences: [{uid: d1}], annotations: {deployment.kubernetes.io/revision: "2"}}}`)
+	oldPod := object(t, `{apiVersion: v1, kind: Pod, metadata: {name: web-a-1, ownerReferences: [{uid: r1}]}, status: {phase: Running, containerStatuses: [{name: app, state: {waiting: {reason: CrashLoopBackOff}}}]}}`)
+	newPod := object(t, `{apiVersion: v1, kind: Pod, metadata: {name: web-b-1, ownerReferences: [{uid: r2}]}, status: {phase: Pending, containerStatuses: [{name: app, state: {waiting: {reason: ErrImagePull, message: "not found"}}}]}}`)
+	all := []*unstructured.Unstructured{oldRS, newRS, oldPod, newPod}
+	byOwner := func(uid string) []*unstructured.Unstructured {
+		var out []*unstructured.Unstructured
+		for _, o := range all {
+			for _, ref := range o.GetOwnerReferences() {
+				if string(ref.UID) == uid {
+					out = append(out, o)
+				}
+			}
+		}
+		return out
+	}
+	pods := podsOf(dep, byOwner)
+	assert.Equal(t, []*unstructured.Unstructured{newPod}, pods, "the old revision's crash-looping pod is not the new one's")
+	assert.Equal(t, result{Status: failed, Reason: ReasonImagePull, Message: "pod web-b-1: container app: ErrImagePull: not found"}, compute(dep, pods))
+
+	all = all[:3] // the new pod gone: only the old crash-looping one is left
+	assert.Equal(t, inProgress, compute(dep, podsOf(dep, byOwner)).Status)
+}

@@ -1,0 +1,198 @@
+package health
+
+import (
+	"context"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+)
+
+var (
+	podsGVR        = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+	replicaSetsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "replicasets"}
+)
+
+// watchKey names one shared watch: a resource, in one namespace or ("") all.
+type watchKey struct {
+	gvr       schema.GroupVersionResource
+	namespace string
+}
+
+// watch is one informer, shared by every release that needs it, stopped when the last lets go.
+type watch struct {
+	informer cache.SharedIndexInformer
+	stop     context.CancelFunc
+	users    int
+}
+
+// watches keeps one informer per resource and namespace that some release needs: the kinds of
+// the inventories (only troupe's objects: those labelled with a release), and, while a release
+// with workloads is progressing, the pods and ReplicaSets of its namespace (to fail fast).
+// Changes are passed to changed, and the end of a watch's first listing to synced, from the
+// informers' goroutines.
+type watches struct {
+	dyn     dynamic.Interface
+	changed func(key watchKey, obj *unstructured.Unstructured)
+	synced  func(key watchKey)
+
+	mu sync.Mutex
+	m  map[watchKey]*watch
+}
+
+func newWatches(dyn dynamic.Interface, changed func(watchKey, *unstructured.Unstructured), synced func(watchKey)) *watches {
+	return &watches{dyn: dyn, changed: changed, synced: synced, m: map[watchKey]*watch{}}
+}
+
+// byOwner indexes pods and ReplicaSets by their owners' uids.
+const byOwner = "owner"
+
+// acquire starts the watch of key unless it runs, and counts one more user.
+func (w *watches) acquire(key watchKey, selector string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if wt, ok := w.m[key]; ok {
+		wt.users++
+		return
+	}
+	indexers := cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
+	if key.gvr == podsGVR || key.gvr == replicaSetsGVR {
+		indexers[byOwner] = func(obj any) ([]string, error) {
+			var uids []string
+			for _, o := range obj.(*unstructured.Unstructured).GetOwnerReferences() {
+				uids = append(uids, string(o.UID))
+			}
+			return uids, nil
+		}
+	}
+	inf := dynamicinformer.NewFilteredDynamicInformer(w.dyn, key.gvr, key.namespace, 0, indexers,
+		func(o *metav1.ListOptions) { o.LabelSelector = selector }).Informer()
+	_ = inf.SetTransform(slim)
+	notify := func(obj any) {
+		if u, ok := obj.(*unstructured.Unstructured); ok {
+			w.changed(key, u)
+		}
+	}
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    notify,
+		UpdateFunc: func(_, obj any) { notify(obj) },
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			notify(obj)
+		},
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	go inf.Run(ctx.Done())
+	go func() {
+		if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+			w.synced(key)
+		}
+	}()
+	w.m[key] = &watch{informer: inf, stop: stop, users: 1}
+}
+
+// release counts one user less, and stops the watch when none is left.
+func (w *watches) release(key watchKey) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wt, ok := w.m[key]
+	if !ok {
+		return
+	}
+	if wt.users--; wt.users == 0 {
+		wt.stop()
+		delete(w.m, key)
+	}
+}
+
+// get returns the object the watch of key holds, and whether the watch has synced (before, a
+// missing object may just not be listed yet).
+func (w *watches) get(key watchKey, namespace, name string) (*unstructured.Unstructured, bool) {
+	inf := w.informer(key)
+	if inf == nil || !inf.HasSynced() {
+		return nil, false
+	}
+	k := name
+	if namespace != "" {
+		k = namespace + "/" + name
+	}
+	obj, ok, _ := inf.GetIndexer().GetByKey(k)
+	if !ok {
+		return nil, true
+	}
+	return obj.(*unstructured.Unstructured), true
+}
+
+// owned returns what the watch of key holds that uid owns.
+func (w *watches) owned(key watchKey, uid string) []*unstructured.Unstructured {
+	inf := w.informer(key)
+	if inf == nil {
+		return nil
+	}
+	objs, _ := inf.GetIndexer().ByIndex(byOwner, uid)
+	out := make([]*unstructured.Unstructured, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, o.(*unstructured.Unstructured))
+	}
+	return out
+}
+
+func (w *watches) informer(key watchKey) cache.SharedIndexInformer {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if wt, ok := w.m[key]; ok {
+		return wt.informer
+	}
+	return nil
+}
+
+// count is the number of running watches.
+func (w *watches) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.m)
+}
+
+func (w *watches) stopAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k, wt := range w.m {
+		wt.stop()
+		delete(w.m, k)
+	}
+}
+
+// slim drops what health never reads from a watched object before the informer keeps it:
+// managed fields, the last-applied annotation, ConfigMap and Secret data, pod specs — most of
+// the memory a watch of many objects would hold.
+func slim(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil
+	}
+	u.SetManagedFields(nil)
+	if a := u.GetAnnotations(); a != nil {
+		if _, ok := a["kubectl.kubernetes.io/last-applied-configuration"]; ok {
+			delete(a, "kubectl.kubernetes.io/last-applied-configuration")
+			u.SetAnnotations(a)
+		}
+	}
+	switch u.GetKind() {
+	case "ConfigMap", "Secret":
+		delete(u.Object, "data")
+		delete(u.Object, "binaryData")
+		delete(u.Object, "stringData")
+	case "Pod":
+		delete(u.Object, "spec")
+	case "ReplicaSet":
+		delete(u.Object, "spec")
+		delete(u.Object, "status")
+	}
+	return u, nil
+}
