@@ -49,11 +49,13 @@ fuzz: ## fuzz the event decoder for 30s
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=30s ./events
 
 .PHONY: bench
-bench: cluster-bin ## measure the events SDK against raw nats.go JetStream, the renderer against helm template, the applier against client-go SSA
+bench: cluster-bin ## measure the events SDK against raw nats.go JetStream, the renderer against helm template, the applier against client-go SSA, the health watcher's latency and memory
 	$(GO) run ./events/internal/bench
 	@echo
 	$(GO) run ./services/renderer/internal/bench
 	$(GO) run ./services/applier/internal/bench
+	@echo
+	$(GO) run ./services/health/internal/bench
 
 .PHONY: generate
 generate: ## regenerate the JSON Schemas of the event catalog; copy Helm's template engine again (after a Helm upgrade)

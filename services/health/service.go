@@ -119,8 +119,8 @@ type record struct {
 	Release      string          `json:"release"`
 	Revision     int             `json:"revision"`
 	Sequence     uint64          `json:"sequence"` // of the release.applied in the stream
-	Subject      string          `json:"subject"` // the NATS subject of the release.applied
-	Applied      json.RawMessage `json:"applied"` // the release.applied, as the stream has it
+	Subject      string          `json:"subject"`  // the NATS subject of the release.applied
+	Applied      json.RawMessage `json:"applied"`  // the release.applied, as the stream has it
 	Phase        string          `json:"phase"`
 	Progress     int             `json:"progress"`
 	Degradations int             `json:"degradations"`

@@ -82,7 +82,7 @@ func (e *env) apply(rel events.Release, revision int, objs []map[string]any, opt
 	res, err := e.applier.Apply(e.t.Context(), apply.Request{Release: rel, Revision: revision, Objects: objs, Options: opts})
 	require.NoError(e.t, err)
 	applied, err := events.Derive(req, "troupe/applier", events.TypeApplied, events.Applied{
-		Bundle: "sha256:" + strings.Repeat("0", 64),
+		Bundle:    "sha256:" + strings.Repeat("0", 64),
 		Inventory: res.Inventory, Options: opts})
 	require.NoError(e.t, err)
 	pub := events.NewPublisher(e.js)
