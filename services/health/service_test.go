@@ -408,3 +408,22 @@ func phase(raw []byte) string {
 	_ = json.Unmarshal(raw, &rec)
 	return rec.Phase
 }
+
+// TestProgressDeadlineFailsFast: a Deployment past its progressDeadlineSeconds (the controller
+// says ProgressDeadlineExceeded) fails the revision then, not at the revision's timeout.
+func TestProgressDeadlineFailsFast(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	dep := deployment(ns, "web", cluster.FaultNeverReady)
+	dep["spec"].(map[string]any)["progressDeadlineSeconds"] = int64(2)
+	w := e.watch(rel)
+	e.apply(rel, 1, []map[string]any{dep}, events.Options{Timeout: events.Duration(10 * time.Minute)})
+	got := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeFailed, got.Type())
+	f := data[events.Failed](t, got)
+	assert.Equal(t, health.ReasonProgressDeadline, f.Reason)
+	assert.Contains(t, f.Message, "Deployment "+ns+"/web")
+	assert.Contains(t, f.Message, "Progress deadline exceeded")
+}
