@@ -266,19 +266,25 @@ func (s *Service) applied(ctx context.Context, e event.Event, rel events.Release
 	t := &tracker{rel: rel, cause: e, rec: record{Release: rel.String(), Revision: events.Revision(e), Sequence: seq,
 		Subject: subject, Applied: raw, Phase: phaseProgressing}}
 	s.prepare(t, a)
-	if err := s.put(ctx, t.rec); err != nil {
-		return err
-	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if old := s.releases[rel]; old != nil {
 		if old.rec.Phase == phaseProgressing {
 			s.emit(old, events.TypeSuperseded, events.Superseded{ByRevision: t.rec.Revision, Stage: events.StageHealth}, "", nil)
 		}
 		s.untrack(old)
 	}
+	// Recorded in the release's queue, after whatever the older revision still has to write,
+	// and before the event is acked: a restart resumes this revision.
+	written, rec := make(chan error, 1), t.rec
+	s.enqueue(rel, func(ctx context.Context) { written <- s.put(ctx, rec) })
 	s.track(t)
-	return nil
+	s.mu.Unlock()
+	select {
+	case err := <-written:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // prepare fills t's objects (kinds resolved to resources), request time and deadline from the
@@ -586,7 +592,11 @@ func (s *Service) statusOf(t *tracker, o tracked) (result, bool) {
 	}
 	obj, ok := s.watches.get(o.key, o.ref.Namespace, o.ref.Name)
 	if !ok {
-		return result{Status: unknown, Message: "not observed yet"}, false
+		msg := "not observed yet"
+		if err := s.watches.failure(o.key); err != nil {
+			msg = fmt.Sprintf("cannot watch %s: %v", o.gvr.GroupResource(), err)
+		}
+		return result{Status: unknown, Message: msg}, false
 	}
 	var pods []*unstructured.Unstructured
 	if obj != nil && o.workload && containsString(t.podWatches, o.ref.Namespace) {
@@ -607,11 +617,7 @@ func (s *Service) emit(t *tracker, typ string, data any, key string, rec *record
 		c := *rec
 		snapshot = &c
 	}
-	h := fnv.New32a()
-	h.Write([]byte(t.rel.String()))
-	s.out[h.Sum32()%uint32(len(s.out))] <- func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
+	s.enqueue(t.rel, func(ctx context.Context) {
 		terminal := typ == events.TypeReady || typ == events.TypeFailed || typ == events.TypeSuperseded
 		if !(resumed && terminal && s.publishedAlready(ctx, cause, typ)) {
 			var keys []string
@@ -633,6 +639,18 @@ func (s *Service) emit(t *tracker, typ string, data any, key string, rec *record
 				s.log.Error().Err(err).Str("release", t.rel.String()).Msg("record")
 			}
 		}
+	})
+}
+
+// enqueue runs f after everything enqueued before for rel: one queue per release (a few
+// releases share each), so a release's events and records are written in order.
+func (s *Service) enqueue(rel events.Release, f func(context.Context)) {
+	h := fnv.New32a()
+	h.Write([]byte(rel.String()))
+	s.out[h.Sum32()%uint32(len(s.out))] <- func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		f(ctx)
 	}
 }
 

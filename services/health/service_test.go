@@ -14,7 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/natstest"
@@ -46,10 +48,16 @@ func newEnv(t *testing.T) *env {
 // start runs a health watcher until the test ends, or until the returned cancel.
 func (e *env) start() (svc *health.Service, cancel func()) {
 	e.t.Helper()
+	return e.startAs(kube.Config)
+}
+
+// startAs runs a health watcher that reaches the cluster with cfg.
+func (e *env) startAs(cfg *rest.Config) (svc *health.Service, cancel func()) {
+	e.t.Helper()
 	o := health.Options{ProgressInterval: 200 * time.Millisecond}
 	o.Subscriber.AckWait = 3 * time.Second
 	o.Subscriber.DeliverAll = true
-	svc, err := health.New(e.t.Context(), e.js, kube.Config, o)
+	svc, err := health.New(e.t.Context(), e.js, cfg, o)
 	require.NoError(e.t, err)
 	ctx, stop := context.WithCancel(e.t.Context())
 	done := make(chan error, 1)
@@ -426,4 +434,25 @@ func TestProgressDeadlineFailsFast(t *testing.T) {
 	assert.Equal(t, health.ReasonProgressDeadline, f.Reason)
 	assert.Contains(t, f.Message, "Deployment "+ns+"/web")
 	assert.Contains(t, f.Message, "Progress deadline exceeded")
+}
+
+// TestWatchForbidden: a watcher whose RBAC does not let it watch a kind of the inventory fails
+// the revision at its timeout saying so, not "not ready".
+func TestWatchForbidden(t *testing.T) {
+	e := newEnv(t)
+	ns := kube.Namespace(t)
+	_, err := kube.Client.CoreV1().ServiceAccounts(ns).Create(t.Context(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "watcher"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	cfg := rest.CopyConfig(kube.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":watcher"}
+	e.startAs(cfg)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	w := e.watch(rel)
+	e.apply(rel, 1, []map[string]any{configMap(ns, "config")}, events.Options{Timeout: events.Duration(3 * time.Second)})
+	got := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeFailed, got.Type())
+	f := data[events.Failed](t, got)
+	assert.Equal(t, health.ReasonTimeout, f.Reason)
+	assert.Contains(t, f.Message, "cannot watch configmaps")
+	assert.Contains(t, f.Message, "forbidden")
 }

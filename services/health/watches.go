@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -28,6 +29,7 @@ type watch struct {
 	informer cache.SharedIndexInformer
 	stop     context.CancelFunc
 	users    int
+	failure  atomic.Pointer[error] // the last list or watch error, until the watch lists again
 }
 
 // watches keeps one informer per resource and namespace that some release needs: the kinds of
@@ -87,14 +89,21 @@ func (w *watches) acquire(key watchKey, selector string) {
 			notify(obj)
 		},
 	})
+	wt := &watch{informer: inf, users: 1}
+	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, _ *cache.Reflector, err error) {
+		if ctx.Err() == nil { // not the watch being stopped
+			wt.failure.Store(&err)
+		}
+	})
 	ctx, stop := context.WithCancel(context.Background())
+	wt.stop = stop
 	go inf.Run(ctx.Done())
 	go func() {
 		if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 			w.synced(key)
 		}
 	}()
-	w.m[key] = &watch{informer: inf, stop: stop, users: 1}
+	w.m[key] = wt
 }
 
 // release counts one user less, and stops the watch when none is left.
@@ -141,6 +150,18 @@ func (w *watches) owned(key watchKey, uid string) []*unstructured.Unstructured {
 		out = append(out, o.(*unstructured.Unstructured))
 	}
 	return out
+}
+
+// failure is why the watch of key has not listed yet, if it failed to (forbidden, …).
+func (w *watches) failure(key watchKey) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if wt, ok := w.m[key]; ok && !wt.informer.HasSynced() {
+		if err := wt.failure.Load(); err != nil {
+			return *err
+		}
+	}
+	return nil
 }
 
 func (w *watches) informer(key watchKey) cache.SharedIndexInformer {
