@@ -1,0 +1,296 @@
+package history
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+// Name is the service's name: its durable consumer and its source troupe/history.
+const Name = "history"
+
+const source = events.SourcePrefix + Name
+
+// Reasons a rollback fails with before it starts (release.failed, stage rollback).
+const (
+	ReasonNoRollbackTarget = "no_rollback_target"
+	ReasonBundleExpired    = "bundle_expired"
+)
+
+// Options configure the service.
+type Options struct {
+	// Keep is how many revisions per release the views keep (and their bundles in the object
+	// store; older bundles are deleted, unless a kept revision has the same). Default 10.
+	Keep int
+	// Subscriber tunes the consumer; Service, Types, Produces, Concurrency, DeliverAll, Logger
+	// and Metrics are set by New.
+	Subscriber events.SubscriberConfig
+	Version    string
+	Logger     *zerolog.Logger
+	Metrics    *events.Metrics
+}
+
+// Service is the history service.
+type Service struct {
+	opts      Options
+	js        jetstream.JetStream
+	kv        jetstream.KeyValue
+	bundles   *events.Objects
+	revisions *events.Revisions
+	pub       *events.Publisher
+	sub       *events.Subscriber
+}
+
+// New opens what the service shares through NATS (made by events.Provision).
+func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, error) {
+	if o.Keep <= 0 {
+		o.Keep = 10
+	}
+	s := &Service{opts: o, js: js, pub: events.NewPublisher(js)}
+	var err error
+	if s.kv, err = js.KeyValue(ctx, events.KVHistory); err != nil {
+		return nil, fmt.Errorf("history: kv %s: %w", events.KVHistory, err)
+	}
+	if s.bundles, err = events.OpenObjects(ctx, js, events.BucketBundles); err != nil {
+		return nil, err
+	}
+	if s.revisions, err = events.NewRevisions(ctx, js); err != nil {
+		return nil, err
+	}
+	sc := o.Subscriber
+	sc.Service, sc.Version = Name, o.Version
+	for _, spec := range events.Catalog() {
+		sc.Types = append(sc.Types, spec.Type)
+	}
+	sc.Produces = []string{events.TypeRendered, events.TypeRollbackRequested, events.TypeFailed}
+	// One at a time, in stream order: a view is a fold of its release's events in that order.
+	sc.Concurrency, sc.DeliverAll, sc.Logger, sc.Metrics = 1, true, o.Logger, o.Metrics
+	if s.sub, err = events.NewSubscriber(js, sc, s.handle); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start handles events until ctx ends.
+func (s *Service) Start(ctx context.Context) error { return s.sub.Start(ctx) }
+
+// Ready is closed once the service receives events.
+func (s *Service) Ready() <-chan struct{} { return s.sub.Ready() }
+
+func (s *Service) handle(ctx context.Context, e event.Event) error {
+	rel, err := events.ReleaseOf(e)
+	if err != nil {
+		return events.Terminal(err)
+	}
+	d, _ := events.DeliveryFrom(ctx)
+	v, err := s.View(ctx, rel)
+	if err != nil && !errors.Is(err, ErrUnknownRelease) {
+		return err
+	}
+	if v == nil {
+		v = &View{Release: rel.String()}
+	}
+	if err := s.fold(ctx, v, e, d.Sequence); err != nil {
+		return err
+	}
+	dropped := v.Prune(s.opts.Keep)
+	if err := s.save(ctx, rel, v); err != nil {
+		return err
+	}
+	s.deleteBundles(ctx, v, dropped)
+	// What history does about the event is decided from the view, folded now or before (a
+	// redelivery): its events have derived ids, so doing it twice publishes once.
+	return s.react(ctx, v, e)
+}
+
+// fold folds e into v, numbering a release.requested as every service does.
+func (s *Service) fold(ctx context.Context, v *View, e event.Event, seq uint64) error {
+	revision := events.Revision(e)
+	if e.Type() == events.TypeRequested && seq > v.Sequence {
+		rel, _ := events.ReleaseOf(e)
+		n, err := s.revisions.Of(ctx, rel, seq)
+		if err != nil {
+			return err
+		}
+		revision = n
+	}
+	if err := v.Fold(e, seq, revision); err != nil {
+		return events.Terminal(err)
+	}
+	return nil
+}
+
+// react starts rollbacks: the one a release.rollback.requested asks for (re-publishing the
+// target revision's bundle as its release.rendered), or refuses it with release.failed; and,
+// when a revision whose request said rollbackOnFailure fails (but not a rollback), asks for
+// one to the last ready revision.
+func (s *Service) react(ctx context.Context, v *View, e event.Event) error {
+	entry := v.Entry(e.ID())
+	if entry == nil {
+		return nil // pruned with its revision
+	}
+	switch {
+	case e.Type() == events.TypeRollbackRequested && entry.Action == ActionRollbackRefused:
+		return s.refuse(ctx, e, 0, ReasonNoRollbackTarget, entry.Note)
+	case e.Type() == events.TypeRollbackRequested && entry.Action == ActionRollback:
+		target := v.Get(entry.Revision)
+		if target == nil {
+			return nil
+		}
+		ok, err := s.bundles.Has(ctx, target.Bundle)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return s.refuse(ctx, e, target.Revision, ReasonBundleExpired, fmt.Sprintf(
+				"%s revision %d: its bundle %s is no longer in the bundles object store", v.Release, target.Revision, target.Bundle))
+		}
+		var opts events.Options
+		if target.Request != nil {
+			opts = target.Request.Options
+		}
+		opts.DryRun, opts.RollbackOnFailure = false, false // a rollback is real, and never rolls back again
+		if rb, err := events.Data[events.RollbackRequested](e); err == nil && rb.Options.Timeout > 0 {
+			opts.Timeout = rb.Options.Timeout
+		}
+		out, err := events.Derive(e, source, events.TypeRendered, events.Rendered{Bundle: target.Bundle, Size: target.Size,
+			Objects: target.Objects, Chart: target.Chart, Rollback: true, Options: opts})
+		if err != nil {
+			return events.Terminal(err)
+		}
+		events.WithRevision(&out, target.Revision)
+		_, err = s.pub.Publish(ctx, out)
+		return err
+	case e.Type() == events.TypeFailed && entry.Action == "":
+		r := v.Get(entry.Revision)
+		if r == nil || r.State != StateFailed || r.Request == nil || !r.Request.Options.RollbackOnFailure {
+			return nil
+		}
+		target, _, why := v.RollbackTarget(0)
+		if why != "" || target == r.Revision {
+			return nil // nothing was ready before: nothing to roll back to
+		}
+		out, err := events.Derive(e, source, events.TypeRollbackRequested, events.RollbackRequested{
+			TargetRevision: target, Automatic: true,
+			Reason: events.Truncate(fmt.Sprintf("revision %d failed at %s (%s): %s", r.Revision, r.Stage, r.Reason, r.Message), events.MaxMessageLength)})
+		if err != nil {
+			return events.Terminal(err)
+		}
+		_, err = s.pub.Publish(ctx, out)
+		return err
+	}
+	return nil
+}
+
+// refuse publishes release.failed (stage rollback) for a rollback that cannot start.
+func (s *Service) refuse(ctx context.Context, e event.Event, revision int, reason, message string) error {
+	out, err := events.Derive(e, source, events.TypeFailed, events.Failed{Stage: events.StageRollback, Reason: reason,
+		Message: events.Truncate(message, events.MaxMessageLength)})
+	if err != nil {
+		return events.Terminal(err)
+	}
+	if revision > 0 {
+		events.WithRevision(&out, revision)
+	}
+	_, err = s.pub.Publish(ctx, out)
+	return err
+}
+
+// deleteBundles deletes the bundles of revisions the view no longer keeps, unless a kept
+// revision has the same bundle (best effort: a bundle left over costs space, nothing else).
+func (s *Service) deleteBundles(ctx context.Context, v *View, dropped []*Revision) {
+	for _, d := range dropped {
+		if d.Bundle == "" {
+			continue
+		}
+		shared := false
+		for _, r := range v.Revisions {
+			shared = shared || r.Bundle == d.Bundle
+		}
+		if !shared {
+			_ = s.bundles.Delete(ctx, d.Bundle)
+		}
+	}
+}
+
+// ErrUnknownRelease is returned for a release history has no view of.
+var ErrUnknownRelease = errors.New("unknown release")
+
+// View returns rel's view.
+func (s *Service) View(ctx context.Context, rel events.Release) (*View, error) {
+	entry, err := s.kv.Get(ctx, key(rel))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w %s", ErrUnknownRelease, rel)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var v View
+	if err := json.Unmarshal(entry.Value(), &v); err != nil {
+		return nil, fmt.Errorf("history of %s: %w", rel, err)
+	}
+	return &v, nil
+}
+
+func (s *Service) save(ctx context.Context, rel events.Release, v *View) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = s.kv.Put(ctx, key(rel), b)
+	return err
+}
+
+// Views returns every release's view.
+func (s *Service) Views(ctx context.Context) ([]*View, error) {
+	keys, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*View
+	for k := range keys.Keys() {
+		rel, err := releaseOfKey(k)
+		if err != nil {
+			continue
+		}
+		v, err := s.View(ctx, rel)
+		if err != nil {
+			continue
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Bundle reads a bundle from the bundles object store.
+func (s *Service) Bundle(ctx context.Context, digest string) (*events.Bundle, error) {
+	rc, err := s.bundles.Get(ctx, digest)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, err
+	}
+	return events.ReadBundle(data)
+}
+
+func key(rel events.Release) string { return rel.Namespace + "." + rel.Name }
+
+func releaseOfKey(k string) (events.Release, error) {
+	for i := 0; i < len(k); i++ {
+		if k[i] == '.' {
+			return events.Release{Namespace: k[:i], Name: k[i+1:]}, nil
+		}
+	}
+	return events.Release{}, fmt.Errorf("key %q names no release", k)
+}
