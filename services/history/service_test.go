@@ -273,7 +273,9 @@ func TestAutomaticRollbackOnce(t *testing.T) {
 	require.Equal(t, events.TypeRendered, out[1].Type(), "the rollback starts")
 	e.derive(out[1], "troupe/applier", events.TypeFailed, 1, events.Failed{Stage: events.StageApply, Reason: "cluster_unreachable", Message: "no answer"})
 
-	v := e.view(rel, func(v *history.View) bool { return v.Rollback == nil && v.Get(2).State == history.StateFailed && len(v.Get(2).Message) > 30 })
+	v := e.view(rel, func(v *history.View) bool {
+		return v.Rollback == nil && v.Get(2).State == history.StateFailed && len(v.Get(2).Message) > 30
+	})
 	assert.Contains(t, v.Get(2).Message, "pod web-1 crash-loops")
 	assert.Contains(t, v.Get(2).Message, "rollback to revision 1 failed")
 	assert.Contains(t, v.Get(2).Message, "cluster_unreachable")
