@@ -150,6 +150,15 @@ func CorrelationID(e event.Event) string { return stringExt(e, ExtCorrelationID)
 // CausationID returns the id of the event e reacts to.
 func CausationID(e event.Event) string { return stringExt(e, ExtCausationID) }
 
+// StartFlow makes e — derived from a cause, so with an id a re-publish repeats — start a flow of
+// its own, as a request does: its correlation id becomes its own id and its request time its
+// time. For requests a service makes in reaction to an event (history's automatic rollback): the
+// events of the new flow must not take the ids the cause's flow gave its own.
+func StartFlow(e *event.Event) {
+	e.SetExtension(ExtCorrelationID, e.ID())
+	e.SetExtension(ExtRequestTime, e.Time().UTC().Format(time.RFC3339Nano))
+}
+
 // RequestTime returns when the request that started e's flow was made; zero when e does not say.
 func RequestTime(e event.Event) time.Time {
 	t, err := time.Parse(time.RFC3339Nano, stringExt(e, ExtRequestTime))

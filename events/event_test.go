@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,6 +77,19 @@ func TestDerive(t *testing.T) {
 	assert.False(t, events.RequestTime(cause).IsZero())
 	assert.True(t, events.RequestTime(cause).Equal(cause.Time()))
 	assert.True(t, events.RequestTime(next).Equal(cause.Time()), "carried through reactions to reactions")
+
+	// A reaction that starts a flow of its own (an automatic rollback): its own correlation, so
+	// the new flow's events do not take the ids of the old flow's.
+	rollback, err := events.Derive(out, "troupe/history", events.TypeRollbackRequested, events.RollbackRequested{Automatic: true})
+	require.NoError(t, err)
+	events.StartFlow(&rollback)
+	assert.Equal(t, rollback.ID(), events.CorrelationID(rollback))
+	assert.Equal(t, out.ID(), events.CausationID(rollback))
+	applied1, err := events.Derive(cause, "troupe/applier", events.TypeApplied, events.Applied{Bundle: "sha256:" + strings.Repeat("0", 64)})
+	require.NoError(t, err)
+	applied2, err := events.Derive(rollback, "troupe/applier", events.TypeApplied, events.Applied{Bundle: "sha256:" + strings.Repeat("0", 64)})
+	require.NoError(t, err)
+	assert.NotEqual(t, applied1.ID(), applied2.ID())
 
 	// A cause published without the SDK started its flow when it was made.
 	foreign := cause.Clone()

@@ -103,6 +103,9 @@ type tracker struct {
 	deadline  time.Time
 	resumed   bool // followed again after a restart: a terminal event may be out already
 	gone      bool
+	// replacing is set while another revision of the release is on its way to the cluster
+	// (rendered, not applied yet): its objects changing then is no degradation of this one.
+	replacing bool
 
 	statuses     []events.ObjectStatus
 	published    []events.ObjectStatus // in the last progressing event
@@ -158,7 +161,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	s.watches = newWatches(dyn, s.changed, s.synced)
 	sc := o.Subscriber
 	sc.Service, sc.Version = Name, o.Version
-	sc.Types = []string{events.TypeApplied, events.TypeUninstalled}
+	sc.Types = []string{events.TypeApplied, events.TypeUninstalled, events.TypeRendered, events.TypeFailed, events.TypeSuperseded}
 	sc.Produces = []string{events.TypeProgressing, events.TypeReady, events.TypeFailed, events.TypeDegraded,
 		events.TypeRecovered, events.TypeSuperseded}
 	sc.FailStage, sc.Logger, sc.Metrics = events.StageHealth, o.Logger, o.Metrics
@@ -224,6 +227,9 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 		}
 		d, _ := events.DeliveryFrom(ctx)
 		return s.applied(ctx, e, rel, a, d.Sequence)
+	case events.TypeRendered, events.TypeFailed, events.TypeSuperseded:
+		s.replacing(e, rel)
+		return nil
 	case events.TypeUninstalled:
 		s.mu.Lock()
 		if t := s.releases[rel]; t != nil {
@@ -236,6 +242,33 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 		return nil
 	}
 	return events.Terminalf("health: unexpected %s", e.Type())
+}
+
+// replacing notes that another revision of rel is on its way to the cluster (a real
+// release.rendered, a rollback's too), or that it will not come after all (its release.failed
+// before health, its release.superseded).
+func (s *Service) replacing(e event.Event, rel events.Release) {
+	on := false
+	switch e.Type() {
+	case events.TypeRendered:
+		r, err := events.Data[events.Rendered](e)
+		if err != nil || r.Options.DryRun {
+			return
+		}
+		on = true
+	case events.TypeFailed:
+		if f, err := events.Data[events.Failed](e); err != nil || f.Stage == events.StageHealth {
+			return
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.releases[rel]
+	if t == nil || events.Revision(e) == t.rec.Revision && !on {
+		return
+	}
+	t.replacing = on
+	s.markDirtyLocked(t)
 }
 
 // applied starts following the revision e applied, unless the stream has a newer one already;
@@ -510,7 +543,7 @@ func (s *Service) evaluate(t *tracker) {
 			s.progress(t, now)
 		}
 	case phaseReady:
-		if !observed || allCurrent {
+		if !observed || allCurrent || t.replacing {
 			return
 		}
 		var bad []events.ObjectStatus

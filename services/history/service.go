@@ -184,6 +184,7 @@ func (s *Service) react(ctx context.Context, v *View, e event.Event) error {
 		if err != nil {
 			return events.Terminal(err)
 		}
+		events.StartFlow(&out) // the rollback's applied, ready… must not take the failed flow's ids
 		_, err = s.pub.Publish(ctx, out)
 		return err
 	}

@@ -294,13 +294,16 @@ func (v *View) Fold(e event.Event, seq uint64, revision int) error {
 	return nil
 }
 
-// RollbackTarget resolves a rollback's target: the revision asked for, or (0) the last ready
-// revision before the current one — before the newest, when none is current. from is the
-// revision it replaces; why, when not empty, says why there is no rollback to do.
+// RollbackTarget resolves a rollback's target: the revision asked for, or (0) the previous
+// ready one — the current revision when a newer one has not made it (failed, or still on its
+// way: what the rollback undoes), else the last revision ready before the current one. from is
+// the revision it replaces; why, when not empty, says why there is nothing to roll back to.
 func (v *View) RollbackTarget(asked int) (target, from int, why string) {
 	from = v.Current
-	if n := v.newest(); n != nil && n.Revision > from {
-		from = n.Revision // a newer revision failing or progressing is what the rollback replaces
+	newest := v.newest()
+	inFlight := newest != nil && newest.Revision > v.Current && newest.State != StateRolledBack && newest.State != StateDiffed
+	if inFlight {
+		from = newest.Revision
 	}
 	if asked > 0 {
 		r := v.revision(asked)
@@ -312,13 +315,18 @@ func (v *View) RollbackTarget(asked int) (target, from int, why string) {
 		}
 		return asked, from, ""
 	}
+	if inFlight && v.Current > 0 {
+		if cur := v.revision(v.Current); cur != nil && cur.Bundle != "" {
+			return v.Current, from, ""
+		}
+	}
 	for i := len(v.Revisions) - 1; i >= 0; i-- {
 		r := v.Revisions[i]
-		if r.Revision < from && r.Bundle != "" && wasReady(v, r.Revision) {
+		if r.Revision < v.Current && r.Bundle != "" && wasReady(v, r.Revision) {
 			return r.Revision, from, ""
 		}
 	}
-	return 0, 0, fmt.Sprintf("%s has no ready revision before revision %d to roll back to", v.Release, from)
+	return 0, 0, fmt.Sprintf("%s has no ready revision before revision %d to roll back to", v.Release, max(from, v.Current))
 }
 
 // wasReady says whether revision was ever ready, from the timeline.
