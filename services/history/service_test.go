@@ -36,8 +36,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, history.Options{})
+}
+
+func newEnvWith(t *testing.T, o history.Options) *env {
+	t.Helper()
 	_, nc, js := natstest.Start(t)
-	o := history.Options{}
 	o.Subscriber.AckWait = 3 * time.Second
 	svc, err := history.New(t.Context(), js, o)
 	require.NoError(t, err)
@@ -436,4 +440,33 @@ func TestQueries(t *testing.T) {
 	var problem map[string]string
 	assert.Equal(t, http.StatusNotFound, get("/releases/prod/web/revisions/7", &problem))
 	assert.Contains(t, problem["error"], "no revision 7")
+}
+
+// TestRetention: the last Keep revisions (and the current one) are kept; the bundles of older
+// ones are deleted from the object store.
+func TestRetention(t *testing.T) {
+	e := newEnvWith(t, history.Options{Keep: 2})
+	rel := events.Release{Namespace: "prod", Name: "web"}
+	e.release(rel, 1, "one", events.Options{})
+	first := e.view(rel, func(v *history.View) bool { return v.Current == 1 }).Get(1).Bundle
+	for n := 2; n <= 4; n++ {
+		e.release(rel, n, fmt.Sprint(n), events.Options{})
+	}
+	v := e.view(rel, func(v *history.View) bool { return v.Current == 4 })
+	var kept []int
+	for _, r := range v.Revisions {
+		kept = append(kept, r.Revision)
+	}
+	assert.Equal(t, []int{3, 4}, kept)
+	for _, entry := range v.Timeline {
+		assert.GreaterOrEqual(t, entry.Revision, 3, "the timeline of dropped revisions goes with them")
+	}
+	store, err := events.OpenObjects(t.Context(), e.js, events.BucketBundles)
+	require.NoError(t, err)
+	has, err := store.Has(t.Context(), first)
+	require.NoError(t, err)
+	assert.False(t, has, "revision 1's bundle deleted")
+	has, err = store.Has(t.Context(), v.Get(3).Bundle)
+	require.NoError(t, err)
+	assert.True(t, has)
 }

@@ -1,0 +1,18 @@
+// Package history is troupe's history service: it reads every release.* event and keeps each
+// release's revisions, current revision and timeline as a view in the troupe-history KV bucket,
+// drives rollbacks (by re-publishing a revision's recorded bundle as its release.rendered, and
+// asking for one on its own when a request with rollbackOnFailure fails), and answers queries.
+//
+// Choices:
+//   - A view is a fold of the release's events in stream order (View.Fold, no effects), with the
+//     stream sequence of the last event folded: at-least-once delivery folds nothing twice, and
+//     Rebuild recomputes every view from the stream with the same function. The consumer handles
+//     one event at a time, in stream order.
+//   - What history does about an event (a rollback's release.rendered, an automatic
+//     release.rollback.requested, a refusal) is decided from the view after the fold — on a
+//     redelivery too — and published with ids derived from the event: done twice, published once.
+//   - Revision numbers are events.Revisions', the numbers the renderer gives: no service mints
+//     its own. A rollback mints none.
+//   - Views live in JetStream KV, so they replicate with the NATS cluster; queries are a NATS
+//     micro service (discoverable like every troupe service) and the same over HTTP JSON.
+package history
