@@ -1,0 +1,150 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+// Service is what a service command runs: started once, ready when it receives events, Start
+// returning once ctx ended and it drained.
+type Service interface {
+	Start(ctx context.Context) error
+	Ready() <-chan struct{}
+}
+
+// Command is one troupe service's command: its name, its own flags, and how to build it once
+// NATS is connected and troupe's streams and buckets provisioned.
+type Command struct {
+	Name  string
+	Flags func(fs *pflag.FlagSet)
+	New   func(ctx context.Context, env *Env) (Service, error)
+}
+
+// Env is what Command.New gets: the connection, a logger and metrics for the service, and the
+// HTTP mux it may add handlers to (beside /healthz, /readyz and /metrics).
+type Env struct {
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Log     *zerolog.Logger
+	Metrics *events.Metrics
+	Mux     *http.ServeMux
+}
+
+// Main runs c with the process's arguments until SIGINT or SIGTERM, and exits.
+func Main(c Command) {
+	ctx, cancel := SignalContext(c.Name)
+	err := Run(ctx, c, os.Args[1:])
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", c.Name, err)
+		os.Exit(1)
+	}
+}
+
+// Run parses args (the flags every service has — NATS connection, --http-listen, --log-level,
+// --provision, --replicas — and c's), connects, provisions, builds the service, serves HTTP, and
+// runs the service until ctx ends; then it drains the connection.
+func Run(ctx context.Context, c Command, args []string) error {
+	var (
+		conn       events.ConnOptions
+		httpListen string
+		logLevel   string
+		provision  bool
+		replicas   int
+	)
+	fs := pflag.NewFlagSet(c.Name, pflag.ContinueOnError)
+	conn.BindFlags(fs)
+	fs.StringVar(&httpListen, "http-listen", EnvOr("TROUPE_HTTP_LISTEN", ":8080"), "host:port for /healthz, /readyz, /metrics [TROUPE_HTTP_LISTEN]")
+	fs.StringVar(&logLevel, "log-level", EnvOr("TROUPE_LOG_LEVEL", "info"), "debug, info, warn, error [TROUPE_LOG_LEVEL]")
+	fs.BoolVar(&provision, "provision", true, "create or update troupe's streams and buckets at start")
+	fs.IntVar(&replicas, "replicas", 1, "replicas of the streams and buckets it provisions (3 on a cluster)")
+	if c.Flags != nil {
+		c.Flags(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	lvl, err := zerolog.ParseLevel(strings.ToLower(logLevel))
+	if err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", c.Name).Logger()
+
+	nc, err := conn.Connect("troupe-" + c.Name)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if provision {
+		if _, err := events.Provision(ctx, js, events.ProvisionConfig{Replicas: replicas}); err != nil {
+			return fmt.Errorf("provision: %w", err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := events.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	env := &Env{NC: nc, JS: js, Log: &log, Metrics: metrics, Mux: http.NewServeMux()}
+	svc, err := c.New(ctx, env)
+	if err != nil {
+		return err
+	}
+
+	var ready atomic.Bool
+	env.Mux.Handle("/", Handler(reg, func() bool { return ready.Load() && nc.IsConnected() }))
+	ln, err := net.Listen("tcp", httpListen)
+	if err != nil {
+		return fmt.Errorf("--http-listen: %w", err)
+	}
+	httpSrv := &http.Server{Handler: env.Mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = httpSrv.Serve(ln) }()
+
+	done := make(chan error, 1)
+	go func() { done <- svc.Start(ctx) }()
+	select {
+	case <-svc.Ready():
+		ready.Store(true)
+		log.Info().Str("nats", nc.ConnectedUrl()).Str("http", ln.Addr().String()).Msg(c.Name + " ready")
+	case err := <-done:
+		return err
+	}
+	err = <-done // ctx ended: the subscriber drained
+	ready.Store(false)
+	if derr := nc.Drain(); derr != nil && !errors.Is(derr, context.Canceled) {
+		log.Debug().Err(derr).Msg("drain")
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shutdown)
+	return err
+}
+
+// EnvOr returns the environment variable name, or def when it is not set.
+func EnvOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,76 @@
+package serve_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/events/natstest"
+	"github.com/troupe-dev/troupe/events/serve"
+)
+
+type service struct{ ready chan struct{} }
+
+func (s *service) Start(ctx context.Context) error { close(s.ready); <-ctx.Done(); return nil }
+func (s *service) Ready() <-chan struct{}          { return s.ready }
+
+// TestRun: a command connects, provisions, serves /readyz once its service is ready and its own
+// handlers beside, takes its own flags, and returns when ctx ends.
+func TestRun(t *testing.T) {
+	srv := natstest.Server(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+
+	var greeting string
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve.Run(ctx, serve.Command{
+			Name:  "echo",
+			Flags: func(fs *pflag.FlagSet) { fs.StringVar(&greeting, "greeting", "hi", "what to say") },
+			New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
+				env.Mux.HandleFunc("/greeting", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(greeting)) })
+				return &service{ready: make(chan struct{})}, nil
+			},
+		}, []string{"--server", srv.ClientURL(), "--http-listen", addr, "--greeting", "hello", "--log-level", "warn"})
+	}()
+	get := func(path string) (int, string) {
+		res, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer res.Body.Close()
+		var b [64]byte
+		n, _ := res.Body.Read(b[:])
+		return res.StatusCode, string(b[:n])
+	}
+	require.Eventually(t, func() bool { code, _ := get("/readyz"); return code == http.StatusOK }, 10*time.Second, 20*time.Millisecond)
+	code, body := get("/greeting")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "hello", body)
+	code, _ = get("/metrics")
+	assert.Equal(t, http.StatusOK, code)
+
+	cancel()
+	select {
+	case err := <-done:
+		assert.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after ctx ended")
+	}
+}
+
+// TestRunBadFlag: an unknown flag or level is an error, before anything connects.
+func TestRunBadFlag(t *testing.T) {
+	err := serve.Run(t.Context(), serve.Command{Name: "echo"}, []string{"--log-level", "loud"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--log-level")
+}
