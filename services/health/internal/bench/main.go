@@ -131,8 +131,12 @@ func run(ctx context.Context, releases, watched int) error {
 	var lat []time.Duration
 	for _, rel := range rels {
 		c, ok := currentAt(rel.Namespace, rel.Name)
+		for wait := time.Now().Add(10 * time.Second); !ok && time.Now().Before(wait); {
+			time.Sleep(10 * time.Millisecond) // this process's own watch may be behind the stream
+			c, ok = currentAt(rel.Namespace, rel.Name)
+		}
 		if !ok {
-			return fmt.Errorf("%s: this process never saw its Deployment Current", rel)
+			return fmt.Errorf("%s: ready, but this process never saw its Deployment Current", rel)
 		}
 		lat = append(lat, readyAt[rel].Sub(c))
 	}
