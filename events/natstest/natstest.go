@@ -3,6 +3,8 @@
 package natstest
 
 import (
+	"context"
+	"sync"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -49,4 +51,35 @@ func Start(t testing.TB) (*server.Server, *nats.Conn, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	return s, nc, js
+}
+
+// Service is a troupe service: started once, ready when it receives events, Start returning
+// once ctx ended and it drained.
+type Service interface {
+	Start(ctx context.Context) error
+	Ready() <-chan struct{}
+}
+
+// Run starts svc and waits until it is ready (the test fails if Start returns first). The
+// returned stop ends it and waits for Start to return; it also runs when the test ends.
+func Run(t testing.TB, svc Service) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Start(ctx) }()
+	select {
+	case <-svc.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("service stopped before it was ready: %v", err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }

@@ -52,24 +52,7 @@ func (e *env) start(o applier.Options) (cancel func()) {
 	o.Subscriber.DeliverAll = true
 	svc, err := applier.New(e.t.Context(), e.js, kube.Config, o)
 	require.NoError(e.t, err)
-	ctx, stop := context.WithCancel(e.t.Context())
-	done := make(chan error, 1)
-	go func() { done <- svc.Start(ctx) }()
-	select {
-	case <-svc.Ready():
-	case err := <-done:
-		e.t.Fatal(err)
-	}
-	stopped := false
-	cancel = func() {
-		if !stopped {
-			stopped = true
-			stop()
-			<-done
-		}
-	}
-	e.t.Cleanup(cancel)
-	return cancel
+	return natstest.Run(e.t, svc)
 }
 
 // request publishes a release.requested (what numbers revisions) and returns it.

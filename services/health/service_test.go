@@ -59,24 +59,7 @@ func (e *env) startAs(cfg *rest.Config) (svc *health.Service, cancel func()) {
 	o.Subscriber.DeliverAll = true
 	svc, err := health.New(e.t.Context(), e.js, cfg, o)
 	require.NoError(e.t, err)
-	ctx, stop := context.WithCancel(e.t.Context())
-	done := make(chan error, 1)
-	go func() { done <- svc.Start(ctx) }()
-	select {
-	case <-svc.Ready():
-	case err := <-done:
-		e.t.Fatal(err)
-	}
-	stopped := false
-	cancel = func() {
-		if !stopped {
-			stopped = true
-			stop()
-			<-done
-		}
-	}
-	e.t.Cleanup(cancel)
-	return svc, cancel
+	return svc, natstest.Run(e.t, svc)
 }
 
 // apply applies objs as revision of rel with the applier library, and publishes the

@@ -1,7 +1,6 @@
 package history_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/natstest"
 	"github.com/troupe-dev/troupe/services/applier"
 	"github.com/troupe-dev/troupe/services/health"
 	"github.com/troupe-dev/troupe/services/history"
@@ -28,35 +28,17 @@ func TestMain(m *testing.M) { os.Exit(cluster.Main(m, &kube)) }
 // test's cluster: the whole choreography.
 func (e *env) startAll() {
 	e.t.Helper()
-	ctx, stop := context.WithCancel(e.t.Context())
-	var done []chan error
-	run := func(start func(context.Context) error, ready <-chan struct{}) {
-		ch := make(chan error, 1)
-		go func() { ch <- start(ctx) }()
-		select {
-		case <-ready:
-		case err := <-ch:
-			e.t.Fatal(err)
-		}
-		done = append(done, ch)
-	}
-	r, err := renderer.New(ctx, e.js, renderer.Options{})
+	r, err := renderer.New(e.t.Context(), e.js, renderer.Options{})
 	require.NoError(e.t, err)
-	run(r.Start, r.Ready())
-	a, err := applier.New(ctx, e.js, kube.Config, applier.Options{LeaseTTL: 5 * time.Second})
+	natstest.Run(e.t, r)
+	a, err := applier.New(e.t.Context(), e.js, kube.Config, applier.Options{LeaseTTL: 5 * time.Second})
 	require.NoError(e.t, err)
-	run(a.Start, a.Ready())
+	natstest.Run(e.t, a)
 	hOpts := health.Options{}
 	hOpts.Subscriber.AckWait = 5 * time.Second
-	h, err := health.New(ctx, e.js, kube.Config, hOpts)
+	h, err := health.New(e.t.Context(), e.js, kube.Config, hOpts)
 	require.NoError(e.t, err)
-	run(h.Start, h.Ready())
-	e.t.Cleanup(func() {
-		stop()
-		for _, ch := range done {
-			<-ch
-		}
-	})
+	natstest.Run(e.t, h)
 }
 
 func manifests(value, fault string) string {

@@ -2,7 +2,6 @@ package history_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -45,12 +44,8 @@ func newEnvWith(t *testing.T, o history.Options) *env {
 	o.Subscriber.AckWait = 3 * time.Second
 	svc, err := history.New(t.Context(), js, o)
 	require.NoError(t, err)
-	ctx, stop := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- svc.Start(ctx) }()
-	t.Cleanup(func() { stop(); <-done })
-	<-svc.Ready()
-	require.NoError(t, svc.Serve(ctx, nc))
+	natstest.Run(t, svc)
+	require.NoError(t, svc.Serve(t.Context(), nc))
 	return &env{t: t, nc: nc, js: js, svc: svc, pub: events.NewPublisher(js)}
 }
 

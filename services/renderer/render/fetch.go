@@ -13,6 +13,7 @@ import (
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/registry"
 	repo "helm.sh/helm/v4/pkg/repo/v1"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 	"sigs.k8s.io/yaml"
 
 	"github.com/troupe-dev/troupe/events"
@@ -141,14 +142,25 @@ func (r *Renderer) download(ctx context.Context, url string, cred *Credential) (
 	return data, nil
 }
 
-// classifyFetch maps a registry client error onto a reason code.
+// classifyFetch maps a registry client error onto a reason code: by the registry's HTTP status
+// when the error carries it, else by its words (a status code only as a number of its own: a
+// registry on port 40329 is not a 403).
 func classifyFetch(what string, err error) *Error {
+	var resp *errcode.ErrorResponse
+	if errors.As(err, &resp) {
+		switch resp.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return fail(ReasonAuthDenied, err, "pull %s", what)
+		case http.StatusNotFound:
+			return fail(ReasonSourceNotFound, err, "pull %s", what)
+		}
+	}
 	msg := strings.ToLower(err.Error())
 	switch {
-	case strings.Contains(msg, "401") || strings.Contains(msg, "403") || strings.Contains(msg, "unauthorized") ||
+	case hasNumber(msg, "401") || hasNumber(msg, "403") || strings.Contains(msg, "unauthorized") ||
 		strings.Contains(msg, "forbidden") || strings.Contains(msg, "denied") || strings.Contains(msg, "credential"):
 		return fail(ReasonAuthDenied, err, "pull %s", what)
-	case strings.Contains(msg, "not found") || strings.Contains(msg, "404") || strings.Contains(msg, "unknown"):
+	case strings.Contains(msg, "not found") || hasNumber(msg, "404") || strings.Contains(msg, "unknown"):
 		return fail(ReasonSourceNotFound, err, "pull %s", what)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fail(ReasonSourceUnreachable, err, "pull %s: timed out", what)
@@ -156,3 +168,20 @@ func classifyFetch(what string, err error) *Error {
 		return fail(ReasonSourceUnreachable, err, "pull %s", what)
 	}
 }
+
+// hasNumber says whether s holds n as a number of its own, not inside a longer one.
+func hasNumber(s, n string) bool {
+	for i := 0; ; {
+		j := strings.Index(s[i:], n)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(n)
+		if (start == 0 || !isDigit(s[start-1])) && (end == len(s) || !isDigit(s[end])) {
+			return true
+		}
+		i = start + 1
+	}
+}
+
+func isDigit(b byte) bool { return b >= '0' && b <= '9' }
