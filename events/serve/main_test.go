@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/natstest"
 	"github.com/troupe-dev/troupe/events/serve"
 )
@@ -74,3 +75,6 @@ func TestRunBadFlag(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "--log-level")
 }
+
+// A subscriber is a service serve.Main can run as it is.
+var _ serve.Service = (*events.Subscriber)(nil)
