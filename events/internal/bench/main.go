@@ -66,28 +66,12 @@ func main() {
 }
 
 func run(ctx context.Context, c config) error {
-	dir, err := os.MkdirTemp("", "troupe-bench-")
+	dev, err := embedded.StartDev(ctx, "")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := embedded.Start(embedded.Options{StoreDir: dir})
-	if err != nil {
-		return err
-	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	if _, err := events.Provision(ctx, js, events.ProvisionConfig{}); err != nil {
-		return err
-	}
+	defer dev.Close()
+	js := dev.JS
 
 	var raw, sdk []result
 	for i := range c.rounds {

@@ -76,28 +76,12 @@ func run(ctx context.Context, c config) error {
 	cfg := rest.CopyConfig(kube.Config)
 	cfg.QPS, cfg.Burst = -1, 0 // no client-side limit on either side: the API server is the limit
 
-	dir, err := os.MkdirTemp(os.Getenv("BENCH_NATS_DIR"), "troupe-bench-")
+	dev, err := embedded.StartDev(ctx, os.Getenv("BENCH_NATS_DIR"))
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := embedded.Start(embedded.Options{StoreDir: dir})
-	if err != nil {
-		return err
-	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	if _, err := events.Provision(ctx, js, events.ProvisionConfig{}); err != nil {
-		return err
-	}
+	defer dev.Close()
+	js := dev.JS
 	o := applier.Options{Concurrency: c.releasesAtOnce, Apply: apply.Options{Concurrency: c.inflight}}
 	if path := os.Getenv("BENCH_LOG"); path != "" {
 		f, err := os.Create(path)

@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/fluxcd/cli-utils/pkg/kstatus/status"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -69,23 +68,12 @@ func run(ctx context.Context, releases, watched int) error {
 	if err := kube.WriteKubeconfig(kubeconfig); err != nil {
 		return err
 	}
-	srv, err := embedded.Start(embedded.Options{StoreDir: filepath.Join(dir, "nats")})
+	dev, err := embedded.StartDev(ctx, dir)
 	if err != nil {
 		return err
 	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	if _, err := events.Provision(ctx, js, events.ProvisionConfig{}); err != nil {
-		return err
-	}
+	defer dev.Close()
+	srv, js := dev.Server, dev.JS
 
 	// The watcher, built and run as it runs anywhere.
 	bin := filepath.Join(dir, "health")
