@@ -147,10 +147,16 @@ func isWorkload(group, kind string) bool {
 }
 
 // podsOf picks, among a namespace's pods and ReplicaSets (byOwner: owner uid → objects), the pods
-// of the workload's current revision: a Deployment's newest ReplicaSet's (as kubectl rollout
+// of the workload's current revision, once its controller has observed its spec: a Deployment's newest ReplicaSet's (as kubectl rollout
 // status finds it), a StatefulSet's update revision's, a DaemonSet's or Job's own. Pods of an
 // older revision being replaced do not fail the new one.
 func podsOf(obj *unstructured.Unstructured, byOwner func(uid string) []*unstructured.Unstructured) []*unstructured.Unstructured {
+	if observed, ok, _ := unstructured.NestedInt64(obj.Object, "status", "observedGeneration"); obj.GetKind() != "Job" && (!ok || observed < obj.GetGeneration()) {
+		// The controller has not seen the workload's new spec yet: which revision is current
+		// (a Deployment's revision annotation, a StatefulSet's updateRevision) is not known, and
+		// the pods still running are the previous revision's — a rollback's are not its own.
+		return nil
+	}
 	uid := string(obj.GetUID())
 	switch obj.GetKind() {
 	case "Deployment":

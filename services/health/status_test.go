@@ -70,4 +70,11 @@ func TestPodsFailWorkloadsFast(t *testing.T) {
 
 	all = all[:3] // the new pod gone: only the old crash-looping one is left
 	assert.Equal(t, inProgress, compute(dep, podsOf(dep, byOwner)).Status)
+
+	// A rollback just applied: the controller has not observed generation 3 yet, so the revision
+	// annotation still names the crash-looping revision, whose pods are not the rollback's.
+	all = []*unstructured.Unstructured{oldRS, newRS, oldPod, newPod}
+	dep.SetGeneration(3)
+	assert.Empty(t, podsOf(dep, byOwner))
+	assert.Equal(t, inProgress, compute(dep, podsOf(dep, byOwner)).Status)
 }
