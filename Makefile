@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 
 GO       ?= go
 BIN      := $(CURDIR)/bin
-MODULES  := events cmd/troupe services/renderer services/applier services/health services/history test/cluster
+MODULES  := events cmd/troupe services/renderer services/applier services/health services/history test/cluster test/e2e examples/notifier
 PKGS     := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 STATICCHECK_VERSION := v0.8.2
 CLUSTER_BINS := $(addprefix $(BIN)/,etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
@@ -20,8 +20,8 @@ build: ## build the troupe CLI into ./bin
 	$(GO) build -o $(BIN)/troupe ./cmd/troupe
 
 .PHONY: run
-run: build ## start troupe dev, send an event through it, and leave it running (Ctrl-C stops)
-	./hack/run.sh
+run: build cluster-bin ## start troupe dev with a local cluster, take the example chart through install, upgrade and rollback, leave it running (ONCE=1: stop after)
+	TROUPE_RUN_ONCE=$(or $(ONCE),$(TROUPE_RUN_ONCE)) ./hack/run.sh
 
 .PHONY: test
 test: cluster-bin ## run every test (real embedded nats-server, real local Kubernetes API server), with the race detector

@@ -10,17 +10,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Names of what Provision creates.
-const (
+// Names of what Provision creates. The streams and KV buckets are variables only for
+// UseSubjectsPrefix.
+var (
 	// StreamName is the events stream, on ReleaseSubjects.
 	StreamName = "TROUPE"
 	// DeadLetterStreamName is the dead-letter stream, on DeadLetterSubjects.
 	DeadLetterStreamName = "TROUPE_DLQ"
-
-	// BucketBundles is the object store of rendered manifest bundles.
-	BucketBundles = "troupe-bundles"
-	// BucketSources is the object store of uploaded charts and archives.
-	BucketSources = "troupe-sources"
 
 	// KVLeases holds per-release leases; keys expire on their own (per-key TTL).
 	KVLeases = "troupe-leases"
@@ -32,6 +28,14 @@ const (
 	KVHistory = "troupe-history"
 	// KVHealth holds what the health watcher follows per release, so a restarted watcher resumes.
 	KVHealth = "troupe-health"
+)
+
+// The object stores, shared by the live system and every sandbox: content-addressed.
+const (
+	// BucketBundles is the object store of rendered manifest bundles.
+	BucketBundles = "troupe-bundles"
+	// BucketSources is the object store of uploaded charts and archives.
+	BucketSources = "troupe-sources"
 )
 
 // ProvisionConfig sets what Provision creates. Zero values take the defaults named on each field.

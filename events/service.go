@@ -13,6 +13,9 @@ import (
 const (
 	MetaConsumes = "troupe.consumes"
 	MetaProduces = "troupe.produces"
+	// MetaSubjects is the release subjects the service works on: a sandbox's services
+	// (UseSubjectsPrefix) are told apart from the live ones by it.
+	MetaSubjects = "troupe.subjects"
 )
 
 var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -44,6 +47,7 @@ func RegisterService(js jetstream.JetStream, info ServiceInfo) (micro.Service, e
 		Metadata: map[string]string{
 			MetaConsumes: strings.Join(info.Consumes, ","),
 			MetaProduces: strings.Join(info.Produces, ","),
+			MetaSubjects: ReleaseSubjects,
 		},
 	})
 	if err != nil {

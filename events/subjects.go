@@ -8,8 +8,12 @@ import (
 // Subject layout. Release names and namespaces are DNS-1123 labels, so they never contain a dot
 // and always take exactly one subject token; the event part may take several
 // ("rollback.requested").
-const (
-	// SubjectRoot is the first token of every troupe subject.
+//
+// They are variables only so that a process can work in a sandbox (UseSubjectsPrefix); nothing
+// else changes them.
+var (
+	// SubjectRoot is the first token(s) of every troupe subject: "troupe", or
+	// "<prefix>.troupe" in a sandbox.
 	SubjectRoot = "troupe"
 	// ReleaseSubjects matches every release event: the events stream's subjects.
 	ReleaseSubjects = SubjectRoot + ".release.>"
@@ -18,8 +22,41 @@ const (
 
 	releasePrefix    = SubjectRoot + ".release."
 	deadLetterPrefix = SubjectRoot + ".dlq."
-	typePrefix       = "release."
 )
+
+const typePrefix = "release."
+
+// UseSubjectsPrefix moves this process into the sandbox prefix: its subjects become
+// <prefix>.troupe.…, its streams <PREFIX>_TROUPE and <PREFIX>_TROUPE_DLQ, its KV buckets
+// <prefix>-troupe-…; the object stores (content-addressed, never changed) stay shared, so a
+// replayed request finds its uploaded chart. `troupe replay --to PREFIX` fills such a sandbox;
+// `troupe dev --subjects-prefix PREFIX` runs the services in it. Call it once, at start, before
+// anything else of this package; an empty prefix is the live system.
+func UseSubjectsPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	for _, tok := range strings.Split(prefix, ".") {
+		if tok == "" || len(tok) > MaxNameLength || strings.Trim(tok, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+			return fmt.Errorf("subjects prefix %q: want dot-separated lower-case words (letters, digits, '-')", prefix)
+		}
+	}
+	if prefix == "troupe" || strings.HasPrefix(prefix, "troupe.") {
+		return fmt.Errorf("subjects prefix %q: would share troupe's live subjects", prefix)
+	}
+	SubjectRoot = prefix + ".troupe"
+	ReleaseSubjects = SubjectRoot + ".release.>"
+	DeadLetterSubjects = SubjectRoot + ".dlq.>"
+	releasePrefix = SubjectRoot + ".release."
+	deadLetterPrefix = SubjectRoot + ".dlq."
+	name := strings.NewReplacer(".", "_", "-", "_").Replace(prefix)
+	StreamName = strings.ToUpper(name) + "_TROUPE"
+	DeadLetterStreamName = StreamName + "_DLQ"
+	for _, kv := range []*string{&KVLeases, &KVReleases, &KVInventory, &KVHistory, &KVHealth} {
+		*kv = strings.ReplaceAll(prefix, ".", "-") + "-" + *kv
+	}
+	return nil
+}
 
 // Subject returns the NATS subject of an event of type typ about release r:
 // troupe.release.<namespace>.<release>.<event>, where <event> is typ without "release.".

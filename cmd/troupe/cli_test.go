@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/test/cluster"
 )
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
@@ -38,8 +39,14 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 
 var (
 	natsURL = regexp.MustCompile(`NATS JetStream at (nats://[0-9.:]+)`)
-	httpURL = regexp.MustCompile(`health and metrics at (http://[0-9.:]+)`)
+	httpURL = regexp.MustCompile(`health, metrics and /releases at (http://[0-9.:]+)`)
+
+	// testKube is the cluster every `troupe dev` of these tests deploys to (--kubeconfig), started
+	// once for the package.
+	testKube *cluster.Cluster
 )
+
+func TestMain(m *testing.M) { os.Exit(cluster.Main(m, &testKube)) }
 
 // startDev runs `troupe dev` in process on free ports and returns its NATS URL.
 func startDev(t *testing.T) string {
@@ -56,7 +63,7 @@ func startDevHTTP(t *testing.T) (string, string) {
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0",
-			"--store-dir", t.TempDir(), "--log-level", "warn"}, nil, out, out)
+			"--store-dir", t.TempDir(), "--log-level", "warn", "--kubeconfig", testKube.Kubeconfig}, nil, out, out)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -71,7 +78,7 @@ func startDevHTTP(t *testing.T) (string, string) {
 	var url, web string
 	require.Eventually(t, func() bool {
 		m, h := natsURL.FindStringSubmatch(out.String()), httpURL.FindStringSubmatch(out.String())
-		if m != nil && h != nil && strings.Contains(out.String(), "ready") {
+		if m != nil && h != nil && strings.Contains(out.String(), "troupe dev: ready") {
 			url, web = m[1], h[1]
 			return true
 		}
@@ -204,7 +211,7 @@ func TestDevRefusesBusyPort(t *testing.T) {
 	server := startDev(t)
 	hostPort := strings.TrimPrefix(server, "nats://")
 	var out bytes.Buffer
-	code := run(t.Context(), []string{"dev", "--nats-listen", hostPort, "--http-listen", "127.0.0.1:0", "--store-dir", t.TempDir()}, nil, &out, &out)
+	code := run(t.Context(), []string{"dev", "--nats-listen", hostPort, "--http-listen", "127.0.0.1:0", "--store-dir", t.TempDir(), "--kubeconfig", testKube.Kubeconfig}, nil, &out, &out)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, out.String(), hostPort)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -19,11 +20,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/embedded"
 	"github.com/troupe-dev/troupe/events/serve"
+	"github.com/troupe-dev/troupe/services/applier"
+	"github.com/troupe-dev/troupe/services/applier/kube"
+	"github.com/troupe-dev/troupe/services/health"
+	"github.com/troupe-dev/troupe/services/history"
 	"github.com/troupe-dev/troupe/services/renderer"
+	"github.com/troupe-dev/troupe/services/renderer/render"
+	"github.com/troupe-dev/troupe/test/cluster"
 )
 
 type devOptions struct {
@@ -32,20 +40,33 @@ type devOptions struct {
 	httpListen string
 	maxAge     time.Duration
 	natsLogs   bool
+	kube       kube.Flags
+	clusterBin string
+	// httpListenSet is whether --http-listen was given.
+	httpListenSet bool
 }
 
 func (c *cli) devCmd() *cobra.Command {
 	o := devOptions{}
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run an embedded NATS JetStream and every troupe service in one process",
+		Short: "Run an embedded NATS JetStream, a local Kubernetes cluster and every troupe service",
 		Long: `Run a local troupe: an embedded nats-server with JetStream (its data in --store-dir), troupe's
-streams and buckets provisioned, and every troupe service in this process. Prints the NATS URL
-for the other commands. Stops cleanly on Ctrl-C (a second Ctrl-C exits at once).
+streams and buckets provisioned, and every troupe service (renderer, applier, health, history) in
+this process. Prints the NATS URL for the other commands. Stops cleanly on Ctrl-C (a second
+Ctrl-C exits at once).
 
-Serves /healthz, /readyz and /metrics on --http-listen.`,
+Without --kubeconfig it also starts the local Kubernetes cluster (etcd, kube-apiserver,
+controller-manager, scheduler and a kwok node, built by 'make cluster-bin') and writes its admin
+kubeconfig to <store-dir>/kubeconfig; with --kubeconfig (and --context) the services deploy to
+that cluster instead.
+
+Serves /healthz, /readyz, /metrics and the history's /releases on --http-listen.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return c.dev(cmd.Context(), o) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.httpListenSet = cmd.Flags().Changed("http-listen")
+			return c.dev(cmd.Context(), o)
+		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.natsListen, "nats-listen", envOr("TROUPE_NATS_LISTEN", "127.0.0.1:4222"), "host:port of the embedded NATS server; port -1 picks a free one [TROUPE_NATS_LISTEN]")
@@ -53,6 +74,9 @@ Serves /healthz, /readyz and /metrics on --http-listen.`,
 	f.StringVar(&o.httpListen, "http-listen", envOr("TROUPE_HTTP_LISTEN", "127.0.0.1:7070"), "host:port for /healthz, /readyz and /metrics; port 0 picks a free one [TROUPE_HTTP_LISTEN]")
 	f.DurationVar(&o.maxAge, "max-age", 30*24*time.Hour, "how long the stream keeps events")
 	f.BoolVar(&o.natsLogs, "nats-logs", false, "print the NATS server's own logs")
+	o.kube.Bind(f, 200, 400)
+	f.Lookup("kubeconfig").Usage = "deploy to this cluster instead of starting the local one [TROUPE_KUBECONFIG]"
+	f.StringVar(&o.clusterBin, "cluster-bin", envOr("TROUPE_CLUSTER_BIN", ""), "where the local cluster's binaries are (default: bin/ beside go.work) [TROUPE_CLUSTER_BIN]")
 	return cmd
 }
 
@@ -68,23 +92,58 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
+	if c.subjectsPrefix != "" && !o.httpListenSet {
+		o.httpListen = "127.0.0.1:0" // beside the live troupe dev's
+	}
 	httpLn, err := net.Listen("tcp", o.httpListen)
 	if err != nil {
 		return fmt.Errorf("--http-listen %s: %w", o.httpListen, err)
 	}
 	storeDir := filepath.Join(o.storeDir, "nats")
-	srv, err := embedded.Start(embedded.Options{Listen: o.natsListen, StoreDir: storeDir, Logs: o.natsLogs})
-	if err != nil {
-		httpLn.Close()
-		return err
-	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-
-	nc, err := nats.Connect(srv.ClientURL(), nats.Name("troupe-dev"))
-	if err != nil {
-		return fmt.Errorf("connect to embedded NATS: %w", err)
+	var nc *nats.Conn
+	natsURL := ""
+	if c.subjectsPrefix != "" {
+		// A sandbox lives beside the live system: on its NATS server and its cluster.
+		if nc, err = c.conn.Connect("troupe-dev-" + c.subjectsPrefix); err != nil {
+			httpLn.Close()
+			return err
+		}
+		natsURL, storeDir = nc.ConnectedUrl(), "the server's"
+		if o.kube.Kubeconfig == "" {
+			o.kube.Kubeconfig = filepath.Join(o.storeDir, "kubeconfig")
+			if _, err := os.Stat(o.kube.Kubeconfig); err != nil {
+				httpLn.Close()
+				nc.Close()
+				return usagef("--subjects-prefix: a sandbox runs beside a running 'troupe dev' and deploys to its cluster (%s is missing); or pass --kubeconfig", o.kube.Kubeconfig)
+			}
+		}
+	} else {
+		srv, err := embedded.Start(embedded.Options{Listen: o.natsListen, StoreDir: storeDir, Logs: o.natsLogs})
+		if err != nil {
+			httpLn.Close()
+			return err
+		}
+		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+		natsURL = srv.ClientURL()
+		if nc, err = nats.Connect(natsURL, nats.Name("troupe-dev")); err != nil {
+			return fmt.Errorf("connect to embedded NATS: %w", err)
+		}
 	}
 	defer nc.Close()
+
+	if o.kube.Kubeconfig == "" {
+		c, err := c.startCluster(ctx, o)
+		if err != nil {
+			return err
+		}
+		defer c.Stop()
+		o.kube.Kubeconfig = filepath.Join(o.storeDir, "kubeconfig")
+	}
+	kcfg, err := o.kube.Config()
+	if err != nil {
+		return err
+	}
+
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
@@ -103,13 +162,15 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
-	services, err := devServices(ctx, js, log, metrics)
+	mux := http.NewServeMux()
+	services, err := devServices(ctx, nc, js, kcfg, log, metrics, mux)
 	if err != nil {
 		return err
 	}
 
 	var ready atomic.Bool
-	httpSrv := &http.Server{Handler: serve.Handler(reg, func() bool { return ready.Load() && nc.IsConnected() }), ReadHeaderTimeout: 5 * time.Second}
+	mux.Handle("/", serve.Handler(reg, func() bool { return ready.Load() && nc.IsConnected() }))
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = httpSrv.Serve(httpLn) }()
 
 	svcCtx, stopServices := context.WithCancel(context.WithoutCancel(ctx))
@@ -141,10 +202,14 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 		}
 	}
 	ready.Store(true)
-	fmt.Fprintf(c.stdout, "troupe dev: NATS JetStream at %s (data in %s)\n", srv.ClientURL(), storeDir)
-	fmt.Fprintf(c.stdout, "troupe dev: health and metrics at http://%s\n", httpLn.Addr())
+	if c.subjectsPrefix != "" {
+		fmt.Fprintf(c.stdout, "troupe dev: sandbox %s: stream %s on %s\n", c.subjectsPrefix, events.ReleaseSubjects, natsURL)
+	}
+	fmt.Fprintf(c.stdout, "troupe dev: NATS JetStream at %s (data in %s)\n", natsURL, storeDir)
+	fmt.Fprintf(c.stdout, "troupe dev: deploying to %s (kubeconfig %s)\n", kcfg.Host, o.kube.Kubeconfig)
+	fmt.Fprintf(c.stdout, "troupe dev: health, metrics and /releases at http://%s\n", httpLn.Addr())
 	fmt.Fprintf(c.stdout, "troupe dev: services: %s\n", serviceNames(services))
-	fmt.Fprintf(c.stdout, "troupe dev: ready. In another shell: export TROUPE_SERVER=%s; troupe tail\n", srv.ClientURL())
+	fmt.Fprintf(c.stdout, "troupe dev: ready. In another shell: export TROUPE_SERVER=%s; troupe list\n", natsURL)
 
 	var runErr error
 	select {
@@ -166,15 +231,63 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	return runErr
 }
 
-// devServices returns the services `troupe dev` runs, by name. More join as they are built.
-func devServices(ctx context.Context, js jetstream.JetStream, log zerolog.Logger, m *events.Metrics) (map[string]runner, error) {
+// startCluster starts the local cluster in <store-dir>/cluster and writes its admin kubeconfig to
+// <store-dir>/kubeconfig. The cluster keeps its etcd data there across restarts, as the events
+// stream keeps the releases that describe it.
+func (c *cli) startCluster(ctx context.Context, o devOptions) (*cluster.Cluster, error) {
+	dir, err := filepath.Abs(filepath.Join(o.storeDir, "cluster"))
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(c.stdout, "troupe dev: starting the local Kubernetes cluster in %s\n", dir)
+	cl, err := cluster.Start(ctx, cluster.Options{Dir: dir, BinDir: o.clusterBin, Durable: true,
+		Log: func(format string, args ...any) { fmt.Fprintf(c.stdout, "troupe dev:   "+format+"\n", args...) }})
+	if err != nil {
+		return nil, fmt.Errorf("local cluster: %w (logs in %s; pass --kubeconfig to use another cluster)", err, dir)
+	}
+	if err := cl.WriteKubeconfig(filepath.Join(o.storeDir, "kubeconfig")); err != nil {
+		cl.Stop()
+		return nil, err
+	}
+	return cl, nil
+}
+
+// devServices returns the services `troupe dev` runs, by name: the four of troupe and
+// catalog-check. The history's queries are served on nc and its HTTP API on mux.
+func devServices(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, kcfg *rest.Config, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux) (map[string]runner, error) {
 	out := map[string]runner{}
-	rlog := log.With().Str("service", renderer.Name).Logger()
-	r, err := renderer.New(ctx, js, renderer.Options{Logger: &rlog, Metrics: m})
+	logger := func(name string) *zerolog.Logger { l := log.With().Str("service", name).Logger(); return &l }
+
+	ropts := render.Options{}
+	if err := render.Discover(ctx, kcfg, &ropts); err != nil {
+		log.Warn().Err(err).Msg("cluster not reachable: rendering with the built-in kind table")
+	}
+	r, err := renderer.New(ctx, js, renderer.Options{Render: ropts, Logger: logger(renderer.Name), Metrics: m})
 	if err != nil {
 		return nil, err
 	}
 	out[renderer.Name] = r
+	a, err := applier.New(ctx, js, kcfg, applier.Options{Logger: logger(applier.Name), Metrics: m})
+	if err != nil {
+		return nil, err
+	}
+	out[applier.Name] = a
+	h, err := health.New(ctx, js, kcfg, health.Options{Logger: logger(health.Name), Metrics: m})
+	if err != nil {
+		return nil, err
+	}
+	out[health.Name] = h
+	hist, err := history.New(ctx, js, history.Options{Logger: logger(history.Name), Metrics: m})
+	if err != nil {
+		return nil, err
+	}
+	if err := hist.Serve(ctx, nc); err != nil {
+		return nil, err
+	}
+	mux.Handle("/releases", hist.HTTPHandler())
+	mux.Handle("/releases/", hist.HTTPHandler())
+	out[history.Name] = hist
+
 	// catalog-check reads every catalog event and dead-letters what does not conform, with the
 	// reason, so a malformed event from any NATS client is visible in `troupe tail --dead-letters`.
 	check, err := events.NewSubscriber(js, events.SubscriberConfig{

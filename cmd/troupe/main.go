@@ -28,6 +28,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if errors.As(err, &u) {
 			return 2
 		}
+		var x exitError
+		if errors.As(err, &x) {
+			return x.code
+		}
 		return 1
 	}
 	return 0

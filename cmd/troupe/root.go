@@ -19,6 +19,8 @@ type cli struct {
 	stdout, stderr io.Writer
 	conn           events.ConnOptions
 	logLevel       string
+	// subjectsPrefix is the sandbox the command works in (events.UseSubjectsPrefix); empty: live.
+	subjectsPrefix string
 }
 
 func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -38,8 +40,16 @@ Start a local environment with 'troupe dev', then publish and watch events from 
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
 	c.conn.BindFlags(root.PersistentFlags())
+	root.PersistentFlags().StringVar(&c.subjectsPrefix, "subjects-prefix", envOr("TROUPE_SUBJECTS_PREFIX", ""), "work in this sandbox (see 'troupe replay --to'), not on the live subjects [TROUPE_SUBJECTS_PREFIX]")
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if err := events.UseSubjectsPrefix(c.subjectsPrefix); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
 	root.PersistentFlags().StringVar(&c.logLevel, "log-level", envOr("TROUPE_LOG_LEVEL", "info"), "log level: debug, info, warn, error [TROUPE_LOG_LEVEL]")
-	root.AddCommand(c.devCmd(), c.publishCmd(), c.tailCmd())
+	root.AddCommand(c.devCmd(), c.publishCmd(), c.tailCmd(), c.releaseCmd(), c.statusCmd(), c.listCmd(), c.historyCmd(),
+		c.getCmd(), c.diffCmd(), c.rollbackCmd(), c.uninstallCmd(), c.traceCmd(), c.graphCmd(), c.replayCmd())
 	return root
 }
 

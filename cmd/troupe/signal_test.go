@@ -22,7 +22,7 @@ func TestDevStopsOnSIGINT(t *testing.T) {
 
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
-			cmd := exec.Command(bin, "dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0", "--store-dir", t.TempDir())
+			cmd := exec.Command(bin, "dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0", "--store-dir", t.TempDir(), "--kubeconfig", testKube.Kubeconfig)
 			stdout, err := cmd.StdoutPipe()
 			require.NoError(t, err)
 			require.NoError(t, cmd.Start())
@@ -30,7 +30,7 @@ func TestDevStopsOnSIGINT(t *testing.T) {
 			var seen []string
 			for lines.Scan() {
 				seen = append(seen, lines.Text())
-				if strings.Contains(lines.Text(), "ready") {
+				if strings.Contains(lines.Text(), "troupe dev: ready") {
 					break
 				}
 			}

@@ -19,9 +19,9 @@ import (
 	"github.com/troupe-dev/troupe/events"
 )
 
-// QuerySubject prefixes the query endpoints: troupe.history.list, .get, .revision, .diff,
+// QuerySubject returns the prefix of the query endpoints: troupe.history.list, .get, .revision, .diff,
 // .timeline. Requests and replies are JSON (Query; the replies' types below).
-const QuerySubject = "troupe.history"
+func QuerySubject() string { return events.SubjectRoot + ".history" }
 
 // Query is a request to a query endpoint; which fields count depends on the endpoint.
 type Query struct {
@@ -277,7 +277,7 @@ func (s *Service) Serve(ctx context.Context, nc *nats.Conn) error {
 	if err != nil {
 		return err
 	}
-	g := svc.AddGroup(QuerySubject)
+	g := svc.AddGroup(QuerySubject())
 	for _, ep := range []string{"list", "get", "revision", "diff", "timeline"} {
 		err := g.AddEndpoint(ep, micro.HandlerFunc(func(req micro.Request) {
 			var q Query

@@ -371,7 +371,7 @@ func TestQueries(t *testing.T) {
 		t.Helper()
 		b, err := json.Marshal(q)
 		require.NoError(t, err)
-		msg, err := e.nc.Request(history.QuerySubject+"."+endpoint, b, 5*time.Second)
+		msg, err := e.nc.Request(history.QuerySubject()+"."+endpoint, b, 5*time.Second)
 		require.NoError(t, err)
 		if msg.Header.Get(micro.ErrorHeader) == "" && into != nil {
 			require.NoError(t, json.Unmarshal(msg.Data, into), string(msg.Data))

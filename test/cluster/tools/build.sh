@@ -14,6 +14,11 @@ minor=$(echo "$k8s" | cut -d. -f2)
 ver() { for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   printf -- '-X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%s -X %s.gitTreeState=clean ' "$p" "$k8s" "$p" "$p" "$minor" "$p"; done; }
 
+# A cold build is long and go build is silent: say it is still going.
+( while sleep 30; do echo "  ... still building ($((SECONDS / 60))m$((SECONDS % 60))s so far; ~10 minutes the first time, seconds after)"; done ) &
+ticker=$!
+trap 'kill $ticker 2>/dev/null || true' EXIT
+
 echo "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $k8s into $out"
 go build -ldflags "-s -w $(ver)" -o "$out/" \
   k8s.io/kubernetes/cmd/kube-apiserver \

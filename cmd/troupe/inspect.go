@@ -1,0 +1,377 @@
+package main
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/services/history"
+)
+
+func (c *cli) listCmd() *cobra.Command {
+	var out output
+	var ns string
+	var all bool
+	cmd := &cobra.Command{
+		Use:     "list [-n NS | -A]",
+		Aliases: []string{"ls"},
+		Short:   "List releases with their current revision and state",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nc, err := c.conn.Connect("troupe-cli")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			var list []history.Summary
+			if err := ask(cmd.Context(), nc, "list", history.Query{}, &list); err != nil {
+				return err
+			}
+			if !all && cmd.Flags().Changed("namespace") {
+				kept := list[:0]
+				for _, s := range list {
+					if strings.HasPrefix(s.Release, ns+"/") {
+						kept = append(kept, s)
+					}
+				}
+				list = kept
+			}
+			return out.print(c.stdout, list, func(tw *tabwriter.Writer) {
+				fmt.Fprintln(tw, "NAMESPACE\tNAME\tREVISION\tCURRENT\tSTATE\tUPDATED")
+				for _, s := range list {
+					r, _ := events.ParseRelease(s.Release)
+					cur := fmt.Sprint(s.Current)
+					if s.Current == 0 {
+						cur = "-"
+					}
+					state := s.State
+					if s.Uninstalled {
+						state = "uninstalled"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.Namespace, r.Name, s.Latest, cur, state, stamp(s.Updated))
+				}
+			})
+		},
+	}
+	namespaceFlag(cmd, &ns)
+	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "every namespace (the default unless -n is given)")
+	out.bind(cmd)
+	return cmd
+}
+
+// revisionRow is one revision as `troupe history` prints it.
+type revisionRow struct {
+	Revision    int              `json:"revision"`
+	State       string           `json:"state"`
+	Current     bool             `json:"current"`
+	Stage       string           `json:"stage,omitempty"`
+	Reason      string           `json:"reason,omitempty"`
+	Message     string           `json:"message,omitempty"`
+	Source      string           `json:"source,omitempty"`
+	Chart       string           `json:"chart,omitempty"`
+	Objects     int              `json:"objects"`
+	TimeToReady string           `json:"timeToReady,omitempty"`
+	RolledBack  int              `json:"rolledBackTo,omitempty"`
+	Changes     *history.Changes `json:"changes,omitempty"`
+	Times       history.Times    `json:"times"`
+}
+
+func rows(v *history.View) []revisionRow {
+	out := make([]revisionRow, 0, len(v.Revisions))
+	for _, r := range v.Revisions {
+		row := revisionRow{Revision: r.Revision, State: r.State, Current: r.Revision == v.Current, Stage: r.Stage,
+			Reason: r.Reason, Message: r.Message, Objects: len(r.Objects), RolledBack: r.RolledBackTo, Changes: r.Changes, Times: r.Times}
+		if r.Request != nil {
+			row.Source = r.Request.Source
+		}
+		if r.Chart != nil {
+			row.Chart = r.Chart.Name + "-" + r.Chart.Version
+		}
+		if r.TimeToReady > 0 {
+			row.TimeToReady = time.Duration(r.TimeToReady).Round(time.Millisecond).String()
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func (c *cli) historyCmd() *cobra.Command {
+	var out output
+	var ns string
+	cmd := &cobra.Command{
+		Use:   "history NAME [-n NS]",
+		Short: "Show a release's revisions: state, why it failed, which one is current",
+		Args:  exactArgs(1, "history takes the release NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rel, err := releaseArg(args[0], ns)
+			if err != nil {
+				return err
+			}
+			v, err := c.view(cmd, rel)
+			if err != nil {
+				return err
+			}
+			list := rows(v)
+			return out.print(c.stdout, list, func(tw *tabwriter.Writer) {
+				fmt.Fprintln(tw, "REVISION\tUPDATED\tSTATE\tCHART\tSOURCE\tDESCRIPTION")
+				for _, r := range list {
+					state := r.State
+					if r.Current {
+						state += " (current)"
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", r.Revision, stamp(r.Times.Finished), state, dash(r.Chart), dash(shortDigests(r.Source)), describe(r))
+				}
+			})
+		},
+	}
+	namespaceFlag(cmd, &ns)
+	out.bind(cmd)
+	return cmd
+}
+
+// describe says in a few words what happened to a revision.
+func describe(r revisionRow) string {
+	switch {
+	case r.Reason != "":
+		return events.Truncate(fmt.Sprintf("%s: %s: %s", r.Stage, r.Reason, firstLine(r.Message)), 120)
+	case r.RolledBack > 0:
+		return fmt.Sprintf("rolled back to %d", r.RolledBack)
+	case r.TimeToReady != "":
+		s := "ready in " + r.TimeToReady
+		if r.Changes != nil {
+			s += fmt.Sprintf(" (%d created, %d configured, %d unchanged, %d pruned)", r.Changes.Created, r.Changes.Configured, r.Changes.Unchanged, r.Changes.Pruned)
+		}
+		return s
+	}
+	return "-"
+}
+
+var digestRE = regexp.MustCompile(`sha256:([0-9a-f]{12})[0-9a-f]{52}`)
+
+// shortDigests shortens every sha256 digest in s to its first 12 hex digits, for tables.
+func shortDigests(s string) string { return digestRE.ReplaceAllString(s, "sha256:$1") }
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
+
+func (c *cli) view(cmd *cobra.Command, rel events.Release) (*history.View, error) {
+	nc, err := c.conn.Connect("troupe-cli")
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	var v history.View
+	if err := ask(cmd.Context(), nc, "get", history.Query{Release: rel.String()}, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// statusOut is what `troupe status` prints.
+type statusOut struct {
+	Release     string             `json:"release"`
+	Current     int                `json:"current"`
+	Uninstalled bool               `json:"uninstalled,omitempty"`
+	Latest      *revisionRow       `json:"latest,omitempty"`
+	Rollback    *history.Rollback  `json:"rollback,omitempty"`
+	Objects     []events.ObjectRef `json:"objects,omitempty"`
+	Updated     time.Time          `json:"updated"`
+}
+
+func (c *cli) statusCmd() *cobra.Command {
+	var out output
+	var ns string
+	cmd := &cobra.Command{
+		Use:   "status NAME [-n NS]",
+		Short: "Show a release's current revision and what its latest revision is doing",
+		Args:  exactArgs(1, "status takes the release NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rel, err := releaseArg(args[0], ns)
+			if err != nil {
+				return err
+			}
+			v, err := c.view(cmd, rel)
+			if err != nil {
+				return err
+			}
+			st := statusOut{Release: v.Release, Current: v.Current, Uninstalled: v.Uninstalled, Rollback: v.Rollback, Updated: v.Updated}
+			if list := rows(v); len(list) > 0 {
+				st.Latest = &list[len(list)-1]
+				st.Objects = v.Revisions[len(v.Revisions)-1].Objects
+			}
+			return out.print(c.stdout, st, func(tw *tabwriter.Writer) {
+				fmt.Fprintf(tw, "RELEASE:\t%s\n", st.Release)
+				cur := fmt.Sprint(st.Current)
+				if st.Current == 0 {
+					cur = "none"
+				}
+				fmt.Fprintf(tw, "CURRENT REVISION:\t%s\n", cur)
+				if st.Uninstalled {
+					fmt.Fprintf(tw, "STATE:\tuninstalled\n")
+				}
+				if l := st.Latest; l != nil {
+					fmt.Fprintf(tw, "LATEST REVISION:\t%d\n", l.Revision)
+					fmt.Fprintf(tw, "STATE:\t%s\n", l.State)
+					fmt.Fprintf(tw, "SOURCE:\t%s\n", dash(shortDigests(l.Source)))
+					if l.Chart != "" {
+						fmt.Fprintf(tw, "CHART:\t%s\n", l.Chart)
+					}
+					fmt.Fprintf(tw, "DESCRIPTION:\t%s\n", describe(*l))
+					if l.Message != "" {
+						fmt.Fprintf(tw, "MESSAGE:\t%s\n", l.Message)
+					}
+				}
+				if st.Rollback != nil {
+					fmt.Fprintf(tw, "ROLLING BACK:\tfrom %d to %d\n", st.Rollback.From, st.Rollback.Target)
+				}
+				fmt.Fprintf(tw, "UPDATED:\t%s (%s)\n", stamp(st.Updated), ago(st.Updated))
+				if len(st.Objects) > 0 {
+					fmt.Fprintf(tw, "OBJECTS:\t%d\n", len(st.Objects))
+					for _, o := range st.Objects {
+						fmt.Fprintf(tw, "  %s\t\n", o)
+					}
+				}
+			})
+		},
+	}
+	namespaceFlag(cmd, &ns)
+	out.bind(cmd)
+	return cmd
+}
+
+func (c *cli) getCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "get", Short: "Get what troupe recorded of a release: manifest"}
+	var out output
+	var ns string
+	var revision int
+	manifest := &cobra.Command{
+		Use:   "manifest NAME [-n NS] [--revision N]",
+		Short: "Print the manifests of a revision (default: the current one, else the latest)",
+		Args:  exactArgs(1, "get manifest takes the release NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rel, err := releaseArg(args[0], ns)
+			if err != nil {
+				return err
+			}
+			nc, err := c.conn.Connect("troupe-cli")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			if revision == 0 {
+				var v history.View
+				if err := ask(cmd.Context(), nc, "get", history.Query{Release: rel.String()}, &v); err != nil {
+					return err
+				}
+				revision = v.Current
+				if revision == 0 && len(v.Revisions) > 0 {
+					revision = v.Revisions[len(v.Revisions)-1].Revision
+				}
+				if revision == 0 {
+					return fmt.Errorf("%s has no revision", rel)
+				}
+			}
+			var d history.RevisionDetail
+			if err := ask(cmd.Context(), nc, "revision", history.Query{Release: rel.String(), Revision: revision}, &d); err != nil {
+				return err
+			}
+			if d.Manifests == nil && d.Revision != nil && d.Revision.Bundle == "" {
+				return fmt.Errorf("%s revision %d has no manifests: it was not rendered (%s)", rel, revision, d.Revision.State)
+			}
+			if out == "json" {
+				return out.print(c.stdout, d.Manifests, nil)
+			}
+			for _, m := range d.Manifests {
+				b, err := yaml.Marshal(m)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "---\n%s", b)
+			}
+			return nil
+		},
+	}
+	namespaceFlag(manifest, &ns)
+	manifest.Flags().IntVar(&revision, "revision", 0, "the revision (default: the current one)")
+	out.bind(manifest)
+	cmd.AddCommand(manifest)
+	return cmd
+}
+
+func (c *cli) diffCmd() *cobra.Command {
+	var out output
+	var ns string
+	var from, to int
+	cmd := &cobra.Command{
+		Use:   "diff NAME --from A --to B [-n NS]",
+		Short: "Show what changed between two revisions: objects added, removed, and changed fields",
+		Args:  exactArgs(1, "diff takes the release NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rel, err := releaseArg(args[0], ns)
+			if err != nil {
+				return err
+			}
+			if from < 1 || to < 1 {
+				return usagef("--from and --to are revision numbers from 1")
+			}
+			nc, err := c.conn.Connect("troupe-cli")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			var d history.Diff
+			if err := ask(cmd.Context(), nc, "diff", history.Query{Release: rel.String(), From: from, To: to}, &d); err != nil {
+				return err
+			}
+			return out.print(c.stdout, d, func(tw *tabwriter.Writer) {
+				if len(d.Objects) == 0 {
+					fmt.Fprintf(tw, "revisions %d and %d have the same manifests\n", from, to)
+					return
+				}
+				for _, o := range d.Objects {
+					mark := map[string]string{"added": "+", "removed": "-", "changed": "~"}[o.Change]
+					fmt.Fprintf(tw, "%s %s\t(%s)\n", mark, o.ObjectRef, o.Change)
+					for _, f := range o.Fields {
+						fmt.Fprintf(tw, "    %s:\t%s → %s\n", f.Path, short(f.From), short(f.To))
+					}
+				}
+			})
+		},
+	}
+	namespaceFlag(cmd, &ns)
+	cmd.Flags().IntVar(&from, "from", 0, "the older revision")
+	cmd.Flags().IntVar(&to, "to", 0, "the newer revision")
+	out.bind(cmd)
+	return cmd
+}
+
+func short(v any) string {
+	if v == nil {
+		return "(none)"
+	}
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	s := strings.TrimSpace(string(b))
+	s = strings.ReplaceAll(s, "\n", " ")
+	return events.Truncate(s, 80)
+}
+
+// exactArgs is cobra.ExactArgs with a usage error that says what the command takes.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s (got %d arguments)", what, len(args))
+		}
+		return nil
+	}
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/services/history"
+)
+
+// ask sends one query to the history service (troupe.history.<endpoint>) and decodes the answer
+// into out. A query nobody answers names the service to start.
+func ask(ctx context.Context, nc *nats.Conn, endpoint string, q history.Query, out any) error {
+	body, err := json.Marshal(q)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	msg, err := nc.RequestWithContext(ctx, history.QuerySubject()+"."+endpoint, body)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return fmt.Errorf("no history service answers on %s.%s: start 'troupe dev' or the history service", history.QuerySubject(), endpoint)
+	case err != nil:
+		return fmt.Errorf("ask history (%s): %w", endpoint, err)
+	}
+	if e := msg.Header.Get(micro.ErrorHeader); e != "" {
+		return errors.New(e)
+	}
+	if err := json.Unmarshal(msg.Data, out); err != nil {
+		return fmt.Errorf("history's answer to %s: %w", endpoint, err)
+	}
+	return nil
+}
+
+// releaseArg reads a release as NAME with -n NS, or as NS/NAME.
+func releaseArg(name, namespace string) (events.Release, error) {
+	if strings.Contains(name, "/") {
+		r, err := events.ParseRelease(name)
+		if err != nil {
+			return r, usageError{err}
+		}
+		return r, nil
+	}
+	r := events.Release{Namespace: namespace, Name: name}
+	if err := r.Validate(); err != nil {
+		return r, usageError{err}
+	}
+	return r, nil
+}
+
+// output is -o: table (or text), json or yaml.
+type output string
+
+func (o *output) bind(cmd *cobra.Command) {
+	*o = "table"
+	cmd.Flags().VarP((*outputValue)(o), "output", "o", "output: table, json or yaml")
+}
+
+type outputValue output
+
+func (o *outputValue) String() string { return string(*o) }
+func (o *outputValue) Type() string   { return "format" }
+func (o *outputValue) Set(s string) error {
+	switch s {
+	case "table", "text", "wide":
+		*o = "table"
+	case "json", "yaml":
+		*o = outputValue(s)
+	default:
+		return fmt.Errorf("%q: want table, json or yaml", s)
+	}
+	return nil
+}
+
+// print writes v as JSON or YAML, or calls table with a tab writer.
+func (o output) print(w io.Writer, v any, table func(tw *tabwriter.Writer)) error {
+	switch o {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	case "yaml":
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}
+
+// namespaceFlag adds -n/--namespace, defaulting to $TROUPE_NAMESPACE or "default".
+func namespaceFlag(cmd *cobra.Command, ns *string) {
+	cmd.Flags().StringVarP(ns, "namespace", "n", envOr("TROUPE_NAMESPACE", "default"), "the release's namespace [TROUPE_NAMESPACE]")
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := time.Since(t).Round(time.Second)
+	if d < 0 {
+		d = 0
+	}
+	return d.String() + " ago"
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,500 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/strvals"
+	"sigs.k8s.io/yaml"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+type releaseOptions struct {
+	namespace         string
+	valuesFiles       []string
+	set               []string
+	version           string
+	repo              string
+	kustomize         bool
+	kustomizeRoot     string
+	wait              bool
+	timeout           time.Duration
+	rollbackOnFailure bool
+	dryRun            bool
+	noPrune           bool
+	createNamespace   bool
+	adopt             bool
+	output            output
+}
+
+func (c *cli) releaseCmd() *cobra.Command {
+	o := releaseOptions{}
+	cmd := &cobra.Command{
+		Use:     "release NAME SOURCE [-n NS] [-f values.yaml ...] [--set k=v ...] [--wait]",
+		Aliases: []string{"upgrade", "install"},
+		Short:   "Install or upgrade a release: render SOURCE, apply it, wait for it to be ready",
+		Long: `Request a new revision of a release (release.requested) and print its number; with --wait,
+follow it through every stage and exit 0 once it is ready, 1 when it fails (with the stage, the
+reason and the objects), like 'helm upgrade --install --wait'.
+
+SOURCE is one of:
+  ./chart or chart.tgz        a local Helm chart, uploaded to the sources object store by digest
+  oci://host/repo/chart       a chart in an OCI registry (--version)
+  CHART --repo URL            a chart from an HTTP chart repository (--version: version or range)
+  DIR --kustomize             a kustomization; the directories it refers to are uploaded with it
+  DIR or FILE.yaml            plain manifests, uploaded
+
+Everything is checked here first: the name, the values files (readable YAML), --set syntax, that
+the chart loads. Nothing is published when something is wrong.`,
+		Example: `  troupe release hello ./examples/charts/hello -n demo --set replicaCount=2 --wait
+  troupe release podinfo oci://ghcr.io/stefanprodan/charts/podinfo --version 6.14.1 --wait
+  troupe release web ./deploy/overlays/dev --kustomize -n web --create-namespace
+  troupe release hello ./examples/charts/hello --dry-run --wait   # what would change`,
+		Args: exactArgs(2, "release takes the release NAME and a SOURCE"),
+		RunE: func(cmd *cobra.Command, args []string) error { return c.release(cmd.Context(), args[0], args[1], o) },
+	}
+	f := cmd.Flags()
+	namespaceFlag(cmd, &o.namespace)
+	f.StringArrayVarP(&o.valuesFiles, "values", "f", nil, "values file (repeatable; later ones win)")
+	f.StringArrayVar(&o.set, "set", nil, "a value as key=value, Helm's syntax (repeatable)")
+	f.StringVar(&o.version, "version", "", "chart version (OCI, repository: a version or a semver range)")
+	f.StringVar(&o.repo, "repo", "", "chart repository URL; SOURCE is then the chart's name")
+	f.BoolVar(&o.kustomize, "kustomize", false, "SOURCE is a kustomization directory")
+	f.StringVar(&o.kustomizeRoot, "kustomize-root", "", "upload this directory with the kustomization (default: the smallest one holding every directory it refers to)")
+	f.BoolVar(&o.wait, "wait", false, "follow the revision and exit 0 when ready, 1 when it fails")
+	f.DurationVar(&o.timeout, "timeout", events.DefaultTimeout, "the revision's timeout: every stage ends by then")
+	f.BoolVar(&o.rollbackOnFailure, "rollback-on-failure", false, "roll back to the previous ready revision if this one fails (--atomic)")
+	f.BoolVar(&o.rollbackOnFailure, "atomic", false, "same as --rollback-on-failure")
+	f.BoolVar(&o.dryRun, "dry-run", false, "render and diff against the cluster; change nothing")
+	f.BoolVar(&o.noPrune, "no-prune", false, "keep objects the previous revision applied and this one does not")
+	f.BoolVar(&o.createNamespace, "create-namespace", false, "create the namespace if it is missing")
+	f.BoolVar(&o.adopt, "adopt", false, "take over objects that exist but belong to no release or another one")
+	o.output.bind(cmd)
+	return cmd
+}
+
+func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) error {
+	rel, err := releaseArg(name, o.namespace)
+	if err != nil {
+		return err
+	}
+	if o.timeout <= 0 || o.timeout > events.MaxTimeout {
+		return usagef("--timeout %s: want more than 0 and at most %s", o.timeout, events.MaxTimeout)
+	}
+	req := events.Requested{Set: o.set, RequestedBy: requester()}
+	req.Options = events.Options{Timeout: events.Duration(o.timeout), Wait: o.wait, RollbackOnFailure: o.rollbackOnFailure,
+		DryRun: o.dryRun, CreateNamespace: o.createNamespace, Adopt: o.adopt}
+	if o.noPrune {
+		no := false
+		req.Options.Prune = &no
+	}
+	for _, path := range o.valuesFiles {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return usagef("-f %s: %w", path, err)
+		}
+		var v map[string]any
+		if err := yaml.Unmarshal(b, &v); err != nil {
+			return usagef("-f %s: not a YAML map of values: %w", path, err)
+		}
+		req.ValuesFiles = append(req.ValuesFiles, events.ValuesFile{Name: path, Content: string(b)})
+	}
+	for _, s := range o.set {
+		if err := strvals.ParseInto(s, map[string]any{}); err != nil {
+			return usagef("--set %s: %w", s, err)
+		}
+	}
+
+	var upload func(context.Context, jetstream.JetStream) error
+	if req.Source, upload, err = source(src, o); err != nil {
+		return err
+	}
+	if err := req.Validate(); err != nil {
+		return usageError{err}
+	}
+	e, err := events.NewEvent(events.SourcePrefix+"cli", events.TypeRequested, rel, req)
+	if err != nil {
+		return usageError{err}
+	}
+
+	nc, js, err := c.connect("troupe-cli")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if upload != nil {
+		if err := upload(ctx, js); err != nil {
+			return fmt.Errorf("upload %s: %w", src, err)
+		}
+	}
+	return c.publishAndFollow(ctx, js, rel, e, o.wait, o.timeout, o.rollbackOnFailure, o.output, true)
+}
+
+// publishAndFollow publishes e and, with wait, follows its flow until it ends.
+func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel events.Release, e event.Event, wait bool, timeout time.Duration, rollbackOnFailure bool, out output, numbered bool) error {
+	ack, err := events.NewPublisher(js).Publish(ctx, e)
+	if err != nil {
+		return err
+	}
+	revision := 0
+	if numbered {
+		revs, err := events.NewRevisions(ctx, js)
+		if err != nil {
+			return err
+		}
+		if revision, err = revs.Of(ctx, rel, ack.Sequence); err != nil {
+			return err
+		}
+	}
+	text := out == "table"
+	if text {
+		if numbered {
+			fmt.Fprintf(c.stdout, "%s: revision %d requested (event %s)\n", rel, revision, shortID(e.ID()))
+		} else {
+			fmt.Fprintf(c.stdout, "%s: %s published (event %s)\n", rel, e.Type(), shortID(e.ID()))
+		}
+	}
+	if !wait {
+		if !text {
+			return out.print(c.stdout, Outcome{Release: rel.String(), Revision: revision, State: "requested"}, nil)
+		}
+		return nil
+	}
+	w, err := watchRelease(ctx, js, rel, ack.Sequence)
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	wctx, cancel := context.WithTimeout(ctx, timeout+30*time.Second)
+	defer cancel()
+	p := &progress{start: time.Now(), ready: -1}
+	if text {
+		p.w = c.stdout
+	}
+	res, ferr := follow(wctx, w, rel, e.ID(), rollbackOnFailure, p)
+	if res.Revision == 0 {
+		res.Revision = revision
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if text {
+		if res.State == "diffed" {
+			c.printDiff(res.Diff)
+		}
+	} else if err := out.print(c.stdout, res, nil); err != nil {
+		return err
+	}
+	return ferr
+}
+
+func (c *cli) printDiff(objs []events.ObjectDiff) {
+	for _, o := range objs {
+		mark := map[string]string{events.ActionCreate: "+", events.ActionUpdate: "~", events.ActionUnchanged: "=", events.ActionPrune: "-"}[o.Action]
+		fmt.Fprintf(c.stdout, "%s %s (%s)\n", mark, o.ObjectRef, o.Action)
+		if o.Diff != "" {
+			for _, l := range strings.Split(strings.TrimRight(o.Diff, "\n"), "\n") {
+				fmt.Fprintf(c.stdout, "    %s\n", l)
+			}
+		}
+	}
+}
+
+func requester() string {
+	who := "unknown"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	if h, err := os.Hostname(); err == nil {
+		who += "@" + h
+	}
+	return who
+}
+
+// source turns SOURCE into the request's source. Local content is read and checked here, before
+// anything is sent; upload is what remains to do once connected (nil for remote sources): it puts
+// the content in the sources object store and sets its digest in the source.
+func source(src string, o releaseOptions) (s events.Source, upload func(ctx context.Context, js jetstream.JetStream) error, err error) {
+	switch {
+	case o.repo != "":
+		if o.kustomize {
+			return s, nil, usagef("--repo and --kustomize do not go together")
+		}
+		return events.Source{Helm: &events.HelmSource{RepoURL: o.repo, Chart: src, Version: o.version}}, nil, nil
+	case strings.HasPrefix(src, "oci://"):
+		return events.Source{Helm: &events.HelmSource{OCI: src, Version: o.version}}, nil, nil
+	case strings.HasPrefix(src, "http://"), strings.HasPrefix(src, "https://"):
+		return s, nil, usagef("SOURCE %s: for a chart repository, give the chart's name and --repo %s", src, src)
+	}
+	info, err := os.Stat(src)
+	if err != nil {
+		return s, nil, usagef("SOURCE %s: %w; want a chart directory or .tgz, oci://…, CHART --repo URL, a kustomization with --kustomize, or a manifests directory", src, err)
+	}
+	var data []byte
+	var digest *string
+	switch {
+	case o.kustomize:
+		if !info.IsDir() {
+			return s, nil, usagef("--kustomize: %s is not a directory", src)
+		}
+		var dir string
+		if data, dir, err = kustomizeArchive(src, o.kustomizeRoot); err != nil {
+			return s, nil, err
+		}
+		s.Kustomize = &events.KustomizeSource{Dir: dir}
+		digest = &s.Kustomize.Object
+	case isChart(src, info):
+		if data, err = chartArchive(src, info.IsDir()); err != nil {
+			return s, nil, err
+		}
+		s.Helm = &events.HelmSource{}
+		digest = &s.Helm.Object
+	default:
+		if data, err = manifests(src); err != nil {
+			return s, nil, err
+		}
+		s.Manifests = &events.ManifestsSource{}
+		digest = &s.Manifests.Object
+	}
+	*digest = events.Digest(data) // set now, so the request validates before anything is sent
+	return s, func(ctx context.Context, js jetstream.JetStream) error {
+		store, err := events.OpenObjects(ctx, js, events.BucketSources)
+		if err != nil {
+			return err
+		}
+		if ok, err := store.Has(ctx, *digest); err == nil && ok {
+			return nil // uploaded before: content-addressed
+		}
+		d, _, err := store.Put(ctx, bytes.NewReader(data))
+		if err == nil && d != *digest {
+			err = fmt.Errorf("upload %s: the store computed %s", *digest, d)
+		}
+		return err
+	}, nil
+}
+
+func isChart(path string, info os.FileInfo) bool {
+	if !info.IsDir() {
+		return strings.HasSuffix(path, ".tgz") || strings.HasSuffix(path, ".tar.gz")
+	}
+	_, err := os.Stat(filepath.Join(path, "Chart.yaml"))
+	return err == nil
+}
+
+// chartArchive loads a chart as Helm does (so a broken chart is an error here) and returns it as
+// a .tgz: a directory is archived from the files Helm loaded (.helmignore applied), in name
+// order with no times, so the same chart always has the same digest.
+func chartArchive(path string, dir bool) ([]byte, error) {
+	ch, err := loader.Load(path)
+	if err != nil {
+		return nil, usagef("chart %s: %w", path, err)
+	}
+	if err := ch.Validate(); err != nil {
+		return nil, usagef("chart %s: %w", path, err)
+	}
+	if !dir {
+		return os.ReadFile(path)
+	}
+	files := map[string][]byte{}
+	for _, f := range ch.Raw {
+		files[ch.Name()+"/"+f.Name] = f.Data
+	}
+	return tarGz(files)
+}
+
+// manifests reads a YAML file, or a directory's .yaml/.yml/.json files (recursively, in name
+// order), as one multi-document YAML.
+func manifests(path string) ([]byte, error) {
+	var buf bytes.Buffer
+	err := filepath.WalkDir(path, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		switch filepath.Ext(p) {
+		case ".yaml", ".yml", ".json":
+		default:
+			if p != path {
+				return nil
+			}
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&buf, "---\n# Source: %s\n", p)
+		buf.Write(b)
+		buf.WriteString("\n")
+		return nil
+	})
+	if err != nil {
+		return nil, usagef("manifests %s: %w", path, err)
+	}
+	if buf.Len() == 0 {
+		return nil, usagef("manifests %s: no .yaml, .yml or .json files", path)
+	}
+	return buf.Bytes(), nil
+}
+
+// kustomizeArchive archives the kustomization at dir with every directory it refers to (its
+// resources, bases and components, followed recursively), from their smallest common root (only
+// the files under those directories), or everything under root when given; it returns the archive and dir's path inside it.
+func kustomizeArchive(dir, root string) ([]byte, string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	var dirs map[string]bool // what to upload: every file under these; nil: all of root
+	if root == "" {
+		dirs = map[string]bool{}
+		if err := kustomizeDirs(abs, dirs); err != nil {
+			return nil, "", usagef("--kustomize %s: %w", dir, err)
+		}
+		root = abs
+		for d := range dirs {
+			for !strings.HasPrefix(d+string(filepath.Separator), root+string(filepath.Separator)) {
+				root = filepath.Dir(root)
+			}
+		}
+	}
+	if root, err = filepath.Abs(root); err != nil {
+		return nil, "", err
+	}
+	rel, err := filepath.Rel(root, abs)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return nil, "", usagef("--kustomize-root %s does not hold %s", root, dir)
+	}
+	files := map[string][]byte{}
+	var size int
+	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if n := d.Name(); p != root && (strings.HasPrefix(n, ".") || n == "node_modules" || n == "bin") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || dirs != nil && !under(dirs, root, filepath.Dir(p)) {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if size += len(b); size > 64<<20 {
+			return fmt.Errorf("more than 64 MiB under %s: name a smaller --kustomize-root", root)
+		}
+		r, _ := filepath.Rel(root, p)
+		files[filepath.ToSlash(r)] = b
+		return nil
+	})
+	if err != nil {
+		return nil, "", usagef("--kustomize %s: %w", dir, err)
+	}
+	data, err := tarGz(files)
+	return data, filepath.ToSlash(rel), err
+}
+
+// under reports whether dir is one of dirs or below one, looking no higher than root.
+func under(dirs map[string]bool, root, dir string) bool {
+	for {
+		if dirs[dir] {
+			return true
+		}
+		if dir == root || len(dir) <= len(root) {
+			return false
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// kustomizeDirs adds dir and every local directory its kustomization refers to, recursively.
+func kustomizeDirs(dir string, seen map[string]bool) error {
+	if seen[dir] {
+		return nil
+	}
+	seen[dir] = true
+	var b []byte
+	var err error
+	for _, n := range []string{"kustomization.yaml", "kustomization.yml", "Kustomization"} {
+		if b, err = os.ReadFile(filepath.Join(dir, n)); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s has no kustomization.yaml", dir)
+		}
+		return err
+	}
+	var k struct {
+		Resources  []string `json:"resources"`
+		Bases      []string `json:"bases"`
+		Components []string `json:"components"`
+	}
+	if err := yaml.Unmarshal(b, &k); err != nil {
+		return fmt.Errorf("%s/kustomization.yaml: %w", dir, err)
+	}
+	for _, r := range slices.Concat(k.Resources, k.Bases, k.Components) {
+		if strings.Contains(r, "://") || strings.HasPrefix(r, "github.com/") {
+			continue // remote: kustomize fetches it
+		}
+		p := filepath.Join(dir, r)
+		info, err := os.Stat(p)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%s/kustomization.yaml refers to %s: %w", dir, r, err)
+		case info.IsDir():
+			if err := kustomizeDirs(p, seen); err != nil {
+				return err
+			}
+		default:
+			seen[filepath.Dir(p)] = true
+		}
+	}
+	return nil
+}
+
+// tarGz writes files into a .tar.gz in name order, with no times or owners.
+func tarGz(files map[string][]byte) ([]byte, error) {
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for _, n := range names {
+		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(files[n])), Typeflag: tar.TypeReg}); err != nil {
+			return nil, err
+		}
+		if _, err := io.Copy(tw, bytes.NewReader(files[n])); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	if err := gz.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+)
+
+func repoDir(t *testing.T, parts ...string) string {
+	t.Helper()
+	return filepath.Join(append([]string{"..", ".."}, parts...)...)
+}
+
+func tarNames(t *testing.T, data []byte) []string {
+	t.Helper()
+	gz, err := gzip.NewReader(bytes.NewReader(data))
+	require.NoError(t, err)
+	tr := tar.NewReader(gz)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return names
+		}
+		require.NoError(t, err)
+		names = append(names, h.Name)
+	}
+}
+
+// TestChartArchive: a chart directory is uploaded as a .tgz Helm loads, the same bytes every
+// time (so the same digest: the renderer's caches and the history see one source).
+func TestChartArchive(t *testing.T) {
+	dir := repoDir(t, "examples", "charts", "hello")
+	a, err := chartArchive(dir, true)
+	require.NoError(t, err)
+	b, err := chartArchive(dir, true)
+	require.NoError(t, err)
+	assert.Equal(t, a, b, "deterministic")
+	ch, err := loader.LoadArchive(bytes.NewReader(a))
+	require.NoError(t, err)
+	assert.Equal(t, "hello", ch.Name())
+	assert.Len(t, ch.Templates, 2)
+	assert.Contains(t, tarNames(t, a), "hello/values.yaml")
+
+	broken := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(broken, "Chart.yaml"), []byte("apiVersion: v2\nversion: 1.0.0\n"), 0o644))
+	_, err = chartArchive(broken, true)
+	var u usageError
+	require.ErrorAs(t, err, &u, "a chart that does not load is the user's to fix")
+	assert.Contains(t, err.Error(), "name is required")
+}
+
+// TestKustomizeArchive: an overlay goes up with the bases it refers to, from their common root.
+func TestKustomizeArchive(t *testing.T) {
+	overlay := filepath.Join("..", "..", "..", "shared", "fixtures", "podinfo", "deploy", "overlays", "dev")
+	data, dir, err := kustomizeArchive(overlay, "")
+	require.NoError(t, err)
+	assert.Equal(t, "overlays/dev", dir)
+	names := tarNames(t, data)
+	assert.Contains(t, names, "overlays/dev/kustomization.yaml")
+	assert.Contains(t, names, "bases/frontend/kustomization.yaml")
+	for _, n := range names {
+		assert.False(t, strings.HasPrefix(n, "secure/"), "%s: only what the overlay refers to, from the smallest root", n)
+	}
+
+	_, _, err = kustomizeArchive(t.TempDir(), "")
+	assert.ErrorContains(t, err, "has no kustomization.yaml")
+}
+
+// TestReleaseChecksLocallyFirst: bad input is a usage error (exit 2) that says what, before
+// anything is sent — no NATS server is needed to find out.
+func TestReleaseChecksLocallyFirst(t *testing.T) {
+	chart := repoDir(t, "examples", "charts", "hello")
+	badValues := filepath.Join(t.TempDir(), "bad.yaml")
+	require.NoError(t, os.WriteFile(badValues, []byte("- a list\n- not a map\n"), 0o644))
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"release", "Hello", chart}, "Hello"},
+		{[]string{"release", "hello", chart, "-n", "Bad_NS"}, "Bad_NS"},
+		{[]string{"release", "hello", "./no-such-dir"}, "no-such-dir"},
+		{[]string{"release", "hello", chart, "-f", "missing.yaml"}, "missing.yaml"},
+		{[]string{"release", "hello", chart, "-f", badValues}, "not a YAML map"},
+		{[]string{"release", "hello", chart, "--set", "novalue"}, "--set novalue"},
+		{[]string{"release", "hello", "https://charts.example.com"}, "--repo"},
+		{[]string{"release", "hello", chart, "--timeout", "0s"}, "--timeout"},
+		{[]string{"release", "hello"}, "release takes the release NAME and a SOURCE"},
+		{[]string{"rollback", "hello", "zero"}, "REVISION"},
+		{[]string{"replay", "--print", "--to", "sbx"}, "--print or --to"},
+		{[]string{"replay", "--to", "troupe.x"}, "live subjects"},
+		{[]string{"history", "hello", "-o", "xml"}, "want table, json or yaml"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(t.Context(), append(tc.args, "--server", "nats://127.0.0.1:1"), nil, &out, &errOut)
+		assert.Equal(t, 2, code, "%v: %s", tc.args, errOut.String())
+		assert.Contains(t, errOut.String(), tc.want, tc.args)
+	}
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+type replayOptions struct {
+	release      string
+	since, until string
+	fromSeq      uint64
+	toSeq        uint64
+	types        []string
+	print        bool
+	to           string
+	output       string
+}
+
+func (c *cli) replayCmd() *cobra.Command {
+	o := replayOptions{}
+	cmd := &cobra.Command{
+		Use:   "replay [--release NS/NAME] [--since T | --from-seq S] [--until T | --to-seq S] [--type T] (--print | --to PREFIX)",
+		Short: "Re-deliver a range of the events stream: print it, or republish it under a sandbox prefix",
+		Long: `Read a range of the events stream and either print it (--print) or republish every event,
+unchanged, under a sandbox subject prefix (--to PREFIX: troupe.release.… becomes
+PREFIX.troupe.release.…), never onto the live subjects. 'troupe dev --subjects-prefix PREFIX'
+runs the services against such a sandbox, to reproduce what happened.
+
+T is a time (RFC 3339) or a duration ago (10m, 2h).`,
+		Example: `  troupe replay --release demo/hello --since 1h --print
+  troupe replay --release demo/hello --type release.requested --to sandbox`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return c.replay(cmd.Context(), o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.release, "release", "", "only this release's events (NS/NAME)")
+	f.StringVar(&o.since, "since", "", "from this time, or this long ago")
+	f.StringVar(&o.until, "until", "", "up to this time, or this long ago")
+	f.Uint64Var(&o.fromSeq, "from-seq", 0, "from this stream sequence")
+	f.Uint64Var(&o.toSeq, "to-seq", 0, "up to this stream sequence")
+	f.StringSliceVar(&o.types, "type", nil, "only events of these types (repeatable)")
+	f.BoolVar(&o.print, "print", false, "print the events")
+	f.StringVar(&o.to, "to", "", "republish under this subject prefix (a sandbox)")
+	f.StringVarP(&o.output, "output", "o", "text", "with --print: text or json")
+	return cmd
+}
+
+// parseWhen reads a time: RFC 3339, or a duration ago.
+func parseWhen(flag, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return time.Now().Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return t, usagef("--%s %q: want a time (2026-01-02T15:04:05Z) or a duration ago (10m)", flag, s)
+	}
+	return t, nil
+}
+
+func (c *cli) replay(ctx context.Context, o replayOptions) error {
+	if o.print == (o.to != "") {
+		return usagef("say what to do with the events: --print or --to PREFIX")
+	}
+	if o.to != "" {
+		if err := validPrefix(o.to); err != nil {
+			return usageError{err}
+		}
+	}
+	if o.since != "" && o.fromSeq > 0 || o.until != "" && o.toSeq > 0 {
+		return usagef("--since and --from-seq (or --until and --to-seq) do not go together")
+	}
+	since, err := parseWhen("since", o.since)
+	if err != nil {
+		return err
+	}
+	until, err := parseWhen("until", o.until)
+	if err != nil {
+		return err
+	}
+	_, filters, err := tailFilters(tailOptions{release: o.release, types: o.types})
+	if err != nil {
+		return err
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
+	switch {
+	case o.fromSeq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, o.fromSeq
+	case !since.IsZero():
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	nc, js, err := c.connect("troupe-replay")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cons, err := js.OrderedConsumer(ctx, events.StreamName, cfg)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	n := 0
+	if info.NumPending > 0 {
+		it, err := cons.Messages()
+		if err != nil {
+			return err
+		}
+		defer it.Stop()
+		for {
+			msg, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
+			if errors.Is(err, nats.ErrTimeout) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("replay: %w", err)
+			}
+			md, err := msg.Metadata()
+			if err != nil {
+				return err
+			}
+			if o.toSeq > 0 && md.Sequence.Stream > o.toSeq || !until.IsZero() && md.Timestamp.After(until) {
+				break
+			}
+			if o.print {
+				c.printEvent(msg, o.output)
+			} else {
+				out := &nats.Msg{Subject: o.to + "." + msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
+				if err := nc.PublishMsg(out); err != nil {
+					return fmt.Errorf("replay to %s: %w", out.Subject, err)
+				}
+			}
+			n++
+			if md.NumPending == 0 {
+				break
+			}
+		}
+	}
+	if o.to != "" {
+		if err := nc.FlushWithContext(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "replayed %d events under %s.%s\n", n, o.to, events.ReleaseSubjects)
+	} else if n == 0 {
+		fmt.Fprintln(c.stderr, "no events in that range")
+	}
+	return nil
+}
+
+// validPrefix checks a sandbox prefix: NATS subject tokens, and not troupe's own root.
+func validPrefix(p string) error {
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" || strings.ContainsAny(tok, " *>\t") {
+			return fmt.Errorf("--to/--subjects-prefix %q: want dot-separated subject tokens, no wildcards", p)
+		}
+	}
+	if p == events.SubjectRoot || strings.HasPrefix(p, events.SubjectRoot+".") {
+		return fmt.Errorf("prefix %q would publish onto troupe's live subjects", p)
+	}
+	return nil
+}

@@ -1,0 +1,347 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// revision is what `troupe history -o json` prints per revision.
+type revision struct {
+	Revision     int    `json:"revision"`
+	State        string `json:"state"`
+	Current      bool   `json:"current"`
+	Stage        string `json:"stage"`
+	Reason       string `json:"reason"`
+	RolledBackTo int    `json:"rolledBackTo"`
+}
+
+func history(t *testing.T, name, ns string) []revision {
+	t.Helper()
+	r := troupe(t, "history", name, "-n", ns, "-o", "json")
+	require.Equal(t, 0, r.code, r)
+	var out []revision
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	return out
+}
+
+func replicas(t *testing.T, ns, name string) int32 {
+	t.Helper()
+	d, err := env.kube.Client.AppsV1().Deployments(ns).Get(t.Context(), name, metav1.GetOptions{})
+	require.NoError(t, err)
+	return *d.Spec.Replicas
+}
+
+func current(revs []revision) int {
+	for _, r := range revs {
+		if r.Current {
+			return r.Revision
+		}
+	}
+	return 0
+}
+
+// TestReleaseLifecycle: install, upgrade, history, diff, manifest, manual rollback (no new
+// number), the next revision's number, status, uninstall.
+func TestReleaseLifecycle(t *testing.T) {
+	ns := env.kube.Namespace(t)
+	r := troupe(t, "release", "hello", chart(), "-n", ns, "--wait")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, ns+"/hello: revision 1 requested")
+	for _, stage := range []string{"rendered", "applied", "ready"} {
+		assert.Contains(t, r.stdout, stage, "--wait shows every stage")
+	}
+	assert.EqualValues(t, 1, replicas(t, ns, "hello"))
+
+	r = troupe(t, "release", "hello", chart(), "-n", ns, "--set", "replicaCount=2", "--wait")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "revision 2 requested")
+	assert.Contains(t, r.stdout, "1 configured", "only the Deployment changed")
+	assert.EqualValues(t, 2, replicas(t, ns, "hello"))
+
+	revs := history(t, "hello", ns)
+	require.Len(t, revs, 2)
+	assert.Equal(t, "ready", revs[1].State)
+	assert.Equal(t, 2, current(revs))
+
+	r = troupe(t, "diff", "hello", "-n", ns, "--from", "1", "--to", "2")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "Deployment/"+ns+"/hello")
+	assert.Contains(t, r.stdout, "spec.replicas")
+
+	r = troupe(t, "get", "manifest", "hello", "-n", ns, "--revision", "1")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "replicas: 1")
+	assert.Contains(t, r.stdout, "kind: Service")
+
+	r = troupe(t, "rollback", "hello", "1", "-n", ns, "--wait")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "ready")
+	assert.EqualValues(t, 1, replicas(t, ns, "hello"), "revision 1's manifests are back")
+	revs = history(t, "hello", ns)
+	require.Len(t, revs, 2, "a rollback mints no revision")
+	assert.Equal(t, 1, current(revs))
+
+	r = troupe(t, "release", "hello", chart(), "-n", ns, "--set", "replicaCount=3")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "revision 3 requested", "the next request after a rollback is 3")
+
+	r = troupe(t, "status", "hello", "-n", ns, "-o", "json")
+	require.Equal(t, 0, r.code, r)
+	var st struct {
+		Release string `json:"release"`
+		Latest  struct {
+			Revision int `json:"revision"`
+		} `json:"latest"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &st))
+	assert.Equal(t, ns+"/hello", st.Release)
+	assert.Equal(t, 3, st.Latest.Revision)
+
+	r = troupe(t, "list", "-o", "json")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, `"release": "`+ns+`/hello"`)
+
+	require.Eventually(t, func() bool { return current(history(t, "hello", ns)) == 3 }, time.Minute, 200*time.Millisecond)
+	r = troupe(t, "uninstall", "hello", "-n", ns, "--wait")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "uninstalled")
+	_, err := env.kube.Client.AppsV1().Deployments(ns).Get(t.Context(), "hello", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "the Deployment is deleted: %v", err)
+}
+
+// TestPrune: a revision that drops an object deletes it.
+func TestPrune(t *testing.T) {
+	ns := env.kube.Namespace(t)
+	r := troupe(t, "release", "config", "test/e2e/testdata/prune/v1", "-n", ns, "--wait")
+	require.Equal(t, 0, r.code, r)
+	_, err := env.kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "config-b", metav1.GetOptions{})
+	require.NoError(t, err)
+	r = troupe(t, "release", "config", "test/e2e/testdata/prune/v2", "-n", ns, "--wait")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "1 pruned")
+	_, err = env.kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "config-b", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "config-b is pruned: %v", err)
+	_, err = env.kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "config-a", metav1.GetOptions{})
+	assert.NoError(t, err)
+}
+
+// TestFailures: a failed render, a failed apply, a failed health check each exit 1 with the
+// stage and reason, and leave the ready revision as it was; with --rollback-on-failure the
+// history rolls back to it.
+func TestFailures(t *testing.T) {
+	ns := env.kube.Namespace(t)
+	r := troupe(t, "release", "hello", chart(), "-n", ns, "--wait")
+	require.Equal(t, 0, r.code, r)
+
+	r = troupe(t, "release", "hello", chart(), "-n", ns, "--set", "image.repository=null", "--wait")
+	assert.Equal(t, 1, r.code, r)
+	assert.Contains(t, r.stderr, "failed at render")
+	assert.Contains(t, r.stderr, "image.repository is required")
+
+	r = troupe(t, "release", "hello", chart(), "-n", ns, "--set", "replicaCount=many", "--wait")
+	assert.Equal(t, 1, r.code, r)
+	assert.Contains(t, r.stderr, "failed at apply")
+	assert.Contains(t, r.stderr, "Deployment")
+	assert.EqualValues(t, 1, replicas(t, ns, "hello"), "the ready revision is untouched")
+
+	r = troupe(t, "release", "hello", chart(), "-n", ns, "--set", "replicaCount=2", "--set", "podAnnotations.troupe\\.dev/kwok-fault=crashloop",
+		"--rollback-on-failure", "--wait")
+	assert.Equal(t, 1, r.code, r)
+	assert.Contains(t, r.stdout, "failed")
+	assert.Contains(t, r.stdout, "crash")
+	assert.Contains(t, r.stdout, "automatic, to revision 1")
+	assert.Contains(t, r.stderr, "rolled back to revision 1")
+	assert.EqualValues(t, 1, replicas(t, ns, "hello"), "revision 1 restored")
+
+	revs := history(t, "hello", ns)
+	require.Len(t, revs, 4)
+	assert.Equal(t, []string{"render", "apply", "health"}, []string{revs[1].Stage, revs[2].Stage, revs[3].Stage})
+	assert.Equal(t, 1, current(revs))
+
+	// A usage error is exit 2, and nothing is published.
+	r = troupe(t, "release", "Bad_Name", chart(), "-n", ns)
+	assert.Equal(t, 2, r.code, r)
+	r = troupe(t, "release", "hello", filepath.Join(env.root, "no-such-chart"), "-n", ns)
+	assert.Equal(t, 2, r.code, r)
+	assert.Contains(t, r.stderr, "no-such-chart")
+	assert.Len(t, history(t, "hello", ns), 4)
+}
+
+// TestDryRun: --dry-run --wait prints the diff and changes nothing.
+func TestDryRun(t *testing.T) {
+	ns := env.kube.Namespace(t)
+	r := troupe(t, "release", "hello", chart(), "-n", ns, "--wait")
+	require.Equal(t, 0, r.code, r)
+	r = troupe(t, "release", "hello", chart(), "-n", ns, "--set", "replicaCount=3", "--dry-run", "--wait")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "~ Deployment/"+ns+"/hello (update)")
+	assert.Contains(t, r.stdout, "replicas: 3")
+	assert.Contains(t, r.stdout, "= Service/"+ns+"/hello (unchanged)")
+	assert.EqualValues(t, 1, replicas(t, ns, "hello"), "a dry run changes nothing")
+}
+
+// TestTrace: the trace of a revision lists every stage's event in order, with stage times.
+func TestTrace(t *testing.T) {
+	ns := env.kube.Namespace(t)
+	r := troupe(t, "release", "hello", chart(), "-n", ns, "--wait")
+	require.Equal(t, 0, r.code, r)
+	r = troupe(t, "trace", "hello", "-n", ns, "-o", "json")
+	require.Equal(t, 0, r.code, r)
+	var tr struct {
+		Revision int `json:"revision"`
+		Events   []struct {
+			Type   string `json:"type"`
+			Source string `json:"source"`
+		} `json:"events"`
+		Stages []struct {
+			Stage string `json:"stage"`
+		} `json:"stages"`
+		Ended string `json:"ended"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &tr), r.stdout)
+	assert.Equal(t, 1, tr.Revision)
+	var seen []string
+	for _, e := range tr.Events {
+		if e.Type != "release.progressing" {
+			seen = append(seen, e.Type+" "+e.Source)
+		}
+	}
+	assert.Equal(t, []string{"release.requested troupe/cli", "release.rendered troupe/renderer",
+		"release.applied troupe/applier", "release.ready troupe/health"}, seen)
+	var stages []string
+	for _, s := range tr.Stages {
+		stages = append(stages, s.Stage)
+	}
+	assert.Equal(t, []string{"render", "apply", "health"}, stages)
+	assert.Equal(t, "ready", tr.Ended)
+
+	r = troupe(t, "trace", "hello", "-n", ns)
+	require.Equal(t, 0, r.code, r)
+	for _, s := range []string{"renderer", "applier", "health", "● rendered", "ENDED: ready"} {
+		assert.Contains(t, r.stdout, s)
+	}
+}
+
+// TestReplayIntoSandbox: replaying a failed request into a sandbox prefix, with a sandboxed
+// troupe dev running there, fails the same way — and the live release is not touched.
+func TestReplayIntoSandbox(t *testing.T) {
+	ns := env.kube.Namespace(t)
+	r := troupe(t, "release", "broken", chart(), "-n", ns, "--set", "image.repository=null", "--wait")
+	require.Equal(t, 1, r.code, r)
+	r = troupe(t, "trace", "broken", "-n", ns, "-o", "json")
+	require.Equal(t, 0, r.code, r)
+	var tr struct {
+		Events []struct {
+			Sequence uint64 `json:"sequence"`
+			Type     string `json:"type"`
+			Detail   string `json:"detail"`
+		} `json:"events"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &tr))
+	var seq uint64
+	var failure string
+	for _, e := range tr.Events {
+		switch e.Type {
+		case "release.requested":
+			seq = e.Sequence
+		case "release.failed":
+			failure = e.Detail
+		}
+	}
+	require.NotZero(t, seq)
+	require.Contains(t, failure, "image.repository is required")
+
+	sandbox, err := startProcess("troupe", "troupe dev: ready", "dev", "--subjects-prefix", "sbx", "--server", env.natsURL,
+		"--http-listen", "127.0.0.1:0", "--kubeconfig", env.kube.Kubeconfig, "--store-dir", t.TempDir())
+	require.NoError(t, err)
+	defer sandbox.stop()
+
+	r = troupe(t, "replay", "--release", ns+"/broken", "--from-seq", fmt.Sprint(seq), "--to-seq", fmt.Sprint(seq), "--to", "sbx")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "replayed 1 events under sbx.troupe.release.>")
+
+	require.Eventually(t, func() bool {
+		r := troupe(t, "trace", "broken", "-n", ns, "--subjects-prefix", "sbx", "-o", "json")
+		return r.code == 0 && strings.Contains(r.stdout, `"ended": "failed"`) && strings.Contains(r.stdout, "image.repository is required")
+	}, time.Minute, 500*time.Millisecond, "the sandbox reproduces the failure")
+	assert.Len(t, history(t, "broken", ns), 1, "the live release saw nothing of the replay")
+}
+
+// TestGraphAndANewSubscriber: the graph lists the four services and their edges; the example
+// notifier joins without changing any other service, shows up in the graph and posts
+// release.ready to its webhook.
+func TestGraphAndANewSubscriber(t *testing.T) {
+	var mu sync.Mutex
+	var posted []string
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		posted = append(posted, string(b))
+		mu.Unlock()
+	}))
+	defer hook.Close()
+	notifier, err := startService("notifier", "--webhook", hook.URL)
+	require.NoError(t, err)
+	defer notifier.stop()
+
+	r := troupe(t, "graph", "-o", "json")
+	require.Equal(t, 0, r.code, r)
+	var g struct {
+		Services []struct {
+			Name     string   `json:"name"`
+			Consumes []string `json:"consumes"`
+		} `json:"services"`
+		Edges []struct{ From, Type, To string } `json:"edges"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &g), r.stdout)
+	var names []string
+	for _, s := range g.Services {
+		names = append(names, s.Name)
+	}
+	assert.Subset(t, names, []string{"renderer", "applier", "health", "history", "notifier"})
+	edge := func(from, typ, to string) bool {
+		for _, e := range g.Edges {
+			if e.From == from && e.Type == typ && e.To == to {
+				return true
+			}
+		}
+		return false
+	}
+	assert.True(t, edge("cli", "release.requested", "renderer"))
+	assert.True(t, edge("renderer", "release.rendered", "applier"))
+	assert.True(t, edge("history", "release.rendered", "applier"), "rollbacks")
+	assert.True(t, edge("applier", "release.applied", "health"))
+	assert.True(t, edge("health", "release.ready", "notifier"))
+	assert.True(t, edge("renderer", "release.failed", "notifier"))
+
+	r = troupe(t, "graph", "-o", "mermaid")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "health -->|release.ready| notifier")
+
+	ns := env.kube.Namespace(t)
+	r = troupe(t, "release", "hello", chart(), "-n", ns, "--wait")
+	require.Equal(t, 0, r.code, r)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range posted {
+			if strings.Contains(p, `"type":"release.ready"`) && strings.Contains(p, ns+"/hello") {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 100*time.Millisecond, "the notifier posted release.ready")
+}

@@ -1,0 +1,218 @@
+// Package e2e tests troupe as users run it: the CLI and the four services as separate processes
+// (the binaries `go build` makes), a real embedded NATS JetStream and the real local cluster.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/embedded"
+	"github.com/troupe-dev/troupe/test/cluster"
+)
+
+// env is what every test shares: binaries, the NATS URL, the cluster.
+var env struct {
+	root    string // the repository
+	bin     string // the built binaries
+	natsURL string
+	kube    *cluster.Cluster
+	js      jetstream.JetStream
+	logs    string
+}
+
+// services are troupe's four, each its own process.
+var services = []string{"renderer", "applier", "health", "history"}
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "troupe-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	env.bin, env.logs = filepath.Join(dir, "bin"), filepath.Join(dir, "logs")
+	_ = os.MkdirAll(env.logs, 0o755)
+	if env.root, err = repoRoot(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	build := exec.Command("go", "build", "-o", env.bin+"/", "./cmd/troupe", "./services/renderer/cmd/renderer",
+		"./services/applier/cmd/applier", "./services/health/cmd/health", "./services/history/cmd/history", "./examples/notifier")
+	build.Dir = env.root
+	if out, err := build.CombinedOutput(); err != nil {
+		return fail(fmt.Errorf("build: %w\n%s", err, out))
+	}
+	if env.kube, err = cluster.Start(ctx, cluster.Options{}); err != nil {
+		return fail(err)
+	}
+	defer env.kube.Stop()
+	srv, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:-1", StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	env.natsURL = srv.ClientURL()
+	nc, err := nats.Connect(env.natsURL)
+	if err != nil {
+		return fail(err)
+	}
+	defer nc.Close()
+	env.js, _ = jetstream.New(nc)
+	if _, err := events.Provision(ctx, env.js, events.ProvisionConfig{}); err != nil {
+		return fail(err)
+	}
+	for _, s := range services {
+		p, err := startService(s, "--kubeconfig", env.kube.Kubeconfig)
+		if err != nil {
+			return fail(err)
+		}
+		defer p.stop()
+	}
+	code := m.Run()
+	if code != 0 {
+		for _, s := range services {
+			b, _ := os.ReadFile(filepath.Join(env.logs, s+".log"))
+			fmt.Fprintf(os.Stderr, "--- %s log (last 3000 bytes)\n%s\n", s, tail(b, 3000))
+		}
+	}
+	return code
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.work above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// process is a service process.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startService runs a service binary (serve.Main's flags) against the test's NATS and waits
+// until it logs that it is ready.
+func startService(name string, args ...string) (*process, error) {
+	return startProcess(name, `"`+name+` ready"`, append([]string{"--server", env.natsURL, "--http-listen", "127.0.0.1:0"}, args...)...)
+}
+
+// startProcess runs the binary name and waits until its output holds ready. It dies with the
+// test process.
+func startProcess(name, ready string, args ...string) (*process, error) {
+	logPath := filepath.Join(env.logs, name+".log")
+	if _, err := os.Stat(logPath); err == nil {
+		logPath = filepath.Join(env.logs, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano()))
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(env.bin, name), args...)
+	cmd.Dir = env.root
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(logPath)
+		if bytes.Contains(b, []byte(ready)) {
+			return p, nil
+		}
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("%s exited: %s", name, b)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	p.stop()
+	b, _ := os.ReadFile(logPath)
+	return nil, fmt.Errorf("%s not ready in 60s: %s", name, tail(b, 2000))
+}
+
+// stop sends SIGTERM and waits for the process to drain and exit.
+func (p *process) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// result is one CLI run.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// troupe runs the CLI binary against the test's NATS.
+func troupe(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(env.bin, "troupe"), append(args, "--server", env.natsURL)...)
+	cmd.Dir = env.root
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		r.code = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("troupe %s: %v", strings.Join(args, " "), err)
+	}
+	return r
+}
+
+// chart is the project's example chart.
+func chart() string { return filepath.Join(env.root, "examples", "charts", "hello") }
