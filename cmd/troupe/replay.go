@@ -150,7 +150,7 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 		}
 	}
 	if o.to != "" {
-		if err := nc.FlushWithContext(ctx); err != nil {
+		if err := nc.FlushTimeout(10 * time.Second); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "replayed %d events under %s.%s\n", n, o.to, events.ReleaseSubjects)

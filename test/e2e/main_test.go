@@ -82,7 +82,11 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	for _, s := range services {
-		p, err := startService(s, "--kubeconfig", env.kube.Kubeconfig)
+		var args []string
+		if s != "history" {
+			args = []string{"--kubeconfig", env.kube.Kubeconfig}
+		}
+		p, err := startService(s, args...)
 		if err != nil {
 			return fail(err)
 		}
@@ -163,6 +167,7 @@ func startProcess(name, ready string, args ...string) (*process, error) {
 		}
 		select {
 		case <-p.done:
+			b, _ := os.ReadFile(logPath)
 			return nil, fmt.Errorf("%s exited: %s", name, b)
 		case <-time.After(50 * time.Millisecond):
 		}
