@@ -49,7 +49,9 @@ fuzz: ## fuzz the event decoder for 30s
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=30s ./events
 
 .PHONY: bench
-bench: cluster-bin ## measure the events SDK against raw nats.go JetStream, the renderer against helm template, the applier against client-go SSA, the health watcher's latency and memory
+bench: cluster-bin ## troupe vs helm end to end (the headline), then the events SDK vs raw nats.go, the renderer vs helm template, the applier vs client-go SSA, the health watcher's latency and memory
+	$(GO) run ./cmd/troupe/internal/bench
+	@echo
 	$(GO) run ./events/internal/bench
 	@echo
 	$(GO) run ./services/renderer/internal/bench
