@@ -188,12 +188,12 @@ func TestMalformedEventIsDeadLettered(t *testing.T) {
 	_, err = jsPublish(nc, "troupe.release.dev.podinfo.ready", []byte(`{"specversion":"1.0","id":"x","source":"me","type":"release.ready","subject":"dev/podinfo","data":{"objects":"three"}}`))
 	require.NoError(t, err)
 
+	// Every service that consumes release.ready dead-letters it (history, health, catalog-check).
 	var out string
 	require.Eventually(t, func() bool {
 		_, out, _ = troupe(t, server, "", "tail", "--dead-letters", "--follow=false")
-		return out != ""
-	}, 10*time.Second, 100*time.Millisecond)
-	assert.Contains(t, out, "catalog-check")
+		return strings.Contains(out, "catalog-check") && strings.Contains(out, "history")
+	}, 10*time.Second, 100*time.Millisecond, "dead letters: %s", out)
 	assert.Contains(t, out, "troupe.release.dev.podinfo.ready")
 	assert.Contains(t, out, "malformed event")
 	assert.Contains(t, out, "objects", "the reason names the field")
