@@ -80,13 +80,6 @@ Serves /healthz, /readyz, /metrics and the history's /releases on --http-listen.
 	return cmd
 }
 
-// runner is a service `troupe dev` runs: Start blocks until ctx ends; Ready is closed once it
-// receives events.
-type runner interface {
-	Start(ctx context.Context) error
-	Ready() <-chan struct{}
-}
-
 func (c *cli) dev(ctx context.Context, o devOptions) error {
 	log, err := c.logger()
 	if err != nil {
@@ -254,8 +247,8 @@ func (c *cli) startCluster(ctx context.Context, o devOptions) (*cluster.Cluster,
 
 // devServices returns the services `troupe dev` runs, by name: the four of troupe and
 // catalog-check. The history's queries are served on nc and its HTTP API on mux.
-func devServices(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, kcfg *rest.Config, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux) (map[string]runner, error) {
-	out := map[string]runner{}
+func devServices(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, kcfg *rest.Config, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux) (map[string]serve.Service, error) {
+	out := map[string]serve.Service{}
 	logger := func(name string) *zerolog.Logger { l := log.With().Str("service", name).Logger(); return &l }
 
 	ropts := render.Options{}
@@ -300,7 +293,7 @@ func devServices(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, kcf
 	return out, nil
 }
 
-func serviceNames(m map[string]runner) []string {
+func serviceNames(m map[string]serve.Service) []string {
 	var names []string
 	for n := range m {
 		names = append(names, n)

@@ -24,13 +24,8 @@ func (c *cli) listCmd() *cobra.Command {
 		Short:   "List releases with their current revision and state",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, err := c.conn.Connect("troupe-cli")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
 			var list []history.Summary
-			if err := ask(cmd.Context(), nc, "list", history.Query{}, &list); err != nil {
+			if err := c.ask(cmd, "list", history.Query{}, &list); err != nil {
 				return err
 			}
 			if !all && cmd.Flags().Changed("namespace") {
@@ -163,13 +158,8 @@ func firstLine(s string) string {
 }
 
 func (c *cli) view(cmd *cobra.Command, rel events.Release) (*history.View, error) {
-	nc, err := c.conn.Connect("troupe-cli")
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
 	var v history.View
-	if err := ask(cmd.Context(), nc, "get", history.Query{Release: rel.String()}, &v); err != nil {
+	if err := c.ask(cmd, "get", history.Query{Release: rel.String()}, &v); err != nil {
 		return nil, err
 	}
 	return &v, nil
@@ -261,14 +251,9 @@ func (c *cli) getCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			nc, err := c.conn.Connect("troupe-cli")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
 			if revision == 0 {
-				var v history.View
-				if err := ask(cmd.Context(), nc, "get", history.Query{Release: rel.String()}, &v); err != nil {
+				v, err := c.view(cmd, rel)
+				if err != nil {
 					return err
 				}
 				revision = v.Current
@@ -280,7 +265,7 @@ func (c *cli) getCmd() *cobra.Command {
 				}
 			}
 			var d history.RevisionDetail
-			if err := ask(cmd.Context(), nc, "revision", history.Query{Release: rel.String(), Revision: revision}, &d); err != nil {
+			if err := c.ask(cmd, "revision", history.Query{Release: rel.String(), Revision: revision}, &d); err != nil {
 				return err
 			}
 			if d.Manifests == nil && d.Revision != nil && d.Revision.Bundle == "" {
@@ -322,13 +307,8 @@ func (c *cli) diffCmd() *cobra.Command {
 			if from < 1 || to < 1 {
 				return usagef("--from and --to are revision numbers from 1")
 			}
-			nc, err := c.conn.Connect("troupe-cli")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
 			var d history.Diff
-			if err := ask(cmd.Context(), nc, "diff", history.Query{Release: rel.String(), From: from, To: to}, &d); err != nil {
+			if err := c.ask(cmd, "diff", history.Query{Release: rel.String(), From: from, To: to}, &d); err != nil {
 				return err
 			}
 			return out.print(c.stdout, d, func(tw *tabwriter.Writer) {

@@ -44,6 +44,16 @@ func ask(ctx context.Context, nc *nats.Conn, endpoint string, q history.Query, o
 	return nil
 }
 
+// ask connects, asks the history service one query, and closes.
+func (c *cli) ask(cmd *cobra.Command, endpoint string, q history.Query, out any) error {
+	nc, err := c.conn.Connect("troupe-cli")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return ask(cmd.Context(), nc, endpoint, q, out)
+}
+
 // releaseArg reads a release as NAME with -n NS, or as NS/NAME.
 func releaseArg(name, namespace string) (events.Release, error) {
 	if strings.Contains(name, "/") {

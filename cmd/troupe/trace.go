@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/services/history"
 )
 
 // TraceEvent is one event of a trace.
@@ -231,7 +232,7 @@ func detail(e event.Event) string {
 	switch e.Type() {
 	case events.TypeRequested:
 		d, _ := events.Data[events.Requested](e)
-		return describeSource(d.Source)
+		return shortDigests(history.DescribeSource(d.Source))
 	case events.TypeRendered:
 		d, _ := events.Data[events.Rendered](e)
 		s := fmt.Sprintf("%d objects", len(d.Objects))
@@ -269,31 +270,6 @@ func detail(e event.Event) string {
 		return fmt.Sprintf("%d objects", len(d.Objects))
 	}
 	return ""
-}
-
-func describeSource(s events.Source) string {
-	switch {
-	case s.Helm != nil && s.Helm.OCI != "":
-		return s.Helm.OCI + " " + s.Helm.Version
-	case s.Helm != nil && s.Helm.RepoURL != "":
-		return s.Helm.Chart + " from " + s.Helm.RepoURL
-	case s.Helm != nil && s.Helm.Path != "":
-		return "chart " + s.Helm.Path
-	case s.Helm != nil:
-		return "chart " + shortDigest(s.Helm.Object)
-	case s.Kustomize != nil:
-		return "kustomize " + s.Kustomize.Path + shortDigest(s.Kustomize.Object) + " " + s.Kustomize.Dir
-	case s.Manifests != nil:
-		return "manifests " + s.Manifests.Path + shortDigest(s.Manifests.Object)
-	}
-	return ""
-}
-
-func shortDigest(d string) string {
-	if len(d) > 19 {
-		return d[:19]
-	}
-	return d
 }
 
 // printTrace draws the trace as a swimlane: one column per source, one row per event.

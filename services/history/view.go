@@ -158,7 +158,7 @@ func (v *View) Fold(e event.Event, seq uint64, revision int) error {
 		r = v.add(revision)
 		r.State = StateRequested
 		r.Times.Requested = e.Time()
-		r.Request = &RequestInfo{ID: e.ID(), Source: describeSource(req.Source), Sent: req.Source,
+		r.Request = &RequestInfo{ID: e.ID(), Source: DescribeSource(req.Source), Sent: req.Source,
 			ValuesHash: valuesDigest(req), Options: req.Options, RequestedBy: req.RequestedBy, By: e.Source()}
 		v.Uninstalled = false
 	case events.TypeRendered:
@@ -385,7 +385,7 @@ func (v *View) add(n int) *Revision {
 	return r
 }
 
-func describeSource(s events.Source) string {
+func DescribeSource(s events.Source) string {
 	switch {
 	case s.Helm != nil:
 		h := s.Helm
