@@ -16,8 +16,9 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build the troupe CLI into ./bin
-	$(GO) build -o $(BIN)/troupe ./cmd/troupe
+build: ## build the troupe CLI into ./bin: troupe (lean) and troupe-dev (with the services in, what `troupe dev` runs)
+	$(GO) build -tags lean -o $(BIN)/troupe ./cmd/troupe
+	$(GO) build -o $(BIN)/troupe-dev ./cmd/troupe
 
 .PHONY: run
 run: build cluster-bin ## start troupe dev with a local cluster, take the example chart through install, upgrade and rollback, leave it running (ONCE=1: stop after)
@@ -68,6 +69,7 @@ generate: ## regenerate the JSON Schemas of the event catalog; copy Helm's templ
 lint: $(BIN)/staticcheck ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags lean ./cmd/troupe/
 	$(BIN)/staticcheck $(PKGS)
 
 $(BIN)/staticcheck:

@@ -1,3 +1,5 @@
+//go:build !lean
+
 package main
 
 import (
@@ -50,19 +52,9 @@ func (c *cli) devCmd() *cobra.Command {
 	o := devOptions{}
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run an embedded NATS JetStream, a local Kubernetes cluster and every troupe service",
-		Long: `Run a local troupe: an embedded nats-server with JetStream (its data in --store-dir), troupe's
-streams and buckets provisioned, and every troupe service (renderer, applier, health, history) in
-this process. Prints the NATS URL for the other commands. Stops cleanly on Ctrl-C (a second
-Ctrl-C exits at once).
-
-Without --kubeconfig it also starts the local Kubernetes cluster (etcd, kube-apiserver,
-controller-manager, scheduler and a kwok node, built by 'make cluster-bin') and writes its admin
-kubeconfig to <store-dir>/kubeconfig; with --kubeconfig (and --context) the services deploy to
-that cluster instead.
-
-Serves /healthz, /readyz, /metrics and the history's /releases on --http-listen.`,
-		Args: cobra.NoArgs,
+		Short: devShort,
+		Long:  devLong,
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.httpListenSet = cmd.Flags().Changed("http-listen")
 			return c.dev(cmd.Context(), o)

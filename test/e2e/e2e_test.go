@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -344,4 +346,24 @@ func TestGraphAndANewSubscriber(t *testing.T) {
 		}
 		return false
 	}, 30*time.Second, 100*time.Millisecond, "the notifier posted release.ready")
+}
+
+// The CLI that `make build` builds is lean: `troupe dev` hands over to troupe-dev beside it (the
+// same CLI with the services in), and says what to do when it is missing.
+func TestDevHandsOverToTroupeDev(t *testing.T) {
+	r := troupe(t, "dev", "--help")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "every troupe service (renderer, applier, health, history)")
+	assert.Contains(t, r.stdout, "--kubeconfig", "troupe-dev's own flags are listed")
+
+	alone := filepath.Join(t.TempDir(), "troupe")
+	b, err := os.ReadFile(filepath.Join(env.bin, "troupe"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(alone, b, 0o755))
+	cmd := exec.Command(alone, "dev")
+	cmd.Env = append(os.Environ(), "PATH="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "%s", out)
+	assert.Contains(t, string(out), "troupe dev runs troupe-dev")
+	assert.Contains(t, string(out), "make build")
 }

@@ -56,11 +56,18 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	build := exec.Command("go", "build", "-o", env.bin+"/", "./cmd/troupe", "./services/renderer/cmd/renderer",
-		"./services/applier/cmd/applier", "./services/health/cmd/health", "./services/history/cmd/history", "./examples/notifier")
-	build.Dir = env.root
-	if out, err := build.CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("build: %w\n%s", err, out))
+	// As `make build` does: the lean CLI, troupe-dev (what `troupe dev` runs), the services.
+	for _, args := range [][]string{
+		{"-tags", "lean", "-o", filepath.Join(env.bin, "troupe"), "./cmd/troupe"},
+		{"-o", filepath.Join(env.bin, "troupe-dev"), "./cmd/troupe"},
+		{"-o", env.bin + "/", "./services/renderer/cmd/renderer", "./services/applier/cmd/applier", "./services/health/cmd/health",
+			"./services/history/cmd/history", "./examples/notifier"},
+	} {
+		build := exec.Command("go", append([]string{"build"}, args...)...)
+		build.Dir = env.root
+		if out, err := build.CombinedOutput(); err != nil {
+			return fail(fmt.Errorf("build: %w\n%s", err, out))
+		}
 	}
 	if env.kube, err = cluster.Start(ctx, cluster.Options{}); err != nil {
 		return fail(err)

@@ -59,10 +59,12 @@ func run(n, many, par int) error {
 		return err
 	}
 	defer os.RemoveAll(e.tmp)
-	build := exec.Command("go", "build", "-o", filepath.Join(e.tmp, "troupe"), "./cmd/troupe")
-	build.Dir = e.root
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build troupe: %w\n%s", err, out)
+	for _, args := range [][]string{{"-tags", "lean", "-o", filepath.Join(e.tmp, "troupe")}, {"-o", filepath.Join(e.tmp, "troupe-dev")}} {
+		build := exec.Command("go", append(append([]string{"build"}, args...), "./cmd/troupe")...)
+		build.Dir = e.root
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("build troupe: %w\n%s", err, out)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(e.bin, "helm")); err != nil {
 		return fmt.Errorf("helm: %w (make cluster-bin builds it)", err)
@@ -260,12 +262,14 @@ func (e *env) troupeMany(ctx context.Context, namespaces []string, par int) (tim
 	}
 	defer cc.Stop()
 	start := time.Now()
-	if _, err := parallel(namespaces, par, func(ns string) error {
+	requested, err := parallel(namespaces, par, func(ns string) error {
 		_, err := timed(exec.Command(filepath.Join(e.tmp, "troupe"), "release", "podinfo", e.chart, "-n", ns, "--server", e.nats))
 		return err
-	}); err != nil {
+	})
+	if err != nil {
 		return 0, err
 	}
+	fmt.Fprintf(os.Stderr, "troupe: %d releases requested by the CLI in %s\n", len(namespaces), requested.Round(time.Millisecond))
 	select {
 	case <-ready:
 		return time.Since(start), nil

@@ -1,0 +1,48 @@
+//go:build lean
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// devCmd, in the lean build (`make build`: -tags lean), hands `troupe dev` over to troupe-dev —
+// the same CLI built with the services in — so that every other command starts without them:
+// the services' packages (Helm, client-go, kstatus, …) cost a CLI process ~60 ms of init and
+// 80 MB of binary, paid by each `troupe release` of a script or a CI job.
+func (c *cli) devCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "dev",
+		Short:              devShort,
+		Long:               devLong,
+		DisableFlagParsing: true, // troupe-dev parses them, and prints the help
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := devBinary()
+			if err != nil {
+				return err
+			}
+			return syscall.Exec(path, append([]string{path}, os.Args[1:]...), os.Environ())
+		},
+	}
+}
+
+// devBinary finds troupe-dev beside this executable, else on $PATH.
+func devBinary() (string, error) {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "troupe-dev")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("troupe-dev")
+	if err != nil {
+		return "", fmt.Errorf("troupe dev runs troupe-dev, which is neither beside troupe nor on $PATH: 'make build' builds both into ./bin")
+	}
+	return p, nil
+}

@@ -1,0 +1,18 @@
+package main
+
+// The dev command's help, shared by the full build (dev.go: the services in process) and the
+// lean one (dev_lean.go: hands over to troupe-dev).
+const (
+	devShort = "Run an embedded NATS JetStream, a local Kubernetes cluster and every troupe service"
+	devLong  = `Run a local troupe: an embedded nats-server with JetStream (its data in --store-dir), troupe's
+streams and buckets provisioned, and every troupe service (renderer, applier, health, history) in
+this process. Prints the NATS URL for the other commands. Stops cleanly on Ctrl-C (a second
+Ctrl-C exits at once).
+
+Without --kubeconfig it also starts the local Kubernetes cluster (etcd, kube-apiserver,
+controller-manager, scheduler and a kwok node, built by 'make cluster-bin') and writes its admin
+kubeconfig to <store-dir>/kubeconfig; with --kubeconfig (and --context) the services deploy to
+that cluster instead.
+
+Serves /healthz, /readyz, /metrics and the history's /releases on --http-listen.`
+)
