@@ -61,9 +61,10 @@ bench: cluster-bin ## troupe vs helm end to end (the headline), then the events 
 	$(GO) run ./services/health/internal/bench
 
 .PHONY: generate
-generate: ## regenerate the JSON Schemas of the event catalog; copy Helm's template engine again (after a Helm upgrade)
+generate: ## regenerate the JSON Schemas of the event catalog; copy Helm's template engine and chart loader again (after a Helm upgrade)
 	cd events && $(GO) generate ./...
 	cd services/renderer && $(GO) generate ./...
+	cd cmd/troupe && $(GO) generate ./...
 
 .PHONY: lint
 lint: $(BIN)/staticcheck ## gofmt, go vet and staticcheck

@@ -18,10 +18,10 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
-	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/strvals"
 	"sigs.k8s.io/yaml"
 
+	"github.com/troupe-dev/troupe/cmd/troupe/internal/helmchart/v2/loader"
 	"github.com/troupe-dev/troupe/events"
 )
 
@@ -480,7 +480,7 @@ func tarGz(files map[string][]byte) ([]byte, error) {
 	}
 	slices.Sort(names)
 	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
+	gz, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed) // level: a CLI process pays for the compressor's tables
 	tw := tar.NewWriter(gz)
 	for _, n := range names {
 		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(files[n])), Typeflag: tar.TypeReg}); err != nil {

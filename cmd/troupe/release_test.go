@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
+
+	copied "github.com/troupe-dev/troupe/cmd/troupe/internal/helmchart/v2/loader"
 )
 
 func repoDir(t *testing.T, parts ...string) string {
@@ -105,4 +108,49 @@ func TestReleaseChecksLocallyFirst(t *testing.T) {
 		assert.Equal(t, 2, code, "%v: %s", tc.args, errOut.String())
 		assert.Contains(t, errOut.String(), tc.want, tc.args)
 	}
+}
+
+// TestLoaderCopyLoadsAsHelm: the CLI's copy of Helm's loader (internal/helmchart) loads the
+// fixture and example charts, directory and archive, into what Helm's loader does, and fails
+// on a broken chart with Helm's error.
+func TestLoaderCopyLoadsAsHelm(t *testing.T) {
+	podinfo := filepath.Join("..", "..", "..", "shared", "fixtures", "podinfo", "charts", "podinfo")
+	hello := repoDir(t, "examples", "charts", "hello")
+	archive, err := chartArchive(podinfo, true)
+	require.NoError(t, err)
+	tgz := filepath.Join(t.TempDir(), "podinfo.tgz")
+	require.NoError(t, os.WriteFile(tgz, archive, 0o644))
+	broken := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(broken, "Chart.yaml"), []byte("apiVersion: v2\nname: broken\nversion: 1.0.0\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(broken, "values.yaml"), []byte("a: [\n"), 0o644))
+
+	for _, path := range []string{podinfo, hello, tgz, broken} {
+		want, wantErr := loader.Load(path)
+		got, err := copied.Load(path)
+		if path == broken {
+			require.Error(t, wantErr, "values.yaml does not parse")
+		}
+		if wantErr != nil {
+			require.Error(t, err, path)
+			assert.Equal(t, wantErr.Error(), err.Error(), path)
+			continue
+		}
+		require.NoError(t, err, path)
+		assert.Equal(t, asJSON(t, want.Metadata), asJSON(t, got.Metadata), path) // two packages' types
+		assert.Equal(t, want.Values, got.Values, path)
+		require.Equal(t, len(want.Raw), len(got.Raw), path)
+		for i := range want.Raw {
+			assert.Equal(t, want.Raw[i].Name, got.Raw[i].Name, path)
+			assert.Equal(t, want.Raw[i].Data, got.Raw[i].Data, path)
+		}
+		assert.Equal(t, len(want.Templates), len(got.Templates), path)
+		assert.Equal(t, len(want.Dependencies()), len(got.Dependencies()), path)
+	}
+}
+
+func asJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return string(b)
 }

@@ -169,11 +169,29 @@ func root() (string, error) {
 	}
 }
 
+// namespaces creates the namespaces and waits until the controllers have settled them (the
+// default ServiceAccount a pod is admitted with, the root CA ConfigMap): neither side's clock
+// should run while the cluster sets up namespaces the other side will use.
 func (e *env) namespaces(names ...string) error {
+	ctx := context.Background()
 	for _, n := range names {
-		_, err := e.kube.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{})
+		_, err := e.kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{})
 		if err != nil {
 			return err
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for _, n := range names {
+		for {
+			_, errSA := e.kube.Client.CoreV1().ServiceAccounts(n).Get(ctx, "default", metav1.GetOptions{})
+			_, errCA := e.kube.Client.CoreV1().ConfigMaps(n).Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
+			if errSA == nil && errCA == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("namespace %s not settled: %v", n, cmpErr(errSA, errCA))
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	return nil
