@@ -200,7 +200,7 @@ func follow(ctx context.Context, w *watch, rel events.Release, corr string, roll
 			}
 			p.linef("failed", "at %s: %s: %s", d.Stage, d.Reason, d.Message)
 			for _, o := range d.Objects {
-				if o.Status != "Current" {
+				if o.Status != "Current" && !strings.Contains(d.Message, o.Message) { // said once is enough
 					p.linef("", "  %s: %s %s", o.ObjectRef, o.Status, o.Message)
 				}
 			}

@@ -333,8 +333,9 @@ func (s *Service) failOrRetry(ctx context.Context, e event.Event, rel events.Rel
 		return err
 	}
 	reason := apply.ReasonOf(err)
-	failed := events.Failed{Stage: stage, Reason: reason, Message: events.Truncate(fmt.Sprintf("%s: %v", rel, err), events.MaxMessageLength)}
+	failed := events.Failed{Stage: stage, Reason: reason, Message: events.Truncate(err.Error(), events.MaxMessageLength)}
 	if ae, ok := errors.AsType[*apply.Error](err); ok {
+		failed.Message = events.Truncate(ae.Detail(), events.MaxMessageLength) // the reason is beside it
 		for i, o := range ae.Objects {
 			if i == 100 {
 				break

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -226,6 +227,7 @@ func TestInvalidRevisionFailsAndKeepsThePrevious(t *testing.T) {
 	require.Len(t, f.Objects, 1)
 	assert.Equal(t, "Bad_Name", f.Objects[0].Name)
 	assert.Contains(t, f.Objects[0].Message, "metadata.name")
+	assert.True(t, strings.HasPrefix(f.Message, "Deployment "+ns+"/Bad_Name: "), "the message says what, the reason is beside it: %s", f.Message)
 	a2, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, a1.ResourceVersion, a2.ResourceVersion)

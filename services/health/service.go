@@ -529,7 +529,7 @@ func (s *Service) evaluate(t *tracker) {
 			t.timeout.Stop()
 			s.emit(t, events.TypeReady, events.Ready{TimeToReady: events.Duration(now.Sub(t.requested)), Objects: len(t.objects)}, "", &t.rec)
 		case len(failing) > 0:
-			s.fail(t, reason, fmt.Sprintf("%s revision %d failed: %s", t.rel, t.rec.Revision, describe(failing)), failing)
+			s.fail(t, reason, describe(failing), failing) // the release, revision and reason are beside it
 		case now.After(t.deadline):
 			var waiting []events.ObjectStatus
 			for _, st := range statuses {
@@ -537,8 +537,7 @@ func (s *Service) evaluate(t *tracker) {
 					waiting = append(waiting, st)
 				}
 			}
-			s.fail(t, ReasonTimeout, fmt.Sprintf("%s revision %d not ready after %s: %s", t.rel, t.rec.Revision,
-				t.deadline.Sub(t.requested).Round(time.Second), describe(waiting)), waiting)
+			s.fail(t, ReasonTimeout, fmt.Sprintf("not ready after %s: %s", t.deadline.Sub(t.requested).Round(time.Second), describe(waiting)), waiting)
 		default:
 			s.progress(t, now)
 		}

@@ -51,21 +51,46 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	if d := e.Detail(); d != "" {
+		return e.Reason + ": " + d
+	}
+	return e.Reason
+}
+
+// Detail is what went wrong, without the reason code: the message of release.failed, which
+// carries the reason beside it. Objects with the same message share it ("Deployment web/a,
+// Service web/a: namespace web does not exist"); ten objects are named, then a count.
+func (e *Error) Detail() string {
+	if len(e.Objects) == 0 {
+		if e.Err != nil {
+			return e.Err.Error()
+		}
+		return ""
+	}
+	var messages []string
+	refs := map[string][]string{}
+	for _, o := range e.Objects {
+		if _, ok := refs[o.Message]; !ok {
+			messages = append(messages, o.Message)
+		}
+		refs[o.Message] = append(refs[o.Message], describe(o.Ref))
+	}
 	var b strings.Builder
-	b.WriteString(e.Reason)
-	for i, o := range e.Objects {
-		if i == 10 {
-			fmt.Fprintf(&b, "; and %d more", len(e.Objects)-10)
+	named := 0
+	for i, m := range messages {
+		if named == 10 {
 			break
 		}
-		sep := ": "
+		rs := refs[m]
+		rs = rs[:min(len(rs), 10-named)]
+		named += len(rs)
 		if i > 0 {
-			sep = "; "
+			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "%s%s: %s", sep, describe(o.Ref), o.Message)
+		fmt.Fprintf(&b, "%s: %s", strings.Join(rs, ", "), m)
 	}
-	if len(e.Objects) == 0 && e.Err != nil {
-		fmt.Fprintf(&b, ": %v", e.Err)
+	if named < len(e.Objects) {
+		fmt.Fprintf(&b, "; and %d more objects", len(e.Objects)-named)
 	}
 	return b.String()
 }
@@ -107,7 +132,7 @@ func objectError(ref events.ObjectRef, err error) *Error {
 	case apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "admission webhook"):
 		return &Error{Reason: ReasonForbidden, Objects: oe, Err: err}
 	case apierrors.IsNotFound(err) && ref.Namespace != "" && strings.Contains(err.Error(), "namespaces \""+ref.Namespace+"\" not found"):
-		oe[0].Message = fmt.Sprintf("namespace %s does not exist (set options.createNamespace to create it)", ref.Namespace)
+		oe[0].Message = fmt.Sprintf("namespace %s does not exist (troupe release --create-namespace, options.createNamespace, creates it)", ref.Namespace)
 		return &Error{Reason: ReasonNamespaceNotFound, Objects: oe, Err: err}
 	default:
 		return &Error{Reason: ReasonInvalidObject, Objects: oe, Err: err}

@@ -149,7 +149,7 @@ func TestApplyRefusals(t *testing.T) {
 		{"cluster-scoped denied", apply.Options{DenyClusterScoped: true}, rel, []map[string]any{role},
 			apply.ReasonNamespaceNotAllowed, "does not apply cluster-scoped objects"},
 		{"missing namespace", apply.Options{}, events.Release{Namespace: "nowhere-" + ns[:10], Name: "app"}, []map[string]any{configMap("nowhere-"+ns[:10], "a", nil)},
-			apply.ReasonNamespaceNotFound, "set options.createNamespace"},
+			apply.ReasonNamespaceNotFound, "does not exist (troupe release --create-namespace"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
