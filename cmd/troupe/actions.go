@@ -2,7 +2,6 @@ package main
 
 import (
 	"strconv"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -11,9 +10,7 @@ import (
 
 func (c *cli) rollbackCmd() *cobra.Command {
 	var ns, reason string
-	var wait bool
-	var timeout time.Duration
-	var out output
+	var how waiting
 	cmd := &cobra.Command{
 		Use:   "rollback NAME [REVISION] [-n NS] [--wait]",
 		Short: "Restore an earlier revision's manifests (default: the previous ready one)",
@@ -39,33 +36,21 @@ With --wait, exit 0 once the restored revision is ready, 1 when the rollback fai
 				}
 			}
 			if cmd.Flags().Changed("timeout") {
-				rb.Options.Timeout = events.Duration(timeout)
+				rb.Options.Timeout = events.Duration(how.timeout)
 			}
-			e, err := events.NewEvent(events.SourcePrefix+"cli", events.TypeRollbackRequested, rel, rb)
-			if err != nil {
-				return usageError{err}
-			}
-			nc, js, err := c.connect("troupe-cli")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			return c.publishAndFollow(cmd.Context(), js, rel, e, wait, timeout, false, out, false)
+			return c.send(cmd.Context(), rel, events.TypeRollbackRequested, rb, nil, how)
 		},
 	}
 	namespaceFlag(cmd, &ns)
-	cmd.Flags().BoolVar(&wait, "wait", false, "follow the rollback; exit 0 when the revision is ready again")
-	cmd.Flags().DurationVar(&timeout, "timeout", events.DefaultTimeout, "the rollback's timeout")
+	how.bind(cmd, "follow the rollback; exit 0 when the revision is ready again", "the rollback's timeout")
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the history")
-	out.bind(cmd)
 	return cmd
 }
 
 func (c *cli) uninstallCmd() *cobra.Command {
 	var ns string
-	var wait, crds bool
-	var timeout time.Duration
-	var out output
+	var crds bool
+	var how waiting
 	cmd := &cobra.Command{
 		Use:   "uninstall NAME [-n NS] [--wait]",
 		Short: "Delete every object of a release (CRDs only with --delete-crds)",
@@ -75,23 +60,12 @@ func (c *cli) uninstallCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			e, err := events.NewEvent(events.SourcePrefix+"cli", events.TypeUninstallRequested, rel,
-				events.UninstallRequested{DeleteCRDs: crds, Timeout: events.Duration(timeout)})
-			if err != nil {
-				return usageError{err}
-			}
-			nc, js, err := c.connect("troupe-cli")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			return c.publishAndFollow(cmd.Context(), js, rel, e, wait, timeout, false, out, false)
+			return c.send(cmd.Context(), rel, events.TypeUninstallRequested,
+				events.UninstallRequested{DeleteCRDs: crds, Timeout: events.Duration(how.timeout)}, nil, how)
 		},
 	}
 	namespaceFlag(cmd, &ns)
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the objects are deleted")
+	how.bind(cmd, "wait until the objects are deleted", "the uninstall's timeout")
 	cmd.Flags().BoolVar(&crds, "delete-crds", false, "also delete the CustomResourceDefinitions the release installed")
-	cmd.Flags().DurationVar(&timeout, "timeout", events.DefaultTimeout, "the uninstall's timeout")
-	out.bind(cmd)
 	return cmd
 }

@@ -26,21 +26,18 @@ import (
 )
 
 type releaseOptions struct {
-	namespace         string
-	valuesFiles       []string
-	set               []string
-	version           string
-	repo              string
-	kustomize         bool
-	kustomizeRoot     string
-	wait              bool
-	timeout           time.Duration
-	rollbackOnFailure bool
-	dryRun            bool
-	noPrune           bool
-	createNamespace   bool
-	adopt             bool
-	output            output
+	namespace       string
+	valuesFiles     []string
+	set             []string
+	version         string
+	repo            string
+	kustomize       bool
+	kustomizeRoot   string
+	dryRun          bool
+	noPrune         bool
+	createNamespace bool
+	adopt           bool
+	waiting
 }
 
 func (c *cli) releaseCmd() *cobra.Command {
@@ -77,15 +74,13 @@ the chart loads. Nothing is published when something is wrong.`,
 	f.StringVar(&o.repo, "repo", "", "chart repository URL; SOURCE is then the chart's name")
 	f.BoolVar(&o.kustomize, "kustomize", false, "SOURCE is a kustomization directory")
 	f.StringVar(&o.kustomizeRoot, "kustomize-root", "", "upload this directory with the kustomization (default: the smallest one holding every directory it refers to)")
-	f.BoolVar(&o.wait, "wait", false, "follow the revision and exit 0 when ready, 1 when it fails")
-	f.DurationVar(&o.timeout, "timeout", events.DefaultTimeout, "the revision's timeout: every stage ends by then")
+	o.waiting.bind(cmd, "follow the revision and exit 0 when ready, 1 when it fails", "the revision's timeout: every stage ends by then")
 	f.BoolVar(&o.rollbackOnFailure, "rollback-on-failure", false, "roll back to the previous ready revision if this one fails (--atomic)")
 	f.BoolVar(&o.rollbackOnFailure, "atomic", false, "same as --rollback-on-failure")
 	f.BoolVar(&o.dryRun, "dry-run", false, "render and diff against the cluster; change nothing")
 	f.BoolVar(&o.noPrune, "no-prune", false, "keep objects the previous revision applied and this one does not")
 	f.BoolVar(&o.createNamespace, "create-namespace", false, "create the namespace if it is missing")
 	f.BoolVar(&o.adopt, "adopt", false, "take over objects that exist but belong to no release or another one")
-	o.output.bind(cmd)
 	return cmd
 }
 
@@ -128,32 +123,53 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 	if err := req.Validate(); err != nil {
 		return usageError{err}
 	}
-	e, err := events.NewEvent(events.SourcePrefix+"cli", events.TypeRequested, rel, req)
+	o.numbered = true
+	return c.send(ctx, rel, events.TypeRequested, req, upload, o.waiting)
+}
+
+// waiting is how a command that publishes a request follows it: --wait, --timeout and -o.
+type waiting struct {
+	wait              bool
+	timeout           time.Duration
+	output            output
+	rollbackOnFailure bool // follow the automatic rollback of a failed revision too
+	numbered          bool // a new revision: print the number the request got
+}
+
+func (w *waiting) bind(cmd *cobra.Command, waitHelp, timeoutHelp string) {
+	cmd.Flags().BoolVar(&w.wait, "wait", false, waitHelp)
+	cmd.Flags().DurationVar(&w.timeout, "timeout", events.DefaultTimeout, timeoutHelp)
+	w.output.bind(cmd)
+}
+
+// send publishes the CLI's request typ for rel — once before (nil: nothing) has put what it
+// refers to in the stores — and follows it as w says.
+func (c *cli) send(ctx context.Context, rel events.Release, typ string, data any, before func(context.Context, jetstream.JetStream) error, w waiting) error {
+	e, err := events.NewEvent(events.SourcePrefix+"cli", typ, rel, data)
 	if err != nil {
 		return usageError{err}
 	}
-
 	nc, js, err := c.connect("troupe-cli")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	if upload != nil {
-		if err := upload(ctx, js); err != nil {
-			return fmt.Errorf("upload %s: %w", src, err)
+	if before != nil {
+		if err := before(ctx, js); err != nil {
+			return err
 		}
 	}
-	return c.publishAndFollow(ctx, js, rel, e, o.wait, o.timeout, o.rollbackOnFailure, o.output, true)
+	return c.publishAndFollow(ctx, js, rel, e, w)
 }
 
-// publishAndFollow publishes e and, with wait, follows its flow until it ends.
-func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel events.Release, e event.Event, wait bool, timeout time.Duration, rollbackOnFailure bool, out output, numbered bool) error {
+// publishAndFollow publishes e and, with --wait (how), follows its flow until it ends.
+func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel events.Release, e event.Event, how waiting) error {
 	ack, err := events.NewPublisher(js).Publish(ctx, e)
 	if err != nil {
 		return err
 	}
 	revision := 0
-	if numbered {
+	if how.numbered {
 		revs, err := events.NewRevisions(ctx, js)
 		if err != nil {
 			return err
@@ -162,17 +178,17 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 			return err
 		}
 	}
-	text := out == "table"
+	text := how.output == "table"
 	if text {
-		if numbered {
+		if how.numbered {
 			fmt.Fprintf(c.stdout, "%s: revision %d requested (event %s)\n", rel, revision, shortID(e.ID()))
 		} else {
 			fmt.Fprintf(c.stdout, "%s: %s published (event %s)\n", rel, e.Type(), shortID(e.ID()))
 		}
 	}
-	if !wait {
+	if !how.wait {
 		if !text {
-			return out.print(c.stdout, Outcome{Release: rel.String(), Revision: revision, State: "requested"}, nil)
+			return how.output.print(c.stdout, Outcome{Release: rel.String(), Revision: revision, State: "requested"}, nil)
 		}
 		return nil
 	}
@@ -181,13 +197,13 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 		return err
 	}
 	defer w.stop()
-	wctx, cancel := context.WithTimeout(ctx, timeout+30*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, how.timeout+30*time.Second)
 	defer cancel()
 	p := &progress{start: time.Now(), ready: -1}
 	if text {
 		p.w = c.stdout
 	}
-	res, ferr := follow(wctx, w, rel, e.ID(), rollbackOnFailure, p)
+	res, ferr := follow(wctx, w, rel, e.ID(), how.rollbackOnFailure, p)
 	if res.Revision == 0 {
 		res.Revision = revision
 	}
@@ -198,7 +214,7 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 		if res.State == "diffed" {
 			c.printDiff(res.Diff)
 		}
-	} else if err := out.print(c.stdout, res, nil); err != nil {
+	} else if err := how.output.print(c.stdout, res, nil); err != nil {
 		return err
 	}
 	return ferr
@@ -276,16 +292,19 @@ func source(src string, o releaseOptions) (s events.Source, upload func(ctx cont
 	return s, func(ctx context.Context, js jetstream.JetStream) error {
 		store, err := events.OpenObjects(ctx, js, events.BucketSources)
 		if err != nil {
-			return err
+			return fmt.Errorf("upload %s: %w", src, err)
 		}
 		if ok, err := store.Has(ctx, *digest); err == nil && ok {
 			return nil // uploaded before: content-addressed
 		}
 		d, _, err := store.Put(ctx, bytes.NewReader(data))
 		if err == nil && d != *digest {
-			err = fmt.Errorf("upload %s: the store computed %s", *digest, d)
+			err = fmt.Errorf("the store computed %s, not %s", d, *digest)
 		}
-		return err
+		if err != nil {
+			return fmt.Errorf("upload %s: %w", src, err)
+		}
+		return nil
 	}, nil
 }
 
