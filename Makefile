@@ -9,6 +9,10 @@ PKGS     := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 STATICCHECK_VERSION := v0.8.2
 CLUSTER_BINS := $(addprefix $(BIN)/,etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
 
+# Stamp the commit into what `troupe version` and the services' $SRV.INFO say (Go does not by
+# default in a workspace); off outside a git checkout, where there is none to stamp.
+BUILDVCS := $(shell git rev-parse --git-dir >/dev/null 2>&1 && echo true || echo false)
+
 export PATH := /usr/local/go/bin:$(PATH)
 
 .PHONY: help
@@ -17,8 +21,8 @@ help: ## list the targets
 
 .PHONY: build
 build: ## build the troupe CLI into ./bin: troupe (lean) and troupe-dev (with the services in, what `troupe dev` runs)
-	$(GO) build -tags lean -o $(BIN)/troupe ./cmd/troupe
-	$(GO) build -o $(BIN)/troupe-dev ./cmd/troupe
+	$(GO) build -buildvcs=$(BUILDVCS) -tags lean -o $(BIN)/troupe ./cmd/troupe
+	$(GO) build -buildvcs=$(BUILDVCS) -o $(BIN)/troupe-dev ./cmd/troupe
 
 .PHONY: run
 run: build cluster-bin ## start troupe dev with a local cluster, take the example chart through install, upgrade and rollback, leave it running (ONCE=1: stop after)

@@ -23,7 +23,7 @@ var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 // ServiceInfo is what a service advertises for discovery.
 type ServiceInfo struct {
 	Name     string
-	Version  string
+	Version  string // semver; default: this build's (Version)
 	Consumes []string
 	Produces []string
 }
@@ -38,7 +38,7 @@ func RegisterService(js jetstream.JetStream, info ServiceInfo) (micro.Service, e
 	}
 	version := info.Version
 	if version == "" || version == "dev" {
-		version = "0.0.0-dev"
+		version = Version()
 	}
 	svc, err := micro.AddService(js.Conn(), micro.Config{
 		Name:        info.Name,

@@ -19,7 +19,7 @@ type SubscriberConfig struct {
 	// subject troupe.dlq.<service>.…, and the source troupe/<service> of what the subscriber
 	// publishes itself. Required; letters, digits, '-' and '_'.
 	Service string
-	// Version is advertised in the service's $SRV.INFO. Default "dev".
+	// Version is advertised in the service's $SRV.INFO. Default: this build's (Version).
 	Version string
 	// Types are the event types the service consumes; the consumer is filtered to them. Required.
 	Types []string

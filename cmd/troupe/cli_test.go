@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -260,4 +261,39 @@ func TestConnectsWithCredentials(t *testing.T) {
 	code, out, errOut := troupe(t, s.ClientURL(), "", append(args, "--user", "troupe", "--password", "s3cret")...)
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "published release.uninstall.requested dev/app")
+}
+
+// TestVersion: `troupe version` prints the CLI's version and every running service's, with its
+// instances; --client does not connect; without services it says so and exits 1, the CLI's
+// version printed still.
+func TestVersion(t *testing.T) {
+	server := startDev(t)
+	code, stdout, stderr := troupe(t, server, "", "version", "-o", "json")
+	require.Equal(t, 0, code, stderr)
+	var v versionOut
+	require.NoError(t, json.Unmarshal([]byte(stdout), &v))
+	assert.Equal(t, events.Version(), v.Client.Version)
+	assert.Equal(t, runtime.GOOS+"/"+runtime.GOARCH, v.Client.Platform)
+	names := map[string]serviceVersion{}
+	for _, s := range v.Services {
+		names[s.Name] = s
+	}
+	for _, n := range []string{"renderer", "applier", "health", "history"} {
+		require.Contains(t, names, n)
+		assert.Equal(t, events.Version(), names[n].Version, n)
+		assert.Equal(t, 1, names[n].Instances, n)
+	}
+
+	code, stdout, _ = troupe(t, server, "", "version")
+	require.Equal(t, 0, code)
+	assert.Regexp(t, `(?m)^applier\s+\S+\s+1 instance$`, stdout)
+
+	code, stdout, _ = troupe(t, "nats://127.0.0.1:1", "", "version", "--client")
+	assert.Equal(t, 0, code, "--client does not connect")
+	assert.Contains(t, stdout, events.Version())
+
+	code, stdout, stderr = troupe(t, "nats://127.0.0.1:1", "", "version", "--connect-timeout", "200ms")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stdout, events.Version())
+	assert.NotEmpty(t, stderr)
 }

@@ -26,7 +26,8 @@ type Graph struct {
 // GraphService is one service, however many instances answer.
 type GraphService struct {
 	Name      string   `json:"name"`
-	Version   string   `json:"version"`
+	Version   string   `json:"version"` // the versions its instances run, comma-separated
+	Versions  []string `json:"-"`       // the same, one each
 	Instances int      `json:"instances"`
 	Consumes  []string `json:"consumes"`
 	Produces  []string `json:"produces"`
@@ -141,10 +142,15 @@ func discover(ctx context.Context, nc *nats.Conn, d time.Duration) (*Graph, erro
 		}
 		s := byName[info.Name]
 		if s == nil {
-			s = &GraphService{Name: info.Name, Version: info.Version, Consumes: split(cons), Produces: split(prod)}
+			s = &GraphService{Name: info.Name, Consumes: split(cons), Produces: split(prod)}
 			byName[info.Name] = s
 		}
 		s.Instances++
+		if !slices.Contains(s.Versions, info.Version) {
+			s.Versions = append(s.Versions, info.Version)
+			slices.Sort(s.Versions)
+			s.Version = strings.Join(s.Versions, ", ")
+		}
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()

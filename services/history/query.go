@@ -355,7 +355,7 @@ func (s *Service) HTTPHandler() http.Handler {
 
 func version(v string) string {
 	if v == "" {
-		return "0.0.0-dev"
+		return events.Version()
 	}
 	return v
 }
