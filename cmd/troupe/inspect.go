@@ -24,18 +24,21 @@ func (c *cli) listCmd() *cobra.Command {
 		Short:   "List releases with their current revision and state",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var list []history.Summary
-			if err := c.ask(cmd, "list", history.Query{}, &list); err != nil {
-				return err
-			}
+			q := history.Query{}
 			if !all && cmd.Flags().Changed("namespace") {
-				kept := list[:0]
-				for _, s := range list {
-					if strings.HasPrefix(s.Release, ns+"/") {
-						kept = append(kept, s)
-					}
+				q.Namespace = ns
+			}
+			var list []history.Summary
+			for { // page by page: one reply holds history.ListLimit releases at most
+				var page []history.Summary
+				if err := c.ask(cmd, "list", q, &page); err != nil {
+					return err
 				}
-				list = kept
+				list = append(list, page...)
+				if len(page) < history.ListLimit {
+					break
+				}
+				q.After = page[len(page)-1].Release
 			}
 			return out.print(c.stdout, list, func(tw *tabwriter.Writer) {
 				fmt.Fprintln(tw, "NAMESPACE\tNAME\tREVISION\tCURRENT\tSTATE\tUPDATED")

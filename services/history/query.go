@@ -10,11 +10,13 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/troupe-dev/troupe/events"
 )
@@ -29,7 +31,16 @@ type Query struct {
 	Revision int    `json:"revision,omitempty"`
 	From     int    `json:"from,omitempty"`
 	To       int    `json:"to,omitempty"`
+	// list: only this namespace's releases; those after this namespace/name (the last of the
+	// previous page); at most Limit of them (default and most: ListLimit).
+	Namespace string `json:"namespace,omitempty"`
+	After     string `json:"after,omitempty"`
+	Limit     int    `json:"limit,omitempty"`
 }
+
+// ListLimit is the most releases one list reply holds (~150 bytes each, well inside a NATS
+// message): a client asks again with After for the next page, until a page is shorter.
+const ListLimit = 1000
 
 // Summary is one release in a list.
 type Summary struct {
@@ -87,20 +98,32 @@ func badQuery(format string, args ...any) error {
 }
 
 // List lists every release.
-func (s *Service) List(ctx context.Context) ([]Summary, error) {
-	views, err := s.Views(ctx)
+func (s *Service) List(ctx context.Context, q Query) ([]Summary, error) {
+	if q.Limit <= 0 || q.Limit > ListLimit {
+		q.Limit = ListLimit
+	}
+	rels, err := s.releases(ctx, q.Namespace)
 	if err != nil {
 		return nil, err
 	}
 	out := []Summary{}
-	for _, v := range views {
+	for _, rel := range rels {
+		if len(out) == q.Limit {
+			break
+		}
+		if rel.String() <= q.After {
+			continue
+		}
+		v, err := s.View(ctx, rel)
+		if err != nil {
+			continue // deleted meanwhile
+		}
 		sm := Summary{Release: v.Release, Current: v.Current, Uninstalled: v.Uninstalled, Updated: v.Updated}
 		if n := v.newest(); n != nil {
 			sm.Latest, sm.State = n.Revision, n.State
 		}
 		out = append(out, sm)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Release < out[j].Release })
 	return out, nil
 }
 
@@ -246,7 +269,12 @@ func revisionList(v *View) string {
 func (s *Service) answer(ctx context.Context, endpoint string, q Query) (any, error) {
 	switch endpoint {
 	case "list":
-		return s.List(ctx)
+		if q.Namespace != "" {
+			if errs := validation.IsDNS1123Label(q.Namespace); len(errs) > 0 {
+				return nil, badQuery("namespace %q: %s", q.Namespace, strings.Join(errs, "; "))
+			}
+		}
+		return s.List(ctx, q)
 	case "get":
 		return s.view(ctx, q.Release)
 	case "revision":
@@ -331,7 +359,7 @@ func (s *Service) HTTPHandler() http.Handler {
 	rel := func(r *http.Request) string { return r.PathValue("ns") + "/" + r.PathValue("name") }
 	num := func(s string) int { n, _ := strconv.Atoi(s); return n }
 	mux.HandleFunc("GET /releases", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.answer(r.Context(), "list", Query{})
+		res, err := s.answer(r.Context(), "list", Query{Namespace: r.URL.Query().Get("namespace"), After: r.URL.Query().Get("after"), Limit: num(r.URL.Query().Get("limit"))})
 		reply(w, res, err)
 	})
 	mux.HandleFunc("GET /releases/{ns}/{name}", func(w http.ResponseWriter, r *http.Request) {

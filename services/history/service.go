@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
@@ -252,22 +254,41 @@ func (s *Service) save(ctx context.Context, rel events.Release, v *View) error {
 
 // Views returns every release's view.
 func (s *Service) Views(ctx context.Context) ([]*View, error) {
-	keys, err := s.kv.ListKeys(ctx)
+	rels, err := s.releases(ctx, "")
 	if err != nil {
 		return nil, err
 	}
 	var out []*View
-	for k := range keys.Keys() {
-		rel, err := releaseOfKey(k)
-		if err != nil {
-			continue
-		}
+	for _, rel := range rels {
 		v, err := s.View(ctx, rel)
 		if err != nil {
 			continue
 		}
 		out = append(out, v)
 	}
+	return out, nil
+}
+
+// releases lists the releases with a view (of one namespace, unless ""), in NS/NAME order.
+func (s *Service) releases(ctx context.Context, namespace string) ([]events.Release, error) {
+	filter := ">"
+	if namespace != "" {
+		filter = namespace + ".>"
+	}
+	keys, err := s.kv.ListKeysFiltered(ctx, filter)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []events.Release
+	for k := range keys.Keys() {
+		if rel, err := releaseOfKey(k); err == nil {
+			out = append(out, rel)
+		}
+	}
+	slices.SortFunc(out, func(a, b events.Release) int { return strings.Compare(a.String(), b.String()) })
 	return out, nil
 }
 

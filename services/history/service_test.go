@@ -383,6 +383,28 @@ func TestQueries(t *testing.T) {
 	require.Len(t, list, 1)
 	assert.Equal(t, history.Summary{Release: "prod/web", Current: 2, Latest: 2, State: history.StateReady, Updated: list[0].Updated}, list[0])
 
+	// Narrowed to a namespace and paged, in NS/NAME order.
+	for _, r := range []events.Release{{Namespace: "prod", Name: "api"}, {Namespace: "staging", Name: "web"}, {Namespace: "production", Name: "db"}} {
+		e.release(r, 1, "one", events.Options{})
+		e.view(r, func(v *history.View) bool { return v.Current == 1 })
+	}
+	names := func(l []history.Summary) (out []string) {
+		for _, s := range l {
+			out = append(out, s.Release)
+		}
+		return out
+	}
+	ask("list", history.Query{}, &list)
+	assert.Equal(t, []string{"prod/api", "prod/web", "production/db", "staging/web"}, names(list))
+	ask("list", history.Query{Namespace: "prod"}, &list)
+	assert.Equal(t, []string{"prod/api", "prod/web"}, names(list), "not production's")
+	ask("list", history.Query{Limit: 3}, &list)
+	assert.Equal(t, []string{"prod/api", "prod/web", "production/db"}, names(list))
+	ask("list", history.Query{Limit: 3, After: "production/db"}, &list)
+	assert.Equal(t, []string{"staging/web"}, names(list))
+	h := ask("list", history.Query{Namespace: "Bad_NS"}, nil)
+	assert.Equal(t, "400", h.Get(micro.ErrorCodeHeader))
+
 	var v history.View
 	ask("get", history.Query{Release: "prod/web"}, &v)
 	assert.Len(t, v.Revisions, 2)
@@ -409,7 +431,7 @@ func TestQueries(t *testing.T) {
 	assert.Equal(t, []string{"1 release.requested", "1 release.rendered", "1 release.applied", "1 release.ready",
 		"2 release.requested", "2 release.rendered", "2 release.applied", "2 release.ready"}, types)
 
-	h := ask("get", history.Query{Release: "prod/nope"}, nil)
+	h = ask("get", history.Query{Release: "prod/nope"}, nil)
 	assert.Equal(t, "404", h.Get(micro.ErrorCodeHeader))
 	assert.Contains(t, h.Get(micro.ErrorHeader), "unknown release prod/nope")
 	h = ask("revision", history.Query{Release: "prod/web", Revision: 7}, nil)

@@ -115,6 +115,12 @@ func TestReleaseLifecycle(t *testing.T) {
 	r = troupe(t, "list", "-o", "json")
 	require.Equal(t, 0, r.code, r)
 	assert.Contains(t, r.stdout, `"release": "`+ns+`/hello"`)
+	troupe(t, "release", "other", chart(), "-n", env.kube.Namespace(t), "--wait")
+	r = troupe(t, "list", "-n", ns, "-o", "json")
+	require.Equal(t, 0, r.code, r)
+	var listed []struct{ Release string }
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &listed))
+	assert.Equal(t, []struct{ Release string }{{ns + "/hello"}}, listed, "-n lists that namespace's releases only")
 
 	require.Eventually(t, func() bool { return current(history(t, "hello", ns)) == 3 }, time.Minute, 200*time.Millisecond)
 	r = troupe(t, "uninstall", "hello", "-n", ns, "--wait")
