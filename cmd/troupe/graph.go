@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/spf13/cobra"
 
@@ -60,12 +59,7 @@ release.rollback.requested, release.uninstall.requested) come from "cli": people
 			default:
 				return usagef("--output %q: want text, json, dot or mermaid", format)
 			}
-			nc, err := c.conn.Connect("troupe-cli")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			g, err := discover(cmd.Context(), nc, wait)
+			g, err := c.discover(cmd.Context(), wait)
 			if err != nil {
 				return err
 			}
@@ -111,8 +105,14 @@ release.rollback.requested, release.uninstall.requested) come from "cli": people
 
 func mermaidID(s string) string { return strings.NewReplacer("-", "_", ".", "_").Replace(s) }
 
-// discover gathers the troupe services' $SRV.INFO answers for d and builds the graph.
-func discover(ctx context.Context, nc *nats.Conn, d time.Duration) (*Graph, error) {
+// discover connects, gathers the running troupe services' $SRV.INFO answers for d and builds
+// the graph.
+func (c *cli) discover(ctx context.Context, d time.Duration) (*Graph, error) {
+	nc, err := c.conn.Connect("troupe-cli")
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
 	inbox := nc.NewRespInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {

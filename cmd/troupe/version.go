@@ -67,12 +67,7 @@ upgrade. --client prints the CLI's alone, without connecting.`,
 
 // serviceVersions adds the running services' versions to v.
 func (c *cli) serviceVersions(cmd *cobra.Command, wait time.Duration, v *versionOut) error {
-	nc, err := c.conn.Connect("troupe-cli")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	g, err := discover(cmd.Context(), nc, wait)
+	g, err := c.discover(cmd.Context(), wait)
 	if err != nil {
 		return err
 	}
