@@ -113,7 +113,7 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
-	n := 0
+	n, dup := 0, 0
 	if info.NumPending > 0 {
 		it, err := cons.Messages()
 		if err != nil {
@@ -138,9 +138,19 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 			if o.print {
 				c.printEvent(msg, o.output)
 			} else {
+				// Through JetStream, acked: an event no sandbox stream stores is an error, not lost
+				// in silence. The event keeps its id (Nats-Msg-Id), so replaying twice stores it once.
 				out := &nats.Msg{Subject: o.to + "." + msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
-				if err := nc.PublishMsg(out); err != nil {
+				ack, err := js.PublishMsg(ctx, out)
+				if errors.Is(err, jetstream.ErrNoStreamResponse) {
+					return fmt.Errorf("replay to %s: no stream stores %s.%s yet: start 'troupe dev --subjects-prefix %s --server %s' first (it creates the sandbox's streams), then replay",
+						out.Subject, o.to, events.ReleaseSubjects, o.to, nc.ConnectedUrlRedacted())
+				}
+				if err != nil {
 					return fmt.Errorf("replay to %s: %w", out.Subject, err)
+				}
+				if ack.Duplicate {
+					dup++
 				}
 			}
 			n++
@@ -150,10 +160,11 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 		}
 	}
 	if o.to != "" {
-		if err := nc.FlushTimeout(10 * time.Second); err != nil {
-			return err
+		fmt.Fprintf(c.stdout, "replayed %d events under %s.%s", n, o.to, events.ReleaseSubjects)
+		if dup > 0 {
+			fmt.Fprintf(c.stdout, " (%d already there: not stored again)", dup)
 		}
-		fmt.Fprintf(c.stdout, "replayed %d events under %s.%s\n", n, o.to, events.ReleaseSubjects)
+		fmt.Fprintln(c.stdout)
 	} else if n == 0 {
 		fmt.Fprintln(c.stderr, "no events in that range")
 	}

@@ -272,6 +272,11 @@ func TestReplayIntoSandbox(t *testing.T) {
 	require.NotZero(t, seq)
 	require.Contains(t, failure, "image.repository is required")
 
+	// Into a sandbox no troupe dev has made yet: an error that says what to do, nothing lost silently.
+	r = troupe(t, "replay", "--release", ns+"/broken", "--from-seq", fmt.Sprint(seq), "--to-seq", fmt.Sprint(seq), "--to", "nosbx")
+	assert.Equal(t, 1, r.code, r)
+	assert.Contains(t, r.stderr, "start 'troupe dev --subjects-prefix nosbx")
+
 	sandbox, err := startProcess("troupe", "troupe dev: ready", "dev", "--subjects-prefix", "sbx", "--server", env.natsURL,
 		"--http-listen", "127.0.0.1:0", "--kubeconfig", env.kube.Kubeconfig, "--store-dir", t.TempDir())
 	require.NoError(t, err)
@@ -286,6 +291,10 @@ func TestReplayIntoSandbox(t *testing.T) {
 		return r.code == 0 && strings.Contains(r.stdout, `"ended": "failed"`) && strings.Contains(r.stdout, "image.repository is required")
 	}, time.Minute, 500*time.Millisecond, "the sandbox reproduces the failure")
 	assert.Len(t, history(t, "broken", ns), 1, "the live release saw nothing of the replay")
+
+	r = troupe(t, "replay", "--release", ns+"/broken", "--from-seq", fmt.Sprint(seq), "--to-seq", fmt.Sprint(seq), "--to", "sbx")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "(1 already there: not stored again)", "an event keeps its id")
 }
 
 // TestGraphAndANewSubscriber: the graph lists the four services and their edges; the example
