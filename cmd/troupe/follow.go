@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -125,10 +126,18 @@ func follow(ctx context.Context, w *watch, rel events.Release, corr string, roll
 			}
 		}
 	}()
+	last := "" // the type of the flow's last event
+	quiet := time.NewTimer(quietAfter)
+	defer quiet.Stop()
 	for {
 		var e event.Event
 		select {
 		case e = <-next:
+		case <-quiet.C:
+			if hint := nobodyAnswers(last); hint != "" {
+				p.linef("waiting", "%s", hint)
+			}
+			continue
 		case err := <-errc:
 			if ctx.Err() != nil {
 				out.State, out.Reason = "unknown", "wait_timeout"
@@ -149,6 +158,8 @@ func follow(ctx context.Context, w *watch, rel events.Release, corr string, roll
 		if events.CorrelationID(e) != corr {
 			continue
 		}
+		last = e.Type()
+		quiet.Reset(quietAfter)
 		rev := events.Revision(e)
 		switch e.Type() {
 		case events.TypeRendered:
@@ -228,6 +239,32 @@ func follow(ctx context.Context, w *watch, rel events.Release, corr string, roll
 			return done()
 		}
 	}
+}
+
+// quietAfter is how long a flow may go without an event before --wait says who should answer.
+var quietAfter = 10 * time.Second
+
+// nobodyAnswers says which service a flow waits for after an event of type last, when it is one
+// that answers at once (not the health watcher waiting on the cluster): a service that is not
+// running leaves a --wait silent until the timeout otherwise.
+func nobodyAnswers(last string) string {
+	next, service := "", ""
+	switch last {
+	case "", events.TypeRequested:
+		next, service = events.TypeRendered, "renderer"
+	case events.TypeRollbackRequested:
+		next, service = events.TypeRendered, "history service"
+	case events.TypeRendered:
+		next, service = events.TypeApplied, "applier"
+	case events.TypeUninstallRequested:
+		next, service = events.TypeUninstalled, "applier"
+	case events.TypeApplied:
+		next, service = events.TypeProgressing, "health watcher"
+	default:
+		return ""
+	}
+	return fmt.Sprintf("no %s after %s for %s: is the %s running (or busy)? ('troupe graph' lists the services that answer)",
+		next, cmp.Or(last, "the request"), quietAfter, service)
 }
 
 // waitingFor names the first objects not ready yet.
