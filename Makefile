@@ -73,6 +73,7 @@ generate: ## regenerate the JSON Schemas of the event catalog; copy Helm's templ
 .PHONY: lint
 lint: $(BIN)/staticcheck ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@big=$$(git ls-files -z 2>/dev/null | xargs -0 -r du -k | awk '$$1 > 2048 {print $$2}'); if [ -n "$$big" ]; then echo "tracked files over 2 MB (a build output?):"; echo "$$big"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags lean ./cmd/troupe/
 	$(BIN)/staticcheck $(PKGS)
