@@ -114,6 +114,31 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 		return fmt.Errorf("replay: %w", err)
 	}
 	n, dup := 0, 0
+	var pending []jetstream.PubAckFuture // published to the sandbox, ack not yet read
+	settle := func() error {
+		late := time.NewTimer(30 * time.Second)
+		defer late.Stop()
+		for _, f := range pending {
+			select {
+			case ack := <-f.Ok():
+				if ack.Duplicate {
+					dup++
+				}
+			case err := <-f.Err():
+				if errors.Is(err, jetstream.ErrNoStreamResponse) {
+					return fmt.Errorf("replay to %s: no stream stores %s.%s yet: start 'troupe dev --subjects-prefix %s --server %s' first (it creates the sandbox's streams), then replay",
+						f.Msg().Subject, o.to, events.ReleaseSubjects, o.to, nc.ConnectedUrlRedacted())
+				}
+				return fmt.Errorf("replay to %s: %w", f.Msg().Subject, err)
+			case <-late.C:
+				return fmt.Errorf("replay to %s: no ack from the sandbox's stream in 30s", f.Msg().Subject)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		pending = pending[:0]
+		return nil
+	}
 	if info.NumPending > 0 {
 		it, err := cons.Messages()
 		if err != nil {
@@ -140,17 +165,14 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 			} else {
 				// Through JetStream, acked: an event no sandbox stream stores is an error, not lost
 				// in silence. The event keeps its id (Nats-Msg-Id), so replaying twice stores it once.
-				out := &nats.Msg{Subject: o.to + "." + msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
-				ack, err := js.PublishMsg(ctx, out)
-				if errors.Is(err, jetstream.ErrNoStreamResponse) {
-					return fmt.Errorf("replay to %s: no stream stores %s.%s yet: start 'troupe dev --subjects-prefix %s --server %s' first (it creates the sandbox's streams), then replay",
-						out.Subject, o.to, events.ReleaseSubjects, o.to, nc.ConnectedUrlRedacted())
-				}
+				f, err := js.PublishMsgAsync(&nats.Msg{Subject: o.to + "." + msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 				if err != nil {
-					return fmt.Errorf("replay to %s: %w", out.Subject, err)
+					return fmt.Errorf("replay to %s: %w", o.to, err)
 				}
-				if ack.Duplicate {
-					dup++
+				if pending = append(pending, f); len(pending) == 256 {
+					if err := settle(); err != nil {
+						return err
+					}
 				}
 			}
 			n++
@@ -158,6 +180,9 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 				break
 			}
 		}
+	}
+	if err := settle(); err != nil {
+		return err
 	}
 	if o.to != "" {
 		fmt.Fprintf(c.stdout, "replayed %d events under %s.%s", n, o.to, events.ReleaseSubjects)
