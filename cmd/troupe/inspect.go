@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"strings"
@@ -78,6 +79,8 @@ type revisionRow struct {
 	RolledBack  int              `json:"rolledBackTo,omitempty"`
 	Changes     *history.Changes `json:"changes,omitempty"`
 	Times       history.Times    `json:"times"`
+	// Overdue says which service has not answered a revision still in flight past its timeout.
+	Overdue string `json:"overdue,omitempty"`
 }
 
 func rows(v *history.View) []revisionRow {
@@ -93,6 +96,9 @@ func rows(v *history.View) []revisionRow {
 		}
 		if r.TimeToReady > 0 {
 			row.TimeToReady = time.Duration(r.TimeToReady).Round(time.Millisecond).String()
+		}
+		if v.Rollback == nil && r.Request != nil {
+			row.Overdue = overdue(r.State, r.Times.Requested, cmp.Or(time.Duration(r.Request.Options.Timeout), events.DefaultTimeout), time.Now())
 		}
 		out = append(out, row)
 	}
@@ -133,9 +139,32 @@ func (c *cli) historyCmd() *cobra.Command {
 	return cmd
 }
 
+// overdue says, for a revision in state still in flight when its timeout (and the 30 s the
+// services have to report it) has passed, which service has not answered — one that is not
+// running leaves a revision in flight, since nobody else ends it. "" when not overdue.
+func overdue(state string, requested time.Time, timeout time.Duration, now time.Time) string {
+	if requested.IsZero() || now.Before(requested.Add(timeout+30*time.Second)) {
+		return ""
+	}
+	next, service := "", ""
+	switch state {
+	case history.StateRequested:
+		next, service = events.TypeRendered, "renderer"
+	case history.StateRendered:
+		next, service = events.TypeApplied, "applier"
+	case history.StateProgressing:
+		next, service = "release.ready or release.failed", "health watcher"
+	default:
+		return ""
+	}
+	return fmt.Sprintf("no %s within its %s timeout: is the %s running? ('troupe graph' lists the services that answer)", next, timeout, service)
+}
+
 // describe says in a few words what happened to a revision.
 func describe(r revisionRow) string {
 	switch {
+	case r.Overdue != "":
+		return r.State + ", overdue: " + r.Overdue
 	case r.Reason != "":
 		return events.Truncate(fmt.Sprintf("%s: %s: %s", r.Stage, r.Reason, firstLine(r.Message)), 120)
 	case r.RolledBack > 0:
