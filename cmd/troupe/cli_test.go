@@ -302,16 +302,13 @@ func TestVersion(t *testing.T) {
 // TestWaitSaysWhoDoesNotAnswer: --wait with no renderer running says, once the flow is quiet,
 // which service should answer, instead of staying silent until the timeout.
 func TestWaitSaysWhoDoesNotAnswer(t *testing.T) {
-	old := quietAfter
-	quietAfter = 300 * time.Millisecond
-	t.Cleanup(func() { quietAfter = old })
 	s, _, _ := natstest.Start(t) // troupe's streams, no service
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	stdout := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"release", "hello", filepath.Join("..", "..", "examples", "charts", "hello"), "--wait", "--server", s.ClientURL()}, nil, stdout, io.Discard)
+		done <- run(ctx, []string{"release", "hello", filepath.Join("..", "..", "examples", "charts", "hello"), "--wait", "--quiet-after", "300ms", "--server", s.ClientURL()}, nil, stdout, io.Discard)
 	}()
 	require.Eventually(t, func() bool { return strings.Contains(stdout.String(), "is the renderer running (or busy)?") }, 20*time.Second, 50*time.Millisecond, stdout.String())
 	assert.Contains(t, stdout.String(), "no release.rendered after release.requested for 300ms")

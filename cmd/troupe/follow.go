@@ -83,6 +83,9 @@ type progress struct {
 	w     io.Writer
 	start time.Time
 	ready int // the last ready count printed; -1 before the first
+	// quietAfter is how long the flow may go without an event before the line that says which
+	// service it waits for.
+	quietAfter time.Duration
 }
 
 func (p *progress) linef(stage, format string, args ...any) {
@@ -127,14 +130,14 @@ func follow(ctx context.Context, w *watch, rel events.Release, corr string, roll
 		}
 	}()
 	last := "" // the type of the flow's last event
-	quiet := time.NewTimer(quietAfter)
+	quiet := time.NewTimer(p.quietAfter)
 	defer quiet.Stop()
 	for {
 		var e event.Event
 		select {
 		case e = <-next:
 		case <-quiet.C:
-			if hint := nobodyAnswers(last); hint != "" {
+			if hint := nobodyAnswers(last, p.quietAfter); hint != "" {
 				p.linef("waiting", "%s", hint)
 			}
 			continue
@@ -159,7 +162,7 @@ func follow(ctx context.Context, w *watch, rel events.Release, corr string, roll
 			continue
 		}
 		last = e.Type()
-		quiet.Reset(quietAfter)
+		quiet.Reset(p.quietAfter)
 		rev := events.Revision(e)
 		switch e.Type() {
 		case events.TypeRendered:
@@ -241,13 +244,10 @@ func follow(ctx context.Context, w *watch, rel events.Release, corr string, roll
 	}
 }
 
-// quietAfter is how long a flow may go without an event before --wait says who should answer.
-var quietAfter = 10 * time.Second
-
 // nobodyAnswers says which service a flow waits for after an event of type last, when it is one
 // that answers at once (not the health watcher waiting on the cluster): a service that is not
 // running leaves a --wait silent until the timeout otherwise.
-func nobodyAnswers(last string) string {
+func nobodyAnswers(last string, quiet time.Duration) string {
 	next, service := "", ""
 	switch last {
 	case "", events.TypeRequested:
@@ -264,7 +264,7 @@ func nobodyAnswers(last string) string {
 		return ""
 	}
 	return fmt.Sprintf("no %s after %s for %s: is the %s running (or busy)? ('troupe graph' lists the services that answer)",
-		next, cmp.Or(last, "the request"), quietAfter, service)
+		next, cmp.Or(last, "the request"), quiet, service)
 }
 
 // waitingFor names the first objects not ready yet.

@@ -134,11 +134,14 @@ type waiting struct {
 	output            output
 	rollbackOnFailure bool // follow the automatic rollback of a failed revision too
 	numbered          bool // a new revision: print the number the request got
+	quietAfter        time.Duration
 }
 
 func (w *waiting) bind(cmd *cobra.Command, waitHelp, timeoutHelp string) {
 	cmd.Flags().BoolVar(&w.wait, "wait", false, waitHelp)
 	cmd.Flags().DurationVar(&w.timeout, "timeout", events.DefaultTimeout, timeoutHelp)
+	cmd.Flags().DurationVar(&w.quietAfter, "quiet-after", 10*time.Second, "with --wait: say which service it waits for after this long without news")
+	_ = cmd.Flags().MarkHidden("quiet-after") // for tests; 10 s suits people
 	w.output.bind(cmd)
 }
 
@@ -199,7 +202,7 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 	defer w.stop()
 	wctx, cancel := context.WithTimeout(ctx, how.timeout+30*time.Second)
 	defer cancel()
-	p := &progress{start: time.Now(), ready: -1}
+	p := &progress{start: time.Now(), ready: -1, quietAfter: how.quietAfter}
 	if text {
 		p.w = c.stdout
 	}
