@@ -49,10 +49,7 @@ func (c *cli) listCmd() *cobra.Command {
 					if s.Current == 0 {
 						cur = "-"
 					}
-					state := s.State
-					if s.Uninstalled {
-						state = "uninstalled"
-					}
+					state := listState(s, time.Now())
 					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", r.Namespace, r.Name, s.Latest, cur, state, stamp(s.Updated))
 				}
 			})
@@ -158,6 +155,18 @@ func overdue(state string, requested time.Time, timeout time.Duration, now time.
 		return ""
 	}
 	return fmt.Sprintf("no %s within its %s timeout: is the %s running? ('troupe graph' lists the services that answer)", next, timeout, service)
+}
+
+// listState is a release's state in `troupe list`: its latest revision's, marked when that one
+// is overdue (troupe status says which service has not answered).
+func listState(s history.Summary, now time.Time) string {
+	switch {
+	case s.Uninstalled:
+		return "uninstalled"
+	case overdue(s.State, s.Requested, cmp.Or(time.Duration(s.Timeout), events.DefaultTimeout), now) != "":
+		return s.State + " (overdue: troupe status)"
+	}
+	return s.State
 }
 
 // describe says in a few words what happened to a revision.

@@ -32,6 +32,10 @@ func TestOverdue(t *testing.T) {
 	assert.Contains(t, got[1].Overdue, "within its 1m0s timeout: is the renderer running?")
 	assert.Contains(t, describe(got[1]), "requested, overdue: no release.rendered")
 
+	assert.Equal(t, "requested (overdue: troupe status)", listState(history.Summary{State: history.StateRequested, Requested: long}, now), "default timeout 5m")
+	assert.Equal(t, "requested", listState(history.Summary{State: history.StateRequested, Requested: long, Timeout: events.Duration(time.Hour)}, now))
+	assert.Equal(t, "uninstalled", listState(history.Summary{State: history.StateReady, Uninstalled: true}, now))
+
 	v.Rollback = &history.Rollback{Target: 1, From: 2}
 	assert.Empty(t, rows(v)[1].Overdue, "a rollback in flight has its own clock")
 }

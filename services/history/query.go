@@ -50,6 +50,10 @@ type Summary struct {
 	State       string    `json:"state"` // the latest revision's
 	Uninstalled bool      `json:"uninstalled,omitempty"`
 	Updated     time.Time `json:"updated"`
+	// Requested and Timeout are the latest revision's request time and timeout: whoever lists
+	// can tell a revision in flight past its time.
+	Requested time.Time       `json:"requested,omitzero"`
+	Timeout   events.Duration `json:"timeout,omitempty"`
 }
 
 // RevisionDetail is one revision with its manifests.
@@ -120,7 +124,10 @@ func (s *Service) List(ctx context.Context, q Query) ([]Summary, error) {
 		}
 		sm := Summary{Release: v.Release, Current: v.Current, Uninstalled: v.Uninstalled, Updated: v.Updated}
 		if n := v.newest(); n != nil {
-			sm.Latest, sm.State = n.Revision, n.State
+			sm.Latest, sm.State, sm.Requested = n.Revision, n.State, n.Times.Requested
+			if n.Request != nil {
+				sm.Timeout = n.Request.Options.Timeout
+			}
 		}
 		out = append(out, sm)
 	}

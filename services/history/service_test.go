@@ -381,7 +381,9 @@ func TestQueries(t *testing.T) {
 	var list []history.Summary
 	ask("list", history.Query{}, &list)
 	require.Len(t, list, 1)
-	assert.Equal(t, history.Summary{Release: "prod/web", Current: 2, Latest: 2, State: history.StateReady, Updated: list[0].Updated}, list[0])
+	assert.Equal(t, history.Summary{Release: "prod/web", Current: 2, Latest: 2, State: history.StateReady, Updated: list[0].Updated,
+		Requested: list[0].Requested, Timeout: list[0].Timeout}, list[0])
+	assert.False(t, list[0].Requested.IsZero(), "when the latest revision was requested")
 
 	// Narrowed to a namespace and paged, in NS/NAME order.
 	for _, r := range []events.Release{{Namespace: "prod", Name: "api"}, {Namespace: "staging", Name: "web"}, {Namespace: "production", Name: "db"}} {
