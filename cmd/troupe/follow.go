@@ -248,23 +248,32 @@ func follow(ctx context.Context, w *watch, rel events.Release, corr string, roll
 // that answers at once (not the health watcher waiting on the cluster): a service that is not
 // running leaves a --wait silent until the timeout otherwise.
 func nobodyAnswers(last string, quiet time.Duration) string {
-	next, service := "", ""
-	switch last {
-	case "", events.TypeRequested:
-		next, service = events.TypeRendered, "renderer"
-	case events.TypeRollbackRequested:
-		next, service = events.TypeRendered, "history service"
-	case events.TypeRendered:
-		next, service = events.TypeApplied, "applier"
-	case events.TypeUninstallRequested:
-		next, service = events.TypeUninstalled, "applier"
-	case events.TypeApplied:
-		next, service = events.TypeProgressing, "health watcher"
-	default:
+	next, service := waitsFor(last)
+	if next == "" || last == events.TypeProgressing {
 		return ""
 	}
 	return fmt.Sprintf("no %s after %s for %s: is the %s running (or busy)? ('troupe graph' lists the services that answer)",
 		next, cmp.Or(last, "the request"), quiet, service)
+}
+
+// waitsFor names what a flow waits for after an event of type last ("": the request) and the
+// service that publishes it; "" when it is not one service's next step.
+func waitsFor(last string) (next, service string) {
+	switch last {
+	case "", events.TypeRequested:
+		return events.TypeRendered, "renderer"
+	case events.TypeRollbackRequested:
+		return events.TypeRendered, "history service"
+	case events.TypeRendered:
+		return events.TypeApplied, "applier"
+	case events.TypeUninstallRequested:
+		return events.TypeUninstalled, "applier"
+	case events.TypeApplied:
+		return events.TypeProgressing, "health watcher"
+	case events.TypeProgressing:
+		return "release.ready or release.failed", "health watcher"
+	}
+	return "", ""
 }
 
 // waitingFor names the first objects not ready yet.

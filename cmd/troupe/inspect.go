@@ -143,17 +143,13 @@ func overdue(state string, requested time.Time, timeout time.Duration, now time.
 	if requested.IsZero() || now.Before(requested.Add(timeout+30*time.Second)) {
 		return ""
 	}
-	next, service := "", ""
-	switch state {
-	case history.StateRequested:
-		next, service = events.TypeRendered, "renderer"
-	case history.StateRendered:
-		next, service = events.TypeApplied, "applier"
-	case history.StateProgressing:
-		next, service = "release.ready or release.failed", "health watcher"
-	default:
+	// The event that brought the revision to state, and so what it waits for next.
+	last := map[string]string{history.StateRequested: events.TypeRequested, history.StateRendered: events.TypeRendered,
+		history.StateProgressing: events.TypeProgressing}[state]
+	if last == "" {
 		return ""
 	}
+	next, service := waitsFor(last)
 	return fmt.Sprintf("no %s within its %s timeout: is the %s running? ('troupe graph' lists the services that answer)", next, timeout, service)
 }
 
