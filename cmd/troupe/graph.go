@@ -26,7 +26,6 @@ type Graph struct {
 type GraphService struct {
 	Name      string   `json:"name"`
 	Version   string   `json:"version"` // the versions its instances run, comma-separated
-	Versions  []string `json:"-"`       // the same, one each
 	Instances int      `json:"instances"`
 	Consumes  []string `json:"consumes"`
 	Produces  []string `json:"produces"`
@@ -123,6 +122,7 @@ func (c *cli) discover(ctx context.Context, d time.Duration) (*Graph, error) {
 		return nil, err
 	}
 	byName := map[string]*GraphService{}
+	versions := map[string][]string{} // by service, sorted
 	deadline := time.Now().Add(d)
 	for {
 		msg, err := sub.NextMsg(time.Until(deadline))
@@ -146,10 +146,10 @@ func (c *cli) discover(ctx context.Context, d time.Duration) (*Graph, error) {
 			byName[info.Name] = s
 		}
 		s.Instances++
-		if !slices.Contains(s.Versions, info.Version) {
-			s.Versions = append(s.Versions, info.Version)
-			slices.Sort(s.Versions)
-			s.Version = strings.Join(s.Versions, ", ")
+		if vs := versions[info.Name]; !slices.Contains(vs, info.Version) {
+			vs = append(vs, info.Version)
+			slices.Sort(vs)
+			versions[info.Name], s.Version = vs, strings.Join(vs, ", ")
 		}
 	}
 	if ctx.Err() != nil {

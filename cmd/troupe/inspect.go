@@ -27,6 +27,9 @@ func (c *cli) listCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			q := history.Query{}
 			if !all && cmd.Flags().Changed("namespace") {
+				if err := events.ValidateName("namespace", ns); err != nil {
+					return usageError{err}
+				}
 				q.Namespace = ns
 			}
 			var list []history.Summary

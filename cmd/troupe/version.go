@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"runtime"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -72,7 +71,7 @@ func (c *cli) serviceVersions(cmd *cobra.Command, wait time.Duration, v *version
 		return err
 	}
 	for _, s := range g.Services {
-		v.Services = append(v.Services, serviceVersion{Name: s.Name, Version: strings.Join(s.Versions, ", "), Instances: s.Instances})
+		v.Services = append(v.Services, serviceVersion{Name: s.Name, Version: s.Version, Instances: s.Instances})
 	}
 	return nil
 }

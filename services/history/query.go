@@ -10,13 +10,11 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/troupe-dev/troupe/events"
 )
@@ -101,7 +99,8 @@ func badQuery(format string, args ...any) error {
 	return &queryError{code: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
 }
 
-// List lists every release.
+// List lists releases in NS/NAME order: q.Namespace's only, unless empty; those after q.After;
+// q.Limit at most (default and most ListLimit).
 func (s *Service) List(ctx context.Context, q Query) ([]Summary, error) {
 	if q.Limit <= 0 || q.Limit > ListLimit {
 		q.Limit = ListLimit
@@ -277,8 +276,8 @@ func (s *Service) answer(ctx context.Context, endpoint string, q Query) (any, er
 	switch endpoint {
 	case "list":
 		if q.Namespace != "" {
-			if errs := validation.IsDNS1123Label(q.Namespace); len(errs) > 0 {
-				return nil, badQuery("namespace %q: %s", q.Namespace, strings.Join(errs, "; "))
+			if err := events.ValidateName("namespace", q.Namespace); err != nil {
+				return nil, badQuery("%v", err)
 			}
 		}
 		return s.List(ctx, q)
