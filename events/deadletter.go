@@ -63,8 +63,8 @@ func ParseDeadLetter(h nats.Header, data []byte) DeadLetter {
 // publishDeadLetter stores msg in the dead-letter stream with service and reason, and waits for
 // the stream's ack. Its message id is derived from the original stream position, so dead-lettering
 // the same delivery twice stores it once.
-func publishDeadLetter(ctx context.Context, js jetstream.JetStream, service string, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string) error {
-	dl := nats.NewMsg(DeadLetterSubject(service, msg.Subject()))
+func publishDeadLetter(ctx context.Context, js jetstream.JetStream, names Names, service string, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string) error {
+	dl := nats.NewMsg(names.DeadLetterSubject(service, msg.Subject()))
 	for k, v := range msg.Headers() {
 		if strings.HasPrefix(k, "Nats-") {
 			continue

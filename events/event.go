@@ -227,7 +227,7 @@ func Encode(e event.Event) ([]byte, error) {
 // (JSON envelope body) or binary mode (ce-* headers, data as body). It checks that the event is a
 // valid CloudEvent, that its type and subject agree with the NATS subject, and that a catalog
 // type's data is a valid payload. Every error wraps ErrMalformed and says what is wrong.
-func Decode(subject string, header nats.Header, body []byte) (event.Event, error) {
+func (n Names) Decode(subject string, header nats.Header, body []byte) (event.Event, error) {
 	e, err := decodeEnvelope(header, body)
 	if err != nil {
 		return event.Event{}, fmt.Errorf("%w: %w", ErrMalformed, err)
@@ -235,7 +235,7 @@ func Decode(subject string, header nats.Header, body []byte) (event.Event, error
 	if err := e.Validate(); err != nil {
 		return event.Event{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	r, typ, err := ParseSubject(subject)
+	r, typ, err := n.ParseSubject(subject)
 	if err != nil {
 		return event.Event{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}

@@ -88,7 +88,7 @@ func readAll(t *testing.T, js jetstream.JetStream, stream, filter string) []jets
 func deadLetters(t *testing.T, js jetstream.JetStream) []events.DeadLetter {
 	t.Helper()
 	var out []events.DeadLetter
-	for _, m := range readAll(t, js, events.DeadLetterStreamName, events.DeadLetterSubjects) {
+	for _, m := range readAll(t, js, events.Names{}.DeadLetterStream(), events.Names{}.DeadLetterSubjects()) {
 		out = append(out, events.ParseDeadLetter(m.Headers(), m.Data()))
 	}
 	return out
@@ -96,11 +96,11 @@ func deadLetters(t *testing.T, js jetstream.JetStream) []events.DeadLetter {
 
 func releaseEvents(t *testing.T, js jetstream.JetStream, typ string) []event.Event {
 	t.Helper()
-	f, err := events.TypeFilter(typ)
+	f, err := events.Names{}.TypeFilter(typ)
 	require.NoError(t, err)
 	var out []event.Event
 	for _, m := range readAll(t, js, events.StreamName, f) {
-		e, err := events.Decode(m.Subject(), m.Headers(), m.Data())
+		e, err := events.Names{}.Decode(m.Subject(), m.Headers(), m.Data())
 		require.NoError(t, err)
 		out = append(out, e)
 	}

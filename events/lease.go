@@ -29,6 +29,7 @@ const MinLeaseTTL = time.Second
 type Leases struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
+	bucket string
 	holder string
 }
 
@@ -40,14 +41,15 @@ type LeaseInfo struct {
 	Note     string    `json:"note,omitempty"`
 }
 
-// NewLeases opens the leases bucket for holder, a name unique to this process (e.g. service,
-// host and pid).
-func NewLeases(ctx context.Context, js jetstream.JetStream, holder string) (*Leases, error) {
-	kv, err := js.KeyValue(ctx, KVLeases)
+// NewLeases opens the leases bucket of names for holder, a name unique to this process (e.g.
+// service, host and pid).
+func NewLeases(ctx context.Context, js jetstream.JetStream, names Names, holder string) (*Leases, error) {
+	bucket := names.KV(KVLeases)
+	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
-		return nil, fmt.Errorf("leases: kv %s: %w", KVLeases, err)
+		return nil, fmt.Errorf("leases: kv %s: %w", bucket, err)
 	}
-	return &Leases{js: js, kv: kv, holder: holder}, nil
+	return &Leases{js: js, kv: kv, bucket: bucket, holder: holder}, nil
 }
 
 // Lease is a held lease. Its methods are safe for concurrent use.
@@ -112,7 +114,7 @@ func (le *Lease) Renew(ctx context.Context) error {
 		return fmt.Errorf("lease %s: %w", le.key, ErrLeaseLost)
 	}
 	// KeyValue.Update cannot set a TTL: publish to the key's subject as Update does, with one.
-	msg := &nats.Msg{Subject: "$KV." + KVLeases + "." + le.key, Data: le.value(time.Now()), Header: nats.Header{}}
+	msg := &nats.Msg{Subject: "$KV." + le.l.bucket + "." + le.key, Data: le.value(time.Now()), Header: nats.Header{}}
 	ack, err := le.l.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(le.rev), jetstream.WithMsgTTL(le.ttl))
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||

@@ -15,9 +15,9 @@ import (
 func TestLeases(t *testing.T) {
 	_, _, js := natstest.Start(t)
 	ctx := t.Context()
-	a, err := events.NewLeases(ctx, js, "a")
+	a, err := events.NewLeases(ctx, js, events.Names{}, "a")
 	require.NoError(t, err)
-	b, err := events.NewLeases(ctx, js, "b")
+	b, err := events.NewLeases(ctx, js, events.Names{}, "b")
 	require.NoError(t, err)
 
 	t.Run("one holder at a time, until released", func(t *testing.T) {

@@ -10,13 +10,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Names of what Provision creates. The streams and KV buckets are variables only for
-// UseSubjectsPrefix.
-var (
-	// StreamName is the events stream, on ReleaseSubjects.
+// Names of what Provision creates in the live system; Names gives a sandbox's.
+const (
+	// StreamName is the live events stream (Names.Stream).
 	StreamName = "TROUPE"
-	// DeadLetterStreamName is the dead-letter stream, on DeadLetterSubjects.
-	DeadLetterStreamName = "TROUPE_DLQ"
 
 	// KVLeases holds per-release leases; keys expire on their own (per-key TTL).
 	KVLeases = "troupe-leases"
@@ -40,6 +37,8 @@ const (
 
 // ProvisionConfig sets what Provision creates. Zero values take the defaults named on each field.
 type ProvisionConfig struct {
+	// Names are the system to provision: the live one (zero value) or a sandbox.
+	Names Names
 	// Replicas of every stream and bucket: 1 in dev, 3 on a cluster. Default 1.
 	Replicas int
 	// MaxAge bounds how long events (and dead letters) are kept, so replay works that far back.
@@ -85,14 +84,14 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	var out []Provisioned
 	streams := []jetstream.StreamConfig{
 		{
-			Name: StreamName, Description: "troupe release events",
-			Subjects: []string{ReleaseSubjects}, Storage: cfg.Storage, Replicas: cfg.Replicas,
+			Name: cfg.Names.Stream(), Description: "troupe release events",
+			Subjects: []string{cfg.Names.ReleaseSubjects()}, Storage: cfg.Storage, Replicas: cfg.Replicas,
 			MaxAge: cfg.MaxAge, Duplicates: cfg.Duplicates, Retention: jetstream.LimitsPolicy,
 			Discard: jetstream.DiscardOld, MaxMsgSize: 1 << 20,
 		},
 		{
-			Name: DeadLetterStreamName, Description: "troupe dead letters: events a service gave up on, with the reason",
-			Subjects: []string{DeadLetterSubjects}, Storage: cfg.Storage, Replicas: cfg.Replicas,
+			Name: cfg.Names.DeadLetterStream(), Description: "troupe dead letters: events a service gave up on, with the reason",
+			Subjects: []string{cfg.Names.DeadLetterSubjects()}, Storage: cfg.Storage, Replicas: cfg.Replicas,
 			MaxAge: cfg.MaxAge, Duplicates: cfg.Duplicates, Retention: jetstream.LimitsPolicy,
 			Discard: jetstream.DiscardOld, MaxMsgSize: 2 << 20,
 		},
@@ -123,6 +122,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		{Bucket: KVHistory, Description: "history views", History: 1},
 		{Bucket: KVHealth, Description: "releases the health watcher follows", History: 1},
 	} {
+		kv.Bucket = cfg.Names.KV(kv.Bucket)
 		kv.Storage, kv.Replicas = cfg.Storage, cfg.Replicas
 		action, err := ensureBucket(ctx, js, "KV_"+kv.Bucket, cfg, func() error {
 			_, err := js.CreateOrUpdateKeyValue(ctx, kv)

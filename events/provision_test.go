@@ -25,11 +25,11 @@ func TestProvisionIdempotent(t *testing.T) {
 		assert.Equal(t, events.Created, p.Action, p.Name)
 		names[p.Name] = true
 	}
-	for _, n := range []string{events.StreamName, events.DeadLetterStreamName, events.BucketBundles, events.BucketSources, events.KVLeases, events.KVReleases} {
+	for _, n := range []string{events.StreamName, events.Names{}.DeadLetterStream(), events.BucketBundles, events.BucketSources, events.KVLeases, events.KVReleases} {
 		assert.True(t, names[n], "provisions %s", n)
 	}
 
-	e := publishRequest(t, events.NewPublisher(js), podinfo)
+	e := publishRequest(t, events.NewPublisher(js, events.Names{}), podinfo)
 	kv, err := js.KeyValue(ctx, events.KVReleases)
 	require.NoError(t, err)
 	_, err = kv.Put(ctx, "prod.podinfo", []byte("3"))
@@ -48,7 +48,7 @@ func TestProvisionIdempotent(t *testing.T) {
 		actions[p.Name] = p.Action
 	}
 	assert.Equal(t, events.Updated, actions[events.StreamName])
-	assert.Equal(t, events.Updated, actions[events.DeadLetterStreamName])
+	assert.Equal(t, events.Updated, actions[events.Names{}.DeadLetterStream()])
 	assert.Equal(t, events.Updated, actions[events.BucketBundles], "object stores age out too")
 	assert.Equal(t, events.Unchanged, actions[events.KVReleases], "KV state does not age out")
 

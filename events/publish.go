@@ -9,20 +9,23 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Publisher publishes events to the events stream.
+// Publisher publishes events to the events stream of one system.
 type Publisher struct {
-	js jetstream.JetStream
+	js    jetstream.JetStream
+	names Names
 }
 
-// NewPublisher returns a Publisher on js.
-func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
+// NewPublisher returns a Publisher on js, publishing to the subjects of names.
+func NewPublisher(js jetstream.JetStream, names Names) *Publisher {
+	return &Publisher{js: js, names: names}
+}
 
 // Publish validates e, writes it in structured mode to its release subject with Nats-Msg-Id set
 // to the event id, and blocks until the stream acknowledges it or ctx ends. An event whose id the
 // stream saw within its duplicate window is not stored again: the returned ack then has
 // Duplicate set, and that is not an error.
 func (p *Publisher) Publish(ctx context.Context, e event.Event) (*jetstream.PubAck, error) {
-	msg, err := Message(e)
+	msg, err := p.names.Message(e)
 	if err != nil {
 		return nil, err
 	}
@@ -34,12 +37,12 @@ func (p *Publisher) Publish(ctx context.Context, e event.Event) (*jetstream.PubA
 }
 
 // Message returns e as the NATS message troupe publishes: structured mode, on its release subject.
-func Message(e event.Event) (*nats.Msg, error) {
+func (n Names) Message(e event.Event) (*nats.Msg, error) {
 	r, err := ReleaseOf(e)
 	if err != nil {
 		return nil, fmt.Errorf("%w: event %s: %w", ErrMalformed, e.ID(), err)
 	}
-	subject, err := Subject(r, e.Type())
+	subject, err := n.Subject(r, e.Type())
 	if err != nil {
 		return nil, fmt.Errorf("%w: event %s: %w", ErrMalformed, e.ID(), err)
 	}

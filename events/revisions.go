@@ -20,21 +20,23 @@ var ErrNotRequested = errors.New("not a release.requested of this release")
 // each numbered sequence. Numbering is idempotent and safe to run concurrently: two replicas
 // compute the same numbers, and the counter moves by compare-and-set.
 type Revisions struct {
+	names  Names
 	stream jetstream.Stream
 	kv     jetstream.KeyValue
 }
 
-// NewRevisions opens the events stream and the KVReleases bucket (both made by Provision).
-func NewRevisions(ctx context.Context, js jetstream.JetStream) (*Revisions, error) {
-	s, err := js.Stream(ctx, StreamName)
+// NewRevisions opens the events stream and the KVReleases bucket of names (both made by
+// Provision).
+func NewRevisions(ctx context.Context, js jetstream.JetStream, names Names) (*Revisions, error) {
+	s, err := js.Stream(ctx, names.Stream())
 	if err != nil {
-		return nil, fmt.Errorf("revisions: stream %s: %w", StreamName, err)
+		return nil, fmt.Errorf("revisions: stream %s: %w", names.Stream(), err)
 	}
-	kv, err := js.KeyValue(ctx, KVReleases)
+	kv, err := js.KeyValue(ctx, names.KV(KVReleases))
 	if err != nil {
-		return nil, fmt.Errorf("revisions: kv %s: %w", KVReleases, err)
+		return nil, fmt.Errorf("revisions: kv %s: %w", names.KV(KVReleases), err)
 	}
-	return &Revisions{stream: s, kv: kv}, nil
+	return &Revisions{names: names, stream: s, kv: kv}, nil
 }
 
 type revCounter struct {
@@ -44,7 +46,7 @@ type revCounter struct {
 
 // Of returns the revision of the release.requested of r stored at stream sequence seq.
 func (rv *Revisions) Of(ctx context.Context, r Release, seq uint64) (int, error) {
-	subject, err := Subject(r, TypeRequested)
+	subject, err := rv.names.Subject(r, TypeRequested)
 	if err != nil {
 		return 0, err
 	}
@@ -112,7 +114,7 @@ func (rv *Revisions) Of(ctx context.Context, r Release, seq uint64) (int, error)
 // Latest returns the stream sequence and revision of the newest release.requested of r, or
 // (0, 0) when there is none.
 func (rv *Revisions) Latest(ctx context.Context, r Release) (uint64, int, error) {
-	subject, err := Subject(r, TypeRequested)
+	subject, err := rv.names.Subject(r, TypeRequested)
 	if err != nil {
 		return 0, 0, err
 	}

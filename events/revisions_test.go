@@ -14,7 +14,7 @@ import (
 func TestRevisionsFollowStreamOrder(t *testing.T) {
 	_, _, js := natstest.Start(t)
 	ctx := t.Context()
-	pub := events.NewPublisher(js)
+	pub := events.NewPublisher(js, events.Names{})
 	a, b := events.Release{Namespace: "prod", Name: "a"}, events.Release{Namespace: "prod", Name: "b"}
 	type req struct {
 		r   events.Release
@@ -52,7 +52,7 @@ func TestRevisionsFollowStreamOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rv, err := events.NewRevisions(ctx, js)
+			rv, err := events.NewRevisions(ctx, js, events.Names{})
 			if !assert.NoError(t, err) {
 				return
 			}
@@ -69,7 +69,7 @@ func TestRevisionsFollowStreamOrder(t *testing.T) {
 		assert.Equal(t, want, results[i], "replica %d", i)
 	}
 
-	rv, err := events.NewRevisions(ctx, js)
+	rv, err := events.NewRevisions(ctx, js, events.Names{})
 	require.NoError(t, err)
 	seq, n, err := rv.Latest(ctx, a)
 	require.NoError(t, err)

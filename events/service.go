@@ -14,7 +14,7 @@ const (
 	MetaConsumes = "troupe.consumes"
 	MetaProduces = "troupe.produces"
 	// MetaSubjects is the release subjects the service works on: a sandbox's services
-	// (UseSubjectsPrefix) are told apart from the live ones by it.
+	// (NewNames) are told apart from the live ones by it.
 	MetaSubjects = "troupe.subjects"
 )
 
@@ -26,6 +26,7 @@ type ServiceInfo struct {
 	Version  string // semver; default: this build's (Version)
 	Consumes []string
 	Produces []string
+	Names    Names // the system it works in: the live one (zero) or a sandbox
 }
 
 // RegisterService registers a NATS micro service named info.Name, so that $SRV.PING, $SRV.INFO
@@ -47,7 +48,7 @@ func RegisterService(js jetstream.JetStream, info ServiceInfo) (micro.Service, e
 		Metadata: map[string]string{
 			MetaConsumes: strings.Join(info.Consumes, ","),
 			MetaProduces: strings.Join(info.Produces, ","),
-			MetaSubjects: ReleaseSubjects,
+			MetaSubjects: info.Names.ReleaseSubjects(),
 		},
 	})
 	if err != nil {

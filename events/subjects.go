@@ -5,62 +5,84 @@ import (
 	"strings"
 )
 
-// Subject layout. Release names and namespaces are DNS-1123 labels, so they never contain a dot
-// and always take exactly one subject token; the event part may take several
-// ("rollback.requested").
+// Names are the subjects, streams and KV buckets of one troupe system: the live one (the zero
+// value) or a sandbox beside it (NewNames). Everything of this package that reaches NATS carries
+// one — the Publisher, the Subscriber, Revisions, Leases, Provision — as nats.go's JetStream
+// carries its API prefix, so a process can work in several systems at once.
 //
-// They are variables only so that a process can work in a sandbox (UseSubjectsPrefix); nothing
-// else changes them.
-var (
-	// SubjectRoot is the first token(s) of every troupe subject: "troupe", or
-	// "<prefix>.troupe" in a sandbox.
-	SubjectRoot = "troupe"
-	// ReleaseSubjects matches every release event: the events stream's subjects.
-	ReleaseSubjects = SubjectRoot + ".release.>"
-	// DeadLetterSubjects matches every dead letter: the dead-letter stream's subjects.
-	DeadLetterSubjects = SubjectRoot + ".dlq.>"
+// Subject layout: <root>.release.<namespace>.<release>.<event>, where <root> is "troupe", or
+// "<prefix>.troupe" in a sandbox. Release names and namespaces are DNS-1123 labels, so they never
+// contain a dot and always take exactly one subject token; the event part may take several
+// ("rollback.requested").
+type Names struct {
+	prefix string
+}
 
-	releasePrefix    = SubjectRoot + ".release."
-	deadLetterPrefix = SubjectRoot + ".dlq."
-)
-
-const typePrefix = "release."
-
-// UseSubjectsPrefix moves this process into the sandbox prefix: its subjects become
-// <prefix>.troupe.…, its streams <PREFIX>_TROUPE and <PREFIX>_TROUPE_DLQ, its KV buckets
-// <prefix>-troupe-…; the object stores (content-addressed, never changed) stay shared, so a
-// replayed request finds its uploaded chart. `troupe replay --to PREFIX` fills such a sandbox;
-// `troupe dev --subjects-prefix PREFIX` runs the services in it. Call it once, at start, before
-// anything else of this package; an empty prefix is the live system.
-func UseSubjectsPrefix(prefix string) error {
+// NewNames returns the names of the sandbox prefix: subjects <prefix>.troupe.…, streams
+// <PREFIX>_TROUPE and <PREFIX>_TROUPE_DLQ, KV buckets <prefix>-troupe-…; the object stores
+// (content-addressed, never changed) stay shared, so a replayed request finds its uploaded chart.
+// `troupe replay --to PREFIX` fills such a sandbox; `troupe dev --subjects-prefix PREFIX` runs
+// the services in it. An empty prefix is the live system (the zero Names).
+func NewNames(prefix string) (Names, error) {
 	if prefix == "" {
-		return nil
+		return Names{}, nil
 	}
 	for _, tok := range strings.Split(prefix, ".") {
 		if tok == "" || len(tok) > MaxNameLength || strings.Trim(tok, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
-			return fmt.Errorf("subjects prefix %q: want dot-separated lower-case words (letters, digits, '-')", prefix)
+			return Names{}, fmt.Errorf("subjects prefix %q: want dot-separated lower-case words (letters, digits, '-')", prefix)
 		}
 	}
 	if prefix == "troupe" || strings.HasPrefix(prefix, "troupe.") {
-		return fmt.Errorf("subjects prefix %q: would share troupe's live subjects", prefix)
+		return Names{}, fmt.Errorf("subjects prefix %q: would share troupe's live subjects", prefix)
 	}
-	SubjectRoot = prefix + ".troupe"
-	ReleaseSubjects = SubjectRoot + ".release.>"
-	DeadLetterSubjects = SubjectRoot + ".dlq.>"
-	releasePrefix = SubjectRoot + ".release."
-	deadLetterPrefix = SubjectRoot + ".dlq."
-	name := strings.NewReplacer(".", "_", "-", "_").Replace(prefix)
-	StreamName = strings.ToUpper(name) + "_TROUPE"
-	DeadLetterStreamName = StreamName + "_DLQ"
-	for _, kv := range []*string{&KVLeases, &KVReleases, &KVInventory, &KVHistory, &KVHealth} {
-		*kv = strings.ReplaceAll(prefix, ".", "-") + "-" + *kv
-	}
-	return nil
+	return Names{prefix: prefix}, nil
 }
 
+// Prefix is the sandbox prefix; empty for the live system.
+func (n Names) Prefix() string { return n.prefix }
+
+// Root is the first token(s) of every subject: "troupe", or "<prefix>.troupe" in a sandbox.
+func (n Names) Root() string {
+	if n.prefix == "" {
+		return "troupe"
+	}
+	return n.prefix + ".troupe"
+}
+
+// ReleaseSubjects matches every release event: the events stream's subjects.
+func (n Names) ReleaseSubjects() string { return n.Root() + ".release.>" }
+
+// DeadLetterSubjects matches every dead letter: the dead-letter stream's subjects.
+func (n Names) DeadLetterSubjects() string { return n.Root() + ".dlq.>" }
+
+// Stream is the name of the events stream, on ReleaseSubjects: StreamName, or
+// <PREFIX>_TROUPE in a sandbox.
+func (n Names) Stream() string {
+	if n.prefix == "" {
+		return StreamName
+	}
+	return strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(n.prefix)) + "_" + StreamName
+}
+
+// DeadLetterStream is the name of the dead-letter stream, on DeadLetterSubjects.
+func (n Names) DeadLetterStream() string { return n.Stream() + "_DLQ" }
+
+// KV is the name of KV bucket base (KVLeases, KVReleases, …) in this system: base itself, or
+// <prefix>-base in a sandbox.
+func (n Names) KV(base string) string {
+	if n.prefix == "" {
+		return base
+	}
+	return strings.ReplaceAll(n.prefix, ".", "-") + "-" + base
+}
+
+func (n Names) releasePrefix() string { return n.Root() + ".release." }
+
+const typePrefix = "release."
+
 // Subject returns the NATS subject of an event of type typ about release r:
-// troupe.release.<namespace>.<release>.<event>, where <event> is typ without "release.".
-func Subject(r Release, typ string) (string, error) {
+// <root>.release.<namespace>.<release>.<event>, where <event> is typ without "release.".
+func (n Names) Subject(r Release, typ string) (string, error) {
 	if err := r.Validate(); err != nil {
 		return "", err
 	}
@@ -68,18 +90,19 @@ func Subject(r Release, typ string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return releasePrefix + r.Namespace + "." + r.Name + "." + ev, nil
+	return n.releasePrefix() + r.Namespace + "." + r.Name + "." + ev, nil
 }
 
 // ParseSubject is the inverse of Subject: it returns the release and the event type.
-func ParseSubject(subject string) (Release, string, error) {
-	rest, ok := strings.CutPrefix(subject, releasePrefix)
+func (n Names) ParseSubject(subject string) (Release, string, error) {
+	prefix := n.releasePrefix()
+	rest, ok := strings.CutPrefix(subject, prefix)
 	if !ok {
-		return Release{}, "", fmt.Errorf("%w: %q does not start with %q", ErrInvalidSubject, subject, releasePrefix)
+		return Release{}, "", fmt.Errorf("%w: %q does not start with %q", ErrInvalidSubject, subject, prefix)
 	}
 	parts := strings.SplitN(rest, ".", 3)
 	if len(parts) != 3 || parts[2] == "" {
-		return Release{}, "", fmt.Errorf("%w: %q is not %s<namespace>.<release>.<event>", ErrInvalidSubject, subject, releasePrefix)
+		return Release{}, "", fmt.Errorf("%w: %q is not %s<namespace>.<release>.<event>", ErrInvalidSubject, subject, prefix)
 	}
 	r := Release{Namespace: parts[0], Name: parts[1]}
 	if err := r.Validate(); err != nil {
@@ -93,30 +116,30 @@ func ParseSubject(subject string) (Release, string, error) {
 }
 
 // TypeFilter returns the subject filter that matches events of type typ for every release.
-func TypeFilter(typ string) (string, error) {
+func (n Names) TypeFilter(typ string) (string, error) {
 	ev, err := subjectEvent(typ)
 	if err != nil {
 		return "", err
 	}
-	return releasePrefix + "*.*." + ev, nil
+	return n.releasePrefix() + "*.*." + ev, nil
 }
 
 // ReleaseFilter returns the subject filter that matches every event of release r.
-func ReleaseFilter(r Release) (string, error) {
+func (n Names) ReleaseFilter(r Release) (string, error) {
 	if err := r.Validate(); err != nil {
 		return "", err
 	}
-	return releasePrefix + r.Namespace + "." + r.Name + ".>", nil
+	return n.releasePrefix() + r.Namespace + "." + r.Name + ".>", nil
 }
 
 // DeadLetterSubject returns where service dead-letters a message that arrived on subject:
-// troupe.dlq.<service>.<subject without "troupe.">.
-func DeadLetterSubject(service, subject string) string {
-	rest := strings.TrimPrefix(subject, SubjectRoot+".")
+// <root>.dlq.<service>.<subject without "<root>.">.
+func (n Names) DeadLetterSubject(service, subject string) string {
+	rest := strings.TrimPrefix(subject, n.Root()+".")
 	if rest == "" {
 		rest = "unknown"
 	}
-	return deadLetterPrefix + service + "." + rest
+	return n.Root() + ".dlq." + service + "." + rest
 }
 
 // subjectEvent returns the event part of a subject for typ, checking that typ is a valid

@@ -62,45 +62,45 @@ func TestSubjectRoundTrip(t *testing.T) {
 	r := events.Release{Namespace: "prod", Name: "podinfo"}
 	for _, spec := range events.Catalog() {
 		t.Run(spec.Type, func(t *testing.T) {
-			subj, err := events.Subject(r, spec.Type)
+			subj, err := events.Names{}.Subject(r, spec.Type)
 			require.NoError(t, err)
 			assert.Equal(t, "troupe.release.prod.podinfo."+strings.TrimPrefix(spec.Type, "release."), subj)
-			gotR, gotT, err := events.ParseSubject(subj)
+			gotR, gotT, err := events.Names{}.ParseSubject(subj)
 			require.NoError(t, err)
 			assert.Equal(t, r, gotR)
 			assert.Equal(t, spec.Type, gotT)
 		})
 	}
-	subj, err := events.Subject(r, events.TypeRollbackRequested)
+	subj, err := events.Names{}.Subject(r, events.TypeRollbackRequested)
 	require.NoError(t, err)
 	assert.Equal(t, "troupe.release.prod.podinfo.rollback.requested", subj)
 }
 
 func TestSubjectErrors(t *testing.T) {
-	_, err := events.Subject(events.Release{Namespace: "prod", Name: "Bad"}, events.TypeRequested)
+	_, err := events.Names{}.Subject(events.Release{Namespace: "prod", Name: "Bad"}, events.TypeRequested)
 	assert.ErrorIs(t, err, events.ErrInvalidName)
-	_, err = events.Subject(events.Release{Namespace: "prod", Name: "ok"}, "requested")
+	_, err = events.Names{}.Subject(events.Release{Namespace: "prod", Name: "ok"}, "requested")
 	assert.ErrorIs(t, err, events.ErrUnknownType)
-	_, err = events.Subject(events.Release{Namespace: "prod", Name: "ok"}, "release.Bad Type")
+	_, err = events.Names{}.Subject(events.Release{Namespace: "prod", Name: "ok"}, "release.Bad Type")
 	assert.ErrorIs(t, err, events.ErrUnknownType)
 
 	for _, bad := range []string{
 		"troupe.release.prod.podinfo", "troupe.release.prod", "other.release.prod.podinfo.requested",
 		"troupe.release.PROD.podinfo.requested", "troupe.release.prod.podinfo.", "troupe.release.prod.podinfo.Requested",
 	} {
-		_, _, err := events.ParseSubject(bad)
+		_, _, err := events.Names{}.ParseSubject(bad)
 		assert.ErrorIs(t, err, events.ErrInvalidSubject, bad)
 	}
 }
 
 func TestFilters(t *testing.T) {
-	f, err := events.TypeFilter(events.TypeRollbackRequested)
+	f, err := events.Names{}.TypeFilter(events.TypeRollbackRequested)
 	require.NoError(t, err)
 	assert.Equal(t, "troupe.release.*.*.rollback.requested", f)
-	f, err = events.ReleaseFilter(events.Release{Namespace: "dev", Name: "web"})
+	f, err = events.Names{}.ReleaseFilter(events.Release{Namespace: "dev", Name: "web"})
 	require.NoError(t, err)
 	assert.Equal(t, "troupe.release.dev.web.>", f)
-	assert.Equal(t, "troupe.dlq.renderer.release.dev.web.requested", events.DeadLetterSubject("renderer", "troupe.release.dev.web.requested"))
+	assert.Equal(t, "troupe.dlq.renderer.release.dev.web.requested", events.Names{}.DeadLetterSubject("renderer", "troupe.release.dev.web.requested"))
 }
 
 func TestDeriveID(t *testing.T) {

@@ -21,6 +21,8 @@ type SubscriberConfig struct {
 	Service string
 	// Version is advertised in the service's $SRV.INFO. Default: this build's (Version).
 	Version string
+	// Names are the system it works in: the live one (zero value) or a sandbox.
+	Names Names
 	// Types are the event types the service consumes; the consumer is filtered to them. Required.
 	Types []string
 	// Produces are the event types the service publishes, advertised in $SRV.INFO.
@@ -137,7 +139,7 @@ func NewSubscriber(js jetstream.JetStream, cfg SubscriberConfig, h Handler) (*Su
 	}
 	mws = append(mws, Timeout(cfg.HandlerTimeout), Recover())
 	mws = append(mws, cfg.Middleware...)
-	return &Subscriber{js: js, cfg: cfg, handler: Chain(h, mws...), pub: NewPublisher(js), log: log,
+	return &Subscriber{js: js, cfg: cfg, handler: Chain(h, mws...), pub: NewPublisher(js, cfg.Names), log: log,
 		inflight: inflight{msgs: map[jetstream.Msg]struct{}{}}, ready: make(chan struct{})}, nil
 }
 
@@ -145,7 +147,7 @@ func NewSubscriber(js jetstream.JetStream, cfg SubscriberConfig, h Handler) (*Su
 func (s *Subscriber) ConsumerConfig() (jetstream.ConsumerConfig, error) {
 	filters := make([]string, 0, len(s.cfg.Types))
 	for _, t := range s.cfg.Types {
-		f, err := TypeFilter(t)
+		f, err := s.cfg.Names.TypeFilter(t)
 		if err != nil {
 			return jetstream.ConsumerConfig{}, fmt.Errorf("subscriber %s: %w", s.cfg.Service, err)
 		}
@@ -181,11 +183,13 @@ func (s *Subscriber) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, StreamName, cc)
+	stream := s.cfg.Names.Stream()
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, stream, cc)
 	if err != nil {
-		return fmt.Errorf("subscriber %s: create consumer on %s: %w", s.cfg.Service, StreamName, err)
+		return fmt.Errorf("subscriber %s: create consumer on %s: %w", s.cfg.Service, stream, err)
 	}
-	svc, err := RegisterService(s.js, ServiceInfo{Name: s.cfg.Service, Version: s.cfg.Version, Consumes: s.cfg.Types, Produces: s.cfg.Produces})
+	svc, err := RegisterService(s.js, ServiceInfo{Name: s.cfg.Service, Version: s.cfg.Version, Consumes: s.cfg.Types,
+		Produces: s.cfg.Produces, Names: s.cfg.Names})
 	if err != nil {
 		return err
 	}
@@ -273,7 +277,7 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.pending.WithLabelValues(s.cfg.Service).Set(float64(md.NumPending))
 	}
-	e, err := Decode(msg.Subject(), msg.Headers(), msg.Data())
+	e, err := s.cfg.Names.Decode(msg.Subject(), msg.Headers(), msg.Data())
 	if err != nil {
 		s.reject(ctx, msg, md, nil, "malformed", err.Error())
 		return
@@ -315,7 +319,7 @@ func (s *Subscriber) retry(msg jetstream.Msg, md *jetstream.MsgMetadata) {
 // so trying again stores each once.
 func (s *Subscriber) reject(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, e *event.Event, cause, reason string) {
 	log := s.log.With().Str("subject", msg.Subject()).Str("cause", cause).Logger()
-	if err := publishDeadLetter(ctx, s.js, s.cfg.Service, msg, md, reason); err != nil {
+	if err := publishDeadLetter(ctx, s.js, s.cfg.Names, s.cfg.Service, msg, md, reason); err != nil {
 		log.Error().Err(err).Msg("dead-letter failed; retrying the event later")
 		s.retry(msg, md)
 		return
@@ -350,7 +354,7 @@ func (s *Subscriber) publishFailed(ctx context.Context, msg jetstream.Msg, md *j
 	if e != nil {
 		cause2 = *e
 	} else {
-		r, _, err := ParseSubject(msg.Subject())
+		r, _, err := s.cfg.Names.ParseSubject(msg.Subject())
 		if err != nil {
 			return nil // no release to tell: the dead letter is all there is
 		}

@@ -22,7 +22,7 @@ import (
 
 func TestAtLeastOnceAcrossRestart(t *testing.T) {
 	_, _, js := natstest.Start(t)
-	pub := events.NewPublisher(js)
+	pub := events.NewPublisher(js, events.Names{})
 	cfg := events.SubscriberConfig{Service: "renderer", Types: []string{events.TypeRequested}, Concurrency: 1}
 	got := newSeen()
 	var handled atomic.Int32
@@ -61,7 +61,7 @@ func TestAtLeastOnceAcrossRestart(t *testing.T) {
 
 func TestDuplicateIDStoredOnce(t *testing.T) {
 	_, _, js := natstest.Start(t)
-	pub := events.NewPublisher(js)
+	pub := events.NewPublisher(js, events.Names{})
 	e := publishRequest(t, pub, podinfo)
 	ack, err := pub.Publish(t.Context(), e)
 	require.NoError(t, err)
@@ -80,7 +80,7 @@ func TestDuplicateIDStoredOnce(t *testing.T) {
 
 func TestPanicRetriedThenDeadLettered(t *testing.T) {
 	_, _, js := natstest.Start(t)
-	pub := events.NewPublisher(js)
+	pub := events.NewPublisher(js, events.Names{})
 	reg := prometheus.NewRegistry()
 	m, err := events.NewMetrics(reg)
 	require.NoError(t, err)
@@ -106,7 +106,7 @@ func TestPanicRetriedThenDeadLettered(t *testing.T) {
 	assert.Contains(t, dl.Reason, "nil map in values")
 	assert.Contains(t, dl.Reason, "3 deliveries")
 	assert.EqualValues(t, 3, dl.Deliveries)
-	orig, err := events.Decode(dl.Subject, dl.Header, dl.Data)
+	orig, err := events.Names{}.Decode(dl.Subject, dl.Header, dl.Data)
 	require.NoError(t, err, "the dead letter carries the original event")
 	assert.Equal(t, bad.ID(), orig.ID())
 
@@ -132,7 +132,7 @@ func TestPanicRetriedThenDeadLettered(t *testing.T) {
 
 func TestTerminalDeadLettersAtOnce(t *testing.T) {
 	_, _, js := natstest.Start(t)
-	pub := events.NewPublisher(js)
+	pub := events.NewPublisher(js, events.Names{})
 	calls := newSeen()
 	cfg := fastRetry(events.SubscriberConfig{Service: "renderer", Types: []string{events.TypeRequested}, FailStage: events.StageRender})
 	run(t, js, cfg, func(ctx context.Context, e event.Event) error {
@@ -153,7 +153,7 @@ func TestTerminalDeadLettersAtOnce(t *testing.T) {
 
 func TestTransientErrorRetriedWithBackoff(t *testing.T) {
 	_, _, js := natstest.Start(t)
-	pub := events.NewPublisher(js)
+	pub := events.NewPublisher(js, events.Names{})
 	calls := newSeen()
 	var mu sync.Mutex
 	var at []time.Time
@@ -179,7 +179,7 @@ func TestTransientErrorRetriedWithBackoff(t *testing.T) {
 
 func TestReplicasSplitWork(t *testing.T) {
 	_, _, js := natstest.Start(t)
-	pub := events.NewPublisher(js)
+	pub := events.NewPublisher(js, events.Names{})
 	got := newSeen()
 	var byReplica [2]atomic.Int32
 	cfg := events.SubscriberConfig{Service: "applier", Types: []string{events.TypeRequested}, Concurrency: 2}
@@ -222,7 +222,7 @@ func TestMalformedDeadLettered(t *testing.T) {
 	assert.Equal(t, "not a cloudevent {", string(dl.Data), "the original bytes are kept")
 	assert.Contains(t, dl.Reason, "malformed event")
 	assert.Contains(t, dl.Reason, "not a structured-mode CloudEvent")
-	assert.Equal(t, "troupe.dlq.renderer.release.prod.podinfo.requested", events.DeadLetterSubject(dl.Service, dl.Subject))
+	assert.Equal(t, "troupe.dlq.renderer.release.prod.podinfo.requested", events.Names{}.DeadLetterSubject(dl.Service, dl.Subject))
 	assert.Zero(t, calls.distinct(), "the handler never sees it")
 
 	require.Eventually(t, func() bool { return len(releaseEvents(t, js, events.TypeFailed)) == 1 }, 5*time.Second, 10*time.Millisecond)
@@ -233,7 +233,7 @@ func TestMalformedDeadLettered(t *testing.T) {
 
 func TestLongWorkHeartbeats(t *testing.T) {
 	_, _, js := natstest.Start(t)
-	pub := events.NewPublisher(js)
+	pub := events.NewPublisher(js, events.Names{})
 	calls := newSeen()
 	cfg := events.SubscriberConfig{Service: "applier", Types: []string{events.TypeRequested}, AckWait: time.Second}
 	run(t, js, cfg, func(ctx context.Context, e event.Event) error {
@@ -249,7 +249,7 @@ func TestLongWorkHeartbeats(t *testing.T) {
 
 func TestGracefulDrain(t *testing.T) {
 	_, _, js := natstest.Start(t)
-	pub := events.NewPublisher(js)
+	pub := events.NewPublisher(js, events.Names{})
 	calls := newSeen()
 	started := make(chan struct{}, 1)
 	var finished atomic.Bool

@@ -133,7 +133,7 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
-	provisioned, err := events.Provision(ctx, js, events.ProvisionConfig{MaxAge: o.maxAge})
+	provisioned, err := events.Provision(ctx, js, events.ProvisionConfig{Names: c.names, MaxAge: o.maxAge})
 	if err != nil {
 		return fmt.Errorf("provision: %w", err)
 	}
@@ -148,7 +148,7 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	services, err := devServices(ctx, nc, js, kcfg, log, metrics, mux)
+	services, err := devServices(ctx, nc, js, c.names, kcfg, log, metrics, mux)
 	if err != nil {
 		return err
 	}
@@ -188,7 +188,7 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	}
 	ready.Store(true)
 	if c.subjectsPrefix != "" {
-		fmt.Fprintf(c.stdout, "troupe dev: sandbox %s: stream %s on %s\n", c.subjectsPrefix, events.ReleaseSubjects, natsURL)
+		fmt.Fprintf(c.stdout, "troupe dev: sandbox %s: stream %s on %s\n", c.subjectsPrefix, c.names.ReleaseSubjects(), natsURL)
 	}
 	fmt.Fprintf(c.stdout, "troupe dev: NATS JetStream at %s (data in %s)\n", natsURL, storeDir)
 	fmt.Fprintf(c.stdout, "troupe dev: deploying to %s (kubeconfig %s)\n", kcfg.Host, o.kube.Kubeconfig)
@@ -239,7 +239,7 @@ func (c *cli) startCluster(ctx context.Context, o devOptions) (*cluster.Cluster,
 
 // devServices returns the services `troupe dev` runs, by name: the four of troupe and
 // catalog-check. The history's queries are served on nc and its HTTP API on mux.
-func devServices(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, kcfg *rest.Config, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux) (map[string]serve.Service, error) {
+func devServices(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, names events.Names, kcfg *rest.Config, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux) (map[string]serve.Service, error) {
 	out := map[string]serve.Service{}
 	logger := func(name string) *zerolog.Logger { l := log.With().Str("service", name).Logger(); return &l }
 
@@ -247,22 +247,22 @@ func devServices(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, kcf
 	if err := render.Discover(ctx, kcfg, &ropts); err != nil {
 		log.Warn().Err(err).Msg("cluster not reachable: rendering with the built-in kind table")
 	}
-	r, err := renderer.New(ctx, js, renderer.Options{Render: ropts, Logger: logger(renderer.Name), Metrics: m})
+	r, err := renderer.New(ctx, js, renderer.Options{Names: names, Render: ropts, Logger: logger(renderer.Name), Metrics: m})
 	if err != nil {
 		return nil, err
 	}
 	out[renderer.Name] = r
-	a, err := applier.New(ctx, js, kcfg, applier.Options{Logger: logger(applier.Name), Metrics: m})
+	a, err := applier.New(ctx, js, kcfg, applier.Options{Names: names, Logger: logger(applier.Name), Metrics: m})
 	if err != nil {
 		return nil, err
 	}
 	out[applier.Name] = a
-	h, err := health.New(ctx, js, kcfg, health.Options{Logger: logger(health.Name), Metrics: m})
+	h, err := health.New(ctx, js, kcfg, health.Options{Names: names, Logger: logger(health.Name), Metrics: m})
 	if err != nil {
 		return nil, err
 	}
 	out[health.Name] = h
-	hist, err := history.New(ctx, js, history.Options{Logger: logger(history.Name), Metrics: m})
+	hist, err := history.New(ctx, js, history.Options{Names: names, Logger: logger(history.Name), Metrics: m})
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +276,7 @@ func devServices(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, kcf
 	// catalog-check reads every catalog event and dead-letters what does not conform, with the
 	// reason, so a malformed event from any NATS client is visible in `troupe tail --dead-letters`.
 	check, err := events.NewSubscriber(js, events.SubscriberConfig{
-		Service: "catalog-check", Types: events.Types(), Concurrency: 8, Logger: &log, Metrics: m,
+		Service: "catalog-check", Names: names, Types: events.Types(), Concurrency: 8, Logger: &log, Metrics: m,
 	}, func(ctx context.Context, e event.Event) error { return nil })
 	if err != nil {
 		return nil, err

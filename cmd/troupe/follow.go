@@ -26,15 +26,16 @@ func (e exitError) Unwrap() error { return e.error }
 
 // watch reads one release's events from a stream sequence on, in stream order.
 type watch struct {
-	it jetstream.MessagesContext
+	it    jetstream.MessagesContext
+	names events.Names
 }
 
-func watchRelease(ctx context.Context, js jetstream.JetStream, rel events.Release, fromSeq uint64) (*watch, error) {
-	filter, err := events.ReleaseFilter(rel)
+func watchRelease(ctx context.Context, js jetstream.JetStream, names events.Names, rel events.Release, fromSeq uint64) (*watch, error) {
+	filter, err := names.ReleaseFilter(rel)
 	if err != nil {
 		return nil, err
 	}
-	cons, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
+	cons, err := js.OrderedConsumer(ctx, names.Stream(), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: fromSeq,
 	})
 	if err != nil {
@@ -44,7 +45,7 @@ func watchRelease(ctx context.Context, js jetstream.JetStream, rel events.Releas
 	if err != nil {
 		return nil, fmt.Errorf("follow %s: %w", rel, err)
 	}
-	return &watch{it: it}, nil
+	return &watch{it: it, names: names}, nil
 }
 
 func (w *watch) stop() { w.it.Stop() }
@@ -56,7 +57,7 @@ func (w *watch) next(ctx context.Context) (event.Event, error) {
 		if err != nil {
 			return event.Event{}, err
 		}
-		e, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		e, err := w.names.Decode(msg.Subject(), msg.Headers(), msg.Data())
 		if err == nil {
 			return e, nil
 		}

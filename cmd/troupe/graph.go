@@ -137,7 +137,7 @@ func (c *cli) discover(ctx context.Context, d time.Duration) (*Graph, error) {
 		if cons == "" && prod == "" {
 			continue // not a troupe service (history's queries, other micro services)
 		}
-		if subj := info.Metadata[events.MetaSubjects]; subj != "" && subj != events.ReleaseSubjects {
+		if subj := info.Metadata[events.MetaSubjects]; subj != "" && subj != c.names.ReleaseSubjects() {
 			continue // a sandbox's, or the live system's when this is a sandbox
 		}
 		s := byName[info.Name]

@@ -58,7 +58,7 @@ type's payload before anything is sent: an invalid event is an error and nothing
 				return err
 			}
 			defer nc.Close()
-			ack, err := events.NewPublisher(js).Publish(cmd.Context(), e)
+			ack, err := events.NewPublisher(js, c.names).Publish(cmd.Context(), e)
 			if err != nil {
 				return err
 			}

@@ -21,17 +21,17 @@ import (
 
 // ask sends one query to the history service (troupe.history.<endpoint>) and decodes the answer
 // into out. A query nobody answers names the service to start.
-func ask(ctx context.Context, nc *nats.Conn, endpoint string, q history.Query, out any) error {
+func ask(ctx context.Context, nc *nats.Conn, names events.Names, endpoint string, q history.Query, out any) error {
 	body, err := json.Marshal(q)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	msg, err := nc.RequestWithContext(ctx, history.QuerySubject()+"."+endpoint, body)
+	msg, err := nc.RequestWithContext(ctx, history.QuerySubject(names)+"."+endpoint, body)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("no history service answers on %s.%s: start 'troupe dev' or the history service", history.QuerySubject(), endpoint)
+		return fmt.Errorf("no history service answers on %s.%s: start 'troupe dev' or the history service", history.QuerySubject(names), endpoint)
 	case err != nil:
 		return fmt.Errorf("ask history (%s): %w", endpoint, err)
 	}
@@ -51,7 +51,7 @@ func (c *cli) ask(cmd *cobra.Command, endpoint string, q history.Query, out any)
 		return err
 	}
 	defer nc.Close()
-	return ask(cmd.Context(), nc, endpoint, q, out)
+	return ask(cmd.Context(), nc, c.names, endpoint, q, out)
 }
 
 // releaseArg reads a release as NAME with -n NS, or as NS/NAME.

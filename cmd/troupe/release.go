@@ -167,13 +167,13 @@ func (c *cli) send(ctx context.Context, rel events.Release, typ string, data any
 
 // publishAndFollow publishes e and, with --wait (how), follows its flow until it ends.
 func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel events.Release, e event.Event, how waiting) error {
-	ack, err := events.NewPublisher(js).Publish(ctx, e)
+	ack, err := events.NewPublisher(js, c.names).Publish(ctx, e)
 	if err != nil {
 		return err
 	}
 	revision := 0
 	if how.numbered {
-		revs, err := events.NewRevisions(ctx, js)
+		revs, err := events.NewRevisions(ctx, js, c.names)
 		if err != nil {
 			return err
 		}
@@ -195,7 +195,7 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 		}
 		return nil
 	}
-	w, err := watchRelease(ctx, js, rel, ack.Sequence)
+	w, err := watchRelease(ctx, js, c.names, rel, ack.Sequence)
 	if err != nil {
 		return err
 	}

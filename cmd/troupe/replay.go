@@ -73,9 +73,11 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 	if o.print == (o.to != "") {
 		return usagef("say what to do with the events: --print or --to PREFIX")
 	}
+	var to events.Names // the sandbox replayed into
 	if o.to != "" {
-		if err := validPrefix(o.to); err != nil {
-			return usageError{err}
+		var err error
+		if to, err = events.NewNames(o.to); err != nil {
+			return usageError{fmt.Errorf("--to: %w", err)}
 		}
 	}
 	if o.since != "" && o.fromSeq > 0 || o.until != "" && o.toSeq > 0 {
@@ -89,7 +91,7 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 	if err != nil {
 		return err
 	}
-	_, filters, err := tailFilters(tailOptions{release: o.release, types: o.types})
+	_, filters, err := c.tailFilters(tailOptions{release: o.release, types: o.types})
 	if err != nil {
 		return err
 	}
@@ -105,7 +107,7 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 		return err
 	}
 	defer nc.Close()
-	cons, err := js.OrderedConsumer(ctx, events.StreamName, cfg)
+	cons, err := js.OrderedConsumer(ctx, c.names.Stream(), cfg)
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
@@ -126,8 +128,8 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 				}
 			case err := <-f.Err():
 				if errors.Is(err, jetstream.ErrNoStreamResponse) {
-					return fmt.Errorf("replay to %s: no stream stores %s.%s yet: start 'troupe dev --subjects-prefix %s --server %s' first (it creates the sandbox's streams), then replay",
-						f.Msg().Subject, o.to, events.ReleaseSubjects, o.to, nc.ConnectedUrlRedacted())
+					return fmt.Errorf("replay to %s: no stream stores %s yet: start 'troupe dev --subjects-prefix %s --server %s' first (it creates the sandbox's streams), then replay",
+						f.Msg().Subject, to.ReleaseSubjects(), o.to, nc.ConnectedUrlRedacted())
 				}
 				return fmt.Errorf("replay to %s: %w", f.Msg().Subject, err)
 			case <-late.C:
@@ -165,7 +167,8 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 			} else {
 				// Through JetStream, acked: an event no sandbox stream stores is an error, not lost
 				// in silence. The event keeps its id (Nats-Msg-Id), so replaying twice stores it once.
-				f, err := js.PublishMsgAsync(&nats.Msg{Subject: o.to + "." + msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
+				subject := to.Root() + strings.TrimPrefix(msg.Subject(), c.names.Root())
+				f, err := js.PublishMsgAsync(&nats.Msg{Subject: subject, Header: msg.Headers(), Data: msg.Data()})
 				if err != nil {
 					return fmt.Errorf("replay to %s: %w", o.to, err)
 				}
@@ -185,26 +188,13 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 		return err
 	}
 	if o.to != "" {
-		fmt.Fprintf(c.stdout, "replayed %d events under %s.%s", n, o.to, events.ReleaseSubjects)
+		fmt.Fprintf(c.stdout, "replayed %d events under %s", n, to.ReleaseSubjects())
 		if dup > 0 {
 			fmt.Fprintf(c.stdout, " (%d already there: not stored again)", dup)
 		}
 		fmt.Fprintln(c.stdout)
 	} else if n == 0 {
 		fmt.Fprintln(c.stderr, "no events in that range")
-	}
-	return nil
-}
-
-// validPrefix checks a sandbox prefix: NATS subject tokens, and not troupe's own root.
-func validPrefix(p string) error {
-	for _, tok := range strings.Split(p, ".") {
-		if tok == "" || strings.ContainsAny(tok, " *>\t") {
-			return fmt.Errorf("--to/--subjects-prefix %q: want dot-separated subject tokens, no wildcards", p)
-		}
-	}
-	if p == events.SubjectRoot || strings.HasPrefix(p, events.SubjectRoot+".") {
-		return fmt.Errorf("prefix %q would publish onto troupe's live subjects", p)
 	}
 	return nil
 }

@@ -19,8 +19,10 @@ type cli struct {
 	stdout, stderr io.Writer
 	conn           events.ConnOptions
 	logLevel       string
-	// subjectsPrefix is the sandbox the command works in (events.UseSubjectsPrefix); empty: live.
+	// subjectsPrefix is the sandbox the command works in; empty: live. names are its subjects,
+	// streams and buckets, set from it before any command runs.
 	subjectsPrefix string
+	names          events.Names
 }
 
 func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -42,9 +44,11 @@ Start a local environment with 'troupe dev', then publish and watch events from 
 	c.conn.BindFlags(root.PersistentFlags())
 	root.PersistentFlags().StringVar(&c.subjectsPrefix, "subjects-prefix", envOr("TROUPE_SUBJECTS_PREFIX", ""), "work in this sandbox (see 'troupe replay --to'), not on the live subjects [TROUPE_SUBJECTS_PREFIX]")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
-		if err := events.UseSubjectsPrefix(c.subjectsPrefix); err != nil {
+		names, err := events.NewNames(c.subjectsPrefix)
+		if err != nil {
 			return usageError{err}
 		}
+		c.names = names
 		return nil
 	}
 	root.PersistentFlags().StringVar(&c.logLevel, "log-level", envOr("TROUPE_LOG_LEVEL", "info"), "log level: debug, info, warn, error [TROUPE_LOG_LEVEL]")

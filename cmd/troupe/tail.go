@@ -62,7 +62,7 @@ func (c *cli) tail(ctx context.Context, o tailOptions) error {
 	if o.output != "text" && o.output != "json" {
 		return usagef("--output %q: want text or json", o.output)
 	}
-	stream, filters, err := tailFilters(o)
+	stream, filters, err := c.tailFilters(o)
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func (c *cli) tail(ctx context.Context, o tailOptions) error {
 	}
 }
 
-func tailFilters(o tailOptions) (string, []string, error) {
+func (c *cli) tailFilters(o tailOptions) (string, []string, error) {
 	var r events.Release
 	if o.release != "" {
 		var err error
@@ -136,13 +136,13 @@ func tailFilters(o tailOptions) (string, []string, error) {
 		if len(o.types) > 0 {
 			return "", nil, usagef("--type does not go with --dead-letters")
 		}
-		return events.DeadLetterStreamName, []string{events.DeadLetterSubjects}, nil
+		return c.names.DeadLetterStream(), []string{c.names.DeadLetterSubjects()}, nil
 	}
 	var filters []string
 	for _, typ := range o.types {
-		f, err := events.TypeFilter(typ)
+		f, err := c.names.TypeFilter(typ)
 		if o.release != "" && err == nil {
-			f, err = events.Subject(r, typ)
+			f, err = c.names.Subject(r, typ)
 		}
 		if err != nil {
 			return "", nil, usagef("--type: %w", err)
@@ -150,17 +150,17 @@ func tailFilters(o tailOptions) (string, []string, error) {
 		filters = append(filters, f)
 	}
 	if len(filters) == 0 {
-		f := events.ReleaseSubjects
+		f := c.names.ReleaseSubjects()
 		if o.release != "" {
-			f, _ = events.ReleaseFilter(r)
+			f, _ = c.names.ReleaseFilter(r)
 		}
 		filters = []string{f}
 	}
-	return events.StreamName, filters, nil
+	return c.names.Stream(), filters, nil
 }
 
 func (c *cli) printEvent(msg jetstream.Msg, output string) {
-	e, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+	e, err := c.names.Decode(msg.Subject(), msg.Headers(), msg.Data())
 	if err != nil {
 		fmt.Fprintf(c.stderr, "%s  malformed event on %s: %v\n", msgTime(msg), msg.Subject(), err)
 		return
@@ -181,7 +181,7 @@ func (c *cli) printEvent(msg jetstream.Msg, output string) {
 func (c *cli) printDeadLetter(msg jetstream.Msg, output string, rel *events.Release) {
 	dl := events.ParseDeadLetter(msg.Headers(), msg.Data())
 	if rel != nil {
-		r, _, err := events.ParseSubject(dl.Subject)
+		r, _, err := c.names.ParseSubject(dl.Subject)
 		if err != nil || r != *rel {
 			return
 		}

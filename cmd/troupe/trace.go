@@ -73,7 +73,7 @@ Default: the latest revision.`,
 				return err
 			}
 			defer nc.Close()
-			tr, err := trace(cmd.Context(), js, rel, revision)
+			tr, err := trace(cmd.Context(), js, c.names, rel, revision)
 			if err != nil {
 				return err
 			}
@@ -92,12 +92,12 @@ type streamed struct {
 }
 
 // readRelease reads every event of rel in the stream, oldest first.
-func readRelease(ctx context.Context, js jetstream.JetStream, rel events.Release) ([]streamed, error) {
-	filter, err := events.ReleaseFilter(rel)
+func readRelease(ctx context.Context, js jetstream.JetStream, names events.Names, rel events.Release) ([]streamed, error) {
+	filter, err := names.ReleaseFilter(rel)
 	if err != nil {
 		return nil, err
 	}
-	cons, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	cons, err := js.OrderedConsumer(ctx, names.Stream(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +126,7 @@ func readRelease(ctx context.Context, js jetstream.JetStream, rel events.Release
 		if err != nil {
 			return nil, err
 		}
-		if e, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data()); err == nil {
+		if e, err := names.Decode(msg.Subject(), msg.Headers(), msg.Data()); err == nil {
 			out = append(out, streamed{seq: md.Sequence.Stream, e: e})
 		}
 		if md.NumPending == 0 {
@@ -136,12 +136,12 @@ func readRelease(ctx context.Context, js jetstream.JetStream, rel events.Release
 }
 
 // trace rebuilds revision (0: the latest) of rel from the stream.
-func trace(ctx context.Context, js jetstream.JetStream, rel events.Release, revision int) (*Trace, error) {
-	all, err := readRelease(ctx, js, rel)
+func trace(ctx context.Context, js jetstream.JetStream, names events.Names, rel events.Release, revision int) (*Trace, error) {
+	all, err := readRelease(ctx, js, names, rel)
 	if err != nil {
 		return nil, fmt.Errorf("read %s from the stream: %w", rel, err)
 	}
-	revs, err := events.NewRevisions(ctx, js)
+	revs, err := events.NewRevisions(ctx, js, names)
 	if err != nil {
 		return nil, err
 	}

@@ -41,6 +41,7 @@ type Command struct {
 type Env struct {
 	NC      *nats.Conn
 	JS      jetstream.JetStream
+	Names   events.Names // the system to work in: live, or the sandbox of --subjects-prefix
 	Log     *zerolog.Logger
 	Metrics *events.Metrics
 	Mux     *http.ServeMux
@@ -67,6 +68,7 @@ func Run(ctx context.Context, c Command, args []string) error {
 		logLevel   string
 		provision  bool
 		replicas   int
+		prefix     string
 	)
 	fs := pflag.NewFlagSet(c.Name, pflag.ContinueOnError)
 	conn.BindFlags(fs)
@@ -74,11 +76,16 @@ func Run(ctx context.Context, c Command, args []string) error {
 	fs.StringVar(&logLevel, "log-level", EnvOr("TROUPE_LOG_LEVEL", "info"), "debug, info, warn, error [TROUPE_LOG_LEVEL]")
 	fs.BoolVar(&provision, "provision", true, "create or update troupe's streams and buckets at start")
 	fs.IntVar(&replicas, "replicas", 1, "replicas of the streams and buckets it provisions (3 on a cluster)")
+	fs.StringVar(&prefix, "subjects-prefix", EnvOr("TROUPE_SUBJECTS_PREFIX", ""), "work in this sandbox, not on the live subjects [TROUPE_SUBJECTS_PREFIX]")
 	if c.Flags != nil {
 		c.Flags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	names, err := events.NewNames(prefix)
+	if err != nil {
+		return fmt.Errorf("--subjects-prefix: %w", err)
 	}
 	lvl, err := zerolog.ParseLevel(strings.ToLower(logLevel))
 	if err != nil {
@@ -96,7 +103,7 @@ func Run(ctx context.Context, c Command, args []string) error {
 		return err
 	}
 	if provision {
-		if _, err := events.Provision(ctx, js, events.ProvisionConfig{Replicas: replicas}); err != nil {
+		if _, err := events.Provision(ctx, js, events.ProvisionConfig{Names: names, Replicas: replicas}); err != nil {
 			return fmt.Errorf("provision: %w", err)
 		}
 	}
@@ -106,7 +113,7 @@ func Run(ctx context.Context, c Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	env := &Env{NC: nc, JS: js, Log: &log, Metrics: metrics, Mux: http.NewServeMux()}
+	env := &Env{NC: nc, JS: js, Names: names, Log: &log, Metrics: metrics, Mux: http.NewServeMux()}
 	svc, err := c.New(ctx, env)
 	if err != nil {
 		return err

@@ -24,7 +24,7 @@ func main() {
 			if webhook == "" {
 				return nil, fmt.Errorf("--webhook is required")
 			}
-			return events.NewSubscriber(env.JS, events.SubscriberConfig{Service: "notifier", Logger: env.Log, Metrics: env.Metrics,
+			return events.NewSubscriber(env.JS, events.SubscriberConfig{Service: "notifier", Names: env.Names, Logger: env.Log, Metrics: env.Metrics,
 				Types: []string{events.TypeReady, events.TypeFailed}}, func(ctx context.Context, e event.Event) error {
 				body, err := e.MarshalJSON()
 				if err != nil {

@@ -52,10 +52,11 @@ func (r *Record) Previous() []apply.Object {
 
 type inventory struct{ kv jetstream.KeyValue }
 
-func openInventory(ctx context.Context, js jetstream.JetStream) (*inventory, error) {
-	kv, err := js.KeyValue(ctx, events.KVInventory)
+func openInventory(ctx context.Context, js jetstream.JetStream, names events.Names) (*inventory, error) {
+	bucket := names.KV(events.KVInventory)
+	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
-		return nil, fmt.Errorf("applier: kv %s: %w", events.KVInventory, err)
+		return nil, fmt.Errorf("applier: kv %s: %w", bucket, err)
 	}
 	return &inventory{kv: kv}, nil
 }

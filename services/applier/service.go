@@ -44,6 +44,7 @@ type Options struct {
 	// Subscriber tunes the consumer (deliveries, backoff, ack wait); Service, Types, Produces,
 	// Concurrency, FailStage, Logger and Metrics are set by New.
 	Subscriber events.SubscriberConfig
+	Names      events.Names // the system it works in: the live one (zero value) or a sandbox
 	Version    string
 	Logger     *zerolog.Logger
 	Metrics    *events.Metrics
@@ -75,7 +76,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 		host, _ := os.Hostname()
 		o.Holder = fmt.Sprintf("%s/%s/%d", Name, host, os.Getpid())
 	}
-	s := &Service{opts: o, pub: events.NewPublisher(js)}
+	s := &Service{opts: o, pub: events.NewPublisher(js, o.Names)}
 	var err error
 	if s.applier, err = apply.New(cfg, o.Apply); err != nil {
 		return nil, err
@@ -83,20 +84,20 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	if s.bundles, err = events.OpenObjects(ctx, js, events.BucketBundles); err != nil {
 		return nil, err
 	}
-	if s.revisions, err = events.NewRevisions(ctx, js); err != nil {
+	if s.revisions, err = events.NewRevisions(ctx, js, o.Names); err != nil {
 		return nil, err
 	}
-	if s.leases, err = events.NewLeases(ctx, js, o.Holder); err != nil {
+	if s.leases, err = events.NewLeases(ctx, js, o.Names, o.Holder); err != nil {
 		return nil, err
 	}
-	if s.inventory, err = openInventory(ctx, js); err != nil {
+	if s.inventory, err = openInventory(ctx, js, o.Names); err != nil {
 		return nil, err
 	}
-	if s.stream, err = js.Stream(ctx, events.StreamName); err != nil {
-		return nil, fmt.Errorf("applier: stream %s: %w", events.StreamName, err)
+	if s.stream, err = js.Stream(ctx, o.Names.Stream()); err != nil {
+		return nil, fmt.Errorf("applier: stream %s: %w", o.Names.Stream(), err)
 	}
 	sc := o.Subscriber
-	sc.Service, sc.Version = Name, o.Version
+	sc.Service, sc.Version, sc.Names = Name, o.Version, o.Names
 	sc.Types = []string{events.TypeRendered, events.TypeUninstallRequested}
 	sc.Produces = []string{events.TypeApplied, events.TypeDiffed, events.TypeFailed, events.TypeSuperseded, events.TypeUninstalled}
 	sc.Concurrency, sc.FailStage, sc.Logger, sc.Metrics = o.Concurrency, events.StageApply, o.Logger, o.Metrics
@@ -287,7 +288,7 @@ func (s *Service) superseded(ctx context.Context, rel events.Release, revision i
 	if err != nil {
 		return fmt.Errorf("latest request of %s: %w", rel, err)
 	}
-	e, err := events.Decode(m.Subject, m.Header, m.Data)
+	e, err := s.opts.Names.Decode(m.Subject, m.Header, m.Data)
 	if err == nil {
 		if req, err := events.Data[events.Requested](e); err == nil && req.Options.DryRun {
 			return nil // a dry run of a newer revision changes nothing: this one goes on

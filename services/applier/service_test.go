@@ -62,7 +62,7 @@ func (e *env) request(rel events.Release, opts events.Options) event.Event {
 	ev, err := events.NewEvent("troupe/test", events.TypeRequested, rel, events.Requested{
 		Source: events.Source{Manifests: &events.ManifestsSource{YAML: "{}"}}, Options: opts})
 	require.NoError(e.t, err)
-	_, err = events.NewPublisher(e.js).Publish(e.t.Context(), ev)
+	_, err = events.NewPublisher(e.js, events.Names{}).Publish(e.t.Context(), ev)
 	require.NoError(e.t, err)
 	return ev
 }
@@ -81,7 +81,7 @@ func (e *env) rendered(request event.Event, revision int, objs []map[string]any,
 	ev, err := events.Derive(request, "troupe/renderer", events.TypeRendered, events.Rendered{Bundle: digest, Size: size, Options: opts})
 	require.NoError(e.t, err)
 	events.WithRevision(&ev, revision)
-	_, err = events.NewPublisher(e.js).Publish(e.t.Context(), ev)
+	_, err = events.NewPublisher(e.js, events.Names{}).Publish(e.t.Context(), ev)
 	require.NoError(e.t, err)
 	return ev
 }
@@ -96,7 +96,7 @@ func (e *env) answer(rel events.Release, corr string) event.Event {
 // answers collects the applier's events for corr: n of them, or (n = 0) all that come in wait.
 func (e *env) answers(rel events.Release, corr string, n int, wait time.Duration) []event.Event {
 	e.t.Helper()
-	f, err := events.ReleaseFilter(rel)
+	f, err := events.Names{}.ReleaseFilter(rel)
 	require.NoError(e.t, err)
 	c, err := e.js.OrderedConsumer(e.t.Context(), events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{f}})
 	require.NoError(e.t, err)
@@ -107,7 +107,7 @@ func (e *env) answers(rel events.Release, corr string, n int, wait time.Duration
 		if err != nil {
 			continue
 		}
-		ev, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		ev, err := events.Names{}.Decode(msg.Subject(), msg.Headers(), msg.Data())
 		require.NoError(e.t, err)
 		if ev.Source() == "troupe/applier" && events.CorrelationID(ev) == corr {
 			out = append(out, ev)
@@ -266,7 +266,7 @@ func TestCrashedApplierNeverLocksTheRelease(t *testing.T) {
 	ns := kube.Namespace(t)
 	rel := events.Release{Namespace: ns, Name: "app"}
 
-	crashed, err := events.NewLeases(t.Context(), e.js, "applier/crashed")
+	crashed, err := events.NewLeases(t.Context(), e.js, events.Names{}, "applier/crashed")
 	require.NoError(t, err)
 	_, err = crashed.Acquire(t.Context(), "apply."+ns+".app", 3*time.Second, "revision 0")
 	require.NoError(t, err)
@@ -286,7 +286,7 @@ func TestCrashedApplierNeverLocksTheRelease(t *testing.T) {
 	}
 	req2 := e2.request(rel, events.Options{})
 	e2.rendered(req2, 1, objs, events.Options{})
-	leases, err := events.NewLeases(t.Context(), e2.js, "observer")
+	leases, err := events.NewLeases(t.Context(), e2.js, events.Names{}, "observer")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		h, err := leases.Holder(t.Context(), "apply."+ns+".app")
@@ -345,7 +345,7 @@ func TestUninstall(t *testing.T) {
 
 	un, err := events.NewEvent("troupe/test", events.TypeUninstallRequested, rel, events.UninstallRequested{})
 	require.NoError(t, err)
-	_, err = events.NewPublisher(e.js).Publish(t.Context(), un)
+	_, err = events.NewPublisher(e.js, events.Names{}).Publish(t.Context(), un)
 	require.NoError(t, err)
 	got := e.answer(rel, un.ID())
 	require.Equal(t, events.TypeUninstalled, got.Type(), string(got.Data()))

@@ -54,6 +54,7 @@ type Options struct {
 	// Subscriber tunes the consumer; Service, Types, Produces, FailStage, Logger and Metrics are
 	// set by New.
 	Subscriber events.SubscriberConfig
+	Names      events.Names // the system it works in: the live one (zero value) or a sandbox
 	Version    string
 	Logger     *zerolog.Logger
 	Metrics    *events.Metrics
@@ -135,7 +136,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	if o.ProgressInterval <= 0 {
 		o.ProgressInterval = time.Second
 	}
-	s := &Service{opts: o, pub: events.NewPublisher(js), releases: map[events.Release]*tracker{},
+	s := &Service{opts: o, pub: events.NewPublisher(js, o.Names), releases: map[events.Release]*tracker{},
 		byObject: map[objectKey][]*tracker{}, byNamespace: map[string][]*tracker{}, dirty: map[*tracker]bool{},
 		wake: make(chan struct{}, 1)}
 	s.log = zerolog.Nop()
@@ -143,11 +144,11 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 		s.log = *o.Logger
 	}
 	var err error
-	if s.kv, err = js.KeyValue(ctx, events.KVHealth); err != nil {
-		return nil, fmt.Errorf("health: kv %s: %w", events.KVHealth, err)
+	if s.kv, err = js.KeyValue(ctx, o.Names.KV(events.KVHealth)); err != nil {
+		return nil, fmt.Errorf("health: kv %s: %w", o.Names.KV(events.KVHealth), err)
 	}
-	if s.stream, err = js.Stream(ctx, events.StreamName); err != nil {
-		return nil, fmt.Errorf("health: stream %s: %w", events.StreamName, err)
+	if s.stream, err = js.Stream(ctx, o.Names.Stream()); err != nil {
+		return nil, fmt.Errorf("health: stream %s: %w", o.Names.Stream(), err)
 	}
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
@@ -160,7 +161,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	}
 	s.watches = newWatches(dyn, s.changed, s.synced)
 	sc := o.Subscriber
-	sc.Service, sc.Version = Name, o.Version
+	sc.Service, sc.Version, sc.Names = Name, o.Version, o.Names
 	sc.Types = []string{events.TypeApplied, events.TypeUninstalled, events.TypeRendered, events.TypeFailed, events.TypeSuperseded}
 	sc.Produces = []string{events.TypeProgressing, events.TypeReady, events.TypeFailed, events.TypeDegraded,
 		events.TypeRecovered, events.TypeSuperseded}
@@ -292,7 +293,7 @@ func (s *Service) applied(ctx context.Context, e event.Event, rel events.Release
 	if err != nil {
 		return events.Terminal(err)
 	}
-	subject, err := events.Subject(rel, events.TypeApplied)
+	subject, err := s.opts.Names.Subject(rel, events.TypeApplied)
 	if err != nil {
 		return events.Terminal(err)
 	}
@@ -694,7 +695,7 @@ func (s *Service) publishedAlready(ctx context.Context, cause event.Event, typ s
 	if err != nil {
 		return false
 	}
-	subject, err := events.Subject(rel, typ)
+	subject, err := s.opts.Names.Subject(rel, typ)
 	if err != nil {
 		return false
 	}
@@ -702,7 +703,7 @@ func (s *Service) publishedAlready(ctx context.Context, cause event.Event, typ s
 	if err != nil {
 		return false
 	}
-	e, err := events.Decode(m.Subject, m.Header, m.Data)
+	e, err := s.opts.Names.Decode(m.Subject, m.Header, m.Data)
 	return err == nil && events.CausationID(e) == cause.ID()
 }
 
@@ -721,7 +722,7 @@ func (s *Service) publish(ctx context.Context, e event.Event, typ string, data a
 func (s *Service) resume(ctx context.Context) error {
 	keys, err := s.kv.ListKeys(ctx)
 	if err != nil {
-		return fmt.Errorf("health: list %s: %w", events.KVHealth, err)
+		return fmt.Errorf("health: list %s: %w", s.opts.Names.KV(events.KVHealth), err)
 	}
 	n := 0
 	for k := range keys.Keys() {
@@ -733,7 +734,7 @@ func (s *Service) resume(ctx context.Context) error {
 		if err := json.Unmarshal(entry.Value(), &rec); err != nil || rec.Phase == phaseFailed {
 			continue
 		}
-		e, err := events.Decode(rec.Subject, nil, rec.Applied)
+		e, err := s.opts.Names.Decode(rec.Subject, nil, rec.Applied)
 		if err != nil {
 			s.log.Error().Err(err).Str("key", k).Msg("unreadable record: not resumed")
 			continue

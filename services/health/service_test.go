@@ -76,7 +76,7 @@ func (e *env) apply(rel events.Release, revision int, objs []map[string]any, opt
 		Bundle:    "sha256:" + strings.Repeat("0", 64),
 		Inventory: res.Inventory, Options: opts})
 	require.NoError(e.t, err)
-	pub := events.NewPublisher(e.js)
+	pub := events.NewPublisher(e.js, events.Names{})
 	_, err = pub.Publish(e.t.Context(), req)
 	require.NoError(e.t, err)
 	_, err = pub.Publish(e.t.Context(), applied)
@@ -92,7 +92,7 @@ type watch struct {
 
 func (e *env) watch(rel events.Release) *watch {
 	e.t.Helper()
-	f, err := events.ReleaseFilter(rel)
+	f, err := events.Names{}.ReleaseFilter(rel)
 	require.NoError(e.t, err)
 	c, err := e.js.OrderedConsumer(e.t.Context(), events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{f}})
 	require.NoError(e.t, err)
@@ -114,7 +114,7 @@ func (w *watch) next(wait time.Duration, types ...string) event.Event {
 				close(got)
 				return
 			}
-			ev, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+			ev, err := events.Names{}.Decode(msg.Subject(), msg.Headers(), msg.Data())
 			if err == nil && ev.Source() == "troupe/health" && slices.Contains(types, ev.Type()) {
 				got <- ev
 				return
@@ -332,7 +332,7 @@ func TestDegradedAndRecovered(t *testing.T) {
 
 	uninstalled, err := events.Derive(applied, "troupe/applier", events.TypeUninstalled, events.Uninstalled{})
 	require.NoError(t, err)
-	_, err = events.NewPublisher(e.js).Publish(t.Context(), uninstalled)
+	_, err = events.NewPublisher(e.js, events.Names{}).Publish(t.Context(), uninstalled)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return svc.Watches() < watching }, 10*time.Second, 50*time.Millisecond,
 		"the release's watches are let go")
@@ -385,7 +385,7 @@ func TestRestartResumes(t *testing.T) {
 
 	s, err := e.js.Stream(t.Context(), events.StreamName)
 	require.NoError(t, err)
-	subject, err := events.Subject(rel, events.TypeReady)
+	subject, err := events.Names{}.Subject(rel, events.TypeReady)
 	require.NoError(t, err)
 	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(subject))
 	require.NoError(t, err)

@@ -19,9 +19,10 @@ import (
 	"github.com/troupe-dev/troupe/events"
 )
 
-// QuerySubject returns the prefix of the query endpoints: troupe.history.list, .get, .revision, .diff,
-// .timeline. Requests and replies are JSON (Query; the replies' types below).
-func QuerySubject() string { return events.SubjectRoot + ".history" }
+// QuerySubject returns the prefix of the query endpoints of the system names: troupe.history.list,
+// .get, .revision, .diff, .timeline. Requests and replies are JSON (Query; the replies' types
+// below).
+func QuerySubject(names events.Names) string { return names.Root() + ".history" }
 
 // Query is a request to a query endpoint; which fields count depends on the endpoint.
 type Query struct {
@@ -311,7 +312,7 @@ func (s *Service) Serve(ctx context.Context, nc *nats.Conn) error {
 	if err != nil {
 		return err
 	}
-	g := svc.AddGroup(QuerySubject())
+	g := svc.AddGroup(QuerySubject(s.opts.Names))
 	for _, ep := range []string{"list", "get", "revision", "diff", "timeline"} {
 		err := g.AddEndpoint(ep, micro.HandlerFunc(func(req micro.Request) {
 			var q Query

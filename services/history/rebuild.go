@@ -15,7 +15,7 @@ import (
 // has are deleted). It publishes nothing: what history did about those events is in the stream
 // already. Folding is deterministic, so a rebuilt view equals the live one.
 func (s *Service) Rebuild(ctx context.Context) (int, error) {
-	stream, err := s.js.Stream(ctx, events.StreamName)
+	stream, err := s.js.Stream(ctx, s.opts.Names.Stream())
 	if err != nil {
 		return 0, err
 	}
@@ -25,8 +25,8 @@ func (s *Service) Rebuild(ctx context.Context) (int, error) {
 	}
 	views := map[events.Release]*View{}
 	if last := info.State.LastSeq; last > 0 && info.State.Msgs > 0 {
-		c, err := s.js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{"troupe.release.>"}, DeliverPolicy: jetstream.DeliverAllPolicy})
+		c, err := s.js.OrderedConsumer(ctx, s.opts.Names.Stream(), jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{s.opts.Names.ReleaseSubjects()}, DeliverPolicy: jetstream.DeliverAllPolicy})
 		if err != nil {
 			return 0, err
 		}
@@ -44,7 +44,7 @@ func (s *Service) Rebuild(ctx context.Context) (int, error) {
 			if err != nil {
 				return 0, err
 			}
-			if e, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data()); err == nil {
+			if e, err := s.opts.Names.Decode(msg.Subject(), msg.Headers(), msg.Data()); err == nil {
 				rel, _ := events.ReleaseOf(e)
 				v := views[rel]
 				if v == nil {

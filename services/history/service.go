@@ -35,6 +35,7 @@ type Options struct {
 	// Subscriber tunes the consumer; Service, Types, Produces, Concurrency, DeliverAll, Logger
 	// and Metrics are set by New.
 	Subscriber events.SubscriberConfig
+	Names      events.Names // the system it works in: the live one (zero value) or a sandbox
 	Version    string
 	Logger     *zerolog.Logger
 	Metrics    *events.Metrics
@@ -56,19 +57,19 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 	if o.Keep <= 0 {
 		o.Keep = 10
 	}
-	s := &Service{opts: o, js: js, pub: events.NewPublisher(js)}
+	s := &Service{opts: o, js: js, pub: events.NewPublisher(js, o.Names)}
 	var err error
-	if s.kv, err = js.KeyValue(ctx, events.KVHistory); err != nil {
-		return nil, fmt.Errorf("history: kv %s: %w", events.KVHistory, err)
+	if s.kv, err = js.KeyValue(ctx, o.Names.KV(events.KVHistory)); err != nil {
+		return nil, fmt.Errorf("history: kv %s: %w", o.Names.KV(events.KVHistory), err)
 	}
 	if s.bundles, err = events.OpenObjects(ctx, js, events.BucketBundles); err != nil {
 		return nil, err
 	}
-	if s.revisions, err = events.NewRevisions(ctx, js); err != nil {
+	if s.revisions, err = events.NewRevisions(ctx, js, o.Names); err != nil {
 		return nil, err
 	}
 	sc := o.Subscriber
-	sc.Service, sc.Version = Name, o.Version
+	sc.Service, sc.Version, sc.Names = Name, o.Version, o.Names
 	for _, spec := range events.Catalog() {
 		sc.Types = append(sc.Types, spec.Type)
 	}

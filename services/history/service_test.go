@@ -46,7 +46,7 @@ func newEnvWith(t *testing.T, o history.Options) *env {
 	require.NoError(t, err)
 	natstest.Run(t, svc)
 	require.NoError(t, svc.Serve(t.Context(), nc))
-	return &env{t: t, nc: nc, js: js, svc: svc, pub: events.NewPublisher(js)}
+	return &env{t: t, nc: nc, js: js, svc: svc, pub: events.NewPublisher(js, events.Names{})}
 }
 
 func (e *env) publish(ev event.Event) event.Event {
@@ -133,7 +133,7 @@ func (e *env) view(rel events.Release, ok func(*history.View) bool) *history.Vie
 
 // from collects what history publishes about rel, from now on.
 func (e *env) from(rel events.Release) func(n int, wait time.Duration) []event.Event {
-	f, err := events.ReleaseFilter(rel)
+	f, err := events.Names{}.ReleaseFilter(rel)
 	require.NoError(e.t, err)
 	c, err := e.js.OrderedConsumer(e.t.Context(), events.StreamName, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{f}, DeliverPolicy: jetstream.DeliverNewPolicy})
@@ -149,7 +149,7 @@ func (e *env) from(rel events.Release) func(n int, wait time.Duration) []event.E
 			if err != nil {
 				return
 			}
-			ev, err := events.Decode(m.Subject(), m.Headers(), m.Data())
+			ev, err := events.Names{}.Decode(m.Subject(), m.Headers(), m.Data())
 			if err == nil && ev.Source() == "troupe/history" {
 				mu.Lock()
 				got = append(got, ev)
@@ -185,7 +185,7 @@ func TestRevisionsFollowTheStream(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	revisions, err := events.NewRevisions(t.Context(), e.js)
+	revisions, err := events.NewRevisions(t.Context(), e.js, events.Names{})
 	require.NoError(t, err)
 	for _, rel := range []events.Release{a, b} {
 		v := e.view(rel, func(v *history.View) bool { return len(v.Revisions) == 10 })
@@ -371,7 +371,7 @@ func TestQueries(t *testing.T) {
 		t.Helper()
 		b, err := json.Marshal(q)
 		require.NoError(t, err)
-		msg, err := e.nc.Request(history.QuerySubject()+"."+endpoint, b, 5*time.Second)
+		msg, err := e.nc.Request(history.QuerySubject(events.Names{})+"."+endpoint, b, 5*time.Second)
 		require.NoError(t, err)
 		if msg.Header.Get(micro.ErrorHeader) == "" && into != nil {
 			require.NoError(t, json.Unmarshal(msg.Data, into), string(msg.Data))

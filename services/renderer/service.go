@@ -26,6 +26,7 @@ const Name = "renderer"
 type Options struct {
 	Render      render.Options
 	Concurrency int // renders at once per replica; default 4
+	Names       events.Names // the system it works in: the live one (zero value) or a sandbox
 	Version     string
 	Logger      *zerolog.Logger
 	Metrics     *events.Metrics
@@ -44,7 +45,7 @@ type Service struct {
 // New opens the object stores and the revision counters (made by events.Provision) and returns
 // the service, ready to Start.
 func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, error) {
-	s := &Service{js: js, pub: events.NewPublisher(js)}
+	s := &Service{js: js, pub: events.NewPublisher(js, o.Names)}
 	var err error
 	if s.bundles, err = events.OpenObjects(ctx, js, events.BucketBundles); err != nil {
 		return nil, err
@@ -59,7 +60,7 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 	if s.renderer, err = render.New(o.Render); err != nil {
 		return nil, err
 	}
-	if s.revisions, err = events.NewRevisions(ctx, js); err != nil {
+	if s.revisions, err = events.NewRevisions(ctx, js, o.Names); err != nil {
 		return nil, err
 	}
 	if o.Concurrency <= 0 {
@@ -67,6 +68,7 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 	}
 	s.sub, err = events.NewSubscriber(js, events.SubscriberConfig{
 		Service:     Name,
+		Names:       o.Names,
 		Version:     o.Version,
 		Types:       []string{events.TypeRequested},
 		Produces:    []string{events.TypeRendered, events.TypeFailed, events.TypeSuperseded},

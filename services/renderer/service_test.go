@@ -45,7 +45,7 @@ func request(t *testing.T, js jetstream.JetStream, rel events.Release, req event
 	t.Helper()
 	e, err := events.NewEvent("troupe/test", events.TypeRequested, rel, req)
 	require.NoError(t, err)
-	_, err = events.NewPublisher(js).Publish(t.Context(), e)
+	_, err = events.NewPublisher(js, events.Names{}).Publish(t.Context(), e)
 	require.NoError(t, err)
 	return e
 }
@@ -53,7 +53,7 @@ func request(t *testing.T, js jetstream.JetStream, rel events.Release, req event
 // outcome waits for the renderer's terminal answer to the request with correlation id corr.
 func outcome(t *testing.T, js jetstream.JetStream, rel events.Release, corr string) event.Event {
 	t.Helper()
-	f, err := events.ReleaseFilter(rel)
+	f, err := events.Names{}.ReleaseFilter(rel)
 	require.NoError(t, err)
 	c, err := js.OrderedConsumer(t.Context(), events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{f}})
 	require.NoError(t, err)
@@ -63,7 +63,7 @@ func outcome(t *testing.T, js jetstream.JetStream, rel events.Release, corr stri
 		if err != nil {
 			continue
 		}
-		e, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		e, err := events.Names{}.Decode(msg.Subject(), msg.Headers(), msg.Data())
 		require.NoError(t, err)
 		if e.Source() == "troupe/renderer" && events.CorrelationID(e) == corr {
 			return e
@@ -202,7 +202,7 @@ func TestRendersUploadedKustomization(t *testing.T) {
 
 func eventsOf(t *testing.T, js jetstream.JetStream, rel events.Release) []event.Event {
 	t.Helper()
-	f, err := events.ReleaseFilter(rel)
+	f, err := events.Names{}.ReleaseFilter(rel)
 	require.NoError(t, err)
 	c, err := js.OrderedConsumer(t.Context(), events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{f}})
 	require.NoError(t, err)
@@ -212,7 +212,7 @@ func eventsOf(t *testing.T, js jetstream.JetStream, rel events.Release) []event.
 		if err != nil {
 			return out
 		}
-		e, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		e, err := events.Names{}.Decode(msg.Subject(), msg.Headers(), msg.Data())
 		require.NoError(t, err)
 		out = append(out, e)
 	}

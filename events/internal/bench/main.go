@@ -228,7 +228,7 @@ func roundSDK(ctx context.Context, js jetstream.JetStream, c config, round int) 
 		return result{}, fmt.Errorf("subscriber stopped: %v", err)
 	}
 
-	pub := events.NewPublisher(js)
+	pub := events.NewPublisher(js, events.Names{})
 	start := time.Now()
 	err = publishAll(c, func(i int) error {
 		r := events.Release{Namespace: "bench", Name: fmt.Sprintf("app-%d", i%50)}

@@ -256,7 +256,7 @@ func (e *env) troupeMany(ctx context.Context, namespaces []string, par int) (tim
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	filter, _ := events.TypeFilter(events.TypeReady)
+	filter, _ := events.Names{}.TypeFilter(events.TypeReady)
 	cons, err := js.OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverNewPolicy})
 	if err != nil {
 		return 0, err
@@ -267,7 +267,7 @@ func (e *env) troupeMany(ctx context.Context, namespaces []string, par int) (tim
 	}
 	ready := make(chan struct{})
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		r, _, err := events.ParseSubject(m.Subject())
+		r, _, err := events.Names{}.ParseSubject(m.Subject())
 		if err == nil && want[r.String()] {
 			delete(want, r.String())
 			if len(want) == 0 {

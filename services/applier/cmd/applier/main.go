@@ -43,7 +43,7 @@ func main() {
 			return applier.New(ctx, env.JS, cfg, applier.Options{
 				Apply: apply.Options{Concurrency: inflight, AllowNamespaces: allowNamespaces,
 					DenyClusterScoped: denyClusterScoped, ImpersonateServiceAccount: impersonate},
-				Concurrency: concurrency, LeaseTTL: leaseTTL, Logger: env.Log, Metrics: env.Metrics,
+				Concurrency: concurrency, LeaseTTL: leaseTTL, Names: env.Names, Logger: env.Log, Metrics: env.Metrics,
 			})
 		},
 	})

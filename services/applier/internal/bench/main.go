@@ -355,7 +355,7 @@ func applyThrough(ctx context.Context, js jetstream.JetStream, namespaces []stri
 	if err != nil {
 		return 0, err
 	}
-	pub := events.NewPublisher(js)
+	pub := events.NewPublisher(js, events.Names{})
 	type ready struct{ request, rendered event.Event }
 	var all []ready
 	for _, ns := range namespaces {
@@ -386,7 +386,7 @@ func applyThrough(ctx context.Context, js jetstream.JetStream, namespaces []stri
 	}
 	// The requests, numbered as the renderer numbers them before it renders: not the applier's
 	// work, so not timed.
-	revisions, err := events.NewRevisions(ctx, js)
+	revisions, err := events.NewRevisions(ctx, js, events.Names{})
 	if err != nil {
 		return 0, err
 	}
@@ -413,7 +413,7 @@ func applyThrough(ctx context.Context, js jetstream.JetStream, namespaces []stri
 	// does that.
 	var rendered []*nats.Msg
 	for _, r := range all {
-		m, err := events.Message(r.rendered)
+		m, err := events.Names{}.Message(r.rendered)
 		if err != nil {
 			return 0, err
 		}
@@ -442,7 +442,7 @@ func applyThrough(ctx context.Context, js jetstream.JetStream, namespaces []stri
 		if os.Getenv("BENCH_REQUESTS") == "" {
 			continue // the subject says applied: decoding is for the statistics below
 		}
-		e, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		e, err := events.Names{}.Decode(msg.Subject(), msg.Headers(), msg.Data())
 		if err != nil {
 			return 0, err
 		}

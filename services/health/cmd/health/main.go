@@ -32,7 +32,7 @@ func main() {
 				return nil, err
 			}
 			return health.New(ctx, env.JS, cfg, health.Options{PerNamespace: perNamespace, ProgressInterval: progressInterval,
-				Logger: env.Log, Metrics: env.Metrics})
+				Names: env.Names, Logger: env.Log, Metrics: env.Metrics})
 		},
 	})
 }

@@ -94,7 +94,7 @@ func run(ctx context.Context, releases, watched int) error {
 	if err != nil {
 		return err
 	}
-	b := &bench{ctx: ctx, js: js, lib: lib, kube: kube, pub: events.NewPublisher(js)}
+	b := &bench{ctx: ctx, js: js, lib: lib, kube: kube, pub: events.NewPublisher(js, events.Names{})}
 
 	// Latency.
 	dyn, err := dynamic.NewForConfig(cfg)
@@ -198,7 +198,7 @@ func (b *bench) run(rels []events.Release, objects func(events.Release) []map[st
 				return
 			}
 			at := time.Now()
-			e, err := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+			e, err := events.Names{}.Decode(msg.Subject(), msg.Headers(), msg.Data())
 			if err != nil {
 				done <- err
 				return

@@ -23,7 +23,7 @@ func main() {
 			fs.BoolVar(&rebuild, "rebuild", false, "rebuild every release's history from the events stream before serving")
 		},
 		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
-			svc, err := history.New(ctx, env.JS, history.Options{Keep: keep, Logger: env.Log, Metrics: env.Metrics})
+			svc, err := history.New(ctx, env.JS, history.Options{Keep: keep, Names: env.Names, Logger: env.Log, Metrics: env.Metrics})
 			if err != nil {
 				return nil, err
 			}

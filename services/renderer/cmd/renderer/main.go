@@ -45,7 +45,7 @@ func main() {
 					env.Log.Warn().Err(err).Msg("cluster not reachable: rendering with --kube-version and the built-in kind table")
 				}
 			}
-			return renderer.New(ctx, env.JS, renderer.Options{Render: ropts, Concurrency: concurrency, Logger: env.Log, Metrics: env.Metrics})
+			return renderer.New(ctx, env.JS, renderer.Options{Render: ropts, Concurrency: concurrency, Names: env.Names, Logger: env.Log, Metrics: env.Metrics})
 		},
 	})
 }
