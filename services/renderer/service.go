@@ -25,7 +25,7 @@ const Name = "renderer"
 // Options configure the service.
 type Options struct {
 	Render      render.Options
-	Concurrency int // renders at once per replica; default 4
+	Concurrency int          // renders at once per replica; default 4
 	Names       events.Names // the system it works in: the live one (zero value) or a sandbox
 	Version     string
 	Logger      *zerolog.Logger
