@@ -23,14 +23,52 @@ var (
 	ErrNotFound = errors.New("not found")
 )
 
-// terminalError marks an error that retrying cannot fix (bad input).
-type terminalError struct {
-	err    error
-	reason string
+// Error is why a handler could not do its work on an event, with everything the Subscriber needs
+// to decide, in one place, what happens next: retry it (Transient, deliveries left), or give up —
+// dead-letter the event, publish release.failed with Stage, Reason, Message and Objects, and term
+// the delivery. Handlers return one; they never publish release.failed themselves.
+//
+// Any other error a handler returns is transient: retried with backoff, and given up on with
+// reason max_deliveries once the deliveries run out.
+type Error struct {
+	// Stage is where the revision failed (StageRender, StageApply, …). Default: the
+	// Subscriber's FailStage.
+	Stage string
+	// Reason is the snake_case code tools match on (template_error, ownership_conflict, …).
+	// Default: "terminal".
+	Reason string
+	// Message says what failed and where, for a person. Default: Err's message.
+	Message string
+	// Objects are the failing objects, when there are any.
+	Objects []ObjectStatus
+	// Revision is the revision the failure ends, for an event that does not carry it yet (a
+	// release.requested is numbered by its handler). Default: the event's.
+	Revision int
+	// Transient says retrying may help (a registry or API server that did not answer): the
+	// event is retried while deliveries are left, then given up on with this Reason.
+	Transient bool
+	// Err is the cause.
+	Err error
 }
 
-func (t terminalError) Error() string { return t.err.Error() }
-func (t terminalError) Unwrap() error { return t.err }
+func (e *Error) Error() string {
+	switch {
+	case e.Message != "":
+		return e.Message
+	case e.Err != nil:
+		return e.Err.Error()
+	}
+	return e.reason()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func (e *Error) reason() string {
+	if e.Reason == "" {
+		return "terminal"
+	}
+	return e.Reason
+}
 
 // Terminal marks err as terminal: the Subscriber does not retry the event, it dead-letters it with
 // err as the reason and terminates the delivery (and, where the subscriber has a failure stage,
@@ -39,7 +77,7 @@ func Terminal(err error) error {
 	if err == nil {
 		return nil
 	}
-	return terminalError{err: err}
+	return &Error{Err: err}
 }
 
 // Reject is Terminal with a reason code: the snake_case code (template_error, not_a_chart, …)
@@ -48,16 +86,7 @@ func Reject(reason string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return terminalError{err: err, reason: reason}
-}
-
-// ReasonOf returns the reason code of a terminal error: the one given to Reject, or "terminal".
-func ReasonOf(err error) string {
-	var t terminalError
-	if errors.As(err, &t) && t.reason != "" {
-		return t.reason
-	}
-	return "terminal"
+	return &Error{Reason: reason, Err: err}
 }
 
 // Terminalf is Terminal(fmt.Errorf(format, args...)).
@@ -65,8 +94,18 @@ func Terminalf(format string, args ...any) error {
 	return Terminal(fmt.Errorf(format, args...))
 }
 
-// IsTerminal reports whether err, or any error it wraps, was marked with Terminal.
+// ReasonOf returns the reason code of err: the Reason of the Error it wraps, "terminal" for one
+// without, "" for an error that is not an Error.
+func ReasonOf(err error) string {
+	if e, ok := errors.AsType[*Error](err); ok {
+		return e.reason()
+	}
+	return ""
+}
+
+// IsTerminal reports whether err, or any error it wraps, is an Error that is not Transient: one
+// the Subscriber gives up on at once.
 func IsTerminal(err error) bool {
-	var t terminalError
-	return errors.As(err, &t)
+	e, ok := errors.AsType[*Error](err)
+	return ok && !e.Transient
 }

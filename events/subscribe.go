@@ -47,8 +47,9 @@ type SubscriberConfig struct {
 	// new events only. An existing durable consumer always resumes where it stopped.
 	DeliverAll bool
 	// FailStage, when set, makes the subscriber publish release.failed with this stage for every
-	// event it dead-letters (terminal error, deliveries exhausted, malformed input), so the user
-	// sees why the release stopped. Leave it empty for services that only observe.
+	// event it dead-letters (terminal error, deliveries exhausted, malformed input) whose Error
+	// names no stage of its own, so the user sees why the release stopped. Leave it empty for
+	// services that only observe.
 	FailStage string
 	// Logger is the base logger. Default: a disabled logger.
 	Logger *zerolog.Logger
@@ -105,10 +106,15 @@ func (c *SubscriberConfig) defaults() error {
 // error:
 //
 //   - nil: ack.
-//   - Terminal(err): dead-letter with the reason, publish release.failed when FailStage is set,
-//     then term. Never retried.
-//   - any other error (a recovered panic too): nak with the backoff for this delivery; on the
-//     MaxDeliver-th delivery, dead-letter as for a terminal error, with the last error as reason.
+//   - an *Error that is not Transient (Terminal, Reject): dead-letter with the reason, publish
+//     release.failed (the Error's stage, reason, message, objects; when it or FailStage names a
+//     stage), then term. Never retried.
+//   - a Transient *Error, or any other error (a recovered panic too): nak with the backoff for
+//     this delivery; on the MaxDeliver-th delivery, give up as for a terminal error — with the
+//     Error's reason, or max_deliveries for another error.
+//
+// Handlers never publish release.failed themselves: this is the one place it is published, once
+// per event given up on.
 //   - while the handler runs: an in-progress heartbeat every AckWait/3 (at most), so long work
 //     is not redelivered to another replica.
 //
@@ -279,7 +285,7 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 	}
 	e, err := s.cfg.Names.Decode(msg.Subject(), msg.Headers(), msg.Data())
 	if err != nil {
-		s.reject(ctx, msg, md, nil, "malformed", err.Error())
+		s.giveUp(ctx, msg, md, nil, Error{Reason: "malformed", Message: err.Error()}, err.Error())
 		return
 	}
 	if md.NumDelivered > 1 && s.cfg.Metrics != nil {
@@ -298,12 +304,28 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 			s.log.Warn().Err(aerr).Str("event_id", e.ID()).Msg("ack")
 		}
 	case IsTerminal(err):
-		s.reject(ctx, msg, md, &e, ReasonOf(err), err.Error())
+		s.giveUp(ctx, msg, md, &e, failureOf(err), err.Error())
 	case md.NumDelivered >= uint64(s.cfg.MaxDeliver):
-		s.reject(ctx, msg, md, &e, "max_deliveries", fmt.Sprintf("gave up after %d deliveries: %v", md.NumDelivered, err))
+		f := failureOf(err)
+		if _, ok := errors.AsType[*Error](err); !ok {
+			f.Reason = "max_deliveries"
+			f.Message = fmt.Sprintf("gave up after %d deliveries: %v", md.NumDelivered, err)
+		}
+		s.giveUp(ctx, msg, md, &e, f, fmt.Sprintf("gave up after %d deliveries: %v", md.NumDelivered, err))
 	default:
 		s.retry(msg, md)
 	}
+}
+
+// failureOf is the Error err is or wraps, or a new one around err.
+func failureOf(err error) Error {
+	if e, ok := errors.AsType[*Error](err); ok {
+		f := *e
+		f.Message = e.Error()
+		f.Reason = e.reason()
+		return f
+	}
+	return Error{Reason: "terminal", Message: err.Error(), Err: err}
 }
 
 // retry naks msg with the backoff for its delivery count.
@@ -314,18 +336,22 @@ func (s *Subscriber) retry(msg jetstream.Msg, md *jetstream.MsgMetadata) {
 	}
 }
 
-// reject gives up on msg: dead letter, release.failed (when FailStage is set), then term. If any
-// publish fails the event is nakked instead, to be tried again; both publishes have derived ids,
-// so trying again stores each once.
-func (s *Subscriber) reject(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, e *event.Event, cause, reason string) {
-	log := s.log.With().Str("subject", msg.Subject()).Str("cause", cause).Logger()
-	if err := publishDeadLetter(ctx, s.js, s.cfg.Names, s.cfg.Service, msg, md, reason); err != nil {
+// giveUp is the one place an event is given up on: dead letter (why), release.failed when the
+// failure has a stage (its own, else FailStage), then term. If a publish fails the event is
+// nakked instead, to be tried again; both publishes have derived ids, so trying again stores
+// each once.
+func (s *Subscriber) giveUp(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, e *event.Event, f Error, why string) {
+	log := s.log.With().Str("subject", msg.Subject()).Str("cause", f.Reason).Logger()
+	if err := publishDeadLetter(ctx, s.js, s.cfg.Names, s.cfg.Service, msg, md, why); err != nil {
 		log.Error().Err(err).Msg("dead-letter failed; retrying the event later")
 		s.retry(msg, md)
 		return
 	}
-	if s.cfg.FailStage != "" {
-		if err := s.publishFailed(ctx, msg, md, e, cause, reason); err != nil {
+	if f.Stage == "" {
+		f.Stage = s.cfg.FailStage
+	}
+	if f.Stage != "" {
+		if err := s.publishFailed(ctx, msg, md, e, f); err != nil {
 			log.Error().Err(err).Msg("publish release.failed failed; retrying the event later")
 			s.retry(msg, md)
 			return
@@ -336,10 +362,10 @@ func (s *Subscriber) reject(ctx context.Context, msg jetstream.Msg, md *jetstrea
 		if e != nil {
 			typ = e.Type()
 		}
-		s.cfg.Metrics.deadLettered.WithLabelValues(s.cfg.Service, typ, cause).Inc()
+		s.cfg.Metrics.deadLettered.WithLabelValues(s.cfg.Service, typ, f.Reason).Inc()
 	}
-	log.Warn().Str("reason", reason).Msg("dead-lettered")
-	if err := msg.TermWithReason(headerSafe(cause+": "+reason, 256)); err != nil {
+	log.Warn().Str("reason", why).Msg("dead-lettered")
+	if err := msg.TermWithReason(headerSafe(f.Reason+": "+why, 256)); err != nil {
 		log.Warn().Err(err).Msg("term")
 	}
 }
@@ -347,29 +373,41 @@ func (s *Subscriber) reject(ctx context.Context, msg jetstream.Msg, md *jetstrea
 // publishFailed tells the user why the subscriber gave up on a release's event. For malformed
 // input there is no event to react to: the release comes from the NATS subject when it names one,
 // and the correlation id from the stream position.
-func (s *Subscriber) publishFailed(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, e *event.Event, cause, reason string) error {
-	source := SourcePrefix + s.cfg.Service
-	failed := Failed{Stage: s.cfg.FailStage, Reason: cause, Message: Truncate(reason, MaxMessageLength)}
-	var cause2 event.Event
+func (s *Subscriber) publishFailed(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, e *event.Event, f Error) error {
+	failed := Failed{Stage: f.Stage, Reason: f.Reason, Message: Truncate(f.Message, MaxMessageLength)}
+	for i, o := range f.Objects {
+		if i == maxFailedObjects {
+			break
+		}
+		o.Message = Truncate(o.Message, MaxMessageLength)
+		failed.Objects = append(failed.Objects, o)
+	}
+	var cause event.Event
 	if e != nil {
-		cause2 = *e
+		cause = *e
 	} else {
 		r, _, err := s.cfg.Names.ParseSubject(msg.Subject())
 		if err != nil {
 			return nil // no release to tell: the dead letter is all there is
 		}
-		cause2 = event.New()
-		cause2.SetID(fmt.Sprintf("%s:%d", md.Stream, md.Sequence.Stream))
-		cause2.SetSubject(r.String())
+		cause = event.New()
+		cause.SetID(fmt.Sprintf("%s:%d", md.Stream, md.Sequence.Stream))
+		cause.SetSubject(r.String())
 		failed.Reason = "malformed_event"
 	}
-	out, err := Derive(cause2, source, TypeFailed, failed)
+	out, err := Derive(cause, SourcePrefix+s.cfg.Service, TypeFailed, failed)
 	if err != nil {
 		return err
+	}
+	if f.Revision > 0 {
+		WithRevision(&out, f.Revision)
 	}
 	_, err = s.pub.Publish(ctx, out)
 	return err
 }
+
+// maxFailedObjects bounds the failing objects one release.failed names.
+const maxFailedObjects = 100
 
 // Delivery is where and how often the event a handler runs on was delivered.
 type Delivery struct {

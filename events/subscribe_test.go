@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -332,5 +333,69 @@ func TestBinaryModeEventHandled(t *testing.T) {
 		assert.Equal(t, 4, r.Objects)
 	case <-time.After(10 * time.Second):
 		t.Fatal("binary-mode event not handled")
+	}
+}
+
+// TestOneFailurePath: a handler returns an events.Error and the subscriber alone decides — retry
+// a transient one, give up on a terminal one at once — and publishes release.failed once, with
+// the error's stage, reason, message, objects and revision. Publishes are counted on the wire (a
+// core NATS subscription sees every publish, duplicates the stream would drop included).
+func TestOneFailurePath(t *testing.T) {
+	ref := events.ObjectRef{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "prod", Name: "podinfo"}
+	tests := []struct {
+		name       string
+		err        error
+		wantCalls  int
+		wantStage  string
+		wantReason string
+		wantRev    int
+		wantObject bool
+	}{
+		{"terminal, with stage, objects and revision",
+			&events.Error{Stage: events.StageApply, Reason: "ownership_conflict", Message: "Deployment prod/podinfo: owned by release other",
+				Objects: []events.ObjectStatus{{ObjectRef: ref, Status: "Failed", Message: "owned by release other"}}, Revision: 7},
+			1, events.StageApply, "ownership_conflict", 7, true},
+		{"transient: retried, then given up with its reason",
+			&events.Error{Reason: "cluster_unreachable", Message: "the API server did not answer", Transient: true},
+			3, events.StageRender, "cluster_unreachable", 0, false},
+		{"wrapped terminal keeps its reason",
+			fmt.Errorf("render podinfo: %w", events.Reject("not_a_chart", errors.New("Chart.yaml missing"))),
+			1, events.StageRender, "not_a_chart", 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, nc, js := natstest.Start(t)
+			var published atomic.Int32
+			sub, err := nc.Subscribe("troupe.release.*.*.failed", func(*nats.Msg) { published.Add(1) })
+			require.NoError(t, err)
+			defer sub.Unsubscribe()
+			calls := newSeen()
+			cfg := fastRetry(events.SubscriberConfig{Service: "renderer", Types: []string{events.TypeRequested},
+				MaxDeliver: 3, FailStage: events.StageRender})
+			run(t, js, cfg, func(ctx context.Context, e event.Event) error {
+				calls.add(e.ID())
+				return tc.err
+			})
+			e := publishRequest(t, events.NewPublisher(js, events.Names{}), podinfo)
+			require.Eventually(t, func() bool { return len(releaseEvents(t, js, events.TypeFailed)) == 1 }, 10*time.Second, 10*time.Millisecond)
+			time.Sleep(300 * time.Millisecond) // a second publish or a retry, if there were one, would have come by now
+			assert.Equal(t, tc.wantCalls, calls.count(e.ID()))
+			assert.EqualValues(t, 1, published.Load(), "release.failed published once")
+			assert.Len(t, deadLetters(t, js), 1)
+
+			failed := releaseEvents(t, js, events.TypeFailed)[0]
+			assert.Equal(t, "troupe/renderer", failed.Source())
+			assert.Equal(t, tc.wantRev, events.Revision(failed))
+			f, err := events.Data[events.Failed](failed)
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantStage, f.Stage)
+			assert.Equal(t, tc.wantReason, f.Reason)
+			assert.Equal(t, events.ReasonOf(tc.err), f.Reason)
+			assert.NotContains(t, f.Message, tc.wantReason+":", "the reason rides beside the message")
+			if tc.wantObject {
+				require.Len(t, f.Objects, 1)
+				assert.Equal(t, ref, f.Objects[0].ObjectRef)
+			}
+		})
 	}
 }

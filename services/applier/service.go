@@ -156,7 +156,7 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	began := time.Now()
 	lease, err := s.lock(ctx, rel, revision, deadline, newer)
 	if err != nil {
-		return s.failOrRetry(ctx, e, rel, revision, events.StageApply, err, deadline)
+		return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
 	}
 	locked := time.Since(began)
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
@@ -183,14 +183,14 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	bundle, err := s.bundle(ctx, r.Bundle)
 	fetched := time.Since(fetchStart)
 	if err != nil {
-		return s.failOrRetry(ctx, e, rel, revision, events.StageApply, err, deadline)
+		return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
 	}
 	req := apply.Request{Release: rel, Revision: revision, Objects: bundle.Objects, Previous: cur.Previous(), Options: r.Options}
 
 	if r.Options.DryRun {
 		diffs, err := s.applier.Diff(ctx, req)
 		if err != nil {
-			return s.failOrRetry(ctx, e, rel, revision, events.StageApply, err, deadline)
+			return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
 		}
 		return s.publish(ctx, e, revision, events.TypeDiffed, events.Diffed{Bundle: r.Bundle, Objects: diffs})
 	}
@@ -203,7 +203,7 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 				log.Error().Err(oerr).Msg("recording what the failed revision applied")
 			}
 		}
-		return s.failOrRetry(ctx, e, rel, revision, events.StageApply, err, deadline)
+		return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
 	}
 	applied := events.Applied{Bundle: r.Bundle, Inventory: res.Inventory, Pruned: res.Pruned,
 		ApplyTime: events.Duration(time.Since(start)), Options: r.Options}
@@ -220,7 +220,7 @@ func (s *Service) uninstall(ctx context.Context, e event.Event, rel events.Relea
 	deadline := e.Time().Add(timeout(u.Timeout))
 	lease, err := s.lock(ctx, rel, 0, deadline, func(context.Context) error { return nil })
 	if err != nil {
-		return s.failOrRetry(ctx, e, rel, 0, events.StageUninstall, err, deadline)
+		return s.end(ctx, e, rel, 0, events.StageUninstall, err, deadline)
 	}
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
 	cur, err := s.inventory.current(ctx, rel)
@@ -233,7 +233,7 @@ func (s *Service) uninstall(ctx context.Context, e event.Event, rel events.Relea
 	}
 	deleted, kept, err := s.applier.Delete(ctx, rel, refs, u.DeleteCRDs)
 	if err != nil {
-		return s.failOrRetry(ctx, e, rel, 0, events.StageUninstall, err, deadline)
+		return s.end(ctx, e, rel, 0, events.StageUninstall, err, deadline)
 	}
 	if err := s.inventory.remove(ctx, rel); err != nil {
 		return err
@@ -318,36 +318,34 @@ func (s *Service) bundle(ctx context.Context, digest string) (*events.Bundle, er
 	return b, nil
 }
 
-// failOrRetry ends a revision that failed: superseded → release.superseded; transient and time
-// left → retried (nak, with the subscriber's backoff); otherwise release.failed and the event
-// dead-lettered.
-func (s *Service) failOrRetry(ctx context.Context, e event.Event, rel events.Release, revision int, stage string, err error, deadline time.Time) error {
+// end ends work on a revision that could not go on: superseded → release.superseded, its
+// normal end; otherwise the error goes back to the subscriber, which retries or fails the
+// revision (failure).
+func (s *Service) end(ctx context.Context, e event.Event, rel events.Release, revision int, stage string, err error, deadline time.Time) error {
 	if sup, ok := errors.AsType[errSuperseded](err); ok {
 		zerolog.Ctx(ctx).Info().Int("revision", revision).Int("newer", sup.by).Msg("superseded")
 		return s.publish(ctx, e, revision, events.TypeSuperseded, events.Superseded{ByRevision: sup.by, Stage: stage})
 	}
-	d, _ := events.DeliveryFrom(ctx)
 	if ctx.Err() != nil {
 		return err // shutting down or the lease was lost: another delivery finishes the work
 	}
-	if apply.IsTransient(err) && !d.Last() && time.Now().Before(deadline) {
+	return failure(stage, revision, err, time.Now().Before(deadline))
+}
+
+// failure is an apply error as the subscriber reads it: the reason, the message without the
+// reason (release.failed carries it beside), each failing object; transient only while the
+// revision's deadline has not passed. Other errors (NATS, the KV) stay as they are: retried.
+func failure(stage string, revision int, err error, timeLeft bool) error {
+	ae, ok := errors.AsType[*apply.Error](err)
+	if !ok {
 		return err
 	}
-	reason := apply.ReasonOf(err)
-	failed := events.Failed{Stage: stage, Reason: reason, Message: events.Truncate(err.Error(), events.MaxMessageLength)}
-	if ae, ok := errors.AsType[*apply.Error](err); ok {
-		failed.Message = events.Truncate(ae.Detail(), events.MaxMessageLength) // the reason is beside it
-		for i, o := range ae.Objects {
-			if i == 100 {
-				break
-			}
-			failed.Objects = append(failed.Objects, events.ObjectStatus{ObjectRef: o.Ref, Status: "Failed", Message: events.Truncate(o.Message, events.MaxMessageLength)})
-		}
+	f := &events.Error{Stage: stage, Revision: revision, Reason: ae.Reason, Message: ae.Detail(),
+		Transient: ae.Transient && timeLeft, Err: err}
+	for _, o := range ae.Objects {
+		f.Objects = append(f.Objects, events.ObjectStatus{ObjectRef: o.Ref, Status: "Failed", Message: o.Message})
 	}
-	if perr := s.publish(ctx, e, revision, events.TypeFailed, failed); perr != nil {
-		return perr
-	}
-	return events.Reject(reason, err)
+	return f
 }
 
 // publish publishes the applier's reaction to e; its id derives from e's, so a redelivered e

@@ -8,10 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -54,6 +56,20 @@ func (e *env) start(o applier.Options) (cancel func()) {
 	svc, err := applier.New(e.t.Context(), e.js, kube.Config, o)
 	require.NoError(e.t, err)
 	return natstest.Run(e.t, svc)
+}
+
+// countPublished counts every publish of typ for rel on the wire, from now on: the stream's
+// duplicate window would hide a second one.
+func (e *env) countPublished(rel events.Release, typ string) *atomic.Int32 {
+	e.t.Helper()
+	subject, err := events.Names{}.Subject(rel, typ)
+	require.NoError(e.t, err)
+	var n atomic.Int32
+	sub, err := e.js.Conn().Subscribe(subject, func(*nats.Msg) { n.Add(1) })
+	require.NoError(e.t, err)
+	require.NoError(e.t, e.js.Conn().Flush())
+	e.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return &n
 }
 
 // request publishes a release.requested (what numbers revisions) and returns it.
@@ -216,10 +232,14 @@ func TestInvalidRevisionFailsAndKeepsThePrevious(t *testing.T) {
 	bad := map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "Bad_Name", "namespace": ns},
 		"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"a": "b"}},
 			"template": map[string]any{"metadata": map[string]any{"labels": map[string]any{"a": "b"}}, "spec": map[string]any{"containers": []any{map[string]any{"name": "c", "image": "x"}}}}}}
+	published := e.countPublished(rel, events.TypeFailed)
 	req2 := e.request(rel, events.Options{})
 	e.rendered(req2, 2, []map[string]any{configMap(ns, "a", map[string]any{"v": "2"}), bad}, events.Options{})
 	got := e.answer(rel, req2.ID())
 	require.Equal(t, events.TypeFailed, got.Type(), string(got.Data()))
+	assert.Equal(t, 2, events.Revision(got))
+	time.Sleep(300 * time.Millisecond) // a second publish, if there were one, would have come by now
+	assert.EqualValues(t, 1, published.Load(), "release.failed published once (counted on the wire, not after the stream's dedupe)")
 	f, err := events.Data[events.Failed](got)
 	require.NoError(t, err)
 	assert.Equal(t, events.StageApply, f.Stage)
@@ -385,6 +405,7 @@ func TestUnreachableClusterFailsWithinTheTimeout(t *testing.T) {
 	<-svc.Ready()
 
 	rel := events.Release{Namespace: "prod", Name: "app"}
+	published := e.countPublished(rel, events.TypeFailed)
 	opts := events.Options{Timeout: events.Duration(3 * time.Second)}
 	req := e.request(rel, opts)
 	start := time.Now()
@@ -397,4 +418,6 @@ func TestUnreachableClusterFailsWithinTheTimeout(t *testing.T) {
 	assert.Contains(t, f.Message, "127.0.0.1:1")
 	assert.Less(t, time.Since(start), 20*time.Second, "failed soon after the 3s timeout")
 	assert.GreaterOrEqual(t, time.Since(start), 2*time.Second, "retried until the timeout")
+	time.Sleep(300 * time.Millisecond)
+	assert.EqualValues(t, 1, published.Load(), "release.failed published once")
 }

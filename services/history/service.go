@@ -142,7 +142,7 @@ func (s *Service) react(ctx context.Context, v *View, e event.Event) error {
 	}
 	switch {
 	case e.Type() == events.TypeRollbackRequested && entry.Action == ActionRollbackRefused:
-		return s.refuse(ctx, e, 0, ReasonNoRollbackTarget, entry.Note)
+		return refusal(0, ReasonNoRollbackTarget, entry.Note)
 	case e.Type() == events.TypeRollbackRequested && entry.Action == ActionRollback:
 		target := v.Get(entry.Revision)
 		if target == nil {
@@ -153,7 +153,7 @@ func (s *Service) react(ctx context.Context, v *View, e event.Event) error {
 			return err
 		}
 		if !ok {
-			return s.refuse(ctx, e, target.Revision, ReasonBundleExpired, fmt.Sprintf(
+			return refusal(target.Revision, ReasonBundleExpired, fmt.Sprintf(
 				"%s revision %d: its bundle %s is no longer in the bundles object store", v.Release, target.Revision, target.Bundle))
 		}
 		var opts events.Options
@@ -194,18 +194,10 @@ func (s *Service) react(ctx context.Context, v *View, e event.Event) error {
 	return nil
 }
 
-// refuse publishes release.failed (stage rollback) for a rollback that cannot start.
-func (s *Service) refuse(ctx context.Context, e event.Event, revision int, reason, message string) error {
-	out, err := events.Derive(e, source, events.TypeFailed, events.Failed{Stage: events.StageRollback, Reason: reason,
-		Message: events.Truncate(message, events.MaxMessageLength)})
-	if err != nil {
-		return events.Terminal(err)
-	}
-	if revision > 0 {
-		events.WithRevision(&out, revision)
-	}
-	_, err = s.pub.Publish(ctx, out)
-	return err
+// refusal fails a rollback that cannot start (stage rollback): the subscriber dead-letters the
+// request and publishes release.failed.
+func refusal(revision int, reason, message string) error {
+	return &events.Error{Stage: events.StageRollback, Reason: reason, Message: message, Revision: revision}
 }
 
 // deleteBundles deletes the bundles of revisions the view no longer keeps, unless a kept

@@ -8,6 +8,7 @@ package renderer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -121,16 +122,7 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 	start := time.Now()
 	out, err := s.renderer.Render(ctx, render.Input{Release: rel, Revision: revision, Request: *req})
 	if err != nil {
-		reason := render.ReasonOf(err)
-		if reason == render.ReasonSourceUnreachable && !d.Last() {
-			return err // may pass: retried with backoff, failed on the last delivery
-		}
-		if perr := s.publish(ctx, e, revision, events.TypeFailed, events.Failed{
-			Stage: events.StageRender, Reason: reason, Message: events.Truncate(err.Error(), events.MaxMessageLength),
-		}); perr != nil {
-			return perr
-		}
-		return events.Reject(reason, err)
+		return withRevision(err, revision) // the subscriber retries or fails it (events.Error)
 	}
 	renderTime := time.Since(start)
 	digest, size, err := s.bundles.Put(ctx, bytes.NewReader(out.Bundle))
@@ -142,6 +134,18 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 		Bundle: digest, Size: size, Objects: out.Objects, RenderTime: events.Duration(renderTime),
 		Chart: out.Chart, Notes: events.Truncate(out.Notes, events.MaxNotesLength), Options: req.Options,
 	})
+}
+
+// withRevision names the revision a render error ends (the request does not carry it), on a copy:
+// the render cache may hand the same error to another request.
+func withRevision(err error, revision int) error {
+	e, ok := errors.AsType[*events.Error](err)
+	if !ok {
+		return err
+	}
+	c := *e
+	c.Revision = revision
+	return &c
 }
 
 // publish publishes the renderer's reaction to the request e, for revision.

@@ -6,10 +6,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -120,6 +122,12 @@ func TestRenderFailureIsReportedAndNothingRendered(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "templates"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "templates", "cm.yaml"), []byte("{{ fail \"no database configured\" }}\n"), 0o644))
 
+	// Publishes counted on the wire: the stream's duplicate window would hide a second one.
+	var published atomic.Int32
+	sub, err := js.Conn().Subscribe("troupe.release.prod.broken.failed", func(*nats.Msg) { published.Add(1) })
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+
 	req := request(t, js, rel, events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: dir}}})
 	got := outcome(t, js, rel, req.ID())
 	require.Equal(t, events.TypeFailed, got.Type())
@@ -142,6 +150,7 @@ func TestRenderFailureIsReportedAndNothingRendered(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, failed, "one release.failed, however many parts of the renderer saw the failure")
+	assert.EqualValues(t, 1, published.Load(), "release.failed published once, by the subscriber")
 }
 
 func TestStaleRequestIsSuperseded(t *testing.T) {

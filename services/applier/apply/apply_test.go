@@ -89,7 +89,7 @@ func TestApplyInvalidObjectChangesNothing(t *testing.T) {
 	v2 := []map[string]any{configMap(ns, "a", map[string]any{"v": "2"}), configMap(ns, "c", map[string]any{"v": "2"}), bad}
 	_, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 2, Objects: v2, Previous: res.Objects})
 	require.Error(t, err)
-	assert.Equal(t, apply.ReasonInvalidObject, apply.ReasonOf(err))
+	assert.Equal(t, apply.ReasonInvalidObject, reasonOf(err))
 	assert.Contains(t, err.Error(), "Service "+ns+"/broken")
 	assert.Contains(t, err.Error(), "spec.ports[0].port")
 	assert.Equal(t, beforeA.GetResourceVersion(), get(t, configmaps, ns, "a").GetResourceVersion())
@@ -185,7 +185,7 @@ func TestApplyUnknownFieldFails(t *testing.T) {
 
 	_, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: objects})
 	require.Error(t, err)
-	assert.Equal(t, apply.ReasonInvalidObject, apply.ReasonOf(err))
+	assert.Equal(t, apply.ReasonInvalidObject, reasonOf(err))
 	assert.Contains(t, err.Error(), "Service "+ns+"/web")
 	assert.Contains(t, err.Error(), "targetport: field not declared in schema")
 	_, err = dyn(t).Resource(configmaps).Namespace(ns).Get(t.Context(), "a", metav1.GetOptions{})

@@ -97,22 +97,6 @@ func (e *Error) Detail() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// ReasonOf returns err's reason code, or "apply_error" for an error that is not an *Error.
-func ReasonOf(err error) string {
-	if e, ok := errors.AsType[*Error](err); ok {
-		return e.Reason
-	}
-	return "apply_error"
-}
-
-// IsTransient reports whether err may pass when retried.
-func IsTransient(err error) bool {
-	if e, ok := errors.AsType[*Error](err); ok {
-		return e.Transient
-	}
-	return false
-}
-
 func describe(r events.ObjectRef) string {
 	if r.Namespace == "" {
 		return r.Kind + " " + r.Name

@@ -2,6 +2,7 @@ package apply_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -90,3 +91,11 @@ type (
 	corev1ConfigMap      = corev1.ConfigMap
 	corev1ServiceAccount = corev1.ServiceAccount
 )
+
+// reasonOf is the reason code of an apply error, "" for another error.
+func reasonOf(err error) string {
+	if e, ok := errors.AsType[*apply.Error](err); ok {
+		return e.Reason
+	}
+	return ""
+}

@@ -52,7 +52,7 @@ func TestApplyNackCRDsThenCustomResources(t *testing.T) {
 	bad := stream(ns, "bad", map[string]any{"name": "orders", "subjects": "not-a-list"})
 	_, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: append(append([]map[string]any{}, objs...), bad)})
 	require.Error(t, err)
-	assert.Equal(t, apply.ReasonInvalidObject, apply.ReasonOf(err), err.Error())
+	assert.Equal(t, apply.ReasonInvalidObject, reasonOf(err), err.Error())
 	assert.Contains(t, err.Error(), "Stream "+ns+"/bad")
 
 	// A custom resource's unknown field is an error naming it (server-side apply checks the
@@ -60,7 +60,7 @@ func TestApplyNackCRDsThenCustomResources(t *testing.T) {
 	typo := stream(ns, "typo", map[string]any{"name": "orders", "subjects": []any{"orders.>"}, "storagee": "memory"})
 	_, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 2, Objects: append(append([]map[string]any{}, objs...), typo)})
 	require.Error(t, err)
-	assert.Equal(t, apply.ReasonInvalidObject, apply.ReasonOf(err), err.Error())
+	assert.Equal(t, apply.ReasonInvalidObject, reasonOf(err), err.Error())
 	assert.Contains(t, err.Error(), "Stream "+ns+"/typo")
 	assert.Contains(t, err.Error(), ".spec.storagee: field not declared in schema")
 
@@ -110,7 +110,7 @@ func TestApplyOwnership(t *testing.T) {
 	_, err = a.Apply(t.Context(), apply.Request{Release: second, Revision: 1, Objects: []map[string]any{
 		configMap(ns, "shared", map[string]any{"by": "second"}), configMap(ns, "handmade", nil), configMap(ns, "new", nil)}})
 	require.Error(t, err)
-	assert.Equal(t, apply.ReasonOwnershipConflict, apply.ReasonOf(err))
+	assert.Equal(t, apply.ReasonOwnershipConflict, reasonOf(err))
 	assert.Contains(t, err.Error(), "ConfigMap "+ns+"/shared: belongs to release "+ns+"/first")
 	assert.Contains(t, err.Error(), "ConfigMap "+ns+"/handmade: exists and belongs to no release")
 	assert.Equal(t, "first", get(t, configmaps, ns, "shared").Object["data"].(map[string]any)["by"])
@@ -155,7 +155,7 @@ func TestApplyRefusals(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := newApplier(t, c.opts).Apply(t.Context(), apply.Request{Release: c.rel, Revision: 1, Objects: c.objects})
 			require.Error(t, err)
-			assert.Equal(t, c.reason, apply.ReasonOf(err), err.Error())
+			assert.Equal(t, c.reason, reasonOf(err), err.Error())
 			assert.Contains(t, err.Error(), c.message)
 		})
 	}
@@ -196,7 +196,7 @@ func TestApplyImpersonation(t *testing.T) {
 	secret := map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "denied", "namespace": ns}}
 	_, err = a.Apply(ctx, apply.Request{Release: rel, Revision: 2, Objects: []map[string]any{configMap(ns, "allowed", nil), secret}})
 	require.Error(t, err)
-	assert.Equal(t, apply.ReasonForbidden, apply.ReasonOf(err))
+	assert.Equal(t, apply.ReasonForbidden, reasonOf(err))
 	assert.Contains(t, err.Error(), "Secret "+ns+"/denied")
 	assert.True(t, strings.Contains(err.Error(), "system:serviceaccount:"+ns+":deployer"), err.Error())
 }

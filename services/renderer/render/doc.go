@@ -24,6 +24,6 @@
 // discovery), ordered for applying, and encoded as JSON with sorted keys, so equal inputs give
 // equal bytes and equal digests.
 //
-// Every failure is an *Error with a reason code (template_error, values_schema, not_a_chart, …)
+// Every failure is an *events.Error with a reason code (template_error, values_schema, not_a_chart, …)
 // and a message that names what and where.
 package render

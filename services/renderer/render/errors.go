@@ -1,8 +1,9 @@
 package render
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/troupe-dev/troupe/events"
 )
 
 // Reason codes of a failed render, carried in release.failed for tools to match on.
@@ -21,30 +22,14 @@ const (
 	ReasonUnsupported       = "unsupported_source"
 )
 
-// Error is a render failure a person can act on: a stable reason code and a message saying what
-// and where. Every error Render returns is one.
-type Error struct {
-	Reason  string
-	Message string
-	Err     error
-}
-
-func (e *Error) Error() string { return e.Message }
-func (e *Error) Unwrap() error { return e.Err }
-
-func fail(reason string, err error, format string, args ...any) *Error {
+// fail is a render failure a person can act on: a stable reason code and a message saying what
+// and where, at stage render. Every error Render returns is one; an unreachable source is
+// transient (retried with backoff before the renderer gives up).
+func fail(reason string, err error, format string, args ...any) *events.Error {
 	msg := fmt.Sprintf(format, args...)
 	if err != nil {
 		msg += ": " + err.Error()
 	}
-	return &Error{Reason: reason, Message: msg, Err: err}
-}
-
-// ReasonOf returns err's reason code, or "" when err is not a render Error.
-func ReasonOf(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Reason
-	}
-	return ""
+	return &events.Error{Stage: events.StageRender, Reason: reason, Message: msg, Err: err,
+		Transient: reason == ReasonSourceUnreachable}
 }

@@ -172,7 +172,7 @@ func TestRenderErrors(t *testing.T) {
 			out, err := r.Render(t.Context(), render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1, Request: req})
 			require.Error(t, err)
 			assert.Nil(t, out)
-			assert.Equal(t, tc.reason, render.ReasonOf(err), err.Error())
+			assert.Equal(t, tc.reason, events.ReasonOf(err), err.Error())
 			for _, m := range tc.message {
 				assert.Contains(t, err.Error(), m)
 			}

@@ -145,7 +145,7 @@ func (r *Renderer) download(ctx context.Context, url string, cred *Credential) (
 // classifyFetch maps a registry client error onto a reason code: by the registry's HTTP status
 // when the error carries it, else by its words (a status code only as a number of its own: a
 // registry on port 40329 is not a 403).
-func classifyFetch(what string, err error) *Error {
+func classifyFetch(what string, err error) *events.Error {
 	var resp *errcode.ErrorResponse
 	if errors.As(err, &resp) {
 		switch resp.StatusCode {

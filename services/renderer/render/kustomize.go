@@ -94,7 +94,7 @@ func (r *Renderer) renderManifests(ctx context.Context, m *events.ManifestsSourc
 		out = append(out, docs...)
 		return nil
 	})
-	var rerr *Error
+	var rerr *events.Error
 	if errors.As(err, &rerr) {
 		return nil, rerr
 	}

@@ -127,7 +127,7 @@ func New(o Options) (*Renderer, error) {
 }
 
 // Render renders in. Identical inputs are answered from the cache (see Options.CacheSize). Every
-// error is an *Error with a reason code.
+// error is an *events.Error with a reason code.
 func (r *Renderer) Render(ctx context.Context, in Input) (*Output, error) {
 	if r.cache == nil {
 		return r.render(ctx, in)
@@ -325,7 +325,7 @@ func (r *Renderer) renderChart(ctx context.Context, ch *chart.Chart, vals map[st
 
 // classifyHelmError maps Helm's errors onto reason codes; Helm's message already names the
 // template file and line.
-func classifyHelmError(ch *chart.Chart, err error) *Error {
+func classifyHelmError(ch *chart.Chart, err error) *events.Error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "values don't meet the specifications of the schema"):

@@ -76,7 +76,7 @@ func TestRenderFromHTTPRepository(t *testing.T) {
 			out, err := r.Render(t.Context(), in(tc.version, tc.cred))
 			if tc.reason != "" {
 				require.Error(t, err)
-				assert.Equal(t, tc.reason, render.ReasonOf(err), err.Error())
+				assert.Equal(t, tc.reason, events.ReasonOf(err), err.Error())
 				return
 			}
 			require.NoError(t, err)
@@ -86,7 +86,7 @@ func TestRenderFromHTTPRepository(t *testing.T) {
 	}
 	_, err = r.Render(t.Context(), render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1, Request: events.Requested{
 		Source: events.Source{Helm: &events.HelmSource{RepoURL: "http://127.0.0.1:1", Chart: "podinfo"}}}})
-	assert.Equal(t, render.ReasonSourceUnreachable, render.ReasonOf(err), "nothing listens there")
+	assert.Equal(t, render.ReasonSourceUnreachable, events.ReasonOf(err), "nothing listens there")
 }
 
 func TestRenderFromOCIRegistry(t *testing.T) {
@@ -116,9 +116,9 @@ func TestRenderFromOCIRegistry(t *testing.T) {
 	assert.Equal(t, local.Objects, out.Objects, "the pulled chart renders as the directory does")
 
 	_, err = r.Render(t.Context(), in("oci://"+host+"/charts/podinfo", "9.9.9"))
-	assert.Equal(t, render.ReasonSourceNotFound, render.ReasonOf(err), "%v", err)
+	assert.Equal(t, render.ReasonSourceNotFound, events.ReasonOf(err), "%v", err)
 	_, err = r.Render(t.Context(), in("oci://"+host+"/charts/nothing", "1.0.0"))
-	assert.Equal(t, render.ReasonSourceNotFound, render.ReasonOf(err), "%v", err)
+	assert.Equal(t, render.ReasonSourceNotFound, events.ReasonOf(err), "%v", err)
 }
 
 func TestRenderFromOCIRegistryWithAuth(t *testing.T) {
@@ -152,7 +152,7 @@ func TestRenderFromOCIRegistryWithAuth(t *testing.T) {
 	assert.Equal(t, "podinfo", out.Chart.Name)
 	for _, cred := range []string{"wrong", ""} {
 		_, err = r.Render(t.Context(), in(cred))
-		assert.Equal(t, render.ReasonAuthDenied, render.ReasonOf(err), "credentials %q: %v", cred, err)
+		assert.Equal(t, render.ReasonAuthDenied, events.ReasonOf(err), "credentials %q: %v", cred, err)
 	}
 }
 
@@ -175,5 +175,5 @@ func TestRenderUploadedChart(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "podinfo", out.Chart.Name)
 	_, err = r.Render(t.Context(), in(events.Digest([]byte("other"))))
-	assert.Equal(t, render.ReasonSourceNotFound, render.ReasonOf(err))
+	assert.Equal(t, render.ReasonSourceNotFound, events.ReasonOf(err))
 }
