@@ -66,15 +66,29 @@ func (e *env) startAs(cfg *rest.Config) (svc *health.Service, cancel func()) {
 // release.requested and release.applied the applier service would have.
 func (e *env) apply(rel events.Release, revision int, objs []map[string]any, opts events.Options) event.Event {
 	e.t.Helper()
+	req := e.request(rel, revision, opts)
+	res, err := e.applier.Apply(e.t.Context(), apply.Request{Release: rel, Revision: revision, Objects: objs, Options: opts})
+	require.NoError(e.t, err)
+	return e.announce(req, res.Inventory, opts)
+}
+
+// request makes the release.requested of a revision (published by announce).
+func (e *env) request(rel events.Release, revision int, opts events.Options) event.Event {
+	e.t.Helper()
 	req, err := events.NewEvent("troupe/test", events.TypeRequested, rel, events.Requested{
 		Source: events.Source{Manifests: &events.ManifestsSource{YAML: "{}"}}, Options: opts})
 	require.NoError(e.t, err)
 	events.WithRevision(&req, revision)
-	res, err := e.applier.Apply(e.t.Context(), apply.Request{Release: rel, Revision: revision, Objects: objs, Options: opts})
-	require.NoError(e.t, err)
+	return req
+}
+
+// announce publishes req and the release.applied that answers it, with inventory as what was
+// applied, whatever the cluster holds.
+func (e *env) announce(req event.Event, inventory []events.AppliedObject, opts events.Options) event.Event {
+	e.t.Helper()
 	applied, err := events.Derive(req, "troupe/applier", events.TypeApplied, events.Applied{
 		Bundle:    "sha256:" + strings.Repeat("0", 64),
-		Inventory: res.Inventory, Options: opts})
+		Inventory: inventory, Options: opts})
 	require.NoError(e.t, err)
 	pub := events.NewPublisher(e.js)
 	_, err = pub.Publish(e.t.Context(), req)
