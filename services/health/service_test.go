@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,9 +27,21 @@ import (
 	"github.com/troupe-dev/troupe/test/cluster"
 )
 
-var kube *cluster.Cluster
+// kube is the cluster the tests that need one share: started by the first of them (newEnv),
+// stopped once every test ran. The tests of pure functions (evaluate, compute) run without one.
+var (
+	kube      *cluster.Cluster
+	kubeErr   error
+	startKube sync.Once
+)
 
-func TestMain(m *testing.M) { os.Exit(cluster.Main(m, &kube)) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if kube != nil {
+		kube.Stop()
+	}
+	os.Exit(code)
+}
 
 // env is one test's NATS, with an applier library to put revisions in the cluster.
 type env struct {
@@ -39,6 +52,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	startKube.Do(func() {
+		started := time.Now()
+		kube, kubeErr = cluster.Start(context.Background(), cluster.Options{})
+		t.Logf("cluster: started in %s", time.Since(started).Round(10*time.Millisecond))
+	})
+	require.NoError(t, kubeErr, "the cluster")
 	_, _, js := natstest.Start(t)
 	a, err := apply.New(kube.Config, apply.Options{})
 	require.NoError(t, err)
