@@ -15,6 +15,11 @@
 //     polling. Pods and ReplicaSets are watched per namespace only while a revision with
 //     workloads there is progressing: they are what fails fast, and a cluster's pods are many.
 //     Informers keep slimmed objects (no managed fields, data or pod specs).
+//   - Deciding apart from doing: evaluate is a pure function from a revision's state and what the
+//     watches show to a decision (evaluate.go); the outbox publishes the decision's event until
+//     the stream acks it, and only then records the new phase (outbox.go), so a refused publish
+//     is tried again rather than lost. Each release has one worker at a time (client-go's
+//     workqueue): it runs what the event handlers ask of the release, judges it, and delivers.
 //   - What is followed is recorded in a KV bucket (troupe-health), with the release.applied it
 //     follows: a restarted watcher resumes every release, keeps its deadline, and checks the
 //     stream before publishing a terminal event a predecessor may have published already.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,9 +27,21 @@ import (
 	"github.com/troupe-dev/troupe/test/cluster"
 )
 
-var kube *cluster.Cluster
+// kube is the cluster the tests that need one share: started by the first of them (newEnv),
+// stopped once every test ran. The tests of pure functions (evaluate, compute) run without one.
+var (
+	kube      *cluster.Cluster
+	kubeErr   error
+	startKube sync.Once
+)
 
-func TestMain(m *testing.M) { os.Exit(cluster.Main(m, &kube)) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if kube != nil {
+		kube.Stop()
+	}
+	os.Exit(code)
+}
 
 // env is one test's NATS, with an applier library to put revisions in the cluster.
 type env struct {
@@ -39,6 +52,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	startKube.Do(func() {
+		started := time.Now()
+		kube, kubeErr = cluster.Start(context.Background(), cluster.Options{})
+		t.Logf("cluster: started in %s", time.Since(started).Round(10*time.Millisecond))
+	})
+	require.NoError(t, kubeErr, "the cluster")
 	_, _, js := natstest.Start(t)
 	a, err := apply.New(kube.Config, apply.Options{})
 	require.NoError(t, err)
@@ -66,15 +85,29 @@ func (e *env) startAs(cfg *rest.Config) (svc *health.Service, cancel func()) {
 // release.requested and release.applied the applier service would have.
 func (e *env) apply(rel events.Release, revision int, objs []map[string]any, opts events.Options) event.Event {
 	e.t.Helper()
+	req := e.request(rel, revision, opts)
+	res, err := e.applier.Apply(e.t.Context(), apply.Request{Release: rel, Revision: revision, Objects: objs, Options: opts})
+	require.NoError(e.t, err)
+	return e.announce(req, res.Inventory, opts)
+}
+
+// request makes the release.requested of a revision (published by announce).
+func (e *env) request(rel events.Release, revision int, opts events.Options) event.Event {
+	e.t.Helper()
 	req, err := events.NewEvent("troupe/test", events.TypeRequested, rel, events.Requested{
 		Source: events.Source{Manifests: &events.ManifestsSource{YAML: "{}"}}, Options: opts})
 	require.NoError(e.t, err)
 	events.WithRevision(&req, revision)
-	res, err := e.applier.Apply(e.t.Context(), apply.Request{Release: rel, Revision: revision, Objects: objs, Options: opts})
-	require.NoError(e.t, err)
+	return req
+}
+
+// announce publishes req and the release.applied that answers it, with inventory as what was
+// applied, whatever the cluster holds.
+func (e *env) announce(req event.Event, inventory []events.AppliedObject, opts events.Options) event.Event {
+	e.t.Helper()
 	applied, err := events.Derive(req, "troupe/applier", events.TypeApplied, events.Applied{
 		Bundle:    "sha256:" + strings.Repeat("0", 64),
-		Inventory: res.Inventory, Options: opts})
+		Inventory: inventory, Options: opts})
 	require.NoError(e.t, err)
 	pub := events.NewPublisher(e.js, events.Names{})
 	_, err = pub.Publish(e.t.Context(), req)

@@ -1,0 +1,160 @@
+package health_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/services/applier/apply"
+)
+
+// TestRefusedReadyIsRetried: the stream refuses health's release.ready (it is full and discards
+// new messages, as a stream that lost its leader or hit a limit refuses). Health tries again
+// until the stream takes it, and records the phase ready only once the stream has it: exactly
+// one release.ready of the revision is stored, none is lost.
+func TestRefusedReadyIsRetried(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	w := e.watch(rel)
+	// A revision whose one object is not in the cluster yet: health follows it, progressing.
+	late := events.AppliedObject{ObjectRef: events.ObjectRef{APIVersion: "v1", Kind: "ConfigMap", Namespace: ns, Name: "late"}, Action: "created"}
+	applied := e.announce(e.request(rel, 1, events.Options{}), []events.AppliedObject{late}, events.Options{})
+	w.next(30*time.Second, events.TypeProgressing)
+
+	readySubject, err := events.Names{}.Subject(rel, events.TypeReady)
+	require.NoError(t, err)
+	attempts := e.attempts(readySubject)
+	phases := e.phases(rel, readySubject)
+	restore := e.refuse()
+	_, err = e.applier.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: []map[string]any{configMap(ns, "late")}})
+	require.NoError(t, err)
+
+	select {
+	case <-attempts:
+	case <-time.After(60 * time.Second):
+		t.Fatal("health never tried to publish release.ready")
+	}
+	for retried := false; !retried; {
+		select {
+		case <-attempts:
+			retried = true
+		case p := <-phases:
+			require.NotEqual(t, "ready", p.phase, "the phase is recorded ready while the stream refused release.ready")
+		case <-time.After(60 * time.Second):
+			t.Fatal("health did not try release.ready again after the stream refused it")
+		}
+	}
+
+	restore()
+	ready := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeReady, ready.Type(), string(ready.Data()))
+	assert.Equal(t, applied.ID(), events.CausationID(ready))
+	for recorded := false; !recorded; {
+		select {
+		case p := <-phases:
+			if p.phase == "ready" {
+				recorded = true
+				assert.True(t, p.published, "the phase is recorded ready once the stream has release.ready")
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("the phase ready is never recorded")
+		}
+	}
+	assert.Equal(t, map[int]int{1: 1}, e.stored(rel, events.TypeReady), "exactly one release.ready, of revision 1")
+	assert.Empty(t, e.stored(rel, events.TypeFailed))
+}
+
+// attempts reports every message published on subject, whether the stream stores it or not.
+func (e *env) attempts(subject string) <-chan struct{} {
+	e.t.Helper()
+	got := make(chan struct{}, 1000)
+	sub, err := e.js.Conn().Subscribe(subject, func(*nats.Msg) {
+		select {
+		case got <- struct{}{}:
+		default:
+		}
+	})
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return got
+}
+
+// recorded is one write of rel's record in the health bucket: its phase, and whether the stream
+// held a release.ready of rel when the write was seen.
+type recorded struct {
+	phase     string
+	published bool
+}
+
+// phases reports every write of rel's record in the health bucket from now on.
+func (e *env) phases(rel events.Release, readySubject string) <-chan recorded {
+	e.t.Helper()
+	kv, err := e.js.KeyValue(e.t.Context(), events.KVHealth)
+	require.NoError(e.t, err)
+	stream, err := e.js.Stream(e.t.Context(), events.StreamName)
+	require.NoError(e.t, err)
+	watcher, err := kv.Watch(e.t.Context(), rel.Namespace+"."+rel.Name, jetstream.UpdatesOnly())
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { _ = watcher.Stop() })
+	out := make(chan recorded, 1000)
+	go func() {
+		for entry := range watcher.Updates() {
+			if entry == nil || entry.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			_, err := stream.GetLastMsgForSubject(e.t.Context(), readySubject)
+			out <- recorded{phase: phase(entry.Value()), published: err == nil}
+		}
+	}()
+	return out
+}
+
+// refuse makes the events stream refuse every new message until the returned restore.
+func (e *env) refuse() (restore func()) {
+	e.t.Helper()
+	stream, err := e.js.Stream(e.t.Context(), events.StreamName)
+	require.NoError(e.t, err)
+	cfg := stream.CachedInfo().Config
+	full := cfg
+	full.MaxMsgs, full.Discard = 1, jetstream.DiscardNew
+	_, err = e.js.UpdateStream(e.t.Context(), full)
+	require.NoError(e.t, err)
+	return func() {
+		e.t.Helper()
+		_, err := e.js.UpdateStream(e.t.Context(), cfg)
+		require.NoError(e.t, err)
+	}
+}
+
+// stored counts, per revision, the events of type typ of rel the stream holds.
+func (e *env) stored(rel events.Release, typ string) map[int]int {
+	e.t.Helper()
+	subject, err := events.Names{}.Subject(rel, typ)
+	require.NoError(e.t, err)
+	stream, err := e.js.Stream(e.t.Context(), events.StreamName)
+	require.NoError(e.t, err)
+	info, err := stream.Info(e.t.Context(), jetstream.WithSubjectFilter(subject))
+	require.NoError(e.t, err)
+	n := info.State.Subjects[subject]
+	counts := map[int]int{}
+	if n == 0 {
+		return counts
+	}
+	c, err := e.js.OrderedConsumer(e.t.Context(), events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	require.NoError(e.t, err)
+	for range n {
+		msg, err := c.Next()
+		require.NoError(e.t, err)
+		ev, err := events.Names{}.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		require.NoError(e.t, err)
+		counts[events.Revision(ev)]++
+	}
+	return counts
+}

@@ -1,0 +1,271 @@
+package health
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+// tracker follows one revision of one release. Its state and pending delivery belong to the
+// release's worker (the workqueue hands a release to one worker at a time); what it watches
+// (watchKeys, podWatches, gone) is guarded by Service.mu, as the index is.
+type tracker struct {
+	rel     events.Release
+	rec     record      // the record it was started or resumed with
+	cause   event.Event // the release.applied
+	objects []tracked
+	resumed bool // followed again after a restart: a terminal event may be out already
+
+	state   state
+	pending *delivery // decided, not delivered yet
+
+	watchKeys  []watchKey
+	podWatches []string // namespaces
+	gone       bool
+}
+
+// tracked is one object of a followed revision.
+type tracked struct {
+	ref      events.ObjectRef
+	key      watchKey
+	gvr      schema.GroupVersionResource
+	workload bool
+}
+
+type objectKey struct {
+	gvr             schema.GroupVersionResource
+	namespace, name string
+}
+
+// newTracker is the tracker of rel's revision rec records: its objects (kinds resolved to
+// resources), request time and deadline from the release.applied, its state from rec.
+func (s *Service) newTracker(rel events.Release, rec record, applied event.Event, a *events.Applied) *tracker {
+	t := &tracker{rel: rel, rec: rec, cause: applied}
+	requested := events.RequestTime(applied)
+	if requested.IsZero() {
+		requested = applied.Time()
+	}
+	timeout := time.Duration(a.Options.Timeout)
+	if timeout <= 0 {
+		timeout = events.DefaultTimeout
+	}
+	t.state = state{phase: rec.Phase, requested: requested, deadline: requested.Add(timeout),
+		progress: rec.Progress, degradations: rec.Degradations}
+	for _, o := range a.Inventory {
+		gv, _ := schema.ParseGroupVersion(o.APIVersion)
+		tr := tracked{ref: o.ObjectRef, workload: isWorkload(gv.Group, o.Kind)}
+		if m, err := s.mapping(gv.WithKind(o.Kind)); err == nil {
+			tr.gvr = m.Resource
+			tr.key = watchKey{gvr: m.Resource}
+			if s.opts.PerNamespace && m.Scope.Name() == meta.RESTScopeNameNamespace {
+				tr.key.namespace = o.Namespace
+			}
+		}
+		t.objects = append(t.objects, tr)
+	}
+	return t
+}
+
+// record is t's record in state st.
+func (t *tracker) record(st state) record {
+	r := t.rec
+	r.Phase, r.Progress, r.Degradations = st.phase, st.progress, st.degradations
+	return r
+}
+
+func (s *Service) mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
+	m, err := s.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil && meta.IsNoMatchError(err) {
+		s.mapper.Reset() // a CRD installed since discovery was read
+		m, err = s.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	}
+	return m, err
+}
+
+// tracker is the revision of rel followed, or nil.
+func (s *Service) tracker(rel events.Release) *tracker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.releases[rel]
+}
+
+// track makes t the revision of its release followed: its watches acquired, its objects
+// indexed, and its release queued to be judged.
+func (s *Service) track(t *tracker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releases[t.rel] = t
+	for _, o := range t.objects {
+		if o.gvr.Empty() {
+			continue
+		}
+		if !slices.Contains(t.watchKeys, o.key) {
+			t.watchKeys = append(t.watchKeys, o.key)
+			s.watches.acquire(o.key, releaseLabel)
+		}
+		k := objectKey{gvr: o.gvr, namespace: o.ref.Namespace, name: o.ref.Name}
+		s.byObject[k] = append(s.byObject[k], t)
+	}
+	if t.state.phase == phaseProgressing {
+		s.watchPods(t)
+	}
+	s.queue.Add(t.rel)
+}
+
+// settle moves t to st, the state its delivered decision led to; a failed or superseded
+// revision is let go.
+func (s *Service) settle(t *tracker, st state) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t.state = st
+	if st.phase == phaseFailed || st.phase == phaseSuperseded {
+		s.untrackLocked(t)
+	}
+}
+
+func (s *Service) untrack(t *tracker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.untrackLocked(t)
+}
+
+// untrackLocked lets t go: watches released, index entries removed. Caller holds s.mu.
+func (s *Service) untrackLocked(t *tracker) {
+	if t.gone {
+		return
+	}
+	t.gone = true
+	if s.releases[t.rel] == t {
+		delete(s.releases, t.rel)
+	}
+	for _, k := range t.watchKeys {
+		s.watches.release(k)
+	}
+	for _, o := range t.objects {
+		k := objectKey{gvr: o.gvr, namespace: o.ref.Namespace, name: o.ref.Name}
+		s.byObject[k] = without(s.byObject[k], t)
+		if len(s.byObject[k]) == 0 {
+			delete(s.byObject, k)
+		}
+	}
+	s.unwatchPodsLocked(t)
+}
+
+// watchPods watches the pods and ReplicaSets of the namespaces of t's workloads, while t
+// progresses: what fails it fast. Caller holds s.mu.
+func (s *Service) watchPods(t *tracker) {
+	for _, o := range t.objects {
+		if !o.workload || slices.Contains(t.podWatches, o.ref.Namespace) {
+			continue
+		}
+		ns := o.ref.Namespace
+		t.podWatches = append(t.podWatches, ns)
+		s.watches.acquire(watchKey{gvr: podsGVR, namespace: ns}, "")
+		s.watches.acquire(watchKey{gvr: replicaSetsGVR, namespace: ns}, "")
+		s.byNamespace[ns] = append(s.byNamespace[ns], t)
+	}
+}
+
+func (s *Service) unwatchPods(t *tracker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unwatchPodsLocked(t)
+}
+
+// unwatchPodsLocked lets the watches of watchPods go. Caller holds s.mu.
+func (s *Service) unwatchPodsLocked(t *tracker) {
+	for _, ns := range t.podWatches {
+		s.watches.release(watchKey{gvr: podsGVR, namespace: ns})
+		s.watches.release(watchKey{gvr: replicaSetsGVR, namespace: ns})
+		s.byNamespace[ns] = without(s.byNamespace[ns], t)
+		if len(s.byNamespace[ns]) == 0 {
+			delete(s.byNamespace, ns)
+		}
+	}
+	t.podWatches = nil
+}
+
+// changed is called by the watches for every change of a watched object: the releases it
+// concerns are queued to be judged.
+func (s *Service) changed(key watchKey, obj *unstructured.Unstructured) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if key.gvr == podsGVR || key.gvr == replicaSetsGVR {
+		for _, t := range s.byNamespace[obj.GetNamespace()] {
+			s.queue.Add(t.rel)
+		}
+		return
+	}
+	for _, t := range s.byObject[objectKey{gvr: key.gvr, namespace: obj.GetNamespace(), name: obj.GetName()}] {
+		s.queue.Add(t.rel)
+	}
+}
+
+// synced is called by the watches once a watch has listed what exists: the releases using it
+// can be judged now, even if nothing changes.
+func (s *Service) synced(key watchKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.releases {
+		pods := (key.gvr == podsGVR || key.gvr == replicaSetsGVR) && slices.Contains(t.podWatches, key.namespace)
+		if pods || slices.Contains(t.watchKeys, key) {
+			s.queue.Add(t.rel)
+		}
+	}
+}
+
+// observe is what the watches hold of t's objects.
+func (s *Service) observe(t *tracker) observation {
+	s.mu.Lock()
+	podWatches := slices.Clone(t.podWatches)
+	s.mu.Unlock()
+	obs := observation{objects: make([]observed, len(t.objects)), complete: true}
+	for i, o := range t.objects {
+		r, ok := s.statusOf(o, podWatches)
+		obs.complete = obs.complete && ok
+		obs.objects[i] = observed{reason: r.Reason, ObjectStatus: events.ObjectStatus{ObjectRef: o.ref, Status: r.Status,
+			Message: events.Truncate(r.Message, events.MaxMessageLength)}}
+	}
+	return obs
+}
+
+// statusOf is one object's health, with its pods when their namespace is watched; ok is false
+// while a watch it needs has not listed yet.
+func (s *Service) statusOf(o tracked, podWatches []string) (_ result, ok bool) {
+	if o.gvr.Empty() {
+		return result{Status: unknown, Message: fmt.Sprintf("the cluster serves no %s %s", o.ref.APIVersion, o.ref.Kind)}, true
+	}
+	obj, ok := s.watches.get(o.key, o.ref.Namespace, o.ref.Name)
+	if !ok {
+		msg := "not observed yet"
+		if err := s.watches.failure(o.key); err != nil {
+			msg = fmt.Sprintf("cannot watch %s: %v", o.gvr.GroupResource(), err)
+		}
+		return result{Status: unknown, Message: msg}, false
+	}
+	var pods []*unstructured.Unstructured
+	if obj != nil && o.workload && slices.Contains(podWatches, o.ref.Namespace) {
+		pk, rk := watchKey{gvr: podsGVR, namespace: o.ref.Namespace}, watchKey{gvr: replicaSetsGVR, namespace: o.ref.Namespace}
+		pods = podsOf(obj, func(uid string) []*unstructured.Unstructured {
+			return append(s.watches.owned(rk, uid), s.watches.owned(pk, uid)...)
+		})
+	}
+	return compute(obj, pods), true
+}
+
+func without(ts []*tracker, t *tracker) []*tracker {
+	out := ts[:0]
+	for _, x := range ts {
+		if x != t {
+			out = append(out, x)
+		}
+	}
+	return out
+}
