@@ -63,7 +63,7 @@ func (c *cli) devCmd() *cobra.Command {
 	f.BoolVar(&o.natsLogs, "nats-logs", false, "print the NATS server's own logs")
 	o.kube.Bind(f, 200, 400)
 	f.Lookup("kubeconfig").Usage = "deploy to this cluster instead of starting the local one [TROUPE_KUBECONFIG]"
-	f.StringVar(&o.clusterBin, "cluster-bin", envOr("TROUPE_CLUSTER_BIN", ""), "where the local cluster's binaries are (default: bin/ beside go.work) [TROUPE_CLUSTER_BIN]")
+	f.StringVar(&o.clusterBin, "cluster-bin", envOr("TROUPE_CLUSTER_BIN", ""), "where the local cluster's binaries are (default: beside this executable, else bin/ beside go.work) [TROUPE_CLUSTER_BIN]")
 	return cmd
 }
 
@@ -169,14 +169,20 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 
 // startCluster starts the local cluster in <store-dir>/cluster and writes its admin kubeconfig to
 // <store-dir>/kubeconfig. The cluster keeps its etcd data there across restarts, as the events
-// stream keeps the releases that describe it.
+// stream keeps the releases that describe it. Its binaries are those of --cluster-bin, else those
+// beside this executable (bin/ as `make build` lays it out), else bin/ beside the go.work above
+// the working directory.
 func (c *cli) startCluster(ctx context.Context, o devOptions) (*cluster.Cluster, error) {
+	bin, err := cluster.ProcessBinDirs(o.clusterBin, "--cluster-bin or $TROUPE_CLUSTER_BIN").Find()
+	if err != nil {
+		return nil, fmt.Errorf("local cluster: %w; or pass --kubeconfig to use another cluster", err)
+	}
 	dir, err := filepath.Abs(filepath.Join(o.storeDir, "cluster"))
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(c.stdout, "troupe dev: starting the local Kubernetes cluster in %s\n", dir)
-	cl, err := cluster.Start(ctx, cluster.Options{Dir: dir, BinDir: o.clusterBin, Durable: true,
+	cl, err := cluster.Start(ctx, cluster.Options{Dir: dir, BinDir: bin, Durable: true,
 		Log: func(format string, args ...any) { fmt.Fprintf(c.stdout, "troupe dev:   "+format+"\n", args...) }})
 	if err != nil {
 		return nil, fmt.Errorf("local cluster: %w (logs in %s; pass --kubeconfig to use another cluster)", err, dir)
