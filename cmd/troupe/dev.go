@@ -175,7 +175,7 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 func (c *cli) startCluster(ctx context.Context, o devOptions) (*cluster.Cluster, error) {
 	bin, err := cluster.ProcessBinDirs(o.clusterBin, "--cluster-bin or $TROUPE_CLUSTER_BIN").Find()
 	if err != nil {
-		return nil, fmt.Errorf("local cluster: %w; or pass --kubeconfig to use another cluster", err)
+		return nil, fmt.Errorf("%w; or pass --kubeconfig to use another cluster", err)
 	}
 	dir, err := filepath.Abs(filepath.Join(o.storeDir, "cluster"))
 	if err != nil {

@@ -27,7 +27,7 @@ func TestDevSaysWhereItLookedForTheCluster(t *testing.T) {
 	var out, errOut syncBuffer
 	code := run(t.Context(), []string{"dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0", "--store-dir", t.TempDir()}, nil, &out, &errOut)
 	assert.Equal(t, 1, code)
-	assert.Contains(t, errOut.String(), "local cluster: cluster: the cluster's binaries are in none of: "+
+	assert.Contains(t, errOut.String(), "cluster: the cluster's binaries are in none of: "+
 		"--cluster-bin or $TROUPE_CLUSTER_BIN (not set); "+
 		filepath.Dir(exe)+" beside the executable (no etcd); "+
 		"bin/ beside go.work (no go.work in "+wd+" or above); "+
