@@ -63,9 +63,11 @@ func startDevHTTP(t *testing.T) (string, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
 	done := make(chan int, 1)
+	// The store's removal is registered before dev's stop, so that it runs after dev stopped.
+	store := t.TempDir()
 	go func() {
 		done <- run(ctx, []string{"dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0",
-			"--store-dir", t.TempDir(), "--log-level", "warn", "--kubeconfig", testKube.Kubeconfig}, nil, out, out)
+			"--store-dir", store, "--log-level", "warn", "--kubeconfig", testKube.Kubeconfig}, nil, out, out)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -4,22 +4,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
@@ -68,7 +63,7 @@ func (c *cli) devCmd() *cobra.Command {
 	f.BoolVar(&o.natsLogs, "nats-logs", false, "print the NATS server's own logs")
 	o.kube.Bind(f, 200, 400)
 	f.Lookup("kubeconfig").Usage = "deploy to this cluster instead of starting the local one [TROUPE_KUBECONFIG]"
-	f.StringVar(&o.clusterBin, "cluster-bin", envOr("TROUPE_CLUSTER_BIN", ""), "where the local cluster's binaries are (default: bin/ beside go.work) [TROUPE_CLUSTER_BIN]")
+	f.StringVar(&o.clusterBin, "cluster-bin", envOr("TROUPE_CLUSTER_BIN", ""), "where the local cluster's binaries are (default: beside this executable, else bin/ beside go.work) [TROUPE_CLUSTER_BIN]")
 	return cmd
 }
 
@@ -84,20 +79,19 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return fmt.Errorf("--http-listen %s: %w", o.httpListen, err)
 	}
+	defer httpLn.Close() // on an error before the group serves on it; then the group closes it
 	storeDir := filepath.Join(o.storeDir, "nats")
 	var nc *nats.Conn
 	natsURL := ""
 	if c.subjectsPrefix != "" {
 		// A sandbox lives beside the live system: on its NATS server and its cluster.
 		if nc, err = c.conn.Connect("troupe-dev-" + c.subjectsPrefix); err != nil {
-			httpLn.Close()
 			return err
 		}
 		natsURL, storeDir = nc.ConnectedUrl(), "the server's"
 		if o.kube.Kubeconfig == "" {
 			o.kube.Kubeconfig = filepath.Join(o.storeDir, "kubeconfig")
 			if _, err := os.Stat(o.kube.Kubeconfig); err != nil {
-				httpLn.Close()
 				nc.Close()
 				return usagef("--subjects-prefix: a sandbox runs beside a running 'troupe dev' and deploys to its cluster (%s is missing); or pass --kubeconfig", o.kube.Kubeconfig)
 			}
@@ -105,7 +99,6 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	} else {
 		srv, err := embedded.Start(embedded.Options{Listen: o.natsListen, StoreDir: storeDir, Logs: o.natsLogs})
 		if err != nil {
-			httpLn.Close()
 			return err
 		}
 		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
@@ -141,9 +134,7 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 		log.Debug().Str("kind", p.Kind).Str("name", p.Name).Str("action", p.Action).Msg("provisioned")
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics, err := events.NewMetrics(reg)
+	reg, metrics, err := serve.NewRegistry()
 	if err != nil {
 		return err
 	}
@@ -152,80 +143,46 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
-
-	var ready atomic.Bool
-	mux.Handle("/", serve.Handler(reg, func() bool { return ready.Load() && nc.IsConnected() }))
-	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = httpSrv.Serve(httpLn) }()
-
-	svcCtx, stopServices := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopServices()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(services))
-	for name, s := range services {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.Start(svcCtx); err != nil {
-				errs <- fmt.Errorf("service %s: %w", name, err)
+	// Ready only once every service receives events: a request published right after "ready" must
+	// not be missed by a consumer that is not there yet. Stopped in order: not ready, services
+	// drained, NATS drained, HTTP stopped; the deferred cluster and NATS server after.
+	g := &serve.Group{NC: nc, Listener: httpLn, Mux: mux, Gatherer: reg, Log: &log,
+		OnReady: func() {
+			if c.subjectsPrefix != "" {
+				fmt.Fprintf(c.stdout, "troupe dev: sandbox %s: stream %s on %s\n", c.subjectsPrefix, c.names.ReleaseSubjects(), natsURL)
 			}
-		}()
+			fmt.Fprintf(c.stdout, "troupe dev: NATS JetStream at %s (data in %s)\n", natsURL, storeDir)
+			fmt.Fprintf(c.stdout, "troupe dev: deploying to %s (kubeconfig %s)\n", kcfg.Host, o.kube.Kubeconfig)
+			fmt.Fprintf(c.stdout, "troupe dev: health, metrics and /releases at http://%s\n", httpLn.Addr())
+			fmt.Fprintf(c.stdout, "troupe dev: services: %s\n", serviceNames(services))
+			fmt.Fprintf(c.stdout, "troupe dev: ready. In another shell: export TROUPE_SERVER=%s; troupe list\n", natsURL)
+		},
+		OnShutdown: func() { fmt.Fprintln(c.stdout, "troupe dev: shutting down") },
 	}
-	// Ready only once every service receives events: a request published right after must not
-	// be missed by a consumer that is not there yet.
-	for name, s := range services {
-		select {
-		case <-s.Ready():
-		case err := <-errs:
-			stopServices()
-			wg.Wait()
-			return err
-		case <-time.After(30 * time.Second):
-			stopServices()
-			wg.Wait()
-			return fmt.Errorf("service %s did not start within 30s", name)
-		}
+	for _, name := range serviceNames(services) {
+		g.Add(name, services[name])
 	}
-	ready.Store(true)
-	if c.subjectsPrefix != "" {
-		fmt.Fprintf(c.stdout, "troupe dev: sandbox %s: stream %s on %s\n", c.subjectsPrefix, c.names.ReleaseSubjects(), natsURL)
-	}
-	fmt.Fprintf(c.stdout, "troupe dev: NATS JetStream at %s (data in %s)\n", natsURL, storeDir)
-	fmt.Fprintf(c.stdout, "troupe dev: deploying to %s (kubeconfig %s)\n", kcfg.Host, o.kube.Kubeconfig)
-	fmt.Fprintf(c.stdout, "troupe dev: health, metrics and /releases at http://%s\n", httpLn.Addr())
-	fmt.Fprintf(c.stdout, "troupe dev: services: %s\n", serviceNames(services))
-	fmt.Fprintf(c.stdout, "troupe dev: ready. In another shell: export TROUPE_SERVER=%s; troupe list\n", natsURL)
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errs:
-	}
-	// Shutdown: not ready → services drain → NATS drains → HTTP stops (the deferred server shutdown last).
-	fmt.Fprintln(c.stdout, "troupe dev: shutting down")
-	ready.Store(false)
-	stopServices()
-	wg.Wait()
-	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		log.Warn().Err(err).Msg("drain NATS connection")
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = httpSrv.Shutdown(shutdownCtx)
+	err = g.Run(ctx)
 	fmt.Fprintln(c.stdout, "troupe dev: stopped")
-	return runErr
+	return err
 }
 
 // startCluster starts the local cluster in <store-dir>/cluster and writes its admin kubeconfig to
 // <store-dir>/kubeconfig. The cluster keeps its etcd data there across restarts, as the events
-// stream keeps the releases that describe it.
+// stream keeps the releases that describe it. Its binaries are those of --cluster-bin, else those
+// beside this executable (bin/ as `make build` lays it out), else bin/ beside the go.work above
+// the working directory.
 func (c *cli) startCluster(ctx context.Context, o devOptions) (*cluster.Cluster, error) {
+	bin, err := cluster.ProcessBinDirs(o.clusterBin, "--cluster-bin or $TROUPE_CLUSTER_BIN").Find()
+	if err != nil {
+		return nil, fmt.Errorf("%w; or pass --kubeconfig to use another cluster", err)
+	}
 	dir, err := filepath.Abs(filepath.Join(o.storeDir, "cluster"))
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(c.stdout, "troupe dev: starting the local Kubernetes cluster in %s\n", dir)
-	cl, err := cluster.Start(ctx, cluster.Options{Dir: dir, BinDir: o.clusterBin, Durable: true,
+	cl, err := cluster.Start(ctx, cluster.Options{Dir: dir, BinDir: bin, Durable: true,
 		Log: func(format string, args ...any) { fmt.Fprintf(c.stdout, "troupe dev:   "+format+"\n", args...) }})
 	if err != nil {
 		return nil, fmt.Errorf("local cluster: %w (logs in %s; pass --kubeconfig to use another cluster)", err, dir)

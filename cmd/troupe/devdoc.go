@@ -10,9 +10,11 @@ this process. Prints the NATS URL for the other commands. Stops cleanly on Ctrl-
 Ctrl-C exits at once).
 
 Without --kubeconfig it also starts the local Kubernetes cluster (etcd, kube-apiserver,
-controller-manager, scheduler and a kwok node, built by 'make cluster-bin') and writes its admin
-kubeconfig to <store-dir>/kubeconfig; with --kubeconfig (and --context) the services deploy to
-that cluster instead.
+controller-manager, scheduler and a kwok node, built by 'make cluster-bin' into bin/) and writes
+its admin kubeconfig to <store-dir>/kubeconfig; with --kubeconfig (and --context) the services
+deploy to that cluster instead. The cluster's binaries are found with --cluster-bin, else beside
+this executable (where 'make build' puts troupe and troupe-dev), else in bin/ beside the go.work
+above the working directory.
 
 Serves /healthz, /readyz, /metrics and the history's /releases on --http-listen.`
 )

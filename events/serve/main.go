@@ -2,14 +2,11 @@ package serve
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -59,8 +56,8 @@ func Main(c Command) {
 }
 
 // Run parses args (the flags every service has — NATS connection, --http-listen, --log-level,
-// --provision, --replicas — and c's), connects, provisions, builds the service, serves HTTP, and
-// runs the service until ctx ends; then it drains the connection.
+// --provision, --replicas, --subjects-prefix — and c's), connects, provisions, builds the
+// service, and runs it in a Group of one (see Group.Run) until ctx ends or the service fails.
 func Run(ctx context.Context, c Command, args []string) error {
 	var (
 		conn       events.ConnOptions
@@ -107,9 +104,7 @@ func Run(ctx context.Context, c Command, args []string) error {
 			return fmt.Errorf("provision: %w", err)
 		}
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics, err := events.NewMetrics(reg)
+	reg, metrics, err := NewRegistry()
 	if err != nil {
 		return err
 	}
@@ -118,34 +113,27 @@ func Run(ctx context.Context, c Command, args []string) error {
 	if err != nil {
 		return err
 	}
-
-	var ready atomic.Bool
-	env.Mux.Handle("/", Handler(reg, func() bool { return ready.Load() && nc.IsConnected() }))
 	ln, err := net.Listen("tcp", httpListen)
 	if err != nil {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
-	httpSrv := &http.Server{Handler: env.Mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = httpSrv.Serve(ln) }()
-
-	done := make(chan error, 1)
-	go func() { done <- svc.Start(ctx) }()
-	select {
-	case <-svc.Ready():
-		ready.Store(true)
+	g := &Group{NC: nc, Listener: ln, Mux: env.Mux, Gatherer: reg, Log: &log, OnReady: func() {
 		log.Info().Str("nats", nc.ConnectedUrl()).Str("http", ln.Addr().String()).Msg(c.Name + " ready")
-	case err := <-done:
-		return err
+	}}
+	g.Add(c.Name, svc)
+	return g.Run(ctx)
+}
+
+// NewRegistry returns a metrics registry with the Go runtime's and the process's collectors and
+// troupe's metrics registered, and those metrics, for the services of one process to share.
+func NewRegistry() (*prometheus.Registry, *events.Metrics, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := events.NewMetrics(reg)
+	if err != nil {
+		return nil, nil, err
 	}
-	err = <-done // ctx ended: the subscriber drained
-	ready.Store(false)
-	if derr := nc.Drain(); derr != nil && !errors.Is(derr, context.Canceled) {
-		log.Debug().Err(derr).Msg("drain")
-	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = httpSrv.Shutdown(shutdown)
-	return err
+	return reg, metrics, nil
 }
 
 // EnvOr returns the environment variable name, or def when it is not set.

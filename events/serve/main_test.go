@@ -2,6 +2,7 @@ package serve_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"testing"
@@ -74,6 +75,20 @@ func TestRunBadFlag(t *testing.T) {
 	err := serve.Run(t.Context(), serve.Command{Name: "echo"}, []string{"--log-level", "loud"})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "--log-level")
+}
+
+// TestRunServiceFails: a service that cannot start ends Run with its error, named.
+func TestRunServiceFails(t *testing.T) {
+	srv := natstest.Server(t)
+	boom := errors.New("boom")
+	err := serve.Run(t.Context(), serve.Command{
+		Name: "echo",
+		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
+			return newFake(func(context.Context, func()) error { return boom }), nil
+		},
+	}, []string{"--server", srv.ClientURL(), "--http-listen", "127.0.0.1:0", "--log-level", "warn"})
+	require.ErrorIs(t, err, boom)
+	assert.Equal(t, "service echo: boom", err.Error())
 }
 
 // A subscriber is a service serve.Main can run as it is.

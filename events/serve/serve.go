@@ -1,4 +1,3 @@
-// Package serve is the HTTP side every troupe process shares: /healthz, /readyz and /metrics.
 package serve
 
 import (

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -30,8 +31,9 @@ const NodeName = "kwok-node-0"
 
 // Options configure Start. Zero values take the defaults named on each field.
 type Options struct {
-	// BinDir holds the binaries. Default: $TROUPE_CLUSTER_BIN, else bin/ beside the go.work
-	// found above the working directory.
+	// BinDir holds the binaries. Default: $TROUPE_CLUSTER_BIN, else the running executable's
+	// directory if it holds them, else bin/ beside the go.work found above the working
+	// directory (ProcessBinDirs).
 	BinDir string
 	// Dir holds the PKI, kubeconfigs, etcd's data and every process's log. Default: a new
 	// temporary directory, removed by Stop.
@@ -74,14 +76,9 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	life := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.StartTimeout)
 	defer cancel()
-	bin, err := findBinDir(o.BinDir)
+	bin, err := ProcessBinDirs(cmp.Or(o.BinDir, os.Getenv("TROUPE_CLUSTER_BIN")), "Options.BinDir or $TROUPE_CLUSTER_BIN").Find()
 	if err != nil {
 		return nil, err
-	}
-	for _, b := range Binaries {
-		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			return nil, fmt.Errorf("cluster: %s is missing in %s: build the cluster's binaries with `make cluster-bin` (~10 min the first time)", b, bin)
-		}
 	}
 	c := &Cluster{Dir: o.Dir}
 	if c.Dir == "" {

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -101,27 +100,4 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
-}
-
-// findBinDir returns dir if set, else $TROUPE_CLUSTER_BIN, else the bin/ directory beside the
-// go.work found walking up from the working directory.
-func findBinDir(dir string) (string, error) {
-	if dir != "" {
-		return dir, nil
-	}
-	if d := os.Getenv("TROUPE_CLUSTER_BIN"); d != "" {
-		return d, nil
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := wd; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			return filepath.Join(d, "bin"), nil
-		}
-		if filepath.Dir(d) == d {
-			return "", errors.New("cluster: no go.work above the working directory to find bin/; set Options.BinDir or TROUPE_CLUSTER_BIN")
-		}
-	}
 }

@@ -25,7 +25,7 @@ func main() {
 func run() error {
 	dir := flag.String("dir", ".troupe/cluster", "where the cluster keeps its PKI, data and logs (emptied first)")
 	kubeconfig := flag.String("kubeconfig", ".troupe/kubeconfig", "where to write the admin kubeconfig")
-	bin := flag.String("bin", "", "directory of the cluster's binaries (default: bin/ beside go.work)")
+	bin := flag.String("bin", "", "directory of the cluster's binaries (default: $TROUPE_CLUSTER_BIN, else beside this executable, else bin/ beside go.work)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
