@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/troupe-dev/troupe/events"
-	"github.com/troupe-dev/troupe/services/history"
+	"github.com/troupe-dev/troupe/events/historyapi"
 )
 
 // TraceEvent is one event of a trace.
@@ -232,7 +232,7 @@ func detail(e event.Event) string {
 	switch e.Type() {
 	case events.TypeRequested:
 		d, _ := events.Data[events.Requested](e)
-		return shortDigests(history.DescribeSource(d.Source))
+		return shortDigests(historyapi.DescribeSource(d.Source))
 	case events.TypeRendered:
 		d, _ := events.Data[events.Rendered](e)
 		s := fmt.Sprintf("%d objects", len(d.Objects))

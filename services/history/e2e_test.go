@@ -12,10 +12,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/historyapi"
 	"github.com/troupe-dev/troupe/events/natstest"
 	"github.com/troupe-dev/troupe/services/applier"
 	"github.com/troupe-dev/troupe/services/health"
-	"github.com/troupe-dev/troupe/services/history"
 	"github.com/troupe-dev/troupe/services/renderer"
 	"github.com/troupe-dev/troupe/test/cluster"
 )
@@ -87,9 +87,9 @@ func TestRollbackEndToEnd(t *testing.T) {
 		require.NoError(t, err)
 		return cm.Data["value"]
 	}
-	wait := func(what string, ok func(*history.View) bool) *history.View {
+	wait := func(what string, ok func(*historyapi.View) bool) *historyapi.View {
 		t.Helper()
-		var v *history.View
+		var v *historyapi.View
 		deadline := time.Now().Add(90 * time.Second)
 		for {
 			var err error
@@ -106,16 +106,16 @@ func TestRollbackEndToEnd(t *testing.T) {
 	}
 
 	ask("one", "", events.Options{})
-	wait("v1 ready", func(v *history.View) bool { return v.Current == 1 })
+	wait("v1 ready", func(v *historyapi.View) bool { return v.Current == 1 })
 	ask("two", "", events.Options{})
-	wait("v2 ready", func(v *history.View) bool { return v.Current == 2 })
+	wait("v2 ready", func(v *historyapi.View) bool { return v.Current == 2 })
 	assert.Equal(t, "two", configValue())
 
 	rb, err := events.NewEvent("troupe/test", events.TypeRollbackRequested, rel, events.RollbackRequested{})
 	require.NoError(t, err)
 	e.publish(rb)
-	v := wait("rolled back to 1", func(v *history.View) bool { return v.Current == 1 })
-	assert.Equal(t, history.StateRolledBack, v.Get(2).State)
+	v := wait("rolled back to 1", func(v *historyapi.View) bool { return v.Current == 1 })
+	assert.Equal(t, historyapi.StateRolledBack, v.Get(2).State)
 	assert.Equal(t, "one", configValue(), "v1's objects are back")
 	dep, err := kube.Client.AppsV1().Deployments(ns).Get(t.Context(), "web", metav1.GetOptions{})
 	require.NoError(t, err)
@@ -123,9 +123,9 @@ func TestRollbackEndToEnd(t *testing.T) {
 	assert.Equal(t, "1", dep.Annotations["troupe.dev/revision"])
 
 	ask("three", cluster.FaultCrashLoop, events.Options{RollbackOnFailure: true})
-	v = wait("v3 failed and rolled back to 1", func(v *history.View) bool {
+	v = wait("v3 failed and rolled back to 1", func(v *historyapi.View) bool {
 		r := v.Get(3)
-		return r != nil && r.State == history.StateRolledBack && v.Current == 1
+		return r != nil && r.State == historyapi.StateRolledBack && v.Current == 1
 	})
 	assert.Equal(t, 3, v.Revisions[len(v.Revisions)-1].Revision, "the request after a rollback is revision 3")
 	assert.Equal(t, "crash_loop", v.Get(3).Reason)
