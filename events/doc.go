@@ -20,6 +20,10 @@
 //   - Objects stores large payloads (bundles, uploaded charts) by sha256 digest, streaming.
 //   - RegisterService advertises what a service consumes and produces over $SRV.INFO.
 //
+// Beside it, for the tools that watch releases (the CLI, a UI): events/flow follows and traces a
+// release's flows on the stream, and events/historyapi is what the history service answers
+// queries with.
+//
 // Dependencies stay light on purpose: nats.go, the CloudEvents event model, zerolog and the
 // Prometheus client. Nothing here imports client-go or Helm.
 package events

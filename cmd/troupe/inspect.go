@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"fmt"
-	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/flow"
 	"github.com/troupe-dev/troupe/events/historyapi"
 )
 
@@ -129,7 +129,7 @@ func (c *cli) historyCmd() *cobra.Command {
 					if r.Current {
 						state += " (current)"
 					}
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", r.Revision, stamp(r.Times.Finished), state, dash(r.Chart), dash(shortDigests(r.Source)), describe(r))
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", r.Revision, stamp(r.Times.Finished), state, dash(r.Chart), dash(events.ShortDigests(r.Source)), describe(r))
 				}
 			})
 		},
@@ -152,7 +152,7 @@ func overdue(state string, requested time.Time, timeout time.Duration, now time.
 	if last == "" {
 		return ""
 	}
-	next, service := waitsFor(last)
+	next, service := flow.WaitsFor(last)
 	return fmt.Sprintf("no %s within its %s timeout: is the %s running? ('troupe graph' lists the services that answer)", next, timeout, service)
 }
 
@@ -186,11 +186,6 @@ func describe(r revisionRow) string {
 	}
 	return "-"
 }
-
-var digestRE = regexp.MustCompile(`sha256:([0-9a-f]{12})[0-9a-f]{52}`)
-
-// shortDigests shortens every sha256 digest in s to its first 12 hex digits, for tables.
-func shortDigests(s string) string { return digestRE.ReplaceAllString(s, "sha256:$1") }
 
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
@@ -250,7 +245,7 @@ func (c *cli) statusCmd() *cobra.Command {
 				if l := st.Latest; l != nil {
 					fmt.Fprintf(tw, "LATEST REVISION:\t%d\n", l.Revision)
 					fmt.Fprintf(tw, "STATE:\t%s\n", l.State)
-					fmt.Fprintf(tw, "SOURCE:\t%s\n", dash(shortDigests(l.Source)))
+					fmt.Fprintf(tw, "SOURCE:\t%s\n", dash(events.ShortDigests(l.Source)))
 					if l.Chart != "" {
 						fmt.Fprintf(tw, "CHART:\t%s\n", l.Chart)
 					}
