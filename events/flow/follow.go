@@ -94,6 +94,8 @@ func Follow(ctx context.Context, w *Watcher, rel events.Release, corr string, o 
 	start := cmp.Or(o.Start, time.Now())
 	quietAfter := cmp.Or(o.QuietAfter, 10*time.Second)
 	f := &follower{out: Outcome{Release: rel.String()}, corr: corr, rollbackOnFailure: o.RollbackOnFailure, ready: -1, report: report}
+	ctx, cancel := context.WithCancel(ctx) // stops the reader below when Follow returns
+	defer cancel()
 	next := make(chan event.Event)
 	errc := make(chan error, 1)
 	go func() {
@@ -130,7 +132,7 @@ func Follow(ctx context.Context, w *Watcher, rel events.Release, corr string, o 
 			}
 			return f.out, err
 		case <-rollbackWait:
-			report(Step{"rollback", "none: no earlier ready revision to roll back to"})
+			report(Step{events.StageRollback, "none: no earlier ready revision to roll back to"})
 			return f.end(start), nil
 		}
 		switch f.fold(e) {
@@ -183,7 +185,7 @@ func (f *follower) end(start time.Time) Outcome {
 func (f *follower) fold(e event.Event) effect {
 	if f.failed != "" && e.Type() == events.TypeRollbackRequested && events.CausationID(e) == f.failed {
 		rb, _ := events.Data[events.RollbackRequested](e)
-		f.step("rollback", "automatic, to revision %d", rb.TargetRevision)
+		f.step(events.StageRollback, "automatic, to revision %d", rb.TargetRevision)
 		f.corr, f.ready = e.ID(), -1
 		return rollbackStarted
 	}
