@@ -124,11 +124,11 @@ func Follow(ctx context.Context, w *Watcher, rel events.Release, corr string, o 
 				report(Step{"waiting", hint})
 			}
 			continue
+		case <-ctx.Done():
+			return f.gaveUp(rel, start), nil
 		case err := <-errc:
 			if ctx.Err() != nil {
-				f.out.State, f.out.Reason = StateUnknown, ReasonWaitTimeout
-				f.out.Message = "gave up waiting; the release may still be going: troupe status " + rel.String()
-				return f.end(start), nil
+				return f.gaveUp(rel, start), nil
 			}
 			return f.out, err
 		case <-rollbackWait:
@@ -179,6 +179,13 @@ func (f *follower) step(stage, format string, args ...any) {
 func (f *follower) end(start time.Time) Outcome {
 	f.out.Duration = time.Since(start).Round(time.Millisecond).String()
 	return f.out
+}
+
+// gaveUp ends a wait that ended before the flow did.
+func (f *follower) gaveUp(rel events.Release, start time.Time) Outcome {
+	f.out.State, f.out.Reason = StateUnknown, ReasonWaitTimeout
+	f.out.Message = "gave up waiting; the release may still be going: troupe status " + rel.String()
+	return f.end(start)
 }
 
 // fold folds e into the outcome, reporting the step it is.
