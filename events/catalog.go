@@ -93,6 +93,14 @@ func Types() []string {
 	return out
 }
 
+// EndsFlow reports whether an event of type typ ends a revision's flow: the catalog's
+// Spec.Terminal (ready, failed, superseded, diffed, uninstalled). Every flow ends in exactly one
+// of them. Not to be mixed up with IsTerminal, which is about a handler's error.
+func EndsFlow(typ string) bool {
+	s, ok := Lookup(typ)
+	return ok && s.Terminal
+}
+
 // Lookup returns the spec of typ.
 func Lookup(typ string) (Spec, bool) {
 	for _, s := range catalog {

@@ -211,3 +211,15 @@ func TestReadmeListsCatalog(t *testing.T) {
 		assert.Contains(t, string(readme), "(events/schemas/"+schemas.FileName(spec.Type)+")")
 	}
 }
+
+// TestEndsFlow: the types that end a revision's flow are the catalog's terminal ones, and only
+// those; an unknown type ends nothing.
+func TestEndsFlow(t *testing.T) {
+	ends := map[string]bool{events.TypeReady: true, events.TypeFailed: true, events.TypeSuperseded: true,
+		events.TypeDiffed: true, events.TypeUninstalled: true}
+	for _, typ := range append(events.Types(), "release.deployed", "") {
+		t.Run(typ, func(t *testing.T) {
+			assert.Equal(t, ends[typ], events.EndsFlow(typ))
+		})
+	}
+}

@@ -45,6 +45,10 @@
 // Subpackages: serve runs services as commands (flags, /healthz, /readyz, /metrics, shutdown);
 // embedded starts an in-process nats-server with JetStream; natstest is the same for tests.
 //
+// Beside it, for the tools that watch releases (the CLI, a UI): events/flow follows and traces a
+// release's flows on the stream, and events/historyapi is what the history service answers
+// queries with.
+//
 // Dependencies stay light on purpose: nats.go, the CloudEvents event model, zerolog and the
 // Prometheus client. Nothing here imports client-go or Helm.
 package events

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -41,6 +42,12 @@ func Digest(b []byte) string {
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
+
+var digestsRE = regexp.MustCompile(`sha256:([0-9a-f]{12})[0-9a-f]{52}`)
+
+// ShortDigests shortens every digest in s to its first 12 hex digits, for people to read (tables,
+// traces); a short digest is not one Get finds.
+func ShortDigests(s string) string { return digestsRE.ReplaceAllString(s, "sha256:$1") }
 
 // Put streams r into the store and returns its digest and size. The content is never held in
 // memory whole: it is uploaded under a temporary name while the store computes its SHA-256, then

@@ -88,3 +88,9 @@ func TestObjectsDetectTampering(t *testing.T) {
 	_, err = io.ReadAll(rc)
 	assert.ErrorIs(t, err, events.ErrDigestMismatch)
 }
+
+func TestShortDigests(t *testing.T) {
+	d := events.Digest([]byte("chart"))
+	assert.Equal(t, "helm upload "+d[:len("sha256:")+12]+", and again "+d[:len("sha256:")+12], events.ShortDigests("helm upload "+d+", and again "+d))
+	assert.Equal(t, "sha256:abc", events.ShortDigests("sha256:abc"), "not a digest")
+}

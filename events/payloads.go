@@ -40,10 +40,22 @@ var (
 	reasonRE    = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 	applyAction = []string{ActionCreated, ActionConfigured, ActionUnchanged}
 	diffAction  = []string{ActionCreate, ActionUpdate, ActionUnchanged, ActionPrune}
-	statuses    = []string{"InProgress", "Current", "Failed", "Terminating", "NotFound", "Unknown"}
+	statuses    = []string{StatusInProgress, StatusCurrent, StatusFailed, StatusTerminating, StatusNotFound, StatusUnknown}
 )
 
-// Actions on objects.
+// Object statuses: kstatus's words (github.com/fluxcd/cli-utils/pkg/kstatus/status), as
+// ObjectStatus.Status carries them.
+const (
+	StatusInProgress  = "InProgress"
+	StatusCurrent     = "Current"
+	StatusFailed      = "Failed"
+	StatusTerminating = "Terminating"
+	StatusNotFound    = "NotFound"
+	StatusUnknown     = "Unknown"
+)
+
+// Actions on objects: what the applier did to an object (AppliedObject: created, configured,
+// unchanged) or would do (ObjectDiff: create, update, unchanged, prune).
 const (
 	ActionCreated    = "created"
 	ActionConfigured = "configured"

@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"fmt"
-	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,7 +11,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/troupe-dev/troupe/events"
-	"github.com/troupe-dev/troupe/services/history"
+	"github.com/troupe-dev/troupe/events/flow"
+	"github.com/troupe-dev/troupe/events/historyapi"
 )
 
 func (c *cli) listCmd() *cobra.Command {
@@ -25,21 +25,21 @@ func (c *cli) listCmd() *cobra.Command {
 		Short:   "List releases with their current revision and state",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q := history.Query{}
+			q := historyapi.Query{}
 			if !all && cmd.Flags().Changed("namespace") {
 				if err := events.ValidateName("namespace", ns); err != nil {
 					return usageError{err}
 				}
 				q.Namespace = ns
 			}
-			var list []history.Summary
-			for { // page by page: one reply holds history.ListLimit releases at most
-				var page []history.Summary
-				if err := c.ask(cmd, "list", q, &page); err != nil {
+			var list []historyapi.Summary
+			for { // page by page: one reply holds historyapi.ListLimit releases at most
+				var page []historyapi.Summary
+				if err := c.ask(cmd, historyapi.EndpointList, q, &page); err != nil {
 					return err
 				}
 				list = append(list, page...)
-				if len(page) < history.ListLimit {
+				if len(page) < historyapi.ListLimit {
 					break
 				}
 				q.After = page[len(page)-1].Release
@@ -66,24 +66,24 @@ func (c *cli) listCmd() *cobra.Command {
 
 // revisionRow is one revision as `troupe history` prints it.
 type revisionRow struct {
-	Revision    int              `json:"revision"`
-	State       string           `json:"state"`
-	Current     bool             `json:"current"`
-	Stage       string           `json:"stage,omitempty"`
-	Reason      string           `json:"reason,omitempty"`
-	Message     string           `json:"message,omitempty"`
-	Source      string           `json:"source,omitempty"`
-	Chart       string           `json:"chart,omitempty"`
-	Objects     int              `json:"objects"`
-	TimeToReady string           `json:"timeToReady,omitempty"`
-	RolledBack  int              `json:"rolledBackTo,omitempty"`
-	Changes     *history.Changes `json:"changes,omitempty"`
-	Times       history.Times    `json:"times"`
+	Revision    int                 `json:"revision"`
+	State       string              `json:"state"`
+	Current     bool                `json:"current"`
+	Stage       string              `json:"stage,omitempty"`
+	Reason      string              `json:"reason,omitempty"`
+	Message     string              `json:"message,omitempty"`
+	Source      string              `json:"source,omitempty"`
+	Chart       string              `json:"chart,omitempty"`
+	Objects     int                 `json:"objects"`
+	TimeToReady string              `json:"timeToReady,omitempty"`
+	RolledBack  int                 `json:"rolledBackTo,omitempty"`
+	Changes     *historyapi.Changes `json:"changes,omitempty"`
+	Times       historyapi.Times    `json:"times"`
 	// Overdue says which service has not answered a revision still in flight past its timeout.
 	Overdue string `json:"overdue,omitempty"`
 }
 
-func rows(v *history.View) []revisionRow {
+func rows(v *historyapi.View) []revisionRow {
 	out := make([]revisionRow, 0, len(v.Revisions))
 	for _, r := range v.Revisions {
 		row := revisionRow{Revision: r.Revision, State: r.State, Current: r.Revision == v.Current, Stage: r.Stage,
@@ -129,7 +129,7 @@ func (c *cli) historyCmd() *cobra.Command {
 					if r.Current {
 						state += " (current)"
 					}
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", r.Revision, stamp(r.Times.Finished), state, dash(r.Chart), dash(shortDigests(r.Source)), describe(r))
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", r.Revision, stamp(r.Times.Finished), state, dash(r.Chart), dash(events.ShortDigests(r.Source)), describe(r))
 				}
 			})
 		},
@@ -147,21 +147,21 @@ func overdue(state string, requested time.Time, timeout time.Duration, now time.
 		return ""
 	}
 	// The event that brought the revision to state, and so what it waits for next.
-	last := map[string]string{history.StateRequested: events.TypeRequested, history.StateRendered: events.TypeRendered,
-		history.StateProgressing: events.TypeProgressing}[state]
+	last := map[string]string{historyapi.StateRequested: events.TypeRequested, historyapi.StateRendered: events.TypeRendered,
+		historyapi.StateProgressing: events.TypeProgressing}[state]
 	if last == "" {
 		return ""
 	}
-	next, service := waitsFor(last)
+	next, service := flow.WaitsFor(last)
 	return fmt.Sprintf("no %s within its %s timeout: is the %s running? ('troupe graph' lists the services that answer)", next, timeout, service)
 }
 
 // listState is a release's state in `troupe list`: its latest revision's, marked when that one
 // is overdue (troupe status says which service has not answered).
-func listState(s history.Summary, now time.Time) string {
+func listState(s historyapi.Summary, now time.Time) string {
 	switch {
 	case s.Uninstalled:
-		return "uninstalled"
+		return historyapi.StateUninstalled
 	case overdue(s.State, s.Requested, cmp.Or(time.Duration(s.Timeout), events.DefaultTimeout), now) != "":
 		return s.State + " (overdue: troupe status)"
 	}
@@ -187,19 +187,14 @@ func describe(r revisionRow) string {
 	return "-"
 }
 
-var digestRE = regexp.MustCompile(`sha256:([0-9a-f]{12})[0-9a-f]{52}`)
-
-// shortDigests shortens every sha256 digest in s to its first 12 hex digits, for tables.
-func shortDigests(s string) string { return digestRE.ReplaceAllString(s, "sha256:$1") }
-
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return s
 }
 
-func (c *cli) view(cmd *cobra.Command, rel events.Release) (*history.View, error) {
-	var v history.View
-	if err := c.ask(cmd, "get", history.Query{Release: rel.String()}, &v); err != nil {
+func (c *cli) view(cmd *cobra.Command, rel events.Release) (*historyapi.View, error) {
+	var v historyapi.View
+	if err := c.ask(cmd, historyapi.EndpointGet, historyapi.Query{Release: rel.String()}, &v); err != nil {
 		return nil, err
 	}
 	return &v, nil
@@ -207,13 +202,13 @@ func (c *cli) view(cmd *cobra.Command, rel events.Release) (*history.View, error
 
 // statusOut is what `troupe status` prints.
 type statusOut struct {
-	Release     string             `json:"release"`
-	Current     int                `json:"current"`
-	Uninstalled bool               `json:"uninstalled,omitempty"`
-	Latest      *revisionRow       `json:"latest,omitempty"`
-	Rollback    *history.Rollback  `json:"rollback,omitempty"`
-	Objects     []events.ObjectRef `json:"objects,omitempty"`
-	Updated     time.Time          `json:"updated"`
+	Release     string               `json:"release"`
+	Current     int                  `json:"current"`
+	Uninstalled bool                 `json:"uninstalled,omitempty"`
+	Latest      *revisionRow         `json:"latest,omitempty"`
+	Rollback    *historyapi.Rollback `json:"rollback,omitempty"`
+	Objects     []events.ObjectRef   `json:"objects,omitempty"`
+	Updated     time.Time            `json:"updated"`
 }
 
 func (c *cli) statusCmd() *cobra.Command {
@@ -250,7 +245,7 @@ func (c *cli) statusCmd() *cobra.Command {
 				if l := st.Latest; l != nil {
 					fmt.Fprintf(tw, "LATEST REVISION:\t%d\n", l.Revision)
 					fmt.Fprintf(tw, "STATE:\t%s\n", l.State)
-					fmt.Fprintf(tw, "SOURCE:\t%s\n", dash(shortDigests(l.Source)))
+					fmt.Fprintf(tw, "SOURCE:\t%s\n", dash(events.ShortDigests(l.Source)))
 					if l.Chart != "" {
 						fmt.Fprintf(tw, "CHART:\t%s\n", l.Chart)
 					}
@@ -304,8 +299,8 @@ func (c *cli) getCmd() *cobra.Command {
 					return fmt.Errorf("%s has no revision", rel)
 				}
 			}
-			var d history.RevisionDetail
-			if err := c.ask(cmd, "revision", history.Query{Release: rel.String(), Revision: revision}, &d); err != nil {
+			var d historyapi.RevisionDetail
+			if err := c.ask(cmd, historyapi.EndpointRevision, historyapi.Query{Release: rel.String(), Revision: revision}, &d); err != nil {
 				return err
 			}
 			if d.Manifests == nil && d.Revision != nil && d.Revision.Bundle == "" {
@@ -347,8 +342,8 @@ func (c *cli) diffCmd() *cobra.Command {
 			if from < 1 || to < 1 {
 				return usagef("--from and --to are revision numbers from 1")
 			}
-			var d history.Diff
-			if err := c.ask(cmd, "diff", history.Query{Release: rel.String(), From: from, To: to}, &d); err != nil {
+			var d historyapi.Diff
+			if err := c.ask(cmd, historyapi.EndpointDiff, historyapi.Query{Release: rel.String(), From: from, To: to}, &d); err != nil {
 				return err
 			}
 			return out.print(c.stdout, d, func(tw *tabwriter.Writer) {
@@ -357,7 +352,7 @@ func (c *cli) diffCmd() *cobra.Command {
 					return
 				}
 				for _, o := range d.Objects {
-					mark := map[string]string{"added": "+", "removed": "-", "changed": "~"}[o.Change]
+					mark := map[string]string{historyapi.ChangeAdded: "+", historyapi.ChangeRemoved: "-", historyapi.ChangeChanged: "~"}[o.Change]
 					fmt.Fprintf(tw, "%s %s\t(%s)\n", mark, o.ObjectRef, o.Change)
 					for _, f := range o.Fields {
 						fmt.Fprintf(tw, "    %s:\t%s → %s\n", f.Path, short(f.From), short(f.To))

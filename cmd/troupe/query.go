@@ -16,22 +16,22 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/troupe-dev/troupe/events"
-	"github.com/troupe-dev/troupe/services/history"
+	"github.com/troupe-dev/troupe/events/historyapi"
 )
 
 // ask sends one query to the history service (troupe.history.<endpoint>) and decodes the answer
 // into out. A query nobody answers names the service to start.
-func ask(ctx context.Context, nc *nats.Conn, names events.Names, endpoint string, q history.Query, out any) error {
+func ask(ctx context.Context, nc *nats.Conn, names events.Names, endpoint string, q historyapi.Query, out any) error {
 	body, err := json.Marshal(q)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	msg, err := nc.RequestWithContext(ctx, history.QuerySubject(names)+"."+endpoint, body)
+	msg, err := nc.RequestWithContext(ctx, historyapi.QuerySubject(names)+"."+endpoint, body)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("no history service answers on %s.%s: start 'troupe dev' or the history service", history.QuerySubject(names), endpoint)
+		return fmt.Errorf("no history service answers on %s.%s: start 'troupe dev' or the history service", historyapi.QuerySubject(names), endpoint)
 	case err != nil:
 		return fmt.Errorf("ask history (%s): %w", endpoint, err)
 	}
@@ -45,7 +45,7 @@ func ask(ctx context.Context, nc *nats.Conn, names events.Names, endpoint string
 }
 
 // ask connects, asks the history service one query, and closes.
-func (c *cli) ask(cmd *cobra.Command, endpoint string, q history.Query, out any) error {
+func (c *cli) ask(cmd *cobra.Command, endpoint string, q historyapi.Query, out any) error {
 	nc, err := c.conn.Connect("troupe-cli")
 	if err != nil {
 		return err

@@ -23,6 +23,8 @@ import (
 
 	"github.com/troupe-dev/troupe/cmd/troupe/internal/helmchart/v2/loader"
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/flow"
+	"github.com/troupe-dev/troupe/events/historyapi"
 )
 
 type releaseOptions struct {
@@ -191,22 +193,25 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 	}
 	if !how.wait {
 		if !text {
-			return how.output.print(c.stdout, Outcome{Release: rel.String(), Revision: revision, State: "requested"}, nil)
+			return how.output.print(c.stdout, flow.Outcome{Release: rel.String(), Revision: revision, State: historyapi.StateRequested}, nil)
 		}
 		return nil
 	}
-	w, err := watchRelease(ctx, js, c.names, rel, ack.Sequence)
+	w, err := flow.Watch(ctx, js, c.names, rel, ack.Sequence)
 	if err != nil {
 		return err
 	}
-	defer w.stop()
+	defer w.Stop()
 	wctx, cancel := context.WithTimeout(ctx, how.timeout+30*time.Second)
 	defer cancel()
-	p := &progress{start: time.Now(), ready: -1, quietAfter: how.quietAfter}
+	p := &progress{start: time.Now()}
 	if text {
 		p.w = c.stdout
 	}
-	res, ferr := follow(wctx, w, rel, e.ID(), how.rollbackOnFailure, p)
+	res, ferr := flow.Follow(wctx, w, rel, e.ID(), flow.FollowOptions{RollbackOnFailure: how.rollbackOnFailure, QuietAfter: how.quietAfter, Start: p.start}, p.step)
+	if ferr == nil && !res.Succeeded() {
+		ferr = exitError{1, errors.New(res.Summary())}
+	}
 	if res.Revision == 0 {
 		res.Revision = revision
 	}
@@ -214,7 +219,7 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 		return ctx.Err()
 	}
 	if text {
-		if res.State == "diffed" {
+		if res.State == historyapi.StateDiffed {
 			c.printDiff(res.Diff)
 		}
 	} else if err := how.output.print(c.stdout, res, nil); err != nil {

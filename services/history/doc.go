@@ -4,7 +4,7 @@
 // asking for one on its own when a request with rollbackOnFailure fails), and answers queries.
 //
 // Choices:
-//   - A view is a fold of the release's events in stream order (View.Fold, no effects), with the
+//   - A view is a fold of the release's events in stream order (Fold, no effects), with the
 //     stream sequence of the last event folded: at-least-once delivery folds nothing twice, and
 //     Rebuild recomputes every view from the stream with the same function. The consumer handles
 //     one event at a time, in stream order.
@@ -15,4 +15,6 @@
 //     its own. A rollback mints none.
 //   - Views live in JetStream KV, so they replicate with the NATS cluster; queries are a NATS
 //     micro service (discoverable like every troupe service) and the same over HTTP JSON.
+//   - What a view is, and the queries' requests and replies, are events/historyapi's: a client
+//     (the CLI) imports those, not this package and its dependencies.
 package history

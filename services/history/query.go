@@ -17,72 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/historyapi"
 )
-
-// QuerySubject returns the prefix of the query endpoints of the system names: troupe.history.list,
-// .get, .revision, .diff, .timeline. Requests and replies are JSON (Query; the replies' types
-// below).
-func QuerySubject(names events.Names) string { return names.Root() + ".history" }
-
-// Query is a request to a query endpoint; which fields count depends on the endpoint.
-type Query struct {
-	Release  string `json:"release,omitempty"` // namespace/name
-	Revision int    `json:"revision,omitempty"`
-	From     int    `json:"from,omitempty"`
-	To       int    `json:"to,omitempty"`
-	// list: only this namespace's releases; those after this namespace/name (the last of the
-	// previous page); at most Limit of them (default and most: ListLimit).
-	Namespace string `json:"namespace,omitempty"`
-	After     string `json:"after,omitempty"`
-	Limit     int    `json:"limit,omitempty"`
-}
-
-// ListLimit is the most releases one list reply holds (~150 bytes each, well inside a NATS
-// message): a client asks again with After for the next page, until a page is shorter.
-const ListLimit = 1000
-
-// Summary is one release in a list.
-type Summary struct {
-	Release     string    `json:"release"`
-	Current     int       `json:"current"`
-	Latest      int       `json:"latest"`
-	State       string    `json:"state"` // the latest revision's
-	Uninstalled bool      `json:"uninstalled,omitempty"`
-	Updated     time.Time `json:"updated"`
-	// Requested and Timeout are the latest revision's request time and timeout: whoever lists
-	// can tell a revision in flight past its time.
-	Requested time.Time       `json:"requested,omitzero"`
-	Timeout   events.Duration `json:"timeout,omitempty"`
-}
-
-// RevisionDetail is one revision with its manifests.
-type RevisionDetail struct {
-	*Revision
-	Current   bool             `json:"current"`
-	Manifests []map[string]any `json:"manifests,omitempty"`
-}
-
-// Diff is what changed between two revisions' manifests.
-type Diff struct {
-	Release string         `json:"release"`
-	From    int            `json:"from"`
-	To      int            `json:"to"`
-	Objects []ObjectChange `json:"objects"`
-}
-
-// ObjectChange is one object added, removed or changed between two revisions.
-type ObjectChange struct {
-	events.ObjectRef
-	Change string        `json:"change"` // added, removed, changed
-	Fields []FieldChange `json:"fields,omitempty"`
-}
-
-// FieldChange is one field that differs.
-type FieldChange struct {
-	Path string `json:"path"`
-	From any    `json:"from,omitempty"`
-	To   any    `json:"to,omitempty"`
-}
 
 // queryError is an answer's error, with an HTTP-like code.
 type queryError struct {
@@ -101,16 +37,16 @@ func badQuery(format string, args ...any) error {
 }
 
 // List lists releases in NS/NAME order: q.Namespace's only, unless empty; those after q.After;
-// q.Limit at most (default and most ListLimit).
-func (s *Service) List(ctx context.Context, q Query) ([]Summary, error) {
-	if q.Limit <= 0 || q.Limit > ListLimit {
-		q.Limit = ListLimit
+// q.Limit at most (default and most historyapi.ListLimit).
+func (s *Service) List(ctx context.Context, q historyapi.Query) ([]historyapi.Summary, error) {
+	if q.Limit <= 0 || q.Limit > historyapi.ListLimit {
+		q.Limit = historyapi.ListLimit
 	}
 	rels, err := s.releases(ctx, q.Namespace)
 	if err != nil {
 		return nil, err
 	}
-	out := []Summary{}
+	out := []historyapi.Summary{}
 	for _, rel := range rels {
 		if len(out) == q.Limit {
 			break
@@ -122,8 +58,8 @@ func (s *Service) List(ctx context.Context, q Query) ([]Summary, error) {
 		if err != nil {
 			continue // deleted meanwhile
 		}
-		sm := Summary{Release: v.Release, Current: v.Current, Uninstalled: v.Uninstalled, Updated: v.Updated}
-		if n := v.newest(); n != nil {
+		sm := historyapi.Summary{Release: v.Release, Current: v.Current, Uninstalled: v.Uninstalled, Updated: v.Updated}
+		if n := v.Latest(); n != nil {
 			sm.Latest, sm.State, sm.Requested = n.Revision, n.State, n.Times.Requested
 			if n.Request != nil {
 				sm.Timeout = n.Request.Options.Timeout
@@ -134,7 +70,7 @@ func (s *Service) List(ctx context.Context, q Query) ([]Summary, error) {
 	return out, nil
 }
 
-func (s *Service) view(ctx context.Context, release string) (*View, error) {
+func (s *Service) view(ctx context.Context, release string) (*historyapi.View, error) {
 	rel, err := events.ParseRelease(release)
 	if err != nil {
 		return nil, badQuery("release %q: %v (want namespace/name)", release, err)
@@ -148,7 +84,7 @@ func (s *Service) view(ctx context.Context, release string) (*View, error) {
 
 // RevisionOf returns one revision of a release, with its manifests when the bundle is still
 // in the object store.
-func (s *Service) RevisionOf(ctx context.Context, release string, n int) (*RevisionDetail, error) {
+func (s *Service) RevisionOf(ctx context.Context, release string, n int) (*historyapi.RevisionDetail, error) {
 	v, err := s.view(ctx, release)
 	if err != nil {
 		return nil, err
@@ -157,7 +93,7 @@ func (s *Service) RevisionOf(ctx context.Context, release string, n int) (*Revis
 	if r == nil {
 		return nil, notFound("%s has no revision %d (it has %s)", release, n, revisionList(v))
 	}
-	d := &RevisionDetail{Revision: r, Current: n == v.Current}
+	d := &historyapi.RevisionDetail{Revision: r, Current: n == v.Current}
 	if r.Bundle != "" {
 		if b, err := s.Bundle(ctx, r.Bundle); err == nil {
 			d.Manifests = b.Objects
@@ -167,7 +103,7 @@ func (s *Service) RevisionOf(ctx context.Context, release string, n int) (*Revis
 }
 
 // DiffOf compares two revisions' manifests, object by object and field by field.
-func (s *Service) DiffOf(ctx context.Context, release string, from, to int) (*Diff, error) {
+func (s *Service) DiffOf(ctx context.Context, release string, from, to int) (*historyapi.Diff, error) {
 	a, err := s.RevisionOf(ctx, release, from)
 	if err != nil {
 		return nil, err
@@ -176,7 +112,7 @@ func (s *Service) DiffOf(ctx context.Context, release string, from, to int) (*Di
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range []*RevisionDetail{a, b} {
+	for _, r := range []*historyapi.RevisionDetail{a, b} {
 		if r.Manifests == nil {
 			return nil, notFound("%s revision %d: no manifests (never rendered, or its bundle is no longer stored)", release, r.Revision.Revision)
 		}
@@ -190,24 +126,24 @@ func (s *Service) DiffOf(ctx context.Context, release string, from, to int) (*Di
 		return m
 	}
 	before, after := byRef(a.Manifests), byRef(b.Manifests)
-	d := &Diff{Release: release, From: from, To: to, Objects: []ObjectChange{}}
+	d := &historyapi.Diff{Release: release, From: from, To: to, Objects: []historyapi.ObjectChange{}}
 	for ref, o := range after {
 		old, ok := before[ref]
 		switch {
 		case !ok:
-			d.Objects = append(d.Objects, ObjectChange{ObjectRef: ref, Change: "added"})
+			d.Objects = append(d.Objects, historyapi.ObjectChange{ObjectRef: ref, Change: historyapi.ChangeAdded})
 		case !reflect.DeepEqual(old, o):
-			var fields []FieldChange
+			var fields []historyapi.FieldChange
 			diffFields("", old, o, &fields)
-			d.Objects = append(d.Objects, ObjectChange{ObjectRef: ref, Change: "changed", Fields: fields})
+			d.Objects = append(d.Objects, historyapi.ObjectChange{ObjectRef: ref, Change: historyapi.ChangeChanged, Fields: fields})
 		}
 	}
 	for ref := range before {
 		if _, ok := after[ref]; !ok {
-			d.Objects = append(d.Objects, ObjectChange{ObjectRef: ref, Change: "removed"})
+			d.Objects = append(d.Objects, historyapi.ObjectChange{ObjectRef: ref, Change: historyapi.ChangeRemoved})
 		}
 	}
-	slices.SortFunc(d.Objects, func(x, y ObjectChange) int {
+	slices.SortFunc(d.Objects, func(x, y historyapi.ObjectChange) int {
 		return compareRefs(x.ObjectRef, y.ObjectRef)
 	})
 	return d, nil
@@ -227,7 +163,7 @@ func compareRefs(a, b events.ObjectRef) int {
 
 // diffFields lists the leaves that differ between a and b, with dotted paths (list items as
 // [i]).
-func diffFields(path string, a, b any, out *[]FieldChange) {
+func diffFields(path string, a, b any, out *[]historyapi.FieldChange) {
 	am, aok := a.(map[string]any)
 	bm, bok := b.(map[string]any)
 	if aok && bok {
@@ -261,40 +197,40 @@ func diffFields(path string, a, b any, out *[]FieldChange) {
 		return
 	}
 	if !reflect.DeepEqual(a, b) {
-		*out = append(*out, FieldChange{Path: path, From: a, To: b})
+		*out = append(*out, historyapi.FieldChange{Path: path, From: a, To: b})
 	}
 }
 
-func revisionList(v *View) string {
+func revisionList(v *historyapi.View) string {
 	if len(v.Revisions) == 0 {
 		return "none"
 	}
-	return fmt.Sprintf("%d to %d", v.Revisions[0].Revision, v.newest().Revision)
+	return fmt.Sprintf("%d to %d", v.Revisions[0].Revision, v.Latest().Revision)
 }
 
 // answer runs one query.
-func (s *Service) answer(ctx context.Context, endpoint string, q Query) (any, error) {
+func (s *Service) answer(ctx context.Context, endpoint string, q historyapi.Query) (any, error) {
 	switch endpoint {
-	case "list":
+	case historyapi.EndpointList:
 		if q.Namespace != "" {
 			if err := events.ValidateName("namespace", q.Namespace); err != nil {
 				return nil, badQuery("%v", err)
 			}
 		}
 		return s.List(ctx, q)
-	case "get":
+	case historyapi.EndpointGet:
 		return s.view(ctx, q.Release)
-	case "revision":
+	case historyapi.EndpointRevision:
 		if q.Revision < 1 {
 			return nil, badQuery("revision: want a revision number from 1")
 		}
 		return s.RevisionOf(ctx, q.Release, q.Revision)
-	case "diff":
+	case historyapi.EndpointDiff:
 		if q.From < 1 || q.To < 1 {
 			return nil, badQuery("diff: want from and to, revision numbers from 1")
 		}
 		return s.DiffOf(ctx, q.Release, q.From, q.To)
-	case "timeline":
+	case historyapi.EndpointTimeline:
 		v, err := s.view(ctx, q.Release)
 		if err != nil {
 			return nil, err
@@ -304,18 +240,18 @@ func (s *Service) answer(ctx context.Context, endpoint string, q Query) (any, er
 	return nil, notFound("no query %q", endpoint)
 }
 
-// Serve registers the query endpoints as a NATS micro service (troupe.history.<endpoint>),
-// answering until ctx ends.
+// Serve registers the query endpoints as a NATS micro service (historyapi.QuerySubject:
+// troupe.history.<endpoint>), answering until ctx ends.
 func (s *Service) Serve(ctx context.Context, nc *nats.Conn) error {
 	svc, err := micro.AddService(nc, micro.Config{Name: "troupe-history-queries", Version: version(s.opts.Version),
 		Description: "troupe history: releases, revisions, diffs, timelines"})
 	if err != nil {
 		return err
 	}
-	g := svc.AddGroup(QuerySubject(s.opts.Names))
-	for _, ep := range []string{"list", "get", "revision", "diff", "timeline"} {
+	g := svc.AddGroup(historyapi.QuerySubject(s.opts.Names))
+	for _, ep := range historyapi.Endpoints() {
 		err := g.AddEndpoint(ep, micro.HandlerFunc(func(req micro.Request) {
-			var q Query
+			var q historyapi.Query
 			if len(req.Data()) > 0 {
 				if err := json.Unmarshal(req.Data(), &q); err != nil {
 					_ = req.Error("400", "query: "+err.Error(), nil)
@@ -366,23 +302,23 @@ func (s *Service) HTTPHandler() http.Handler {
 	rel := func(r *http.Request) string { return r.PathValue("ns") + "/" + r.PathValue("name") }
 	num := func(s string) int { n, _ := strconv.Atoi(s); return n }
 	mux.HandleFunc("GET /releases", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.answer(r.Context(), "list", Query{Namespace: r.URL.Query().Get("namespace"), After: r.URL.Query().Get("after"), Limit: num(r.URL.Query().Get("limit"))})
+		res, err := s.answer(r.Context(), historyapi.EndpointList, historyapi.Query{Namespace: r.URL.Query().Get("namespace"), After: r.URL.Query().Get("after"), Limit: num(r.URL.Query().Get("limit"))})
 		reply(w, res, err)
 	})
 	mux.HandleFunc("GET /releases/{ns}/{name}", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.answer(r.Context(), "get", Query{Release: rel(r)})
+		res, err := s.answer(r.Context(), historyapi.EndpointGet, historyapi.Query{Release: rel(r)})
 		reply(w, res, err)
 	})
 	mux.HandleFunc("GET /releases/{ns}/{name}/revisions/{n}", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.answer(r.Context(), "revision", Query{Release: rel(r), Revision: num(r.PathValue("n"))})
+		res, err := s.answer(r.Context(), historyapi.EndpointRevision, historyapi.Query{Release: rel(r), Revision: num(r.PathValue("n"))})
 		reply(w, res, err)
 	})
 	mux.HandleFunc("GET /releases/{ns}/{name}/diff", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.answer(r.Context(), "diff", Query{Release: rel(r), From: num(r.URL.Query().Get("from")), To: num(r.URL.Query().Get("to"))})
+		res, err := s.answer(r.Context(), historyapi.EndpointDiff, historyapi.Query{Release: rel(r), From: num(r.URL.Query().Get("from")), To: num(r.URL.Query().Get("to"))})
 		reply(w, res, err)
 	})
 	mux.HandleFunc("GET /releases/{ns}/{name}/timeline", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.answer(r.Context(), "timeline", Query{Release: rel(r)})
+		res, err := s.answer(r.Context(), historyapi.EndpointTimeline, historyapi.Query{Release: rel(r)})
 		reply(w, res, err)
 	})
 	return mux

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/historyapi"
 )
 
 // Rebuild recomputes every view from the events stream, from its first event to its last, and
@@ -23,7 +24,7 @@ func (s *Service) Rebuild(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	views := map[events.Release]*View{}
+	views := map[events.Release]*historyapi.View{}
 	if last := info.State.LastSeq; last > 0 && info.State.Msgs > 0 {
 		c, err := s.js.OrderedConsumer(ctx, s.opts.Names.Stream(), jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{s.opts.Names.ReleaseSubjects()}, DeliverPolicy: jetstream.DeliverAllPolicy})
@@ -48,13 +49,13 @@ func (s *Service) Rebuild(ctx context.Context) (int, error) {
 				rel, _ := events.ReleaseOf(e)
 				v := views[rel]
 				if v == nil {
-					v = &View{Release: rel.String()}
+					v = &historyapi.View{Release: rel.String()}
 					views[rel] = v
 				}
 				if err := s.fold(ctx, v, e, md.Sequence.Stream); err != nil && !events.IsTerminal(err) {
 					return 0, err
 				}
-				v.Prune(s.opts.Keep)
+				Prune(v, s.opts.Keep)
 			}
 			if md.Sequence.Stream >= last {
 				break

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/historyapi"
 )
 
 // Name is the service's name: its durable consumer and its source troupe/history.
@@ -99,12 +100,12 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 		return err
 	}
 	if v == nil {
-		v = &View{Release: rel.String()}
+		v = &historyapi.View{Release: rel.String()}
 	}
 	if err := s.fold(ctx, v, e, d.Sequence); err != nil {
 		return err
 	}
-	dropped := v.Prune(s.opts.Keep)
+	dropped := Prune(v, s.opts.Keep)
 	if err := s.save(ctx, rel, v); err != nil {
 		return err
 	}
@@ -115,7 +116,7 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 }
 
 // fold folds e into v, numbering a release.requested as every service does.
-func (s *Service) fold(ctx context.Context, v *View, e event.Event, seq uint64) error {
+func (s *Service) fold(ctx context.Context, v *historyapi.View, e event.Event, seq uint64) error {
 	revision := events.Revision(e)
 	if e.Type() == events.TypeRequested && seq > v.Sequence {
 		rel, _ := events.ReleaseOf(e)
@@ -125,7 +126,7 @@ func (s *Service) fold(ctx context.Context, v *View, e event.Event, seq uint64) 
 		}
 		revision = n
 	}
-	if err := v.Fold(e, seq, revision); err != nil {
+	if err := Fold(v, e, seq, revision); err != nil {
 		return events.Terminal(err)
 	}
 	return nil
@@ -135,15 +136,15 @@ func (s *Service) fold(ctx context.Context, v *View, e event.Event, seq uint64) 
 // target revision's bundle as its release.rendered), or refuses it with release.failed; and,
 // when a revision whose request said rollbackOnFailure fails (but not a rollback), asks for
 // one to the last ready revision.
-func (s *Service) react(ctx context.Context, v *View, e event.Event) error {
+func (s *Service) react(ctx context.Context, v *historyapi.View, e event.Event) error {
 	entry := v.Entry(e.ID())
 	if entry == nil {
 		return nil // pruned with its revision
 	}
 	switch {
-	case e.Type() == events.TypeRollbackRequested && entry.Action == ActionRollbackRefused:
+	case e.Type() == events.TypeRollbackRequested && entry.Action == historyapi.ActionRollbackRefused:
 		return refusal(0, ReasonNoRollbackTarget, entry.Note)
-	case e.Type() == events.TypeRollbackRequested && entry.Action == ActionRollback:
+	case e.Type() == events.TypeRollbackRequested && entry.Action == historyapi.ActionRollback:
 		target := v.Get(entry.Revision)
 		if target == nil {
 			return nil
@@ -174,10 +175,10 @@ func (s *Service) react(ctx context.Context, v *View, e event.Event) error {
 		return err
 	case e.Type() == events.TypeFailed && entry.Action == "":
 		r := v.Get(entry.Revision)
-		if r == nil || r.State != StateFailed || r.Request == nil || !r.Request.Options.RollbackOnFailure {
+		if r == nil || r.State != historyapi.StateFailed || r.Request == nil || !r.Request.Options.RollbackOnFailure {
 			return nil
 		}
-		target, _, why := v.RollbackTarget(0)
+		target, _, why := RollbackTarget(v, 0)
 		if why != "" || target == r.Revision {
 			return nil // nothing was ready before: nothing to roll back to
 		}
@@ -202,7 +203,7 @@ func refusal(revision int, reason, message string) error {
 
 // deleteBundles deletes the bundles of revisions the view no longer keeps, unless a kept
 // revision has the same bundle (best effort: a bundle left over costs space, nothing else).
-func (s *Service) deleteBundles(ctx context.Context, v *View, dropped []*Revision) {
+func (s *Service) deleteBundles(ctx context.Context, v *historyapi.View, dropped []*historyapi.Revision) {
 	for _, d := range dropped {
 		if d.Bundle == "" {
 			continue
@@ -221,7 +222,7 @@ func (s *Service) deleteBundles(ctx context.Context, v *View, dropped []*Revisio
 var ErrUnknownRelease = errors.New("unknown release")
 
 // View returns rel's view.
-func (s *Service) View(ctx context.Context, rel events.Release) (*View, error) {
+func (s *Service) View(ctx context.Context, rel events.Release) (*historyapi.View, error) {
 	entry, err := s.kv.Get(ctx, key(rel))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, fmt.Errorf("%w %s", ErrUnknownRelease, rel)
@@ -229,14 +230,14 @@ func (s *Service) View(ctx context.Context, rel events.Release) (*View, error) {
 	if err != nil {
 		return nil, err
 	}
-	var v View
+	var v historyapi.View
 	if err := json.Unmarshal(entry.Value(), &v); err != nil {
 		return nil, fmt.Errorf("history of %s: %w", rel, err)
 	}
 	return &v, nil
 }
 
-func (s *Service) save(ctx context.Context, rel events.Release, v *View) error {
+func (s *Service) save(ctx context.Context, rel events.Release, v *historyapi.View) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -246,12 +247,12 @@ func (s *Service) save(ctx context.Context, rel events.Release, v *View) error {
 }
 
 // Views returns every release's view.
-func (s *Service) Views(ctx context.Context) ([]*View, error) {
+func (s *Service) Views(ctx context.Context) ([]*historyapi.View, error) {
 	rels, err := s.releases(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	var out []*View
+	var out []*historyapi.View
 	for _, rel := range rels {
 		v, err := s.View(ctx, rel)
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/historyapi"
 	"github.com/troupe-dev/troupe/events/natstest"
 	"github.com/troupe-dev/troupe/services/history"
 )
@@ -98,7 +99,7 @@ func (e *env) goesReady(rendered event.Event, revision int) event.Event {
 	rel, _ := events.ReleaseOf(rendered)
 	applied := e.derive(rendered, "troupe/applier", events.TypeApplied, revision, events.Applied{
 		Bundle:    mustData[events.Rendered](e.t, rendered).Bundle,
-		Inventory: []events.AppliedObject{{ObjectRef: events.ObjectRef{APIVersion: "v1", Kind: "ConfigMap", Namespace: rel.Namespace, Name: "config"}, Action: "configured"}}})
+		Inventory: []events.AppliedObject{{ObjectRef: events.ObjectRef{APIVersion: "v1", Kind: "ConfigMap", Namespace: rel.Namespace, Name: "config"}, Action: events.ActionConfigured}}})
 	return e.derive(applied, "troupe/health", events.TypeReady, revision, events.Ready{TimeToReady: events.Duration(time.Second), Objects: 1})
 }
 
@@ -120,9 +121,9 @@ func mustData[T any, P interface {
 }
 
 // view waits until rel's view satisfies ok, and returns it.
-func (e *env) view(rel events.Release, ok func(*history.View) bool) *history.View {
+func (e *env) view(rel events.Release, ok func(*historyapi.View) bool) *historyapi.View {
 	e.t.Helper()
-	var v *history.View
+	var v *historyapi.View
 	require.Eventually(e.t, func() bool {
 		var err error
 		v, err = e.svc.View(e.t.Context(), rel)
@@ -188,11 +189,11 @@ func TestRevisionsFollowTheStream(t *testing.T) {
 	revisions, err := events.NewRevisions(t.Context(), e.js, events.Names{})
 	require.NoError(t, err)
 	for _, rel := range []events.Release{a, b} {
-		v := e.view(rel, func(v *history.View) bool { return len(v.Revisions) == 10 })
+		v := e.view(rel, func(v *historyapi.View) bool { return len(v.Revisions) == 10 })
 		var last uint64
 		for i, r := range v.Revisions {
 			assert.Equal(t, i+1, r.Revision)
-			assert.Equal(t, history.StateRequested, r.State)
+			assert.Equal(t, historyapi.StateRequested, r.State)
 		}
 		for _, entry := range v.Timeline {
 			assert.Greater(t, entry.Sequence, last, "the timeline is in stream order")
@@ -212,7 +213,7 @@ func TestRollbackResendsTheRecordedBundle(t *testing.T) {
 	rel := events.Release{Namespace: "prod", Name: "web"}
 	e.release(rel, 1, "one", events.Options{})
 	e.release(rel, 2, "two", events.Options{})
-	v := e.view(rel, func(v *history.View) bool { return v.Current == 2 })
+	v := e.view(rel, func(v *historyapi.View) bool { return v.Current == 2 })
 	v1 := v.Get(1)
 
 	got := e.from(rel)
@@ -229,8 +230,8 @@ func TestRollbackResendsTheRecordedBundle(t *testing.T) {
 	assert.Equal(t, v1.Objects, rendered.Objects)
 
 	e.goesReady(out[0], 1)
-	v = e.view(rel, func(v *history.View) bool { return v.Current == 1 })
-	assert.Equal(t, history.StateRolledBack, v.Get(2).State)
+	v = e.view(rel, func(v *historyapi.View) bool { return v.Current == 1 })
+	assert.Equal(t, historyapi.StateRolledBack, v.Get(2).State)
 	assert.Equal(t, 1, v.Get(2).RolledBackTo)
 	assert.Nil(t, v.Rollback)
 	var actions []string
@@ -239,10 +240,10 @@ func TestRollbackResendsTheRecordedBundle(t *testing.T) {
 			actions = append(actions, entry.Action)
 		}
 	}
-	assert.Equal(t, []string{history.ActionRollback, history.ActionRolledBack}, actions)
+	assert.Equal(t, []string{historyapi.ActionRollback, historyapi.ActionRolledBack}, actions)
 
 	e.request(rel, events.Options{})
-	v = e.view(rel, func(v *history.View) bool { return len(v.Revisions) == 3 })
+	v = e.view(rel, func(v *historyapi.View) bool { return len(v.Revisions) == 3 })
 	assert.Equal(t, 3, v.Revisions[2].Revision, "a rollback mints no number")
 }
 
@@ -253,7 +254,7 @@ func TestAutomaticRollbackOnce(t *testing.T) {
 	e := newEnv(t)
 	rel := events.Release{Namespace: "prod", Name: "web"}
 	e.release(rel, 1, "one", events.Options{})
-	e.view(rel, func(v *history.View) bool { return v.Current == 1 })
+	e.view(rel, func(v *historyapi.View) bool { return v.Current == 1 })
 
 	got := e.from(rel)
 	req := e.request(rel, events.Options{RollbackOnFailure: true})
@@ -272,8 +273,8 @@ func TestAutomaticRollbackOnce(t *testing.T) {
 	require.Equal(t, events.TypeRendered, out[1].Type(), "the rollback starts")
 	e.derive(out[1], "troupe/applier", events.TypeFailed, 1, events.Failed{Stage: events.StageApply, Reason: "cluster_unreachable", Message: "no answer"})
 
-	v := e.view(rel, func(v *history.View) bool {
-		return v.Rollback == nil && v.Get(2).State == history.StateFailed && len(v.Get(2).Message) > 30
+	v := e.view(rel, func(v *historyapi.View) bool {
+		return v.Rollback == nil && v.Get(2).State == historyapi.StateFailed && len(v.Get(2).Message) > 30
 	})
 	assert.Contains(t, v.Get(2).Message, "pod web-1 crash-loops")
 	assert.Contains(t, v.Get(2).Message, "rollback to revision 1 failed")
@@ -289,7 +290,7 @@ func TestRollbackRefusals(t *testing.T) {
 	e := newEnv(t)
 	rel := events.Release{Namespace: "prod", Name: "web"}
 	e.release(rel, 1, "one", events.Options{})
-	v := e.view(rel, func(v *history.View) bool { return v.Current == 1 })
+	v := e.view(rel, func(v *historyapi.View) bool { return v.Current == 1 })
 
 	got := e.from(rel)
 	rb, err := events.NewEvent("troupe/cli", events.TypeRollbackRequested, rel, events.RollbackRequested{TargetRevision: 9})
@@ -313,7 +314,7 @@ func TestRollbackRefusals(t *testing.T) {
 	f = mustData[events.Failed](t, out[1])
 	assert.Equal(t, history.ReasonBundleExpired, f.Reason)
 	assert.Contains(t, f.Message, "no longer in the bundles object store")
-	v = e.view(rel, func(v *history.View) bool { return v.Rollback == nil })
+	v = e.view(rel, func(v *historyapi.View) bool { return v.Rollback == nil })
 	assert.Equal(t, 1, v.Current)
 }
 
@@ -329,8 +330,8 @@ func TestRebuildEqualsLive(t *testing.T) {
 	e.publish(rb)
 	req := e.request(api, events.Options{})
 	e.derive(e.rendered(req, 2, "bad"), "troupe/applier", events.TypeFailed, 2, events.Failed{Stage: events.StageApply, Reason: "invalid_object", Message: "no"})
-	e.view(api, func(v *history.View) bool { return v.Get(2) != nil && v.Get(2).State == history.StateFailed })
-	e.view(web, func(v *history.View) bool { return v.Rollback != nil })
+	e.view(api, func(v *historyapi.View) bool { return v.Get(2) != nil && v.Get(2).State == historyapi.StateFailed })
+	e.view(web, func(v *historyapi.View) bool { return v.Rollback != nil })
 
 	live := snapshot(t, e)
 	kv, err := e.js.KeyValue(t.Context(), events.KVHistory)
@@ -365,67 +366,67 @@ func TestQueries(t *testing.T) {
 	rel := events.Release{Namespace: "prod", Name: "web"}
 	e.release(rel, 1, "one", events.Options{})
 	e.release(rel, 2, "two", events.Options{})
-	e.view(rel, func(v *history.View) bool { return v.Current == 2 })
+	e.view(rel, func(v *historyapi.View) bool { return v.Current == 2 })
 
-	ask := func(endpoint string, q history.Query, into any) micro.Headers {
+	ask := func(endpoint string, q historyapi.Query, into any) micro.Headers {
 		t.Helper()
 		b, err := json.Marshal(q)
 		require.NoError(t, err)
-		msg, err := e.nc.Request(history.QuerySubject(events.Names{})+"."+endpoint, b, 5*time.Second)
+		msg, err := e.nc.Request(historyapi.QuerySubject(events.Names{})+"."+endpoint, b, 5*time.Second)
 		require.NoError(t, err)
 		if msg.Header.Get(micro.ErrorHeader) == "" && into != nil {
 			require.NoError(t, json.Unmarshal(msg.Data, into), string(msg.Data))
 		}
 		return micro.Headers(msg.Header)
 	}
-	var list []history.Summary
-	ask("list", history.Query{}, &list)
+	var list []historyapi.Summary
+	ask("list", historyapi.Query{}, &list)
 	require.Len(t, list, 1)
-	assert.Equal(t, history.Summary{Release: "prod/web", Current: 2, Latest: 2, State: history.StateReady, Updated: list[0].Updated,
+	assert.Equal(t, historyapi.Summary{Release: "prod/web", Current: 2, Latest: 2, State: historyapi.StateReady, Updated: list[0].Updated,
 		Requested: list[0].Requested, Timeout: list[0].Timeout}, list[0])
 	assert.False(t, list[0].Requested.IsZero(), "when the latest revision was requested")
 
 	// Narrowed to a namespace and paged, in NS/NAME order.
 	for _, r := range []events.Release{{Namespace: "prod", Name: "api"}, {Namespace: "staging", Name: "web"}, {Namespace: "production", Name: "db"}} {
 		e.release(r, 1, "one", events.Options{})
-		e.view(r, func(v *history.View) bool { return v.Current == 1 })
+		e.view(r, func(v *historyapi.View) bool { return v.Current == 1 })
 	}
-	names := func(l []history.Summary) (out []string) {
+	names := func(l []historyapi.Summary) (out []string) {
 		for _, s := range l {
 			out = append(out, s.Release)
 		}
 		return out
 	}
-	ask("list", history.Query{}, &list)
+	ask("list", historyapi.Query{}, &list)
 	assert.Equal(t, []string{"prod/api", "prod/web", "production/db", "staging/web"}, names(list))
-	ask("list", history.Query{Namespace: "prod"}, &list)
+	ask("list", historyapi.Query{Namespace: "prod"}, &list)
 	assert.Equal(t, []string{"prod/api", "prod/web"}, names(list), "not production's")
-	ask("list", history.Query{Limit: 3}, &list)
+	ask("list", historyapi.Query{Limit: 3}, &list)
 	assert.Equal(t, []string{"prod/api", "prod/web", "production/db"}, names(list))
-	ask("list", history.Query{Limit: 3, After: "production/db"}, &list)
+	ask("list", historyapi.Query{Limit: 3, After: "production/db"}, &list)
 	assert.Equal(t, []string{"staging/web"}, names(list))
-	h := ask("list", history.Query{Namespace: "Bad_NS"}, nil)
+	h := ask("list", historyapi.Query{Namespace: "Bad_NS"}, nil)
 	assert.Equal(t, "400", h.Get(micro.ErrorCodeHeader))
 
-	var v history.View
-	ask("get", history.Query{Release: "prod/web"}, &v)
+	var v historyapi.View
+	ask("get", historyapi.Query{Release: "prod/web"}, &v)
 	assert.Len(t, v.Revisions, 2)
 
-	var rev history.RevisionDetail
-	ask("revision", history.Query{Release: "prod/web", Revision: 1}, &rev)
+	var rev historyapi.RevisionDetail
+	ask("revision", historyapi.Query{Release: "prod/web", Revision: 1}, &rev)
 	assert.Equal(t, 1, rev.Revision.Revision)
 	assert.False(t, rev.Current)
 	require.Len(t, rev.Manifests, 1)
 	assert.Equal(t, map[string]any{"value": "one"}, rev.Manifests[0]["data"])
 
-	var d history.Diff
-	ask("diff", history.Query{Release: "prod/web", From: 1, To: 2}, &d)
+	var d historyapi.Diff
+	ask("diff", historyapi.Query{Release: "prod/web", From: 1, To: 2}, &d)
 	require.Len(t, d.Objects, 1)
 	assert.Equal(t, "changed", d.Objects[0].Change)
-	assert.Equal(t, []history.FieldChange{{Path: "data.value", From: "one", To: "two"}}, d.Objects[0].Fields)
+	assert.Equal(t, []historyapi.FieldChange{{Path: "data.value", From: "one", To: "two"}}, d.Objects[0].Fields)
 
-	var timeline []history.Entry
-	ask("timeline", history.Query{Release: "prod/web"}, &timeline)
+	var timeline []historyapi.Entry
+	ask("timeline", historyapi.Query{Release: "prod/web"}, &timeline)
 	var types []string
 	for _, entry := range timeline {
 		types = append(types, fmt.Sprintf("%d %s", entry.Revision, entry.Type))
@@ -433,13 +434,13 @@ func TestQueries(t *testing.T) {
 	assert.Equal(t, []string{"1 release.requested", "1 release.rendered", "1 release.applied", "1 release.ready",
 		"2 release.requested", "2 release.rendered", "2 release.applied", "2 release.ready"}, types)
 
-	h = ask("get", history.Query{Release: "prod/nope"}, nil)
+	h = ask("get", historyapi.Query{Release: "prod/nope"}, nil)
 	assert.Equal(t, "404", h.Get(micro.ErrorCodeHeader))
 	assert.Contains(t, h.Get(micro.ErrorHeader), "unknown release prod/nope")
-	h = ask("revision", history.Query{Release: "prod/web", Revision: 7}, nil)
+	h = ask("revision", historyapi.Query{Release: "prod/web", Revision: 7}, nil)
 	assert.Equal(t, "404", h.Get(micro.ErrorCodeHeader))
 	assert.Contains(t, h.Get(micro.ErrorHeader), "prod/web has no revision 7 (it has 1 to 2)")
-	h = ask("get", history.Query{Release: "Not A Release"}, nil)
+	h = ask("get", historyapi.Query{Release: "Not A Release"}, nil)
 	assert.Equal(t, "400", h.Get(micro.ErrorCodeHeader))
 
 	// The same over HTTP.
@@ -453,7 +454,7 @@ func TestQueries(t *testing.T) {
 		require.NoError(t, json.NewDecoder(res.Body).Decode(into))
 		return res.StatusCode
 	}
-	var hd history.Diff
+	var hd historyapi.Diff
 	assert.Equal(t, http.StatusOK, get("/releases/prod/web/diff?from=1&to=2", &hd))
 	assert.Equal(t, d, hd)
 	var problem map[string]string
@@ -467,11 +468,11 @@ func TestRetention(t *testing.T) {
 	e := newEnvWith(t, history.Options{Keep: 2})
 	rel := events.Release{Namespace: "prod", Name: "web"}
 	e.release(rel, 1, "one", events.Options{})
-	first := e.view(rel, func(v *history.View) bool { return v.Current == 1 }).Get(1).Bundle
+	first := e.view(rel, func(v *historyapi.View) bool { return v.Current == 1 }).Get(1).Bundle
 	for n := 2; n <= 4; n++ {
 		e.release(rel, n, fmt.Sprint(n), events.Options{})
 	}
-	v := e.view(rel, func(v *history.View) bool { return v.Current == 4 })
+	v := e.view(rel, func(v *historyapi.View) bool { return v.Current == 4 })
 	var kept []int
 	for _, r := range v.Revisions {
 		kept = append(kept, r.Revision)

@@ -461,11 +461,11 @@ func (a *Applier) applyAll(ctx context.Context, rel events.Release, items []*ite
 		}
 		switch {
 		case it.dryRunRV == "":
-			it.action = "created"
+			it.action = events.ActionCreated
 		case it.sameManifest:
-			it.action = "unchanged"
+			it.action = events.ActionUnchanged
 		default:
-			it.action = "configured"
+			it.action = events.ActionConfigured
 		}
 	})
 	if e := merge(errs); e != nil {

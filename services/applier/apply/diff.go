@@ -59,7 +59,7 @@ func (a *Applier) Diff(ctx context.Context, req Request) ([]events.ObjectDiff, e
 		}
 		for _, o := range req.Previous {
 			if !current[o.ObjectRef] && !isCRD(o.ObjectRef) {
-				diffs = append(diffs, events.ObjectDiff{ObjectRef: o.ObjectRef, Action: "prune"})
+				diffs = append(diffs, events.ObjectDiff{ObjectRef: o.ObjectRef, Action: events.ActionPrune})
 			}
 		}
 	}
@@ -67,7 +67,7 @@ func (a *Applier) Diff(ctx context.Context, req Request) ([]events.ObjectDiff, e
 }
 
 func (a *Applier) diffOne(ctx context.Context, rel events.Release, it *item) (events.ObjectDiff, *Error) {
-	d := events.ObjectDiff{ObjectRef: it.ref, Action: "create"}
+	d := events.ObjectDiff{ObjectRef: it.ref, Action: events.ActionCreate}
 	if it.deferred {
 		return d, nil
 	}
@@ -87,10 +87,10 @@ func (a *Applier) diffOne(ctx context.Context, rel events.Release, it *item) (ev
 	}
 	before, after := withoutServerFields(live), withoutServerFields(out)
 	if reflect.DeepEqual(before, after) {
-		d.Action = "unchanged"
+		d.Action = events.ActionUnchanged
 		return d, nil
 	}
-	d.Action = "update"
+	d.Action = events.ActionUpdate
 	d.Diff = unifiedDiff(it.ref, before, after)
 	return d, nil
 }

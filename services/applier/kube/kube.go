@@ -1,5 +1,6 @@
-// Package kube is how troupe's commands that reach a Kubernetes cluster (the applier, the health
-// watcher) are told which one: the same flags, the same rules.
+// Package kube is how troupe's commands that reach a Kubernetes cluster (the applier, and troupe
+// dev for its services) are told which one. The health watcher's command has a copy of the same
+// flags and rules (services/health/cmd/health), so as not to import the applier: change both.
 package kube
 
 import (

@@ -1,0 +1,117 @@
+package flow
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/historyapi"
+	"github.com/troupe-dev/troupe/events/natstest"
+)
+
+func publish(t *testing.T, js jetstream.JetStream, names events.Names, evs ...event.Event) uint64 {
+	t.Helper()
+	var seq uint64
+	for _, e := range evs {
+		ack, err := events.NewPublisher(js, names).Publish(t.Context(), e)
+		require.NoError(t, err)
+		seq = ack.Sequence
+	}
+	return seq
+}
+
+// TestFollowAndTraceOnTheStream: what Follow and ReadTrace make of a flow on a real stream, in a
+// sandbox's subjects: the request numbered as the services number it, the malformed message
+// skipped, the flow followed from the request's sequence to its end.
+func TestFollowAndTraceOnTheStream(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	names, err := events.NewNames("sbx")
+	require.NoError(t, err)
+	_, err = events.Provision(t.Context(), js, events.ProvisionConfig{Names: names})
+	require.NoError(t, err)
+
+	c := &chain{t: t}
+	old := c.request(manifests) // revision 1, not followed
+	req := c.request(manifests)
+	r := c.derive(req, "renderer", events.TypeRendered, 2, events.Rendered{Bundle: digest})
+	a := c.derive(r, "applier", events.TypeApplied, 0, events.Applied{Bundle: digest})
+	ready := c.derive(a, "health", events.TypeReady, 0, events.Ready{TimeToReady: events.Duration(time.Second)})
+	publish(t, js, names, old)
+	seq := publish(t, js, names, req)
+	subject, err := names.Subject(web, events.TypeApplied)
+	require.NoError(t, err)
+	_, err = js.Publish(t.Context(), subject, []byte("not an event"))
+	require.NoError(t, err)
+	publish(t, js, names, r, a, ready)
+
+	w, err := Watch(t.Context(), js, names, web, seq)
+	require.NoError(t, err)
+	defer w.Stop()
+	var steps []string
+	out, err := Follow(t.Context(), w, web, req.ID(), FollowOptions{}, func(s Step) { steps = append(steps, s.Stage) })
+	require.NoError(t, err)
+	assert.Equal(t, historyapi.StateReady, out.State)
+	assert.Equal(t, 2, out.Revision)
+	assert.NotEmpty(t, out.Duration)
+	assert.Equal(t, []string{"rendered", "applied", "ready"}, steps)
+
+	all, err := Read(t.Context(), js, names, web)
+	require.NoError(t, err)
+	assert.Len(t, all, 5, "the malformed message is skipped")
+	tr, err := ReadTrace(t.Context(), js, names, web, 0)
+	require.NoError(t, err)
+	assert.Equal(t, 2, tr.Revision, "the services' number for the second request")
+	assert.Len(t, tr.Events, 4)
+	assert.Equal(t, "ready", tr.Ended)
+
+	_, err = ReadTrace(t.Context(), js, events.Names{}, web, 0)
+	assert.ErrorContains(t, err, "no release.requested", "the live system saw nothing of the sandbox's")
+}
+
+// TestFollowWhenNobodyAnswers: a flow nobody answers says, once quiet, who should; when the wait
+// ends first, the outcome is unknown — the release may still be going — not an error.
+func TestFollowWhenNobodyAnswers(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	c := &chain{t: t}
+	req := c.request(manifests)
+	seq := publish(t, js, events.Names{}, req)
+	w, err := Watch(t.Context(), js, events.Names{}, web, seq)
+	require.NoError(t, err)
+	defer w.Stop()
+	ctx, cancel := context.WithCancel(t.Context())
+	var mu sync.Mutex
+	var steps []Step
+	done := make(chan Outcome, 1)
+	go func() {
+		out, err := Follow(ctx, w, web, req.ID(), FollowOptions{QuietAfter: 100 * time.Millisecond}, func(s Step) {
+			mu.Lock()
+			steps = append(steps, s)
+			mu.Unlock()
+		})
+		assert.NoError(t, err)
+		done <- out
+	}()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(steps) > 0
+	}, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	out := <-done
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, "waiting", steps[0].Stage)
+	assert.True(t, strings.HasPrefix(steps[0].Text, "no release.rendered after release.requested for 100ms: is the renderer running (or busy)?"), steps[0].Text)
+	assert.Equal(t, StateUnknown, out.State)
+	assert.Equal(t, ReasonWaitTimeout, out.Reason)
+	assert.False(t, out.Succeeded())
+	assert.Equal(t, "demo/web: gave up waiting; the release may still be going: troupe status demo/web", out.Summary())
+}

@@ -1,0 +1,207 @@
+package flow
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/historyapi"
+)
+
+// TraceEvent is one event of a trace.
+type TraceEvent struct {
+	Sequence uint64    `json:"sequence"`
+	Time     time.Time `json:"time"`
+	Offset   string    `json:"offset"` // since the first event of the trace
+	Type     string    `json:"type"`
+	Source   string    `json:"source"`
+	ID       string    `json:"id"`
+	Revision int       `json:"revision,omitempty"`
+	Detail   string    `json:"detail,omitempty"`
+}
+
+// TraceStage is how long one stage took.
+type TraceStage struct {
+	Stage    string `json:"stage"`
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Duration string `json:"duration"`
+}
+
+// Trace is one revision's way through the services, rebuilt from the stream.
+type Trace struct {
+	Release  string       `json:"release"`
+	Revision int          `json:"revision"`
+	Events   []TraceEvent `json:"events"`
+	Stages   []TraceStage `json:"stages"`
+	// Ended is the last terminal event's type without "release." (ready, failed, …); empty
+	// while the revision is still going.
+	Ended string `json:"ended,omitempty"`
+	// Stopped says where and why a failed revision stopped.
+	Stopped string `json:"stopped,omitempty"`
+}
+
+// ReadTrace rebuilds revision (0: the latest) of rel from the stream of the system names: it
+// reads every event of rel (Read), numbers its requests as every service does
+// (events.Revisions), and folds them (NewTrace).
+func ReadTrace(ctx context.Context, js jetstream.JetStream, names events.Names, rel events.Release, revision int) (*Trace, error) {
+	all, err := Read(ctx, js, names, rel)
+	if err != nil {
+		return nil, fmt.Errorf("read %s from the stream: %w", rel, err)
+	}
+	revs, err := events.NewRevisions(ctx, js, names)
+	if err != nil {
+		return nil, err
+	}
+	for i, s := range all {
+		if s.Event.Type() == events.TypeRequested {
+			n, err := revs.Of(ctx, rel, s.Seq)
+			if err != nil {
+				return nil, err
+			}
+			events.WithRevision(&all[i].Event, n)
+		}
+	}
+	return NewTrace(rel, revision, all)
+}
+
+// NewTrace rebuilds revision (0: the latest) of rel from all, its events in stream order, whose
+// release.requested carry the revisions they were given (a request has none on the stream:
+// ReadTrace numbers them). The revision's events are those of every flow that has an event of
+// the revision: its request's, and any rollback's that restored it.
+func NewTrace(rel events.Release, revision int, all []Streamed) (*Trace, error) {
+	latest := 0
+	revOf := map[string]int{} // request id → revision
+	for _, s := range all {
+		if s.Event.Type() == events.TypeRequested {
+			n := events.Revision(s.Event)
+			revOf[s.Event.ID()] = n
+			latest = max(latest, n)
+		}
+	}
+	if latest == 0 {
+		return nil, fmt.Errorf("%s: no release.requested in the stream", rel)
+	}
+	if revision == 0 {
+		revision = latest
+	} else if revision > latest {
+		return nil, fmt.Errorf("%s has no revision %d (the latest is %d)", rel, revision, latest)
+	}
+	flows := map[string]bool{}
+	for _, s := range all {
+		if events.Revision(s.Event) == revision {
+			flows[events.CorrelationID(s.Event)] = true
+		}
+	}
+	tr := &Trace{Release: rel.String(), Revision: revision}
+	var first time.Time
+	for _, s := range all {
+		e := s.Event
+		if !flows[events.CorrelationID(e)] && !(e.Type() == events.TypeRequested && revOf[e.ID()] == revision) {
+			continue
+		}
+		t := e.Time()
+		if first.IsZero() {
+			first = t
+		}
+		tr.Events = append(tr.Events, TraceEvent{Sequence: s.Seq, Time: t, Offset: t.Sub(first).Round(time.Millisecond).String(),
+			Type: e.Type(), Source: e.Source(), ID: e.ID(), Revision: events.Revision(e), Detail: detail(e)})
+	}
+	tr.Stages, tr.Ended, tr.Stopped = stages(tr.Events)
+	return tr, nil
+}
+
+// stageStopped is the stage that ends in a release.failed or release.superseded.
+const stageStopped = "stopped"
+
+// stages measures each stage from the end of the one before, and says how the revision ended.
+func stages(evs []TraceEvent) (out []TraceStage, ended, stopped string) {
+	var last TraceEvent
+	for i, e := range evs {
+		var stage string
+		switch e.Type {
+		case events.TypeRendered:
+			stage = events.StageRender
+			if strings.HasSuffix(e.Source, "/history") {
+				stage = events.StageRollback
+			}
+		case events.TypeApplied, events.TypeDiffed, events.TypeUninstalled:
+			stage = events.StageApply
+		case events.TypeReady:
+			stage = events.StageHealth
+		case events.TypeFailed, events.TypeSuperseded:
+			stage = stageStopped
+		}
+		if i == 0 {
+			last = e
+			continue
+		}
+		if stage != "" {
+			out = append(out, TraceStage{Stage: stage, From: short(last.Type), To: short(e.Type),
+				Duration: e.Time.Sub(last.Time).Round(time.Millisecond).String()})
+			last = e
+		}
+		if events.EndsFlow(e.Type) {
+			ended = short(e.Type)
+			if (e.Type == events.TypeFailed || e.Type == events.TypeSuperseded) && stopped == "" {
+				stopped = short(e.Type) + " " + e.Detail // the first stop, even when a rollback followed
+			}
+		}
+	}
+	return out, ended, stopped
+}
+
+// detail says in a few words what an event carries.
+func detail(e event.Event) string {
+	switch e.Type() {
+	case events.TypeRequested:
+		d, _ := events.Data[events.Requested](e)
+		return events.ShortDigests(historyapi.DescribeSource(d.Source))
+	case events.TypeRendered:
+		d, _ := events.Data[events.Rendered](e)
+		s := fmt.Sprintf("%d objects", len(d.Objects))
+		if d.Rollback {
+			s += ", recorded bundle"
+		}
+		return s
+	case events.TypeApplied:
+		d, _ := events.Data[events.Applied](e)
+		return fmt.Sprintf("%d objects, %d pruned", len(d.Inventory), len(d.Pruned))
+	case events.TypeProgressing:
+		d, _ := events.Data[events.Progressing](e)
+		return fmt.Sprintf("ready %d/%d", d.Ready, d.Total)
+	case events.TypeReady:
+		d, _ := events.Data[events.Ready](e)
+		return fmt.Sprintf("%d objects, %s after the request", d.Objects, time.Duration(d.TimeToReady).Round(time.Millisecond))
+	case events.TypeFailed:
+		d, _ := events.Data[events.Failed](e)
+		return fmt.Sprintf("at %s: %s: %s", d.Stage, d.Reason, firstLine(d.Message))
+	case events.TypeSuperseded:
+		d, _ := events.Data[events.Superseded](e)
+		return fmt.Sprintf("at %s by revision %d", d.Stage, d.ByRevision)
+	case events.TypeRollbackRequested:
+		d, _ := events.Data[events.RollbackRequested](e)
+		s := "to the previous ready revision"
+		if d.TargetRevision > 0 {
+			s = fmt.Sprintf("to revision %d", d.TargetRevision)
+		}
+		if d.Automatic {
+			s += " (automatic)"
+		}
+		return s
+	case events.TypeDegraded:
+		d, _ := events.Data[events.Degraded](e)
+		return fmt.Sprintf("%d objects", len(d.Objects))
+	}
+	return ""
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
