@@ -343,7 +343,7 @@ func failure(stage string, revision int, err error, timeLeft bool) error {
 	f := &events.Error{Stage: stage, Revision: revision, Reason: ae.Reason, Message: ae.Detail(),
 		Transient: ae.Transient && timeLeft, Err: err}
 	for _, o := range ae.Objects {
-		f.Objects = append(f.Objects, events.ObjectStatus{ObjectRef: o.Ref, Status: "Failed", Message: o.Message})
+		f.Objects = append(f.Objects, events.ObjectStatus{ObjectRef: o.Ref, Status: events.StatusFailed, Message: o.Message})
 	}
 	return f
 }

@@ -188,7 +188,7 @@ func (o observation) statuses() []events.ObjectStatus {
 
 func (o observation) allCurrent() bool {
 	for _, ob := range o.objects {
-		if ob.Status != current {
+		if ob.Status != events.StatusCurrent {
 			return false
 		}
 	}
@@ -198,7 +198,7 @@ func (o observation) allCurrent() bool {
 func (o observation) failing() []observed {
 	var out []observed
 	for _, ob := range o.objects {
-		if ob.Status == failed {
+		if ob.Status == events.StatusFailed {
 			out = append(out, ob)
 		}
 	}
@@ -212,7 +212,7 @@ func statusesOf(obs []observed) []events.ObjectStatus {
 func notCurrent(statuses []events.ObjectStatus) []events.ObjectStatus {
 	var out []events.ObjectStatus
 	for _, s := range statuses {
-		if s.Status != current {
+		if s.Status != events.StatusCurrent {
 			out = append(out, s)
 		}
 	}

@@ -22,16 +22,16 @@ func TestEvaluate(t *testing.T) {
 	status := func(ref events.ObjectRef, s, msg string) events.ObjectStatus {
 		return events.ObjectStatus{ObjectRef: ref, Status: s, Message: msg}
 	}
-	configCurrent := status(config, current, "Resource is always ready")
-	webCurrent := status(web, current, "Deployment is available. Replicas: 1")
-	webProgressing := status(web, inProgress, "Available: 0/1")
-	webCrashing := status(web, failed, "pod web-1: container app: CrashLoopBackOff")
-	webGone := status(web, notFound, "not found")
+	configCurrent := status(config, events.StatusCurrent, "Resource is always ready")
+	webCurrent := status(web, events.StatusCurrent, "Deployment is available. Replicas: 1")
+	webProgressing := status(web, events.StatusInProgress, "Available: 0/1")
+	webCrashing := status(web, events.StatusFailed, "pod web-1: container app: CrashLoopBackOff")
+	webGone := status(web, events.StatusNotFound, "not found")
 	see := func(statuses ...events.ObjectStatus) observation {
 		obs := observation{complete: true}
 		for _, s := range statuses {
 			o := observed{ObjectStatus: s}
-			if s.Status == failed {
+			if s.Status == events.StatusFailed {
 				o.reason = ReasonCrashLoop
 			}
 			obs.objects = append(obs.objects, o)
@@ -195,7 +195,7 @@ func TestEvaluateBoundsEvents(t *testing.T) {
 	for i := range 150 {
 		obs.objects = append(obs.objects, observed{reason: ReasonImagePull, ObjectStatus: events.ObjectStatus{
 			ObjectRef: events.ObjectRef{APIVersion: "v1", Kind: "Pod", Namespace: "prod", Name: "p" + string(rune('a'+i%26)) + string(rune('a'+i/26))},
-			Status:    failed, Message: "ErrImagePull"}})
+			Status:    events.StatusFailed, Message: "ErrImagePull"}})
 	}
 	d := evaluate(state{phase: phaseProgressing, requested: requested, deadline: requested.Add(time.Hour)}, obs, requested, time.Second)
 	f, ok := d.event.data.(events.Failed)

@@ -84,7 +84,7 @@ func (o *outbox) deliver(ctx context.Context, t *tracker, d *delivery) error {
 // publish publishes out in reaction to cause, and blocks until the stream acks it or ctx ends.
 // A resumed revision's terminal event is not published again if the stream has it already.
 func (o *outbox) publish(ctx context.Context, cause event.Event, resumed bool, out outgoing) error {
-	terminal := out.typ == events.TypeReady || out.typ == events.TypeFailed || out.typ == events.TypeSuperseded
+	terminal := events.EndsFlow(out.typ)
 	if resumed && terminal && o.publishedAlready(ctx, cause, out.typ) {
 		return nil
 	}

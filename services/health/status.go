@@ -8,6 +8,8 @@ import (
 	"github.com/fluxcd/cli-utils/pkg/kstatus/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/troupe-dev/troupe/events"
 )
 
 // Reasons a revision fails its health stage with (release.failed, stage health).
@@ -19,16 +21,6 @@ const (
 	ReasonProgressDeadline = "progress_deadline_exceeded"
 	ReasonObjectFailed     = "object_failed"
 	ReasonTimeout          = "timeout"
-)
-
-// kstatus statuses, as events.ObjectStatus carries them.
-const (
-	current     = string(status.CurrentStatus)
-	inProgress  = string(status.InProgressStatus)
-	failed      = string(status.FailedStatus)
-	terminating = string(status.TerminatingStatus)
-	notFound    = string(status.NotFoundStatus)
-	unknown     = string(status.UnknownStatus)
 )
 
 // result is one object's health: a kstatus status, a message for people and, when Failed, the
@@ -56,41 +48,41 @@ var waitingFailures = map[string]string{
 // NotFound.
 func compute(obj *unstructured.Unstructured, pods []*unstructured.Unstructured) result {
 	if obj == nil {
-		return result{Status: notFound, Message: "not found"}
+		return result{Status: events.StatusNotFound, Message: "not found"}
 	}
 	res, err := status.Compute(obj)
 	if err != nil {
-		return result{Status: unknown, Message: err.Error()}
+		return result{Status: events.StatusUnknown, Message: err.Error()}
 	}
 	r := result{Status: string(res.Status), Message: res.Message}
 	gk := obj.GroupVersionKind().GroupKind()
 	switch {
 	case gk.Group == "batch" && gk.Kind == "Job":
-		if r.Status == failed {
+		if r.Status == events.StatusFailed {
 			r.Reason = ReasonJobFailed
-		} else if r.Status == current && !hasCondition(obj, "Complete") {
-			r.Status = inProgress
+		} else if r.Status == events.StatusCurrent && !hasCondition(obj, "Complete") {
+			r.Status = events.StatusInProgress
 			r.Message = "Job not complete: " + res.Message
 		}
 	case gk.Group == "" && gk.Kind == "Service":
-		if t, _, _ := unstructured.NestedString(obj.Object, "spec", "type"); t == "LoadBalancer" && r.Status == current {
+		if t, _, _ := unstructured.NestedString(obj.Object, "spec", "type"); t == "LoadBalancer" && r.Status == events.StatusCurrent {
 			if ingress, _, _ := unstructured.NestedSlice(obj.Object, "status", "loadBalancer", "ingress"); len(ingress) == 0 {
-				r.Status, r.Message = inProgress, "waiting for the load balancer's ingress"
+				r.Status, r.Message = events.StatusInProgress, "waiting for the load balancer's ingress"
 			}
 		}
 	case gk.Group == "apps" && gk.Kind == "Deployment":
-		if r.Status == failed {
+		if r.Status == events.StatusFailed {
 			r.Reason = ReasonProgressDeadline
 		}
 	case gk.Group == "" && gk.Kind == "Pod":
 		pods = []*unstructured.Unstructured{obj}
 	}
-	if r.Status != current && r.Status != failed {
+	if r.Status != events.StatusCurrent && r.Status != events.StatusFailed {
 		if reason, msg := failingPod(pods); reason != "" {
-			return result{Status: failed, Message: msg, Reason: reason}
+			return result{Status: events.StatusFailed, Message: msg, Reason: reason}
 		}
 	}
-	if r.Status == failed && r.Reason == "" {
+	if r.Status == events.StatusFailed && r.Reason == "" {
 		r.Reason = ReasonObjectFailed
 	}
 	return r

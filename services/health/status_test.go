@@ -3,9 +3,12 @@ package health
 import (
 	"testing"
 
+	"github.com/fluxcd/cli-utils/pkg/kstatus/status"
 	"github.com/stretchr/testify/assert"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
+
+	"github.com/troupe-dev/troupe/events"
 )
 
 func object(t *testing.T, y string) *unstructured.Unstructured {
@@ -25,22 +28,22 @@ func object(t *testing.T, y string) *unstructured.Unstructured {
 // its ingress, a missing object is NotFound.
 func TestComputeBeyondKstatus(t *testing.T) {
 	running := object(t, `{apiVersion: batch/v1, kind: Job, metadata: {name: j, generation: 1}, spec: {}, status: {startTime: "2026-01-01T00:00:00Z", active: 1}}`)
-	assert.Equal(t, inProgress, compute(running, nil).Status, "kstatus calls a running Job Current")
+	assert.Equal(t, events.StatusInProgress, compute(running, nil).Status, "kstatus calls a running Job Current")
 	complete := object(t, `{apiVersion: batch/v1, kind: Job, metadata: {name: j, generation: 1}, spec: {}, status: {startTime: "2026-01-01T00:00:00Z", succeeded: 1, conditions: [{type: Complete, status: "True"}]}}`)
-	assert.Equal(t, current, compute(complete, nil).Status)
+	assert.Equal(t, events.StatusCurrent, compute(complete, nil).Status)
 	jobFailed := object(t, `{apiVersion: batch/v1, kind: Job, metadata: {name: j, generation: 1}, spec: {}, status: {failed: 6, conditions: [{type: Failed, status: "True"}]}}`)
-	assert.Equal(t, result{Status: failed, Message: "Job Failed. failed: 6/1", Reason: ReasonJobFailed}, compute(jobFailed, nil))
+	assert.Equal(t, result{Status: events.StatusFailed, Message: "Job Failed. failed: 6/1", Reason: ReasonJobFailed}, compute(jobFailed, nil))
 
 	lb := object(t, `{apiVersion: v1, kind: Service, metadata: {name: s}, spec: {type: LoadBalancer, clusterIP: 10.0.0.9}}`)
-	assert.Equal(t, inProgress, compute(lb, nil).Status)
+	assert.Equal(t, events.StatusInProgress, compute(lb, nil).Status)
 	lb.Object["status"] = map[string]any{"loadBalancer": map[string]any{"ingress": []any{map[string]any{"ip": "1.2.3.4"}}}}
-	assert.Equal(t, current, compute(lb, nil).Status)
+	assert.Equal(t, events.StatusCurrent, compute(lb, nil).Status)
 	cluster := object(t, `{apiVersion: v1, kind: Service, metadata: {name: s}, spec: {clusterIP: 10.0.0.9}}`)
-	assert.Equal(t, current, compute(cluster, nil).Status)
+	assert.Equal(t, events.StatusCurrent, compute(cluster, nil).Status)
 
-	assert.Equal(t, notFound, compute(nil, nil).Status)
+	assert.Equal(t, events.StatusNotFound, compute(nil, nil).Status)
 	cm := object(t, `{apiVersion: v1, kind: ConfigMap, metadata: {name: c}}`)
-	assert.Equal(t, current, compute(cm, nil).Status, "no notion of readiness: Current when it exists")
+	assert.Equal(t, events.StatusCurrent, compute(cm, nil).Status, "no notion of readiness: Current when it exists")
 }
 
 // A workload's pods fail it fast, but only those of its current revision, and not once it is
@@ -66,15 +69,27 @@ func TestPodsFailWorkloadsFast(t *testing.T) {
 	}
 	pods := podsOf(dep, byOwner)
 	assert.Equal(t, []*unstructured.Unstructured{newPod}, pods, "the old revision's crash-looping pod is not the new one's")
-	assert.Equal(t, result{Status: failed, Reason: ReasonImagePull, Message: "pod web-b-1: container app: ErrImagePull: not found"}, compute(dep, pods))
+	assert.Equal(t, result{Status: events.StatusFailed, Reason: ReasonImagePull, Message: "pod web-b-1: container app: ErrImagePull: not found"}, compute(dep, pods))
 
 	all = all[:3] // the new pod gone: only the old crash-looping one is left
-	assert.Equal(t, inProgress, compute(dep, podsOf(dep, byOwner)).Status)
+	assert.Equal(t, events.StatusInProgress, compute(dep, podsOf(dep, byOwner)).Status)
 
 	// A rollback just applied: the controller has not observed generation 3 yet, so the revision
 	// annotation still names the crash-looping revision, whose pods are not the rollback's.
 	all = []*unstructured.Unstructured{oldRS, newRS, oldPod, newPod}
 	dep.SetGeneration(3)
 	assert.Empty(t, podsOf(dep, byOwner))
-	assert.Equal(t, inProgress, compute(dep, podsOf(dep, byOwner)).Status)
+	assert.Equal(t, events.StatusInProgress, compute(dep, podsOf(dep, byOwner)).Status)
+}
+
+// TestStatusWordsAreKstatus: the statuses health publishes are the events catalog's words, and
+// those are kstatus's own.
+func TestStatusWordsAreKstatus(t *testing.T) {
+	for want, got := range map[status.Status]string{
+		status.CurrentStatus: events.StatusCurrent, status.InProgressStatus: events.StatusInProgress,
+		status.FailedStatus: events.StatusFailed, status.TerminatingStatus: events.StatusTerminating,
+		status.NotFoundStatus: events.StatusNotFound, status.UnknownStatus: events.StatusUnknown,
+	} {
+		assert.Equal(t, string(want), got)
+	}
 }

@@ -240,7 +240,7 @@ func (s *Service) observe(t *tracker) observation {
 // while a watch it needs has not listed yet.
 func (s *Service) statusOf(o tracked, podWatches []string) (_ result, ok bool) {
 	if o.gvr.Empty() {
-		return result{Status: unknown, Message: fmt.Sprintf("the cluster serves no %s %s", o.ref.APIVersion, o.ref.Kind)}, true
+		return result{Status: events.StatusUnknown, Message: fmt.Sprintf("the cluster serves no %s %s", o.ref.APIVersion, o.ref.Kind)}, true
 	}
 	obj, ok := s.watches.get(o.key, o.ref.Namespace, o.ref.Name)
 	if !ok {
@@ -248,7 +248,7 @@ func (s *Service) statusOf(o tracked, podWatches []string) (_ result, ok bool) {
 		if err := s.watches.failure(o.key); err != nil {
 			msg = fmt.Sprintf("cannot watch %s: %v", o.gvr.GroupResource(), err)
 		}
-		return result{Status: unknown, Message: msg}, false
+		return result{Status: events.StatusUnknown, Message: msg}, false
 	}
 	var pods []*unstructured.Unstructured
 	if obj != nil && o.workload && slices.Contains(podWatches, o.ref.Namespace) {
