@@ -1,6 +1,7 @@
 package health_test
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/natstest"
 	"github.com/troupe-dev/troupe/services/applier/apply"
 )
 
@@ -157,4 +159,62 @@ func (e *env) stored(rel events.Release, typ string) map[int]int {
 		counts[events.Revision(ev)]++
 	}
 	return counts
+}
+
+// TestDroppedConnectionAtReadyPublish: the server drops health's NATS connection the moment
+// health publishes release.ready (seen on the wire by another connection), so the ack may never
+// come back. Health publishes again until acked — the derived id makes a second copy a
+// duplicate — and records the phase only once the stream has the event: exactly one
+// release.ready of the revision is stored.
+func TestDroppedConnectionAtReadyPublish(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	w := e.watch(rel)
+	late := events.AppliedObject{ObjectRef: events.ObjectRef{APIVersion: "v1", Kind: "ConfigMap", Namespace: ns, Name: "late"}, Action: "created"}
+	applied := e.announce(e.request(rel, 1, events.Options{}), []events.AppliedObject{late}, events.Options{})
+	w.next(30*time.Second, events.TypeProgressing)
+
+	readySubject, err := events.Names{}.Subject(rel, events.TypeReady)
+	require.NoError(t, err)
+	phases := e.phases(rel, readySubject)
+	healthConn, err := e.js.Conn().GetClientID()
+	require.NoError(t, err)
+	observer, _ := natstest.Connect(t, e.srv)
+	dropped := make(chan struct{})
+	var once sync.Once
+	_, err = observer.Subscribe(readySubject, func(*nats.Msg) {
+		once.Do(func() {
+			assert.NoError(t, e.srv.DisconnectClientByID(healthConn))
+			close(dropped)
+		})
+	})
+	require.NoError(t, err)
+	require.NoError(t, observer.Flush())
+
+	_, err = e.applier.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: []map[string]any{configMap(ns, "late")}})
+	require.NoError(t, err)
+	select {
+	case <-dropped:
+	case <-time.After(60 * time.Second):
+		t.Fatal("health never published release.ready")
+	}
+
+	ready := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeReady, ready.Type(), string(ready.Data()))
+	assert.Equal(t, applied.ID(), events.CausationID(ready))
+	for recorded := false; !recorded; {
+		select {
+		case p := <-phases:
+			if p.phase == "ready" {
+				recorded = true
+				assert.True(t, p.published, "the phase is recorded ready once the stream has release.ready")
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("the phase ready is never recorded")
+		}
+	}
+	assert.Equal(t, map[int]int{1: 1}, e.stored(rel, events.TypeReady), "exactly one release.ready, of revision 1")
+	assert.Empty(t, e.stored(rel, events.TypeFailed))
 }

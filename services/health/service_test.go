@@ -3,6 +3,7 @@ package health_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/nats-io/nats-server/v2/server"
 	"os"
 	"path/filepath"
 	"slices"
@@ -46,6 +47,7 @@ func TestMain(m *testing.M) {
 // env is one test's NATS, with an applier library to put revisions in the cluster.
 type env struct {
 	t       *testing.T
+	srv     *server.Server
 	js      jetstream.JetStream
 	applier *apply.Applier
 }
@@ -58,10 +60,10 @@ func newEnv(t *testing.T) *env {
 		t.Logf("cluster: started in %s", time.Since(started).Round(10*time.Millisecond))
 	})
 	require.NoError(t, kubeErr, "the cluster")
-	_, _, js := natstest.Start(t)
+	srv, _, js := natstest.Start(t)
 	a, err := apply.New(kube.Config, apply.Options{})
 	require.NoError(t, err)
-	return &env{t: t, js: js, applier: a}
+	return &env{t: t, srv: srv, js: js, applier: a}
 }
 
 // start runs a health watcher until the test ends, or until the returned cancel.
