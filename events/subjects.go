@@ -20,7 +20,8 @@ type Names struct {
 
 // NewNames returns the names of the sandbox prefix: subjects <prefix>.troupe.…, streams
 // <PREFIX>_TROUPE and <PREFIX>_TROUPE_DLQ, KV buckets <prefix>-troupe-…; the object stores
-// (content-addressed, never changed) stay shared, so a replayed request finds its uploaded chart.
+// (content-addressed, never changed, and never pruned by a sandbox's history) stay shared, so a
+// replayed request finds its uploaded chart.
 // `troupe replay --to PREFIX` fills such a sandbox; `troupe dev --subjects-prefix PREFIX` runs
 // the services in it. An empty prefix is the live system (the zero Names).
 func NewNames(prefix string) (Names, error) {

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -307,7 +308,7 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 		s.giveUp(ctx, msg, md, &e, failureOf(err), err.Error())
 	case md.NumDelivered >= uint64(s.cfg.MaxDeliver):
 		f := failureOf(err)
-		if _, ok := errors.AsType[*Error](err); !ok {
+		if e, ok := errors.AsType[*Error](err); !ok || e.Reason == "" {
 			f.Reason = "max_deliveries"
 			f.Message = fmt.Sprintf("gave up after %d deliveries: %v", md.NumDelivered, err)
 		}
@@ -379,7 +380,7 @@ func (s *Subscriber) publishFailed(ctx context.Context, msg jetstream.Msg, md *j
 		if i == maxFailedObjects {
 			break
 		}
-		o.Message = Truncate(o.Message, MaxMessageLength)
+		o.Message = Truncate(o.Message, maxFailedObjectMessage)
 		failed.Objects = append(failed.Objects, o)
 	}
 	var cause event.Event
@@ -395,19 +396,37 @@ func (s *Subscriber) publishFailed(ctx context.Context, msg jetstream.Msg, md *j
 		cause.SetSubject(r.String())
 		failed.Reason = "malformed_event"
 	}
-	out, err := Derive(cause, SourcePrefix+s.cfg.Service, TypeFailed, failed)
-	if err != nil {
+	publish := func(failed Failed) error {
+		out, err := Derive(cause, SourcePrefix+s.cfg.Service, TypeFailed, failed)
+		if err != nil {
+			return err
+		}
+		if f.Revision > 0 {
+			WithRevision(&out, f.Revision)
+		}
+		_, err = s.pub.Publish(ctx, out)
 		return err
 	}
-	if f.Revision > 0 {
-		WithRevision(&out, f.Revision)
+	err := publish(failed)
+	if errors.Is(err, ErrInvalidPayload) || errors.Is(err, ErrMalformed) || errors.Is(err, nats.ErrMaxPayload) {
+		// Retrying cannot fix it (a handler's reason that is no code, objects too large): the
+		// user still learns that the revision failed, and where — never a loop.
+		s.log.Error().Err(err).Str("subject", msg.Subject()).Msg("release.failed as given cannot be published: publishing it without its objects")
+		minimal := Failed{Stage: failed.Stage, Reason: failed.Reason, Message: Truncate(failed.Message, maxFailedObjectMessage)}
+		if minimal.Validate() != nil {
+			minimal.Reason = "terminal"
+		}
+		err = publish(minimal)
 	}
-	_, err = s.pub.Publish(ctx, out)
 	return err
 }
 
-// maxFailedObjects bounds the failing objects one release.failed names.
-const maxFailedObjects = 100
+// Bounds of what one release.failed names: the objects, and each object's message, so that it
+// always fits a NATS message (1 MiB).
+const (
+	maxFailedObjects       = 100
+	maxFailedObjectMessage = 1 << 10
+)
 
 // Delivery is where and how often the event a handler runs on was delivered.
 type Delivery struct {

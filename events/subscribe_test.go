@@ -399,3 +399,47 @@ func TestOneFailurePath(t *testing.T) {
 		})
 	}
 }
+
+// TestFailureThatCannotBePublishedAsGiven: a failure too large for a NATS message, or with a
+// reason that is no code, still reaches the user once — trimmed — and never loops.
+func TestFailureThatCannotBePublishedAsGiven(t *testing.T) {
+	var objects []events.ObjectStatus
+	for i := range 100 {
+		objects = append(objects, events.ObjectStatus{ObjectRef: events.ObjectRef{APIVersion: "v1", Kind: "ConfigMap",
+			Namespace: "prod", Name: fmt.Sprintf("cm-%d", i)}, Status: events.StatusFailed, Message: strings.Repeat("webhook says no. ", 1800)})
+	}
+	tests := []struct {
+		name        string
+		err         *events.Error
+		wantReason  string
+		wantObjects int
+	}{
+		{"a hundred objects with 30 KB messages each", &events.Error{Reason: "invalid_object", Message: "rejected", Objects: objects}, "invalid_object", 100},
+		{"a reason that is no code", &events.Error{Reason: "Not A Code", Message: "rejected", Objects: objects[:1]}, "terminal", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, nc, js := natstest.Start(t)
+			var published atomic.Int32
+			sub, err := nc.Subscribe("troupe.release.*.*.failed", func(*nats.Msg) { published.Add(1) })
+			require.NoError(t, err)
+			defer sub.Unsubscribe()
+			calls := newSeen()
+			run(t, js, fastRetry(events.SubscriberConfig{Service: "applier", Types: []string{events.TypeRequested}, FailStage: events.StageApply}),
+				func(ctx context.Context, e event.Event) error { calls.add(e.ID()); return tc.err })
+			e := publishRequest(t, events.NewPublisher(js, events.Names{}), podinfo)
+			require.Eventually(t, func() bool { return len(releaseEvents(t, js, events.TypeFailed)) == 1 }, 10*time.Second, 10*time.Millisecond)
+			time.Sleep(300 * time.Millisecond)
+			assert.Equal(t, 1, calls.count(e.ID()), "given up on once, not looping")
+			assert.EqualValues(t, 1, published.Load(), "one release.failed on the wire")
+			f, err := events.Data[events.Failed](releaseEvents(t, js, events.TypeFailed)[0])
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantReason, f.Reason)
+			assert.Equal(t, "rejected", f.Message)
+			require.Len(t, f.Objects, tc.wantObjects)
+			for _, o := range f.Objects {
+				assert.LessOrEqual(t, len(o.Message), 1<<10)
+			}
+		})
+	}
+}

@@ -23,7 +23,10 @@ const (
 // Bounds on the objects one event lists.
 const (
 	maxFailingObjects  = 100
-	maxProgressObjects = 10000
+	maxProgressObjects = 1000
+	// maxObjectMessage bounds each object's message in health's events, so that an event of
+	// maxProgressObjects objects always fits a NATS message (1 MiB).
+	maxObjectMessage = 512
 )
 
 // state is what has been decided about one followed revision: what evaluate reads, and returns
@@ -155,7 +158,7 @@ func degrade(st state, obs observation) decision {
 	st.phase, st.degraded = phaseDegraded, bad
 	st.degradations++
 	return decision{next: st, record: true, event: &outgoing{typ: events.TypeDegraded,
-		data: events.Degraded{Objects: bad}, key: strconv.Itoa(st.degradations)}}
+		data: events.Degraded{Objects: bad[:min(len(bad), maxFailingObjects)]}, key: strconv.Itoa(st.degradations)}}
 }
 
 // heal names the objects that were degraded, as they are now; all of them when which were
@@ -175,7 +178,7 @@ func heal(st state, obs observation) decision {
 	}
 	st.phase = phaseReady
 	return decision{next: st, record: true, event: &outgoing{typ: events.TypeRecovered,
-		data: events.Recovered{Objects: back}, key: strconv.Itoa(st.degradations)}}
+		data: events.Recovered{Objects: back[:min(len(back), maxFailingObjects)]}, key: strconv.Itoa(st.degradations)}}
 }
 
 func (o observation) statuses() []events.ObjectStatus {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -98,7 +99,14 @@ func (o *outbox) publish(ctx context.Context, cause event.Event, resumed bool, o
 		o.log.Error().Err(err).Str("release", cause.Subject()).Str("type", out.typ).Msg("cannot build the event: dropped")
 		return nil
 	}
-	if _, err := o.pub.Publish(ctx, e); err != nil {
+	_, err = o.pub.Publish(ctx, e)
+	if errors.Is(err, events.ErrMalformed) || errors.Is(err, events.ErrInvalidPayload) || errors.Is(err, nats.ErrMaxPayload) {
+		// Not the stream's doing either (the evaluation bounds what an event carries): publishing
+		// it again fails again, and would hold the release's worker for ever.
+		o.log.Error().Err(err).Str("release", cause.Subject()).Str("type", out.typ).Msg("cannot publish the event: dropped")
+		return nil
+	}
+	if err != nil {
 		return err
 	}
 	o.log.Info().Str("release", cause.Subject()).Int("revision", events.Revision(cause)).Str("type", out.typ).Msg("published")

@@ -231,7 +231,7 @@ func (s *Service) observe(t *tracker) observation {
 		r, ok := s.statusOf(o, podWatches)
 		obs.complete = obs.complete && ok
 		obs.objects[i] = observed{reason: r.Reason, ObjectStatus: events.ObjectStatus{ObjectRef: o.ref, Status: r.Status,
-			Message: events.Truncate(r.Message, events.MaxMessageLength)}}
+			Message: events.Truncate(r.Message, maxObjectMessage)}}
 	}
 	return obs
 }

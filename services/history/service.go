@@ -204,6 +204,9 @@ func refusal(revision int, reason, message string) error {
 // deleteBundles deletes the bundles of revisions the view no longer keeps, unless a kept
 // revision has the same bundle (best effort: a bundle left over costs space, nothing else).
 func (s *Service) deleteBundles(ctx context.Context, v *historyapi.View, dropped []*historyapi.Revision) {
+	if s.opts.Names.Prefix() != "" {
+		return // a sandbox shares the bundles store with the live system: its history deletes nothing there
+	}
 	for _, d := range dropped {
 		if d.Bundle == "" {
 			continue

@@ -92,7 +92,7 @@ func (s *Service) Ready() <-chan struct{} { return s.sub.Ready() }
 
 const source = events.SourcePrefix + Name
 
-func (s *Service) handle(ctx context.Context, e event.Event) error {
+func (s *Service) handle(ctx context.Context, e event.Event) (err error) {
 	log := zerolog.Ctx(ctx)
 	req, err := events.Data[events.Requested](e)
 	if err != nil {
@@ -110,6 +110,9 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 	if err != nil {
 		return err // transient: the KV or stream; retried
 	}
+	// From here on, whatever fails the request fails this revision: the subscriber's
+	// release.failed names it (the request does not carry it).
+	defer func() { err = withRevision(err, revision) }()
 	latestSeq, latestRev, err := s.revisions.Latest(ctx, rel)
 	if err != nil {
 		return err
@@ -122,7 +125,7 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 	start := time.Now()
 	out, err := s.renderer.Render(ctx, render.Input{Release: rel, Revision: revision, Request: *req})
 	if err != nil {
-		return withRevision(err, revision) // the subscriber retries or fails it (events.Error)
+		return err // an events.Error: the subscriber retries or fails it
 	}
 	renderTime := time.Since(start)
 	digest, size, err := s.bundles.Put(ctx, bytes.NewReader(out.Bundle))
@@ -136,12 +139,16 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 	})
 }
 
-// withRevision names the revision a render error ends (the request does not carry it), on a copy:
-// the render cache may hand the same error to another request.
+// withRevision names the revision an error ends (the request does not carry it): an
+// events.Error's on a copy (the render cache may hand the same error to another request), any
+// other error (NATS, the object store) as a transient events.Error.
 func withRevision(err error, revision int) error {
+	if err == nil {
+		return nil
+	}
 	e, ok := errors.AsType[*events.Error](err)
 	if !ok {
-		return err
+		return &events.Error{Revision: revision, Transient: true, Err: err}
 	}
 	c := *e
 	c.Revision = revision
