@@ -365,10 +365,7 @@ func TestOneFailurePath(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, nc, js := natstest.Start(t)
-			var published atomic.Int32
-			sub, err := nc.Subscribe("troupe.release.*.*.failed", func(*nats.Msg) { published.Add(1) })
-			require.NoError(t, err)
-			defer sub.Unsubscribe()
+			published := onTheWire(t, nc, "troupe.release.*.*.failed")
 			calls := newSeen()
 			cfg := fastRetry(events.SubscriberConfig{Service: "renderer", Types: []string{events.TypeRequested},
 				MaxDeliver: 3, FailStage: events.StageRender})
@@ -420,10 +417,7 @@ func TestFailureThatCannotBePublishedAsGiven(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, nc, js := natstest.Start(t)
-			var published atomic.Int32
-			sub, err := nc.Subscribe("troupe.release.*.*.failed", func(*nats.Msg) { published.Add(1) })
-			require.NoError(t, err)
-			defer sub.Unsubscribe()
+			published := onTheWire(t, nc, "troupe.release.*.*.failed")
 			calls := newSeen()
 			run(t, js, fastRetry(events.SubscriberConfig{Service: "applier", Types: []string{events.TypeRequested}, FailStage: events.StageApply}),
 				func(ctx context.Context, e event.Event) error { calls.add(e.ID()); return tc.err })
@@ -442,4 +436,16 @@ func TestFailureThatCannotBePublishedAsGiven(t *testing.T) {
 			}
 		})
 	}
+}
+
+// onTheWire counts every message published on subject from now on, as a core NATS subscriber sees
+// them: duplicates the stream drops included.
+func onTheWire(t *testing.T, nc *nats.Conn, subject string) *atomic.Int32 {
+	t.Helper()
+	var n atomic.Int32
+	sub, err := nc.Subscribe(subject, func(*nats.Msg) { n.Add(1) })
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return &n
 }

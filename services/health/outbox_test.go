@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
@@ -55,22 +56,7 @@ func TestRefusedReadyIsRetried(t *testing.T) {
 	}
 
 	restore()
-	ready := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
-	require.Equal(t, events.TypeReady, ready.Type(), string(ready.Data()))
-	assert.Equal(t, applied.ID(), events.CausationID(ready))
-	for recorded := false; !recorded; {
-		select {
-		case p := <-phases:
-			if p.phase == "ready" {
-				recorded = true
-				assert.True(t, p.published, "the phase is recorded ready once the stream has release.ready")
-			}
-		case <-time.After(60 * time.Second):
-			t.Fatal("the phase ready is never recorded")
-		}
-	}
-	assert.Equal(t, map[int]int{1: 1}, e.stored(rel, events.TypeReady), "exactly one release.ready, of revision 1")
-	assert.Empty(t, e.stored(rel, events.TypeFailed))
+	e.readyOnce(w, phases, rel, applied)
 }
 
 // attempts reports every message published on subject, whether the stream stores it or not.
@@ -201,20 +187,28 @@ func TestDroppedConnectionAtReadyPublish(t *testing.T) {
 		t.Fatal("health never published release.ready")
 	}
 
+	e.readyOnce(w, phases, rel, applied)
+}
+
+// readyOnce asserts the end both faults must come to: release.ready of the revision applied
+// reaches the stream, the phase is recorded ready only once the stream has it, and the stream
+// holds exactly one release.ready of revision 1 and no release.failed.
+func (e *env) readyOnce(w *watch, phases <-chan recorded, rel events.Release, applied event.Event) {
+	e.t.Helper()
 	ready := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
-	require.Equal(t, events.TypeReady, ready.Type(), string(ready.Data()))
-	assert.Equal(t, applied.ID(), events.CausationID(ready))
+	require.Equal(e.t, events.TypeReady, ready.Type(), string(ready.Data()))
+	assert.Equal(e.t, applied.ID(), events.CausationID(ready))
 	for recorded := false; !recorded; {
 		select {
 		case p := <-phases:
 			if p.phase == "ready" {
 				recorded = true
-				assert.True(t, p.published, "the phase is recorded ready once the stream has release.ready")
+				assert.True(e.t, p.published, "the phase is recorded ready once the stream has release.ready")
 			}
 		case <-time.After(60 * time.Second):
-			t.Fatal("the phase ready is never recorded")
+			e.t.Fatal("the phase ready is never recorded")
 		}
 	}
-	assert.Equal(t, map[int]int{1: 1}, e.stored(rel, events.TypeReady), "exactly one release.ready, of revision 1")
-	assert.Empty(t, e.stored(rel, events.TypeFailed))
+	assert.Equal(e.t, map[int]int{1: 1}, e.stored(rel, events.TypeReady), "exactly one release.ready, of revision 1")
+	assert.Empty(e.t, e.stored(rel, events.TypeFailed))
 }
