@@ -307,12 +307,11 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 	case IsTerminal(err):
 		s.giveUp(ctx, msg, md, &e, failureOf(err), err.Error())
 	case md.NumDelivered >= uint64(s.cfg.MaxDeliver):
-		f := failureOf(err)
+		f, why := failureOf(err), fmt.Sprintf("gave up after %d deliveries: %v", md.NumDelivered, err)
 		if e, ok := errors.AsType[*Error](err); !ok || e.Reason == "" {
-			f.Reason = "max_deliveries"
-			f.Message = fmt.Sprintf("gave up after %d deliveries: %v", md.NumDelivered, err)
+			f.Reason, f.Message = "max_deliveries", why
 		}
-		s.giveUp(ctx, msg, md, &e, f, fmt.Sprintf("gave up after %d deliveries: %v", md.NumDelivered, err))
+		s.giveUp(ctx, msg, md, &e, f, why)
 	default:
 		s.retry(msg, md)
 	}

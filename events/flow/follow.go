@@ -205,7 +205,11 @@ func (f *follower) fold(e event.Event) effect {
 	switch e.Type() {
 	case events.TypeRendered:
 		d, _ := events.Data[events.Rendered](e)
-		f.out.Revision = rev
+		if !d.Rollback || f.out.Revision == 0 {
+			// An automatic rollback's bundle is the restored revision's: the outcome stays the
+			// failed one's (RolledBackTo names the other). A `troupe rollback` starts with it.
+			f.out.Revision = rev
+		}
 		what := fmt.Sprintf("revision %d: %d objects", rev, len(d.Objects))
 		if d.Chart != nil {
 			what += fmt.Sprintf(" from %s-%s", d.Chart.Name, d.Chart.Version)

@@ -127,9 +127,8 @@ func TestFollowFold(t *testing.T) {
 				c.derive(a1, "health", events.TypeReady, 0, events.Ready{TimeToReady: events.Duration(time.Second), Objects: 1})
 				return req.ID()
 			},
-			// Revision is the one the rollback restored: its release.rendered says so, and the
-			// outcome takes every release.rendered's (what --wait has always printed).
-			want: Outcome{Release: "demo/web", Revision: 1, State: historyapi.StateFailed, Stage: events.StageApply, Reason: "invalid_object", Message: "no", RolledBackTo: 1},
+			// Revision is the one that failed, not the one the rollback restored.
+			want: Outcome{Release: "demo/web", Revision: 2, State: historyapi.StateFailed, Stage: events.StageApply, Reason: "invalid_object", Message: "no", RolledBackTo: 1},
 			steps: []string{
 				"rendered: revision 2: 0 objects",
 				"failed: at apply: invalid_object: no",
@@ -139,7 +138,7 @@ func TestFollowFold(t *testing.T) {
 				"rolled back: revision 1 is ready again",
 			},
 			last:    ended,
-			summary: "demo/web revision 1 failed at apply (invalid_object): no; rolled back to revision 1",
+			summary: "demo/web revision 2 failed at apply (invalid_object): no; rolled back to revision 1",
 		},
 		{
 			name:              "the rollback fails too",
@@ -154,7 +153,7 @@ func TestFollowFold(t *testing.T) {
 				c.derive(r1, "applier", events.TypeFailed, 0, events.Failed{Stage: events.StageApply, Reason: "cluster_unreachable", Message: "no answer"})
 				return req.ID()
 			},
-			want: Outcome{Release: "demo/web", Revision: 1, State: historyapi.StateFailed, Stage: events.StageApply, Reason: "invalid_object",
+			want: Outcome{Release: "demo/web", Revision: 2, State: historyapi.StateFailed, Stage: events.StageApply, Reason: "invalid_object",
 				Message: "no; the rollback failed too: cluster_unreachable: no answer"},
 			steps: []string{
 				"rendered: revision 2: 0 objects",
@@ -164,7 +163,7 @@ func TestFollowFold(t *testing.T) {
 				"failed: the rollback failed too: cluster_unreachable: no answer",
 			},
 			last:    ended,
-			summary: "demo/web revision 1 failed at apply (invalid_object): no; the rollback failed too: cluster_unreachable: no answer",
+			summary: "demo/web revision 2 failed at apply (invalid_object): no; the rollback failed too: cluster_unreachable: no answer",
 		},
 		{
 			name:              "failed, awaiting the rollback",

@@ -21,22 +21,11 @@ import (
 // until the stream takes it, and records the phase ready only once the stream has it: exactly
 // one release.ready of the revision is stored, none is lost.
 func TestRefusedReadyIsRetried(t *testing.T) {
-	e := newEnv(t)
-	e.start()
-	ns := kube.Namespace(t)
-	rel := events.Release{Namespace: ns, Name: "app"}
-	w := e.watch(rel)
-	// A revision whose one object is not in the cluster yet: health follows it, progressing.
-	late := events.AppliedObject{ObjectRef: events.ObjectRef{APIVersion: "v1", Kind: "ConfigMap", Namespace: ns, Name: "late"}, Action: "created"}
-	applied := e.announce(e.request(rel, 1, events.Options{}), []events.AppliedObject{late}, events.Options{})
-	w.next(30*time.Second, events.TypeProgressing)
-
-	readySubject, err := events.Names{}.Subject(rel, events.TypeReady)
-	require.NoError(t, err)
+	e, ns, rel, w, applied, readySubject := progressingOnLate(t)
 	attempts := e.attempts(readySubject)
 	phases := e.phases(rel, readySubject)
 	restore := e.refuse()
-	_, err = e.applier.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: []map[string]any{configMap(ns, "late")}})
+	_, err := e.applier.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: []map[string]any{configMap(ns, "late")}})
 	require.NoError(t, err)
 
 	select {
@@ -153,17 +142,7 @@ func (e *env) stored(rel events.Release, typ string) map[int]int {
 // duplicate — and records the phase only once the stream has the event: exactly one
 // release.ready of the revision is stored.
 func TestDroppedConnectionAtReadyPublish(t *testing.T) {
-	e := newEnv(t)
-	e.start()
-	ns := kube.Namespace(t)
-	rel := events.Release{Namespace: ns, Name: "app"}
-	w := e.watch(rel)
-	late := events.AppliedObject{ObjectRef: events.ObjectRef{APIVersion: "v1", Kind: "ConfigMap", Namespace: ns, Name: "late"}, Action: "created"}
-	applied := e.announce(e.request(rel, 1, events.Options{}), []events.AppliedObject{late}, events.Options{})
-	w.next(30*time.Second, events.TypeProgressing)
-
-	readySubject, err := events.Names{}.Subject(rel, events.TypeReady)
-	require.NoError(t, err)
+	e, ns, rel, w, applied, readySubject := progressingOnLate(t)
 	phases := e.phases(rel, readySubject)
 	healthConn, err := e.js.Conn().GetClientID()
 	require.NoError(t, err)
@@ -211,4 +190,21 @@ func (e *env) readyOnce(w *watch, phases <-chan recorded, rel events.Release, ap
 	}
 	assert.Equal(e.t, map[int]int{1: 1}, e.stored(rel, events.TypeReady), "exactly one release.ready, of revision 1")
 	assert.Empty(e.t, e.stored(rel, events.TypeFailed))
+}
+
+// progressingOnLate starts a health watcher following revision 1 of a release whose one object,
+// ConfigMap late, is not in the cluster yet: progressing until the test creates it.
+func progressingOnLate(t *testing.T) (e *env, ns string, rel events.Release, w *watch, applied event.Event, readySubject string) {
+	t.Helper()
+	e = newEnv(t)
+	e.start()
+	ns = kube.Namespace(t)
+	rel = events.Release{Namespace: ns, Name: "app"}
+	w = e.watch(rel)
+	late := events.AppliedObject{ObjectRef: events.ObjectRef{APIVersion: "v1", Kind: "ConfigMap", Namespace: ns, Name: "late"}, Action: "created"}
+	applied = e.announce(e.request(rel, 1, events.Options{}), []events.AppliedObject{late}, events.Options{})
+	w.next(30*time.Second, events.TypeProgressing)
+	readySubject, err := events.Names{}.Subject(rel, events.TypeReady)
+	require.NoError(t, err)
+	return e, ns, rel, w, applied, readySubject
 }

@@ -179,6 +179,7 @@ func TestFailures(t *testing.T) {
 	assert.Contains(t, r.stdout, "failed")
 	assert.Contains(t, r.stdout, "crash")
 	assert.Contains(t, r.stdout, "automatic, to revision 1")
+	assert.Contains(t, r.stderr, "revision 4 failed at health")
 	assert.Contains(t, r.stderr, "rolled back to revision 1")
 	assert.EqualValues(t, 1, replicas(t, ns, "hello"), "revision 1 restored")
 
