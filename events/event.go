@@ -23,6 +23,10 @@ const (
 	// release.requested, rollback or uninstall request), carried along so that any service can
 	// say how long the flow has taken and when its timeout ends.
 	ExtRequestTime = "requesttime"
+	// ExtDeadline is when the flow an event belongs to must have ended (its request time plus
+	// the request's timeout): set by the event that starts a flow and carried to every reaction,
+	// so that any stage can drop work that is too late (FlowDeadline).
+	ExtDeadline = "deadline"
 )
 
 // ContentTypeStructured is the content type of a structured-mode CloudEvent, troupe's wire form.
@@ -42,6 +46,7 @@ func NewEvent(source, typ string, r Release, data any) (event.Event, error) {
 	}
 	e.SetExtension(ExtCorrelationID, id)
 	e.SetExtension(ExtRequestTime, e.Time().Format(time.RFC3339Nano))
+	setDeadline(&e)
 	return e, nil
 }
 
@@ -77,6 +82,9 @@ func Derive(cause event.Event, source, typ string, data any, key ...string) (eve
 		requested = cause.Time() // a cause from outside troupe's SDK started the flow
 	}
 	e.SetExtension(ExtRequestTime, requested.UTC().Format(time.RFC3339Nano))
+	if d := FlowDeadline(cause); !d.IsZero() {
+		e.SetExtension(ExtDeadline, d.UTC().Format(time.RFC3339Nano))
+	}
 	for _, ext := range []string{ExtTraceParent, ExtTraceState} {
 		if v, ok := cause.Extensions()[ext]; ok {
 			e.SetExtension(ext, v)
@@ -157,6 +165,61 @@ func CausationID(e event.Event) string { return stringExt(e, ExtCausationID) }
 func StartFlow(e *event.Event) {
 	e.SetExtension(ExtCorrelationID, e.ID())
 	e.SetExtension(ExtRequestTime, e.Time().UTC().Format(time.RFC3339Nano))
+	setDeadline(e)
+}
+
+// FlowDeadline returns when e's flow must have ended: its deadline extension, else (an event
+// from a publisher that does not set it) its request time plus the timeout its payload names —
+// a flow's start or an event carrying options — or the default timeout. Zero when e says
+// neither when its flow started nor what its payload is.
+func FlowDeadline(e event.Event) time.Time {
+	if t, err := time.Parse(time.RFC3339Nano, stringExt(e, ExtDeadline)); err == nil {
+		return t
+	}
+	start := RequestTime(e)
+	if start.IsZero() {
+		if !StartsFlow(e.Type()) {
+			return time.Time{}
+		}
+		start = e.Time()
+	}
+	if start.IsZero() {
+		return time.Time{}
+	}
+	return start.Add(timeoutOf(e))
+}
+
+// StartsFlow reports whether an event of type typ starts a flow: a request (release, rollback,
+// uninstall), whose id becomes the correlation id of every event that reacts to it.
+func StartsFlow(typ string) bool {
+	return typ == TypeRequested || typ == TypeRollbackRequested || typ == TypeUninstallRequested
+}
+
+// setDeadline sets the deadline extension of an event that starts a flow.
+func setDeadline(e *event.Event) {
+	if !StartsFlow(e.Type()) {
+		return
+	}
+	start := RequestTime(*e)
+	if start.IsZero() {
+		start = e.Time()
+	}
+	e.SetExtension(ExtDeadline, start.Add(timeoutOf(*e)).UTC().Format(time.RFC3339Nano))
+}
+
+// timeoutOf returns the timeout e's payload names, or DefaultTimeout.
+func timeoutOf(e event.Event) time.Duration {
+	var o struct {
+		Options Options  `json:"options"`
+		Timeout Duration `json:"timeout"`
+	}
+	if e.DataEncoded == nil || json.Unmarshal(e.DataEncoded, &o) != nil {
+		return DefaultTimeout
+	}
+	if o.Timeout > 0 { // release.uninstall.requested
+		return time.Duration(o.Timeout)
+	}
+	return o.Options.TimeoutOrDefault()
 }
 
 // RequestTime returns when the request that started e's flow was made; zero when e does not say.

@@ -121,6 +121,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		{Bucket: KVInventory, Description: "applied inventories per revision", History: 1},
 		{Bucket: KVHistory, Description: "history views", History: 1},
 		{Bucket: KVHealth, Description: "releases the health watcher follows", History: 1},
+		{Bucket: KVFlows, Description: "per-flow deadlines and terminal events", History: 1, TTL: FlowRetention},
 	} {
 		kv.Bucket = cfg.Names.KV(kv.Bucket)
 		kv.Storage, kv.Replicas = cfg.Storage, cfg.Replicas
@@ -170,10 +171,14 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, stream string, cf
 		return "", err
 	default:
 		have := s.CachedInfo().Config
-		// KV buckets keep no age limit (their entries are state, not a log); object stores do.
+		// KV buckets keep no age limit (their entries are state, not a log) but the flows'
+		// which outlive any flow's deadline; object stores do.
 		wantAge := time.Duration(0)
-		if stream[:4] == "OBJ_" {
+		switch {
+		case stream[:4] == "OBJ_":
 			wantAge = cfg.MaxAge
+		case stream == "KV_"+cfg.Names.KV(KVFlows):
+			wantAge = FlowRetention
 		}
 		if have.Replicas == cfg.Replicas && have.MaxAge == wantAge && have.Storage == cfg.Storage {
 			return Unchanged, nil

@@ -351,7 +351,13 @@ func (s *Subscriber) giveUp(ctx context.Context, msg jetstream.Msg, md *jetstrea
 		f.Stage = s.cfg.FailStage
 	}
 	if f.Stage != "" {
-		if err := s.publishFailed(ctx, msg, md, e, f); err != nil {
+		err := s.publishFailed(ctx, msg, md, e, f)
+		switch {
+		case errors.Is(err, ErrFlowEnded):
+			// The revision already ended (superseded, or failed by the deadline watchdog): its
+			// one terminal event is out, this failure is only the dead letter's.
+			log.Info().Err(err).Msg("release.failed not published")
+		case err != nil:
 			log.Error().Err(err).Msg("publish release.failed failed; retrying the event later")
 			s.retry(msg, md)
 			return
