@@ -8,6 +8,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,9 +39,12 @@ type Options struct {
 	// and Metrics are set by New.
 	Subscriber events.SubscriberConfig
 	Names      events.Names // the system it works in: the live one (zero value) or a sandbox
-	Version    string
-	Logger     *zerolog.Logger
-	Metrics    *events.Metrics
+	// Grace is how long past a flow's deadline the deadline watchdog (Watchdog) waits before it
+	// ends the flow with release.failed deadline_exceeded. Default DefaultGrace.
+	Grace   time.Duration
+	Version string
+	Logger  *zerolog.Logger
+	Metrics *events.Metrics
 }
 
 // Service is the history service.
@@ -51,6 +56,9 @@ type Service struct {
 	revisions *events.Revisions
 	pub       *events.Publisher
 	sub       *events.Subscriber
+	watchdog  *Watchdog
+	readyOnce sync.Once
+	ready     <-chan struct{}
 }
 
 // New opens what the service shares through NATS (made by events.Provision).
@@ -80,14 +88,40 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 	if s.sub, err = events.NewSubscriber(js, sc, s.handle); err != nil {
 		return nil, err
 	}
+	if s.watchdog, err = NewWatchdog(ctx, js, WatchdogOptions{Names: o.Names, Grace: o.Grace, Subscriber: o.Subscriber,
+		Version: o.Version, Logger: o.Logger, Metrics: o.Metrics}); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
-// Start handles events until ctx ends.
-func (s *Service) Start(ctx context.Context) error { return s.sub.Start(ctx) }
+// Start handles events, and runs the deadline watchdog, until ctx ends.
+func (s *Service) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- s.watchdog.Start(ctx) }()
+	err := s.sub.Start(ctx)
+	cancel()
+	return errors.Join(err, <-errc)
+}
 
-// Ready is closed once the service receives events.
-func (s *Service) Ready() <-chan struct{} { return s.sub.Ready() }
+// Ready is closed once the service receives events and its watchdog watches.
+func (s *Service) Ready() <-chan struct{} {
+	s.readyOnce.Do(func() { s.ready = both(s.sub.Ready(), s.watchdog.Ready()) })
+	return s.ready
+}
+
+// both returns a channel closed once a and b are.
+func both(a, b <-chan struct{}) <-chan struct{} {
+	c := make(chan struct{})
+	go func() {
+		<-a
+		<-b
+		close(c)
+	}()
+	return c
+}
 
 func (s *Service) handle(ctx context.Context, e event.Event) error {
 	rel, err := events.ReleaseOf(e)
