@@ -129,6 +129,10 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 	return c.send(ctx, rel, events.TypeRequested, req, upload, o.waiting)
 }
 
+// watchdogGrace is how long past a deadline the history's deadline watchdog ends a flow
+// (history.DefaultGrace; the lean CLI does not link the service).
+const watchdogGrace = 10 * time.Second
+
 // waiting is how a command that publishes a request follows it: --wait, --timeout and -o.
 type waiting struct {
 	wait              bool
@@ -202,13 +206,24 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 		return err
 	}
 	defer w.Stop()
-	wctx, cancel := context.WithTimeout(ctx, how.timeout+30*time.Second)
+	// The flow ends by its deadline, or — nobody answering — the deadline watchdog ends it a
+	// grace later: the wait follows the stream until then, and gives up only when even the
+	// watchdog's event does not come (the history service is not running).
+	until := events.FlowDeadline(e).Add(watchdogGrace + 20*time.Second)
+	if how.rollbackOnFailure {
+		until = until.Add(how.timeout) // the automatic rollback is a flow of its own, with its own deadline
+	}
+	wctx, cancel := context.WithDeadline(ctx, until)
 	defer cancel()
 	p := &progress{start: time.Now()}
 	if text {
 		p.w = c.stdout
 	}
 	res, ferr := flow.Follow(wctx, w, rel, e.ID(), flow.FollowOptions{RollbackOnFailure: how.rollbackOnFailure, QuietAfter: how.quietAfter, Start: p.start}, p.step)
+	if ferr == nil && res.Reason == flow.ReasonWaitTimeout && ctx.Err() == nil {
+		res.Message = fmt.Sprintf("no terminal event %s past the deadline, not even the deadline watchdog's: is the history service running? The release may still be going: troupe status %s",
+			time.Since(events.FlowDeadline(e)).Round(time.Second), rel)
+	}
 	if ferr == nil && !res.Succeeded() {
 		ferr = exitError{1, errors.New(res.Summary())}
 	}

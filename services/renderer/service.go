@@ -39,6 +39,7 @@ type Service struct {
 	renderer  *render.Renderer
 	bundles   *events.Objects
 	revisions *events.Revisions
+	flows     *events.Flows
 	pub       *events.Publisher
 	sub       *events.Subscriber
 }
@@ -62,6 +63,9 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 		return nil, err
 	}
 	if s.revisions, err = events.NewRevisions(ctx, js, o.Names); err != nil {
+		return nil, err
+	}
+	if s.flows, err = events.NewFlows(ctx, js, o.Names); err != nil {
 		return nil, err
 	}
 	if o.Concurrency <= 0 {
@@ -121,6 +125,17 @@ func (s *Service) handle(ctx context.Context, e event.Event) (err error) {
 		log.Info().Int("revision", revision).Int("newer", latestRev).Msg("superseded before render")
 		return s.publish(ctx, e, revision, events.TypeSuperseded, events.Superseded{ByRevision: latestRev, Stage: events.StageRender})
 	}
+	if err := s.flows.Fence(ctx, e, time.Now()); err != nil {
+		// Too late, or ended already: the deadline watchdog ends (or ended) the revision; a
+		// bundle rendered now would only be dropped by the applier.
+		log.Info().Int("revision", revision).Err(err).Msg("dropped")
+		return dropped(err)
+	}
+	if deadline := events.FlowDeadline(e); !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
 
 	start := time.Now()
 	out, err := s.renderer.Render(ctx, render.Input{Release: rel, Revision: revision, Request: *req})
@@ -163,5 +178,15 @@ func (s *Service) publish(ctx context.Context, e event.Event, revision int, typ 
 	}
 	events.WithRevision(&out, revision)
 	_, err = s.pub.Publish(ctx, out)
+	return dropped(err)
+}
+
+// dropped is nil for the errors that end a stage's work on a flow without a word of its own:
+// the flow already ended, or its deadline passed (the deadline watchdog ends it). Others are
+// returned as they are.
+func dropped(err error) error {
+	if errors.Is(err, events.ErrFlowEnded) || errors.Is(err, events.ErrDeadlinePassed) {
+		return nil
+	}
 	return err
 }
