@@ -295,7 +295,7 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 
 	s.inflight.add(msg)
 	ctx = context.WithValue(ctx, deliveryKey{}, Delivery{Stream: md.Stream, Sequence: md.Sequence.Stream,
-		Deliveries: md.NumDelivered, MaxDeliver: uint64(s.cfg.MaxDeliver)})
+		Deliveries: md.NumDelivered, MaxDeliver: uint64(s.cfg.MaxDeliver), RetryDelay: s.backoff(md)})
 	err = s.handler(ctx, e)
 	s.inflight.remove(msg)
 
@@ -330,10 +330,15 @@ func failureOf(err error) Error {
 
 // retry naks msg with the backoff for its delivery count.
 func (s *Subscriber) retry(msg jetstream.Msg, md *jetstream.MsgMetadata) {
-	i := min(int(md.NumDelivered)-1, len(s.cfg.Backoff)-1)
-	if err := msg.NakWithDelay(s.cfg.Backoff[max(i, 0)]); err != nil {
+	if err := msg.NakWithDelay(s.backoff(md)); err != nil {
 		s.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("nak")
 	}
+}
+
+// backoff is the delay before the delivery after md's, should md's fail.
+func (s *Subscriber) backoff(md *jetstream.MsgMetadata) time.Duration {
+	i := min(int(md.NumDelivered)-1, len(s.cfg.Backoff)-1)
+	return s.cfg.Backoff[max(i, 0)]
 }
 
 // giveUp is the one place an event is given up on: dead letter (why), release.failed when the
@@ -439,6 +444,9 @@ type Delivery struct {
 	Sequence   uint64 // the event's position in the stream: what revision numbering follows
 	Deliveries uint64 // 1 on the first delivery
 	MaxDeliver uint64 // the delivery after which the subscriber gives up
+	// RetryDelay is how long after this delivery fails with a transient error the next one
+	// comes: a handler whose deadline passes before then fails for good now instead.
+	RetryDelay time.Duration
 }
 
 // Last reports whether this is the last delivery before the subscriber gives up on an error.

@@ -57,7 +57,7 @@ func printTrace(c *cli, tr *flow.Trace) {
 			lanes = append(lanes, l)
 		}
 	}
-	order := []string{"cli", "renderer", "applier", "health", "history"}
+	order := []string{"cli", "renderer", "applier", "health", "history", "deadlines"}
 	slices.SortStableFunc(lanes, func(a, b string) int {
 		ia, ib := slices.Index(order, a), slices.Index(order, b)
 		if ia < 0 {

@@ -56,6 +56,7 @@ type Service struct {
 	applier   *apply.Applier
 	bundles   *events.Objects
 	revisions *events.Revisions
+	flows     *events.Flows
 	leases    *events.Leases
 	inventory *inventory
 	stream    jetstream.Stream
@@ -85,6 +86,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 		return nil, err
 	}
 	if s.revisions, err = events.NewRevisions(ctx, js, o.Names); err != nil {
+		return nil, err
+	}
+	if s.flows, err = events.NewFlows(ctx, js, o.Names); err != nil {
 		return nil, err
 	}
 	if s.leases, err = events.NewLeases(ctx, js, o.Names, o.Holder); err != nil {
@@ -146,7 +150,7 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	if revision < 1 {
 		return events.Reject(ReasonInvalidEvent, fmt.Errorf("release.rendered %s carries no revision", e.ID()))
 	}
-	deadline := e.Time().Add(timeout(r.Options.Timeout))
+	deadline := flowDeadline(e, r.Options.Timeout)
 	newer := func(ctx context.Context) error {
 		if r.Rollback {
 			return nil // a rollback re-applies an earlier revision on purpose
@@ -160,6 +164,9 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	}
 	locked := time.Since(began)
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
+	if late, err := s.late(ctx, e, revision); late || err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -217,12 +224,15 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 }
 
 func (s *Service) uninstall(ctx context.Context, e event.Event, rel events.Release, u *events.UninstallRequested) error {
-	deadline := e.Time().Add(timeout(u.Timeout))
+	deadline := flowDeadline(e, u.Timeout)
 	lease, err := s.lock(ctx, rel, 0, deadline, func(context.Context) error { return nil })
 	if err != nil {
 		return s.end(ctx, e, rel, 0, events.StageUninstall, err, deadline)
 	}
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
+	if late, err := s.late(ctx, e, 0); late || err != nil {
+		return err
+	}
 	cur, err := s.inventory.current(ctx, rel)
 	if err != nil {
 		return err
@@ -329,7 +339,10 @@ func (s *Service) end(ctx context.Context, e event.Event, rel events.Release, re
 	if ctx.Err() != nil {
 		return err // shutting down or the lease was lost: another delivery finishes the work
 	}
-	return failure(stage, revision, err, time.Now().Before(deadline))
+	// Transient only while another attempt can come before the deadline: past it the next
+	// delivery would be dropped (late), and the user would learn less than this error says.
+	d, _ := events.DeliveryFrom(ctx)
+	return failure(stage, revision, err, time.Now().Add(d.RetryDelay).Before(deadline))
 }
 
 // failure is an apply error as the subscriber reads it: the reason, the message without the
@@ -359,7 +372,32 @@ func (s *Service) publish(ctx context.Context, e event.Event, revision int, typ 
 		events.WithRevision(&out, revision)
 	}
 	_, err = s.pub.Publish(ctx, out)
+	if errors.Is(err, events.ErrFlowEnded) {
+		zerolog.Ctx(ctx).Info().Err(err).Msg("not published")
+		return nil
+	}
 	return err
+}
+
+// late reports whether e comes too late to touch the cluster: past its flow's deadline, or once
+// the flow ended. The handler then drops e (the deadline watchdog ends the flow, or ended it), so
+// a late applier never applies a revision the user was told had failed.
+func (s *Service) late(ctx context.Context, e event.Event, revision int) (bool, error) {
+	err := s.flows.Fence(ctx, e, time.Now())
+	if errors.Is(err, events.ErrFlowEnded) || errors.Is(err, events.ErrDeadlinePassed) {
+		zerolog.Ctx(ctx).Warn().Int("revision", revision).Err(err).Msg("dropped: too late to apply")
+		return true, nil
+	}
+	return false, err
+}
+
+// flowDeadline is when e's flow must have ended: its deadline, else (an event from outside the
+// SDK) its own time plus the timeout its options name.
+func flowDeadline(e event.Event, d events.Duration) time.Time {
+	if t := events.FlowDeadline(e); !t.IsZero() {
+		return t
+	}
+	return e.Time().Add(timeout(d))
 }
 
 func timeout(d events.Duration) time.Duration {

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -16,14 +17,16 @@ import (
 func main() {
 	var keep int
 	var rebuild bool
+	var grace time.Duration
 	serve.Main(serve.Command{
 		Name: history.Name,
 		Flags: func(fs *pflag.FlagSet) {
 			fs.IntVar(&keep, "keep", 10, "revisions kept per release (older bundles are deleted from the object store)")
 			fs.BoolVar(&rebuild, "rebuild", false, "rebuild every release's history from the events stream before serving")
+			fs.DurationVar(&grace, "deadline-grace", history.DefaultGrace, "how long past a revision's deadline the deadline watchdog ends it (release.failed deadline_exceeded)")
 		},
 		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
-			svc, err := history.New(ctx, env.JS, history.Options{Keep: keep, Names: env.Names, Logger: env.Log, Metrics: env.Metrics})
+			svc, err := history.New(ctx, env.JS, history.Options{Keep: keep, Grace: grace, Names: env.Names, Logger: env.Log, Metrics: env.Metrics})
 			if err != nil {
 				return nil, err
 			}
