@@ -19,7 +19,8 @@ import (
 func TestDeadlineWhenTheApplierIsDown(t *testing.T) {
 	ns := env.kube.Namespace(t)
 	const prefix = "nodeploy"
-	names := events.NewNames(prefix)
+	names, err := events.NewNames(prefix)
+	require.NoError(t, err)
 	for _, args := range [][]string{
 		{"renderer", "--kubeconfig", env.kube.Kubeconfig},
 		{"history", "--deadline-grace", "1s"},
