@@ -1,0 +1,187 @@
+package history_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/historyapi"
+	"github.com/troupe-dev/troupe/events/natstest"
+	"github.com/troupe-dev/troupe/services/history"
+)
+
+// burst publishes, for each release at once, revisions requests each followed by what the
+// renderer, applier and health publish (every third revision fails at health), without waiting
+// for history: the events of the releases interleave in the stream.
+func (e *env) burst(rels []events.Release, revisions int) {
+	e.t.Helper()
+	var wg sync.WaitGroup
+	for _, rel := range rels {
+		wg.Go(func() {
+			for n := 1; n <= revisions; n++ {
+				req := e.request(rel, events.Options{})
+				rendered := e.rendered(req, n, fmt.Sprint(n))
+				if n%3 == 0 {
+					e.derive(rendered, "troupe/health", events.TypeFailed, n, events.Failed{Stage: events.StageHealth, Reason: "crash_loop", Message: "no"})
+					continue
+				}
+				e.goesReady(rendered, n)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// settled waits until history's consumer has handled every event of the stream.
+func (e *env) settled() {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool {
+		c, err := e.js.Consumer(e.t.Context(), events.StreamName, history.Name)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(e.t.Context())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}, 2*time.Minute, 50*time.Millisecond, "history handled every event")
+}
+
+// rebuilt is what one history folding the whole stream alone makes of it: the views Rebuild
+// stores, which also replace the live ones.
+func (e *env) rebuilt() map[string]string {
+	e.t.Helper()
+	_, err := e.svc.Rebuild(e.t.Context())
+	require.NoError(e.t, err)
+	return snapshot(e.t, e)
+}
+
+// TestReplicasFoldTheSameViews: two history replicas sharing the consumer, each handling one
+// event at a time, fold interleaved bursts of events of the same releases into the views one
+// history folding the stream alone makes — no update lost, none out of order.
+func TestReplicasFoldTheSameViews(t *testing.T) {
+	e := newEnv(t)
+	second, err := history.New(t.Context(), e.js, history.Options{Subscriber: events.SubscriberConfig{AckWait: 3 * time.Second}})
+	require.NoError(t, err)
+	natstest.Run(t, second)
+
+	rels := []events.Release{{Namespace: "prod", Name: "a"}, {Namespace: "prod", Name: "b"}, {Namespace: "staging", Name: "a"}}
+	const revisions = 8
+	e.burst(rels, revisions)
+	e.settled()
+
+	live := snapshot(t, e)
+	require.Len(t, live, len(rels))
+	for _, rel := range rels {
+		v, err := e.svc.View(t.Context(), rel)
+		require.NoError(t, err)
+		assert.Len(t, v.Revisions, revisions, "%s: every revision", rel)
+		assert.Len(t, v.Timeline, revisions*4-revisions/3, "%s: every event (a failed revision has no applied)", rel)
+		for _, r := range v.Revisions {
+			want := historyapi.StateReady
+			if r.Revision%3 == 0 {
+				want = historyapi.StateFailed
+			}
+			assert.Equal(t, want, r.State, "%s revision %d", rel, r.Revision)
+		}
+	}
+	sameViews(t, e.rebuilt(), live)
+}
+
+// TestRedeliveryAfterNak: an event whose handling failed (nak) is redelivered after a later
+// event of its release was handled: it is in the view anyway, in stream order.
+func TestRedeliveryAfterNak(t *testing.T) {
+	rel := events.Release{Namespace: "prod", Name: "web"}
+	var failing atomic.Pointer[string] // the id of the event whose handling fails
+	laterHandled := make(chan struct{})
+	var once sync.Once
+	var naks atomic.Int32
+	o := history.Options{Subscriber: events.SubscriberConfig{MaxDeliver: 100, Backoff: []time.Duration{50 * time.Millisecond},
+		Middleware: []events.Middleware{func(h events.Handler) events.Handler {
+			return func(ctx context.Context, ev event.Event) error {
+				if id := failing.Load(); id != nil && *id == ev.ID() {
+					select {
+					case <-laterHandled:
+					default:
+						naks.Add(1)
+						return errors.New("not now") // transient: nak, redelivered after the backoff
+					}
+				}
+				err := h(ctx, ev)
+				if err == nil && ev.Type() == events.TypeReady {
+					once.Do(func() { close(laterHandled) })
+				}
+				return err
+			}
+		}}}}
+	e := newEnvWith(t, o)
+	req := e.request(rel, events.Options{})
+	rendered := e.rendered(req, 1, "one")
+	e.view(rel, func(v *historyapi.View) bool { return v.Get(1) != nil && v.Get(1).State == historyapi.StateRendered })
+
+	applied, err := events.Derive(rendered, "troupe/applier", events.TypeApplied, events.Applied{
+		Bundle:    mustData[events.Rendered](t, rendered).Bundle,
+		Inventory: []events.AppliedObject{{ObjectRef: events.ObjectRef{APIVersion: "v1", Kind: "ConfigMap", Namespace: rel.Namespace, Name: "config"}, Action: events.ActionCreated}}})
+	require.NoError(t, err)
+	events.WithRevision(&applied, 1)
+	id := applied.ID()
+	failing.Store(&id)
+	e.publish(applied)
+	e.derive(applied, "troupe/health", events.TypeReady, 1, events.Ready{TimeToReady: events.Duration(time.Second), Objects: 1})
+	e.settled()
+	require.Positive(t, naks.Load(), "the applied was nakked")
+
+	v, err := e.svc.View(t.Context(), rel)
+	require.NoError(t, err)
+	var types []string
+	for _, entry := range v.Timeline {
+		types = append(types, entry.Type)
+	}
+	assert.Equal(t, []string{events.TypeRequested, events.TypeRendered, events.TypeApplied, events.TypeReady}, types)
+	require.NotNil(t, v.Get(1).Changes, "the applied's changes")
+	assert.Equal(t, 1, v.Get(1).Changes.Created)
+	assert.Equal(t, historyapi.StateReady, v.Get(1).State)
+	live := snapshot(t, e)
+	sameViews(t, e.rebuilt(), live)
+}
+
+// sameViews checks that got holds the views want holds — the views one history folding the
+// stream makes — and names, for a view that differs, the events each folded.
+func sameViews(t *testing.T, want, got map[string]string) {
+	t.Helper()
+	assert.Len(t, got, len(want))
+	for rel, w := range want {
+		if got[rel] == w {
+			continue
+		}
+		folded := func(s string) (out []string) {
+			var v historyapi.View
+			_ = json.Unmarshal([]byte(s), &v)
+			for _, entry := range v.Timeline {
+				out = append(out, fmt.Sprintf("%d:%d %s", entry.Sequence, entry.Revision, entry.Type))
+			}
+			return out
+		}
+		t.Errorf("%s differs from the fold of the stream:\nfold: %v\ngot:  %v\n%s", rel, folded(w), folded(got[rel]), diffLines(w, got[rel]))
+	}
+}
+
+// diffLines names the first line where a and b differ.
+func diffLines(a, b string) string {
+	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+	for i := range min(len(al), len(bl)) {
+		if al[i] != bl[i] {
+			return fmt.Sprintf("line %d: fold %q, got %q", i+1, al[i], bl[i])
+		}
+	}
+	return fmt.Sprintf("fold has %d lines, got %d", len(al), len(bl))
+}
