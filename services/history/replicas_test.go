@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -38,9 +40,52 @@ func (e *env) burst(rels []events.Release, revisions int) {
 				}
 				e.goesReady(rendered, n)
 			}
+			rb, err := events.NewEvent("troupe/cli", events.TypeRollbackRequested, rel, events.RollbackRequested{})
+			require.NoError(e.t, err)
+			e.publish(rb)
 		})
 	}
 	wg.Wait()
+}
+
+// rollbacks counts, on the wire (every publish, whether the stream stores it or drops it as a
+// duplicate), the release.rendered history publishes to start a rollback, per release.
+func (e *env) rollbacks() func() map[string]int {
+	e.t.Helper()
+	var mu sync.Mutex
+	n := map[string]int{}
+	sub, err := e.nc.Subscribe("troupe.release.*.*.rendered", func(m *nats.Msg) {
+		ev, err := events.Names{}.Decode(m.Subject, m.Header, m.Data)
+		if err == nil && ev.Source() == "troupe/history" {
+			mu.Lock()
+			n[ev.Subject()]++
+			mu.Unlock()
+		}
+	})
+	require.NoError(e.t, err)
+	require.NoError(e.t, e.nc.Flush())
+	e.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(n)
+	}
+}
+
+// rolledBack checks that each release's view holds its burst's rollback, to revision 7 (the
+// last ready before 8).
+func (e *env) rolledBack(rels []events.Release) {
+	e.t.Helper()
+	for _, rel := range rels {
+		v, err := e.svc.View(e.t.Context(), rel)
+		require.NoError(e.t, err)
+		if assert.NotNil(e.t, v.Rollback, "%s: the rollback in flight", rel) {
+			assert.Equal(e.t, historyapi.Rollback{Target: 7, From: 8, Request: v.Rollback.Request}, *v.Rollback, "%s", rel)
+		}
+		last := v.Timeline[len(v.Timeline)-1]
+		assert.Equal(e.t, []any{events.TypeRendered, 7, "troupe/history"}, []any{last.Type, last.Revision, last.Source},
+			"%s: the rollback's release.rendered is the last event", rel)
+	}
 }
 
 // settled waits until history's consumer has handled every event of the stream.
@@ -76,8 +121,11 @@ func TestReplicasFoldTheSameViews(t *testing.T) {
 
 	rels := []events.Release{{Namespace: "prod", Name: "a"}, {Namespace: "prod", Name: "b"}, {Namespace: "staging", Name: "a"}}
 	const revisions = 8
+	rollbacks := e.rollbacks()
 	e.burst(rels, revisions)
 	e.settled()
+	e.rolledBack(rels)
+	assert.Equal(t, map[string]int{"prod/a": 1, "prod/b": 1, "staging/a": 1}, rollbacks(), "each rollback started once")
 
 	live := snapshot(t, e)
 	require.Len(t, live, len(rels))
@@ -85,11 +133,14 @@ func TestReplicasFoldTheSameViews(t *testing.T) {
 		v, err := e.svc.View(t.Context(), rel)
 		require.NoError(t, err)
 		assert.Len(t, v.Revisions, revisions, "%s: every revision", rel)
-		assert.Len(t, v.Timeline, revisions*4-revisions/3, "%s: every event (a failed revision has no applied)", rel)
+		assert.Len(t, v.Timeline, revisions*4-revisions/3+2, "%s: every event (a failed revision has no applied), and the rollback's two", rel)
 		for _, r := range v.Revisions {
 			want := historyapi.StateReady
-			if r.Revision%3 == 0 {
+			switch {
+			case r.Revision%3 == 0:
 				want = historyapi.StateFailed
+			case r.Revision == 7:
+				want = historyapi.StateRendered // sent again: the rollback's
 			}
 			assert.Equal(t, want, r.State, "%s revision %d", rel, r.Revision)
 		}
