@@ -140,7 +140,9 @@ func (s *Service) update(ctx context.Context, rel events.Release, change func(*h
 	}
 }
 
-// load returns rel's stored view and the key's revision, or a new view and 0.
+// load returns rel's stored view and the key's revision, or a new view and 0. A stored view that
+// does not decode is returned as a new view (with the key's revision): folded again from the
+// stream, it replaces the unreadable one.
 func (s *Service) load(ctx context.Context, rel events.Release) (*historyapi.View, uint64, error) {
 	entry, err := s.kv.Get(ctx, key(rel))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -151,7 +153,7 @@ func (s *Service) load(ctx context.Context, rel events.Release) (*historyapi.Vie
 	}
 	var v historyapi.View
 	if err := json.Unmarshal(entry.Value(), &v); err != nil {
-		return nil, 0, fmt.Errorf("history of %s: %w", rel, err)
+		return &historyapi.View{Release: rel.String()}, entry.Revision(), nil
 	}
 	return &v, entry.Revision(), nil
 }
