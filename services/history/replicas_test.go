@@ -148,48 +148,66 @@ func TestReplicasFoldTheSameViews(t *testing.T) {
 	sameViews(t, e.rebuilt(), live)
 }
 
+// holdBack is a middleware that fails (nak: transient) the event held until the event after has
+// been handled, and counts those naks.
+type holdBack struct {
+	held, after atomic.Pointer[string]
+	handled     sync.Map // ids handled without error
+	naks        atomic.Int32
+}
+
+func (hb *holdBack) middleware(h events.Handler) events.Handler {
+	return func(ctx context.Context, ev event.Event) error {
+		if id := hb.held.Load(); id != nil && *id == ev.ID() {
+			if after := hb.after.Load(); after == nil || !hb.isHandled(*after) {
+				hb.naks.Add(1)
+				return errors.New("not now") // transient: nak, redelivered after the backoff
+			}
+		}
+		err := h(ctx, ev)
+		if err == nil {
+			hb.handled.Store(ev.ID(), true)
+		}
+		return err
+	}
+}
+
+func (hb *holdBack) isHandled(id string) bool { _, ok := hb.handled.Load(id); return ok }
+
+// hold makes held wait for after.
+func (hb *holdBack) hold(held, after event.Event) {
+	h, a := held.ID(), after.ID()
+	hb.held.Store(&h)
+	hb.after.Store(&a)
+}
+
 // TestRedeliveryAfterNak: an event whose handling failed (nak) is redelivered after a later
-// event of its release was handled: it is in the view anyway, in stream order.
+// event of its release was handled: it is in the view anyway, in stream order — and what
+// history does about it is done on its redelivery, once.
 func TestRedeliveryAfterNak(t *testing.T) {
 	rel := events.Release{Namespace: "prod", Name: "web"}
-	var failing atomic.Pointer[string] // the id of the event whose handling fails
-	laterHandled := make(chan struct{})
-	var once sync.Once
-	var naks atomic.Int32
-	o := history.Options{Subscriber: events.SubscriberConfig{MaxDeliver: 100, Backoff: []time.Duration{50 * time.Millisecond},
-		Middleware: []events.Middleware{func(h events.Handler) events.Handler {
-			return func(ctx context.Context, ev event.Event) error {
-				if id := failing.Load(); id != nil && *id == ev.ID() {
-					select {
-					case <-laterHandled:
-					default:
-						naks.Add(1)
-						return errors.New("not now") // transient: nak, redelivered after the backoff
-					}
-				}
-				err := h(ctx, ev)
-				if err == nil && ev.Type() == events.TypeReady {
-					once.Do(func() { close(laterHandled) })
-				}
-				return err
-			}
-		}}}}
-	e := newEnvWith(t, o)
+	var hb holdBack
+	e := newEnvWith(t, history.Options{Subscriber: events.SubscriberConfig{MaxDeliver: 100,
+		Backoff: []time.Duration{50 * time.Millisecond}, Middleware: []events.Middleware{hb.middleware}}})
+	rollbacks := e.rollbacks()
 	req := e.request(rel, events.Options{})
 	rendered := e.rendered(req, 1, "one")
 	e.view(rel, func(v *historyapi.View) bool { return v.Get(1) != nil && v.Get(1).State == historyapi.StateRendered })
 
+	// An applied nakked until the ready after it was handled.
 	applied, err := events.Derive(rendered, "troupe/applier", events.TypeApplied, events.Applied{
 		Bundle:    mustData[events.Rendered](t, rendered).Bundle,
 		Inventory: []events.AppliedObject{{ObjectRef: events.ObjectRef{APIVersion: "v1", Kind: "ConfigMap", Namespace: rel.Namespace, Name: "config"}, Action: events.ActionCreated}}})
 	require.NoError(t, err)
 	events.WithRevision(&applied, 1)
-	id := applied.ID()
-	failing.Store(&id)
+	ready, err := events.Derive(applied, "troupe/health", events.TypeReady, events.Ready{TimeToReady: events.Duration(time.Second), Objects: 1})
+	require.NoError(t, err)
+	events.WithRevision(&ready, 1)
+	hb.hold(applied, ready)
 	e.publish(applied)
-	e.derive(applied, "troupe/health", events.TypeReady, 1, events.Ready{TimeToReady: events.Duration(time.Second), Objects: 1})
+	e.publish(ready)
 	e.settled()
-	require.Positive(t, naks.Load(), "the applied was nakked")
+	require.Positive(t, hb.naks.Load(), "the applied was nakked")
 
 	v, err := e.svc.View(t.Context(), rel)
 	require.NoError(t, err)
@@ -201,6 +219,34 @@ func TestRedeliveryAfterNak(t *testing.T) {
 	require.NotNil(t, v.Get(1).Changes, "the applied's changes")
 	assert.Equal(t, 1, v.Get(1).Changes.Created)
 	assert.Equal(t, historyapi.StateReady, v.Get(1).State)
+
+	// A rollback request nakked until the request after it was handled: the rollback (to
+	// revision 1) starts on its redelivery, once.
+	e.release(rel, 2, "two", events.Options{})
+	e.view(rel, func(v *historyapi.View) bool { return v.Current == 2 })
+	rb, err := events.NewEvent("troupe/cli", events.TypeRollbackRequested, rel, events.RollbackRequested{})
+	require.NoError(t, err)
+	next, err := events.NewEvent("troupe/cli", events.TypeRequested, rel, events.Requested{
+		Source: events.Source{Manifests: &events.ManifestsSource{Path: "deploy/"}}})
+	require.NoError(t, err)
+	naks := hb.naks.Load()
+	hb.hold(rb, next)
+	e.publish(rb)
+	e.publish(next)
+	e.settled()
+	require.Greater(t, hb.naks.Load(), naks, "the rollback request was nakked")
+	assert.Equal(t, map[string]int{rel.String(): 1}, rollbacks(), "one rollback started")
+	v = e.view(rel, func(v *historyapi.View) bool { return v.Get(3) != nil })
+	if assert.NotNil(t, v.Rollback) {
+		assert.Equal(t, 1, v.Rollback.Target)
+	}
+	types = nil
+	for _, entry := range v.Timeline[len(v.Timeline)-3:] {
+		types = append(types, fmt.Sprintf("%d %s", entry.Revision, entry.Type))
+	}
+	assert.Equal(t, []string{"1 " + events.TypeRollbackRequested, "3 " + events.TypeRequested, "1 " + events.TypeRendered}, types,
+		"in stream order: the rollback's release.rendered was published on the request's redelivery, after revision 3's request")
+
 	live := snapshot(t, e)
 	sameViews(t, e.rebuilt(), live)
 }
