@@ -2,6 +2,7 @@ package history
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -72,11 +73,35 @@ func (s *Service) Rebuild(ctx context.Context) (int, error) {
 		}
 	}
 	for rel, v := range views {
-		if err := s.save(ctx, rel, v); err != nil {
+		if err := s.replace(ctx, rel, v); err != nil {
 			return 0, err
 		}
 	}
 	return len(views), nil
+}
+
+// replace stores rebuilt as rel's view, by compare-and-set: a view a live replica stored with
+// events after the rebuild's last one is not set back; those events are folded into rebuilt
+// first. The bundles of revisions that drops are left alone (the live replica deleted them).
+func (s *Service) replace(ctx context.Context, rel events.Release, rebuilt *historyapi.View) error {
+	b, err := json.Marshal(rebuilt)
+	if err != nil {
+		return err
+	}
+	_, err = s.update(ctx, rel, func(v *historyapi.View) (bool, error) {
+		stored := v.Sequence
+		*v = historyapi.View{}
+		if err := json.Unmarshal(b, v); err != nil {
+			return false, err
+		}
+		if stored > v.Sequence {
+			if _, err := s.foldStream(ctx, rel, v, stored+1); err != nil {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+	return err
 }
 
 func nextWithin(msgs jetstream.MessagesContext, d time.Duration) (jetstream.Msg, error) {

@@ -52,6 +52,7 @@ type Service struct {
 	opts      Options
 	js        jetstream.JetStream
 	kv        jetstream.KeyValue
+	stream    jetstream.Stream // the events stream, read to catch a view up (store.go)
 	bundles   *events.Objects
 	revisions *events.Revisions
 	pub       *events.Publisher
@@ -71,6 +72,9 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 	if s.kv, err = js.KeyValue(ctx, o.Names.KV(events.KVHistory)); err != nil {
 		return nil, fmt.Errorf("history: kv %s: %w", o.Names.KV(events.KVHistory), err)
 	}
+	if s.stream, err = js.Stream(ctx, o.Names.Stream()); err != nil {
+		return nil, fmt.Errorf("history: stream %s: %w", o.Names.Stream(), err)
+	}
 	if s.bundles, err = events.OpenObjects(ctx, js, events.BucketBundles); err != nil {
 		return nil, err
 	}
@@ -83,7 +87,8 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 		sc.Types = append(sc.Types, spec.Type)
 	}
 	sc.Produces = []string{events.TypeRendered, events.TypeRollbackRequested, events.TypeFailed}
-	// One at a time, in stream order: a view is a fold of its release's events in that order.
+	// One at a time per replica; the order of a release's events in its view is the stream's
+	// whatever the order of deliveries (store.go), so replicas need no order among them.
 	sc.Concurrency, sc.DeliverAll, sc.Logger, sc.Metrics = 1, true, o.Logger, o.Metrics
 	if s.sub, err = events.NewSubscriber(js, sc, s.handle); err != nil {
 		return nil, err
@@ -129,23 +134,18 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 		return events.Terminal(err)
 	}
 	d, _ := events.DeliveryFrom(ctx)
-	v, err := s.View(ctx, rel)
-	if err != nil && !errors.Is(err, ErrUnknownRelease) {
+	// The event is a trigger: the view is caught up to it from the stream, in stream order, and
+	// stored by compare-and-set — whichever replica, whatever came first.
+	v, bad, err := s.advance(ctx, rel, e, d.Sequence)
+	if err != nil {
 		return err
 	}
-	if v == nil {
-		v = &historyapi.View{Release: rel.String()}
+	if bad != nil {
+		return bad // its payload cannot be folded (skipped, as Rebuild skips it): dead-letter it
 	}
-	if err := s.fold(ctx, v, e, d.Sequence); err != nil {
-		return err
-	}
-	dropped := Prune(v, s.opts.Keep)
-	if err := s.save(ctx, rel, v); err != nil {
-		return err
-	}
-	s.deleteBundles(ctx, v, dropped)
 	// What history does about the event is decided from the view, folded now or before (a
-	// redelivery): its events have derived ids, so doing it twice publishes once.
+	// redelivery, or another replica caught up past it): its events have derived ids, so doing
+	// it twice publishes once.
 	return s.react(ctx, v, e)
 }
 
@@ -272,15 +272,6 @@ func (s *Service) View(ctx context.Context, rel events.Release) (*historyapi.Vie
 		return nil, fmt.Errorf("history of %s: %w", rel, err)
 	}
 	return &v, nil
-}
-
-func (s *Service) save(ctx context.Context, rel events.Release, v *historyapi.View) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = s.kv.Put(ctx, key(rel), b)
-	return err
 }
 
 // Views returns every release's view.
