@@ -45,6 +45,12 @@ type Options struct {
 	// ProgressInterval is the least time between two release.progressing of one release.
 	// Default 1s.
 	ProgressInterval time.Duration
+	// LeaseTTL is how long the lease that makes a replica the one that watches outlives the
+	// replica's last renewal (it renews every third of it): how long after a crash another
+	// replica takes over. Default 15s.
+	LeaseTTL time.Duration
+	// Holder names this replica in the lease. Default health/<host>/<pid>.
+	Holder string
 	// Subscriber tunes the consumer; Service, Types, Produces, FailStage, Logger and Metrics are
 	// set by New.
 	Subscriber events.SubscriberConfig
