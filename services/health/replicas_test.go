@@ -200,7 +200,7 @@ func TestStaleTrackerDoesNotAct(t *testing.T) {
 			require.NoError(t, err)
 			_ = leases.Delete(t.Context(), "health")
 			ob := health.Options{ProgressInterval: 200 * time.Millisecond, LeaseTTL: 2 * time.Second, Holder: "b"}
-			ob.Subscriber.AckWait = 3 * time.Second
+			ob.Subscriber.AckWait, ob.Subscriber.DeliverAll = 3*time.Second, true
 			svcB, err := health.New(t.Context(), e.js, kube.Config, ob)
 			require.NoError(t, err)
 			natstest.Run(t, svcB)
