@@ -211,6 +211,10 @@ func TestStaleTrackerDoesNotAct(t *testing.T) {
 			case "applied":
 				e.apply(rel, 2, []map[string]any{configMap(ns, "config")}, events.Options{})
 				require.Equal(t, events.TypeReady, w.next(60*time.Second, events.TypeReady, events.TypeFailed).Type())
+				require.Eventually(t, func() bool {
+					entry, err := kv.Get(t.Context(), ns+".app")
+					return err == nil && revisionOf(entry.Value()) == 2 && phase(entry.Value()) == "ready"
+				}, 60*time.Second, 50*time.Millisecond, "B records revision 2 ready")
 			case "uninstalled":
 				uninstalled, err := events.Derive(first, "troupe/applier", events.TypeUninstalled, events.Uninstalled{})
 				require.NoError(t, err)
