@@ -25,5 +25,15 @@
 //     stream before publishing a terminal event a predecessor may have published already.
 //     Output ids derive from the release.applied, so a re-publish is a duplicate the stream drops.
 //
-// One replica watches; more would each publish the same (deduplicated) events.
+//   - Replicas: one leads, the others stand by. The leader holds the "health" lease of the
+//     troupe-leases bucket (events.Leases, renewed every third of --lease-ttl) and alone consumes
+//     and follows; a standby takes the lease when it expires (the leader killed or cut off) or is
+//     released (the leader stopped) and resumes every release from the KV bucket, as a restarted
+//     watcher does. A lease rather than partitioning releases: one watch per kind is shared by
+//     every release, and a partition would need as many watches per replica.
+//   - A stale tracker never acts: before publishing an end, a degradation or a recovery, the
+//     outbox checks that the record is at the KV revision the tracker last saw and that the stream
+//     has no newer release.applied or release.uninstalled of the release; records are written
+//     with compare-and-set (kv.Update, kv.Create, delete at a revision). So two replicas that both
+//     believe they lead, for the moment one has not learnt it lost the lease, do not both act.
 package health
