@@ -267,9 +267,17 @@ func TestGracefulDrain(t *testing.T) {
 	stop()
 	assert.True(t, finished.Load(), "the running handler finished with a live ctx")
 
-	run(t, js, cfg, func(ctx context.Context, e event.Event) error { calls.add(e.ID()); return nil })
-	time.Sleep(300 * time.Millisecond)
-	assert.Equal(t, 1, calls.count(e.ID()), "it was acked before shutdown, so not redelivered")
+	// The ack itself, as the server has it once Start returned: not a second run that would only
+	// see a redelivery after AckWait (30s), so that a drain that forgot to ack fails here.
+	cons, err := js.Consumer(t.Context(), events.StreamName, "applier")
+	require.NoError(t, err)
+	info, err := cons.Info(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), info.Delivered.Consumer, "delivered once")
+	assert.Equal(t, 0, info.NumAckPending, "nothing waits for an ack")
+	assert.Equal(t, uint64(1), info.AckFloor.Consumer, "the event was acked before Start returned")
+	assert.Equal(t, 0, info.NumRedelivered)
+	assert.Equal(t, 1, calls.count(e.ID()))
 }
 
 func TestServiceDiscovery(t *testing.T) {

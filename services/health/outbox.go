@@ -57,6 +57,7 @@ func newOutbox(ctx context.Context, js jetstream.JetStream, names events.Names, 
 type delivery struct {
 	decision
 	published bool // the stream acked the event: a retry only writes the record
+	attempted bool // a publish of the event failed: it may be in the stream all the same
 }
 
 // expendable says whether d may be dropped for a newer decision rather than delivered: a
@@ -66,27 +67,85 @@ func (d *delivery) expendable() bool {
 	return d.event != nil && d.event.typ == events.TypeProgressing && !d.published && !d.record
 }
 
+// errStale is a tracker that is no longer the one to act for its release: the record changed
+// under it (another replica followed a newer revision, or resumed this one; the release was
+// uninstalled), or the stream has a newer release.applied or a release.uninstalled of the
+// release. The tracker is let go without publishing.
+var errStale = errors.New("stale tracker: another replica or a newer event owns the release")
+
 // deliver publishes d's event, then writes t's record with d's state when the decision changed
 // it. It returns the first error, and may be called again with the same d until it returns nil:
-// what succeeded is not done twice.
+// what succeeded is not done twice. A decision that ends the revision, or degrades or recovers
+// it, or changes the record, is delivered only by a tracker that is current (see current); else
+// deliver returns errStale and publishes nothing.
 func (o *outbox) deliver(ctx context.Context, t *tracker, d *delivery) error {
 	if d.event != nil && !d.published {
-		if err := o.publish(ctx, t.cause, t.resumed, *d.event); err != nil {
+		if d.record || events.EndsFlow(d.event.typ) {
+			if err := o.current(ctx, t, d.event.typ); err != nil {
+				return err
+			}
+		}
+		// A terminal event tried before may be in the stream though its ack was lost: look
+		// before publishing again, rather than count on the stream's duplicate window.
+		if err := o.publish(ctx, t.cause, t.resumed || d.attempted, *d.event); err != nil {
+			d.attempted = true
 			return err
 		}
 		d.published = true
 	}
 	if d.record {
-		return o.put(ctx, t.record(d.next))
+		rev, err := o.update(ctx, t.record(d.next), t.kvRev)
+		if err != nil {
+			return err
+		}
+		t.kvRev = rev
+	}
+	return nil
+}
+
+// current says whether t may act for its release: errStale if not, another error if it could
+// not tell. t's record must be the one it last read or wrote (same KV revision), and, unless
+// typ is release.superseded (published because a newer revision came), the stream must hold no
+// release.applied or release.uninstalled of the release after t's release.applied.
+func (o *outbox) current(ctx context.Context, t *tracker, typ string) error {
+	entry, err := o.kv.Get(ctx, key(t.rel))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return fmt.Errorf("%s revision %d: record gone: %w", t.rel, t.rec.Revision, errStale)
+	case err != nil:
+		return fmt.Errorf("record %s: %w", t.rel, err)
+	case entry.Revision() != t.kvRev:
+		return fmt.Errorf("%s revision %d: record changed: %w", t.rel, t.rec.Revision, errStale)
+	}
+	if typ == events.TypeSuperseded || t.rec.Sequence == 0 {
+		return nil
+	}
+	for _, newer := range []string{events.TypeApplied, events.TypeUninstalled} {
+		subject, err := o.names.Subject(t.rel, newer)
+		if err != nil {
+			return err
+		}
+		m, err := o.stream.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("last %s of %s: %w", newer, t.rel, err)
+		}
+		if m.Sequence > t.rec.Sequence {
+			return fmt.Errorf("%s revision %d: a newer %s: %w", t.rel, t.rec.Revision, newer, errStale)
+		}
 	}
 	return nil
 }
 
 // publish publishes out in reaction to cause, and blocks until the stream acks it or ctx ends.
-// A resumed revision's terminal event is not published again if the stream has it already.
-func (o *outbox) publish(ctx context.Context, cause event.Event, resumed bool, out outgoing) error {
+// When check is set (a resumed revision, or a publish tried before), a terminal event is not
+// published if the stream has one answering cause already. Every terminal event health
+// publishes goes through here.
+func (o *outbox) publish(ctx context.Context, cause event.Event, check bool, out outgoing) error {
 	terminal := events.EndsFlow(out.typ)
-	if resumed && terminal && o.publishedAlready(ctx, cause, out.typ) {
+	if check && terminal && o.publishedAlready(ctx, cause) {
 		return nil
 	}
 	var keys []string
@@ -113,24 +172,30 @@ func (o *outbox) publish(ctx context.Context, cause event.Event, resumed bool, o
 	return nil
 }
 
-// publishedAlready says whether the stream's last typ event of cause's release answers cause:
-// a watcher that restarted between publishing a terminal event and recording it must not
-// publish a second one.
-func (o *outbox) publishedAlready(ctx context.Context, cause event.Event, typ string) bool {
+// publishedAlready says whether the stream's last event of a terminal type (ready, failed,
+// superseded) of cause's release answers cause: a revision ends once, so a watcher that
+// restarted between publishing its end and recording it, or whose ack was lost, must not
+// publish a second one, of any terminal type.
+func (o *outbox) publishedAlready(ctx context.Context, cause event.Event) bool {
 	rel, err := events.ReleaseOf(cause)
 	if err != nil {
 		return false
 	}
-	subject, err := o.names.Subject(rel, typ)
-	if err != nil {
-		return false
+	for _, typ := range []string{events.TypeReady, events.TypeFailed, events.TypeSuperseded} {
+		subject, err := o.names.Subject(rel, typ)
+		if err != nil {
+			return false
+		}
+		m, err := o.stream.GetLastMsgForSubject(ctx, subject)
+		if err != nil {
+			continue
+		}
+		e, err := o.names.Decode(m.Subject, m.Header, m.Data)
+		if err == nil && events.CausationID(e) == cause.ID() {
+			return true
+		}
 	}
-	m, err := o.stream.GetLastMsgForSubject(ctx, subject)
-	if err != nil {
-		return false
-	}
-	e, err := o.names.Decode(m.Subject, m.Header, m.Data)
-	return err == nil && events.CausationID(e) == cause.ID()
+	return false
 }
 
 // newRecord is the record of the revision applied (in the stream at seq) starts: progressing.
@@ -147,29 +212,36 @@ func newRecord(names events.Names, applied event.Event, rel events.Release, seq 
 		Applied: raw, Phase: phaseProgressing}, nil
 }
 
-// recorded is rel's record; nil when there is none, or none readable.
-func (o *outbox) recorded(ctx context.Context, rel events.Release) (*record, error) {
+// recorded is rel's record and the KV revision it was read at; nil when there is none (revision
+// 0), or none readable (the revision of what is there).
+func (o *outbox) recorded(ctx context.Context, rel events.Release) (*record, uint64, error) {
 	entry, err := o.kv.Get(ctx, key(rel))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, fmt.Errorf("record %s: %w", rel, err)
 	}
 	var rec record
 	if err := json.Unmarshal(entry.Value(), &rec); err != nil {
-		return nil, nil // unreadable: followed anew
+		return nil, entry.Revision(), nil // unreadable: followed anew
 	}
-	return &rec, nil
+	return &rec, entry.Revision(), nil
+}
+
+// revisioned is a record and the KV revision it was read at.
+type revisioned struct {
+	record
+	kvRev uint64
 }
 
 // records are every readable record of the bucket.
-func (o *outbox) records(ctx context.Context) ([]record, error) {
+func (o *outbox) records(ctx context.Context) ([]revisioned, error) {
 	keys, err := o.kv.ListKeys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("health: list records: %w", err)
 	}
-	var out []record
+	var out []revisioned
 	for k := range keys.Keys() {
 		entry, err := o.kv.Get(ctx, k)
 		if err != nil {
@@ -180,32 +252,51 @@ func (o *outbox) records(ctx context.Context) ([]record, error) {
 			o.log.Error().Err(err).Str("key", k).Msg("unreadable record: not resumed")
 			continue
 		}
-		out = append(out, rec)
+		out = append(out, revisioned{rec, entry.Revision()})
 	}
 	return out, nil
 }
 
-func (o *outbox) put(ctx context.Context, rec record) error {
+// update writes rec over the record at KV revision rev (0: where there is none) and returns the
+// new revision; errStale if the record is no longer at rev.
+func (o *outbox) update(ctx context.Context, rec record, rev uint64) (uint64, error) {
 	rel, err := events.ParseRelease(rec.Release)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	data, err := json.Marshal(rec)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if _, err := o.kv.Put(ctx, key(rel), data); err != nil {
-		return fmt.Errorf("record %s: %w", rel, err)
+	if rev == 0 {
+		rev, err = o.kv.Create(ctx, key(rel), data)
+	} else {
+		rev, err = o.kv.Update(ctx, key(rel), data, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
+		return 0, fmt.Errorf("record %s: %w", rel, errStale)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("record %s: %w", rel, err)
+	}
+	return rev, nil
+}
+
+// forget deletes rel's record, if it is still at KV revision rev; errStale if not.
+func (o *outbox) forget(ctx context.Context, rel events.Release, rev uint64) error {
+	err := o.kv.Delete(ctx, key(rel), jetstream.LastRevision(rev))
+	if isWrongLastSequence(err) {
+		return fmt.Errorf("forget %s: %w", rel, errStale)
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("forget %s: %w", rel, err)
 	}
 	return nil
 }
 
-// forget deletes rel's record.
-func (o *outbox) forget(ctx context.Context, rel events.Release) error {
-	if err := o.kv.Delete(ctx, key(rel)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("forget %s: %w", rel, err)
-	}
-	return nil
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 func key(rel events.Release) string { return rel.Namespace + "." + rel.Name }

@@ -1,7 +1,11 @@
 package health
 
 import (
+	"cmp"
 	"context"
+	"errors"
+	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -45,6 +49,12 @@ type Options struct {
 	// ProgressInterval is the least time between two release.progressing of one release.
 	// Default 1s.
 	ProgressInterval time.Duration
+	// LeaseTTL is how long the lease that makes a replica the one that watches outlives the
+	// replica's last renewal (it renews every third of it): how long after a crash another
+	// replica takes over. Default 15s.
+	LeaseTTL time.Duration
+	// Holder names this replica in the lease. Default health/<host>/<pid>.
+	Holder string
 	// Subscriber tunes the consumer; Service, Types, Produces, FailStage, Logger and Metrics are
 	// set by New.
 	Subscriber events.SubscriberConfig
@@ -54,14 +64,17 @@ type Options struct {
 	Metrics    *events.Metrics
 }
 
-// Service is the health watcher.
+// watcher follows releases for one term of leadership: built when the replica takes the lease,
+// it resumes what the KV bucket records, handles events, and is dropped with all its trackers
+// when the term ends (the lease lost or the service stopped). A new term starts afresh from the
+// bucket, as a restarted process does.
 //
 // Each release has one worker at a time: the client-go workqueue hands a release to one worker
 // until it is done with it. Event handlers and watches never touch a tracker's state; they ask
 // the release's worker (ask, tell) or queue the release (a watched object changed). The worker
 // delivers what was decided and is not out yet, runs what handlers asked, then judges the
 // revision followed (evaluate) and hands the decision to the outbox.
-type Service struct {
+type watcher struct {
 	opts    Options
 	log     zerolog.Logger
 	out     *outbox
@@ -83,12 +96,12 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	if o.ProgressInterval <= 0 {
 		o.ProgressInterval = time.Second
 	}
-	s := &Service{opts: o, log: zerolog.Nop(), releases: map[events.Release]*tracker{},
-		byObject: map[objectKey][]*tracker{}, byNamespace: map[string][]*tracker{},
-		inbox: map[events.Release][]func(context.Context){},
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[events.Release](retryFirst, retryMax),
-			workqueue.TypedRateLimitingQueueConfig[events.Release]{Name: Name})}
+	o.LeaseTTL = max(cmp.Or(o.LeaseTTL, defaultLeaseTTL), events.MinLeaseTTL)
+	if o.Holder == "" {
+		host, _ := os.Hostname()
+		o.Holder = fmt.Sprintf("%s/%s/%d", Name, host, os.Getpid())
+	}
+	s := &Service{opts: o, js: js, log: zerolog.Nop(), ready: make(chan struct{})}
 	if o.Logger != nil {
 		s.log = *o.Logger
 	}
@@ -96,31 +109,49 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	if s.out, err = newOutbox(ctx, js, o.Names, s.log); err != nil {
 		return nil, err
 	}
+	if s.leases, err = events.NewLeases(ctx, js, o.Names, o.Holder); err != nil {
+		return nil, err
+	}
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
 	s.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
+	if s.dyn, err = dynamic.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
-	s.watches = newWatches(dyn, s.changed, s.synced)
-	sc := o.Subscriber
-	sc.Service, sc.Version, sc.Names = Name, o.Version, o.Names
-	sc.Types = []string{events.TypeApplied, events.TypeUninstalled, events.TypeRendered, events.TypeFailed, events.TypeSuperseded}
-	sc.Produces = []string{events.TypeProgressing, events.TypeReady, events.TypeFailed, events.TypeDegraded,
-		events.TypeRecovered, events.TypeSuperseded}
-	sc.FailStage, sc.Logger, sc.Metrics = events.StageHealth, o.Logger, o.Metrics
-	if s.sub, err = events.NewSubscriber(js, sc, s.handle); err != nil {
+	if _, err := s.newWatcher(); err != nil { // the subscriber's configuration, checked now
 		return nil, err
 	}
 	return s, nil
 }
 
-// Start resumes the releases the KV bucket says are followed, then handles events until ctx
+// newWatcher is a watcher for one term, with nothing followed yet.
+func (s *Service) newWatcher() (*watcher, error) {
+	w := &watcher{opts: s.opts, log: s.log, out: s.out, mapper: s.mapper, releases: map[events.Release]*tracker{},
+		byObject: map[objectKey][]*tracker{}, byNamespace: map[string][]*tracker{},
+		inbox: map[events.Release][]func(context.Context){},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[events.Release](retryFirst, retryMax),
+			workqueue.TypedRateLimitingQueueConfig[events.Release]{Name: Name})}
+	w.watches = newWatches(s.dyn, w.changed, w.synced)
+	sc := s.opts.Subscriber
+	sc.Service, sc.Version, sc.Names = Name, s.opts.Version, s.opts.Names
+	sc.Types = []string{events.TypeApplied, events.TypeUninstalled, events.TypeRendered, events.TypeFailed, events.TypeSuperseded}
+	sc.Produces = []string{events.TypeProgressing, events.TypeReady, events.TypeFailed, events.TypeDegraded,
+		events.TypeRecovered, events.TypeSuperseded}
+	sc.FailStage, sc.Logger, sc.Metrics = events.StageHealth, s.opts.Logger, s.opts.Metrics
+	var err error
+	if w.sub, err = events.NewSubscriber(s.js, sc, w.handle); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// run resumes the releases the KV bucket says are followed, then handles events until ctx
 // ends. The workers outlive the subscriber's drain: a handler still running waits for one.
-func (s *Service) Start(ctx context.Context) error {
+// Everything followed is let go when it returns.
+func (s *watcher) run(ctx context.Context) error {
 	defer s.stop()
 	if err := s.resume(ctx); err != nil {
 		return err
@@ -138,13 +169,7 @@ func (s *Service) Start(ctx context.Context) error {
 	return s.sub.Start(ctx)
 }
 
-// Ready is closed once the service receives events.
-func (s *Service) Ready() <-chan struct{} { return s.sub.Ready() }
-
-// Watches is the number of watches running (informers: kinds × namespaces).
-func (s *Service) Watches() int { return s.watches.count() }
-
-func (s *Service) stop() {
+func (s *watcher) stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, t := range s.releases {
@@ -153,7 +178,7 @@ func (s *Service) stop() {
 	s.watches.stopAll()
 }
 
-func (s *Service) handle(ctx context.Context, e event.Event) error {
+func (s *watcher) handle(ctx context.Context, e event.Event) error {
 	rel, err := events.ReleaseOf(e)
 	if err != nil {
 		return events.Terminal(err)
@@ -176,14 +201,15 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 		}
 		return nil
 	case events.TypeUninstalled:
-		return s.ask(ctx, rel, func(ctx context.Context) error { return s.forget(ctx, rel) })
+		d, _ := events.DeliveryFrom(ctx)
+		return s.ask(ctx, rel, func(ctx context.Context) error { return s.forget(ctx, rel, d.Sequence) })
 	}
 	return events.Terminalf("health: unexpected %s", e.Type())
 }
 
 // ask has rel's worker run f after what it has to do for rel already, and returns f's error,
 // or ctx's if it ends first (f may then still run: what it does is idempotent).
-func (s *Service) ask(ctx context.Context, rel events.Release, f func(context.Context) error) error {
+func (s *watcher) ask(ctx context.Context, rel events.Release, f func(context.Context) error) error {
 	done := make(chan error, 1)
 	s.tell(rel, func(ctx context.Context) { done <- f(ctx) })
 	select {
@@ -195,14 +221,14 @@ func (s *Service) ask(ctx context.Context, rel events.Release, f func(context.Co
 }
 
 // tell has rel's worker run f after what it has to do for rel already.
-func (s *Service) tell(rel events.Release, f func(context.Context)) {
+func (s *watcher) tell(rel events.Release, f func(context.Context)) {
 	s.mu.Lock()
 	s.inbox[rel] = append(s.inbox[rel], f)
 	s.mu.Unlock()
 	s.queue.Add(rel)
 }
 
-func (s *Service) work(ctx context.Context) {
+func (s *watcher) work(ctx context.Context) {
 	for {
 		rel, shutdown := s.queue.Get()
 		if shutdown {
@@ -221,7 +247,7 @@ func (s *Service) work(ctx context.Context) {
 // sync does, in order, what rel's worker has to: deliver a decision not out yet, run what
 // handlers asked, judge the revision followed and deliver the decision. A failed delivery stops
 // it: it is tried again, first, the next time.
-func (s *Service) sync(ctx context.Context, rel events.Release) error {
+func (s *watcher) sync(ctx context.Context, rel events.Release) error {
 	if err := s.flush(ctx, rel); err != nil {
 		return err
 	}
@@ -251,7 +277,7 @@ func (s *Service) sync(ctx context.Context, rel events.Release) error {
 
 // flush delivers the decision of rel's revision that is not out yet, if any and if it matters
 // still: a progress report does not, once something newer is to be decided.
-func (s *Service) flush(ctx context.Context, rel events.Release) error {
+func (s *watcher) flush(ctx context.Context, rel events.Release) error {
 	if t := s.tracker(rel); t != nil && t.pending != nil && !t.pending.expendable() {
 		return s.deliver(ctx, t)
 	}
@@ -259,8 +285,15 @@ func (s *Service) flush(ctx context.Context, rel events.Release) error {
 }
 
 // deliver hands t's pending decision to the outbox and, once it is out, moves t on.
-func (s *Service) deliver(ctx context.Context, t *tracker) error {
-	if err := s.out.deliver(ctx, t, t.pending); err != nil {
+func (s *watcher) deliver(ctx context.Context, t *tracker) error {
+	err := s.out.deliver(ctx, t, t.pending)
+	if errors.Is(err, errStale) {
+		s.log.Warn().Err(err).Str("release", t.rel.String()).Msg("not the one to act: let go")
+		t.pending = nil
+		s.untrack(t)
+		return nil
+	}
+	if err != nil {
 		return err
 	}
 	s.settle(t, t.pending.next)
@@ -268,12 +301,26 @@ func (s *Service) deliver(ctx context.Context, t *tracker) error {
 	return nil
 }
 
+// casAttempts bounds how often a compare-and-set on a release's record that lost to another
+// writer is tried again, from a fresh read, before the event is left to redelivery.
+const casAttempts = 5
+
 // follow starts following the revision applied, unless its release.applied is one the bucket
 // has followed already, or older: its wait is over before it began. The older revision it
-// replaces, if still progressing, is superseded. The record is written before the event is
-// acked: a restart resumes the revision.
-func (s *Service) follow(ctx context.Context, rel events.Release, rec record, applied event.Event, a *events.Applied) error {
-	prev, err := s.out.recorded(ctx, rel)
+// replaces, if still progressing, is superseded — whether this watcher followed it or only the
+// record says so (another replica did). The record is written before the event is acked, over
+// the one read (compare-and-set): a restart resumes the revision.
+func (s *watcher) follow(ctx context.Context, rel events.Release, rec record, applied event.Event, a *events.Applied) error {
+	for attempt := 1; ; attempt++ {
+		err := s.followOnce(ctx, rel, rec, applied, a)
+		if !errors.Is(err, errStale) || attempt == casAttempts {
+			return err
+		}
+	}
+}
+
+func (s *watcher) followOnce(ctx context.Context, rel events.Release, rec record, applied event.Event, a *events.Applied) error {
+	prev, rev, err := s.out.recorded(ctx, rel)
 	if err != nil {
 		return err
 	}
@@ -281,13 +328,17 @@ func (s *Service) follow(ctx context.Context, rel events.Release, rec record, ap
 		if prev.Sequence == rec.Sequence {
 			return nil // a redelivery: followed already
 		}
-		return s.out.publish(ctx, applied, false, outgoing{typ: events.TypeSuperseded,
+		return s.out.publish(ctx, applied, true, outgoing{typ: events.TypeSuperseded,
 			data: events.Superseded{ByRevision: prev.Revision, Stage: events.StageHealth}})
 	}
 	if err := s.flush(ctx, rel); err != nil { // what a request before this one left
 		return err
 	}
-	if old := s.tracker(rel); old != nil {
+	old := s.tracker(rel)
+	if old == nil && prev != nil && prev.Phase == phaseProgressing {
+		old, _ = s.resumed(revisioned{*prev, rev}) // followed by another replica: superseded here
+	}
+	if old != nil {
 		st := old.state
 		st.supersededBy = rec.Revision
 		old.pending = &delivery{decision: evaluate(st, observation{}, time.Now(), s.opts.ProgressInterval)}
@@ -295,10 +346,13 @@ func (s *Service) follow(ctx context.Context, rel events.Release, rec record, ap
 			return err // the worker tries old's release.superseded again; the event is redelivered
 		}
 	}
-	if err := s.out.put(ctx, rec); err != nil {
+	kvRev, err := s.out.update(ctx, rec, rev)
+	if err != nil {
 		return err
 	}
-	s.track(s.newTracker(rel, rec, applied, a))
+	t := s.newTracker(rel, rec, applied, a)
+	t.kvRev = kvRev
+	s.track(t)
 	return nil
 }
 
@@ -318,18 +372,36 @@ func announces(e event.Event) (on, ok bool) {
 }
 
 // replacing notes that another revision of rel than the one followed is on its way, or not.
-func (s *Service) replacing(rel events.Release, revision int, on bool) {
+func (s *watcher) replacing(rel events.Release, revision int, on bool) {
 	if t := s.tracker(rel); t != nil && (on || revision != t.rec.Revision) {
 		t.state.replacing = on
 	}
 }
 
-// forget lets rel go: it was uninstalled. The record goes first: a restart must not resume it.
-func (s *Service) forget(ctx context.Context, rel events.Release) error {
-	if err := s.out.forget(ctx, rel); err != nil {
-		return err
+// forget lets rel go: it was uninstalled by the release.uninstalled at stream sequence seq. The
+// record goes first (compare-and-set): a restart must not resume it. A record of a revision
+// applied after the uninstall (the release installed again) stays, and so does its tracker.
+func (s *watcher) forget(ctx context.Context, rel events.Release, seq uint64) error {
+	for attempt := 1; ; attempt++ {
+		prev, rev, err := s.out.recorded(ctx, rel)
+		if err != nil {
+			return err
+		}
+		if prev != nil && seq > 0 && prev.Sequence > seq {
+			return nil
+		}
+		if rev > 0 {
+			err = s.out.forget(ctx, rel, rev)
+		}
+		if errors.Is(err, errStale) && attempt < casAttempts {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
 	}
-	if t := s.tracker(rel); t != nil {
+	if t := s.tracker(rel); t != nil && (seq == 0 || t.rec.Sequence < seq) {
 		s.untrack(t)
 	}
 	return nil
@@ -337,7 +409,7 @@ func (s *Service) forget(ctx context.Context, rel events.Release) error {
 
 // resume follows again what the KV bucket says is followed: revisions still progressing (their
 // deadline kept) and ready or degraded ones.
-func (s *Service) resume(ctx context.Context) error {
+func (s *watcher) resume(ctx context.Context) error {
 	recs, err := s.out.records(ctx)
 	if err != nil {
 		return err
@@ -347,21 +419,11 @@ func (s *Service) resume(ctx context.Context) error {
 		if rec.Phase == phaseFailed {
 			continue
 		}
-		e, err := s.opts.Names.Decode(rec.Subject, nil, rec.Applied)
+		t, err := s.resumed(rec)
 		if err != nil {
 			s.log.Error().Err(err).Str("release", rec.Release).Msg("unreadable record: not resumed")
 			continue
 		}
-		a, err := events.Data[events.Applied](e)
-		if err != nil {
-			continue
-		}
-		rel, err := events.ReleaseOf(e)
-		if err != nil {
-			continue
-		}
-		t := s.newTracker(rel, rec, e, a)
-		t.resumed = true
 		s.track(t)
 		n++
 	}
@@ -369,4 +431,24 @@ func (s *Service) resume(ctx context.Context) error {
 		s.log.Info().Int("releases", n).Msg("resumed")
 	}
 	return nil
+}
+
+// resumed is the tracker of the revision rec records, not tracked yet: its terminal event may be
+// out already.
+func (s *watcher) resumed(rec revisioned) (*tracker, error) {
+	e, err := s.opts.Names.Decode(rec.Subject, nil, rec.Applied)
+	if err != nil {
+		return nil, err
+	}
+	a, err := events.Data[events.Applied](e)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := events.ReleaseOf(e)
+	if err != nil {
+		return nil, err
+	}
+	t := s.newTracker(rel, rec.record, e, a)
+	t.resumed, t.kvRev = true, rec.kvRev
+	return t, nil
 }

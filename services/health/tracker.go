@@ -15,13 +15,14 @@ import (
 
 // tracker follows one revision of one release. Its state and pending delivery belong to the
 // release's worker (the workqueue hands a release to one worker at a time); what it watches
-// (watchKeys, podWatches, gone) is guarded by Service.mu, as the index is.
+// (watchKeys, podWatches, gone) is guarded by watcher.mu, as the index is.
 type tracker struct {
 	rel     events.Release
 	rec     record      // the record it was started or resumed with
 	cause   event.Event // the release.applied
 	objects []tracked
-	resumed bool // followed again after a restart: a terminal event may be out already
+	resumed bool   // followed again after a restart: a terminal event may be out already
+	kvRev   uint64 // the KV revision of the record as this tracker last read or wrote it
 
 	state   state
 	pending *delivery // decided, not delivered yet
@@ -46,7 +47,7 @@ type objectKey struct {
 
 // newTracker is the tracker of rel's revision rec records: its objects (kinds resolved to
 // resources), request time and deadline from the release.applied, its state from rec.
-func (s *Service) newTracker(rel events.Release, rec record, applied event.Event, a *events.Applied) *tracker {
+func (s *watcher) newTracker(rel events.Release, rec record, applied event.Event, a *events.Applied) *tracker {
 	t := &tracker{rel: rel, rec: rec, cause: applied}
 	requested := events.RequestTime(applied)
 	if requested.IsZero() {
@@ -80,7 +81,7 @@ func (t *tracker) record(st state) record {
 	return r
 }
 
-func (s *Service) mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
+func (s *watcher) mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
 	m, err := s.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if err != nil && meta.IsNoMatchError(err) {
 		s.mapper.Reset() // a CRD installed since discovery was read
@@ -90,7 +91,7 @@ func (s *Service) mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error
 }
 
 // tracker is the revision of rel followed, or nil.
-func (s *Service) tracker(rel events.Release) *tracker {
+func (s *watcher) tracker(rel events.Release) *tracker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.releases[rel]
@@ -98,7 +99,7 @@ func (s *Service) tracker(rel events.Release) *tracker {
 
 // track makes t the revision of its release followed: its watches acquired, its objects
 // indexed, and its release queued to be judged.
-func (s *Service) track(t *tracker) {
+func (s *watcher) track(t *tracker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.releases[t.rel] = t
@@ -121,7 +122,7 @@ func (s *Service) track(t *tracker) {
 
 // settle moves t to st, the state its delivered decision led to; a failed or superseded
 // revision is let go.
-func (s *Service) settle(t *tracker, st state) {
+func (s *watcher) settle(t *tracker, st state) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t.state = st
@@ -130,14 +131,14 @@ func (s *Service) settle(t *tracker, st state) {
 	}
 }
 
-func (s *Service) untrack(t *tracker) {
+func (s *watcher) untrack(t *tracker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.untrackLocked(t)
 }
 
 // untrackLocked lets t go: watches released, index entries removed. Caller holds s.mu.
-func (s *Service) untrackLocked(t *tracker) {
+func (s *watcher) untrackLocked(t *tracker) {
 	if t.gone {
 		return
 	}
@@ -160,7 +161,7 @@ func (s *Service) untrackLocked(t *tracker) {
 
 // watchPods watches the pods and ReplicaSets of the namespaces of t's workloads, while t
 // progresses: what fails it fast. Caller holds s.mu.
-func (s *Service) watchPods(t *tracker) {
+func (s *watcher) watchPods(t *tracker) {
 	for _, o := range t.objects {
 		if !o.workload || slices.Contains(t.podWatches, o.ref.Namespace) {
 			continue
@@ -173,14 +174,14 @@ func (s *Service) watchPods(t *tracker) {
 	}
 }
 
-func (s *Service) unwatchPods(t *tracker) {
+func (s *watcher) unwatchPods(t *tracker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.unwatchPodsLocked(t)
 }
 
 // unwatchPodsLocked lets the watches of watchPods go. Caller holds s.mu.
-func (s *Service) unwatchPodsLocked(t *tracker) {
+func (s *watcher) unwatchPodsLocked(t *tracker) {
 	for _, ns := range t.podWatches {
 		s.watches.release(watchKey{gvr: podsGVR, namespace: ns})
 		s.watches.release(watchKey{gvr: replicaSetsGVR, namespace: ns})
@@ -194,7 +195,7 @@ func (s *Service) unwatchPodsLocked(t *tracker) {
 
 // changed is called by the watches for every change of a watched object: the releases it
 // concerns are queued to be judged.
-func (s *Service) changed(key watchKey, obj *unstructured.Unstructured) {
+func (s *watcher) changed(key watchKey, obj *unstructured.Unstructured) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if key.gvr == podsGVR || key.gvr == replicaSetsGVR {
@@ -210,7 +211,7 @@ func (s *Service) changed(key watchKey, obj *unstructured.Unstructured) {
 
 // synced is called by the watches once a watch has listed what exists: the releases using it
 // can be judged now, even if nothing changes.
-func (s *Service) synced(key watchKey) {
+func (s *watcher) synced(key watchKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, t := range s.releases {
@@ -222,7 +223,7 @@ func (s *Service) synced(key watchKey) {
 }
 
 // observe is what the watches hold of t's objects.
-func (s *Service) observe(t *tracker) observation {
+func (s *watcher) observe(t *tracker) observation {
 	s.mu.Lock()
 	podWatches := slices.Clone(t.podWatches)
 	s.mu.Unlock()
@@ -238,7 +239,7 @@ func (s *Service) observe(t *tracker) observation {
 
 // statusOf is one object's health, with its pods when their namespace is watched; ok is false
 // while a watch it needs has not listed yet.
-func (s *Service) statusOf(o tracked, podWatches []string) (_ result, ok bool) {
+func (s *watcher) statusOf(o tracked, podWatches []string) (_ result, ok bool) {
 	if o.gvr.Empty() {
 		return result{Status: events.StatusUnknown, Message: fmt.Sprintf("the cluster serves no %s %s", o.ref.APIVersion, o.ref.Kind)}, true
 	}

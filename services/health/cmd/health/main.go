@@ -21,6 +21,7 @@ func main() {
 		cluster          kubeFlags
 		perNamespace     bool
 		progressInterval time.Duration
+		leaseTTL         time.Duration
 	)
 	serve.Main(serve.Command{
 		Name: health.Name,
@@ -28,13 +29,14 @@ func main() {
 			cluster.bind(fs, 50, 100)
 			fs.BoolVar(&perNamespace, "per-namespace", false, "watch each kind per namespace, not across the cluster (for namespaced RBAC)")
 			fs.DurationVar(&progressInterval, "progress-interval", time.Second, "least time between two release.progressing of a release")
+			fs.DurationVar(&leaseTTL, "lease-ttl", 15*time.Second, "how long another replica waits to take over from one that stopped renewing the lease (crashed)")
 		},
 		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
 			cfg, err := cluster.config()
 			if err != nil {
 				return nil, err
 			}
-			return health.New(ctx, env.JS, cfg, health.Options{PerNamespace: perNamespace, ProgressInterval: progressInterval,
+			return health.New(ctx, env.JS, cfg, health.Options{PerNamespace: perNamespace, ProgressInterval: progressInterval, LeaseTTL: leaseTTL,
 				Names: env.Names, Logger: env.Log, Metrics: env.Metrics})
 		},
 	})
