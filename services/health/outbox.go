@@ -165,6 +165,12 @@ func (o *outbox) publish(ctx context.Context, cause event.Event, check bool, out
 		o.log.Error().Err(err).Str("release", cause.Subject()).Str("type", out.typ).Msg("cannot publish the event: dropped")
 		return nil
 	}
+	if errors.Is(err, events.ErrFlowEnded) {
+		// Another terminal event ended the revision first (the deadline watchdog's, a newer
+		// stage's): its end is out, this one is not to be.
+		o.log.Info().Err(err).Str("release", cause.Subject()).Str("type", out.typ).Msg("not published: the revision already ended")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
