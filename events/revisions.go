@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -159,6 +160,34 @@ func (rv *Revisions) Latest(ctx context.Context, r Release) (uint64, int, error)
 	}
 	n, err := rv.Of(ctx, r, m.Sequence)
 	return m.Sequence, n, err
+}
+
+// First returns the stream sequence of r's revision 1 (its first release.requested), or 0 when
+// none was numbered. It outlives the stream's max age, so a caller can tell whether the stream
+// still holds a release's whole history: it does when First is at or after the stream's first
+// sequence.
+func (rv *Revisions) First(ctx context.Context, r Release) (uint64, error) {
+	if err := r.Validate(); err != nil {
+		return 0, err
+	}
+	base := "rev." + r.Namespace + "." + r.Name + "."
+	keys, err := rv.kv.ListKeysFiltered(ctx, base+"*")
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("first revision of %s: %w", r, err)
+	}
+	defer func() { _ = keys.Stop() }()
+	// Requests are numbered in stream order: the lowest sequence numbered is revision 1.
+	var first uint64
+	for k := range keys.Keys() {
+		seq, err := strconv.ParseUint(strings.TrimPrefix(k, base), 10, 64)
+		if err == nil && (first == 0 || seq < first) {
+			first = seq
+		}
+	}
+	return first, nil
 }
 
 func (rv *Revisions) recorded(ctx context.Context, base string, seq uint64) (int, error) {
