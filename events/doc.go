@@ -18,8 +18,8 @@
 //     derived from the correlation id and the stage, so a redelivered handler's re-publish is
 //     dropped by the stream's duplicate window); Encode and Names.Decode read and write them;
 //     Release is a namespace/name pair of DNS-1123 labels.
-//   - Names (subjects.go): the subjects, streams, KV buckets and object stores of one system — the live one (the
-//     zero value) or a sandbox (NewNames). Subject layout <root>.release.<ns>.<release>.<event>.
+//   - Names (subjects.go): the subjects, streams, KV buckets and object stores of one system —
+//     the live one (the zero value) or a sandbox (NewNames). Subject layout <root>.release.<ns>.<release>.<event>.
 //     Everything that reaches NATS carries one; the package keeps no state of its own.
 //   - Provision (provision.go) creates or updates the events stream, the dead-letter stream, the
 //     object stores and the KV buckets (KVLeases, KVReleases, KVInventory, KVHistory, KVHealth),
