@@ -18,12 +18,13 @@
 //     derived from the correlation id and the stage, so a redelivered handler's re-publish is
 //     dropped by the stream's duplicate window); Encode and Names.Decode read and write them;
 //     Release is a namespace/name pair of DNS-1123 labels.
-//   - Names (subjects.go): the subjects, streams and KV buckets of one system — the live one (the
-//     zero value) or a sandbox (NewNames). Subject layout <root>.release.<ns>.<release>.<event>.
+//   - Names (subjects.go): the subjects, streams, KV buckets and object stores of one system —
+//     the live one (the zero value) or a sandbox (NewNames). Subject layout <root>.release.<ns>.<release>.<event>.
 //     Everything that reaches NATS carries one; the package keeps no state of its own.
 //   - Provision (provision.go) creates or updates the events stream, the dead-letter stream, the
 //     object stores and the KV buckets (KVLeases, KVReleases, KVInventory, KVHistory, KVHealth,
-//     KVFlows).
+//     KVFlows), raising replicas and lengthening retention but never lowering them unless asked
+//     (Lower), and says what it changed and what it kept.
 //   - Publisher (publish.go) publishes an event and waits for the stream's ack, with
 //     Nats-Msg-Id = event id; a terminal event is first claimed as its flow's end.
 //   - Flows (flows.go): one record per flow (correlation id) in KVFlows — its deadline (the

@@ -178,21 +178,11 @@ func (f *Flows) update(ctx context.Context, key string, change func(*Flow) (*Flo
 		if err == nil {
 			return want, nil
 		}
-		if !isCASConflict(err) {
+		if !IsCASConflict(err) {
 			return nil, fmt.Errorf("flow %s: %w", key, err)
 		}
 	}
 	return nil, fmt.Errorf("flow %s: still contended after %d attempts", key, maxCASAttempts)
-}
-
-// isCASConflict reports whether a KV Create or Update lost a race with another writer: Create
-// finding the key (ErrKeyExists), Update finding another revision (ErrKeyRevisionMismatch, which
-// replicated buckets report with another code than single-replica ones).
-func isCASConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
-		(errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
 }
 
 // newFlow starts the record of e's flow from what e says.

@@ -139,7 +139,7 @@ func (le *Lease) Release(ctx context.Context) error {
 	rev := le.rev
 	le.rev = 0
 	err := le.l.kv.Delete(ctx, le.key, jetstream.LastRevision(rev))
-	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && !isWrongLastSequence(err) {
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && !IsCASConflict(err) {
 		return fmt.Errorf("lease %s: release: %w", le.key, err)
 	}
 	return nil

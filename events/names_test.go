@@ -3,6 +3,7 @@ package events_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,6 +37,7 @@ func TestNames(t *testing.T) {
 			assert.Equal(t, tc.stream, n.Stream())
 			assert.Equal(t, tc.dlqStream, n.DeadLetterStream())
 			assert.Equal(t, tc.kv, n.KV(events.KVLeases))
+			assert.Equal(t, strings.TrimSuffix(tc.kv, "leases")+"bundles", n.Objects(events.BucketBundles), "a sandbox's own object store")
 			sub, err := n.Subject(prod, events.TypeRollbackRequested)
 			require.NoError(t, err)
 			assert.Equal(t, tc.sub, sub)

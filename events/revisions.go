@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -44,14 +47,22 @@ type revCounter struct {
 	Rev int    `json:"rev"`
 }
 
-// Of returns the revision of the release.requested of r stored at stream sequence seq.
+// numberAttempts bounds how often Of moves the counter after losing the compare-and-set to another
+// caller that numbered the same requests: each loss means someone else moved the counter forward,
+// so it takes as many concurrent numberers of one release to exhaust it.
+const numberAttempts = 32
+
+// Of returns the revision of the release.requested of r stored at stream sequence seq. Callers
+// racing to number the same requests all get the same answer: one moves the counter, the others
+// lose the compare-and-set, read back and retry (bounded by numberAttempts, with a short jittered
+// pause), so a lost race is never an error. It wraps ErrNotRequested when seq holds no request of r.
 func (rv *Revisions) Of(ctx context.Context, r Release, seq uint64) (int, error) {
 	subject, err := rv.names.Subject(r, TypeRequested)
 	if err != nil {
 		return 0, err
 	}
 	base := "rev." + r.Namespace + "." + r.Name
-	for {
+	for attempt := 1; ; attempt++ {
 		// The counter first: a sequence at or below it was numbered before the counter moved.
 		var c revCounter
 		var kvRev uint64
@@ -104,10 +115,32 @@ func (rv *Revisions) Of(ctx context.Context, r Release, seq uint64) (int, error)
 		} else {
 			_, err = rv.kv.Update(ctx, base, b, kvRev)
 		}
-		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) && !isWrongLastSequence(err) {
+		switch {
+		case err == nil:
+			// Moved the counter: read the answer back.
+		case !IsCASConflict(err):
 			return 0, fmt.Errorf("revisions of %s: %w", r, err)
+		case attempt == numberAttempts:
+			return 0, fmt.Errorf("revisions of %s: the counter moved under %d attempts in a row: %w", r, attempt, err)
+		default:
+			// Another caller moved it first (or this one read a replica that lagged): read the
+			// answer back after a pause that keeps racers apart.
+			if err := pause(ctx, attempt); err != nil {
+				return 0, fmt.Errorf("revisions of %s: %w", r, err)
+			}
 		}
-		// Moved the counter, or another replica did first: read the answer back either way.
+	}
+}
+
+// pause waits a random time up to 2^attempt milliseconds (at most 256), or until ctx ends.
+func pause(ctx context.Context, attempt int) error {
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 8))))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -129,6 +162,34 @@ func (rv *Revisions) Latest(ctx context.Context, r Release) (uint64, int, error)
 	return m.Sequence, n, err
 }
 
+// First returns the stream sequence of r's revision 1 (its first release.requested), or 0 when
+// none was numbered. It outlives the stream's max age, so a caller can tell whether the stream
+// still holds a release's whole history: it does when First is at or after the stream's first
+// sequence.
+func (rv *Revisions) First(ctx context.Context, r Release) (uint64, error) {
+	if err := r.Validate(); err != nil {
+		return 0, err
+	}
+	base := "rev." + r.Namespace + "." + r.Name + "."
+	keys, err := rv.kv.ListKeysFiltered(ctx, base+"*")
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("first revision of %s: %w", r, err)
+	}
+	defer func() { _ = keys.Stop() }()
+	// Requests are numbered in stream order: the lowest sequence numbered is revision 1.
+	var first uint64
+	for k := range keys.Keys() {
+		seq, err := strconv.ParseUint(strings.TrimPrefix(k, base), 10, 64)
+		if err == nil && (first == 0 || seq < first) {
+			first = seq
+		}
+	}
+	return first, nil
+}
+
 func (rv *Revisions) recorded(ctx context.Context, base string, seq uint64) (int, error) {
 	e, err := rv.kv.Get(ctx, base+"."+strconv.FormatUint(seq, 10))
 	if err != nil {
@@ -137,7 +198,15 @@ func (rv *Revisions) recorded(ctx context.Context, base string, seq uint64) (int
 	return strconv.Atoi(string(e.Value()))
 }
 
-func isWrongLastSequence(err error) bool {
+// IsCASConflict reports whether err is a lost compare-and-set on a KV key (Create of a key
+// that exists, Update or Delete at a revision that is not the last): "wrong last sequence", error
+// 10071 from a stream of one replica, 10164 from a replicated one (which ErrKeyExists alone does
+// not match); nats.go also maps both to ErrKeyRevisionMismatch for Update.
+func IsCASConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }

@@ -85,3 +85,54 @@ func TestRevisionsFollowStreamOrder(t *testing.T) {
 	_, err = rv.Of(ctx, a, reqs[len(reqs)-1].seq+1)
 	assert.ErrorIs(t, err, events.ErrNotRequested)
 }
+
+// TestRevisionsUnderConcurrencyOnR3: many callers number the requests of one release at once, as
+// `troupe release` (Latest) and every service (Of) do, against a 3-node cluster with R3 streams
+// and buckets — where a lost compare-and-set on the counter is reported as error 10164, not
+// 10071. Nobody sees an error for a race they lost, and everyone agrees with the stream's order.
+func TestRevisionsUnderConcurrencyOnR3(t *testing.T) {
+	_, urls := natstest.Cluster(t, 3)
+	_, js := natstest.ConnectURL(t, urls)
+	ctx := t.Context()
+	_, err := events.Provision(ctx, js, events.ProvisionConfig{Replicas: 3})
+	require.NoError(t, err)
+	pub := events.NewPublisher(js, events.Names{})
+	r := events.Release{Namespace: "chaos", Name: "r1"}
+	const rounds, callers = 6, 8
+	numberers := make([]*events.Revisions, callers)
+	for i := range numberers {
+		numberers[i], err = events.NewRevisions(ctx, js, events.Names{})
+		require.NoError(t, err)
+	}
+	for round := 1; round <= rounds; round++ {
+		// One more request, then every caller numbers it at once: they all read the same counter
+		// and race to move it; all but one lose the compare-and-set.
+		e, err := events.NewEvent("troupe/test", events.TypeRequested, r, events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: "x"}}})
+		require.NoError(t, err)
+		ack, err := pub.Publish(ctx, e)
+		require.NoError(t, err)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, rv := range numberers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if i%2 == 0 {
+					seq, n, err := rv.Latest(ctx, r)
+					if assert.NoError(t, err, "Latest, round %d", round) {
+						assert.Equal(t, ack.Sequence, seq)
+						assert.Equal(t, round, n, "Latest, round %d", round)
+					}
+					return
+				}
+				n, err := rv.Of(ctx, r, ack.Sequence)
+				if assert.NoError(t, err, "Of, round %d", round) {
+					assert.Equal(t, round, n, "Of, round %d", round)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+	}
+}

@@ -19,9 +19,9 @@ type Names struct {
 }
 
 // NewNames returns the names of the sandbox prefix: subjects <prefix>.troupe.…, streams
-// <PREFIX>_TROUPE and <PREFIX>_TROUPE_DLQ, KV buckets <prefix>-troupe-…; the object stores
-// (content-addressed, never changed, and never pruned by a sandbox's history) stay shared, so a
-// replayed request finds its uploaded chart.
+// <PREFIX>_TROUPE and <PREFIX>_TROUPE_DLQ, KV buckets and object stores <prefix>-troupe-… (its
+// own, so what its history prunes is never the live system's; `troupe replay --to` copies in
+// the charts and bundles the replayed events reference).
 // `troupe replay --to PREFIX` fills such a sandbox; `troupe dev --subjects-prefix PREFIX` runs
 // the services in it. An empty prefix is the live system (the zero Names).
 func NewNames(prefix string) (Names, error) {
@@ -76,6 +76,11 @@ func (n Names) KV(base string) string {
 	}
 	return strings.ReplaceAll(n.prefix, ".", "-") + "-" + base
 }
+
+// Objects is the name of object store base (BucketBundles, BucketSources) in this system: base
+// itself, or <prefix>-base in a sandbox. A sandbox has its own stores, so its history prunes only
+// its own bundles; `troupe replay --to` copies into them what the replayed events reference.
+func (n Names) Objects(base string) string { return n.KV(base) }
 
 func (n Names) releasePrefix() string { return n.Root() + ".release." }
 

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
@@ -35,7 +34,7 @@ type devOptions struct {
 	natsListen string
 	storeDir   string
 	httpListen string
-	maxAge     time.Duration
+	provision  serve.ProvisionOptions
 	natsLogs   bool
 	kube       kube.Flags
 	clusterBin string
@@ -59,7 +58,7 @@ func (c *cli) devCmd() *cobra.Command {
 	f.StringVar(&o.natsListen, "nats-listen", envOr("TROUPE_NATS_LISTEN", "127.0.0.1:4222"), "host:port of the embedded NATS server; port -1 picks a free one [TROUPE_NATS_LISTEN]")
 	f.StringVar(&o.storeDir, "store-dir", envOr("TROUPE_STORE_DIR", ".troupe"), "where the embedded NATS keeps its data [TROUPE_STORE_DIR]")
 	f.StringVar(&o.httpListen, "http-listen", envOr("TROUPE_HTTP_LISTEN", "127.0.0.1:7070"), "host:port for /healthz, /readyz and /metrics; port 0 picks a free one [TROUPE_HTTP_LISTEN]")
-	f.DurationVar(&o.maxAge, "max-age", 30*24*time.Hour, "how long the stream keeps events")
+	o.provision.BindFlags(f)
 	f.BoolVar(&o.natsLogs, "nats-logs", false, "print the NATS server's own logs")
 	o.kube.Bind(f, 200, 400)
 	f.Lookup("kubeconfig").Usage = "deploy to this cluster instead of starting the local one [TROUPE_KUBECONFIG]"
@@ -126,12 +125,8 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
-	provisioned, err := events.Provision(ctx, js, events.ProvisionConfig{Names: c.names, MaxAge: o.maxAge})
-	if err != nil {
-		return fmt.Errorf("provision: %w", err)
-	}
-	for _, p := range provisioned {
-		log.Debug().Str("kind", p.Kind).Str("name", p.Name).Str("action", p.Action).Msg("provisioned")
+	if _, err := o.provision.Provision(ctx, js, c.names, &log); err != nil {
+		return err
 	}
 
 	reg, metrics, err := serve.NewRegistry()

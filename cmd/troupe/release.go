@@ -119,7 +119,7 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 	}
 
 	var upload func(context.Context, jetstream.JetStream) error
-	if req.Source, upload, err = source(src, o); err != nil {
+	if req.Source, upload, err = source(src, o, c.names); err != nil {
 		return err
 	}
 	if err := req.Validate(); err != nil {
@@ -269,7 +269,7 @@ func requester() string {
 // source turns SOURCE into the request's source. Local content is read and checked here, before
 // anything is sent; upload is what remains to do once connected (nil for remote sources): it puts
 // the content in the sources object store and sets its digest in the source.
-func source(src string, o releaseOptions) (s events.Source, upload func(ctx context.Context, js jetstream.JetStream) error, err error) {
+func source(src string, o releaseOptions, names events.Names) (s events.Source, upload func(ctx context.Context, js jetstream.JetStream) error, err error) {
 	switch {
 	case o.repo != "":
 		if o.kustomize {
@@ -313,7 +313,7 @@ func source(src string, o releaseOptions) (s events.Source, upload func(ctx cont
 	}
 	*digest = events.Digest(data) // set now, so the request validates before anything is sent
 	return s, func(ctx context.Context, js jetstream.JetStream) error {
-		store, err := events.OpenObjects(ctx, js, events.BucketSources)
+		store, err := events.OpenObjects(ctx, js, names.Objects(events.BucketSources))
 		if err != nil {
 			return fmt.Errorf("upload %s: %w", src, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -115,6 +116,17 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
+	var objects *objectCopier // the sources and bundles the replayed events reference, copied first
+	if o.to != "" {
+		objects, err = newObjectCopier(ctx, js, c.names, to)
+		if errors.Is(err, errNoSandboxStore) {
+			return fmt.Errorf("replay to %s: %w: start 'troupe dev --subjects-prefix %s --server %s' first (it creates the sandbox's streams and stores), then replay",
+				o.to, err, o.to, nc.ConnectedUrlRedacted())
+		}
+		if err != nil {
+			return fmt.Errorf("replay to %s: %w", o.to, err)
+		}
+	}
 	n, dup := 0, 0
 	var pending []jetstream.PubAckFuture // published to the sandbox, ack not yet read
 	settle := func() error {
@@ -165,6 +177,15 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 			if o.print {
 				c.printEvent(msg, o.output)
 			} else {
+				// The charts and bundles it references first, so that the sandbox's services find
+				// them whenever they get the event.
+				missing, err := objects.copyReferenced(ctx, msg.Data())
+				if err != nil {
+					return fmt.Errorf("replay to %s: %w", o.to, err)
+				}
+				for _, d := range missing {
+					fmt.Fprintf(c.stderr, "replay: %s (referenced at sequence %d) is in no object store of the live system: the sandbox will not find it either\n", d, md.Sequence.Stream)
+				}
 				// Through JetStream, acked: an event no sandbox stream stores is an error, not lost
 				// in silence. The event keeps its id (Nats-Msg-Id), so replaying twice stores it once.
 				subject := to.Root() + strings.TrimPrefix(msg.Subject(), c.names.Root())
@@ -192,9 +213,94 @@ func (c *cli) replay(ctx context.Context, o replayOptions) error {
 		if dup > 0 {
 			fmt.Fprintf(c.stdout, " (%d already there: not stored again)", dup)
 		}
+		if objects.copied > 0 {
+			fmt.Fprintf(c.stdout, ", %d charts and bundles copied into its object stores", objects.copied)
+		}
 		fmt.Fprintln(c.stdout)
 	} else if n == 0 {
 		fmt.Fprintln(c.stderr, "no events in that range")
 	}
 	return nil
+}
+
+// objectCopier copies the sources and bundles replayed events reference from the live system's
+// object stores into the sandbox's own, each digest once.
+type objectCopier struct {
+	from, to []*events.Objects // sources, bundles: in the same order
+	done     map[string]bool
+	copied   int
+}
+
+// errNoSandboxStore is returned for a sandbox whose object stores no `troupe dev` made yet.
+var errNoSandboxStore = errors.New("no object store")
+
+// referencedRE matches a digest anywhere in an event's data: every field that references content
+// (a source's object, a bundle) holds one.
+var referencedRE = regexp.MustCompile(`sha256:[0-9a-f]{64}`)
+
+func newObjectCopier(ctx context.Context, js jetstream.JetStream, live, sandbox events.Names) (*objectCopier, error) {
+	c := &objectCopier{done: map[string]bool{}}
+	for _, base := range []string{events.BucketSources, events.BucketBundles} {
+		from, err := events.OpenObjects(ctx, js, live.Objects(base))
+		if err != nil {
+			return nil, err
+		}
+		to, err := events.OpenObjects(ctx, js, sandbox.Objects(base))
+		if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("%w %s", errNoSandboxStore, sandbox.Objects(base))
+		}
+		if err != nil {
+			return nil, err
+		}
+		c.from, c.to = append(c.from, from), append(c.to, to)
+	}
+	return c, nil
+}
+
+// copyReferenced copies every digest data references, from whichever live store holds it, into
+// the sandbox's store of the same kind (unless there already), and returns the digests no live
+// store holds.
+func (c *objectCopier) copyReferenced(ctx context.Context, data []byte) (missing []string, err error) {
+	for _, d := range referencedRE.FindAllString(string(data), -1) {
+		if c.done[d] {
+			continue
+		}
+		found := false
+		for i := range c.from {
+			ok, err := c.copy(ctx, c.from[i], c.to[i], d)
+			if err != nil {
+				return nil, err
+			}
+			found = found || ok
+		}
+		if !found {
+			missing = append(missing, d)
+		}
+		c.done[d] = true
+	}
+	return missing, nil
+}
+
+// copy copies d from one store into another, and reports whether from had it.
+func (c *objectCopier) copy(ctx context.Context, from, to *events.Objects, d string) (bool, error) {
+	if ok, err := to.Has(ctx, d); err != nil || ok {
+		return ok, err
+	}
+	r, err := from.Get(ctx, d)
+	if errors.Is(err, events.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer r.Close()
+	got, _, err := to.Put(ctx, r)
+	if err == nil && got != d {
+		err = fmt.Errorf("copy %s: stored as %s", d, got)
+	}
+	if err != nil {
+		return false, err
+	}
+	c.copied++
+	return true, nil
 }

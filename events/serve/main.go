@@ -56,23 +56,21 @@ func Main(c Command) {
 }
 
 // Run parses args (the flags every service has — NATS connection, --http-listen, --log-level,
-// --provision, --replicas, --subjects-prefix — and c's), connects, provisions, builds the
+// --provision, --replicas, --max-age, --subjects-prefix — and c's), connects, provisions, builds the
 // service, and runs it in a Group of one (see Group.Run) until ctx ends or the service fails.
 func Run(ctx context.Context, c Command, args []string) error {
 	var (
 		conn       events.ConnOptions
 		httpListen string
 		logLevel   string
-		provision  bool
-		replicas   int
+		provision  ProvisionOptions
 		prefix     string
 	)
 	fs := pflag.NewFlagSet(c.Name, pflag.ContinueOnError)
 	conn.BindFlags(fs)
 	fs.StringVar(&httpListen, "http-listen", EnvOr("TROUPE_HTTP_LISTEN", ":8080"), "host:port for /healthz, /readyz, /metrics [TROUPE_HTTP_LISTEN]")
 	fs.StringVar(&logLevel, "log-level", EnvOr("TROUPE_LOG_LEVEL", "info"), "debug, info, warn, error [TROUPE_LOG_LEVEL]")
-	fs.BoolVar(&provision, "provision", true, "create or update troupe's streams and buckets at start")
-	fs.IntVar(&replicas, "replicas", 1, "replicas of the streams and buckets it provisions (3 on a cluster)")
+	provision.BindFlags(fs)
 	fs.StringVar(&prefix, "subjects-prefix", EnvOr("TROUPE_SUBJECTS_PREFIX", ""), "work in this sandbox, not on the live subjects [TROUPE_SUBJECTS_PREFIX]")
 	if c.Flags != nil {
 		c.Flags(fs)
@@ -99,10 +97,8 @@ func Run(ctx context.Context, c Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	if provision {
-		if _, err := events.Provision(ctx, js, events.ProvisionConfig{Names: names, Replicas: replicas}); err != nil {
-			return fmt.Errorf("provision: %w", err)
-		}
+	if _, err := provision.Provision(ctx, js, names, &log); err != nil {
+		return err
 	}
 	reg, metrics, err := NewRegistry()
 	if err != nil {

@@ -82,7 +82,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	if s.applier, err = apply.New(cfg, o.Apply); err != nil {
 		return nil, err
 	}
-	if s.bundles, err = events.OpenObjects(ctx, js, events.BucketBundles); err != nil {
+	if s.bundles, err = events.OpenObjects(ctx, js, o.Names.Objects(events.BucketBundles)); err != nil {
 		return nil, err
 	}
 	if s.revisions, err = events.NewRevisions(ctx, js, o.Names); err != nil {

@@ -279,7 +279,7 @@ func (o *outbox) update(ctx context.Context, rec record, rev uint64) (uint64, er
 	} else {
 		rev, err = o.kv.Update(ctx, key(rel), data, rev)
 	}
-	if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
+	if events.IsCASConflict(err) {
 		return 0, fmt.Errorf("record %s: %w", rel, errStale)
 	}
 	if err != nil {
@@ -291,18 +291,13 @@ func (o *outbox) update(ctx context.Context, rec record, rev uint64) (uint64, er
 // forget deletes rel's record, if it is still at KV revision rev; errStale if not.
 func (o *outbox) forget(ctx context.Context, rel events.Release, rev uint64) error {
 	err := o.kv.Delete(ctx, key(rel), jetstream.LastRevision(rev))
-	if isWrongLastSequence(err) {
+	if events.IsCASConflict(err) {
 		return fmt.Errorf("forget %s: %w", rel, errStale)
 	}
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("forget %s: %w", rel, err)
 	}
 	return nil
-}
-
-func isWrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 func key(rel events.Release) string { return rel.Namespace + "." + rel.Name }

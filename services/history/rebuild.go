@@ -3,6 +3,7 @@ package history
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,10 +13,13 @@ import (
 	"github.com/troupe-dev/troupe/events/historyapi"
 )
 
-// Rebuild recomputes every view from the events stream, from its first event to its last, and
-// replaces what the KV bucket holds with the result (views of releases the stream no longer
-// has are deleted). It publishes nothing: what history did about those events is in the stream
-// already. Folding is deterministic, so a rebuilt view equals the live one.
+// Rebuild recomputes views from the events stream, from its first event to its last, and
+// returns how many releases it folded events of. A release whose whole history the stream still
+// holds (its revision 1 request is in it) is rebuilt from scratch; folding is deterministic, so
+// its rebuilt view equals the live one. A release the stream aged older events of out keeps the
+// view it has, with what the stream holds past it folded on; a release the stream holds nothing
+// of (quiet for longer than its max age) keeps its view untouched. It publishes nothing: what
+// history did about those events is in the stream already.
 func (s *Service) Rebuild(ctx context.Context) (int, error) {
 	stream, err := s.js.Stream(ctx, s.opts.Names.Stream())
 	if err != nil {
@@ -26,6 +30,17 @@ func (s *Service) Rebuild(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	views := map[events.Release]*historyapi.View{}
+	start := func(rel events.Release) (*historyapi.View, error) {
+		have, err := s.View(ctx, rel)
+		if err != nil && !errors.Is(err, ErrUnknownRelease) {
+			return nil, err
+		}
+		first, err := s.revisions.First(ctx, rel)
+		if err != nil {
+			return nil, err
+		}
+		return rebuildFrom(rel, have, first, info.State.FirstSeq), nil
+	}
 	if last := info.State.LastSeq; last > 0 && info.State.Msgs > 0 {
 		c, err := s.js.OrderedConsumer(ctx, s.opts.Names.Stream(), jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{s.opts.Names.ReleaseSubjects()}, DeliverPolicy: jetstream.DeliverAllPolicy})
@@ -50,7 +65,9 @@ func (s *Service) Rebuild(ctx context.Context) (int, error) {
 				rel, _ := events.ReleaseOf(e)
 				v := views[rel]
 				if v == nil {
-					v = &historyapi.View{Release: rel.String()}
+					if v, err = start(rel); err != nil {
+						return 0, fmt.Errorf("rebuild %s: %w", rel, err)
+					}
 					views[rel] = v
 				}
 				if err := s.fold(ctx, v, e, md.Sequence.Stream); err != nil && !events.IsTerminal(err) {
@@ -61,15 +78,6 @@ func (s *Service) Rebuild(ctx context.Context) (int, error) {
 			if md.Sequence.Stream >= last {
 				break
 			}
-		}
-	}
-	keys, err := s.kv.ListKeys(ctx)
-	if err != nil {
-		return 0, err
-	}
-	for k := range keys.Keys() {
-		if rel, err := releaseOfKey(k); err == nil && views[rel] == nil {
-			_ = s.kv.Delete(ctx, k)
 		}
 	}
 	for rel, v := range views {
@@ -102,6 +110,19 @@ func (s *Service) replace(ctx context.Context, rel events.Release, rebuilt *hist
 		return true, nil
 	})
 	return err
+}
+
+// rebuildFrom decides the view a release's rebuild folds the stream onto: nothing, when the
+// stream holds the release's whole history — its first request (firstRequest, 0 when none was
+// numbered) is at or after the stream's first sequence, or the stream never lost an event —
+// and else the view history has (have, nil if none), since folding what the stream still holds
+// onto nothing would lose the revisions it aged out. Fold skips what have already holds.
+func rebuildFrom(rel events.Release, have *historyapi.View, firstRequest, streamFirst uint64) *historyapi.View {
+	whole := streamFirst <= 1 || firstRequest != 0 && firstRequest >= streamFirst
+	if have == nil || whole {
+		return &historyapi.View{Release: rel.String()}
+	}
+	return have
 }
 
 func nextWithin(msgs jetstream.MessagesContext, d time.Duration) (jetstream.Msg, error) {

@@ -75,7 +75,7 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 	if s.stream, err = js.Stream(ctx, o.Names.Stream()); err != nil {
 		return nil, fmt.Errorf("history: stream %s: %w", o.Names.Stream(), err)
 	}
-	if s.bundles, err = events.OpenObjects(ctx, js, events.BucketBundles); err != nil {
+	if s.bundles, err = events.OpenObjects(ctx, js, o.Names.Objects(events.BucketBundles)); err != nil {
 		return nil, err
 	}
 	if s.revisions, err = events.NewRevisions(ctx, js, o.Names); err != nil {
@@ -238,9 +238,6 @@ func refusal(revision int, reason, message string) error {
 // deleteBundles deletes the bundles of revisions the view no longer keeps, unless a kept
 // revision has the same bundle (best effort: a bundle left over costs space, nothing else).
 func (s *Service) deleteBundles(ctx context.Context, v *historyapi.View, dropped []*historyapi.Revision) {
-	if s.opts.Names.Prefix() != "" {
-		return // a sandbox shares the bundles store with the live system: its history deletes nothing there
-	}
 	for _, d := range dropped {
 		if d.Bundle == "" {
 			continue

@@ -159,6 +159,4 @@ func (s *Service) load(ctx context.Context, rel events.Release) (*historyapi.Vie
 }
 
 // lostRace says whether a compare-and-set failed because the key is not at the revision read.
-func lostRace(err error) bool {
-	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
-}
+func lostRace(err error) bool { return events.IsCASConflict(err) }

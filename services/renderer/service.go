@@ -49,10 +49,10 @@ type Service struct {
 func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, error) {
 	s := &Service{js: js, pub: events.NewPublisher(js, o.Names)}
 	var err error
-	if s.bundles, err = events.OpenObjects(ctx, js, events.BucketBundles); err != nil {
+	if s.bundles, err = events.OpenObjects(ctx, js, o.Names.Objects(events.BucketBundles)); err != nil {
 		return nil, err
 	}
-	sources, err := events.OpenObjects(ctx, js, events.BucketSources)
+	sources, err := events.OpenObjects(ctx, js, o.Names.Objects(events.BucketSources))
 	if err != nil {
 		return nil, err
 	}
