@@ -48,7 +48,21 @@ type Options struct {
 	Version    string
 	Logger     *zerolog.Logger
 	Metrics    *events.Metrics
+	// Checkpoint, when set, is called as a revision passes each named point of its handling
+	// (Point*). For fault tests only: cmd/applier wires it to TROUPE_TEST_KILL_AT and
+	// TROUPE_TEST_STALL_AT, so a test can SIGKILL the process at an exact point.
+	Checkpoint func(point string)
 }
+
+// Points of a revision's handling that Options.Checkpoint is called at.
+const (
+	// PointIntent: the revision's intent is recorded; the cluster is not changed yet.
+	PointIntent = "intent"
+	// PointApplied: the cluster holds the revision's objects; nothing recorded it yet.
+	PointApplied = "applied"
+	// PointRecorded: the inventory holds the revision; release.applied is not published yet.
+	PointRecorded = "recorded"
+)
 
 // Service is the applier.
 type Service struct {
@@ -197,6 +211,7 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 
 	start := time.Now()
 	res, err := s.applier.Apply(ctx, req)
+	s.checkpoint(PointApplied)
 	if err != nil {
 		if res != nil && len(res.Objects) > 0 {
 			if oerr := s.inventory.orphans(context.WithoutCancel(ctx), rel, cur, res.Objects); oerr != nil {
@@ -211,6 +226,7 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 		AppliedAt: time.Now().UTC(), Objects: res.Objects, Applied: applied}); err != nil {
 		return err
 	}
+	s.checkpoint(PointRecorded)
 	log.Info().Int("revision", revision).Int("objects", len(res.Inventory)).Int("pruned", len(res.Pruned)).
 		Dur("lock", locked).Dur("fetch", fetched).Dur("apply", time.Duration(applied.ApplyTime)).Dur("took", time.Since(began)).Msg("applied")
 	return s.publish(ctx, e, revision, events.TypeApplied, applied)
@@ -255,6 +271,7 @@ func (s *Service) lock(ctx context.Context, rel events.Release, revision int, de
 	if revision > 0 {
 		note = "revision " + strconv.Itoa(revision)
 	}
+	waited := false
 	for {
 		if err := newer(ctx); err != nil {
 			return nil, err
@@ -265,6 +282,10 @@ func (s *Service) lock(ctx context.Context, rel events.Release, revision int, de
 		}
 		if !errors.Is(err, events.ErrLeaseHeld) {
 			return nil, err
+		}
+		if !waited {
+			zerolog.Ctx(ctx).Info().Int("revision", revision).Err(err).Msg("waiting for the release's lease")
+			waited = true
 		}
 		if time.Now().After(deadline) {
 			return nil, &apply.Error{Reason: ReasonTimeout, Err: fmt.Errorf("the release stayed locked past the revision's timeout: %w", err)}
@@ -360,6 +381,13 @@ func (s *Service) publish(ctx context.Context, e event.Event, revision int, typ 
 	}
 	_, err = s.pub.Publish(ctx, out)
 	return err
+}
+
+// checkpoint tells Options.Checkpoint that a revision passed point.
+func (s *Service) checkpoint(point string) {
+	if s.opts.Checkpoint != nil {
+		s.opts.Checkpoint(point)
+	}
 }
 
 func timeout(d events.Duration) time.Duration {
