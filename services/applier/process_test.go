@@ -258,8 +258,9 @@ func TestTwoReplicasNeverApplyOneReleaseAtOnce(t *testing.T) {
 	other := startProc(t, url, "applier/other")
 	req2 := e.request(rel, events.Options{})
 	e.rendered(req2, 2, []map[string]any{configMap(ns, "a", map[string]any{"v": "2"})}, events.Options{})
-	require.Eventually(t, func() bool { return other.logged(`waiting for the release's lease`) }, 60*time.Second, 50*time.Millisecond,
-		"the other replica has revision 2 and waits")
+	require.Eventually(t, func() bool {
+		return other.logged(`waiting for the release's lease`) || stalled.logged(`waiting for the release's lease`)
+	}, 60*time.Second, 50*time.Millisecond, "a replica has revision 2 and waits for the lease")
 	leases, err := events.NewLeases(t.Context(), e.js, events.Names{}, "observer")
 	require.NoError(t, err)
 	for range 10 {
