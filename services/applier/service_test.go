@@ -354,8 +354,8 @@ func TestDryRunDiffs(t *testing.T) {
 	assert.True(t, apierrors.IsNotFound(err))
 }
 
-// TestUninstall deletes what the release applied, keeps what is annotated to stay, and forgets
-// the release's inventory.
+// TestUninstall deletes what the release applied, keeps what is annotated to stay, and replaces
+// the release's inventory by a tombstone.
 func TestUninstall(t *testing.T) {
 	e := newEnv(t)
 	e.start(applier.Options{})
@@ -385,8 +385,13 @@ func TestUninstall(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond)
 	kv, err := e.js.KeyValue(t.Context(), events.KVInventory)
 	require.NoError(t, err)
-	_, err = kv.Get(t.Context(), ns+".app")
-	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+	entry, err := kv.Get(t.Context(), ns+".app")
+	require.NoError(t, err)
+	var rec applier.Record
+	require.NoError(t, json.Unmarshal(entry.Value(), &rec))
+	assert.Empty(t, rec.All(), "the release has no objects")
+	require.NotNil(t, rec.Uninstalled, "a tombstone")
+	assert.Equal(t, un.ID(), rec.Uninstalled.Request)
 }
 
 // TestUnreachableClusterFailsWithinTheTimeout: an API server that does not answer is retried
