@@ -186,13 +186,15 @@ func (rv *Revisions) Superseding(ctx context.Context, r Release, revision int, d
 	return 0, 0, nil
 }
 
-// sequenceOf returns the stream sequence of r's request numbered revision, at most last (the
-// newest request's): revisions grow with sequences, so a binary search over the stream, each
-// probe the first request at or after a sequence.
+// sequenceOf returns a stream sequence at or below that of r's request numbered revision, and
+// above every earlier request's; last is a request's numbered revision or more (the newest's).
+// Revisions grow with sequences: a binary search over the stream, each probe the first request
+// at or after a sequence.
 func (rv *Revisions) sequenceOf(ctx context.Context, r Release, subject string, revision int, last uint64) (uint64, error) {
 	lo, hi := uint64(1), last
 	for lo < hi {
-		m, err := rv.stream.GetMsg(ctx, lo+(hi-lo)/2, jetstream.WithGetMsgSubject(subject))
+		mid := lo + (hi-lo)/2
+		m, err := rv.stream.GetMsg(ctx, mid, jetstream.WithGetMsgSubject(subject))
 		if err != nil {
 			return 0, fmt.Errorf("requests of %s: %w", r, err)
 		}
@@ -201,7 +203,7 @@ func (rv *Revisions) sequenceOf(ctx context.Context, r Release, subject string, 
 			return 0, err
 		}
 		if n >= revision {
-			hi = m.Sequence
+			hi = mid
 		} else {
 			lo = m.Sequence + 1
 		}
