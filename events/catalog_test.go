@@ -105,6 +105,7 @@ var payloadCases = []payloadCase{
 	{name: "uninstalled", typ: events.TypeUninstalled, schemaToo: true,
 		data: `{"deleted":[{"apiVersion":"v1","kind":"Service","namespace":"prod","name":"s"}],"kept":[{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","name":"streams.jetstream.nats.io"}]}`},
 	{name: "superseded", typ: events.TypeSuperseded, schemaToo: true, data: `{"byRevision":4,"stage":"apply"}`},
+	{name: "superseded by an uninstall", typ: events.TypeSuperseded, schemaToo: true, data: `{"byRevision":0,"byUninstall":"0f3c","stage":"apply"}`},
 	{name: "superseded by nothing", typ: events.TypeSuperseded, schemaToo: true, data: `{"byRevision":0,"stage":"apply"}`, wantErr: "byRevision"},
 }
 

@@ -40,7 +40,9 @@
 //   - Dead letters (deadletter.go): what a subscriber gave up on, with service and reason, in
 //     the dead-letter stream; ParseDeadLetter reads one.
 //   - Revisions (revisions.go) number each release's requests from 1 in stream order, the same
-//     for every service and replica (recorded in KVReleases by compare-and-set).
+//     for every service and replica (recorded in KVReleases by compare-and-set), and find the
+//     request that supersedes one (Superseding: of the same kind, so a dry run never
+//     supersedes a real request).
 //   - Leases (lease.go): per-release locks that expire by themselves (per-key TTL), so a crashed
 //     holder never leaves a release stuck.
 //   - Objects (objects.go) stores large payloads (bundles, uploaded charts) by sha256 digest,

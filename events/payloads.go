@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -301,10 +302,21 @@ type Uninstalled struct {
 
 // Superseded says a stage dropped work on a revision because a newer one was requested.
 type Superseded struct {
-	// ByRevision is the newer revision.
-	ByRevision int `json:"byRevision" jsonschema:"minimum=1"`
+	// ByRevision is the newer revision; 0 when an uninstall replaced it (ByUninstall).
+	ByRevision int `json:"byRevision" jsonschema:"minimum=0"`
+	// ByUninstall is the id of the release.uninstall.requested that replaced it: the release
+	// was uninstalled after it was requested.
+	ByUninstall string `json:"byUninstall,omitempty" jsonschema:"maxLength=256"`
 	// Stage is where the older work was dropped.
 	Stage string `json:"stage" jsonschema:"enum=request,enum=render,enum=apply,enum=health,enum=rollback,enum=uninstall"`
+}
+
+// By names what replaced the work: "revision N", or "uninstall <id>".
+func (p *Superseded) By() string {
+	if p.ByUninstall != "" {
+		return "uninstall " + p.ByUninstall
+	}
+	return "revision " + strconv.Itoa(p.ByRevision)
 }
 
 // Validate implements Payload.
@@ -446,7 +458,9 @@ func (p *Uninstalled) Validate() error {
 // Validate implements Payload.
 func (p *Superseded) Validate() error {
 	var c checker
-	c.min("byRevision", int64(p.ByRevision), 1)
+	if p.ByUninstall == "" {
+		c.min("byRevision", int64(p.ByRevision), 1)
+	}
 	c.oneOf("stage", p.Stage, stages)
 	return c.err()
 }

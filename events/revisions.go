@@ -210,3 +210,81 @@ func IsCASConflict(err error) bool {
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
+
+// Superseding returns the stream sequence and revision of a release.requested of r numbered
+// after revision that supersedes it: of the same kind, a real request for a real one and a dry
+// run for a dry run (dryRun), so that a dry run never drops a real request's work nor a real
+// request a dry run's. It is the newest request of r when that is of the kind, else the first
+// of the kind after revision; (0, 0) when there is none. Requests that cannot be decoded count
+// as real.
+func (rv *Revisions) Superseding(ctx context.Context, r Release, revision int, dryRun bool) (uint64, int, error) {
+	seq, latest, err := rv.Latest(ctx, r)
+	if err != nil || latest <= revision {
+		return 0, 0, err
+	}
+	subject, err := rv.names.Subject(r, TypeRequested)
+	if err != nil {
+		return 0, 0, err
+	}
+	m, err := rv.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return 0, 0, fmt.Errorf("request of %s at %d: %w", r, seq, err)
+	}
+	if rv.isDryRun(m) == dryRun {
+		return seq, latest, nil
+	}
+	// The newest is of the other kind: read the requests after revision, from the first of them.
+	from, err := rv.sequenceOf(ctx, r, subject, revision+1, seq)
+	if err != nil {
+		return 0, 0, err
+	}
+	for from < seq {
+		m, err := rv.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subject))
+		if err != nil {
+			return 0, 0, fmt.Errorf("requests of %s after %d: %w", r, from, err)
+		}
+		if m.Sequence >= seq {
+			break
+		}
+		if rv.isDryRun(m) == dryRun {
+			n, err := rv.Of(ctx, r, m.Sequence)
+			return m.Sequence, n, err
+		}
+		from = m.Sequence + 1
+	}
+	return 0, 0, nil
+}
+
+// sequenceOf returns a stream sequence at or below that of r's request numbered revision, and
+// above every earlier request's; last is a request's numbered revision or more (the newest's).
+// Revisions grow with sequences: a binary search over the stream, each probe the first request
+// at or after a sequence.
+func (rv *Revisions) sequenceOf(ctx context.Context, r Release, subject string, revision int, last uint64) (uint64, error) {
+	lo, hi := uint64(1), last
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		m, err := rv.stream.GetMsg(ctx, mid, jetstream.WithGetMsgSubject(subject))
+		if err != nil {
+			return 0, fmt.Errorf("requests of %s: %w", r, err)
+		}
+		n, err := rv.Of(ctx, r, m.Sequence)
+		if err != nil {
+			return 0, err
+		}
+		if n >= revision {
+			hi = mid
+		} else {
+			lo = m.Sequence + 1
+		}
+	}
+	return lo, nil
+}
+
+func (rv *Revisions) isDryRun(m *jetstream.RawStreamMsg) bool {
+	e, err := rv.names.Decode(m.Subject, m.Header, m.Data)
+	if err != nil {
+		return false
+	}
+	req, err := Data[Requested](e)
+	return err == nil && req.Options.DryRun
+}

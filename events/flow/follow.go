@@ -268,8 +268,8 @@ func (f *follower) fold(e event.Event) effect {
 	case events.TypeSuperseded:
 		d, _ := events.Data[events.Superseded](e)
 		f.out.State, f.out.Stage = historyapi.StateSuperseded, d.Stage
-		f.out.Message = fmt.Sprintf("superseded at %s by revision %d", d.Stage, d.ByRevision)
-		f.step(stage, "by revision %d (at %s)", d.ByRevision, d.Stage)
+		f.out.Message = fmt.Sprintf("superseded at %s by %s", d.Stage, d.By())
+		f.step(stage, "by %s (at %s)", d.By(), d.Stage)
 		return ended
 	case events.TypeDiffed:
 		d, _ := events.Data[events.Diffed](e)

@@ -183,7 +183,7 @@ func detail(e event.Event) string {
 		return fmt.Sprintf("at %s: %s: %s", d.Stage, d.Reason, firstLine(d.Message))
 	case events.TypeSuperseded:
 		d, _ := events.Data[events.Superseded](e)
-		return fmt.Sprintf("at %s by revision %d", d.Stage, d.ByRevision)
+		return fmt.Sprintf("at %s by %s", d.Stage, d.By())
 	case events.TypeRollbackRequested:
 		d, _ := events.Data[events.RollbackRequested](e)
 		s := "to the previous ready revision"

@@ -8,11 +8,18 @@
 // One revision of a release at a time, newest wins: a replica takes the release's lease (a key
 // of the leases bucket with a TTL, renewed while it works, so a crashed replica holds it no
 // longer than the TTL) before touching the cluster; a second replica, or a redelivery, waits
-// for it; a revision that a newer request has overtaken is dropped with release.superseded.
-// Different releases apply in parallel (Options.Concurrency per replica). What each revision
-// applied is recorded in the inventory bucket, so any replica prunes the next revision's
-// leftovers and answers a redelivered release.rendered with the same release.applied (same id)
-// without touching the cluster.
+// for it; a revision that a newer request of its kind has overtaken is dropped with
+// release.superseded (a dry run never supersedes a real request). Different releases apply in
+// parallel (Options.Concurrency per replica). What each revision applied is recorded in the
+// inventory bucket, so any replica prunes the next revision's leftovers and answers a
+// redelivered release.rendered with its release.applied (same id, published only if the stream
+// does not hold it) without touching the cluster.
+//
+// Intent before action: what a revision is about to apply is added to the release's inventory
+// record before the cluster changes, so a replica killed at any point leaves nothing the next
+// revision's prune or an uninstall does not find. An uninstall replaces the record by a
+// tombstone (the uninstall request's stream sequence): a revision requested before it is
+// dropped, naming it, rather than installing the release again.
 //
 // Why not github.com/fluxcd/pkg/ssa. It was the first candidate (server-side apply manager with
 // staged apply, diff, prune and kstatus wait, on the same Kubernetes 1.37 libraries) and it

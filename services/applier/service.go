@@ -48,7 +48,21 @@ type Options struct {
 	Version    string
 	Logger     *zerolog.Logger
 	Metrics    *events.Metrics
+	// Checkpoint, when set, is called as a revision passes each named point of its handling
+	// (Point*). For fault tests only: cmd/applier wires it to TROUPE_TEST_KILL_AT and
+	// TROUPE_TEST_STALL_AT, so a test can SIGKILL the process at an exact point.
+	Checkpoint func(point string)
 }
+
+// Points of a revision's handling that Options.Checkpoint is called at.
+const (
+	// PointIntent: the revision's intent is recorded; the cluster is not changed yet.
+	PointIntent = "intent"
+	// PointApplied: the cluster holds the revision's objects; nothing recorded it yet.
+	PointApplied = "applied"
+	// PointRecorded: the inventory holds the revision; release.applied is not published yet.
+	PointRecorded = "recorded"
+)
 
 // Service is the applier.
 type Service struct {
@@ -139,11 +153,24 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 	return events.Terminalf("applier: unexpected %s", e.Type())
 }
 
-// errSuperseded stops work on a revision a newer request has overtaken.
-type errSuperseded struct{ by int }
+// errSuperseded stops work on a revision a newer request (by) or an uninstall (uninstall, its
+// id) has overtaken.
+type errSuperseded struct {
+	by        int
+	uninstall string
+}
 
-func (e errSuperseded) Error() string { return fmt.Sprintf("superseded by revision %d", e.by) }
+func (e errSuperseded) Error() string {
+	if e.uninstall != "" {
+		return "superseded by uninstall " + e.uninstall
+	}
+	return fmt.Sprintf("superseded by revision %d", e.by)
+}
 
+// rendered applies a revision (or diffs it, for a dry run), in steps: take the release's lease
+// (dropping the revision if a newer request overtook it), read the inventory, drop a revision an
+// uninstall overtook, answer a redelivery of what is applied already, fetch the bundle, then
+// diff — or record the intent, apply, record the inventory and publish release.applied.
 func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Release, r *events.Rendered) error {
 	log := zerolog.Ctx(ctx)
 	revision := events.Revision(e)
@@ -155,7 +182,7 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 		if r.Rollback {
 			return nil // a rollback re-applies an earlier revision on purpose
 		}
-		return s.superseded(ctx, rel, revision)
+		return s.superseded(ctx, rel, revision, r.Options.DryRun)
 	}
 	began := time.Now()
 	lease, err := s.lock(ctx, rel, revision, deadline, newer)
@@ -182,9 +209,12 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	if err != nil {
 		return err
 	}
+	if err := s.uninstalledSince(ctx, rel, cur, e, r); err != nil {
+		return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
+	}
 	if cur != nil && cur.Revision == revision && cur.Bundle == r.Bundle && !r.Options.DryRun {
-		log.Info().Int("revision", revision).Msg("already applied: publishing release.applied again")
-		return s.publish(ctx, e, revision, events.TypeApplied, cur.Applied)
+		log.Info().Int("revision", revision).Msg("already applied: publishing release.applied unless the stream has it")
+		return s.publishOnce(ctx, e, rel, revision, events.TypeApplied, cur.Applied)
 	}
 	fetchStart := time.Now()
 	bundle, err := s.bundle(ctx, r.Bundle)
@@ -192,7 +222,7 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	if err != nil {
 		return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
 	}
-	req := apply.Request{Release: rel, Revision: revision, Objects: bundle.Objects, Previous: cur.Previous(), Options: r.Options}
+	req := apply.Request{Release: rel, Revision: revision, Objects: bundle.Objects, Previous: cur.Previous(), Pending: cur.Pending(), Options: r.Options}
 
 	if r.Options.DryRun {
 		diffs, err := s.applier.Diff(ctx, req)
@@ -202,11 +232,22 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 		return s.publish(ctx, e, revision, events.TypeDiffed, events.Diffed{Bundle: r.Bundle, Objects: diffs})
 	}
 
+	// Intent before action: what the revision is about to apply is in the inventory before the
+	// cluster changes, so a kill at any point leaves nothing the next revision or an uninstall
+	// does not find.
+	req.Intent = func(ctx context.Context, objects []events.ObjectRef) error {
+		if err := s.inventory.intend(ctx, rel, revision, objects); err != nil {
+			return err
+		}
+		s.checkpoint(PointIntent)
+		return nil
+	}
 	start := time.Now()
 	res, err := s.applier.Apply(ctx, req)
+	s.checkpoint(PointApplied)
 	if err != nil {
 		if res != nil && len(res.Objects) > 0 {
-			if oerr := s.inventory.orphans(context.WithoutCancel(ctx), rel, cur, res.Objects); oerr != nil {
+			if oerr := s.inventory.orphans(context.WithoutCancel(ctx), rel, res.Objects); oerr != nil {
 				log.Error().Err(oerr).Msg("recording what the failed revision applied")
 			}
 		}
@@ -218,12 +259,20 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 		AppliedAt: time.Now().UTC(), Objects: res.Objects, Applied: applied}); err != nil {
 		return err
 	}
+	s.checkpoint(PointRecorded)
 	log.Info().Int("revision", revision).Int("objects", len(res.Inventory)).Int("pruned", len(res.Pruned)).
 		Dur("lock", locked).Dur("fetch", fetched).Dur("apply", time.Duration(applied.ApplyTime)).Dur("took", time.Since(began)).Msg("applied")
 	return s.publish(ctx, e, revision, events.TypeApplied, applied)
 }
 
+// uninstall deletes every object the release may have in the cluster (its inventory and any
+// pending intent), then leaves a tombstone in the inventory: the uninstall request's stream
+// sequence, so that a revision requested before it is not applied after it.
 func (s *Service) uninstall(ctx context.Context, e event.Event, rel events.Release, u *events.UninstallRequested) error {
+	d, ok := events.DeliveryFrom(ctx)
+	if !ok {
+		return events.Terminalf("applier: no stream position for %s", e.ID())
+	}
 	deadline := flowDeadline(e, u.Timeout)
 	lease, err := s.lock(ctx, rel, 0, deadline, func(context.Context) error { return nil })
 	if err != nil {
@@ -237,15 +286,11 @@ func (s *Service) uninstall(ctx context.Context, e event.Event, rel events.Relea
 	if err != nil {
 		return err
 	}
-	var refs []events.ObjectRef
-	for _, o := range cur.Previous() {
-		refs = append(refs, o.ObjectRef)
-	}
-	deleted, kept, err := s.applier.Delete(ctx, rel, refs, u.DeleteCRDs)
+	deleted, kept, err := s.applier.Delete(ctx, rel, cur.All(), u.DeleteCRDs)
 	if err != nil {
 		return s.end(ctx, e, rel, 0, events.StageUninstall, err, deadline)
 	}
-	if err := s.inventory.remove(ctx, rel); err != nil {
+	if err := s.inventory.uninstalled(ctx, rel, Tombstone{Sequence: d.Sequence, Request: e.ID(), At: time.Now().UTC()}); err != nil {
 		return err
 	}
 	revision := 0
@@ -265,6 +310,7 @@ func (s *Service) lock(ctx context.Context, rel events.Release, revision int, de
 	if revision > 0 {
 		note = "revision " + strconv.Itoa(revision)
 	}
+	waited := false
 	for {
 		if err := newer(ctx); err != nil {
 			return nil, err
@@ -275,6 +321,10 @@ func (s *Service) lock(ctx context.Context, rel events.Release, revision int, de
 		}
 		if !errors.Is(err, events.ErrLeaseHeld) {
 			return nil, err
+		}
+		if !waited {
+			zerolog.Ctx(ctx).Info().Int("revision", revision).Err(err).Msg("waiting for the release's lease")
+			waited = true
 		}
 		if time.Now().After(deadline) {
 			return nil, &apply.Error{Reason: ReasonTimeout, Err: fmt.Errorf("the release stayed locked past the revision's timeout: %w", err)}
@@ -287,24 +337,47 @@ func (s *Service) lock(ctx context.Context, rel events.Release, revision int, de
 	}
 }
 
-// superseded returns errSuperseded when a newer real (not dry-run) request of rel than revision
-// is in the stream.
-func (s *Service) superseded(ctx context.Context, rel events.Release, revision int) error {
-	seq, latest, err := s.revisions.Latest(ctx, rel)
-	if err != nil || latest <= revision {
+// superseded returns errSuperseded when a newer request of rel than revision, of the same kind
+// (events.Revisions.Superseding: a dry run never supersedes a real request), is in the stream.
+func (s *Service) superseded(ctx context.Context, rel events.Release, revision int, dryRun bool) error {
+	seq, newer, err := s.revisions.Superseding(ctx, rel, revision, dryRun)
+	if err != nil || seq == 0 {
 		return err
 	}
-	m, err := s.stream.GetMsg(ctx, seq)
+	return errSuperseded{by: newer}
+}
+
+// uninstalledSince returns errSuperseded when the release's record is an uninstall's tombstone
+// and r's request (a release.requested, or a rollback's release.rollback.requested: the event
+// whose id is the flow's correlation id) came before that uninstall in the stream. A dry run
+// goes on (it changes nothing).
+func (s *Service) uninstalledSince(ctx context.Context, rel events.Release, cur *Record, e event.Event, r *events.Rendered) error {
+	if cur == nil || cur.Uninstalled == nil || r.Options.DryRun {
+		return nil
+	}
+	typ := events.TypeRequested
+	if r.Rollback {
+		typ = events.TypeRollbackRequested
+	}
+	subject, err := s.opts.Names.Subject(rel, typ)
 	if err != nil {
-		return fmt.Errorf("latest request of %s: %w", rel, err)
+		return err
 	}
-	e, err := s.opts.Names.Decode(m.Subject, m.Header, m.Data)
-	if err == nil {
-		if req, err := events.Data[events.Requested](e); err == nil && req.Options.DryRun {
-			return nil // a dry run of a newer revision changes nothing: this one goes on
+	corr := events.CorrelationID(e)
+	// Requests after the uninstall are few: the tombstone goes with the next recorded revision.
+	for from := cur.Uninstalled.Sequence + 1; ; {
+		m, err := s.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return errSuperseded{uninstall: cur.Uninstalled.Request}
 		}
+		if err != nil {
+			return fmt.Errorf("requests of %s after its uninstall: %w", rel, err)
+		}
+		if m.Header.Get(jetstream.MsgIDHeader) == corr {
+			return nil // requested after the uninstall: installs the release again
+		}
+		from = m.Sequence + 1
 	}
-	return errSuperseded{by: latest}
 }
 
 // bundle reads a bundle from the bundles object store.
@@ -333,8 +406,8 @@ func (s *Service) bundle(ctx context.Context, digest string) (*events.Bundle, er
 // revision (failure).
 func (s *Service) end(ctx context.Context, e event.Event, rel events.Release, revision int, stage string, err error, deadline time.Time) error {
 	if sup, ok := errors.AsType[errSuperseded](err); ok {
-		zerolog.Ctx(ctx).Info().Int("revision", revision).Int("newer", sup.by).Msg("superseded")
-		return s.publish(ctx, e, revision, events.TypeSuperseded, events.Superseded{ByRevision: sup.by, Stage: stage})
+		zerolog.Ctx(ctx).Info().Int("revision", revision).Int("newer", sup.by).Str("uninstall", sup.uninstall).Msg("superseded")
+		return s.publish(ctx, e, revision, events.TypeSuperseded, events.Superseded{ByRevision: sup.by, ByUninstall: sup.uninstall, Stage: stage})
 	}
 	if ctx.Err() != nil {
 		return err // shutting down or the lease was lost: another delivery finishes the work
@@ -398,6 +471,35 @@ func flowDeadline(e event.Event, d events.Duration) time.Time {
 		return t
 	}
 	return e.Time().Add(timeout(d))
+}
+
+// checkpoint tells Options.Checkpoint that a revision passed point.
+func (s *Service) checkpoint(point string) {
+	if s.opts.Checkpoint != nil {
+		s.opts.Checkpoint(point)
+	}
+}
+
+// publishOnce publishes the applier's reaction to e unless the stream holds it already (the last
+// event of its type for the release has its id): a redelivery, however late — the stream's
+// duplicate window does not reach back that far.
+func (s *Service) publishOnce(ctx context.Context, e event.Event, rel events.Release, revision int, typ string, data any) error {
+	out, err := events.Derive(e, source, typ, data)
+	if err != nil {
+		return events.Terminal(err)
+	}
+	subject, err := s.opts.Names.Subject(rel, typ)
+	if err != nil {
+		return events.Terminal(err)
+	}
+	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	switch {
+	case err == nil && m.Header.Get(jetstream.MsgIDHeader) == out.ID():
+		return nil
+	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
+		return fmt.Errorf("last %s of %s: %w", typ, rel, err)
+	}
+	return s.publish(ctx, e, revision, typ, data)
 }
 
 func timeout(d events.Duration) time.Duration {

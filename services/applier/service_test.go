@@ -182,8 +182,9 @@ func TestAppliesPodinfoAndRecordsTheInventory(t *testing.T) {
 }
 
 // TestRedeliveryRepublishesTheSameApplied: a release.rendered delivered again after it was
-// applied (here: the applier's consumer made anew, reading the stream from the start) gets the
-// same release.applied — same id, so the stream keeps one — and the cluster is not touched.
+// applied (here: the applier's consumer made anew, reading the stream from the start) finds its
+// release.applied in the stream and publishes nothing — however long after (the stream's
+// duplicate window is not what keeps one) — and the cluster is not touched.
 func TestRedeliveryRepublishesTheSameApplied(t *testing.T) {
 	e := newEnv(t)
 	stop := e.start(applier.Options{})
@@ -198,6 +199,7 @@ func TestRedeliveryRepublishesTheSameApplied(t *testing.T) {
 
 	stop()
 	require.NoError(t, e.js.DeleteConsumer(t.Context(), events.StreamName, applier.Name))
+	published := e.countPublished(rel, events.TypeApplied)
 	e.start(applier.Options{})
 	require.Eventually(t, func() bool {
 		c, err := e.js.Consumer(t.Context(), events.StreamName, applier.Name)
@@ -208,8 +210,10 @@ func TestRedeliveryRepublishesTheSameApplied(t *testing.T) {
 		return err == nil && info.Delivered.Consumer > 0 && info.NumAckPending == 0 && info.NumPending == 0
 	}, 30*time.Second, 100*time.Millisecond, "the redelivered event is handled and acked")
 	all := e.answers(rel, req.ID(), 0, 2*time.Second)
-	require.Len(t, all, 1, "the same release.applied again, deduplicated by the stream")
+	require.Len(t, all, 1)
 	assert.Equal(t, first.ID(), all[0].ID())
+	assert.EqualValues(t, 0, published.Load(),
+		"the stream holds the revision's release.applied already: not published again (counted on the wire, not after the stream's dedupe)")
 	after, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, cm.ResourceVersion, after.ResourceVersion, "nothing changed in the cluster")
@@ -350,8 +354,8 @@ func TestDryRunDiffs(t *testing.T) {
 	assert.True(t, apierrors.IsNotFound(err))
 }
 
-// TestUninstall deletes what the release applied, keeps what is annotated to stay, and forgets
-// the release's inventory.
+// TestUninstall deletes what the release applied, keeps what is annotated to stay, and replaces
+// the release's inventory by a tombstone.
 func TestUninstall(t *testing.T) {
 	e := newEnv(t)
 	e.start(applier.Options{})
@@ -381,8 +385,13 @@ func TestUninstall(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond)
 	kv, err := e.js.KeyValue(t.Context(), events.KVInventory)
 	require.NoError(t, err)
-	_, err = kv.Get(t.Context(), ns+".app")
-	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+	entry, err := kv.Get(t.Context(), ns+".app")
+	require.NoError(t, err)
+	var rec applier.Record
+	require.NoError(t, json.Unmarshal(entry.Value(), &rec))
+	assert.Empty(t, rec.All(), "the release has no objects")
+	require.NotNil(t, rec.Uninstalled, "a tombstone")
+	assert.Equal(t, un.ID(), rec.Uninstalled.Request)
 }
 
 // TestUnreachableClusterFailsWithinTheTimeout: an API server that does not answer is retried
@@ -420,4 +429,69 @@ func TestUnreachableClusterFailsWithinTheTimeout(t *testing.T) {
 	assert.GreaterOrEqual(t, time.Since(start), 2*time.Second, "retried until the timeout")
 	time.Sleep(300 * time.Millisecond)
 	assert.EqualValues(t, 1, published.Load(), "release.failed published once")
+}
+
+// uninstallRequest publishes a release.uninstall.requested of rel and returns it.
+func (e *env) uninstallRequest(rel events.Release) event.Event {
+	e.t.Helper()
+	un, err := events.NewEvent("troupe/test", events.TypeUninstallRequested, rel, events.UninstallRequested{})
+	require.NoError(e.t, err)
+	_, err = events.NewPublisher(e.js, events.Names{}).Publish(e.t.Context(), un)
+	require.NoError(e.t, err)
+	return un
+}
+
+// TestUninstallLeavesATombstone: a release requested then uninstalled back to back, its
+// release.rendered delivered after the uninstall ran: nothing is applied, the revision ends
+// superseded naming the uninstall; a request after the uninstall installs the release again.
+func TestUninstallLeavesATombstone(t *testing.T) {
+	e := newEnv(t)
+	e.start(applier.Options{})
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	req1 := e.request(rel, events.Options{})
+	un := e.uninstallRequest(rel)
+	require.Equal(t, events.TypeUninstalled, e.answer(rel, un.ID()).Type())
+	e.rendered(req1, 1, []map[string]any{configMap(ns, "a", nil)}, events.Options{})
+	got := e.answer(rel, req1.ID())
+	require.Equal(t, events.TypeSuperseded, got.Type(), string(got.Data()))
+	s, err := events.Data[events.Superseded](got)
+	require.NoError(t, err)
+	assert.Equal(t, events.StageApply, s.Stage)
+	assert.Equal(t, un.ID(), s.ByUninstall)
+	_, err = kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "nothing applied: %v", err)
+
+	req2 := e.request(rel, events.Options{})
+	e.rendered(req2, 2, []map[string]any{configMap(ns, "a", nil)}, events.Options{})
+	require.Equal(t, events.TypeApplied, e.answer(rel, req2.ID()).Type())
+	_, err = kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+	assert.NoError(t, err, "installed again")
+}
+
+// TestDryRunNeverSupersedesARealRequest: a real request, another real one, then a dry run: the
+// first is superseded by the second (not let through because the newest request is a dry
+// run), the second is applied though a dry run came after it, and the dry run gets its diff.
+func TestDryRunNeverSupersedesARealRequest(t *testing.T) {
+	e := newEnv(t)
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	dry := events.Options{DryRun: true}
+	req1 := e.request(rel, events.Options{})
+	req2 := e.request(rel, events.Options{})
+	req3 := e.request(rel, dry)
+	e.rendered(req1, 1, []map[string]any{configMap(ns, "a", map[string]any{"v": "1"})}, events.Options{})
+	e.rendered(req2, 2, []map[string]any{configMap(ns, "a", map[string]any{"v": "2"})}, events.Options{})
+	e.rendered(req3, 3, []map[string]any{configMap(ns, "a", map[string]any{"v": "3"})}, dry)
+	e.start(applier.Options{})
+	old := e.answer(rel, req1.ID())
+	require.Equal(t, events.TypeSuperseded, old.Type(), string(old.Data()))
+	s, err := events.Data[events.Superseded](old)
+	require.NoError(t, err)
+	assert.Equal(t, 2, s.ByRevision, "the newer real request, not the dry run")
+	require.Equal(t, events.TypeApplied, e.answer(rel, req2.ID()).Type())
+	require.Equal(t, events.TypeDiffed, e.answer(rel, req3.ID()).Type())
+	cm, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "2", cm.Data["v"])
 }

@@ -1,8 +1,9 @@
 // Package renderer is troupe's renderer service: on release.requested it renders the release's
 // manifests (package render), stores the canonical bundle in the bundles object store by digest,
 // and publishes release.rendered — or release.failed with stage render and nothing else happens.
-// A request that a newer one of the same release has overtaken is dropped with
-// release.superseded.
+// A request that a newer one of the same release and kind has overtaken is dropped with
+// release.superseded: real requests by newer real ones, dry runs by newer dry runs — a dry run
+// never supersedes a real request, and a real request never a dry run (it still gets its diff).
 package renderer
 
 import (
@@ -117,13 +118,15 @@ func (s *Service) handle(ctx context.Context, e event.Event) (err error) {
 	// From here on, whatever fails the request fails this revision: the subscriber's
 	// release.failed names it (the request does not carry it).
 	defer func() { err = withRevision(err, revision) }()
-	latestSeq, latestRev, err := s.revisions.Latest(ctx, rel)
+	// Only a newer request of the same kind drops this one: a dry run never supersedes a real
+	// request (CI previewing right after a release must not stop it), nor a real one a dry run.
+	newerSeq, newerRev, err := s.revisions.Superseding(ctx, rel, revision, req.Options.DryRun)
 	if err != nil {
 		return err
 	}
-	if latestSeq > d.Sequence {
-		log.Info().Int("revision", revision).Int("newer", latestRev).Msg("superseded before render")
-		return s.publish(ctx, e, revision, events.TypeSuperseded, events.Superseded{ByRevision: latestRev, Stage: events.StageRender})
+	if newerSeq > 0 {
+		log.Info().Int("revision", revision).Int("newer", newerRev).Msg("superseded before render")
+		return s.publish(ctx, e, revision, events.TypeSuperseded, events.Superseded{ByRevision: newerRev, Stage: events.StageRender})
 	}
 	if err := s.flows.Fence(ctx, e, time.Now()); err != nil {
 		// Too late, or ended already: the deadline watchdog ends (or ended) the revision; a

@@ -226,3 +226,39 @@ func eventsOf(t *testing.T, js jetstream.JetStream, rel events.Release) []event.
 		out = append(out, e)
 	}
 }
+
+// TestDryRunNeverSupersedesARealRequest: a real request, then at once a dry run of the same
+// release (CI previewing after a release): the real one is rendered, not superseded, and so is
+// the dry run. Two dry runs in a row: the older is superseded by the newer.
+func TestDryRunNeverSupersedesARealRequest(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	rel := events.Release{Namespace: "prod", Name: "web"}
+	chart := filepath.Join(fixtures(t), "podinfo/charts/podinfo")
+	run := func() (stop func()) {
+		svc, err := renderer.New(t.Context(), js, renderer.Options{})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- svc.Start(ctx) }()
+		<-svc.Ready()
+		return func() { cancel(); <-done }
+	}
+	run()() // the renderer's consumer exists, and the renderer is down
+	src := events.Source{Helm: &events.HelmSource{Path: chart}}
+	dry := events.Options{DryRun: true}
+	real := request(t, js, rel, events.Requested{Source: src})
+	dry1 := request(t, js, rel, events.Requested{Source: src, Options: dry})
+	dry2 := request(t, js, rel, events.Requested{Source: src, Options: dry, Set: []string{"replicaCount=3"}})
+	defer run()()
+
+	got := outcome(t, js, rel, real.ID())
+	require.Equal(t, events.TypeRendered, got.Type(), string(got.Data()))
+	assert.Equal(t, 1, events.Revision(got))
+	got = outcome(t, js, rel, dry1.ID())
+	require.Equal(t, events.TypeSuperseded, got.Type(), string(got.Data()))
+	s, err := events.Data[events.Superseded](got)
+	require.NoError(t, err)
+	assert.Equal(t, 3, s.ByRevision)
+	got = outcome(t, js, rel, dry2.ID())
+	assert.Equal(t, events.TypeRendered, got.Type(), string(got.Data()))
+}

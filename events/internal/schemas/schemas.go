@@ -38,6 +38,12 @@ func Generate(spec events.Spec) ([]byte, error) {
 		},
 	}
 	s := r.Reflect(spec.New())
+	if d := s.Definitions["Superseded"]; d != nil && spec.Type == events.TypeSuperseded {
+		// What struct tags cannot say, as Superseded.Validate does: a newer revision, or an uninstall.
+		newer := jsonschema.NewProperties()
+		newer.Set("byRevision", &jsonschema.Schema{Minimum: json.Number("1")})
+		d.AnyOf = []*jsonschema.Schema{{Required: []string{"byUninstall"}}, {Properties: newer}}
+	}
 	s.ID = jsonschema.ID(BaseID + FileName(spec.Type))
 	s.Title = spec.Type
 	s.Description = "data of a " + spec.Type + " CloudEvent (" + spec.Carries + "); published by " + spec.PublishedBy

@@ -107,7 +107,19 @@ type Request struct {
 	Objects []map[string]any
 	// Previous is what the release's last applied revision left in the cluster, if any.
 	Previous []Object
-	Options  events.Options
+	// Pending are objects a revision may have applied without its inventory being recorded
+	// (its process was killed): pruned like Previous's when the bundle no longer has them, but
+	// not taken for the release's own (an existing one's owner is checked), as they may never
+	// have been applied.
+	Pending []events.ObjectRef
+	Options events.Options
+	// Intent, when set, is called once the objects are validated, before the first change to
+	// the cluster, with every object Apply is about to apply (namespaces defaulted); an error
+	// stops Apply there. The caller records them, so that however Apply is interrupted (a
+	// crash) a later revision or an uninstall finds what it applied. An object of a kind the
+	// bundle's own CRDs define is given both in the release's namespace and cluster-scoped
+	// when its manifest names no namespace: its scope is known only once the CRD exists.
+	Intent func(ctx context.Context, objects []events.ObjectRef) error
 }
 
 // Object is one object of an inventory: where it is, a digest of the manifest troupe applied,
@@ -185,6 +197,11 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 		return nil, err
 	}
 	validated = true
+	if req.Intent != nil {
+		if err := req.Intent(ctx, intent(req.Release, items)); err != nil {
+			return nil, err
+		}
+	}
 	applied := func() *Result {
 		for _, it := range items {
 			if it.action != "" {
@@ -261,6 +278,13 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 		for _, o := range req.Previous {
 			if !current[o.ObjectRef] {
 				gone = append(gone, o.ObjectRef)
+				current[o.ObjectRef] = true
+			}
+		}
+		for _, ref := range req.Pending {
+			if !current[ref] {
+				gone = append(gone, ref)
+				current[ref] = true
 			}
 		}
 		deleted, kept, err := a.Delete(ctx, req.Release, gone, false)
@@ -270,6 +294,21 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 		}
 	}
 	return res, nil
+}
+
+// intent lists what applying items may create: each item's object, both scopes of one whose
+// kind is not resolved yet (see Request.Intent).
+func intent(rel events.Release, items []*item) []events.ObjectRef {
+	out := make([]events.ObjectRef, 0, len(items))
+	for _, it := range items {
+		out = append(out, it.ref)
+		if it.deferred && it.ref.Namespace == "" {
+			ref := it.ref
+			ref.Namespace = rel.Namespace
+			out = append(out, ref)
+		}
+	}
+	return out
 }
 
 // prepare turns the bundle's objects into items: troupe's labels and annotations added, kinds

@@ -229,3 +229,46 @@ func TestDiff(t *testing.T) {
 	assert.True(t, apierrors.IsNotFound(err))
 	get(t, configmaps, ns, "dropped")
 }
+
+// TestIntentBeforeTheFirstChange: Intent gets every object, namespaces defaulted, after
+// validation and before anything changes (an error there changes nothing); Pending objects
+// the bundle lacks are pruned, and one that belongs to another release is not taken as ours.
+func TestIntentBeforeTheFirstChange(t *testing.T) {
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	a := newApplier(t, apply.Options{})
+	noNS := configMap("", "b", nil)
+	delete(noNS["metadata"].(map[string]any), "namespace")
+	objs := []map[string]any{configMap(ns, "a", nil), noNS}
+
+	var got []events.ObjectRef
+	_, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: objs,
+		Intent: func(_ context.Context, refs []events.ObjectRef) error { got = refs; return assert.AnError }})
+	require.ErrorIs(t, err, assert.AnError)
+	assert.ElementsMatch(t, []events.ObjectRef{
+		{APIVersion: "v1", Kind: "ConfigMap", Namespace: ns, Name: "a"},
+		{APIVersion: "v1", Kind: "ConfigMap", Namespace: ns, Name: "b"}}, got)
+	_, err = kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "nothing changed: %v", err)
+
+	// Revision 1 applied without a record (as if killed): revision 2 drops b, knowing it only
+	// from the pending intent, and prunes it.
+	_, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: objs})
+	require.NoError(t, err)
+	res, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 2, Objects: objs[:1], Pending: got})
+	require.NoError(t, err)
+	assert.Equal(t, []events.ObjectRef{got[1]}, res.Pruned)
+
+	// A pending object that another release holds is neither taken over nor deleted.
+	other := events.Release{Namespace: ns, Name: "other"}
+	_, err = a.Apply(t.Context(), apply.Request{Release: other, Revision: 1, Objects: []map[string]any{configMap(ns, "c", nil)}})
+	require.NoError(t, err)
+	c := events.ObjectRef{APIVersion: "v1", Kind: "ConfigMap", Namespace: ns, Name: "c"}
+	_, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 3, Objects: []map[string]any{configMap(ns, "c", nil)}, Pending: []events.ObjectRef{c}})
+	assert.Equal(t, apply.ReasonOwnershipConflict, reasonOf(err), "%v", err)
+	res, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 3, Objects: objs[:1], Pending: []events.ObjectRef{c}})
+	require.NoError(t, err)
+	assert.Empty(t, res.Pruned)
+	_, err = kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "c", metav1.GetOptions{})
+	assert.NoError(t, err, "the other release's object stays")
+}

@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -23,6 +25,8 @@ func main() {
 		allowNamespaces   []string
 		denyClusterScoped bool
 		impersonate       string
+		ackWait           time.Duration
+		holder            string
 	)
 	serve.Main(serve.Command{
 		Name: applier.Name,
@@ -34,17 +38,44 @@ func main() {
 			fs.StringSliceVar(&allowNamespaces, "allow-namespace", nil, "the only namespaces to touch (repeat; default: all)")
 			fs.BoolVar(&denyClusterScoped, "deny-cluster-scoped", false, "refuse cluster-scoped objects (CRDs, ClusterRoles, …)")
 			fs.StringVar(&impersonate, "impersonate-service-account", "", "act as this service account of each release's namespace")
+			fs.DurationVar(&ackWait, "ack-wait", 30*time.Second, "how long an event a dead replica was handling waits before another gets it")
+			fs.StringVar(&holder, "holder", "", "this replica's name in leases (default applier/<host>/<pid>)")
 		},
 		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
 			cfg, err := cluster.Config()
 			if err != nil {
 				return nil, err
 			}
-			return applier.New(ctx, env.JS, cfg, applier.Options{
+			o := applier.Options{
 				Apply: apply.Options{Concurrency: inflight, AllowNamespaces: allowNamespaces,
 					DenyClusterScoped: denyClusterScoped, ImpersonateServiceAccount: impersonate},
-				Concurrency: concurrency, LeaseTTL: leaseTTL, Names: env.Names, Logger: env.Log, Metrics: env.Metrics,
-			})
+				Concurrency: concurrency, LeaseTTL: leaseTTL, Holder: holder, Names: env.Names, Logger: env.Log, Metrics: env.Metrics,
+				Checkpoint: testHook(env),
+			}
+			o.Subscriber.AckWait = ackWait
+			return applier.New(ctx, env.JS, cfg, o)
 		},
 	})
+}
+
+// testHook is for fault tests only, never for a deployment: TROUPE_TEST_KILL_AT=<point> makes the
+// process SIGKILL itself when a revision reaches that point (applier.Point*), and
+// TROUPE_TEST_STALL_AT=<point> makes the handler block there forever (until the process is
+// killed), holding the release's lease. Neither set: nil, no hook.
+func testHook(env *serve.Env) func(point string) {
+	kill, stall := os.Getenv("TROUPE_TEST_KILL_AT"), os.Getenv("TROUPE_TEST_STALL_AT")
+	if kill == "" && stall == "" {
+		return nil
+	}
+	return func(point string) {
+		switch point {
+		case kill:
+			env.Log.Warn().Str("point", point).Msg("TROUPE_TEST_KILL_AT: killing myself at " + point)
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		case stall:
+			env.Log.Warn().Str("point", point).Msg("TROUPE_TEST_STALL_AT: stalling at " + point)
+			select {}
+		}
+	}
 }
