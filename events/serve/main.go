@@ -90,7 +90,9 @@ func Run(ctx context.Context, c Command, args []string) error {
 	}
 	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", c.Name).Logger()
 
-	nc, err := conn.Connect("troupe-" + c.Name)
+	// Connected or not: a service starts while NATS is unreachable, serving /healthz at once and
+	// /readyz false until it is connected and receiving (Prepare, then the group).
+	nc, err := conn.ConnectRetrying("troupe-"+c.Name, log)
 	if err != nil {
 		return err
 	}
@@ -99,17 +101,7 @@ func Run(ctx context.Context, c Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	if provision {
-		if _, err := events.Provision(ctx, js, events.ProvisionConfig{Names: names, Replicas: replicas}); err != nil {
-			return fmt.Errorf("provision: %w", err)
-		}
-	}
 	reg, metrics, err := NewRegistry()
-	if err != nil {
-		return err
-	}
-	env := &Env{NC: nc, JS: js, Names: names, Log: &log, Metrics: metrics, Mux: http.NewServeMux()}
-	svc, err := c.New(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -117,10 +109,38 @@ func Run(ctx context.Context, c Command, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
-	g := &Group{NC: nc, Listener: ln, Mux: env.Mux, Gatherer: reg, Log: &log, OnReady: func() {
-		log.Info().Str("nats", nc.ConnectedUrl()).Str("http", ln.Addr().String()).Msg(c.Name + " ready")
-	}}
-	g.Add(c.Name, svc)
+	env := &Env{NC: nc, JS: js, Names: names, Log: &log, Metrics: metrics, Mux: http.NewServeMux()}
+	g := &Group{NC: nc, Listener: ln, Mux: env.Mux, Gatherer: reg, Log: &log, ReadyTimeout: NoReadyTimeout,
+		OnReady: func() {
+			log.Info().Str("nats", nc.ConnectedUrl()).Str("http", ln.Addr().String()).Msg(c.Name + " ready")
+		}}
+	g.Prepare = func(ctx context.Context) error {
+		w := waiter{log: log, server: conn.Server}
+		if !events.WaitConnected(ctx, nc, conn.Server, log) {
+			return nil
+		}
+		if provision {
+			if !w.retry(ctx, "provision troupe's streams and buckets", func() error {
+				_, err := events.Provision(ctx, js, events.ProvisionConfig{Names: names, Replicas: replicas})
+				return err
+			}) {
+				return nil
+			}
+		}
+		var svc Service
+		if !w.retry(ctx, "start "+c.Name, func() error {
+			s, err := c.New(ctx, env)
+			if err != nil && !notThereYet(err) {
+				return permanent{err}
+			}
+			svc = s
+			return err
+		}) {
+			return w.err
+		}
+		g.Add(c.Name, svc)
+		return nil
+	}
 	return g.Run(ctx)
 }
 

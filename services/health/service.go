@@ -141,6 +141,10 @@ func (s *Service) Start(ctx context.Context) error {
 // Ready is closed once the service receives events.
 func (s *Service) Ready() <-chan struct{} { return s.sub.Ready() }
 
+// Receiving reports whether the service receives events now (serve.Receiver): false while its
+// consumer is created again after it disappeared.
+func (s *Service) Receiving() bool { return s.sub.Receiving() }
+
 // Watches is the number of watches running (informers: kinds × namespaces).
 func (s *Service) Watches() int { return s.watches.count() }
 
