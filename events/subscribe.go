@@ -356,10 +356,26 @@ func (s *Subscriber) ensureConsumer(ctx context.Context, cc jetstream.ConsumerCo
 // createOrUpdate creates or updates the consumer cc on stream. Where an existing consumer starts
 // is kept: the server cannot update a deliver policy, and an existing consumer resumes at its ack
 // floor whatever it says.
+//
+// A new consumer of new events only is created at the stream's next sequence
+// (DeliverByStartSequence), not with DeliverNew: a server SIGKILLed before it flushed the
+// consumer's state recovers it from its config, and DeliverNew would then start after the
+// stream's end, skipping every event delivered but not acked — a revision nobody ever ends. From
+// a fixed sequence those are delivered again.
 func (s *Subscriber) createOrUpdate(ctx context.Context, stream string, cc jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	if c, err := s.js.Consumer(ctx, stream, cc.Durable); err == nil {
+	c, err := s.js.Consumer(ctx, stream, cc.Durable)
+	switch {
+	case err == nil:
 		have := c.CachedInfo().Config
 		cc.DeliverPolicy, cc.OptStartSeq, cc.OptStartTime = have.DeliverPolicy, have.OptStartSeq, have.OptStartTime
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil, fmt.Errorf("subscriber %s: consumer on %s: %w", s.cfg.Service, stream, err)
+	case cc.DeliverPolicy == jetstream.DeliverNewPolicy:
+		st, err := s.js.Stream(ctx, stream)
+		if err != nil {
+			return nil, fmt.Errorf("subscriber %s: stream %s: %w", s.cfg.Service, stream, err)
+		}
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, st.CachedInfo().State.LastSeq+1
 	}
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, stream, cc)
 	if err != nil {
