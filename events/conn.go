@@ -41,7 +41,7 @@ func (o *ConnOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.TLSCert, "tls-cert", env("TROUPE_TLS_CERT", ""), "TLS client certificate [TROUPE_TLS_CERT]")
 	fs.StringVar(&o.TLSKey, "tls-key", env("TROUPE_TLS_KEY", ""), "TLS client key [TROUPE_TLS_KEY]")
 	fs.StringVar(&o.TLSCA, "tls-ca", env("TROUPE_TLS_CA", ""), "TLS CA certificate to verify the server [TROUPE_TLS_CA]")
-	fs.DurationVar(&o.Timeout, "connect-timeout", 5*time.Second, "how long to try to connect")
+	fs.DurationVar(&o.Timeout, "connect-timeout", 5*time.Second, "how long one attempt to connect may take (a service tries again forever, a command gives up)")
 }
 
 // Connect connects to NATS as name (shown in the server's connection list), and fails if no

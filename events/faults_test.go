@@ -54,7 +54,7 @@ func TestSubscriberRecreatesDeletedConsumer(t *testing.T) {
 	}, 30*time.Second, time.Millisecond)
 	close(release) // e1's ack goes to a consumer that is gone
 	e2 := publishRequest(t, pub, rel(2))
-	require.Eventually(t, func() bool { return !s.Receiving() }, 10*time.Second, 5*time.Millisecond, "not receiving without its consumer")
+	require.Eventually(t, func() bool { return !s.Receiving() }, 30*time.Second, 5*time.Millisecond, "not receiving without its consumer")
 	assert.Never(t, s.Receiving, 300*time.Millisecond, 10*time.Millisecond, "receiving on a consumer it could not create")
 
 	require.NoError(t, js.DeleteConsumer(t.Context(), events.StreamName, "renderer"))

@@ -284,7 +284,7 @@ func (s *Subscriber) consume(ctx context.Context, cons jetstream.Consumer, work 
 	}()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go s.watchConsumer(watchCtx, cons)
+	go s.watchConsumer(watchCtx, cons, it.Stop)
 
 	for {
 		msg, err := it.Next()
@@ -623,11 +623,17 @@ func (s *Subscriber) heartbeats(ctx context.Context) {
 }
 
 // watchConsumer reads the consumer's info every few seconds while it is consumed: the ack floor
-// a recreated consumer starts after, and the pending gauge while the consumer is idle.
-func (s *Subscriber) watchConsumer(ctx context.Context, cons jetstream.Consumer) {
+// a recreated consumer starts after, and the pending gauge while the consumer is idle. When the
+// consumer is gone, or another of the same name took its place (whose pulls the iterator would
+// go on answering), it calls lost: the iterator stops, and Start creates it again.
+func (s *Subscriber) watchConsumer(ctx context.Context, cons jetstream.Consumer, lost func()) {
 	every(ctx, 5*time.Second, func() {
-		if info, err := cons.Info(ctx); err == nil {
+		info, err := cons.Info(ctx)
+		switch {
+		case err == nil && s.ours(info):
 			s.noteFloor(info)
+		case err == nil || errors.Is(err, jetstream.ErrConsumerNotFound):
+			lost()
 		}
 	})
 }
