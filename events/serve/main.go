@@ -27,6 +27,10 @@ type Service interface {
 
 // Command is one troupe service's command: its name, its own flags, and how to build it once
 // NATS is connected and troupe's streams and buckets provisioned.
+//
+// New is called again, after a backoff, when it fails because NATS is not there yet (a stream or
+// bucket not found, a timeout, no responders: see notThereYet), so it must open what it needs from
+// NATS before it adds handlers to Env.Mux; any other error ends the command.
 type Command struct {
 	Name  string
 	Flags func(fs *pflag.FlagSet)
