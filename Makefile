@@ -29,7 +29,7 @@ run: build cluster-bin ## start troupe dev with a local cluster, take the exampl
 	TROUPE_RUN_ONCE=$(or $(ONCE),$(TROUPE_RUN_ONCE)) ./hack/run.sh
 
 .PHONY: test
-test: cluster-bin ## run every test (real embedded nats-server, real local Kubernetes API server), with the race detector
+test: cluster-bin nats-bin ## run every test (real embedded nats-server, real local Kubernetes API server), with the race detector
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: cluster-bin
@@ -39,6 +39,12 @@ $(CLUSTER_BINS) &: test/cluster/tools/go.mod test/cluster/tools/go.sum test/clus
 	@echo "Building the local Kubernetes cluster from source: ~10 minutes the first time, seconds after."
 	test/cluster/tools/build.sh $(BIN)
 	@touch $(CLUSTER_BINS)
+
+.PHONY: nats-bin
+nats-bin: $(BIN)/nats-server ## build nats-server, at the version events/go.mod pins, into ./bin (the NATS fault tests run it as processes)
+
+$(BIN)/nats-server: events/go.mod events/go.sum
+	cd events && $(GO) build -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
 
 .PHONY: cluster-up
 cluster-up: cluster-bin ## run a local cluster in the background; kubeconfig in .troupe/kubeconfig

@@ -1,11 +1,13 @@
 package events
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 )
 
@@ -39,16 +41,59 @@ func (o *ConnOptions) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.TLSCert, "tls-cert", env("TROUPE_TLS_CERT", ""), "TLS client certificate [TROUPE_TLS_CERT]")
 	fs.StringVar(&o.TLSKey, "tls-key", env("TROUPE_TLS_KEY", ""), "TLS client key [TROUPE_TLS_KEY]")
 	fs.StringVar(&o.TLSCA, "tls-ca", env("TROUPE_TLS_CA", ""), "TLS CA certificate to verify the server [TROUPE_TLS_CA]")
-	fs.DurationVar(&o.Timeout, "connect-timeout", 5*time.Second, "how long to try to connect")
+	fs.DurationVar(&o.Timeout, "connect-timeout", 5*time.Second, "how long one attempt to connect may take (a service tries again forever, a command gives up)")
 }
 
-// Connect connects to NATS as name (shown in the server's connection list).
+// Connect connects to NATS as name (shown in the server's connection list), and fails if no
+// server answers: for a command a user waits on. Once connected it reconnects forever.
 func (o ConnOptions) Connect(name string) (*nats.Conn, error) {
+	return o.connect(name)
+}
+
+// ConnectRetrying connects to NATS as name like Connect, but for a service that must start
+// whatever else is up: when no server answers it returns a connection that keeps trying in the
+// background (every ReconnectWait, forever), not an error — check IsConnected, or wait with
+// WaitConnected. Every disconnection and reconnection is logged to log, with the server.
+func (o ConnOptions) ConnectRetrying(name string, log zerolog.Logger) (*nats.Conn, error) {
+	return o.connect(name, nats.RetryOnFailedConnect(true),
+		nats.ConnectHandler(func(nc *nats.Conn) { log.Info().Str("nats", nc.ConnectedUrl()).Msg("connected to NATS") }),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			log.Warn().Err(err).Msg("disconnected from NATS: reconnecting")
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info().Str("nats", nc.ConnectedUrl()).Msg("reconnected to NATS") }),
+		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
+			log.Debug().Err(err).Msg("NATS reconnect attempt failed")
+		}))
+}
+
+// WaitConnected blocks until nc is connected, logging to log every 10 seconds that it waits and
+// for which server; it returns false if ctx ended first or nc was closed.
+func WaitConnected(ctx context.Context, nc *nats.Conn, server string, log zerolog.Logger) bool {
+	status := nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
+	defer nc.RemoveStatusListener(status)
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for !nc.IsConnected() {
+		if nc.IsClosed() {
+			return false
+		}
+		log.Info().Str("server", server).Msg("waiting for NATS: not connected yet")
+		select {
+		case <-ctx.Done():
+			return false
+		case <-status:
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
+func (o ConnOptions) connect(name string, extra ...nats.Option) (*nats.Conn, error) {
 	server := o.Server
 	if server == "" {
 		server = DefaultServer
 	}
-	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+	opts := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1)}, extra...)
 	if o.Timeout > 0 {
 		opts = append(opts, nats.Timeout(o.Timeout))
 	}

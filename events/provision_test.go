@@ -83,7 +83,7 @@ func TestProvisionIdempotent(t *testing.T) {
 // restarted with the defaults (R1, 30 days) leaves every stream and bucket as it is, and says
 // so; only an explicit Lower takes them down.
 func TestProvisionNeverLowers(t *testing.T) {
-	_, urls := natstest.Cluster(t, 3)
+	_, urls := natstest.InProcessCluster(t, 3)
 	_, js := natstest.ConnectURL(t, urls)
 	ctx := t.Context()
 	const quarter = 90 * 24 * time.Hour

@@ -91,7 +91,7 @@ func TestRevisionsFollowStreamOrder(t *testing.T) {
 // and buckets — where a lost compare-and-set on the counter is reported as error 10164, not
 // 10071. Nobody sees an error for a race they lost, and everyone agrees with the stream's order.
 func TestRevisionsUnderConcurrencyOnR3(t *testing.T) {
-	_, urls := natstest.Cluster(t, 3)
+	_, urls := natstest.InProcessCluster(t, 3)
 	_, js := natstest.ConnectURL(t, urls)
 	ctx := t.Context()
 	_, err := events.Provision(ctx, js, events.ProvisionConfig{Replicas: 3})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -132,6 +133,8 @@ type Subscriber struct {
 	inflight  inflight
 	ready     chan struct{}
 	readyOnce sync.Once
+	receiving atomic.Bool
+	floor     atomic.Uint64 // the consumer's last ack floor seen (stream sequence): see recreate
 }
 
 // NewSubscriber checks cfg and returns a Subscriber that runs h when started.
@@ -180,20 +183,29 @@ func (s *Subscriber) ConsumerConfig() (jetstream.ConsumerConfig, error) {
 // the subscriber's types is missed, even by a consumer that delivers new events only.
 func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
 
+// Receiving reports whether the subscriber is fetching from its consumer now: false before Start
+// created it, while a consumer that disappeared is created again, and once Start is stopping.
+func (s *Subscriber) Receiving() bool { return s.receiving.Load() }
+
 // Start creates or updates the service's durable consumer, registers the service for discovery
 // ($SRV.INFO), and handles events until ctx ends. Then it stops fetching, hands back events it
 // fetched but did not start (nak, for another replica), waits up to DrainTimeout for running
-// handlers, and returns nil. It returns an error only if it could not start. Start it once per
-// Subscriber; for more throughput raise Concurrency or run more replicas.
+// handlers, and returns nil. Start it once per Subscriber; for more throughput raise Concurrency
+// or run more replicas.
+//
+// Start waits for NATS: while the consumer cannot be created (no connection, JetStream or the
+// stream not there yet, a consumer of that name it cannot update) it tries again with backoff,
+// logging why, until ctx ends. A consumer that disappears while Start runs (deleted, or lost with
+// a server's store) is created again, Receiving false meanwhile (see recreate). It returns an
+// error only if it could not start: a configuration that can never work.
 func (s *Subscriber) Start(ctx context.Context) error {
 	cc, err := s.ConsumerConfig()
 	if err != nil {
 		return err
 	}
-	stream := s.cfg.Names.Stream()
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, stream, cc)
-	if err != nil {
-		return fmt.Errorf("subscriber %s: create consumer on %s: %w", s.cfg.Service, stream, err)
+	cons, ok := s.ensureConsumer(ctx, cc)
+	if !ok {
+		return nil // ctx ended while waiting for NATS
 	}
 	svc, err := RegisterService(s.js, ServiceInfo{Name: s.cfg.Service, Version: s.cfg.Version, Consumes: s.cfg.Types,
 		Produces: s.cfg.Produces, Names: s.cfg.Names})
@@ -202,25 +214,9 @@ func (s *Subscriber) Start(ctx context.Context) error {
 	}
 	defer func() { _ = svc.Stop() }()
 
-	it, err := cons.Messages(jetstream.PullMaxMessages(s.cfg.Concurrency), jetstream.PullExpiry(5*time.Second))
-	if err != nil {
-		return fmt.Errorf("subscriber %s: consume: %w", s.cfg.Service, err)
-	}
-	s.log.Info().Strs("types", s.cfg.Types).Int("concurrency", s.cfg.Concurrency).Msg("subscribed")
-	s.readyOnce.Do(func() { close(s.ready) })
-
 	// Handlers outlive ctx by up to DrainTimeout, so that a shutdown lets running work finish.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	stopped := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			it.Drain()
-		case <-stopped:
-		}
-	}()
-	go s.watchPending(ctx, cons)
 	go s.heartbeats(workCtx)
 
 	// A fixed pool of workers, not a goroutine per event: workers keep the stacks that decoding
@@ -237,10 +233,64 @@ func (s *Subscriber) Start(ctx context.Context) error {
 		}()
 	}
 	for {
+		err := s.consume(ctx, cons, work)
+		if ctx.Err() != nil || s.js.Conn().IsClosed() {
+			break
+		}
+		s.log.Warn().Err(err).Str("consumer", cc.Durable).Msg("consumer lost: creating it again")
+		if cons, ok = s.recreate(ctx, cc); !ok {
+			break
+		}
+	}
+	close(work)
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.cfg.DrainTimeout):
+		s.log.Warn().Dur("drain_timeout", s.cfg.DrainTimeout).Msg("handlers still running at shutdown: cancelling them")
+		cancelWork()
+		<-done
+	}
+	s.log.Info().Msg("stopped")
+	return nil
+}
+
+// consume fetches from cons and hands each event to work until ctx ends (it drains, handing back
+// what it fetched but did not start) or the consumer is gone: deleted (the server says so), or
+// silent with no consumer of its name left (missing heartbeats). It returns why it stopped.
+func (s *Subscriber) consume(ctx context.Context, cons jetstream.Consumer, work chan<- jetstream.Msg) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(s.cfg.Concurrency), jetstream.PullExpiry(5*time.Second),
+		jetstream.WithMessagesErrOnMissingHeartbeat(true))
+	if err != nil {
+		return fmt.Errorf("subscriber %s: consume: %w", s.cfg.Service, err)
+	}
+	defer it.Stop()
+	s.log.Info().Strs("types", s.cfg.Types).Int("concurrency", s.cfg.Concurrency).Msg("subscribed")
+	s.receiving.Store(true)
+	defer s.receiving.Store(false)
+	s.readyOnce.Do(func() { close(s.ready) })
+
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.receiving.Store(false)
+			it.Drain()
+		case <-stopped:
+		}
+	}()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go s.watchConsumer(watchCtx, cons, it.Stop)
+
+	for {
 		msg, err := it.Next()
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-				break
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil || s.gone(ctx, cons, err) {
+				return err
 			}
 			s.log.Warn().Err(err).Msg("fetch")
 			select { // do not spin on a persistent error
@@ -256,21 +306,111 @@ func (s *Subscriber) Start(ctx context.Context) error {
 		}
 		work <- msg
 	}
-	close(work)
-	close(stopped)
-	it.Stop()
+}
 
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(s.cfg.DrainTimeout):
-		s.log.Warn().Dur("drain_timeout", s.cfg.DrainTimeout).Msg("handlers still running at shutdown: cancelling them")
-		cancelWork()
-		<-done
+// gone reports whether err, from fetching, means the consumer no longer exists: the server said
+// it was deleted, or heartbeats stopped and the server knows no consumer of its name, or one that
+// is not the subscriber's (created in its place by someone else). Missing heartbeats alone are a
+// connection or a leader change the iterator recovers from.
+func (s *Subscriber) gone(ctx context.Context, cons jetstream.Consumer, err error) bool {
+	if errors.Is(err, jetstream.ErrConsumerDeleted) {
+		return true
 	}
-	s.log.Info().Msg("stopped")
-	return nil
+	if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+		return false
+	}
+	info, ierr := cons.Info(ctx)
+	return errors.Is(ierr, jetstream.ErrConsumerNotFound) || ierr == nil && !s.ours(info)
+}
+
+// ours reports whether info is of a consumer this subscriber's service made.
+func (s *Subscriber) ours(info *jetstream.ConsumerInfo) bool {
+	return info != nil && info.Config.Description == "troupe service "+s.cfg.Service
+}
+
+// ensureConsumer creates the consumer cc or updates the existing one, trying again with backoff
+// while it cannot (NATS not connected, JetStream or the stream not there yet, an existing
+// consumer of that name it cannot update), saying why in the log. It returns false once ctx ended.
+func (s *Subscriber) ensureConsumer(ctx context.Context, cc jetstream.ConsumerConfig) (jetstream.Consumer, bool) {
+	stream := s.cfg.Names.Stream()
+	wait := 100 * time.Millisecond
+	for {
+		cons, err := s.createOrUpdate(ctx, stream, cc)
+		if err == nil {
+			return cons, true
+		}
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		s.log.Warn().Err(err).Str("stream", stream).Str("consumer", cc.Durable).Dur("retry_in", wait).
+			Msg("waiting for NATS: cannot create the consumer")
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// createOrUpdate creates or updates the consumer cc on stream. Where an existing consumer starts
+// is kept: the server cannot update a deliver policy, and an existing consumer resumes at its ack
+// floor whatever it says.
+//
+// A new consumer of new events only is created at the stream's next sequence
+// (DeliverByStartSequence), not with DeliverNew: a server SIGKILLed before it flushed the
+// consumer's state recovers it from its config, and DeliverNew would then start after the
+// stream's end, skipping every event delivered but not acked — a revision nobody ever ends. From
+// a fixed sequence those are delivered again.
+func (s *Subscriber) createOrUpdate(ctx context.Context, stream string, cc jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	c, err := s.js.Consumer(ctx, stream, cc.Durable)
+	switch {
+	case err == nil:
+		have := c.CachedInfo().Config
+		cc.DeliverPolicy, cc.OptStartSeq, cc.OptStartTime = have.DeliverPolicy, have.OptStartSeq, have.OptStartTime
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil, fmt.Errorf("subscriber %s: consumer on %s: %w", s.cfg.Service, stream, err)
+	case cc.DeliverPolicy == jetstream.DeliverNewPolicy:
+		st, err := s.js.Stream(ctx, stream)
+		if err != nil {
+			return nil, fmt.Errorf("subscriber %s: stream %s: %w", s.cfg.Service, stream, err)
+		}
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, st.CachedInfo().State.LastSeq+1
+	}
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, stream, cc)
+	if err != nil {
+		return nil, fmt.Errorf("subscriber %s: create consumer on %s: %w", s.cfg.Service, stream, err)
+	}
+	s.noteFloor(cons.CachedInfo())
+	return cons, nil
+}
+
+// recreate creates a consumer that disappeared again, with the same config but starting just
+// after the last ack floor the subscriber saw (DeliverByStartSequence), whatever its deliver
+// policy: a deleted durable loses its ack floor, and neither "new events only" (events published
+// while it was gone would be skipped) nor "all" (every service would handle the whole stream
+// again) is right. Events acked after the floor was last read (at most a few seconds' worth,
+// watchConsumer), and those being handled when it went (their acks went nowhere), are delivered
+// again: handlers are idempotent. No event is skipped. If another replica recreated it first,
+// this one takes it as it is.
+func (s *Subscriber) recreate(ctx context.Context, cc jetstream.ConsumerConfig) (jetstream.Consumer, bool) {
+	cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, s.floor.Load()+1
+	cons, ok := s.ensureConsumer(ctx, cc)
+	if ok {
+		s.log.Info().Uint64("start_sequence", cc.OptStartSeq).Msg("consumer created again")
+	}
+	return cons, ok
+}
+
+// noteFloor records the consumer's ack floor: every event of the stream up to it was acked.
+func (s *Subscriber) noteFloor(info *jetstream.ConsumerInfo) {
+	if !s.ours(info) {
+		return // not a consumer of this subscriber's making: its floor says nothing
+	}
+	s.floor.Store(info.AckFloor.Stream)
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.pending.WithLabelValues(s.cfg.Service).Set(float64(info.NumPending))
+	}
 }
 
 // process handles one delivery and settles it.
@@ -496,14 +636,18 @@ func (s *Subscriber) heartbeats(ctx context.Context) {
 	})
 }
 
-// watchPending keeps the pending gauge current while the consumer is idle.
-func (s *Subscriber) watchPending(ctx context.Context, cons jetstream.Consumer) {
-	if s.cfg.Metrics == nil {
-		return
-	}
+// watchConsumer reads the consumer's info every few seconds while it is consumed: the ack floor
+// a recreated consumer starts after, and the pending gauge while the consumer is idle. When the
+// consumer is gone, or another of the same name took its place (whose pulls the iterator would
+// go on answering), it calls lost: the iterator stops, and Start creates it again.
+func (s *Subscriber) watchConsumer(ctx context.Context, cons jetstream.Consumer, lost func()) {
 	every(ctx, 5*time.Second, func() {
-		if info, err := cons.Info(ctx); err == nil {
-			s.cfg.Metrics.pending.WithLabelValues(s.cfg.Service).Set(float64(info.NumPending))
+		info, err := cons.Info(ctx)
+		switch {
+		case err == nil && s.ours(info):
+			s.noteFloor(info)
+		case err == nil || errors.Is(err, jetstream.ErrConsumerNotFound):
+			lost()
 		}
 	})
 }

@@ -20,6 +20,11 @@ import (
 // DefaultReadyTimeout is how long a Group waits for its services to become ready.
 const DefaultReadyTimeout = 30 * time.Second
 
+// NoReadyTimeout, as a Group's ReadyTimeout, makes it wait for its services to become ready as
+// long as it takes, logging every 10 seconds which it waits for: a service process waits for NATS
+// however long it is down.
+const NoReadyTimeout time.Duration = -1
+
 // Group runs several services in one process as one: on one NATS connection, behind one HTTP
 // server, started together and stopped together, in order. A single service command (Run) and
 // `troupe dev` both run their services in a Group.
@@ -38,15 +43,26 @@ type Group struct {
 	Gatherer prometheus.Gatherer
 	// Log receives what goes wrong during shutdown. Default: none.
 	Log *zerolog.Logger
-	// ReadyTimeout bounds how long every service has to become ready. Default:
-	// DefaultReadyTimeout.
+	// ReadyTimeout bounds how long every service has to become ready, from when they start:
+	// DefaultReadyTimeout when zero, no bound when negative (NoReadyTimeout).
 	ReadyTimeout time.Duration
+	// Prepare, if set, runs once HTTP serves (/healthz true, /readyz false) and before the services
+	// start, for what waits on NATS: connecting, provisioning, building the services — it may Add
+	// them. Its error stops the group as a service's would; if ctx ends while it runs, Run shuts
+	// down and returns nil.
+	Prepare func(ctx context.Context) error
 	// OnReady, if set, is called once every service is ready, just after /readyz turned true.
 	OnReady func()
 	// OnShutdown, if set, is called when shutdown begins, just after /readyz turned false.
 	OnShutdown func()
 
 	services []member
+}
+
+// Receiver is a Service that says whether it receives events right now: an events.Subscriber, or
+// a service that delegates to one. Its group is ready only while it does.
+type Receiver interface {
+	Receiving() bool
 }
 
 type member struct {
@@ -60,14 +76,17 @@ type exit struct {
 	err  error
 }
 
-// Add adds a service to run under name, which errors and logs call it by. Add before Run.
+// Add adds a service to run under name, which errors and logs call it by. Add before Run, or in
+// Prepare.
 func (g *Group) Add(name string, s Service) { g.services = append(g.services, member{name, s}) }
 
 // Run serves HTTP, starts every service, and blocks until ctx ends or a service stops on its own;
 // then it shuts down in order: /readyz false, every service's context cancelled and its Start
 // waited for, the connection drained, the HTTP server stopped.
 //
-// /readyz is true only while every service is ready and NC is connected. A service whose Start
+// /readyz is true only while every service is ready, NC is connected, and every service that is a
+// Receiver receives events (a subscriber whose consumer disappeared does not, until it created it
+// again). A service whose Start
 // returns before ctx ended stops the group; so does a service not ready within ReadyTimeout.
 // Run returns nil after a shutdown ctx asked for, else an error naming the service: the one that
 // failed, then any the others returned while stopping.
@@ -78,9 +97,14 @@ func (g *Group) Run(ctx context.Context) error {
 		gatherer = g.Gatherer
 	}
 	var ready atomic.Bool
-	mux.Handle("/", Handler(gatherer, func() bool { return ready.Load() && g.NC.IsConnected() }))
+	mux.Handle("/", Handler(gatherer, func() bool { return ready.Load() && g.NC.IsConnected() && g.receiving() }))
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = httpSrv.Serve(g.Listener) }()
+
+	var err error
+	if g.Prepare != nil {
+		err = g.Prepare(ctx)
+	}
 
 	// The services' context ends when the group stops them, not when ctx ends: readiness turns
 	// false first, so that no request is routed to a process that no longer takes events.
@@ -88,11 +112,12 @@ func (g *Group) Run(ctx context.Context) error {
 	defer stopServices()
 	exits := make(chan exit, len(g.services))
 	var wg sync.WaitGroup
-	for _, m := range g.services {
-		wg.Go(func() { exits <- exit{m.name, m.svc.Start(svcCtx)} })
+	if err == nil && ctx.Err() == nil {
+		for _, m := range g.services {
+			wg.Go(func() { exits <- exit{m.name, m.svc.Start(svcCtx)} })
+		}
+		err = g.waitReady(ctx, exits)
 	}
-
-	err := g.waitReady(ctx, exits)
 	if err == nil && ctx.Err() == nil {
 		ready.Store(true)
 		if g.OnReady != nil {
@@ -128,26 +153,55 @@ func (g *Group) Run(ctx context.Context) error {
 // nil; or until a service stops or ReadyTimeout passes, and returns why.
 func (g *Group) waitReady(ctx context.Context, exits <-chan exit) error {
 	timeout := cmp.Or(g.ReadyTimeout, DefaultReadyTimeout)
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
+	var expired <-chan time.Time
+	if timeout > 0 {
+		timer := time.NewTimer(timeout)
+		defer timer.Stop()
+		expired = timer.C
+	}
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
 	for _, m := range g.services {
-		select {
-		case <-m.svc.Ready():
-		case e := <-exits:
-			return e.unasked()
-		case <-ctx.Done():
-			return nil
-		case <-timer.C:
-			var late []string
-			for _, m := range g.services {
-				if !isClosed(m.svc.Ready()) {
-					late = append(late, m.name)
+		for waiting := true; waiting; {
+			select {
+			case <-m.svc.Ready():
+				waiting = false
+			case e := <-exits:
+				return e.unasked()
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+				if g.Log != nil {
+					g.Log.Info().Strs("services", g.notReady()).Bool("nats_connected", g.NC.IsConnected()).
+						Msg("waiting for services to become ready")
 				}
+			case <-expired:
+				return fmt.Errorf("service %s: %w within %s", strings.Join(g.notReady(), ", "), ErrNotReady, timeout)
 			}
-			return fmt.Errorf("service %s: %w within %s", strings.Join(late, ", "), ErrNotReady, timeout)
 		}
 	}
 	return nil
+}
+
+// receiving reports whether every service that says whether it receives events (Receiver) does.
+func (g *Group) receiving() bool {
+	for _, m := range g.services {
+		if r, ok := m.svc.(Receiver); ok && !r.Receiving() {
+			return false
+		}
+	}
+	return true
+}
+
+// notReady names the services not ready yet.
+func (g *Group) notReady() []string {
+	var late []string
+	for _, m := range g.services {
+		if !isClosed(m.svc.Ready()) {
+			late = append(late, m.name)
+		}
+	}
+	return late
 }
 
 // unasked is the error of a service that stopped while the group did not ask it to.

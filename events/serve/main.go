@@ -27,6 +27,10 @@ type Service interface {
 
 // Command is one troupe service's command: its name, its own flags, and how to build it once
 // NATS is connected and troupe's streams and buckets provisioned.
+//
+// New is called again, after a backoff, when it fails because NATS is not there yet (a stream or
+// bucket not found, a timeout, no responders: see notThereYet), so it must open what it needs from
+// NATS before it adds handlers to Env.Mux; any other error ends the command.
 type Command struct {
 	Name  string
 	Flags func(fs *pflag.FlagSet)
@@ -88,7 +92,9 @@ func Run(ctx context.Context, c Command, args []string) error {
 	}
 	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", c.Name).Logger()
 
-	nc, err := conn.Connect("troupe-" + c.Name)
+	// Connected or not: a service starts while NATS is unreachable, serving /healthz at once and
+	// /readyz false until it is connected and receiving (Prepare, then the group).
+	nc, err := conn.ConnectRetrying("troupe-"+c.Name, log)
 	if err != nil {
 		return err
 	}
@@ -97,15 +103,7 @@ func Run(ctx context.Context, c Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := provision.Provision(ctx, js, names, &log); err != nil {
-		return err
-	}
 	reg, metrics, err := NewRegistry()
-	if err != nil {
-		return err
-	}
-	env := &Env{NC: nc, JS: js, Names: names, Log: &log, Metrics: metrics, Mux: http.NewServeMux()}
-	svc, err := c.New(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -113,10 +111,36 @@ func Run(ctx context.Context, c Command, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
-	g := &Group{NC: nc, Listener: ln, Mux: env.Mux, Gatherer: reg, Log: &log, OnReady: func() {
-		log.Info().Str("nats", nc.ConnectedUrl()).Str("http", ln.Addr().String()).Msg(c.Name + " ready")
-	}}
-	g.Add(c.Name, svc)
+	env := &Env{NC: nc, JS: js, Names: names, Log: &log, Metrics: metrics, Mux: http.NewServeMux()}
+	g := &Group{NC: nc, Listener: ln, Mux: env.Mux, Gatherer: reg, Log: &log, ReadyTimeout: NoReadyTimeout,
+		OnReady: func() {
+			log.Info().Str("nats", nc.ConnectedUrl()).Str("http", ln.Addr().String()).Msg(c.Name + " ready")
+		}}
+	g.Prepare = func(ctx context.Context) error {
+		w := waiter{log: log, server: conn.Server}
+		if !events.WaitConnected(ctx, nc, conn.Server, log) {
+			return nil
+		}
+		if !w.retry(ctx, "provision troupe's streams and buckets", func() error {
+			_, err := provision.Provision(ctx, js, names, &log)
+			return err
+		}) {
+			return nil
+		}
+		var svc Service
+		if !w.retry(ctx, "start "+c.Name, func() error {
+			s, err := c.New(ctx, env)
+			if err != nil && !notThereYet(err) {
+				return permanent{err}
+			}
+			svc = s
+			return err
+		}) {
+			return w.err
+		}
+		g.Add(c.Name, svc)
+		return nil
+	}
 	return g.Run(ctx)
 }
 

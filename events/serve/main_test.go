@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -93,3 +94,60 @@ func TestRunServiceFails(t *testing.T) {
 
 // A subscriber is a service serve.Main can run as it is.
 var _ serve.Service = (*events.Subscriber)(nil)
+
+// TestRunStartsBeforeNATS: a service started while its NATS server is not there yet waits for it:
+// /healthz true and /readyz false meanwhile, then ready once the server is up, provisioned and
+// the consumer receives, and it handles an event.
+func TestRunStartsBeforeNATS(t *testing.T) {
+	nats := natstest.Plan(t, 1) // ports picked, no server yet
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+
+	handled := make(chan string, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve.Run(ctx, serve.Command{
+			Name: "echo",
+			New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
+				return events.NewSubscriber(env.JS, events.SubscriberConfig{Service: "echo", Types: []string{events.TypeRequested}, Names: env.Names},
+					func(ctx context.Context, e event.Event) error { handled <- e.ID(); return nil })
+			},
+		}, []string{"--server", nats.URLs(), "--http-listen", addr, "--log-level", "warn"})
+	}()
+	status := func(path string) int {
+		res, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	require.Eventually(t, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned without NATS: %v", err)
+		default:
+		}
+		return status("/healthz") == http.StatusOK
+	}, 30*time.Second, 20*time.Millisecond, "/healthz while NATS is not there")
+	assert.Equal(t, http.StatusServiceUnavailable, status("/readyz"), "/readyz while NATS is not there")
+
+	nats.StartAll()
+	require.Eventually(t, func() bool { return status("/readyz") == http.StatusOK }, time.Minute, 20*time.Millisecond)
+	_, js := nats.Connect(t)
+	e, err := events.NewEvent("troupe/test", events.TypeRequested, events.Release{Namespace: "test", Name: "app"},
+		events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: "charts/app"}}})
+	require.NoError(t, err)
+	_, err = events.NewPublisher(js, events.Names{}).Publish(t.Context(), e)
+	require.NoError(t, err)
+	assert.Equal(t, e.ID(), <-handled)
+
+	cancel()
+	assert.NoError(t, <-done)
+}
+
+// A subscriber says whether it receives events: its group is not ready while it does not.
+var _ serve.Receiver = (*events.Subscriber)(nil)

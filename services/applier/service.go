@@ -131,6 +131,10 @@ func (s *Service) Start(ctx context.Context) error { return s.sub.Start(ctx) }
 // Ready is closed once the service receives events.
 func (s *Service) Ready() <-chan struct{} { return s.sub.Ready() }
 
+// Receiving reports whether the service receives events now (serve.Receiver): false while its
+// consumer is created again after it disappeared.
+func (s *Service) Receiving() bool { return s.sub.Receiving() }
+
 func (s *Service) handle(ctx context.Context, e event.Event) error {
 	rel, err := events.ReleaseOf(e)
 	if err != nil {

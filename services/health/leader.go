@@ -75,6 +75,16 @@ func (s *Service) Watches() int {
 	return 0
 }
 
+// Receiving reports whether the service receives events now (serve.Receiver): a standby is
+// ready without receiving; a leader not while its consumer is created again after it
+// disappeared.
+func (s *Service) Receiving() bool {
+	if w := s.current.Load(); w != nil {
+		return w.sub.Receiving()
+	}
+	return true
+}
+
 func (s *Service) markReady() { s.readyOnce.Do(func() { close(s.ready) }) }
 
 // acquire takes the lease, trying again every quarter of its TTL while another replica holds it

@@ -128,6 +128,10 @@ func both(a, b <-chan struct{}) <-chan struct{} {
 	return c
 }
 
+// Receiving reports whether the service receives events now (serve.Receiver): false while its
+// consumer is created again after it disappeared.
+func (s *Service) Receiving() bool { return s.sub.Receiving() }
+
 func (s *Service) handle(ctx context.Context, e event.Event) error {
 	rel, err := events.ReleaseOf(e)
 	if err != nil {

@@ -95,6 +95,10 @@ func (s *Service) Start(ctx context.Context) error { return s.sub.Start(ctx) }
 // Ready is closed once the service receives requests.
 func (s *Service) Ready() <-chan struct{} { return s.sub.Ready() }
 
+// Receiving reports whether the service receives events now (serve.Receiver): false while its
+// consumer is created again after it disappeared.
+func (s *Service) Receiving() bool { return s.sub.Receiving() }
+
 const source = events.SourcePrefix + Name
 
 func (s *Service) handle(ctx context.Context, e event.Event) (err error) {

@@ -208,9 +208,15 @@ func (r result) String() string {
 // troupe runs the CLI binary against the test's NATS.
 func troupe(t *testing.T, args ...string) result {
 	t.Helper()
+	return troupeOn(t, env.natsURL, args...)
+}
+
+// troupeOn runs the CLI binary against the NATS at server.
+func troupeOn(t *testing.T, server string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(env.bin, "troupe"), append(args, "--server", env.natsURL)...)
+	cmd := exec.CommandContext(ctx, filepath.Join(env.bin, "troupe"), append(args, "--server", server)...)
 	cmd.Dir = env.root
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -1,0 +1,124 @@
+package events_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/natstest"
+)
+
+// TestSubscriberRecreatesDeletedConsumer: a consumer deleted under a running subscriber is
+// created again, readiness false meanwhile, and nothing is skipped — neither the event that was
+// being handled when it went (its ack went nowhere), nor one published while it was gone, though
+// the consumer delivers new events only. (What was acked after the subscriber last read the
+// consumer's ack floor may be handled again: handlers are idempotent.)
+func TestSubscriberRecreatesDeletedConsumer(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	pub := events.NewPublisher(js, events.Names{})
+	got := newSeen()
+	first, release := make(chan struct{}), make(chan struct{})
+	s, err := events.NewSubscriber(js, events.SubscriberConfig{Service: "renderer", Types: []string{events.TypeRequested}, Concurrency: 1},
+		func(ctx context.Context, e event.Event) error {
+			if got.add(e.ID()) == 1 && e.Subject() == rel(1).String() {
+				close(first)
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+			return nil
+		})
+	require.NoError(t, err)
+	runService(t, s)
+	require.True(t, s.Receiving())
+
+	e0 := publishRequest(t, pub, rel(0))
+	require.Eventually(t, func() bool { return got.count(e0.ID()) == 1 }, 10*time.Second, 5*time.Millisecond)
+	e1 := publishRequest(t, pub, rel(1))
+	<-first // e1 is being handled
+
+	// The consumer goes, and an impostor of the same name that the subscriber cannot take over
+	// (its ack policy cannot be updated) keeps it from coming back until the test removes it.
+	// (Should the subscriber be quicker to create its own, delete that one too.)
+	require.Eventually(t, func() bool {
+		require.NoError(t, js.DeleteConsumer(t.Context(), events.StreamName, "renderer"))
+		_, err = js.CreateConsumer(t.Context(), events.StreamName, jetstream.ConsumerConfig{Durable: "renderer", AckPolicy: jetstream.AckNonePolicy})
+		return err == nil
+	}, 30*time.Second, time.Millisecond)
+	close(release) // e1's ack goes to a consumer that is gone
+	e2 := publishRequest(t, pub, rel(2))
+	require.Eventually(t, func() bool { return !s.Receiving() }, 30*time.Second, 5*time.Millisecond, "not receiving without its consumer")
+	assert.Never(t, s.Receiving, 300*time.Millisecond, 10*time.Millisecond, "receiving on a consumer it could not create")
+
+	require.NoError(t, js.DeleteConsumer(t.Context(), events.StreamName, "renderer"))
+	e3 := publishRequest(t, pub, rel(3))
+	require.Eventually(t, s.Receiving, 30*time.Second, 5*time.Millisecond, "receiving again")
+	require.Eventually(t, func() bool {
+		return got.count(e1.ID()) >= 2 && got.count(e2.ID()) >= 1 && got.count(e3.ID()) >= 1
+	}, 30*time.Second, 10*time.Millisecond, "e1 again (its ack was lost), e2 and e3: %v", got.n)
+
+	c, err := js.Consumer(t.Context(), events.StreamName, "renderer")
+	require.NoError(t, err)
+	assert.Equal(t, "troupe service renderer", c.CachedInfo().Config.Description, "recreated with the subscriber's config")
+}
+
+// TestSubscriberSurvivesLeaderChange: on a 3-node cluster with R3 streams, SIGKILLing the node
+// that leads the events stream (a leader change for the stream and maybe the consumer) loses no
+// event: every one published before, during and after is handled.
+func TestSubscriberSurvivesLeaderChange(t *testing.T) {
+	c := natstest.Start3(t)
+	_, js := c.Connect(t)
+	_, err := events.Provision(t.Context(), js, events.ProvisionConfig{Replicas: 3})
+	require.NoError(t, err)
+	pub := events.NewPublisher(js, events.Names{})
+	got := newSeen()
+	s, err := events.NewSubscriber(js, events.SubscriberConfig{Service: "renderer", Types: []string{events.TypeRequested}},
+		func(ctx context.Context, e event.Event) error { got.add(e.ID()); return nil })
+	require.NoError(t, err)
+	runService(t, s)
+
+	publish := func(i int) string {
+		e, err := events.NewEvent("troupe/test", events.TypeRequested, rel(i),
+			events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: "charts/x"}}})
+		require.NoError(t, err)
+		// Publishing may fail while a leader is elected: again, with the same id, until stored.
+		require.Eventually(t, func() bool { _, err := pub.Publish(t.Context(), e); return err == nil }, time.Minute, 50*time.Millisecond)
+		return e.ID()
+	}
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, publish(i))
+	}
+	leader := c.StreamLeader(t.Context(), js, events.StreamName)
+	require.GreaterOrEqual(t, leader, 0)
+	c.Kill(leader)
+	for i := 10; i < 20; i++ {
+		ids = append(ids, publish(i))
+	}
+	c.Start(leader)
+	for i := 20; i < 30; i++ {
+		ids = append(ids, publish(i))
+	}
+	require.Eventually(t, func() bool {
+		for _, id := range ids {
+			if got.count(id) == 0 {
+				return false
+			}
+		}
+		return true
+	}, 2*time.Minute, 20*time.Millisecond, "every event handled")
+	assert.True(t, s.Receiving())
+}
+
+// runService starts a subscriber until the test ends and waits until it is ready.
+func runService(t *testing.T, s *events.Subscriber) {
+	t.Helper()
+	natstest.Run(t, s)
+}
