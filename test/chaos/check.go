@@ -114,6 +114,8 @@ type Report struct {
 	Revisions int // release.requested messages
 	Flows     int // requests, rollbacks and uninstalls
 	Kills     int
+	Objects   int            // objects labelled troupe.dev/release in the cluster, checked
+	Ends      map[string]int // flows by how they ended (their first terminal event; "none")
 
 	Lost        []Finding // flows with no terminal event
 	Stuck       []Finding // flows whose terminal event came after deadline + grace
@@ -139,6 +141,11 @@ func (r Report) Print(w io.Writer) {
 		len(r.Lost), len(r.Stuck), len(r.Duplicated), len(r.Wrong), len(r.Leaked), len(r.DeadLetters), len(r.CallErrors),
 		r.P50.Round(10*time.Millisecond), r.P99.Round(10*time.Millisecond))
 	_ = tw.Flush()
+	var ends []string
+	for _, t := range slices.Sorted(maps.Keys(r.Ends)) {
+		ends = append(ends, fmt.Sprintf("%s %d", strings.TrimPrefix(t, "release."), r.Ends[t]))
+	}
+	fmt.Fprintf(w, "flows ended: %s; %d objects checked\n", strings.Join(ends, ", "), r.Objects)
 	for _, g := range []struct {
 		name string
 		fs   []Finding
@@ -183,7 +190,7 @@ func startsFlow(typ string) bool {
 func Check(in Input) Report {
 	evs := slices.Clone(in.Events)
 	slices.SortStableFunc(evs, func(a, b Event) int { return cmp.Compare(a.Seq, b.Seq) })
-	r := Report{Kills: in.Kills}
+	r := Report{Kills: in.Kills, Objects: len(in.Objects), Ends: map[string]int{}}
 
 	flows := map[string]*flow{}
 	byRelease := map[string][]*flow{} // in start order
@@ -245,6 +252,7 @@ func Check(in Input) Report {
 	for _, rel := range slices.Sorted(maps.Keys(byRelease)) {
 		for _, f := range byRelease[rel] {
 			fd := Finding{Release: rel, Flow: f.start.ID, Revision: f.revision}
+			r.Ends[cmp.Or(f.ended(), "none")]++
 			switch len(f.terminals) {
 			case 0:
 				fd.What = fmt.Sprintf("%s: no terminal event; %s; deadline %s", f.start.Type, lastReached(f), deadlineNote(f, in.Now, in.Grace))

@@ -84,6 +84,8 @@ func TestCheck(t *testing.T) {
 			assert.Equal(t, 2, rep.Revisions)
 			assert.Equal(t, 3, rep.Flows)
 			assert.Equal(t, 3*time.Second, rep.P50)
+			assert.Equal(t, map[string]int{events.TypeReady: 3}, rep.Ends)
+			assert.Equal(t, 2, rep.Objects)
 		},
 	}, {
 		name: "a duplicated terminal: the same event id stored twice counts twice",

@@ -27,14 +27,14 @@ type Config struct {
 	// Releases is how many releases the run deploys (CHAOS_RELEASES). Default 6.
 	Releases int
 	// Requests is how many CLI requests the run makes, all releases together: installs,
-	// upgrades, rollbacks, uninstalls, dry runs (CHAOS_REVISIONS). Default 36.
+	// upgrades, rollbacks, uninstalls, dry runs (CHAOS_REVISIONS). Default 48: about a minute.
 	Requests int
 	// Parallel is how many releases take requests at once (CHAOS_PARALLEL). Default 3.
 	Parallel int
 	// Replicas of each service, each its own process (CHAOS_REPLICAS). Default 2.
 	Replicas int
 	// KillEvery is the mean time between two SIGKILLs of a service process (CHAOS_KILL_EVERY).
-	// Default 4s.
+	// Default 3s.
 	KillEvery time.Duration
 	// NodeDown is how long the killed NATS node stays down (CHAOS_NODE_DOWN). Default 8s.
 	NodeDown time.Duration
@@ -94,10 +94,10 @@ func (c *Config) defaults() {
 		}
 	}
 	set(&c.Releases, 6)
-	set(&c.Requests, 36)
+	set(&c.Requests, 48)
 	set(&c.Parallel, 3)
 	set(&c.Replicas, 2)
-	setD(&c.KillEvery, 4*time.Second)
+	setD(&c.KillEvery, 3*time.Second)
 	setD(&c.NodeDown, 8*time.Second)
 	setD(&c.Timeout, 2*time.Minute)
 	setD(&c.Grace, 30*time.Second)
