@@ -53,13 +53,19 @@ func StartServices(bin, logs string, names []string, replicas int, args func(nam
 	return s, nil
 }
 
-// start starts sl's process and a goroutine that restarts it when it ends.
+// start starts sl's process and a goroutine that restarts it when it ends; nothing once Stop
+// was called (under the lock, so Stop sees every process started).
 func (s *Services) start(sl *slot) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
 	p, err := startProc(sl.id, filepath.Join(s.bin, sl.name), sl.log, s.args(sl.name)...)
 	if err != nil {
+		s.mu.Unlock()
 		return err
 	}
-	s.mu.Lock()
 	sl.proc, sl.killed = p, false
 	s.mu.Unlock()
 	s.wg.Go(func() {
@@ -74,15 +80,10 @@ func (s *Services) start(sl *slot) error {
 			return
 		}
 		time.Sleep(time.Duration(1000+rand.IntN(2000)) * time.Millisecond)
-		s.mu.Lock()
-		stopped = s.stopped
-		s.mu.Unlock()
-		if !stopped {
-			if err := s.start(sl); err != nil {
-				s.mu.Lock()
-				s.exits = append(s.exits, fmt.Sprintf("%s could not be restarted: %v", sl.id, err))
-				s.mu.Unlock()
-			}
+		if err := s.start(sl); err != nil {
+			s.mu.Lock()
+			s.exits = append(s.exits, fmt.Sprintf("%s could not be restarted: %v", sl.id, err))
+			s.mu.Unlock()
 		}
 	})
 	return nil
