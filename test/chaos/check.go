@@ -81,6 +81,8 @@ type Input struct {
 	Objects     []Object
 	DeadLetters []DeadLetter
 	CallErrors  []CallError
+	// Malformed are messages of the events stream that did not decode, each described.
+	Malformed []string
 	// Now is when the run was checked: a flow with no terminal event by then is lost.
 	Now time.Time
 	// Grace is added to every deadline (request time + timeout) before a flow counts as stuck.
@@ -120,7 +122,7 @@ type Report struct {
 	Lost        []Finding // flows with no terminal event
 	Stuck       []Finding // flows whose terminal event came after deadline + grace
 	Duplicated  []Finding // flows with more than one terminal message
-	Wrong       []Finding // a release whose objects are not those of its last ready revision, a dry run superseding a real request, an event of no flow
+	Wrong       []Finding // a release whose objects are not those of its last ready revision, a dry run superseding a real request, an event of no flow, a malformed message
 	Leaked      []Finding // objects no release holds
 	DeadLetters []Finding // dead letters no failed flow explains
 	CallErrors  []Finding // troupe CLI calls that failed
@@ -341,6 +343,9 @@ func Check(in Input) Report {
 			fd.What += "; its flow ended " + cmp.Or(f.ended(), "never")
 		}
 		r.DeadLetters = append(r.DeadLetters, fd)
+	}
+	for _, m := range in.Malformed {
+		r.Wrong = append(r.Wrong, Finding{What: "malformed message in the events stream: " + m})
 	}
 	for _, c := range in.CallErrors {
 		r.CallErrors = append(r.CallErrors, Finding{Release: c.Release, What: fmt.Sprintf("troupe %s: %s", c.Args, strings.TrimSpace(c.Output))})

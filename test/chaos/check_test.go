@@ -250,7 +250,7 @@ func TestCheck(t *testing.T) {
 			assert.Contains(t, rep.DeadLetters[0].What, "ended release.ready")
 		},
 	}, {
-		name: "an event of no flow, a request stored twice, a failed CLI call",
+		name: "an event of no flow, a request stored twice, a failed CLI call, a malformed message",
 		build: func(r *run) Input {
 			a := r.request("a", "g1")
 			r.through(a, 1, events.TypeReady)
@@ -258,11 +258,13 @@ func TestCheck(t *testing.T) {
 			r.add(r.evs[0])
 			r.add(Event{Type: events.TypeSuperseded, Correlation: a, Revision: 1, ByRevision: 2, Stage: "health"})
 			return Input{Objects: objects("chaos/r1", want("r1", "g1")),
-				CallErrors: []CallError{{Release: "chaos/r1", Args: "release r1", Output: "wrong last sequence\n"}}}
+				CallErrors: []CallError{{Release: "chaos/r1", Args: "release r1", Output: "wrong last sequence\n"}},
+				Malformed:  []string{"seq 9 (troupe.release.chaos.r1.ready): no id"}}
 		},
 		check: func(t *testing.T, rep Report) {
-			require.Len(t, rep.Wrong, 1)
+			require.Len(t, rep.Wrong, 2)
 			assert.Contains(t, rep.Wrong[0].What, "belongs to no request")
+			assert.Contains(t, rep.Wrong[1].What, "malformed message in the events stream: seq 9")
 			require.Len(t, rep.Duplicated, 2)
 			assert.Contains(t, rep.Duplicated[0].What, "release.requested stored twice")
 			assert.Equal(t, 2, rep.Revisions, "a request stored twice is numbered twice, as Revisions does")

@@ -64,24 +64,25 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, stream string, each
 	}
 }
 
-// CollectEvents reads every message of the events stream as the checker's Events; a message
-// that does not decode is an error (nothing in the stream should be malformed).
-func CollectEvents(ctx context.Context, js jetstream.JetStream, names events.Names) ([]Event, error) {
-	var out []Event
-	err := ReadStream(ctx, js, names.Stream(), func(msg jetstream.Msg, seq uint64) error {
+// CollectEvents reads every message of the events stream as the checker's Events, and says what
+// is wrong with each message that does not decode (nothing in the stream should be malformed).
+func CollectEvents(ctx context.Context, js jetstream.JetStream, names events.Names) (evs []Event, malformed []string, err error) {
+	err = ReadStream(ctx, js, names.Stream(), func(msg jetstream.Msg, seq uint64) error {
 		e, err := names.Decode(msg.Subject(), msg.Headers(), msg.Data())
 		if err != nil {
-			return fmt.Errorf("seq %d (%s): %w", seq, msg.Subject(), err)
+			malformed = append(malformed, fmt.Sprintf("seq %d (%s): %v", seq, msg.Subject(), err))
+			return nil
 		}
 		ev, err := toEvent(e)
 		if err != nil {
-			return fmt.Errorf("seq %d (%s): %w", seq, msg.Subject(), err)
+			malformed = append(malformed, fmt.Sprintf("seq %d (%s): %v", seq, msg.Subject(), err))
+			return nil
 		}
 		ev.Seq = seq
-		out = append(out, ev)
+		evs = append(evs, ev)
 		return nil
 	})
-	return out, err
+	return evs, malformed, err
 }
 
 // toEvent takes what the checker needs from a CloudEvent.

@@ -249,15 +249,21 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, err
 	}
 	var evs []Event
+	var malformed []string
+	var failingSince time.Time
 	for {
-		if evs, err = CollectEvents(ctx, js, events.Names{}); err != nil {
+		if evs, malformed, err = CollectEvents(ctx, js, events.Names{}); err != nil {
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if time.Since(failingSince) > 5*time.Minute || ctx.Err() != nil {
+				return res, fmt.Errorf("read the events stream: %w", err)
+			}
 			log("chaos: reading the stream: %v (again)", err)
 			sleep(ctx, 2*time.Second)
-			if ctx.Err() != nil {
-				return res, err
-			}
 			continue
 		}
+		failingSince = time.Time{}
 		open, until := pending(evs, time.Now(), cfg.Grace)
 		if open == 0 {
 			break
@@ -280,7 +286,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, err
 	}
 	callErrs, calls := w.callErrors()
-	res.Report = Check(Input{Events: evs, Objects: objs, DeadLetters: dls, CallErrors: callErrs, Now: now, Grace: cfg.Grace,
+	res.Report = Check(Input{Events: evs, Objects: objs, DeadLetters: dls, CallErrors: callErrs, Malformed: malformed, Now: now, Grace: cfg.Grace,
 		Kills: svcs.Kills() + stats.natsKills})
 	res.Exits, res.Calls = svcs.Exits(), calls
 	return res, nil
