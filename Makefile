@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 
 GO       ?= go
 BIN      := $(CURDIR)/bin
-MODULES  := events cmd/troupe services/renderer services/applier services/health services/history test/cluster test/e2e examples/notifier
+MODULES  := events cmd/troupe services/renderer services/applier services/health services/history test/cluster test/e2e test/chaos examples/notifier
 PKGS     := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 STATICCHECK_VERSION := v0.8.2
 CLUSTER_BINS := $(addprefix $(BIN)/,etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
@@ -31,6 +31,11 @@ run: build cluster-bin ## start troupe dev with a local cluster, take the exampl
 .PHONY: test
 test: cluster-bin nats-bin ## run every test (real embedded nats-server, real local Kubernetes API server), with the race detector
 	$(GO) test -race -count=1 $(PKGS)
+
+.PHONY: chaos
+chaos: cluster-bin ## the chaos harness, long: CHAOS_REVISIONS requests (default 300) over CHAOS_RELEASES releases (30) under SIGKILLs and NATS faults; prints the table, fails on any loss
+	CHAOS_REVISIONS=$(or $(CHAOS_REVISIONS),300) CHAOS_RELEASES=$(or $(CHAOS_RELEASES),30) CHAOS_PARALLEL=$(or $(CHAOS_PARALLEL),5) \
+		$(GO) test -count=1 -timeout 3h -v -run '^TestChaos$$' ./test/chaos
 
 .PHONY: cluster-bin
 cluster-bin: $(CLUSTER_BINS) ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok (and helm, for the bench) from source into ./bin
