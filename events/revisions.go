@@ -84,7 +84,20 @@ func (rv *Revisions) Of(ctx context.Context, r Release, seq uint64) (int, error)
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
 			return 0, err
 		case seq <= c.Seq:
-			return 0, fmt.Errorf("revisions of %s: sequence %d: %w", r, seq, ErrNotRequested)
+			// Numbered already, yet its key was not read: either seq holds no request of r, or
+			// the read went to a replica of the bucket that lags the one the counter came from
+			// (replicated buckets answer reads from any replica). The stream tells which.
+			m, err := rv.stream.GetMsg(ctx, seq)
+			if err != nil || m.Subject != subject {
+				return 0, fmt.Errorf("revisions of %s: sequence %d: %w", r, seq, ErrNotRequested)
+			}
+			if attempt == numberAttempts {
+				return 0, fmt.Errorf("revisions of %s: sequence %d numbered but its revision not readable after %d attempts", r, seq, attempt)
+			}
+			if err := pause(ctx, attempt); err != nil {
+				return 0, fmt.Errorf("revisions of %s: %w", r, err)
+			}
+			continue
 		}
 		// Number every request of r after the counter, up to seq, in stream order.
 		next := c
