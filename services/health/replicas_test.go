@@ -190,7 +190,7 @@ func TestStaleTrackerDoesNotAct(t *testing.T) {
 			ns := kube.Namespace(t)
 			rel := events.Release{Namespace: ns, Name: "app"}
 			w := e.watch(rel)
-			first := e.apply(rel, 1, []map[string]any{configMap(ns, "config"), deployment(ns, "web", "")}, events.Options{})
+			e.apply(rel, 1, []map[string]any{configMap(ns, "config"), deployment(ns, "web", "")}, events.Options{})
 			require.Equal(t, events.TypeReady, w.next(60*time.Second, events.TypeReady, events.TypeFailed).Type())
 
 			// A misses what comes next; B takes over A's lease, as on expiry, while A has not
@@ -216,7 +216,7 @@ func TestStaleTrackerDoesNotAct(t *testing.T) {
 					return err == nil && revisionOf(entry.Value()) == 2 && phase(entry.Value()) == "ready"
 				}, 60*time.Second, 50*time.Millisecond, "B records revision 2 ready")
 			case "uninstalled":
-				uninstalled, err := events.Derive(first, "troupe/applier", events.TypeUninstalled, events.Uninstalled{})
+				uninstalled := uninstalledOf(t, rel)
 				require.NoError(t, err)
 				_, err = events.NewPublisher(e.js, events.Names{}).Publish(t.Context(), uninstalled)
 				require.NoError(t, err)

@@ -120,14 +120,21 @@ func TestEndsCountsEveryCopy(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, ends(t, js)[applied.ID()], 1)
 
+	// Copies written past the SDK (its claim would refuse another end of the flow): what a
+	// second, careless publisher would store.
+	raw := func(e event.Event) {
+		t.Helper()
+		msg, err := events.Names{}.Message(e)
+		require.NoError(t, err)
+		_, err = js.PublishMsg(t.Context(), msg, jetstream.WithMsgID(e.ID()))
+		require.NoError(t, err)
+	}
 	other := ready.Clone()
 	other.SetID(ready.ID() + "-again")
-	_, err = pub.Publish(t.Context(), other)
-	require.NoError(t, err)
+	raw(other)
 	assert.Len(t, ends(t, js)[applied.ID()], 2, "a copy with another id")
 	time.Sleep(150 * time.Millisecond) // past the test stream's duplicate window
-	_, err = pub.Publish(t.Context(), ready)
-	require.NoError(t, err)
+	raw(ready)
 	assert.Len(t, ends(t, js)[applied.ID()], 3, "a copy with the same id")
 }
 
@@ -430,8 +437,7 @@ func TestDegradedAndRecovered(t *testing.T) {
 	assert.Equal(t, "web", r.Objects[0].Name)
 	assert.Equal(t, "Current", r.Objects[0].Status)
 
-	uninstalled, err := events.Derive(applied, "troupe/applier", events.TypeUninstalled, events.Uninstalled{})
-	require.NoError(t, err)
+	uninstalled := uninstalledOf(t, rel)
 	_, err = events.NewPublisher(e.js, events.Names{}).Publish(t.Context(), uninstalled)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return svc.Watches() < watching }, 10*time.Second, 50*time.Millisecond,
@@ -532,4 +538,15 @@ func TestWatchForbidden(t *testing.T) {
 	assert.Equal(t, health.ReasonTimeout, f.Reason)
 	assert.Contains(t, f.Message, "cannot watch configmaps")
 	assert.Contains(t, f.Message, "forbidden")
+}
+
+// uninstalledOf is the applier's release.uninstalled for a new uninstall request of rel: the end of
+// a flow of its own, as in the system (not a reaction to a revision's events).
+func uninstalledOf(t *testing.T, rel events.Release) event.Event {
+	t.Helper()
+	req, err := events.NewEvent("troupe/cli", events.TypeUninstallRequested, rel, events.UninstallRequested{})
+	require.NoError(t, err)
+	out, err := events.Derive(req, "troupe/applier", events.TypeUninstalled, events.Uninstalled{})
+	require.NoError(t, err)
+	return out
 }
