@@ -3,7 +3,6 @@ package natstest
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"testing"
 	"time"
@@ -23,9 +22,8 @@ import (
 func InProcessCluster(t testing.TB, n int) ([]*server.Server, string) {
 	t.Helper()
 	routes := make([]*url.URL, n)
-	ports := make([]int, n)
+	ports := freePorts(t, n) // held open together: n distinct ports
 	for i := range n {
-		ports[i] = freePort(t)
 		routes[i] = &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
 	}
 	servers := make([]*server.Server, n)
@@ -97,14 +95,4 @@ func ConnectURL(t testing.TB, urls string) (*nats.Conn, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	return nc, js
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

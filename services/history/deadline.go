@@ -327,10 +327,7 @@ func (w *Watchdog) failure(ctx context.Context, rel events.Release, fl *events.F
 	if err != nil {
 		return event.Event{}, err
 	}
-	// Derive would take the id from the cause's correlation id and this source: the same for
-	// every replica. Say so explicitly, since the cause here is rebuilt from the record.
-	out.SetID(events.DeriveID(fl.Correlation, events.SourcePrefix+WatchdogName+" "+events.TypeFailed))
-	return out, nil
+	return out, nil // its id derives from the flow's correlation id and this source: every replica's is the same
 }
 
 // overdue names the stage that did not answer fl, and says so for a person.

@@ -3,13 +3,14 @@ package chaos
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/troupe-dev/troupe/test/cluster"
 )
 
 // NATSCluster is a cluster of nats-server processes on loopback, JetStream on every node. Each
@@ -31,7 +32,7 @@ type natsNode struct {
 // StartNATS starts n nodes (binary bin, files under dir) and waits until JetStream answers on
 // every one of them.
 func StartNATS(ctx context.Context, bin, dir string, n int) (*NATSCluster, error) {
-	ports, err := freePorts(3 * n)
+	ports, err := cluster.FreePorts(3 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -165,24 +166,4 @@ func (c *NATSCluster) waitNode(ctx context.Context, nd *natsNode) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// freePorts returns n distinct free TCP ports on 127.0.0.1.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
-		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

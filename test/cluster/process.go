@@ -82,8 +82,9 @@ func (p *process) tail(lines int) string {
 	return strings.Join(all, "\n")
 }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct free TCP ports on 127.0.0.1 (the listeners held open together,
+// then closed), for the processes a harness starts.
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var lns []net.Listener
 	defer func() {
