@@ -313,7 +313,17 @@ func source(src string, o releaseOptions, names events.Names) (s events.Source, 
 	}
 	*digest = events.Digest(data) // set now, so the request validates before anything is sent
 	return s, func(ctx context.Context, js jetstream.JetStream) error {
-		store, err := events.OpenObjects(ctx, js, names.Objects(events.BucketSources))
+		// JetStream does not answer while a node is down and its streams elect a leader (a few
+		// seconds): the request waits that out, up to 30 s, rather than failing.
+		var store *events.Objects
+		var err error
+		for wait := time.Second; ; wait *= 2 {
+			store, err = events.OpenObjects(ctx, js, names.Objects(events.BucketSources))
+			if err == nil || !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || wait > 16*time.Second {
+				break
+			}
+			time.Sleep(wait)
+		}
 		if err != nil {
 			return fmt.Errorf("upload %s: %w", src, err)
 		}
