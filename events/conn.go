@@ -2,11 +2,13 @@ package events
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 )
@@ -131,4 +133,35 @@ func env(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// Unavailable reports whether err is NATS or JetStream not answering for a moment: a server
+// reconnecting, or a stream or bucket electing a leader after a node went down (a few seconds in
+// a cluster). Trying the same call again later cures it.
+func Unavailable(err error) bool {
+	for _, e := range []error{context.DeadlineExceeded, nats.ErrTimeout, nats.ErrNoResponders, jetstream.ErrNoStreamResponse,
+		nats.ErrDisconnected, nats.ErrConnectionReconnecting} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// Await calls f until it returns anything but an Unavailable error, for up to patience (and
+// while ctx lasts), waiting 250ms, doubling up to 4s, between tries: for a command a user waits
+// on, which should ride out a JetStream leader election rather than fail, and still give up.
+func Await(ctx context.Context, patience time.Duration, f func() error) error {
+	give := time.Now().Add(patience)
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 4*time.Second) {
+		err := f()
+		if err == nil || !Unavailable(err) || ctx.Err() != nil || time.Now().Add(wait).After(give) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }

@@ -2,10 +2,12 @@ package events_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -121,4 +123,58 @@ func TestSubscriberSurvivesLeaderChange(t *testing.T) {
 func runService(t *testing.T, s *events.Subscriber) {
 	t.Helper()
 	natstest.Run(t, s)
+}
+
+// TestAwaitRidesOutAServerRestart: a command's publish while the only NATS server is down for a
+// few seconds fails without Await and succeeds with it, once, when the server is back.
+func TestAwaitRidesOutAServerRestart(t *testing.T) {
+	c := natstest.StartProcess(t)
+	_, js := c.Connect(t)
+	_, err := events.Provision(t.Context(), js, events.ProvisionConfig{})
+	require.NoError(t, err)
+	pub := events.NewPublisher(js, events.Names{})
+	e, err := events.NewEvent("troupe/test", events.TypeRequested, rel(1),
+		events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: "charts/x"}}})
+	require.NoError(t, err)
+
+	c.Kill(0)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	_, err = pub.Publish(ctx, e)
+	cancel()
+	require.Error(t, err, "published with the server down")
+	require.True(t, events.Unavailable(err), "%v is NATS not answering", err)
+
+	back := make(chan struct{})
+	go func() { time.Sleep(3 * time.Second); c.Start(0); close(back) }()
+	tries := 0
+	err = events.Await(t.Context(), time.Minute, func() error {
+		tries++
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		_, err := pub.Publish(ctx, e)
+		return err
+	})
+	<-back
+	require.NoError(t, err)
+	assert.Greater(t, tries, 1, "the first try was made with the server down")
+
+	info, err := js.Stream(t.Context(), events.StreamName)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, info.CachedInfo().State.Msgs, "one message for the event")
+}
+
+// TestAwaitGivesUp: Await does not retry what waiting cannot cure, and stops after its patience.
+func TestAwaitGivesUp(t *testing.T) {
+	wrong := errors.New("wrong")
+	tries := 0
+	err := events.Await(t.Context(), time.Minute, func() error { tries++; return wrong })
+	assert.ErrorIs(t, err, wrong)
+	assert.Equal(t, 1, tries)
+
+	tries = 0
+	err = events.Await(t.Context(), time.Second, func() error { tries++; return nats.ErrNoResponders })
+	assert.ErrorIs(t, err, nats.ErrNoResponders)
+	// Tries at 0, 250ms and 750ms (a slow machine: fewer); the next wait, 1s, would pass the patience.
+	assert.GreaterOrEqual(t, tries, 2)
+	assert.LessOrEqual(t, tries, 3)
 }

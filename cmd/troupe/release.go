@@ -129,6 +129,10 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 	return c.send(ctx, rel, events.TypeRequested, req, upload, o.waiting)
 }
 
+// electionPatience is how long a command rides out NATS not answering (a JetStream leader
+// election after a node went down takes a few seconds) before it fails.
+const electionPatience = 30 * time.Second
+
 // watchdogGrace is how long past a deadline the history's deadline watchdog ends a flow
 // (history.DefaultGrace; the lean CLI does not link the service).
 const watchdogGrace = 10 * time.Second
@@ -173,17 +177,27 @@ func (c *cli) send(ctx context.Context, rel events.Release, typ string, data any
 
 // publishAndFollow publishes e and, with --wait (how), follows its flow until it ends.
 func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel events.Release, e event.Event, how waiting) error {
-	ack, err := events.NewPublisher(js, c.names).Publish(ctx, e)
+	// The same event again is one message (the stream drops a repeated id), so a publish that
+	// did not answer is tried again.
+	pub := events.NewPublisher(js, c.names)
+	var ack *jetstream.PubAck
+	err := events.Await(ctx, electionPatience, func() (err error) {
+		ack, err = pub.Publish(ctx, e)
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	revision := 0
 	if how.numbered {
-		revs, err := events.NewRevisions(ctx, js, c.names)
-		if err != nil {
+		err := events.Await(ctx, electionPatience, func() error {
+			revs, err := events.NewRevisions(ctx, js, c.names)
+			if err == nil {
+				revision, err = revs.Of(ctx, rel, ack.Sequence)
+			}
 			return err
-		}
-		if revision, err = revs.Of(ctx, rel, ack.Sequence); err != nil {
+		})
+		if err != nil {
 			return err
 		}
 	}
@@ -201,7 +215,11 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 		}
 		return nil
 	}
-	w, err := flow.Watch(ctx, js, c.names, rel, ack.Sequence)
+	var w *flow.Watcher
+	err = events.Await(ctx, electionPatience, func() (err error) {
+		w, err = flow.Watch(ctx, js, c.names, rel, ack.Sequence)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -313,27 +331,20 @@ func source(src string, o releaseOptions, names events.Names) (s events.Source, 
 	}
 	*digest = events.Digest(data) // set now, so the request validates before anything is sent
 	return s, func(ctx context.Context, js jetstream.JetStream) error {
-		// JetStream does not answer while a node is down and its streams elect a leader (a few
-		// seconds): the request waits that out, up to 30 s, rather than failing.
-		var store *events.Objects
-		var err error
-		for wait := time.Second; ; wait *= 2 {
-			store, err = events.OpenObjects(ctx, js, names.Objects(events.BucketSources))
-			if err == nil || !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || wait > 16*time.Second {
-				break
+		err := events.Await(ctx, electionPatience, func() error {
+			store, err := events.OpenObjects(ctx, js, names.Objects(events.BucketSources))
+			if err != nil {
+				return err
 			}
-			time.Sleep(wait)
-		}
-		if err != nil {
-			return fmt.Errorf("upload %s: %w", src, err)
-		}
-		if ok, err := store.Has(ctx, *digest); err == nil && ok {
-			return nil // uploaded before: content-addressed
-		}
-		d, _, err := store.Put(ctx, bytes.NewReader(data))
-		if err == nil && d != *digest {
-			err = fmt.Errorf("the store computed %s, not %s", d, *digest)
-		}
+			if ok, err := store.Has(ctx, *digest); err == nil && ok {
+				return nil // uploaded before: content-addressed
+			}
+			d, _, err := store.Put(ctx, bytes.NewReader(data))
+			if err == nil && d != *digest {
+				err = fmt.Errorf("the store computed %s, not %s", d, *digest)
+			}
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("upload %s: %w", src, err)
 		}

@@ -5,9 +5,10 @@ import (
 	"errors"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/troupe-dev/troupe/events"
 )
 
 // waiter retries what a starting service waits on NATS for, with backoff, saying in the log what
@@ -53,12 +54,6 @@ func (w *waiter) retry(ctx context.Context, what string, f func() error) bool {
 // notThereYet reports whether err is NATS or JetStream not (yet) answering or not (yet) holding
 // a stream or bucket: what waiting cures, once the server is up and provisioned.
 func notThereYet(err error) bool {
-	for _, e := range []error{jetstream.ErrStreamNotFound, jetstream.ErrBucketNotFound, jetstream.ErrJetStreamNotEnabled,
-		jetstream.ErrJetStreamNotEnabledForAccount, nats.ErrTimeout, nats.ErrNoResponders, nats.ErrDisconnected,
-		nats.ErrConnectionReconnecting, context.DeadlineExceeded} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
+	return events.Unavailable(err) || errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount)
 }
