@@ -40,6 +40,9 @@ type state struct {
 	replacing bool
 	// supersededBy is the newer revision whose release.applied ends this one's wait; 0 if none.
 	supersededBy int
+	// uninstalledBy is the id of the release.uninstall.requested whose release.uninstalled ends
+	// this one's wait; empty if none.
+	uninstalledBy string
 
 	published    []events.ObjectStatus // in the last release.progressing
 	lastProgress time.Time             // when it was decided
@@ -88,10 +91,10 @@ type outgoing struct {
 // the deadline naming what is not ready; else release.progressing when statuses changed, at
 // most once per progressInterval. After ready: degraded when an object is no longer Current
 // (unless another revision is on its way), and recovered when all are again. A newer revision's
-// release.applied supersedes a revision still progressing. Pure: no locks, no I/O.
+// release.applied, or the release's uninstall, supersedes a revision still progressing. Pure: no locks, no I/O.
 func evaluate(st state, obs observation, now time.Time, progressInterval time.Duration) decision {
 	switch {
-	case st.supersededBy > 0:
+	case st.supersededBy > 0 || st.uninstalledBy != "":
 		return supersede(st)
 	case st.phase == phaseProgressing:
 		return progress(st, obs, now, progressInterval)
@@ -110,7 +113,7 @@ func supersede(st state) decision {
 		return decision{next: st} // it ended already: ready is no wait to supersede
 	}
 	return decision{next: st, event: &outgoing{typ: events.TypeSuperseded,
-		data: events.Superseded{ByRevision: st.supersededBy, Stage: events.StageHealth}}}
+		data: events.Superseded{ByRevision: st.supersededBy, ByUninstall: st.uninstalledBy, Stage: events.StageHealth}}}
 }
 
 func progress(st state, obs observation, now time.Time, progressInterval time.Duration) decision {

@@ -132,6 +132,12 @@ func TestEvaluate(t *testing.T) {
 				event: &outgoing{typ: events.TypeSuperseded, data: events.Superseded{ByRevision: 2, Stage: events.StageHealth}}},
 		},
 		{
+			name: "the release uninstalled while progressing: superseded by the uninstall",
+			st:   with(progressing, func(st *state) { st.uninstalledBy = "u1" }), obs: see(configCurrent, webProgressing), now: now,
+			want: decision{next: with(progressing, func(st *state) { st.phase, st.uninstalledBy = phaseSuperseded, "u1" }),
+				event: &outgoing{typ: events.TypeSuperseded, data: events.Superseded{ByUninstall: "u1", Stage: events.StageHealth}}},
+		},
+		{
 			name: "a newer revision applied after ready: let go, nothing to say",
 			st:   with(ready, func(st *state) { st.supersededBy = 2 }), now: now,
 			want: decision{next: with(ready, func(st *state) { st.phase, st.supersededBy = phaseSuperseded, 2 })},

@@ -202,7 +202,7 @@ func (s *watcher) handle(ctx context.Context, e event.Event) error {
 		return nil
 	case events.TypeUninstalled:
 		d, _ := events.DeliveryFrom(ctx)
-		return s.ask(ctx, rel, func(ctx context.Context) error { return s.forget(ctx, rel, d.Sequence) })
+		return s.ask(ctx, rel, func(ctx context.Context) error { return s.forget(ctx, rel, d.Sequence, events.CorrelationID(e)) })
 	}
 	return events.Terminalf("health: unexpected %s", e.Type())
 }
@@ -378,10 +378,12 @@ func (s *watcher) replacing(rel events.Release, revision int, on bool) {
 	}
 }
 
-// forget lets rel go: it was uninstalled by the release.uninstalled at stream sequence seq. The
-// record goes first (compare-and-set): a restart must not resume it. A record of a revision
-// applied after the uninstall (the release installed again) stays, and so does its tracker.
-func (s *watcher) forget(ctx context.Context, rel events.Release, seq uint64) error {
+// forget lets rel go: it was uninstalled by the release.uninstalled at stream sequence seq, which
+// ends the flow of the release.uninstall.requested uninstall. A revision still progressing is
+// superseded by the uninstall first: its wait ends now, not at its deadline. Then the record
+// goes (compare-and-set): a restart must not resume it. A record of a revision applied after
+// the uninstall (the release installed again) stays, and so does its tracker.
+func (s *watcher) forget(ctx context.Context, rel events.Release, seq uint64, uninstall string) error {
 	for attempt := 1; ; attempt++ {
 		prev, rev, err := s.out.recorded(ctx, rel)
 		if err != nil {
@@ -389,6 +391,11 @@ func (s *watcher) forget(ctx context.Context, rel events.Release, seq uint64) er
 		}
 		if prev != nil && seq > 0 && prev.Sequence > seq {
 			return nil
+		}
+		if prev != nil && prev.Phase == phaseProgressing {
+			if err := s.supersedeByUninstall(ctx, rel, revisioned{*prev, rev}, uninstall); err != nil {
+				return err
+			}
 		}
 		if rev > 0 {
 			err = s.out.forget(ctx, rel, rev)
@@ -405,6 +412,24 @@ func (s *watcher) forget(ctx context.Context, rel events.Release, seq uint64) er
 		s.untrack(t)
 	}
 	return nil
+}
+
+// supersedeByUninstall publishes release.superseded (by uninstall) for the progressing revision
+// rec records, with this watcher's tracker of it, or one resumed from rec (another replica
+// followed it). A tracker no longer current publishes nothing: the record changed, and the
+// caller reads it again.
+func (s *watcher) supersedeByUninstall(ctx context.Context, rel events.Release, rec revisioned, uninstall string) error {
+	t := s.tracker(rel)
+	if t == nil || t.rec.Sequence != rec.Sequence || t.kvRev != rec.kvRev {
+		var err error
+		if t, err = s.resumed(rec); err != nil {
+			return nil // unreadable: nothing to end it with; the deadline watchdog will
+		}
+	}
+	st := t.state
+	st.uninstalledBy = uninstall
+	t.pending = &delivery{decision: evaluate(st, observation{}, time.Now(), s.opts.ProgressInterval)}
+	return s.deliver(ctx, t)
 }
 
 // resume follows again what the KV bucket says is followed: revisions still progressing (their

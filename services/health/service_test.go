@@ -407,6 +407,31 @@ func TestNewerRevisionSupersedesTheWait(t *testing.T) {
 	assert.Equal(t, second.ID(), events.CausationID(ready))
 }
 
+// TestUninstallSupersedesTheWait: revision 1 never gets ready; the release's uninstall ends its
+// wait with release.superseded naming the uninstall (not, minutes later, the deadline watchdog's
+// deadline_exceeded), once, and lets the release go.
+func TestUninstallSupersedesTheWait(t *testing.T) {
+	e := newEnv(t)
+	svc, _ := e.start()
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	w := e.watch(rel)
+	first := e.apply(rel, 1, []map[string]any{deployment(ns, "web", cluster.FaultNeverReady)}, events.Options{})
+	w.next(30*time.Second, events.TypeProgressing)
+	gone := uninstalledOf(t, rel)
+	_, err := events.NewPublisher(e.js, events.Names{}).Publish(t.Context(), gone)
+	require.NoError(t, err)
+
+	sup := w.next(30*time.Second, events.TypeSuperseded, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeSuperseded, sup.Type())
+	assert.Equal(t, first.ID(), events.CausationID(sup))
+	s := data[events.Superseded](t, sup)
+	assert.Equal(t, events.CorrelationID(gone), s.ByUninstall)
+	assert.Equal(t, events.StageHealth, s.Stage)
+	require.Eventually(t, func() bool { return svc.Watches() == 0 }, 30*time.Second, 50*time.Millisecond, "the release's watches let go")
+	assert.Len(t, ends(t, e.js)[first.ID()], 1, "one terminal event for revision 1")
+}
+
 // TestDegradedAndRecovered: after ready, deleting the Deployment by hand publishes
 // release.degraded naming it; putting it back publishes release.recovered. Uninstalling lets the
 // release's watches go.

@@ -26,9 +26,10 @@ import (
 type Config struct {
 	// Releases is how many releases the run deploys (CHAOS_RELEASES). Default 6.
 	Releases int
-	// Requests is how many CLI requests the run makes, all releases together: installs,
-	// upgrades, rollbacks, uninstalls, dry runs (CHAOS_REVISIONS). Default 48: about a minute.
-	Requests int
+	// Revisions is how many revisions the run requests, all releases together: installs,
+	// upgrades, rollbacks, dry runs; uninstalls come on top (CHAOS_REVISIONS). Default 40:
+	// about a minute.
+	Revisions int
 	// Parallel is how many releases take requests at once (CHAOS_PARALLEL). Default 3.
 	Parallel int
 	// Replicas of each service, each its own process (CHAOS_REPLICAS). Default 2.
@@ -71,7 +72,7 @@ func ConfigFromEnv() (Config, error) {
 		}
 	}
 	num("CHAOS_RELEASES", &c.Releases)
-	num("CHAOS_REVISIONS", &c.Requests)
+	num("CHAOS_REVISIONS", &c.Revisions)
 	num("CHAOS_PARALLEL", &c.Parallel)
 	num("CHAOS_REPLICAS", &c.Replicas)
 	dur("CHAOS_KILL_EVERY", &c.KillEvery)
@@ -94,7 +95,7 @@ func (c *Config) defaults() {
 		}
 	}
 	set(&c.Releases, 6)
-	set(&c.Requests, 48)
+	set(&c.Revisions, 40)
 	set(&c.Parallel, 3)
 	set(&c.Replicas, 2)
 	setD(&c.KillEvery, 3*time.Second)
@@ -221,14 +222,14 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	w := &workload{cli: filepath.Join(bin, "troupe"), chart: filepath.Join(root, "test", "chaos", "testdata", "chart"),
 		server: nc3.URLs(), namespace: Namespace, timeout: cfg.Timeout, grace: cfg.Grace, live: lv, outage: &outage, log: log}
 
-	log("chaos: %d requests over %d releases (%d at a time), a service SIGKILL every ~%s", cfg.Requests, cfg.Releases, cfg.Parallel, cfg.KillEvery)
+	log("chaos: %d revisions over %d releases (%d at a time), a service SIGKILL every ~%s", cfg.Revisions, cfg.Releases, cfg.Parallel, cfg.KillEvery)
 	started := time.Now()
 	workCtx, stopWork := context.WithCancel(ctx)
 	chaosDone := make(chan chaosStats)
 	go func() {
-		chaosDone <- runChaos(workCtx, cfg, nc3, svcs, &outage, func() float64 { return float64(w.issued.Load()) / float64(cfg.Requests) })
+		chaosDone <- runChaos(workCtx, cfg, nc3, svcs, &outage, func() float64 { return float64(w.issued.Load()) / float64(cfg.Revisions) })
 	}()
-	w.run(ctx, cfg.Releases, cfg.Requests, cfg.Parallel)
+	w.run(ctx, cfg.Releases, cfg.Revisions, cfg.Parallel)
 	stopWork()
 	stats := <-chaosDone
 	if !stats.nodeKilled || !stats.restarted {

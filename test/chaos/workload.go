@@ -30,19 +30,19 @@ type workload struct {
 	outage    *sync.RWMutex // held for writing while the whole NATS cluster restarts: no calls then
 	log       func(format string, args ...any)
 
-	issued atomic.Int64
+	issued atomic.Int64 // revisions requested
 	mu     sync.Mutex
 	errs   []CallError
 	calls  int
 }
 
-// run runs requests requests spread over releases releases, parallel releases at a time.
-func (w *workload) run(ctx context.Context, releases, requests, parallel int) {
+// run requests revisions revisions spread over releases releases, parallel releases at a time.
+func (w *workload) run(ctx context.Context, releases, revisions, parallel int) {
 	sem := make(chan struct{}, max(1, parallel))
 	var wg sync.WaitGroup
 	for i := range releases {
-		n := requests / releases
-		if i < requests%releases {
+		n := revisions / releases
+		if i < revisions%releases {
 			n++
 		}
 		wg.Go(func() {
@@ -58,14 +58,14 @@ func (w *workload) run(ctx context.Context, releases, requests, parallel int) {
 	wg.Wait()
 }
 
-// release takes one release through n requests: an install, then upgrades mostly, with
+// release takes one release through n revisions: an install, then upgrades mostly, with
 // rollbacks to a revision that was ready, uninstalls (and installs again), dry runs; it waits
 // for most requests to end before the next one, and fires some back to back (superseding).
 func (w *workload) release(ctx context.Context, name string, n int) {
 	rel := w.namespace + "/" + name
 	installed := false
 	var ready []int // revisions that became ready
-	for k := 1; k <= n && ctx.Err() == nil; k++ {
+	for k, revisions := 1, 0; revisions < n && ctx.Err() == nil; k++ {
 		gen := fmt.Sprintf("%s-%d", name, k)
 		set := "gen=" + gen + ",extra=" + strconv.FormatBool(rand.IntN(2) == 0)
 		timeout := "--timeout=" + w.timeout.String()
@@ -90,7 +90,10 @@ func (w *workload) release(ctx context.Context, name string, n int) {
 		args = append(args, "-n", w.namespace, "--server", w.server)
 		before := w.live.startsOf(rel)
 		w.call(ctx, rel, args)
-		w.issued.Add(1)
+		if kind != "uninstall" {
+			revisions++
+			w.issued.Add(1)
+		}
 		flow := w.live.waitStart(ctx, rel, before, 20*time.Second)
 		switch kind {
 		case "uninstall":
