@@ -238,9 +238,9 @@ func Binary(t testing.TB) string {
 	if p := os.Getenv("TROUPE_NATS_SERVER"); p != "" {
 		return p
 	}
-	root, err := goWork()
+	root, err := WorkRoot()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("natstest: %v: set TROUPE_NATS_SERVER", err)
 	}
 	bin := filepath.Join(root, "bin", "nats-server")
 	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
@@ -263,7 +263,9 @@ func Binary(t testing.TB) string {
 	return bin
 }
 
-func goWork() (string, error) {
+// WorkRoot returns the directory of the go.work found walking up from the working directory:
+// the repository's root, where bin/ is, for tests of any of its modules.
+func WorkRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
@@ -274,7 +276,7 @@ func goWork() (string, error) {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("natstest: no go.work above the working directory: set TROUPE_NATS_SERVER")
+			return "", errors.New("no go.work above the working directory")
 		}
 		dir = parent
 	}

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/natstest"
 	"github.com/troupe-dev/troupe/test/cluster"
 )
 
@@ -143,7 +144,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			return res, err
 		}
 	}
-	root, err := repoRoot()
+	root, err := natstest.WorkRoot()
 	if err != nil {
 		return res, err
 	}
@@ -418,23 +419,6 @@ func build(root, bin string) error {
 		}
 	}
 	return nil
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("chaos: no go.work above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // retry calls f until it succeeds or d passed.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/embedded"
+	"github.com/troupe-dev/troupe/events/natstest"
 	"github.com/troupe-dev/troupe/test/cluster"
 )
 
@@ -48,7 +49,7 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	env.bin, env.logs = filepath.Join(dir, "bin"), filepath.Join(dir, "logs")
 	_ = os.MkdirAll(env.logs, 0o755)
-	if env.root, err = repoRoot(); err != nil {
+	if env.root, err = natstest.WorkRoot(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -114,23 +115,6 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.work above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // process is a service process.
