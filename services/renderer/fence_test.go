@@ -1,7 +1,6 @@
 package renderer_test
 
 import (
-	"context"
 	"path/filepath"
 	"testing"
 	"time"
@@ -20,16 +19,7 @@ import (
 func TestLateRequestsAreNotRendered(t *testing.T) {
 	_, _, js := natstest.Start(t)
 	chart := filepath.Join(fixtures(t), "podinfo/charts/podinfo")
-	run := func() (stop func()) {
-		svc, err := renderer.New(t.Context(), js, renderer.Options{})
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan error, 1)
-		go func() { done <- svc.Start(ctx) }()
-		<-svc.Ready()
-		return func() { cancel(); <-done }
-	}
-	run()() // the consumer exists; the renderer is down while the requests land
+	runRenderer(t, js)() // the consumer exists; the renderer is down while the requests land
 	src := events.Source{Helm: &events.HelmSource{Path: chart}}
 
 	late := events.Release{Namespace: "prod", Name: "late"}
@@ -43,7 +33,7 @@ func TestLateRequestsAreNotRendered(t *testing.T) {
 	require.NoError(t, err)
 
 	time.Sleep(time.Until(events.FlowDeadline(lateReq).Add(100 * time.Millisecond)))
-	defer run()()
+	defer runRenderer(t, js)()
 	// Every request handled and acked: then nothing more comes from the renderer.
 	require.Eventually(t, func() bool {
 		c, err := js.Consumer(t.Context(), events.StreamName, renderer.Name)

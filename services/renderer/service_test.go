@@ -157,20 +157,11 @@ func TestStaleRequestIsSuperseded(t *testing.T) {
 	_, _, js := natstest.Start(t)
 	rel := events.Release{Namespace: "prod", Name: "web"}
 	chart := filepath.Join(fixtures(t), "podinfo/charts/podinfo")
-	run := func() (stop func()) {
-		svc, err := renderer.New(t.Context(), js, renderer.Options{})
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan error, 1)
-		go func() { done <- svc.Start(ctx) }()
-		<-svc.Ready()
-		return func() { cancel(); <-done }
-	}
-	run()() // the renderer's consumer exists, and the renderer is down
+	runRenderer(t, js)() // the renderer's consumer exists, and the renderer is down
 	// Two requests land while it is down: the older must not be rendered.
 	old := request(t, js, rel, events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: chart}}})
 	newer := request(t, js, rel, events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: chart}}, Set: []string{"replicaCount=3"}})
-	defer run()()
+	defer runRenderer(t, js)()
 
 	got := outcome(t, js, rel, old.ID())
 	require.Equal(t, events.TypeSuperseded, got.Type())
@@ -234,22 +225,13 @@ func TestDryRunNeverSupersedesARealRequest(t *testing.T) {
 	_, _, js := natstest.Start(t)
 	rel := events.Release{Namespace: "prod", Name: "web"}
 	chart := filepath.Join(fixtures(t), "podinfo/charts/podinfo")
-	run := func() (stop func()) {
-		svc, err := renderer.New(t.Context(), js, renderer.Options{})
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan error, 1)
-		go func() { done <- svc.Start(ctx) }()
-		<-svc.Ready()
-		return func() { cancel(); <-done }
-	}
-	run()() // the renderer's consumer exists, and the renderer is down
+	runRenderer(t, js)() // the renderer's consumer exists, and the renderer is down
 	src := events.Source{Helm: &events.HelmSource{Path: chart}}
 	dry := events.Options{DryRun: true}
 	real := request(t, js, rel, events.Requested{Source: src})
 	dry1 := request(t, js, rel, events.Requested{Source: src, Options: dry})
 	dry2 := request(t, js, rel, events.Requested{Source: src, Options: dry, Set: []string{"replicaCount=3"}})
-	defer run()()
+	defer runRenderer(t, js)()
 
 	got := outcome(t, js, rel, real.ID())
 	require.Equal(t, events.TypeRendered, got.Type(), string(got.Data()))
@@ -261,4 +243,17 @@ func TestDryRunNeverSupersedesARealRequest(t *testing.T) {
 	assert.Equal(t, 3, s.ByRevision)
 	got = outcome(t, js, rel, dry2.ID())
 	assert.Equal(t, events.TypeRendered, got.Type(), string(got.Data()))
+}
+
+// runRenderer starts a renderer on js and waits until it is ready; stop stops it and waits until
+// it returned.
+func runRenderer(t *testing.T, js jetstream.JetStream) (stop func()) {
+	t.Helper()
+	svc, err := renderer.New(t.Context(), js, renderer.Options{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- svc.Start(ctx) }()
+	<-svc.Ready()
+	return func() { cancel(); <-done }
 }
