@@ -356,6 +356,41 @@ func TestNeverReadyTimesOut(t *testing.T) {
 	assert.Equal(t, "InProgress", f.Objects[0].Status)
 }
 
+// TestEndedFlowIsNotEndedAgain: the deadline watchdog ended a revision first (its claim in the
+// flows bucket); health, reaching the revision's timeout later, publishes no second terminal
+// event, lets the revision go rather than retry, and goes on with the next.
+func TestEndedFlowIsNotEndedAgain(t *testing.T) {
+	e := newEnv(t)
+	svc, _ := e.start()
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	w := e.watch(rel)
+	first := e.apply(rel, 1, []map[string]any{deployment(ns, "web", cluster.FaultNeverReady)}, events.Options{Timeout: events.Duration(3 * time.Second)})
+	progressing := w.next(30*time.Second, events.TypeProgressing)
+	// As the watchdog does: from the flow's last step, so not an answer to the release.applied.
+	ended, err := events.Derive(progressing, "troupe/deadlines", events.TypeFailed,
+		events.Failed{Stage: events.StageHealth, Reason: "deadline_exceeded", Message: "health did not answer"})
+	require.NoError(t, err)
+	_, err = events.NewPublisher(e.js, events.Names{}).Publish(t.Context(), ended)
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool { return svc.Watches() == 0 }, 30*time.Second, 50*time.Millisecond, "revision 1 let go at its timeout")
+	var got []event.Event
+	for _, es := range ends(t, e.js) {
+		for _, ev := range es {
+			if events.CorrelationID(ev) == events.CorrelationID(first) {
+				got = append(got, ev)
+			}
+		}
+	}
+	require.Len(t, got, 1, "one terminal event for revision 1")
+	assert.Equal(t, ended.ID(), got[0].ID(), "the watchdog's")
+
+	e.apply(rel, 2, []map[string]any{deployment(ns, "web", "")}, events.Options{})
+	ready := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeReady, ready.Type(), string(ready.Data()))
+}
+
 // TestJobAndCRD: a Job is ready once complete; a CRD once established.
 func TestJobAndCRD(t *testing.T) {
 	e := newEnv(t)
