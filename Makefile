@@ -33,7 +33,7 @@ test: cluster-bin nats-bin ## run every test (real embedded nats-server, real lo
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: chaos
-chaos: cluster-bin ## the chaos harness, long: CHAOS_REVISIONS revisions (default 300, uninstalls on top) over CHAOS_RELEASES releases (30) under SIGKILLs and NATS faults; prints the table, fails on any loss
+chaos: cluster-bin ## the chaos harness, long: CHAOS_REVISIONS revisions (default 300; rollbacks and uninstalls on top) over CHAOS_RELEASES releases (30) under SIGKILLs and NATS faults; prints the table, fails on any loss
 	CHAOS_REVISIONS=$(or $(CHAOS_REVISIONS),300) CHAOS_RELEASES=$(or $(CHAOS_RELEASES),30) CHAOS_PARALLEL=$(or $(CHAOS_PARALLEL),5) \
 		$(GO) test -count=1 -timeout 3h -v -run '^TestChaos$$' ./test/chaos
 

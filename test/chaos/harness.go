@@ -27,9 +27,9 @@ import (
 type Config struct {
 	// Releases is how many releases the run deploys (CHAOS_RELEASES). Default 6.
 	Releases int
-	// Revisions is how many revisions the run requests, all releases together: installs,
-	// upgrades, rollbacks, dry runs; uninstalls come on top (CHAOS_REVISIONS). Default 40:
-	// about a minute.
+	// Revisions is how many revisions (release.requested) the run makes, all releases together:
+	// installs, upgrades, dry runs; rollbacks and uninstalls come on top (CHAOS_REVISIONS).
+	// Default 40: about a minute.
 	Revisions int
 	// Parallel is how many releases take requests at once (CHAOS_PARALLEL). Default 3.
 	Parallel int

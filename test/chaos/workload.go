@@ -90,7 +90,7 @@ func (w *workload) release(ctx context.Context, name string, n int) {
 		args = append(args, "-n", w.namespace, "--server", w.server)
 		before := w.live.startsOf(rel)
 		w.call(ctx, rel, args)
-		if kind != "uninstall" {
+		if kind == "release" || kind == "dry-run" { // a rollback re-applies a revision; an uninstall ends them
 			revisions++
 			w.issued.Add(1)
 		}
