@@ -302,19 +302,26 @@ type Uninstalled struct {
 
 // Superseded says a stage dropped work on a revision because a newer one was requested.
 type Superseded struct {
-	// ByRevision is the newer revision; 0 when an uninstall replaced it (ByUninstall).
+	// ByRevision is the newer revision; 0 when an uninstall or a rollback replaced it
+	// (ByUninstall, ByRollback).
 	ByRevision int `json:"byRevision" jsonschema:"minimum=0"`
 	// ByUninstall is the id of the release.uninstall.requested that replaced it: the release
 	// was uninstalled after it was requested.
 	ByUninstall string `json:"byUninstall,omitempty" jsonschema:"maxLength=256"`
+	// ByRollback is the id of the release.rollback.requested that replaced it: the release was
+	// rolled back after it was requested (or, for a rollback, rolled back again).
+	ByRollback string `json:"byRollback,omitempty" jsonschema:"maxLength=256"`
 	// Stage is where the older work was dropped.
 	Stage string `json:"stage" jsonschema:"enum=request,enum=render,enum=apply,enum=health,enum=rollback,enum=uninstall"`
 }
 
-// By names what replaced the work: "revision N", or "uninstall <id>".
+// By names what replaced the work: "revision N", "uninstall <id>" or "rollback <id>".
 func (p *Superseded) By() string {
 	if p.ByUninstall != "" {
 		return "uninstall " + p.ByUninstall
+	}
+	if p.ByRollback != "" {
+		return "rollback " + p.ByRollback
 	}
 	return "revision " + strconv.Itoa(p.ByRevision)
 }
@@ -458,7 +465,7 @@ func (p *Uninstalled) Validate() error {
 // Validate implements Payload.
 func (p *Superseded) Validate() error {
 	var c checker
-	if p.ByUninstall == "" {
+	if p.ByUninstall == "" && p.ByRollback == "" {
 		c.min("byRevision", int64(p.ByRevision), 1)
 	}
 	c.oneOf("stage", p.Stage, stages)

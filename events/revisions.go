@@ -268,6 +268,82 @@ func (rv *Revisions) Superseding(ctx context.Context, r Release, revision int, d
 	return 0, 0, nil
 }
 
+// RolledBackSince returns the id of a release.rollback.requested of r stored after r's
+// release.requested numbered revision, "" when there is none: the rollback is newer, and
+// supersedes that revision's work. A look at r's last rollback request and at the first request
+// after it; nothing more when r was never rolled back.
+func (rv *Revisions) RolledBackSince(ctx context.Context, r Release, revision int) (string, error) {
+	rb, err := rv.lastOf(ctx, r, TypeRollbackRequested)
+	if err != nil || rb == nil {
+		return "", err
+	}
+	subject, err := rv.names.Subject(r, TypeRequested)
+	if err != nil {
+		return "", err
+	}
+	// The first request after the rollback: revision's request came before the rollback when
+	// it has a higher number, or there is none.
+	m, err := rv.stream.GetMsg(ctx, rb.Sequence+1, jetstream.WithGetMsgSubject(subject))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return rb.Header.Get(jetstream.MsgIDHeader), nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("requests of %s after its rollback: %w", r, err)
+	}
+	n, err := rv.Of(ctx, r, m.Sequence)
+	if err != nil || n <= revision {
+		return "", err
+	}
+	return rb.Header.Get(jetstream.MsgIDHeader), nil
+}
+
+// SupersedingRollback says what supersedes the rollback of r whose release.rollback.requested
+// has id: a newer rollback request (its id), or a real release.requested stored after it (its
+// revision); zero values when nothing does. Dry runs do not supersede a rollback.
+func (rv *Revisions) SupersedingRollback(ctx context.Context, r Release, id string) (revision int, rollback string, err error) {
+	rb, err := rv.lastOf(ctx, r, TypeRollbackRequested)
+	if err != nil || rb == nil {
+		return 0, "", err
+	}
+	if last := rb.Header.Get(jetstream.MsgIDHeader); last != id {
+		return 0, last, nil // the last rollback request is another one: it came after
+	}
+	subject, err := rv.names.Subject(r, TypeRequested)
+	if err != nil {
+		return 0, "", err
+	}
+	for from := rb.Sequence + 1; ; {
+		m, err := rv.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, "", nil
+		}
+		if err != nil {
+			return 0, "", fmt.Errorf("requests of %s after its rollback: %w", r, err)
+		}
+		if !rv.isDryRun(m) {
+			n, err := rv.Of(ctx, r, m.Sequence)
+			return n, "", err
+		}
+		from = m.Sequence + 1
+	}
+}
+
+// lastOf is r's last message of type typ in the stream, nil if there is none.
+func (rv *Revisions) lastOf(ctx context.Context, r Release, typ string) (*jetstream.RawStreamMsg, error) {
+	subject, err := rv.names.Subject(r, typ)
+	if err != nil {
+		return nil, err
+	}
+	m, err := rv.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("last %s of %s: %w", typ, r, err)
+	}
+	return m, nil
+}
+
 // sequenceOf returns a stream sequence at or below that of r's request numbered revision, and
 // above every earlier request's; last is a request's numbered revision or more (the newest's).
 // Revisions grow with sequences: a binary search over the stream, each probe the first request

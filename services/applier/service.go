@@ -157,18 +157,21 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 	return events.Terminalf("applier: unexpected %s", e.Type())
 }
 
-// errSuperseded stops work on a revision a newer request (by) or an uninstall (uninstall, its
-// id) has overtaken.
+// errSuperseded stops work on a revision a newer request (by), an uninstall (uninstall, its
+// id) or a rollback (rollback, its id) has overtaken.
 type errSuperseded struct {
 	by        int
 	uninstall string
+	rollback  string
+}
+
+func (e errSuperseded) payload(stage string) events.Superseded {
+	return events.Superseded{ByRevision: e.by, ByUninstall: e.uninstall, ByRollback: e.rollback, Stage: stage}
 }
 
 func (e errSuperseded) Error() string {
-	if e.uninstall != "" {
-		return "superseded by uninstall " + e.uninstall
-	}
-	return fmt.Sprintf("superseded by revision %d", e.by)
+	p := e.payload("")
+	return "superseded by " + p.By()
 }
 
 // rendered applies a revision (or diffs it, for a dry run), in steps: take the release's lease
@@ -183,8 +186,8 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	}
 	deadline := flowDeadline(e, r.Options.Timeout)
 	newer := func(ctx context.Context) error {
-		if r.Rollback {
-			return nil // a rollback re-applies an earlier revision on purpose
+		if r.Rollback { // an earlier revision again, on purpose: only a newer request overtakes it
+			return s.rollbackSuperseded(ctx, rel, events.CorrelationID(e))
 		}
 		return s.superseded(ctx, rel, revision, r.Options.DryRun)
 	}
@@ -343,12 +346,33 @@ func (s *Service) lock(ctx context.Context, rel events.Release, revision int, de
 
 // superseded returns errSuperseded when a newer request of rel than revision, of the same kind
 // (events.Revisions.Superseding: a dry run never supersedes a real request), is in the stream.
+// A real request is also overtaken by a rollback requested after it.
 func (s *Service) superseded(ctx context.Context, rel events.Release, revision int, dryRun bool) error {
 	seq, newer, err := s.revisions.Superseding(ctx, rel, revision, dryRun)
-	if err != nil || seq == 0 {
+	switch {
+	case err != nil:
+		return err
+	case seq > 0:
+		return errSuperseded{by: newer}
+	case dryRun:
+		return nil
+	}
+	rb, err := s.revisions.RolledBackSince(ctx, rel, revision)
+	if err != nil || rb == "" {
 		return err
 	}
-	return errSuperseded{by: newer}
+	return errSuperseded{rollback: rb}
+}
+
+// rollbackSuperseded returns errSuperseded when a request stored after the rollback whose
+// release.rollback.requested has id overtook it: a newer rollback, or a real release.requested
+// (a rollback requested before revision 10, and handled after it, must not undo it).
+func (s *Service) rollbackSuperseded(ctx context.Context, rel events.Release, id string) error {
+	by, rb, err := s.revisions.SupersedingRollback(ctx, rel, id)
+	if err != nil || (by == 0 && rb == "") {
+		return err
+	}
+	return errSuperseded{by: by, rollback: rb}
 }
 
 // uninstalledSince returns errSuperseded when the release's record is an uninstall's tombstone
@@ -410,8 +434,8 @@ func (s *Service) bundle(ctx context.Context, digest string) (*events.Bundle, er
 // revision (failure).
 func (s *Service) end(ctx context.Context, e event.Event, rel events.Release, revision int, stage string, err error, deadline time.Time) error {
 	if sup, ok := errors.AsType[errSuperseded](err); ok {
-		zerolog.Ctx(ctx).Info().Int("revision", revision).Int("newer", sup.by).Str("uninstall", sup.uninstall).Msg("superseded")
-		return s.publish(ctx, e, revision, events.TypeSuperseded, events.Superseded{ByRevision: sup.by, ByUninstall: sup.uninstall, Stage: stage})
+		zerolog.Ctx(ctx).Info().Int("revision", revision).Int("newer", sup.by).Str("uninstall", sup.uninstall).Str("rollback", sup.rollback).Msg("superseded")
+		return s.publish(ctx, e, revision, events.TypeSuperseded, sup.payload(stage))
 	}
 	if ctx.Err() != nil {
 		return err // shutting down or the lease was lost: another delivery finishes the work

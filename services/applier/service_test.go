@@ -83,7 +83,8 @@ func (e *env) request(rel events.Release, opts events.Options) event.Event {
 	return ev
 }
 
-// rendered stores a bundle of objs and publishes the release.rendered of revision for request.
+// rendered stores a bundle of objs and publishes the release.rendered of revision for request:
+// the renderer's, or, for a release.rollback.requested, history's (Rollback set).
 func (e *env) rendered(request event.Event, revision int, objs []map[string]any, opts events.Options) event.Event {
 	e.t.Helper()
 	rel, err := events.ReleaseOf(request)
@@ -94,7 +95,11 @@ func (e *env) rendered(request event.Event, revision int, objs []map[string]any,
 	require.NoError(e.t, err)
 	digest, size, err := store.Put(e.t.Context(), bytes.NewReader(data))
 	require.NoError(e.t, err)
-	ev, err := events.Derive(request, "troupe/renderer", events.TypeRendered, events.Rendered{Bundle: digest, Size: size, Options: opts})
+	source, rollback := "troupe/renderer", request.Type() == events.TypeRollbackRequested
+	if rollback {
+		source = "troupe/history"
+	}
+	ev, err := events.Derive(request, source, events.TypeRendered, events.Rendered{Bundle: digest, Size: size, Options: opts, Rollback: rollback})
 	require.NoError(e.t, err)
 	events.WithRevision(&ev, revision)
 	_, err = events.NewPublisher(e.js, events.Names{}).Publish(e.t.Context(), ev)
@@ -439,6 +444,74 @@ func (e *env) uninstallRequest(rel events.Release) event.Event {
 	_, err = events.NewPublisher(e.js, events.Names{}).Publish(e.t.Context(), un)
 	require.NoError(e.t, err)
 	return un
+}
+
+// rollbackRequest publishes a release.rollback.requested of rel to revision to, as the CLI does.
+func (e *env) rollbackRequest(rel events.Release, to int) event.Event {
+	e.t.Helper()
+	rb, err := events.NewEvent("troupe/test", events.TypeRollbackRequested, rel, events.RollbackRequested{TargetRevision: to})
+	require.NoError(e.t, err)
+	_, err = events.NewPublisher(e.js, events.Names{}).Publish(e.t.Context(), rb)
+	require.NoError(e.t, err)
+	return rb
+}
+
+// TestNewestRequestWinsOverRollbacks: the order requests were made in decides, whichever the
+// applier handles first. A rollback requested before revision 2, and handled after it (history
+// was down), does not undo it: superseded by revision 2. Revision 3, requested before a second
+// rollback and handled after it, does not undo the rollback: superseded by it. (Found by the
+// chaos run: a release left at revision 1 by a rollback requested before revisions 3 to 10.)
+func TestNewestRequestWinsOverRollbacks(t *testing.T) {
+	e := newEnv(t)
+	e.start(applier.Options{})
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	v := func(n string) []map[string]any { return []map[string]any{configMap(ns, "a", map[string]any{"v": n})} }
+	cm := func() string {
+		got, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+		require.NoError(t, err)
+		return got.Data["v"]
+	}
+	req1 := e.request(rel, events.Options{})
+	e.rendered(req1, 1, v("1"), events.Options{})
+	require.Equal(t, events.TypeApplied, e.answer(rel, req1.ID()).Type())
+
+	rb1 := e.rollbackRequest(rel, 1)
+	req2 := e.request(rel, events.Options{})
+	e.rendered(req2, 2, v("2"), events.Options{})
+	require.Equal(t, events.TypeApplied, e.answer(rel, req2.ID()).Type())
+	e.rendered(rb1, 1, v("1"), events.Options{})
+	got := e.answer(rel, rb1.ID())
+	require.Equal(t, events.TypeSuperseded, got.Type(), string(got.Data()))
+	s, err := events.Data[events.Superseded](got)
+	require.NoError(t, err)
+	assert.Equal(t, 2, s.ByRevision)
+	assert.Equal(t, "2", cm(), "revision 2 stays")
+
+	req3 := e.request(rel, events.Options{})
+	rb2 := e.rollbackRequest(rel, 1)
+	e.rendered(rb2, 1, v("1"), events.Options{})
+	require.Equal(t, events.TypeApplied, e.answer(rel, rb2.ID()).Type())
+	e.rendered(req3, 3, v("3"), events.Options{})
+	got = e.answer(rel, req3.ID())
+	require.Equal(t, events.TypeSuperseded, got.Type(), string(got.Data()))
+	s, err = events.Data[events.Superseded](got)
+	require.NoError(t, err)
+	assert.Equal(t, rb2.ID(), s.ByRollback)
+	assert.Equal(t, "1", cm(), "the rollback stays")
+
+	// A rollback superseded by a newer rollback, both handled late.
+	rb3 := e.rollbackRequest(rel, 2)
+	rb4 := e.rollbackRequest(rel, 1)
+	e.rendered(rb3, 2, v("2"), events.Options{})
+	got = e.answer(rel, rb3.ID())
+	require.Equal(t, events.TypeSuperseded, got.Type(), string(got.Data()))
+	s, err = events.Data[events.Superseded](got)
+	require.NoError(t, err)
+	assert.Equal(t, rb4.ID(), s.ByRollback)
+	e.rendered(rb4, 1, v("1"), events.Options{})
+	require.Equal(t, events.TypeApplied, e.answer(rel, rb4.ID()).Type())
+	assert.Equal(t, "1", cm())
 }
 
 // TestUninstallLeavesATombstone: a release requested then uninstalled back to back, its
