@@ -128,6 +128,9 @@ type Report struct {
 	CallErrors  []Finding // troupe CLI calls that failed
 
 	P50, P99 time.Duration // request to first terminal event
+	// Slowest are the flows that took longest to their terminal event, slowest first (at most
+	// three), with the longest wait between two of their events: where the time went.
+	Slowest []Finding
 }
 
 // Failed reports whether any promise was broken.
@@ -148,6 +151,9 @@ func (r Report) Print(w io.Writer) {
 		ends = append(ends, fmt.Sprintf("%s %d", strings.TrimPrefix(t, "release."), r.Ends[t]))
 	}
 	fmt.Fprintf(w, "flows ended: %s; %d objects checked\n", strings.Join(ends, ", "), r.Objects)
+	for _, f := range r.Slowest {
+		fmt.Fprintf(w, "slow: %s\n", f)
+	}
 	for _, g := range []struct {
 		name string
 		fs   []Finding
@@ -289,6 +295,7 @@ func Check(in Input) Report {
 		}
 	}
 	r.P50, r.P99 = percentile(times, 50), percentile(times, 99)
+	r.Slowest = slowest(byRelease, 3)
 
 	// The cluster.
 	held := map[string]State{}
@@ -397,6 +404,41 @@ func wants(f *flow, requests map[int]*flow) State {
 }
 
 func (s State) equal(o State) bool { return maps.Equal(s, o) }
+
+// slowest returns the n flows that took longest from request to first terminal event, each with
+// the longest gap between two consecutive events of it.
+func slowest(byRelease map[string][]*flow, n int) []Finding {
+	type timed struct {
+		f    *flow
+		took time.Duration
+	}
+	var all []timed
+	for _, fs := range byRelease {
+		for _, f := range fs {
+			if len(f.terminals) > 0 {
+				all = append(all, timed{f, f.terminals[0].Time.Sub(f.start.Time)})
+			}
+		}
+	}
+	slices.SortFunc(all, func(a, b timed) int { return cmp.Or(cmp.Compare(b.took, a.took), cmp.Compare(a.f.start.ID, b.f.start.ID)) })
+	var out []Finding
+	for _, t := range all[:min(n, len(all))] {
+		prev, gap, from, to := t.f.start, time.Duration(-1), "", ""
+		for _, e := range t.f.events {
+			if d := e.Time.Sub(prev.Time); d > gap {
+				gap, from, to = d, prev.Type, e.Type
+			}
+			if e.ID == t.f.terminals[0].ID {
+				break
+			}
+			prev = e
+		}
+		out = append(out, Finding{Release: t.f.start.Release, Flow: t.f.start.ID, Revision: t.f.revision,
+			What: fmt.Sprintf("%s after %s; longest wait %s, from %s to %s", t.f.terminals[0].Type, t.took.Round(10*time.Millisecond),
+				gap.Round(10*time.Millisecond), from, to)})
+	}
+	return out
+}
 
 func lastReached(f *flow) string {
 	if len(f.events) == 0 {

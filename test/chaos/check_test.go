@@ -88,6 +88,24 @@ func TestCheck(t *testing.T) {
 			assert.Equal(t, 2, rep.Objects)
 		},
 	}, {
+		name: "the slowest flows name their longest wait",
+		build: func(r *run) Input {
+			a := r.request("a", "g1")
+			r.add(Event{Type: events.TypeRendered, Correlation: a, Revision: 1})
+			r.add(Event{Type: events.TypeApplied, Correlation: a, Revision: 1, Time: r.t0.Add(40 * time.Second)})
+			r.add(Event{Type: events.TypeReady, Correlation: a, Revision: 1, Time: r.t0.Add(41 * time.Second)})
+			b := r.request("b", "g2")
+			r.through(b, 2, events.TypeReady)
+			return Input{Objects: objects("chaos/r1", want("r1", "g2"))}
+		},
+		check: func(t *testing.T, rep Report) {
+			assert.False(t, rep.Failed(), "%+v", rep)
+			require.Len(t, rep.Slowest, 2)
+			assert.Equal(t, "a", rep.Slowest[0].Flow)
+			assert.Equal(t, "release.ready after 40s; longest wait 38s, from release.rendered to release.applied", rep.Slowest[0].What)
+			assert.Equal(t, "b", rep.Slowest[1].Flow)
+		},
+	}, {
 		name: "a duplicated terminal: the same event id stored twice counts twice",
 		build: func(r *run) Input {
 			a := r.request("a", "g1")
