@@ -34,6 +34,7 @@ type record struct {
 // (publishedAlready).
 type outbox struct {
 	names  events.Names
+	js     jetstream.JetStream
 	pub    *events.Publisher
 	stream jetstream.Stream
 	kv     jetstream.KeyValue
@@ -42,7 +43,7 @@ type outbox struct {
 
 // newOutbox opens the events stream and the health bucket (made by events.Provision).
 func newOutbox(ctx context.Context, js jetstream.JetStream, names events.Names, log zerolog.Logger) (*outbox, error) {
-	o := &outbox{names: names, pub: events.NewPublisher(js, names), log: log}
+	o := &outbox{names: names, js: js, pub: events.NewPublisher(js, names), log: log}
 	var err error
 	if o.stream, err = js.Stream(ctx, names.Stream()); err != nil {
 		return nil, fmt.Errorf("health: stream %s: %w", names.Stream(), err)
@@ -110,12 +111,20 @@ func (o *outbox) deliver(ctx context.Context, t *tracker, d *delivery) error {
 func (o *outbox) current(ctx context.Context, t *tracker, typ string) error {
 	entry, err := o.kv.Get(ctx, key(t.rel))
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return fmt.Errorf("%s revision %d: record gone: %w", t.rel, t.rec.Revision, errStale)
-	case err != nil:
+	case err != nil && !errors.Is(err, jetstream.ErrKeyNotFound):
 		return fmt.Errorf("record %s: %w", t.rel, err)
-	case entry.Revision() != t.kvRev:
-		return fmt.Errorf("%s revision %d: record changed: %w", t.rel, t.rec.Revision, errStale)
+	case err != nil || entry.Revision() != t.kvRev:
+		// The replica that answered may lag (one restarted a moment ago answers with an older
+		// record, or none): letting go on its word stalls the revision until its deadline.
+		_, rev, err := events.LeaderGet(ctx, o.js, o.names.KV(events.KVHealth), key(t.rel))
+		switch {
+		case err != nil:
+			return fmt.Errorf("record %s: %w", t.rel, err)
+		case rev == 0:
+			return fmt.Errorf("%s revision %d: record gone: %w", t.rel, t.rec.Revision, errStale)
+		case rev != t.kvRev:
+			return fmt.Errorf("%s revision %d: record changed: %w", t.rel, t.rec.Revision, errStale)
+		}
 	}
 	if typ == events.TypeSuperseded || t.rec.Sequence == 0 {
 		return nil

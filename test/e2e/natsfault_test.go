@@ -73,6 +73,7 @@ func TestNATSKilledUnderServices(t *testing.T) {
 		ends = terminalEvents(t, js, "troupe.release."+ns+".hello.>")
 		return len(ends[2]) > 0
 	}, 3*time.Minute, time.Second, "revision 2 ends")
+	t.Logf("revision 2, in flight at the SIGKILL, ended with %v", ends[2])
 	for rev := 1; rev <= 3; rev++ {
 		assert.Len(t, ends[rev], 1, fmt.Sprintf("revision %d: one terminal event: %v", rev, ends[rev]))
 	}
