@@ -420,7 +420,9 @@ func slowest(byRelease map[string][]*flow, n int) []Finding {
 			}
 		}
 	}
-	slices.SortFunc(all, func(a, b timed) int { return cmp.Or(cmp.Compare(b.took, a.took), cmp.Compare(a.f.start.ID, b.f.start.ID)) })
+	slices.SortFunc(all, func(a, b timed) int {
+		return cmp.Or(cmp.Compare(b.took, a.took), cmp.Compare(a.f.start.ID, b.f.start.ID))
+	})
 	var out []Finding
 	for _, t := range all[:min(n, len(all))] {
 		prev, gap, from, to := t.f.start, time.Duration(-1), "", ""
