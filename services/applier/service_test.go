@@ -155,7 +155,7 @@ func TestAppliesPodinfoAndRecordsTheInventory(t *testing.T) {
 	e.start(applier.Options{})
 	ns := kube.Namespace(t)
 	rel := events.Release{Namespace: ns, Name: "podinfo"}
-	r, err := render.New(render.Options{})
+	r, err := render.New(render.Options{SourceRoots: []string{fixtures(t)}})
 	require.NoError(t, err)
 	out, err := r.Render(t.Context(), render.Input{Release: rel, Revision: 1, Request: events.Requested{
 		Source: events.Source{Helm: &events.HelmSource{Path: filepath.Join(fixtures(t), "podinfo/charts/podinfo")}}}})

@@ -29,7 +29,7 @@ func fixtures(t *testing.T) string { return sharedfixtures.Dir(t) }
 func startRenderer(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	_, _, js := natstest.Start(t)
-	svc, err := renderer.New(t.Context(), js, renderer.Options{})
+	svc, err := renderer.New(t.Context(), js, renderer.Options{Render: render.Options{SourceRoots: []string{fixtures(t), os.TempDir()}}})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -191,7 +191,7 @@ func TestRendersUploadedKustomization(t *testing.T) {
 	r, err := events.Data[events.Rendered](got)
 	require.NoError(t, err)
 
-	direct, err := render.New(render.Options{})
+	direct, err := render.New(render.Options{SourceRoots: []string{fixtures(t)}})
 	require.NoError(t, err)
 	want, err := direct.Render(t.Context(), render.Input{Release: rel, Revision: 1, Request: events.Requested{
 		Source: events.Source{Kustomize: &events.KustomizeSource{Path: filepath.Join(fixtures(t), "podinfo/deploy/overlays/staging")}}}})
@@ -249,7 +249,7 @@ func TestDryRunNeverSupersedesARealRequest(t *testing.T) {
 // it returned.
 func runRenderer(t *testing.T, js jetstream.JetStream) (stop func()) {
 	t.Helper()
-	svc, err := renderer.New(t.Context(), js, renderer.Options{})
+	svc, err := renderer.New(t.Context(), js, renderer.Options{Render: render.Options{SourceRoots: []string{fixtures(t), os.TempDir()}}})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)

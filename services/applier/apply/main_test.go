@@ -42,7 +42,7 @@ func fixtures(t testing.TB) string {
 // returns the bundle's objects.
 func renderChart(t testing.TB, rel events.Release, revision int, chart string, set ...string) []map[string]any {
 	t.Helper()
-	r, err := render.New(render.Options{CacheSize: -1})
+	r, err := render.New(render.Options{CacheSize: -1, SourceRoots: []string{fixtures(t)}})
 	require.NoError(t, err)
 	out, err := r.Render(context.Background(), render.Input{Release: rel, Revision: revision, Request: events.Requested{
 		Source: events.Source{Helm: &events.HelmSource{Path: filepath.Join(fixtures(t), chart)}}, Set: set}})

@@ -40,7 +40,7 @@ func (r *Renderer) cacheKey(in Input) (string, bool) {
 	case src.Manifests != nil && src.Manifests.Path != "":
 		local = src.Manifests.Path
 	}
-	if local != "" && !statTree(h, local) {
+	if local != "" && (!r.roots.contains(local) || !statTree(h, local)) { // outside the roots: refused, uncached
 		return "", false
 	}
 	return hex.EncodeToString(h.Sum(nil)), true

@@ -24,6 +24,10 @@
 // discovery), ordered for applying, and encoded as JSON with sorted keys, so equal inputs give
 // equal bytes and equal digests.
 //
+// Path sources read the renderer's own disk: only under Options.SourceRoots, symlinks resolved
+// (the standard library's filepath.EvalSymlinks; kustomize reads through a filesys.FileSystem
+// that refuses anything outside them), and refused alike whether a path outside exists or not.
+//
 // Every failure is an *events.Error with a reason code (template_error, values_schema, not_a_chart, …)
 // and a message that names what and where.
 package render

@@ -120,11 +120,11 @@ func TestRenderErrors(t *testing.T) {
 			reason: render.ReasonNotAChart, message: []string{"not a valid Helm chart"},
 		},
 		{
-			name: "chart not found",
+			name: "chart not found (under a source root)",
 			req: func(string) events.Requested {
-				return events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: "/nonexistent/chart"}}}
+				return events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: filepath.Join(os.TempDir(), "nonexistent", "chart")}}}
 			},
-			reason: render.ReasonSourceNotFound, message: []string{"/nonexistent/chart"},
+			reason: render.ReasonSourceNotFound, message: []string{"nonexistent/chart: not found"},
 		},
 		{
 			name: "uploaded chart without a sources store",
@@ -134,11 +134,11 @@ func TestRenderErrors(t *testing.T) {
 			reason: render.ReasonSourceNotFound, message: []string{"sources object store"},
 		},
 		{
-			name: "kustomization not found",
+			name: "kustomization not found (under a source root)",
 			req: func(string) events.Requested {
-				return events.Requested{Source: events.Source{Kustomize: &events.KustomizeSource{Path: "/nonexistent/overlay"}}}
+				return events.Requested{Source: events.Source{Kustomize: &events.KustomizeSource{Path: filepath.Join(os.TempDir(), "nonexistent", "overlay")}}}
 			},
-			reason: render.ReasonSourceNotFound, message: []string{"/nonexistent/overlay"},
+			reason: render.ReasonSourceNotFound, message: []string{"nonexistent/overlay: not found"},
 		},
 		{
 			name: "broken kustomization",

@@ -34,8 +34,12 @@ func (r *Renderer) renderKustomize(ctx context.Context, k *events.KustomizeSourc
 			return nil, fail(ReasonSourceNotFound, err, "uploaded kustomization %s is not a .tar.gz", k.Object)
 		}
 		fs, dir = mem, "/"+strings.TrimPrefix(path.Clean("/"+k.Dir), "/")
-	} else if _, err := os.Stat(dir); err != nil {
-		return nil, fail(ReasonSourceNotFound, nil, "kustomization %s: not found", dir)
+	} else {
+		real, err := r.roots.confine("kustomize.path", dir)
+		if err != nil {
+			return nil, err
+		}
+		fs, dir = confinedFS{FileSystem: fs, roots: r.roots}, real
 	}
 	opts := krusty.MakeDefaultOptions()
 	resMap, err := krusty.MakeKustomizer(opts).Run(fs, dir)
@@ -62,26 +66,31 @@ func (r *Renderer) renderManifests(ctx context.Context, m *events.ManifestsSourc
 		}
 		return parseDocs("uploaded manifests "+m.Object, string(data))
 	}
-	info, err := os.Stat(m.Path)
+	root, err := r.roots.confine("manifests.path", m.Path)
+	if err != nil {
+		return nil, err
+	}
+	info, err := os.Stat(root)
 	if err != nil {
 		return nil, fail(ReasonSourceNotFound, nil, "manifests %s: not found", m.Path)
 	}
 	if !info.IsDir() {
-		data, err := os.ReadFile(m.Path)
+		if !manifestFile(root) {
+			return nil, fail(ReasonUnsupported, nil, "manifests %s: not a .yaml, .yml or .json file", m.Path)
+		}
+		data, err := os.ReadFile(root)
 		if err != nil {
 			return nil, fail(ReasonSourceNotFound, err, "manifests %s", m.Path)
 		}
 		return parseDocs(m.Path, string(data))
 	}
 	var out []object
-	err = filepath.WalkDir(m.Path, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !manifestFile(p) {
 			return err
 		}
-		switch filepath.Ext(p) {
-		case ".yaml", ".yml", ".json":
-		default:
-			return nil
+		if !r.roots.contains(p) { // a symlink out of the roots
+			return fail(ReasonSourceNotAllowed, nil, "manifests %s: %s is a link out of the renderer's source roots", m.Path, p)
 		}
 		data, err := os.ReadFile(p)
 		if err != nil {
@@ -102,6 +111,15 @@ func (r *Renderer) renderManifests(ctx context.Context, m *events.ManifestsSourc
 		return nil, fail(ReasonSourceNotFound, err, "manifests %s", m.Path)
 	}
 	return out, nil
+}
+
+// manifestFile reports whether p names a manifests file: .yaml, .yml or .json.
+func manifestFile(p string) bool {
+	switch filepath.Ext(p) {
+	case ".yaml", ".yml", ".json":
+		return true
+	}
+	return false
 }
 
 // untarInto unpacks a .tar.gz into fs, refusing paths that leave its root.

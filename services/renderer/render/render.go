@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"sort"
 	"strings"
@@ -70,6 +69,12 @@ type Options struct {
 	HTTPTimeout time.Duration
 	// PlainHTTPRegistries lists OCI registries (host:port) reached without TLS, e.g. local ones.
 	PlainHTTPRegistries []string
+	// SourceRoots are the directories path sources (helm.path, kustomize.path, manifests.path)
+	// may name, symlinks resolved; a kustomization there reads nothing outside them. Without
+	// any, path sources are refused: sources are uploaded, or come from a repository or
+	// registry. A path source reads the renderer's own disk, so name only directories meant
+	// for it (a mounted volume of charts).
+	SourceRoots []string
 	// CacheSize bounds how many recent outputs are kept to answer identical inputs without
 	// rendering again. Default 128; negative turns the cache off.
 	CacheSize int
@@ -89,6 +94,7 @@ type Credential struct {
 type Renderer struct {
 	opts   Options
 	caps   *common.Capabilities
+	roots  roots                // where path sources may be
 	cache  *lru[*Output]        // outputs by cacheKey; nil when off
 	charts *lru[*chart.Chart]   // uploaded charts by digest
 	values *lru[map[string]any] // parsed values files by content
@@ -117,6 +123,9 @@ func New(o Options) (*Renderer, error) {
 	caps.APIVersions = append(caps.APIVersions, o.APIVersions...)
 	r := &Renderer{opts: o, caps: caps, charts: newLRU[*chart.Chart](32), values: newLRU[map[string]any](64),
 		templates: parsedTemplates{newLRU[*template.Template](32)}}
+	if r.roots, err = newRoots(o.SourceRoots); err != nil {
+		return nil, err
+	}
 	if o.CacheSize == 0 {
 		o.CacheSize = 128
 	}
@@ -187,10 +196,11 @@ func (r *Renderer) render(ctx context.Context, in Input) (*Output, error) {
 func (r *Renderer) loadChart(ctx context.Context, h *events.HelmSource) (*chart.Chart, error) {
 	switch {
 	case h.Path != "":
-		if _, err := os.Stat(h.Path); err != nil {
-			return nil, fail(ReasonSourceNotFound, nil, "chart %s: not found", h.Path)
+		dir, err := r.roots.confine("helm.path", h.Path)
+		if err != nil {
+			return nil, err
 		}
-		ch, err := loader.Load(h.Path)
+		ch, err := loader.Load(dir)
 		if err != nil {
 			return nil, fail(ReasonNotAChart, err, "chart %s is not a valid Helm chart", h.Path)
 		}

@@ -33,6 +33,9 @@ func fixtures(t *testing.T) string { return sharedfixtures.Dir(t) }
 
 func newRenderer(t *testing.T, o render.Options) *render.Renderer {
 	t.Helper()
+	if o.SourceRoots == nil { // the fixtures, and the charts tests write
+		o.SourceRoots = []string{fixtures(t), os.TempDir()}
+	}
 	r, err := render.New(o)
 	require.NoError(t, err)
 	return r

@@ -81,11 +81,11 @@ func run(chart, values, helm string, rounds int, n counts) error {
 	if _, err := exec.LookPath(helm); err != nil {
 		return fmt.Errorf("%s: %w (build it with `make cluster-bin`)", helm, err)
 	}
-	noCache, err := render.New(render.Options{CacheSize: -1, Sources: fetch})
+	noCache, err := render.New(render.Options{CacheSize: -1, Sources: fetch, SourceRoots: []string{filepath.Dir(chart)}})
 	if err != nil {
 		return err
 	}
-	withCache, err := render.New(render.Options{Sources: fetch})
+	withCache, err := render.New(render.Options{Sources: fetch, SourceRoots: []string{filepath.Dir(chart)}})
 	if err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func run(chart, values, helm string, rounds int, n counts) error {
 		// First render of a chart: a new renderer each time, so nothing is loaded or cached.
 		start = time.Now()
 		for range n.first {
-			fresh, err := render.New(render.Options{CacheSize: -1, Sources: fetch})
+			fresh, err := render.New(render.Options{CacheSize: -1, Sources: fetch, SourceRoots: []string{filepath.Dir(chart)}})
 			if err != nil {
 				return err
 			}
