@@ -122,10 +122,11 @@ func TestPublishAndTailRoundTrip(t *testing.T) {
 	assert.Regexp(t, `^\d{4}-\d\d-\d\dT[\d:.]+Z\s+release\.requested\s+dev/podinfo\s+rev=-\s+troupe/cli\s+`+id[1][:8]+`$`, lines[0])
 	assert.Contains(t, lines[1], "release.rollback.requested")
 
-	// The renderer in troupe dev answered the request: charts/podinfo is not on its disk.
+	// The renderer in troupe dev answered the request: charts/podinfo is a path on its disk, and
+	// it reads none (no --source-root).
 	require.Eventually(t, func() bool {
 		_, out, _ = troupe(t, server, "", "tail", "--release", "dev/podinfo", "--follow=false", "--type", "release.failed", "-o", "json")
-		return strings.Contains(out, `"reason":"source_not_found"`)
+		return strings.Contains(out, `"reason":"source_not_allowed"`)
 	}, 10*time.Second, 100*time.Millisecond, out)
 	assert.Contains(t, out, `"stage":"render"`)
 	assert.Contains(t, out, "charts/podinfo")

@@ -74,6 +74,9 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	if c.subjectsPrefix != "" && !o.httpListenSet {
 		o.httpListen = "127.0.0.1:0" // beside the live troupe dev's
 	}
+	if err := history.CheckAPIListen(o.httpListen, ""); err != nil {
+		return usagef("--http-listen %s: troupe dev serves the history API (every release's manifests) there, with no token: listen on loopback", o.httpListen)
+	}
 	httpLn, err := net.Listen("tcp", o.httpListen)
 	if err != nil {
 		return fmt.Errorf("--http-listen %s: %w", o.httpListen, err)

@@ -16,5 +16,5 @@ deploy to that cluster instead. The cluster's binaries are found with --cluster-
 this executable (where 'make build' puts troupe and troupe-dev), else in bin/ beside the go.work
 above the working directory.
 
-Serves /healthz, /readyz, /metrics and the history's /releases on --http-listen.`
+Serves /healthz, /readyz, /metrics and the history's /releases on --http-listen (loopback only: the API serves manifests).`
 )

@@ -47,7 +47,7 @@ func TestReplicasAsProcesses(t *testing.T) {
 		logs = append(logs, log)
 		f, err := os.Create(log)
 		require.NoError(t, err)
-		cmd := exec.Command(bin, "--server", srv.ClientURL(), "--http-listen", "127.0.0.1:0")
+		cmd := exec.Command(bin, "--server", srv.ClientURL(), "--http-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0")
 		cmd.Stdout, cmd.Stderr = f, f
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		require.NoError(t, cmd.Start())

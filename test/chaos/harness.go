@@ -198,6 +198,9 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	log("chaos: starting %d replicas of each service", cfg.Replicas)
 	svcs, err := StartServices(bin, logs, services, cfg.Replicas, func(name string) []string {
 		args := []string{"--server", nc3.URLs(), "--http-listen", "127.0.0.1:0", "--replicas", "3"}
+		if name == "history" {
+			args = append(args, "--api-listen", "127.0.0.1:0")
+		}
 		if name != "history" {
 			args = append(args, "--kubeconfig", kube.Kubeconfig)
 		}

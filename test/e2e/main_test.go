@@ -127,7 +127,11 @@ type process struct {
 // startService runs a service binary (serve.Main's flags) against the test's NATS and waits
 // until it logs that it is ready.
 func startService(name string, args ...string) (*process, error) {
-	return startProcess(name, `"`+name+` ready"`, append([]string{"--server", env.natsURL, "--http-listen", "127.0.0.1:0"}, args...)...)
+	common := []string{"--server", env.natsURL, "--http-listen", "127.0.0.1:0"}
+	if name == "history" {
+		common = append(common, "--api-listen", "127.0.0.1:0")
+	}
+	return startProcess(name, `"`+name+` ready"`, append(common, args...)...)
 }
 
 // startProcess runs the binary name and waits until its output holds ready. It dies with the

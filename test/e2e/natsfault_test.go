@@ -35,6 +35,9 @@ func TestNATSKilledUnderServices(t *testing.T) {
 	started := make(chan error, len(services))
 	for _, s := range services {
 		args := []string{"--server", url, "--http-listen", "127.0.0.1:0"}
+		if s == "history" {
+			args = append(args, "--api-listen", "127.0.0.1:0")
+		}
 		if s != "history" {
 			args = append(args, "--kubeconfig", env.kube.Kubeconfig)
 		}
