@@ -145,8 +145,13 @@ func Unavailable(err error) bool {
 			return true
 		}
 	}
-	return false
+	// A publish tried again while the first, same id, is still being committed in a cluster.
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == duplicateMsgIDInProcess
 }
+
+// duplicateMsgIDInProcess is JetStream's error 10158: "duplicate message id is in process".
+const duplicateMsgIDInProcess jetstream.ErrorCode = 10158
 
 // Await calls f until it returns anything but an Unavailable error, for up to patience (and
 // while ctx lasts), waiting 250ms, doubling up to 4s, between tries: for a command a user waits

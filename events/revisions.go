@@ -270,11 +270,12 @@ func (rv *Revisions) Superseding(ctx context.Context, r Release, revision int, d
 
 // RolledBackSince returns the id of a release.rollback.requested of r stored after r's
 // release.requested numbered revision, "" when there is none: the rollback is newer, and
-// supersedes that revision's work. A look at r's last rollback request and at the first request
+// supersedes that revision's work. An automatic rollback (history's, after a failure) does not:
+// a request the user made while the failed revision was on its way is newer in intent. A look at r's last rollback request and at the first request
 // after it; nothing more when r was never rolled back.
 func (rv *Revisions) RolledBackSince(ctx context.Context, r Release, revision int) (string, error) {
 	rb, err := rv.lastOf(ctx, r, TypeRollbackRequested)
-	if err != nil || rb == nil {
+	if err != nil || rb == nil || rv.isAutomatic(rb) {
 		return "", err
 	}
 	subject, err := rv.names.Subject(r, TypeRequested)
@@ -367,6 +368,15 @@ func (rv *Revisions) sequenceOf(ctx context.Context, r Release, subject string, 
 		}
 	}
 	return lo, nil
+}
+
+func (rv *Revisions) isAutomatic(m *jetstream.RawStreamMsg) bool {
+	e, err := rv.names.Decode(m.Subject, m.Header, m.Data)
+	if err != nil {
+		return false
+	}
+	rb, err := Data[RollbackRequested](e)
+	return err == nil && rb.Automatic
 }
 
 func (rv *Revisions) isDryRun(m *jetstream.RawStreamMsg) bool {

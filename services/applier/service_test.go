@@ -512,6 +512,17 @@ func TestNewestRequestWinsOverRollbacks(t *testing.T) {
 	e.rendered(rb4, 1, v("1"), events.Options{})
 	require.Equal(t, events.TypeApplied, e.answer(rel, rb4.ID()).Type())
 	assert.Equal(t, "1", cm())
+
+	// History's automatic rollback (after a failure) supersedes no request the user made before
+	// it: that one is newer in intent.
+	req4 := e.request(rel, events.Options{})
+	auto, err := events.NewEvent("troupe/history", events.TypeRollbackRequested, rel, events.RollbackRequested{TargetRevision: 1, Automatic: true})
+	require.NoError(t, err)
+	_, err = events.NewPublisher(e.js, events.Names{}).Publish(t.Context(), auto)
+	require.NoError(t, err)
+	e.rendered(req4, 4, v("4"), events.Options{})
+	require.Equal(t, events.TypeApplied, e.answer(rel, req4.ID()).Type())
+	assert.Equal(t, "4", cm())
 }
 
 // TestUninstallLeavesATombstone: a release requested then uninstalled back to back, its

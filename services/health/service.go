@@ -389,6 +389,12 @@ func (s *watcher) forget(ctx context.Context, rel events.Release, seq uint64, un
 		if err != nil {
 			return err
 		}
+		if prev == nil && attempt < casAttempts {
+			// No record, says the replica that answered: the leader's word, before letting go.
+			if _, lrev, err := events.LeaderGet(ctx, s.out.js, s.opts.Names.KV(events.KVHealth), key(rel)); err == nil && lrev > 0 {
+				continue
+			}
+		}
 		if prev != nil && seq > 0 && prev.Sequence > seq {
 			return nil
 		}

@@ -141,7 +141,16 @@ func Fold(v *historyapi.View, e event.Event, seq uint64, revision int) error {
 		}
 		r.State, r.Stage, r.Reason, r.Message, r.Times.Finished = historyapi.StateFailed, f.Stage, f.Reason, f.Message, e.Time()
 	case events.TypeSuperseded:
-		if r != nil && r.State != historyapi.StateReady && r.State != historyapi.StateDegraded {
+		if v.Rollback != nil && events.CorrelationID(e) == v.Rollback.Request {
+			// The rollback was overtaken (a newer request came before it applied): it ends here,
+			// and the revision it targeted keeps its state.
+			entry.Note = fmt.Sprintf("rollback to revision %d superseded", v.Rollback.Target)
+			v.Rollback = nil
+			break
+		}
+		// Only work in flight is superseded: a rollback's release.superseded carries its target's
+		// number, a revision that ended long ago.
+		if r != nil && (r.State == historyapi.StateRequested || r.State == historyapi.StateRendered || r.State == historyapi.StateProgressing) {
 			r.State, r.Times.Finished = historyapi.StateSuperseded, e.Time()
 		}
 	case events.TypeRollbackRequested:

@@ -200,6 +200,9 @@ func (r *Renderer) loadChart(ctx context.Context, h *events.HelmSource) (*chart.
 		if err != nil {
 			return nil, err
 		}
+		if link := r.roots.linkOut(dir); link != "" {
+			return nil, fail(ReasonSourceNotAllowed, nil, "helm.path %s: %s is a link out of the renderer's source roots", h.Path, link)
+		}
 		ch, err := loader.Load(dir)
 		if err != nil {
 			return nil, fail(ReasonNotAChart, err, "chart %s is not a valid Helm chart", h.Path)

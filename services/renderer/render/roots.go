@@ -2,6 +2,8 @@ package render
 
 import (
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -73,6 +75,42 @@ func (rs roots) contains(p string) bool {
 	}
 	real, err := filepath.EvalSymlinks(abs)
 	return err == nil && under(real, rs.real)
+}
+
+// linkOut returns a symlink under dir (or under a directory a link in it names, inside the
+// roots) that leads out of the roots, "" when there is none: Helm's chart loader follows links,
+// so a chart under a root is refused when one would take it elsewhere.
+func (rs roots) linkOut(dir string) string {
+	seen := map[string]bool{}
+	var walk func(string) string
+	walk = func(d string) string {
+		if seen[d] {
+			return ""
+		}
+		seen[d] = true
+		var out string
+		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err != nil || e.Type()&fs.ModeSymlink == 0 {
+				return nil
+			}
+			real, err := filepath.EvalSymlinks(p)
+			if err != nil {
+				return nil // dangling: the loader fails on it, reading nothing
+			}
+			if !under(real, rs.real) {
+				out = p
+				return filepath.SkipAll
+			}
+			if info, err := os.Stat(real); err == nil && info.IsDir() {
+				if out = walk(real); out != "" {
+					return filepath.SkipAll
+				}
+			}
+			return nil
+		})
+		return out
+	}
+	return walk(dir)
 }
 
 // confinedFS is the disk as kustomize sees it for a kustomization under a source root: it reads

@@ -69,6 +69,15 @@ func TestPathSourcesStayUnderTheSourceRoots(t *testing.T) {
 	assert.Equal(t, render.ReasonKustomizeError, why, "a kustomization's base outside the roots")
 	assert.Contains(t, msg, "outside the renderer's source roots")
 
+	// A chart under the root with a file linked out of it (Helm's loader follows links).
+	chart := filepath.Join(root, "chart")
+	require.NoError(t, os.MkdirAll(filepath.Join(chart, "templates"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(chart, "Chart.yaml"), []byte("apiVersion: v2\nname: c\nversion: 0.1.0\n"), 0o644))
+	require.NoError(t, os.Symlink(filepath.Join(outside, "secret.yaml"), filepath.Join(chart, "templates", "cm.yaml")))
+	why, msg = reason(events.Source{Helm: &events.HelmSource{Path: chart}})
+	assert.Equal(t, render.ReasonSourceNotAllowed, why, "a chart with a link out")
+	assert.Contains(t, msg, "templates/cm.yaml is a link out of the renderer's source roots")
+
 	why, _ = reason(events.Source{Helm: &events.HelmSource{Path: filepath.Join(fixtures(t), "podinfo/charts/podinfo")}})
 	assert.Equal(t, render.ReasonSourceNotAllowed, why, "a chart outside the roots")
 

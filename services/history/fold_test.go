@@ -1,0 +1,51 @@
+package history_test
+
+import (
+	"testing"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/historyapi"
+	"github.com/troupe-dev/troupe/services/history"
+)
+
+// TestSupersededRollbackLeavesItsTarget: a rollback the applier dropped (a newer request came
+// before it applied) ends the pending rollback; the revision it targeted, ready long ago, stays
+// ready rather than being marked superseded.
+func TestSupersededRollbackLeavesItsTarget(t *testing.T) {
+	rel := events.Release{Namespace: "prod", Name: "web"}
+	v := &historyapi.View{Release: rel.String()}
+	seq := uint64(0)
+	fold := func(e event.Event, revision int) {
+		t.Helper()
+		seq++
+		require.NoError(t, history.Fold(v, e, seq, revision))
+	}
+	derive := func(cause event.Event, source, typ string, data any, revision int) event.Event {
+		t.Helper()
+		e, err := events.Derive(cause, source, typ, data)
+		require.NoError(t, err)
+		events.WithRevision(&e, revision)
+		return e
+	}
+	for n := 1; n <= 2; n++ {
+		req, err := events.NewEvent("troupe/cli", events.TypeRequested, rel, events.Requested{Source: events.Source{Manifests: &events.ManifestsSource{YAML: "{}"}}})
+		require.NoError(t, err)
+		fold(req, n)
+		fold(derive(req, "troupe/renderer", events.TypeRendered, events.Rendered{Bundle: events.Digest([]byte{byte(n)}), Size: 1}, n), n)
+		fold(derive(req, "troupe/applier", events.TypeApplied, events.Applied{Bundle: events.Digest([]byte{byte(n)})}, n), n)
+		fold(derive(req, "troupe/health", events.TypeReady, events.Ready{Objects: 1}, n), n)
+	}
+	rb, err := events.NewEvent("troupe/cli", events.TypeRollbackRequested, rel, events.RollbackRequested{TargetRevision: 1})
+	require.NoError(t, err)
+	fold(rb, 0)
+	require.NotNil(t, v.Rollback)
+	fold(derive(rb, "troupe/applier", events.TypeSuperseded, events.Superseded{ByRevision: 3, Stage: events.StageApply}, 1), 1)
+
+	assert.Nil(t, v.Rollback, "the rollback ended")
+	assert.Equal(t, historyapi.StateReady, v.Get(1).State, "its target keeps its state")
+	assert.Equal(t, "rollback to revision 1 superseded", v.Timeline[len(v.Timeline)-1].Note)
+}
