@@ -1,6 +1,7 @@
 package render
 
 import (
+	"cmp"
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
@@ -40,6 +41,9 @@ func (r *Renderer) renderKustomize(ctx context.Context, k *events.KustomizeSourc
 			return nil, err
 		}
 		fs, dir = confinedFS{FileSystem: fs, roots: r.roots}, real
+	}
+	if err := noRemote(fs, dir); err != nil {
+		return nil, fail(ReasonKustomizeError, err, "kustomize build %s", cmp.Or(k.Path, "(uploaded)"))
 	}
 	opts := krusty.MakeDefaultOptions()
 	resMap, err := krusty.MakeKustomizer(opts).Run(fs, dir)

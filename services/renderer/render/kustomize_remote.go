@@ -1,0 +1,145 @@
+package render
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"sigs.k8s.io/kustomize/api/konfig"
+	"sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+// noRemote refuses a kustomization that would fetch anything over the network: a remote
+// resource, base or component (a git repository or an http(s) URL), or a generator's, patch's,
+// replacement's or OpenAPI file from a URL. krusty has no option to turn remote loading off (it
+// clones with git and downloads with a plain http.Client, no timeout), so the renderer reads
+// every kustomization the build would — the root's and those of its local resources — before
+// building, and names the first remote reference it finds.
+func noRemote(fs filesys.FileSystem, dir string) error {
+	seen := map[string]bool{}
+	var visit func(dir string) error
+	visit = func(dir string) error {
+		if seen[dir] {
+			return nil
+		}
+		seen[dir] = true
+		k, file, err := readKustomization(fs, dir)
+		if err != nil || k == nil {
+			return err // none here: kustomize says so, or it is a plain file resource
+		}
+		refs := func(field string, list ...string) error {
+			for _, ref := range list {
+				if isRemote(fs, dir, ref) {
+					return fmt.Errorf("%s: %s %q is remote: the renderer fetches no remote resources, bases or files; put them in the overlay", file, field, ref)
+				}
+			}
+			return nil
+		}
+		var generated []string
+		for _, g := range k.ConfigMapGenerator {
+			generated = append(generated, generatorFiles(g.GeneratorArgs)...)
+		}
+		for _, g := range k.SecretGenerator {
+			generated = append(generated, generatorFiles(g.GeneratorArgs)...)
+		}
+		var patches []string
+		for _, p := range append(k.Patches, k.PatchesJson6902...) {
+			patches = append(patches, p.Path)
+		}
+		for _, p := range k.PatchesStrategicMerge {
+			if !strings.Contains(string(p), "\n") { // else an inline patch
+				patches = append(patches, string(p))
+			}
+		}
+		var replacements []string
+		for _, r := range k.Replacements {
+			replacements = append(replacements, r.Path)
+		}
+		for _, check := range []struct {
+			field string
+			list  []string
+		}{
+			{"resources", k.Resources}, {"components", k.Components}, {"bases", k.Bases}, {"crds", k.Crds},
+			{"configurations", k.Configurations}, {"generators", files(k.Generators)}, {"transformers", files(k.Transformers)},
+			{"validators", files(k.Validators)}, {"openapi", []string{k.OpenAPI["path"]}}, {"generator files", generated},
+			{"patches", patches}, {"replacements", replacements},
+		} {
+			if err := refs(check.field, check.list...); err != nil {
+				return err
+			}
+		}
+		for _, r := range append(append(append([]string{}, k.Resources...), k.Components...), k.Bases...) {
+			if sub := filepath.Join(dir, r); fs.IsDir(sub) {
+				if err := visit(sub); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return visit(dir)
+}
+
+// readKustomization reads dir's kustomization file, nil when there is none.
+func readKustomization(fs filesys.FileSystem, dir string) (*types.Kustomization, string, error) {
+	for _, name := range konfig.RecognizedKustomizationFileNames() {
+		file := filepath.Join(dir, name)
+		if !fs.Exists(file) {
+			continue
+		}
+		data, err := fs.ReadFile(file)
+		if err != nil {
+			return nil, "", err
+		}
+		var k types.Kustomization
+		if err := yaml.Unmarshal(data, &k); err != nil {
+			return nil, "", nil // kustomize reports it, better than this would
+		}
+		return &k, file, nil
+	}
+	return nil, "", nil
+}
+
+// generatorFiles are the files a generator reads: files (KEY=path or path), envs, env.
+func generatorFiles(g types.GeneratorArgs) []string {
+	var out []string
+	for _, f := range g.FileSources {
+		if key, path, ok := strings.Cut(f, "="); ok && !strings.Contains(key, "/") { // KEY=path; a URL's query is not a key
+			f = path
+		}
+		out = append(out, f)
+	}
+	out = append(out, g.EnvSources...)
+	if g.EnvSource != "" {
+		out = append(out, g.EnvSource)
+	}
+	return out
+}
+
+// files keeps the entries of a generators/transformers/validators list that name files (the
+// others are inline configurations).
+func files(list []string) []string {
+	var out []string
+	for _, s := range list {
+		if !strings.Contains(s, "\n") {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// isRemote reports whether a reference in a kustomization is fetched over the network as
+// kustomize reads it: a URL, a git address (git@…, git::…, gh:…), or a host-like first
+// segment (github.com/org/repo//dir?ref=…) that is not a local path.
+func isRemote(fs filesys.FileSystem, dir, ref string) bool {
+	switch {
+	case ref == "":
+		return false
+	case strings.Contains(ref, "://"), strings.HasPrefix(ref, "git@"), strings.HasPrefix(ref, "git::"), strings.HasPrefix(ref, "gh:"):
+		return true
+	}
+	first, _, _ := strings.Cut(ref, "/")
+	return strings.Contains(first, ".") && first != "." && first != ".." && !fs.Exists(filepath.Join(dir, first))
+}
