@@ -1,9 +1,9 @@
 package render
 
 import (
-	"cmp"
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"errors"
