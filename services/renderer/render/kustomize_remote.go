@@ -45,9 +45,11 @@ func noRemote(fs filesys.FileSystem, dir string) error {
 			generated = append(generated, generatorFiles(g.GeneratorArgs)...)
 		}
 		var patches []string
+		//lint:ignore SA1019 kustomize still applies the deprecated patch fields, so they are read too
 		for _, p := range append(k.Patches, k.PatchesJson6902...) {
 			patches = append(patches, p.Path)
 		}
+		//lint:ignore SA1019 as above
 		for _, p := range k.PatchesStrategicMerge {
 			if !strings.Contains(string(p), "\n") { // else an inline patch
 				patches = append(patches, string(p))
@@ -61,7 +63,7 @@ func noRemote(fs filesys.FileSystem, dir string) error {
 			field string
 			list  []string
 		}{
-			{"resources", k.Resources}, {"components", k.Components}, {"bases", k.Bases}, {"crds", k.Crds},
+			{"resources", k.Resources}, {"components", k.Components}, {"crds", k.Crds},
 			{"configurations", k.Configurations}, {"generators", files(k.Generators)}, {"transformers", files(k.Transformers)},
 			{"validators", files(k.Validators)}, {"openapi", []string{k.OpenAPI["path"]}}, {"generator files", generated},
 			{"patches", patches}, {"replacements", replacements},
@@ -70,7 +72,7 @@ func noRemote(fs filesys.FileSystem, dir string) error {
 				return err
 			}
 		}
-		for _, r := range append(append(append([]string{}, k.Resources...), k.Components...), k.Bases...) {
+		for _, r := range append(append([]string{}, k.Resources...), k.Components...) {
 			if sub := filepath.Join(dir, r); fs.IsDir(sub) {
 				if err := visit(sub); err != nil {
 					return err
@@ -97,12 +99,13 @@ func readKustomization(fs filesys.FileSystem, dir string) (*types.Kustomization,
 		if err := yaml.Unmarshal(data, &k); err != nil {
 			return nil, "", nil // kustomize reports it, better than this would
 		}
+		k.FixKustomization() // as kustomize reads it: bases among the resources, and so on
 		return &k, file, nil
 	}
 	return nil, "", nil
 }
 
-// generatorFiles are the files a generator reads: files (KEY=path or path), envs, env.
+// generatorFiles are the files a generator reads: files (KEY=path or path) and envs.
 func generatorFiles(g types.GeneratorArgs) []string {
 	var out []string
 	for _, f := range g.FileSources {
@@ -111,11 +114,7 @@ func generatorFiles(g types.GeneratorArgs) []string {
 		}
 		out = append(out, f)
 	}
-	out = append(out, g.EnvSources...)
-	if g.EnvSource != "" {
-		out = append(out, g.EnvSource)
-	}
-	return out
+	return append(out, g.EnvSources...) // env moved into envs by FixKustomization
 }
 
 // files keeps the entries of a generators/transformers/validators list that name files (the
