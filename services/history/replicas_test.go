@@ -205,9 +205,11 @@ func TestRedeliveryAfterNak(t *testing.T) {
 	events.WithRevision(&ready, 1)
 	hb.hold(applied, ready)
 	e.publish(applied)
+	// The ready only once the applied was nakked: else a replica may handle the ready before
+	// the applied is delivered at all, and nothing is nakked.
+	require.Eventually(t, func() bool { return hb.naks.Load() > 0 }, 30*time.Second, 10*time.Millisecond, "the applied was nakked")
 	e.publish(ready)
 	e.settled()
-	require.Positive(t, hb.naks.Load(), "the applied was nakked")
 
 	v, err := e.svc.View(t.Context(), rel)
 	require.NoError(t, err)
@@ -232,9 +234,9 @@ func TestRedeliveryAfterNak(t *testing.T) {
 	naks := hb.naks.Load()
 	hb.hold(rb, next)
 	e.publish(rb)
+	require.Eventually(t, func() bool { return hb.naks.Load() > naks }, 30*time.Second, 10*time.Millisecond, "the rollback request was nakked")
 	e.publish(next)
 	e.settled()
-	require.Greater(t, hb.naks.Load(), naks, "the rollback request was nakked")
 	assert.Equal(t, map[string]int{rel.String(): 1}, rollbacks(), "one rollback started")
 	v = e.view(rel, func(v *historyapi.View) bool { return v.Get(3) != nil })
 	if assert.NotNil(t, v.Rollback) {
