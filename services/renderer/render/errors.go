@@ -19,6 +19,8 @@ const (
 	ReasonKubeVersion       = "kube_version"
 	ReasonBundleTooLarge    = "bundle_too_large"
 	ReasonKustomizeError    = "kustomize_error"
+	ReasonSourceTooLarge    = "source_too_large"
+	ReasonBadArchive        = "bad_archive"
 	ReasonUnsupported       = "unsupported_source"
 )
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -31,8 +32,8 @@ func (r *Renderer) renderKustomize(ctx context.Context, k *events.KustomizeSourc
 			return nil, err
 		}
 		mem := filesys.MakeFsInMemory()
-		if err := untarInto(mem, data); err != nil {
-			return nil, fail(ReasonSourceNotFound, err, "uploaded kustomization %s is not a .tar.gz", k.Object)
+		if err := untarInto(mem, bytes.NewReader(data), archiveLimits{bytes: int64(r.opts.MaxSourceSize), entries: r.opts.MaxArchiveEntries}); err != nil {
+			return nil, fail(ReasonBadArchive, err, "uploaded kustomization %s", k.Object)
 		}
 		fs, dir = mem, "/"+strings.TrimPrefix(path.Clean("/"+k.Dir), "/")
 	} else {
@@ -126,34 +127,52 @@ func manifestFile(p string) bool {
 	return false
 }
 
-// untarInto unpacks a .tar.gz into fs, refusing paths that leave its root.
-func untarInto(fs filesys.FileSystem, data []byte) error {
-	gz, err := gzip.NewReader(bytes.NewReader(data))
+// archiveLimits bound what an archive may unpack to.
+type archiveLimits struct {
+	bytes   int64 // every file's size together
+	entries int
+}
+
+// untarInto unpacks a .tar.gz into fs as it reads it: regular files and directories only (a
+// link is refused: it could point anywhere), no entry leaving the archive's root, and within
+// limits — a file that would pass them is an error, never truncated.
+func untarInto(fs filesys.FileSystem, r io.Reader, limits archiveLimits) error {
+	gz, err := gzip.NewReader(r)
 	if err != nil {
-		return err
+		return fmt.Errorf("not a .tar.gz: %w", err)
 	}
 	tr := tar.NewReader(gz)
-	for {
+	left := limits.bytes
+	for entries := 0; ; entries++ {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("not a .tar.gz: %w", err)
+		}
+		if entries == limits.entries {
+			return fmt.Errorf("more than %d entries", limits.entries)
+		}
+		if slices.Contains(strings.Split(filepath.ToSlash(h.Name), "/"), "..") {
+			return fmt.Errorf("entry %q leaves the archive", h.Name)
 		}
 		name := path.Clean("/" + h.Name)
-		if strings.Contains(h.Name, "..") {
-			return fmt.Errorf("archive entry %q leaves the archive", h.Name)
-		}
 		switch h.Typeflag {
 		case tar.TypeDir:
 			if err := fs.MkdirAll(name); err != nil {
 				return err
 			}
 		case tar.TypeReg:
-			b, err := io.ReadAll(io.LimitReader(tr, 64<<20))
+			if h.Size > left {
+				return fmt.Errorf("entry %q: more than %d bytes unpacked", h.Name, limits.bytes)
+			}
+			b, err := io.ReadAll(io.LimitReader(tr, left+1))
 			if err != nil {
-				return err
+				return fmt.Errorf("entry %q: %w", h.Name, err)
+			}
+			if left -= int64(len(b)); left < 0 {
+				return fmt.Errorf("entry %q: more than %d bytes unpacked", h.Name, limits.bytes)
 			}
 			if err := fs.MkdirAll(path.Dir(name)); err != nil {
 				return err
@@ -161,6 +180,19 @@ func untarInto(fs filesys.FileSystem, data []byte) error {
 			if err := fs.WriteFile(name, b); err != nil {
 				return err
 			}
+		case tar.TypeXGlobalHeader:
+		default:
+			return fmt.Errorf("entry %q: a %s, not a file or directory", h.Name, entryKind(h.Typeflag))
 		}
 	}
+}
+
+func entryKind(t byte) string {
+	switch t {
+	case tar.TypeSymlink:
+		return "symbolic link"
+	case tar.TypeLink:
+		return "hard link"
+	}
+	return fmt.Sprintf("special file (type %q)", t)
 }

@@ -60,6 +60,11 @@ type Options struct {
 	APIVersions []string
 	// MaxBundleSize bounds a bundle. Default 32 MiB.
 	MaxBundleSize int
+	// MaxSourceSize bounds an uploaded source as stored (a chart or kustomize archive, a
+	// manifests file), and a kustomize archive's files unpacked, together. Default 64 MiB.
+	MaxSourceSize int
+	// MaxArchiveEntries bounds the entries of an uploaded kustomize archive. Default 10000.
+	MaxArchiveEntries int
 	// Credentials by name, for HelmSource.Credentials.
 	Credentials map[string]Credential
 	// Scope says whether a kind is namespaced, for kinds outside the built-in table and the
@@ -107,6 +112,12 @@ type Renderer struct {
 func New(o Options) (*Renderer, error) {
 	if o.MaxBundleSize <= 0 {
 		o.MaxBundleSize = 32 << 20
+	}
+	if o.MaxSourceSize <= 0 {
+		o.MaxSourceSize = 64 << 20
+	}
+	if o.MaxArchiveEntries <= 0 {
+		o.MaxArchiveEntries = 10000
 	}
 	if o.HTTPTimeout <= 0 {
 		o.HTTPTimeout = 60 * time.Second
@@ -240,9 +251,12 @@ func (r *Renderer) fetchSource(ctx context.Context, digest string) ([]byte, erro
 		return nil, fail(ReasonSourceUnreachable, err, "source %s", digest)
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(rc)
+	data, err := io.ReadAll(io.LimitReader(rc, int64(r.opts.MaxSourceSize)+1))
 	if err != nil {
 		return nil, fail(ReasonSourceUnreachable, err, "read source %s", digest)
+	}
+	if len(data) > r.opts.MaxSourceSize {
+		return nil, fail(ReasonSourceTooLarge, nil, "source %s is larger than the renderer's limit of %d bytes", digest, r.opts.MaxSourceSize)
 	}
 	return data, nil
 }

@@ -18,6 +18,7 @@ func main() {
 		concurrency   int
 		kubeVersion   string
 		maxBundleSize int
+		maxSourceSize int
 		plainHTTP     []string
 		sourceRoots   []string
 		kubeconfig    string
@@ -29,13 +30,14 @@ func main() {
 			fs.IntVar(&concurrency, "concurrency", 4, "renders at once in this replica")
 			fs.StringVar(&kubeVersion, "kube-version", serve.EnvOr("TROUPE_KUBE_VERSION", render.DefaultKubeVersion), ".Capabilities.KubeVersion, and what chart kubeVersion constraints are checked against [TROUPE_KUBE_VERSION]")
 			fs.IntVar(&maxBundleSize, "max-bundle-size", 32<<20, "largest bundle, in bytes")
+			fs.IntVar(&maxSourceSize, "max-source-size", 64<<20, "largest uploaded source, in bytes, and largest a kustomize archive may unpack to")
 			fs.StringSliceVar(&plainHTTP, "plain-http-registry", nil, "OCI registries (host:port) reached over plain HTTP")
 			fs.StringArrayVar(&sourceRoots, "source-root", nil, "a directory path sources (helm.path, kustomize.path, manifests.path) may name, symlinks resolved (repeatable); without one, path sources are refused")
 			fs.StringVar(&kubeconfig, "kubeconfig", serve.EnvOr("TROUPE_KUBECONFIG", ""), "the target cluster: .Capabilities and kind scopes are discovered from it [TROUPE_KUBECONFIG]")
 			fs.StringVar(&kubeContext, "context", "", "kubeconfig context")
 		},
 		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
-			ropts := render.Options{KubeVersion: kubeVersion, MaxBundleSize: maxBundleSize, PlainHTTPRegistries: plainHTTP, SourceRoots: sourceRoots}
+			ropts := render.Options{KubeVersion: kubeVersion, MaxBundleSize: maxBundleSize, MaxSourceSize: maxSourceSize, PlainHTTPRegistries: plainHTTP, SourceRoots: sourceRoots}
 			if kubeconfig != "" {
 				cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 					&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig},
