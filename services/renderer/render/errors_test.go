@@ -45,6 +45,7 @@ func TestRenderErrors(t *testing.T) {
 		opts    render.Options
 		reason  string
 		message []string // substrings the message must have: what and where
+		secret  string   // what the message must not have
 	}{
 		{
 			name: "required value",
@@ -84,9 +85,9 @@ func TestRenderErrors(t *testing.T) {
 			name:  "bad --set",
 			files: map[string]string{"templates/cm.yaml": configMap},
 			req: func(chart string) events.Requested {
-				return events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: chart}}, Set: []string{"a[x]=1"}}
+				return events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: chart}}, Set: []string{"ok=1", "a[x]=s3cr3t-t0ken"}}
 			},
-			reason: render.ReasonInvalidValues, message: []string{"a[x]=1"},
+			reason: render.ReasonInvalidValues, message: []string{"--set #2 (a[x]=…)"}, secret: "s3cr3t-t0ken",
 		},
 		{
 			name:   "output not YAML",
@@ -175,6 +176,9 @@ func TestRenderErrors(t *testing.T) {
 			assert.Equal(t, tc.reason, events.ReasonOf(err), err.Error())
 			for _, m := range tc.message {
 				assert.Contains(t, err.Error(), m)
+			}
+			if tc.secret != "" {
+				assert.NotContains(t, err.Error(), tc.secret, "a value in the message")
 			}
 		})
 	}

@@ -288,9 +288,15 @@ func (r *Renderer) mergeValues(req events.Requested) (map[string]any, error) {
 		}
 		base = loader.MergeMaps(base, v)
 	}
-	for _, s := range req.Set {
+	for i, s := range req.Set {
 		if err := strvals.ParseInto(s, base); err != nil {
-			return nil, fail(ReasonInvalidValues, err, "--set %q", s)
+			// The event is kept for weeks and read by many: name the key, never the value.
+			key, value, _ := strings.Cut(s, "=")
+			msg := err.Error()
+			if value != "" {
+				msg = strings.ReplaceAll(msg, value, "…")
+			}
+			return nil, fail(ReasonInvalidValues, nil, "--set #%d (%s=…): %s", i+1, key, msg)
 		}
 	}
 	return base, nil
