@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -35,9 +36,9 @@ func (r *Renderer) pullOCI(ctx context.Context, h *events.HelmSource) (*chart.Ch
 		opts = append(opts, registry.ClientOptPlainHTTP())
 	}
 	if h.Credentials != "" {
-		c, ok := r.opts.Credentials[h.Credentials]
-		if !ok {
-			return nil, fail(ReasonAuthDenied, nil, "credentials %q for %s are not configured on the renderer", h.Credentials, h.OCI)
+		c, err := r.credential(h.Credentials, host, h.OCI)
+		if err != nil {
+			return nil, err
 		}
 		opts = append(opts, registry.ClientOptBasicAuth(c.Username, c.Password))
 	}
@@ -62,16 +63,31 @@ func refPath(ref string) string {
 	return p
 }
 
+// credential is the credential a request names, for the repository or registry at host (what,
+// for messages): an error when it is not configured, or is for another host.
+func (r *Renderer) credential(name, host, what string) (*Credential, error) {
+	c, ok := r.opts.Credentials[name]
+	if !ok {
+		return nil, fail(ReasonAuthDenied, nil, "credentials %q for %s are not configured on the renderer", name, what)
+	}
+	if c.Host != host {
+		return nil, fail(ReasonAuthDenied, nil, "credentials %q are for %s, not %s: the renderer sends a credential only to its host", name, c.Host, host)
+	}
+	return &c, nil
+}
+
 // pullRepo finds the chart in the repository's index.yaml (exact version or semver range, the
 // newest if none) and downloads it.
 func (r *Renderer) pullRepo(ctx context.Context, h *events.HelmSource) (*chart.Chart, error) {
 	var cred *Credential
 	if h.Credentials != "" {
-		c, ok := r.opts.Credentials[h.Credentials]
-		if !ok {
-			return nil, fail(ReasonAuthDenied, nil, "credentials %q for %s are not configured on the renderer", h.Credentials, h.RepoURL)
+		u, err := url.Parse(h.RepoURL)
+		if err != nil {
+			return nil, fail(ReasonSourceNotFound, err, "repository %s", h.RepoURL)
 		}
-		cred = &c
+		if cred, err = r.credential(h.Credentials, u.Host, h.RepoURL); err != nil {
+			return nil, err
+		}
 	}
 	indexURL := strings.TrimSuffix(h.RepoURL, "/") + "/index.yaml"
 	data, err := r.download(ctx, indexURL, cred)
@@ -116,7 +132,7 @@ func (r *Renderer) download(ctx context.Context, url string, cred *Credential) (
 	if err != nil {
 		return nil, fail(ReasonSourceNotFound, err, "%s", url)
 	}
-	if cred != nil {
+	if cred != nil && req.URL.Host == cred.Host { // a chart the index places on another host gets none
 		req.SetBasicAuth(cred.Username, cred.Password)
 	}
 	resp, err := http.DefaultClient.Do(req)

@@ -89,10 +89,13 @@ type Options struct {
 // Kubernetes libraries and local cluster are built from.
 const DefaultKubeVersion = "v1.37.1"
 
-// Credential authenticates to a chart repository or OCI registry.
+// Credential authenticates to a chart repository or OCI registry: the one at Host, and only
+// there — a chart URL an index.yaml names elsewhere, or a request pointing the credential's
+// name at another host, gets no credentials.
 type Credential struct {
-	Username string
-	Password string
+	Host     string `json:"host"` // host[:port], as in the repository's or registry's URL
+	Username string `json:"username"`
+	Password string `json:"password"`
 }
 
 // Renderer renders requests into canonical bundles. It is safe for concurrent use.
@@ -136,6 +139,11 @@ func New(o Options) (*Renderer, error) {
 		templates: parsedTemplates{newLRU[*template.Template](32)}}
 	if r.roots, err = newRoots(o.SourceRoots); err != nil {
 		return nil, err
+	}
+	for name, c := range o.Credentials {
+		if c.Host == "" {
+			return nil, fmt.Errorf("renderer: credentials %q: no host: a credential is sent only to the host it is for", name)
+		}
 	}
 	if o.CacheSize == 0 {
 		o.CacheSize = 128

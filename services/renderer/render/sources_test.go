@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
@@ -19,6 +20,7 @@ import (
 	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
 	"helm.sh/helm/v4/pkg/registry"
 	repo "helm.sh/helm/v4/pkg/repo/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/services/renderer/render"
@@ -55,7 +57,9 @@ func TestRenderFromHTTPRepository(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, idx.WriteFile(filepath.Join(dir, "index.yaml"), 0o644))
 
-	r := newRenderer(t, render.Options{Credentials: map[string]render.Credential{"ci": {Username: "ci", Password: "s3cret"}, "wrong": {Username: "ci", Password: "nope"}}})
+	host := strings.TrimPrefix(srv.URL, "http://")
+	r := newRenderer(t, render.Options{Credentials: map[string]render.Credential{"ci": {Host: host, Username: "ci", Password: "s3cret"},
+		"wrong": {Host: host, Username: "ci", Password: "nope"}, "elsewhere": {Host: "charts.example.com", Username: "ci", Password: "s3cret"}}})
 	in := func(version, cred string) render.Input {
 		return render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1, Request: events.Requested{
 			Source: events.Source{Helm: &events.HelmSource{RepoURL: srv.URL, Chart: "podinfo", Version: version, Credentials: cred}}}}
@@ -70,6 +74,7 @@ func TestRenderFromHTTPRepository(t *testing.T) {
 		{"wrong password", "", "wrong", "", render.ReasonAuthDenied},
 		{"no credentials", "", "", "", render.ReasonAuthDenied},
 		{"credentials not configured", "", "other", "", render.ReasonAuthDenied},
+		{"credentials for another host", "", "elsewhere", "", render.ReasonAuthDenied},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -87,6 +92,43 @@ func TestRenderFromHTTPRepository(t *testing.T) {
 	_, err = r.Render(t.Context(), render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1, Request: events.Requested{
 		Source: events.Source{Helm: &events.HelmSource{RepoURL: "http://127.0.0.1:1", Chart: "podinfo"}}}})
 	assert.Equal(t, render.ReasonSourceUnreachable, events.ReasonOf(err), "nothing listens there")
+}
+
+// TestCredentialsGoOnlyToTheirHost: an index.yaml whose chart URL points at another host gets
+// that host no credentials (as Helm without --pass-credentials): the chart server sees no
+// Authorization header.
+func TestCredentialsGoOnlyToTheirHost(t *testing.T) {
+	dir := t.TempDir()
+	packagePodinfo(t, dir, "6.14.1")
+	var leaked atomic.Int32
+	charts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			leaked.Add(1)
+		}
+		http.FileServer(http.Dir(dir)).ServeHTTP(w, r)
+	}))
+	defer charts.Close()
+	idx, err := repo.IndexDirectory(dir, charts.URL) // the charts' URLs: on the other server
+	require.NoError(t, err)
+	index, err := yaml.Marshal(idx)
+	require.NoError(t, err)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "ci" || p != "s3cret" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		_, _ = w.Write(index)
+	}))
+	defer srv.Close()
+	r := newRenderer(t, render.Options{Credentials: map[string]render.Credential{"ci": {Host: strings.TrimPrefix(srv.URL, "http://"), Username: "ci", Password: "s3cret"}}})
+	out, err := r.Render(t.Context(), render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1, Request: events.Requested{
+		Source: events.Source{Helm: &events.HelmSource{RepoURL: srv.URL, Chart: "podinfo", Credentials: "ci"}}}})
+	require.NoError(t, err)
+	assert.Equal(t, "6.14.1", out.Chart.Version)
+	assert.Zero(t, leaked.Load(), "the chart's host got the repository's credentials")
+
+	_, err = render.New(render.Options{Credentials: map[string]render.Credential{"nohost": {Username: "u", Password: "p"}}})
+	assert.ErrorContains(t, err, "no host")
 }
 
 func TestRenderFromOCIRegistry(t *testing.T) {
@@ -142,7 +184,7 @@ func TestRenderFromOCIRegistryWithAuth(t *testing.T) {
 	require.NoError(t, err)
 
 	r := newRenderer(t, render.Options{PlainHTTPRegistries: []string{host},
-		Credentials: map[string]render.Credential{"ci": {Username: "ci", Password: "s3cret"}, "wrong": {Username: "ci", Password: "nope"}}})
+		Credentials: map[string]render.Credential{"ci": {Host: host, Username: "ci", Password: "s3cret"}, "wrong": {Host: host, Username: "ci", Password: "nope"}}})
 	in := func(cred string) render.Input {
 		return render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1, Request: events.Requested{
 			Source: events.Source{Helm: &events.HelmSource{OCI: "oci://" + host + "/charts/podinfo", Version: "6.14.1", Credentials: cred}}}}

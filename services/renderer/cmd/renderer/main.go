@@ -4,9 +4,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
 
 	"github.com/troupe-dev/troupe/events/serve"
 	"github.com/troupe-dev/troupe/services/renderer"
@@ -21,6 +23,7 @@ func main() {
 		maxSourceSize int
 		plainHTTP     []string
 		sourceRoots   []string
+		credsFile     string
 		kubeconfig    string
 		kubeContext   string
 	)
@@ -32,12 +35,22 @@ func main() {
 			fs.IntVar(&maxBundleSize, "max-bundle-size", 32<<20, "largest bundle, in bytes")
 			fs.IntVar(&maxSourceSize, "max-source-size", 64<<20, "largest uploaded source, in bytes, and largest a kustomize archive may unpack to")
 			fs.StringSliceVar(&plainHTTP, "plain-http-registry", nil, "OCI registries (host:port) reached over plain HTTP")
+			fs.StringVar(&credsFile, "credentials", serve.EnvOr("TROUPE_RENDERER_CREDENTIALS", ""), "a YAML file of repository and registry credentials by name: NAME: {host: HOST[:PORT], username: U, password: P}; each is sent only to its host [TROUPE_RENDERER_CREDENTIALS]")
 			fs.StringArrayVar(&sourceRoots, "source-root", nil, "a directory path sources (helm.path, kustomize.path, manifests.path) may name, symlinks resolved (repeatable); without one, path sources are refused")
 			fs.StringVar(&kubeconfig, "kubeconfig", serve.EnvOr("TROUPE_KUBECONFIG", ""), "the target cluster: .Capabilities and kind scopes are discovered from it [TROUPE_KUBECONFIG]")
 			fs.StringVar(&kubeContext, "context", "", "kubeconfig context")
 		},
 		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
 			ropts := render.Options{KubeVersion: kubeVersion, MaxBundleSize: maxBundleSize, MaxSourceSize: maxSourceSize, PlainHTTPRegistries: plainHTTP, SourceRoots: sourceRoots}
+			if credsFile != "" {
+				b, err := os.ReadFile(credsFile)
+				if err != nil {
+					return nil, fmt.Errorf("--credentials: %w", err)
+				}
+				if err := yaml.UnmarshalStrict(b, &ropts.Credentials); err != nil {
+					return nil, fmt.Errorf("--credentials %s: %w", credsFile, err)
+				}
+			}
 			if kubeconfig != "" {
 				cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 					&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig},
