@@ -85,7 +85,22 @@ func (a *Applier) diffOne(ctx context.Context, rel events.Release, it *item) (ev
 	if gerr != nil {
 		return d, objectError(it.ref, gerr)
 	}
+	labels := live.GetLabels()
+	if owner := (events.Release{Namespace: labels[LabelReleaseNamespace], Name: labels[LabelRelease]}); owner != rel {
+		// Not this release's: whoever may request a dry run must not read it through the diff.
+		whose := "belongs to no release"
+		if owner.Name != "" {
+			whose = "belongs to release " + owner.String()
+		}
+		d.Action = events.ActionUpdate
+		d.Diff = fmt.Sprintf("%s exists and %s: its content is not shown (a real request fails with %s unless options.adopt)",
+			describe(it.ref), whose, ReasonOwnershipConflict)
+		return d, nil
+	}
 	before, after := withoutServerFields(live), withoutServerFields(out)
+	if it.ref.APIVersion == "v1" && it.ref.Kind == "Secret" {
+		redactSecret(before, after)
+	}
 	if reflect.DeepEqual(before, after) {
 		d.Action = events.ActionUnchanged
 		return d, nil
@@ -103,6 +118,35 @@ func withoutServerFields(obj *unstructured.Unstructured) map[string]any {
 	}
 	unstructured.RemoveNestedField(c.Object, "status")
 	return c.Object
+}
+
+// redactSecret replaces a Secret's values, in both versions, by what the diff may say of each
+// key: (unchanged), (changed) against (old), (added), (removed). The kubectl annotation that
+// copies the whole object goes too.
+func redactSecret(before, after map[string]any) {
+	for _, obj := range []map[string]any{before, after} {
+		unstructured.RemoveNestedField(obj, "metadata", "annotations", "kubectl.kubernetes.io/last-applied-configuration")
+	}
+	for _, field := range []string{"data", "stringData"} {
+		b, _ := before[field].(map[string]any)
+		a, _ := after[field].(map[string]any)
+		for k, bv := range b {
+			av, ok := a[k]
+			switch {
+			case !ok:
+				b[k] = "(removed)"
+			case reflect.DeepEqual(av, bv):
+				b[k], a[k] = "(unchanged)", "(unchanged)"
+			default:
+				b[k], a[k] = "(old)", "(changed)"
+			}
+		}
+		for k := range a {
+			if _, ok := b[k]; !ok {
+				a[k] = "(added)"
+			}
+		}
+	}
 }
 
 func unifiedDiff(ref events.ObjectRef, before, after map[string]any) string {
