@@ -22,6 +22,7 @@ import (
 	"github.com/troupe-dev/troupe/events/embedded"
 	"github.com/troupe-dev/troupe/events/serve"
 	"github.com/troupe-dev/troupe/services/applier"
+	"github.com/troupe-dev/troupe/services/applier/apply"
 	"github.com/troupe-dev/troupe/services/applier/kube"
 	"github.com/troupe-dev/troupe/services/health"
 	"github.com/troupe-dev/troupe/services/history"
@@ -207,7 +208,9 @@ func devServices(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, nam
 		return nil, err
 	}
 	out[renderer.Name] = r
-	a, err := applier.New(ctx, js, kcfg, applier.Options{Names: names, Logger: logger(applier.Name), Metrics: m})
+	// Adoption on: a developer's own cluster, where `troupe release --adopt` takes over what
+	// they made by hand.
+	a, err := applier.New(ctx, js, kcfg, applier.Options{Apply: apply.Options{AllowAdopt: true}, Names: names, Logger: logger(applier.Name), Metrics: m})
 	if err != nil {
 		return nil, err
 	}

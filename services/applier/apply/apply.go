@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -52,6 +53,10 @@ type Options struct {
 	AllowNamespaces []string
 	// DenyClusterScoped refuses cluster-scoped objects (CRDs, ClusterRoles, Namespaces…).
 	DenyClusterScoped bool
+	// AllowAdopt honours a request's options.adopt: taking over objects that exist and belong
+	// to another release or to none. Off, such a request fails (adopt_not_allowed): anyone who
+	// may publish a request could otherwise take any object over.
+	AllowAdopt bool
 	// ImpersonateServiceAccount, when set, makes every request for a release run as this
 	// service account of the release's namespace (system:serviceaccount:<namespace>:<name>), so
 	// a release can do no more than that account may.
@@ -180,6 +185,10 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 	}
 	validated := false
 	if req.Options.CreateNamespace {
+		if !a.namespaceAllowed(req.Release.Namespace) {
+			return nil, &Error{Reason: ReasonNamespaceNotAllowed, Objects: []ObjectError{{Ref: events.ObjectRef{APIVersion: "v1", Kind: "Namespace", Name: req.Release.Namespace},
+				Message: fmt.Sprintf("createNamespace: namespace %s is not on this applier's allowlist", req.Release.Namespace)}}}
+		}
 		created, err := a.createNamespace(ctx, req.Release)
 		if err != nil {
 			return nil, err
@@ -314,17 +323,21 @@ func intent(rel events.Release, items []*item) []events.ObjectRef {
 // prepare turns the bundle's objects into items: troupe's labels and annotations added, kinds
 // mapped to resources, the namespace allowlist checked.
 func (a *Applier) prepare(req Request) ([]*item, error) {
+	if req.Options.Adopt && !a.opts.AllowAdopt {
+		return nil, &Error{Reason: ReasonAdoptNotAllowed, Err: errors.New("options.adopt: this applier does not take objects over (started without --allow-adopt)")}
+	}
 	previous := map[events.ObjectRef]Object{}
 	for _, o := range req.Previous {
 		previous[o.ObjectRef] = o
 	}
-	bundleCRDs := map[schema.GroupKind]bool{}
+	bundleCRDs := map[schema.GroupKind]bool{} // kind → namespaced, of the bundle's own CRDs
 	for _, m := range req.Objects {
 		u := unstructured.Unstructured{Object: m}
 		if isCRD(refOf(&u)) {
 			group, _, _ := unstructured.NestedString(m, "spec", "group")
 			kind, _, _ := unstructured.NestedString(m, "spec", "names", "kind")
-			bundleCRDs[schema.GroupKind{Group: group, Kind: kind}] = true
+			scope, _, _ := unstructured.NestedString(m, "spec", "scope")
+			bundleCRDs[schema.GroupKind{Group: group, Kind: kind}] = scope != "Cluster"
 		}
 	}
 	var errs []*Error
@@ -340,22 +353,31 @@ func (a *Applier) prepare(req Request) ([]*item, error) {
 			it.sameManifest = true
 		}
 		it.obj = a.withMetadata(src, req.Release, it.revision)
-		if err := a.allowed(req.Release, it.ref); err != nil {
-			errs = append(errs, err)
-			continue
-		}
+		// Where the object lands is known once its kind is: a cluster-scoped kind loses any
+		// namespace it was given, a namespaced one gets the release's. The allowlist and the
+		// cluster-scoped switch are checked on that, not on what the bundle says.
+		checked := it.ref
 		if err := a.resolve([]*item{it}); err != nil {
 			gk := schema.FromAPIVersionAndKind(it.ref.APIVersion, it.ref.Kind).GroupKind()
-			if e, ok := err.(*Error); ok && e.Reason == ReasonUnknownKind && bundleCRDs[gk] {
-				it.deferred = true
-			} else {
+			namespaced, ours := bundleCRDs[gk]
+			if e, ok := err.(*Error); !ok || e.Reason != ReasonUnknownKind || !ours {
 				errs = append(errs, err.(*Error))
 				continue
 			}
+			it.deferred = true // its CRD comes with the bundle: its scope is the CRD's
+			if !namespaced {
+				checked.Namespace = ""
+			}
+		} else {
+			if it.namespced && it.ref.Namespace == "" {
+				it.ref.Namespace = req.Release.Namespace
+				it.obj.SetNamespace(req.Release.Namespace)
+			}
+			checked = it.ref
 		}
-		if it.namespced && it.ref.Namespace == "" {
-			it.ref.Namespace = req.Release.Namespace
-			it.obj.SetNamespace(req.Release.Namespace)
+		if err := a.allowed(req.Release, checked); err != nil {
+			errs = append(errs, err)
+			continue
 		}
 		items = append(items, it)
 	}
@@ -369,16 +391,21 @@ func (a *Applier) prepare(req Request) ([]*item, error) {
 func (a *Applier) allowed(rel events.Release, ref events.ObjectRef) *Error {
 	ns := ref.Namespace
 	switch {
-	case ns == "" && a.opts.DenyClusterScoped && !(ref.APIVersion == "v1" && ref.Kind == "Namespace" && ref.Name == rel.Namespace):
+	case ns == "" && a.opts.DenyClusterScoped: // the release's own Namespace too: its labels set Pod Security
 		return &Error{Reason: ReasonNamespaceNotAllowed, Objects: []ObjectError{{Ref: ref, Message: "this applier does not apply cluster-scoped objects"}}}
 	case ns == "":
 		ns = rel.Namespace
 	}
-	if len(a.opts.AllowNamespaces) > 0 && !slices.Contains(a.opts.AllowNamespaces, ns) {
+	if !a.namespaceAllowed(ns) {
 		return &Error{Reason: ReasonNamespaceNotAllowed, Objects: []ObjectError{{Ref: ref,
 			Message: fmt.Sprintf("namespace %s is not on this applier's allowlist", ns)}}}
 	}
 	return nil
+}
+
+// namespaceAllowed reports whether ns is on the allowlist, or there is none.
+func (a *Applier) namespaceAllowed(ns string) bool {
+	return len(a.opts.AllowNamespaces) == 0 || slices.Contains(a.opts.AllowNamespaces, ns)
 }
 
 // resolve maps each item's kind to its resource and scope, asking discovery again once when a

@@ -22,6 +22,8 @@ const (
 	// ReasonNamespaceNotAllowed: an object is in a namespace off the applier's allowlist, or is
 	// cluster-scoped where the applier may not touch those.
 	ReasonNamespaceNotAllowed = "namespace_not_allowed"
+	// ReasonAdoptNotAllowed: the request says adopt, and the applier was not started to allow it.
+	ReasonAdoptNotAllowed = "adopt_not_allowed"
 	// ReasonNamespaceNotFound: the target namespace does not exist (options.createNamespace).
 	ReasonNamespaceNotFound = "namespace_not_found"
 	// ReasonForbidden: RBAC denied the applier (or the account it impersonates).

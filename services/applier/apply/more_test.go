@@ -96,7 +96,7 @@ func refs(res *apply.Result) []events.ObjectRef {
 }
 
 // TestApplyOwnership: an object of another release, or of none, is not taken over — unless the
-// request says adopt.
+// request says adopt, and the applier allows adoption.
 func TestApplyOwnership(t *testing.T) {
 	ns := kube.Namespace(t)
 	a := newApplier(t, apply.Options{})
@@ -117,8 +117,15 @@ func TestApplyOwnership(t *testing.T) {
 	_, err = dyn(t).Resource(configmaps).Namespace(ns).Get(t.Context(), "new", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err))
 
-	_, err = a.Apply(t.Context(), apply.Request{Release: second, Revision: 2, Options: events.Options{Adopt: true}, Objects: []map[string]any{
-		configMap(ns, "shared", map[string]any{"by": "second"}), configMap(ns, "handmade", nil)}})
+	adopt := apply.Request{Release: second, Revision: 2, Options: events.Options{Adopt: true}, Objects: []map[string]any{
+		configMap(ns, "shared", map[string]any{"by": "second"}), configMap(ns, "handmade", nil)}}
+	_, err = a.Apply(t.Context(), adopt)
+	require.Error(t, err, "an applier not started to allow adoption")
+	assert.Equal(t, apply.ReasonAdoptNotAllowed, reasonOf(err))
+	assert.Contains(t, err.Error(), "--allow-adopt")
+	assert.Equal(t, "first", get(t, configmaps, ns, "shared").Object["data"].(map[string]any)["by"])
+
+	_, err = newApplier(t, apply.Options{AllowAdopt: true}).Apply(t.Context(), adopt)
 	require.NoError(t, err)
 	shared := get(t, configmaps, ns, "shared")
 	assert.Equal(t, "second", shared.Object["data"].(map[string]any)["by"])
@@ -150,6 +157,16 @@ func TestApplyRefusals(t *testing.T) {
 			apply.ReasonNamespaceNotAllowed, "does not apply cluster-scoped objects"},
 		{"missing namespace", apply.Options{}, events.Release{Namespace: "nowhere-" + ns[:10], Name: "app"}, []map[string]any{configMap("nowhere-"+ns[:10], "a", nil)},
 			apply.ReasonNamespaceNotFound, "does not exist (troupe release --create-namespace"},
+		// Checked on the object as the API server takes it: a cluster-scoped kind given the
+		// release's namespace (as the renderer gives kinds it does not know) is cluster-scoped.
+		{"cluster-scoped with a namespace", apply.Options{DenyClusterScoped: true}, rel, []map[string]any{withNamespace(role, ns)},
+			apply.ReasonNamespaceNotAllowed, "does not apply cluster-scoped objects"},
+		{"cluster-scoped kind of the bundle's CRD", apply.Options{DenyClusterScoped: true}, rel, []map[string]any{crd(ns, "Cluster"),
+			{"apiVersion": ns + ".example.com/v1", "kind": "Gadget", "metadata": map[string]any{"name": "g", "namespace": ns}}},
+			apply.ReasonNamespaceNotAllowed, "Gadget g: this applier does not apply cluster-scoped objects"},
+		{"the release's own Namespace", apply.Options{DenyClusterScoped: true}, rel, []map[string]any{{"apiVersion": "v1", "kind": "Namespace",
+			"metadata": map[string]any{"name": ns, "labels": map[string]any{"pod-security.kubernetes.io/enforce": "privileged"}}}},
+			apply.ReasonNamespaceNotAllowed, "does not apply cluster-scoped objects"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -161,6 +178,16 @@ func TestApplyRefusals(t *testing.T) {
 	}
 	_, err := kube.Client.CoreV1().ConfigMaps("kube-system").Get(t.Context(), "a", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err))
+
+	t.Run("createNamespace off the allowlist", func(t *testing.T) {
+		target := "off-" + ns[:20]
+		_, err := newApplier(t, apply.Options{AllowNamespaces: []string{ns}}).Apply(t.Context(), apply.Request{
+			Release: events.Release{Namespace: target, Name: "app"}, Revision: 1, Options: events.Options{CreateNamespace: true}})
+		require.Error(t, err)
+		assert.Equal(t, apply.ReasonNamespaceNotAllowed, reasonOf(err), err.Error())
+		_, err = kube.Client.CoreV1().Namespaces().Get(t.Context(), target, metav1.GetOptions{})
+		assert.True(t, apierrors.IsNotFound(err), "not created: %v", err)
+	})
 
 	t.Run("createNamespace", func(t *testing.T) {
 		target := "made-" + ns[:20]
@@ -271,4 +298,27 @@ func TestIntentBeforeTheFirstChange(t *testing.T) {
 	assert.Empty(t, res.Pruned)
 	_, err = kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "c", metav1.GetOptions{})
 	assert.NoError(t, err, "the other release's object stays")
+}
+
+func withNamespace(obj map[string]any, ns string) map[string]any {
+	c := map[string]any{}
+	for k, v := range obj {
+		c[k] = v
+	}
+	meta := map[string]any{"namespace": ns}
+	for k, v := range obj["metadata"].(map[string]any) {
+		meta[k] = v
+	}
+	c["metadata"] = meta
+	return c
+}
+
+// crd is a CRD of kind Gadget in group <ns>.example.com, of scope ("Namespaced" or "Cluster").
+func crd(ns, scope string) map[string]any {
+	return map[string]any{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+		"metadata": map[string]any{"name": "gadgets." + ns + ".example.com"},
+		"spec": map[string]any{"group": ns + ".example.com", "scope": scope,
+			"names": map[string]any{"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+			"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
+				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object"}}}}}}
 }

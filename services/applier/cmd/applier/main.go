@@ -24,6 +24,7 @@ func main() {
 		leaseTTL          time.Duration
 		allowNamespaces   []string
 		denyClusterScoped bool
+		allowAdopt        bool
 		impersonate       string
 		ackWait           time.Duration
 		holder            string
@@ -38,6 +39,7 @@ func main() {
 			fs.StringSliceVar(&allowNamespaces, "allow-namespace", nil, "the only namespaces to touch (repeat; default: all)")
 			fs.BoolVar(&denyClusterScoped, "deny-cluster-scoped", false, "refuse cluster-scoped objects (CRDs, ClusterRoles, …)")
 			fs.StringVar(&impersonate, "impersonate-service-account", "", "act as this service account of each release's namespace")
+			fs.BoolVar(&allowAdopt, "allow-adopt", false, "honour a request's options.adopt (take over objects of another release or of none); off, such a request fails")
 			fs.DurationVar(&ackWait, "ack-wait", 30*time.Second, "how long an event a dead replica was handling waits before another gets it")
 			fs.StringVar(&holder, "holder", "", "this replica's name in leases (default applier/<host>/<pid>)")
 		},
@@ -48,7 +50,7 @@ func main() {
 			}
 			o := applier.Options{
 				Apply: apply.Options{Concurrency: inflight, AllowNamespaces: allowNamespaces,
-					DenyClusterScoped: denyClusterScoped, ImpersonateServiceAccount: impersonate},
+					DenyClusterScoped: denyClusterScoped, ImpersonateServiceAccount: impersonate, AllowAdopt: allowAdopt},
 				Concurrency: concurrency, LeaseTTL: leaseTTL, Holder: holder, Names: env.Names, Logger: env.Log, Metrics: env.Metrics,
 				Checkpoint: testHook(env),
 			}
