@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -84,7 +85,43 @@ func (s *Service) view(ctx context.Context, release string) (*historyapi.View, e
 
 // RevisionOf returns one revision of a release, with its manifests when the bundle is still
 // in the object store.
+// A Secret's values are redacted (its keys stay): the history serves whoever may query it.
 func (s *Service) RevisionOf(ctx context.Context, release string, n int) (*historyapi.RevisionDetail, error) {
+	d, err := s.revisionOf(ctx, release, n)
+	if err == nil {
+		for _, o := range d.Manifests {
+			redactSecret(o)
+		}
+	}
+	return d, err
+}
+
+// Redacted is what a Secret's value reads as in what the history serves.
+const Redacted = "(redacted)"
+
+// redactSecret replaces the values of obj's data and stringData with Redacted when obj is a
+// Secret, and drops the kubectl annotation that copies it whole.
+func redactSecret(obj map[string]any) {
+	if obj["apiVersion"] != "v1" || obj["kind"] != "Secret" {
+		return
+	}
+	for _, field := range []string{"data", "stringData"} {
+		if m, ok := obj[field].(map[string]any); ok {
+			for k := range m {
+				m[k] = Redacted
+			}
+		}
+	}
+	unstructured.RemoveNestedField(obj, "metadata", "annotations", "kubectl.kubernetes.io/last-applied-configuration")
+}
+
+// isSecretValue says whether path, in a Secret's manifest, is a value to redact.
+func isSecretValue(ref events.ObjectRef, path string) bool {
+	return ref.APIVersion == "v1" && ref.Kind == "Secret" && (strings.HasPrefix(path, "data.") || strings.HasPrefix(path, "stringData.") ||
+		strings.HasPrefix(path, "metadata.annotations.kubectl.kubernetes.io/last-applied-configuration"))
+}
+
+func (s *Service) revisionOf(ctx context.Context, release string, n int) (*historyapi.RevisionDetail, error) {
 	v, err := s.view(ctx, release)
 	if err != nil {
 		return nil, err
@@ -104,11 +141,11 @@ func (s *Service) RevisionOf(ctx context.Context, release string, n int) (*histo
 
 // DiffOf compares two revisions' manifests, object by object and field by field.
 func (s *Service) DiffOf(ctx context.Context, release string, from, to int) (*historyapi.Diff, error) {
-	a, err := s.RevisionOf(ctx, release, from)
+	a, err := s.revisionOf(ctx, release, from)
 	if err != nil {
 		return nil, err
 	}
-	b, err := s.RevisionOf(ctx, release, to)
+	b, err := s.revisionOf(ctx, release, to)
 	if err != nil {
 		return nil, err
 	}
@@ -135,6 +172,16 @@ func (s *Service) DiffOf(ctx context.Context, release string, from, to int) (*hi
 		case !reflect.DeepEqual(old, o):
 			var fields []historyapi.FieldChange
 			diffFields("", old, o, &fields)
+			for i, f := range fields {
+				if isSecretValue(ref, f.Path) { // which key changed, not to what
+					if f.From != nil {
+						fields[i].From = Redacted
+					}
+					if f.To != nil {
+						fields[i].To = Redacted
+					}
+				}
+			}
 			d.Objects = append(d.Objects, historyapi.ObjectChange{ObjectRef: ref, Change: historyapi.ChangeChanged, Fields: fields})
 		}
 	}
