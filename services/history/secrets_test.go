@@ -21,7 +21,7 @@ func TestManifestsHideSecrets(t *testing.T) {
 	rel := events.Release{Namespace: "prod", Name: "web"}
 	secret := func(token string) map[string]any {
 		return map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "creds", "namespace": "prod"},
-			"data": map[string]any{"token": base64.StdEncoding.EncodeToString([]byte(token)), "user": base64.StdEncoding.EncodeToString([]byte("adm1n"))},
+			"data":       map[string]any{"token": base64.StdEncoding.EncodeToString([]byte(token)), "user": base64.StdEncoding.EncodeToString([]byte("adm1n"))},
 			"stringData": map[string]any{"extra": "str1ng-" + token}}
 	}
 	for revision, token := range map[int]string{1: "first-t0ken", 2: "second-t0ken"} {
