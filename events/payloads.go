@@ -69,10 +69,11 @@ const (
 // Requested asks for a new revision of a release: render Source with the values, apply it to the
 // release's namespace (the namespace of the event's subject), wait for it as Options say.
 //
-// Values merge as Helm merges them: the chart's values.yaml, then ValuesFiles in order, then
-// Values, then Set in order.
+// Values merge as Helm merges them: the chart's values.yaml, then ValuesFrom in order (read
+// from the cluster at render time), then ValuesFiles in order, then Values, then Set in order.
 type Requested struct {
 	Source      Source       `json:"source"`
+	ValuesFrom  []ValuesFrom `json:"valuesFrom,omitempty" jsonschema:"maxItems=16"`
 	ValuesFiles []ValuesFile `json:"valuesFiles,omitempty" jsonschema:"maxItems=64"`
 	Values      Values       `json:"values,omitempty"`
 	Set         []string     `json:"set,omitempty" jsonschema:"maxItems=1000"`
@@ -82,6 +83,26 @@ type Requested struct {
 
 // Values is a tree of chart values, as in a values.yaml.
 type Values map[string]any
+
+// ValuesFrom names values kept in the target cluster, in the release's namespace: a key of a
+// Secret or ConfigMap holding a values YAML, which the renderer reads when it renders (with its
+// own RBAC), so that secret values never ride in an event.
+type ValuesFrom struct {
+	Kind string `json:"kind" jsonschema:"enum=Secret,enum=ConfigMap"`
+	Name string `json:"name" jsonschema:"minLength=1,maxLength=253"`
+	// Key is the key holding the values YAML. Default values.yaml.
+	Key string `json:"key,omitempty" jsonschema:"maxLength=253"`
+	// Optional: a missing object or key is skipped rather than failing the render.
+	Optional bool `json:"optional,omitempty"`
+}
+
+// ValuesKey is ValuesFrom.Key, or its default.
+func (v ValuesFrom) ValuesKey() string {
+	if v.Key == "" {
+		return "values.yaml"
+	}
+	return v.Key
+}
 
 // ValuesFile is a values file's content, sent inline and named for error messages.
 type ValuesFile struct {
@@ -330,6 +351,13 @@ func (p *Superseded) By() string {
 func (p *Requested) Validate() error {
 	var c checker
 	c.source("source", p.Source)
+	c.max("valuesFrom", len(p.ValuesFrom), 16)
+	for i, v := range p.ValuesFrom {
+		c.oneOf(fmt.Sprintf("valuesFrom[%d].kind", i), v.Kind, []string{"Secret", "ConfigMap"})
+		c.nonEmpty(fmt.Sprintf("valuesFrom[%d].name", i), v.Name)
+		c.maxLen(fmt.Sprintf("valuesFrom[%d].name", i), v.Name, 253)
+		c.maxLen(fmt.Sprintf("valuesFrom[%d].key", i), v.Key, 253)
+	}
 	c.max("valuesFiles", len(p.ValuesFiles), 64)
 	for i, f := range p.ValuesFiles {
 		c.nonEmpty(fmt.Sprintf("valuesFiles[%d].name", i), f.Name)

@@ -171,6 +171,8 @@ func TestPublishRejectsBadInput(t *testing.T) {
 		{"invalid payload", []string{"publish", "release.requested", "--release", "dev/app", "--data", `{"source":{"helm":{"path":"a","oci":"oci://b"}}}`}, 1, "exactly one of path, object, oci, repoURL"},
 		{"not json", []string{"publish", "release.requested", "--release", "dev/app", "--data", `source: x`}, 1, "invalid payload"},
 		{"unknown flag", []string{"publish", "release.requested", "--releas", "dev/app"}, 2, "unknown flag"},
+		{"bad --values-from", []string{"release", "app", "oci://example.com/app", "--values-from", "pod/x"}, 2, "--values-from pod/x: want secret/NAME[:KEY] or configmap/NAME[:KEY]"},
+		{"invalid valuesFrom", []string{"publish", "release.requested", "--release", "dev/app", "--data", `{"source":{"helm":{"oci":"oci://b"}},"valuesFrom":[{"kind":"Pod","name":"x"}]}`}, 1, "valuesFrom[0].kind"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -30,6 +30,7 @@ import (
 type releaseOptions struct {
 	namespace       string
 	valuesFiles     []string
+	valuesFrom      []string
 	set             []string
 	version         string
 	repo            string
@@ -71,6 +72,7 @@ the chart loads. Nothing is published when something is wrong.`,
 	f := cmd.Flags()
 	namespaceFlag(cmd, &o.namespace)
 	f.StringArrayVarP(&o.valuesFiles, "values", "f", nil, "values file (repeatable; later ones win)")
+	f.StringArrayVar(&o.valuesFrom, "values-from", nil, "values kept in the cluster, read by the renderer when it renders: secret/NAME[:KEY] or configmap/NAME[:KEY] in the release's namespace (KEY default values.yaml; repeatable; before -f, --set)")
 	f.StringArrayVar(&o.set, "set", nil, "a value as key=value, Helm's syntax (repeatable)")
 	f.StringVar(&o.version, "version", "", "chart version (OCI, repository: a version or a semver range)")
 	f.StringVar(&o.repo, "repo", "", "chart repository URL; SOURCE is then the chart's name")
@@ -100,6 +102,13 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 	if o.noPrune {
 		no := false
 		req.Options.Prune = &no
+	}
+	for _, ref := range o.valuesFrom {
+		v, err := parseValuesFrom(ref)
+		if err != nil {
+			return usagef("--values-from %s: %w", ref, err)
+		}
+		req.ValuesFrom = append(req.ValuesFrom, v)
 	}
 	for _, path := range o.valuesFiles {
 		b, err := os.ReadFile(path)
@@ -560,4 +569,23 @@ func tarGz(files map[string][]byte) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// parseValuesFrom reads --values-from's secret/NAME[:KEY] or configmap/NAME[:KEY].
+func parseValuesFrom(s string) (events.ValuesFrom, error) {
+	kind, rest, ok := strings.Cut(s, "/")
+	name, key, _ := strings.Cut(rest, ":")
+	v := events.ValuesFrom{Name: name, Key: key}
+	switch strings.ToLower(kind) {
+	case "secret":
+		v.Kind = "Secret"
+	case "configmap", "cm":
+		v.Kind = "ConfigMap"
+	default:
+		ok = false
+	}
+	if !ok || name == "" {
+		return v, errors.New("want secret/NAME[:KEY] or configmap/NAME[:KEY]")
+	}
+	return v, nil
 }

@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
 
@@ -49,6 +50,9 @@ func Discover(ctx context.Context, cfg *rest.Config, o *Options) error {
 		}
 	}
 	sort.Strings(versions)
+	if o.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		return fmt.Errorf("discover %s: %w", cfg.Host, err)
+	}
 	o.KubeVersion = v.GitVersion
 	o.APIVersions = append(o.APIVersions, versions...)
 	o.Scope = func(apiVersion, kind string) (bool, bool) {

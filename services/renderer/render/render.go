@@ -25,6 +25,10 @@ import (
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/services/renderer/internal/helmengine"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // Input is one render: what was requested, for which release and revision.
@@ -80,6 +84,9 @@ type Options struct {
 	// registry. A path source reads the renderer's own disk, so name only directories meant
 	// for it (a mounted volume of charts).
 	SourceRoots []string
+	// Kube reads requests' valuesFrom (Secrets and ConfigMaps of the release's namespace) from
+	// the target cluster; Discover sets it. Without it, a request with valuesFrom fails.
+	Kube kubernetes.Interface
 	// CacheSize bounds how many recent outputs are kept to answer identical inputs without
 	// rendering again. Default 128; negative turns the cache off.
 	CacheSize int
@@ -185,7 +192,7 @@ func (r *Renderer) render(ctx context.Context, in Input) (*Output, error) {
 		if err != nil {
 			return nil, err
 		}
-		vals, err := r.mergeValues(in.Request)
+		vals, err := r.mergeValues(ctx, in)
 		if err != nil {
 			return nil, err
 		}
@@ -269,11 +276,64 @@ func (r *Renderer) fetchSource(ctx context.Context, digest string) ([]byte, erro
 	return data, nil
 }
 
-// mergeValues merges values as Helm does: values files in order, then inline values, then each
-// --set, in order. A values file is parsed once for its content: the same file comes with
-// request after request, other values and revisions with it.
-func (r *Renderer) mergeValues(req events.Requested) (map[string]any, error) {
+// valuesFrom reads the values ref names from the release's namespace in the cluster. Errors
+// name the object and key, never what they hold.
+func (r *Renderer) valuesFrom(ctx context.Context, namespace string, ref events.ValuesFrom) (map[string]any, error) {
+	what := fmt.Sprintf("valuesFrom %s %s/%s key %s", ref.Kind, namespace, ref.Name, ref.ValuesKey())
+	if r.opts.Kube == nil {
+		return nil, fail(ReasonUnsupported, nil, "%s: this renderer does not reach the cluster (start it with --kubeconfig)", what)
+	}
+	var data []byte
+	var found bool
+	var err error
+	switch ref.Kind {
+	case "Secret":
+		var s *corev1.Secret
+		if s, err = r.opts.Kube.CoreV1().Secrets(namespace).Get(ctx, ref.Name, metav1.GetOptions{}); err == nil {
+			data, found = s.Data[ref.ValuesKey()]
+		}
+	case "ConfigMap":
+		var cm *corev1.ConfigMap
+		if cm, err = r.opts.Kube.CoreV1().ConfigMaps(namespace).Get(ctx, ref.Name, metav1.GetOptions{}); err == nil {
+			var str string
+			str, found = cm.Data[ref.ValuesKey()]
+			data = []byte(str)
+		}
+	default:
+		return nil, fail(ReasonInvalidValues, nil, "%s: kind is Secret or ConfigMap", what)
+	}
+	switch {
+	case apierrors.IsNotFound(err) || (err == nil && !found):
+		if ref.Optional {
+			return map[string]any{}, nil
+		}
+		return nil, fail(ReasonSourceNotFound, nil, "%s: not found", what)
+	case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
+		return nil, fail(ReasonAuthDenied, nil, "%s: the renderer may not read it (RBAC)", what)
+	case err != nil:
+		return nil, fail(ReasonSourceUnreachable, err, "%s", what)
+	}
+	v := map[string]any{}
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		return nil, fail(ReasonInvalidValues, nil, "%s: not a YAML map of values", what) // the parser's error may quote it
+	}
+	return v, nil
+}
+
+// mergeValues merges values as Helm does: valuesFrom in order (read from the cluster), then
+// values files in order, then inline values, then each --set, in order. A values file is parsed
+// once for its content: the same file comes with request after request, other values and
+// revisions with it.
+func (r *Renderer) mergeValues(ctx context.Context, in Input) (map[string]any, error) {
+	req := in.Request
 	base := map[string]any{}
+	for _, ref := range req.ValuesFrom {
+		v, err := r.valuesFrom(ctx, in.Release.Namespace, ref)
+		if err != nil {
+			return nil, err
+		}
+		base = loader.MergeMaps(base, v)
+	}
 	for _, f := range req.ValuesFiles {
 		sum := sha256.Sum256([]byte(f.Content))
 		key := string(sum[:])
