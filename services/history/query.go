@@ -117,8 +117,16 @@ func redactSecret(obj map[string]any) {
 
 // isSecretValue says whether path, in a Secret's manifest, is a value to redact.
 func isSecretValue(ref events.ObjectRef, path string) bool {
-	return ref.APIVersion == "v1" && ref.Kind == "Secret" && (strings.HasPrefix(path, "data.") || strings.HasPrefix(path, "stringData.") ||
-		strings.HasPrefix(path, "metadata.annotations.kubectl.kubernetes.io/last-applied-configuration"))
+	if ref.APIVersion != "v1" || ref.Kind != "Secret" {
+		return false
+	}
+	// A whole map too: one revision without data reports data itself as changed.
+	for _, p := range []string{"data", "stringData", "metadata.annotations", "metadata"} {
+		if path == p || (p != "metadata" && strings.HasPrefix(path, p+".")) {
+			return true
+		}
+	}
+	return strings.HasPrefix(path, "metadata.annotations.kubectl.kubernetes.io/last-applied-configuration")
 }
 
 func (s *Service) revisionOf(ctx context.Context, release string, n int) (*historyapi.RevisionDetail, error) {

@@ -24,9 +24,14 @@ func TestManifestsHideSecrets(t *testing.T) {
 			"data":       map[string]any{"token": base64.StdEncoding.EncodeToString([]byte(token)), "user": base64.StdEncoding.EncodeToString([]byte("adm1n"))},
 			"stringData": map[string]any{"extra": "str1ng-" + token}}
 	}
-	for revision, token := range map[int]string{1: "first-t0ken", 2: "second-t0ken"} {
+	for i, token := range []string{"first-t0ken", "second-t0ken", "third-t0ken"} {
+		revision := i + 1
 		req := e.request(rel, events.Options{})
-		b, err := json.Marshal(events.Bundle{APIVersion: events.BundleAPIVersion, Kind: events.BundleKind, Release: rel.String(), Objects: []map[string]any{secret(token)}})
+		obj := secret(token)
+		if revision == 3 { // no data at all: a diff from 2 reports the whole map
+			delete(obj, "data")
+		}
+		b, err := json.Marshal(events.Bundle{APIVersion: events.BundleAPIVersion, Kind: events.BundleKind, Release: rel.String(), Objects: []map[string]any{obj}})
 		require.NoError(t, err)
 		store, err := events.OpenObjects(t.Context(), e.js, events.BucketBundles)
 		require.NoError(t, err)
@@ -42,9 +47,11 @@ func TestManifestsHideSecrets(t *testing.T) {
 	require.Len(t, rev.Manifests, 1)
 	diff, err := e.svc.DiffOf(t.Context(), rel.String(), 1, 2)
 	require.NoError(t, err)
-	out, err := json.Marshal([]any{rev, diff})
+	whole, err := e.svc.DiffOf(t.Context(), rel.String(), 2, 3)
 	require.NoError(t, err)
-	for _, v := range []string{"first-t0ken", "second-t0ken", "adm1n"} {
+	out, err := json.Marshal([]any{rev, diff, whole})
+	require.NoError(t, err)
+	for _, v := range []string{"first-t0ken", "second-t0ken", "third-t0ken", "adm1n"} {
 		assert.NotContains(t, string(out), base64.StdEncoding.EncodeToString([]byte(v)))
 		assert.NotContains(t, string(out), v)
 	}

@@ -185,6 +185,10 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 	}
 	validated := false
 	if req.Options.CreateNamespace {
+		if a.opts.DenyClusterScoped {
+			return nil, &Error{Reason: ReasonNamespaceNotAllowed, Objects: []ObjectError{{Ref: events.ObjectRef{APIVersion: "v1", Kind: "Namespace", Name: req.Release.Namespace},
+				Message: "createNamespace: this applier does not apply cluster-scoped objects"}}}
+		}
 		if !a.namespaceAllowed(req.Release.Namespace) {
 			return nil, &Error{Reason: ReasonNamespaceNotAllowed, Objects: []ObjectError{{Ref: events.ObjectRef{APIVersion: "v1", Kind: "Namespace", Name: req.Release.Namespace},
 				Message: fmt.Sprintf("createNamespace: namespace %s is not on this applier's allowlist", req.Release.Namespace)}}}

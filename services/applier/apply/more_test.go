@@ -179,6 +179,16 @@ func TestApplyRefusals(t *testing.T) {
 	_, err := kube.Client.CoreV1().ConfigMaps("kube-system").Get(t.Context(), "a", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err))
 
+	t.Run("createNamespace where cluster-scoped objects are denied", func(t *testing.T) {
+		target := "denied-" + ns[:20]
+		_, err := newApplier(t, apply.Options{DenyClusterScoped: true}).Apply(t.Context(), apply.Request{
+			Release: events.Release{Namespace: target, Name: "app"}, Revision: 1, Options: events.Options{CreateNamespace: true}})
+		require.Error(t, err)
+		assert.Equal(t, apply.ReasonNamespaceNotAllowed, reasonOf(err), err.Error())
+		_, err = kube.Client.CoreV1().Namespaces().Get(t.Context(), target, metav1.GetOptions{})
+		assert.True(t, apierrors.IsNotFound(err), "not created: %v", err)
+	})
+
 	t.Run("createNamespace off the allowlist", func(t *testing.T) {
 		target := "off-" + ns[:20]
 		_, err := newApplier(t, apply.Options{AllowNamespaces: []string{ns}}).Apply(t.Context(), apply.Request{

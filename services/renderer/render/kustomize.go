@@ -154,6 +154,10 @@ func untarInto(fs filesys.FileSystem, r io.Reader, limits archiveLimits) error {
 		if entries == limits.entries {
 			return fmt.Errorf("more than %d entries", limits.entries)
 		}
+		// Names count too: 10000 entries of long names, or of deep directories, are no small archive.
+		if left -= int64(len(h.Name)); left < 0 {
+			return fmt.Errorf("entry %q: more than %d bytes unpacked", truncate(h.Name, 64), limits.bytes)
+		}
 		if slices.Contains(strings.Split(filepath.ToSlash(h.Name), "/"), "..") {
 			return fmt.Errorf("entry %q leaves the archive", h.Name)
 		}
@@ -185,6 +189,13 @@ func untarInto(fs filesys.FileSystem, r io.Reader, limits archiveLimits) error {
 			return fmt.Errorf("entry %q: a %s, not a file or directory", h.Name, entryKind(h.Typeflag))
 		}
 	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 func entryKind(t byte) string {

@@ -3,6 +3,8 @@ package render
 import (
 	"fmt"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/kustomize/api/konfig"
@@ -59,6 +61,27 @@ func noRemote(fs filesys.FileSystem, dir string) error {
 		for _, r := range k.Replacements {
 			replacements = append(replacements, r.Path)
 		}
+		// Inline generator, transformer and validator configurations may name files too (a
+		// patch's path, a generator's files): one that mentions a URL or git address is refused.
+		for _, list := range [][]string{k.Generators, k.Transformers, k.Validators} {
+			for _, inline := range list {
+				if strings.Contains(inline, "\n") && mentionsRemote(inline) {
+					return fmt.Errorf("%s: an inline configuration names a remote file: the renderer fetches no remote resources, bases or files; put them in the overlay", file)
+				}
+			}
+		}
+		// Configuration files named by generators, transformers and validators, the same.
+		for _, list := range [][]string{files(k.Generators), files(k.Transformers), files(k.Validators)} {
+			for _, f := range list {
+				p := filepath.Join(dir, f)
+				if fs.IsDir(p) || !fs.Exists(p) {
+					continue
+				}
+				if data, err := fs.ReadFile(p); err == nil && mentionsRemote(string(data)) {
+					return fmt.Errorf("%s: %s names a remote file: the renderer fetches no remote resources, bases or files; put them in the overlay", file, f)
+				}
+			}
+		}
 		for _, check := range []struct {
 			field string
 			list  []string
@@ -72,7 +95,9 @@ func noRemote(fs filesys.FileSystem, dir string) error {
 				return err
 			}
 		}
-		for _, r := range append(append([]string{}, k.Resources...), k.Components...) {
+		// Every local directory kustomize would build: resources, components, and the directories
+		// generators, transformers and validators may name.
+		for _, r := range slices.Concat(k.Resources, k.Components, files(k.Generators), files(k.Transformers), files(k.Validators)) {
 			if sub := filepath.Join(dir, r); fs.IsDir(sub) {
 				if err := visit(sub); err != nil {
 					return err
@@ -129,16 +154,37 @@ func files(list []string) []string {
 	return out
 }
 
-// isRemote reports whether a reference in a kustomization is fetched over the network as
-// kustomize reads it: a URL, a git address (git@…, git::…, gh:…), or a host-like first
-// segment (github.com/org/repo//dir?ref=…) that is not a local path.
+// scpLike is a git address as user@host:path, with any user.
+var scpLike = regexp.MustCompile(`^[A-Za-z0-9._~-]+@[A-Za-z0-9.-]+:`)
+
+// isRemote reports whether a reference in a kustomization may be fetched over the network as
+// kustomize reads it: a URL, a git address (user@host:…, git::…, gh:…), or a host-like first
+// segment (github.com/org/repo//dir?ref=…) — kustomize tries such a one as a repository before
+// the disk, so only a file that exists under that name is taken as local.
 func isRemote(fs filesys.FileSystem, dir, ref string) bool {
 	switch {
 	case ref == "":
 		return false
-	case strings.Contains(ref, "://"), strings.HasPrefix(ref, "git@"), strings.HasPrefix(ref, "git::"), strings.HasPrefix(ref, "gh:"):
+	case strings.Contains(ref, "://"), scpLike.MatchString(ref), strings.HasPrefix(ref, "git::"), strings.HasPrefix(ref, "gh:"):
 		return true
 	}
 	first, _, _ := strings.Cut(ref, "/")
-	return strings.Contains(first, ".") && first != "." && first != ".." && !fs.Exists(filepath.Join(dir, first))
+	if !strings.Contains(first, ".") || strings.HasPrefix(first, ".") {
+		return false
+	}
+	p := filepath.Join(dir, ref)
+	return !fs.Exists(p) || fs.IsDir(p)
+}
+
+// mentionsRemote reports whether a configuration's text names a URL or a git address.
+func mentionsRemote(text string) bool {
+	if strings.Contains(text, "://") || strings.Contains(text, "git::") {
+		return true
+	}
+	for _, word := range strings.Fields(text) {
+		if scpLike.MatchString(strings.Trim(word, `"'`)) {
+			return true
+		}
+	}
+	return false
 }

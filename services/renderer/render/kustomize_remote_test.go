@@ -36,6 +36,10 @@ func TestKustomizeFetchesNothingRemote(t *testing.T) {
 		"generator env by URL":  "secretGenerator:\n- name: meta\n  envs:\n  - " + srv.URL + "/env\n",
 		"patch by URL":          "resources:\n- cm.yaml\npatches:\n- path: " + srv.URL + "/patch.yaml\n",
 		"in a local base":       "resources:\n- base\n",
+		"git with any user":     "resources:\n- deploy@gitserver:org/repo.git\n",
+		"host-like, dir exists": "resources:\n- github.com/org/repo\n",
+		"inline transformer":    "transformers:\n- |\n  apiVersion: builtin\n  kind: PatchTransformer\n  metadata:\n    name: p\n  path: " + srv.URL + "/patch.yaml\n",
+		"transformer file":      "transformers:\n- cm.yaml\n- tr.yaml\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -44,12 +48,14 @@ func TestKustomizeFetchesNothingRemote(t *testing.T) {
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kustomization), 0o644))
 			require.NoError(t, os.MkdirAll(filepath.Join(dir, "base"), 0o755))
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "base", "kustomization.yaml"), []byte("resources:\n- "+srv.URL+"/base.yaml\n"), 0o644))
+			require.NoError(t, os.MkdirAll(filepath.Join(dir, "github.com", "org", "repo"), 0o755)) // kustomize clones it all the same
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "tr.yaml"), []byte("apiVersion: builtin\nkind: PatchTransformer\nmetadata:\n  name: p\npath: "+srv.URL+"/p.yaml\n"), 0o644))
 			_, err := r.Render(t.Context(), render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1,
 				Request: events.Requested{Source: events.Source{Kustomize: &events.KustomizeSource{Path: dir}}}})
 			var e *events.Error
 			require.ErrorAs(t, err, &e)
 			assert.Equal(t, render.ReasonKustomizeError, e.Reason)
-			assert.Contains(t, e.Message, "is remote: the renderer fetches no remote resources, bases or files")
+			assert.Contains(t, e.Message, "the renderer fetches no remote resources, bases or files")
 		})
 	}
 	assert.Zero(t, hits.Load(), "nothing fetched")

@@ -276,8 +276,14 @@ func (r *Renderer) fetchSource(ctx context.Context, digest string) ([]byte, erro
 	return data, nil
 }
 
-// valuesFrom reads the values ref names from the release's namespace in the cluster. Errors
-// name the object and key, never what they hold.
+// LabelValuesFrom marks the Secrets and ConfigMaps a request's valuesFrom may read: the
+// namespace's owner opts each one in, so that whoever may publish a request cannot read any
+// Secret the renderer can.
+const LabelValuesFrom = "troupe.dev/values-from"
+
+// valuesFrom reads the values ref names from the release's namespace in the cluster: an object
+// labelled LabelValuesFrom=true. Errors name the object and key, never what they hold, and say
+// the same of an object that is missing and of one not labelled.
 func (r *Renderer) valuesFrom(ctx context.Context, namespace string, ref events.ValuesFrom) (map[string]any, error) {
 	what := fmt.Sprintf("valuesFrom %s %s/%s key %s", ref.Kind, namespace, ref.Name, ref.ValuesKey())
 	if r.opts.Kube == nil {
@@ -289,12 +295,12 @@ func (r *Renderer) valuesFrom(ctx context.Context, namespace string, ref events.
 	switch ref.Kind {
 	case "Secret":
 		var s *corev1.Secret
-		if s, err = r.opts.Kube.CoreV1().Secrets(namespace).Get(ctx, ref.Name, metav1.GetOptions{}); err == nil {
+		if s, err = r.opts.Kube.CoreV1().Secrets(namespace).Get(ctx, ref.Name, metav1.GetOptions{}); err == nil && s.Labels[LabelValuesFrom] == "true" {
 			data, found = s.Data[ref.ValuesKey()]
 		}
 	case "ConfigMap":
 		var cm *corev1.ConfigMap
-		if cm, err = r.opts.Kube.CoreV1().ConfigMaps(namespace).Get(ctx, ref.Name, metav1.GetOptions{}); err == nil {
+		if cm, err = r.opts.Kube.CoreV1().ConfigMaps(namespace).Get(ctx, ref.Name, metav1.GetOptions{}); err == nil && cm.Labels[LabelValuesFrom] == "true" {
 			var str string
 			str, found = cm.Data[ref.ValuesKey()]
 			data = []byte(str)
@@ -307,7 +313,7 @@ func (r *Renderer) valuesFrom(ctx context.Context, namespace string, ref events.
 		if ref.Optional {
 			return map[string]any{}, nil
 		}
-		return nil, fail(ReasonSourceNotFound, nil, "%s: not found", what)
+		return nil, fail(ReasonSourceNotFound, nil, "%s: not found, or not labelled %s=true", what, LabelValuesFrom)
 	case apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err):
 		return nil, fail(ReasonAuthDenied, nil, "%s: the renderer may not read it (RBAC)", what)
 	case err != nil:

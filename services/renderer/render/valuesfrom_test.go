@@ -27,10 +27,14 @@ func TestValuesFromTheCluster(t *testing.T) {
 	kube, err := kubernetes.NewForConfig(c.Config)
 	require.NoError(t, err)
 	ns := c.Namespace(t)
-	_, err = kube.CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db"},
+	optIn := map[string]string{render.LabelValuesFrom: "true"}
+	_, err = kube.CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "unlabelled"},
+		Data: map[string][]byte{"values.yaml": []byte("password: not-for-troupe\n")}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = kube.CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db", Labels: optIn},
 		Data: map[string][]byte{"values.yaml": []byte("password: s3cret-from-the-cluster\nuser: fromsecret\n"), "broken": []byte("password: [s3cret-unclosed")}}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	_, err = kube.CoreV1().ConfigMaps(ns).Create(t.Context(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "tuning"},
+	_, err = kube.CoreV1().ConfigMaps(ns).Create(t.Context(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "tuning", Labels: optIn},
 		Data: map[string]string{"prod.yaml": "replicas: 3\nuser: fromconfigmap\n"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 
@@ -55,7 +59,11 @@ func TestValuesFromTheCluster(t *testing.T) {
 	var e *events.Error
 	require.ErrorAs(t, err, &e)
 	assert.Equal(t, render.ReasonSourceNotFound, e.Reason)
-	assert.Equal(t, "valuesFrom Secret "+ns+"/nope key values.yaml: not found", e.Message)
+	assert.Equal(t, "valuesFrom Secret "+ns+"/nope key values.yaml: not found, or not labelled troupe.dev/values-from=true", e.Message)
+	_, err = render1(events.ValuesFrom{Kind: "Secret", Name: "unlabelled"})
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, "valuesFrom Secret "+ns+"/unlabelled key values.yaml: not found, or not labelled troupe.dev/values-from=true", e.Message,
+		"a Secret not opted in reads as one that does not exist")
 	_, err = render1(events.ValuesFrom{Kind: "Secret", Name: "nope", Optional: true})
 	require.NoError(t, err, "optional")
 	_, err = render1(events.ValuesFrom{Kind: "Secret", Name: "db", Key: "broken"})
