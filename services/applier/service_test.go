@@ -446,6 +446,17 @@ func (e *env) uninstallRequest(rel events.Release) event.Event {
 	return un
 }
 
+// superseded waits for the applier's answer to req, which must be release.superseded, and
+// returns its payload.
+func (e *env) superseded(rel events.Release, req event.Event) *events.Superseded {
+	e.t.Helper()
+	got := e.answer(rel, req.ID())
+	require.Equal(e.t, events.TypeSuperseded, got.Type(), string(got.Data()))
+	s, err := events.Data[events.Superseded](got)
+	require.NoError(e.t, err)
+	return s
+}
+
 // rollbackRequest publishes a release.rollback.requested of rel to revision to, as the CLI does.
 func (e *env) rollbackRequest(rel events.Release, to int) event.Event {
 	e.t.Helper()
@@ -481,11 +492,7 @@ func TestNewestRequestWinsOverRollbacks(t *testing.T) {
 	e.rendered(req2, 2, v("2"), events.Options{})
 	require.Equal(t, events.TypeApplied, e.answer(rel, req2.ID()).Type())
 	e.rendered(rb1, 1, v("1"), events.Options{})
-	got := e.answer(rel, rb1.ID())
-	require.Equal(t, events.TypeSuperseded, got.Type(), string(got.Data()))
-	s, err := events.Data[events.Superseded](got)
-	require.NoError(t, err)
-	assert.Equal(t, 2, s.ByRevision)
+	assert.Equal(t, 2, e.superseded(rel, rb1).ByRevision)
 	assert.Equal(t, "2", cm(), "revision 2 stays")
 
 	req3 := e.request(rel, events.Options{})
@@ -493,22 +500,14 @@ func TestNewestRequestWinsOverRollbacks(t *testing.T) {
 	e.rendered(rb2, 1, v("1"), events.Options{})
 	require.Equal(t, events.TypeApplied, e.answer(rel, rb2.ID()).Type())
 	e.rendered(req3, 3, v("3"), events.Options{})
-	got = e.answer(rel, req3.ID())
-	require.Equal(t, events.TypeSuperseded, got.Type(), string(got.Data()))
-	s, err = events.Data[events.Superseded](got)
-	require.NoError(t, err)
-	assert.Equal(t, rb2.ID(), s.ByRollback)
+	assert.Equal(t, rb2.ID(), e.superseded(rel, req3).ByRollback)
 	assert.Equal(t, "1", cm(), "the rollback stays")
 
 	// A rollback superseded by a newer rollback, both handled late.
 	rb3 := e.rollbackRequest(rel, 2)
 	rb4 := e.rollbackRequest(rel, 1)
 	e.rendered(rb3, 2, v("2"), events.Options{})
-	got = e.answer(rel, rb3.ID())
-	require.Equal(t, events.TypeSuperseded, got.Type(), string(got.Data()))
-	s, err = events.Data[events.Superseded](got)
-	require.NoError(t, err)
-	assert.Equal(t, rb4.ID(), s.ByRollback)
+	assert.Equal(t, rb4.ID(), e.superseded(rel, rb3).ByRollback)
 	e.rendered(rb4, 1, v("1"), events.Options{})
 	require.Equal(t, events.TypeApplied, e.answer(rel, rb4.ID()).Type())
 	assert.Equal(t, "1", cm())

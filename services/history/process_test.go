@@ -3,9 +3,12 @@ package history_test
 import (
 	"bytes"
 	"fmt"
+	"github.com/stretchr/testify/assert"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,10 +30,7 @@ func TestReplicasAsProcesses(t *testing.T) {
 		t.Skip("builds and runs history processes")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "history")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/history")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	bin := buildHistory(t, dir)
 
 	srv, nc, js := natstest.Start(t)
 	// The test's history is never started: it reads the views and rebuilds them.
@@ -121,4 +121,62 @@ func TestReplicasAsProcesses(t *testing.T) {
 		b, _ := os.ReadFile(l)
 		require.NotContains(t, strings.ToLower(string(b)), "panic", filepath.Base(l))
 	}
+}
+
+// buildHistory builds cmd/history into dir.
+func buildHistory(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "history")
+	out, err := exec.Command("go", "build", "-o", bin, "./cmd/history").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+// TestAPIListenAsTheBinaryServesIt: the history binary refuses to serve its API off loopback
+// without a token; with one, its API answers only requests that carry it.
+func TestAPIListenAsTheBinaryServesIt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a history process")
+	}
+	dir := t.TempDir()
+	bin := buildHistory(t, dir)
+	srv, _, _ := natstest.Start(t)
+
+	out, err := exec.Command(bin, "--server", srv.ClientURL(), "--http-listen", "127.0.0.1:0", "--api-listen", "0.0.0.0:0").CombinedOutput()
+	require.Error(t, err, "started with its API open to all: %s", out)
+	assert.Contains(t, string(out), "--api-listen: the history API on 0.0.0.0:0 is reachable off this host")
+
+	token := filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(token, []byte("s3cret\n"), 0o600))
+	log := filepath.Join(dir, "history.log")
+	f, err := os.Create(log)
+	require.NoError(t, err)
+	cmd := exec.Command(bin, "--server", srv.ClientURL(), "--http-listen", "127.0.0.1:0", "--api-listen", "0.0.0.0:0", "--api-token-file", token)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); f.Close() })
+	addr := regexp.MustCompile(`"api":"[^"]*:(\d+)"`)
+	var port string
+	require.Eventually(t, func() bool {
+		b, _ := os.ReadFile(log)
+		if m := addr.FindSubmatch(b); m != nil {
+			port = string(m[1])
+		}
+		return port != ""
+	}, time.Minute, 50*time.Millisecond, "the API listens")
+	get := func(auth string) int {
+		req, err := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+port+"/releases", nil)
+		require.NoError(t, err)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	assert.Equal(t, http.StatusUnauthorized, get(""))
+	assert.Equal(t, http.StatusUnauthorized, get("Bearer nope"))
+	assert.Equal(t, http.StatusOK, get("Bearer s3cret"))
 }

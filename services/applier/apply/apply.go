@@ -494,6 +494,12 @@ func (a *Applier) validate(ctx context.Context, req Request, items []*item, defe
 	return ctx.Err()
 }
 
+// ownerOf is the release troupe's labels say obj belongs to; zero when none.
+func ownerOf(obj *unstructured.Unstructured) events.Release {
+	labels := obj.GetLabels()
+	return events.Release{Namespace: labels[LabelReleaseNamespace], Name: labels[LabelRelease]}
+}
+
 // checkOwner fails when the existing object it names belongs to another release or to none.
 func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) error {
 	live, err := a.client(rel).Resource(it.gvr).Namespace(it.ref.Namespace).Get(ctx, it.ref.Name, metav1.GetOptions{})
@@ -504,8 +510,7 @@ func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) 
 	if err != nil {
 		return objectError(it.ref, err)
 	}
-	labels := live.GetLabels()
-	owner := events.Release{Namespace: labels[LabelReleaseNamespace], Name: labels[LabelRelease]}
+	owner := ownerOf(live)
 	switch {
 	case owner == rel:
 		return nil // ours, though no inventory says so (e.g. a failed revision created it)

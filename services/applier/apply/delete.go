@@ -83,8 +83,7 @@ func (a *Applier) deleteOne(ctx context.Context, rel events.Release, it *item) (
 	if err != nil {
 		return false, false, objectError(it.ref, err)
 	}
-	labels := live.GetLabels()
-	if labels[LabelRelease] != rel.Name || labels[LabelReleaseNamespace] != rel.Namespace || keep(live.GetAnnotations()) {
+	if ownerOf(live) != rel || keep(live.GetAnnotations()) {
 		return false, true, nil
 	}
 	background := metav1.DeletePropagationBackground

@@ -85,8 +85,7 @@ func (a *Applier) diffOne(ctx context.Context, rel events.Release, it *item) (ev
 	if gerr != nil {
 		return d, objectError(it.ref, gerr)
 	}
-	labels := live.GetLabels()
-	if owner := (events.Release{Namespace: labels[LabelReleaseNamespace], Name: labels[LabelRelease]}); owner != rel {
+	if owner := ownerOf(live); owner != rel {
 		// Not this release's: whoever may request a dry run must not read it through the diff.
 		whose := "belongs to no release"
 		if owner.Name != "" {

@@ -179,25 +179,20 @@ func TestApplyRefusals(t *testing.T) {
 	_, err := kube.Client.CoreV1().ConfigMaps("kube-system").Get(t.Context(), "a", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err))
 
-	t.Run("createNamespace where cluster-scoped objects are denied", func(t *testing.T) {
-		target := "denied-" + ns[:20]
-		_, err := newApplier(t, apply.Options{DenyClusterScoped: true}).Apply(t.Context(), apply.Request{
-			Release: events.Release{Namespace: target, Name: "app"}, Revision: 1, Options: events.Options{CreateNamespace: true}})
-		require.Error(t, err)
-		assert.Equal(t, apply.ReasonNamespaceNotAllowed, reasonOf(err), err.Error())
-		_, err = kube.Client.CoreV1().Namespaces().Get(t.Context(), target, metav1.GetOptions{})
-		assert.True(t, apierrors.IsNotFound(err), "not created: %v", err)
-	})
-
-	t.Run("createNamespace off the allowlist", func(t *testing.T) {
-		target := "off-" + ns[:20]
-		_, err := newApplier(t, apply.Options{AllowNamespaces: []string{ns}}).Apply(t.Context(), apply.Request{
-			Release: events.Release{Namespace: target, Name: "app"}, Revision: 1, Options: events.Options{CreateNamespace: true}})
-		require.Error(t, err)
-		assert.Equal(t, apply.ReasonNamespaceNotAllowed, reasonOf(err), err.Error())
-		_, err = kube.Client.CoreV1().Namespaces().Get(t.Context(), target, metav1.GetOptions{})
-		assert.True(t, apierrors.IsNotFound(err), "not created: %v", err)
-	})
+	for name, opts := range map[string]apply.Options{
+		"denied": {DenyClusterScoped: true},       // cluster-scoped objects are denied
+		"off":    {AllowNamespaces: []string{ns}}, // the namespace is off the allowlist
+	} {
+		t.Run("createNamespace "+name, func(t *testing.T) {
+			target := name + "-" + ns[:20]
+			_, err := newApplier(t, opts).Apply(t.Context(), apply.Request{
+				Release: events.Release{Namespace: target, Name: "app"}, Revision: 1, Options: events.Options{CreateNamespace: true}})
+			require.Error(t, err)
+			assert.Equal(t, apply.ReasonNamespaceNotAllowed, reasonOf(err), err.Error())
+			_, err = kube.Client.CoreV1().Namespaces().Get(t.Context(), target, metav1.GetOptions{})
+			assert.True(t, apierrors.IsNotFound(err), "not created: %v", err)
+		})
+	}
 
 	t.Run("createNamespace", func(t *testing.T) {
 		target := "made-" + ns[:20]
