@@ -62,27 +62,47 @@ func publishRequest(t *testing.T, pub *events.Publisher, r events.Release) event
 // readAll returns every message of stream on filter, without consuming anything durable.
 func readAll(t *testing.T, js jetstream.JetStream, stream, filter string) []jetstream.Msg {
 	t.Helper()
-	s, err := js.Stream(t.Context(), stream)
+	out, err := tryReadAll(t.Context(), js, stream, filter)
 	require.NoError(t, err)
-	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(filter))
-	require.NoError(t, err)
+	return out
+}
+
+// tryReadAll is readAll for callers that retry while a stream moves between peers.
+func tryReadAll(ctx context.Context, js jetstream.JetStream, stream, filter string) ([]jetstream.Msg, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, err
+	}
 	var n uint64
 	for _, c := range info.State.Subjects {
 		n += c
 	}
 	if n == 0 {
-		return nil
+		return nil, nil
 	}
-	c, err := s.OrderedConsumer(t.Context(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
-	require.NoError(t, err)
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		return nil, err
+	}
 	batch, err := c.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
 	var out []jetstream.Msg
 	for m := range batch.Messages() {
 		out = append(out, m)
 	}
-	require.NoError(t, batch.Error())
-	return out
+	if err := batch.Error(); err != nil {
+		return nil, err
+	}
+	if uint64(len(out)) != n {
+		return nil, fmt.Errorf("read %d of the %d messages on %s", len(out), n, filter)
+	}
+	return out, nil
 }
 
 func deadLetters(t *testing.T, js jetstream.JetStream) []events.DeadLetter {
