@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -47,9 +49,10 @@ func (o *ConnOptions) BindFlags(fs *pflag.FlagSet) {
 }
 
 // Connect connects to NATS as name (shown in the server's connection list), and fails if no
-// server answers: for a command a user waits on. Once connected it reconnects forever.
-func (o ConnOptions) Connect(name string) (*nats.Conn, error) {
-	return o.connect(name)
+// server answers: for a command a user waits on. Once connected it reconnects forever. extra
+// options come after troupe's.
+func (o ConnOptions) Connect(name string, extra ...nats.Option) (*nats.Conn, error) {
+	return o.connect(name, extra...)
 }
 
 // ConnectRetrying connects to NATS as name like Connect, but for a service that must start
@@ -107,6 +110,9 @@ func (o ConnOptions) connect(name string, extra ...nats.Option) (*nats.Conn, err
 	}
 	if o.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(o.CredsFile))
+		if name := credsIdentity(o.CredsFile); name != "" {
+			opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(name)))
+		}
 	}
 	if o.NKeyFile != "" {
 		opt, err := nats.NkeyOptionFromSeed(o.NKeyFile)
@@ -122,10 +128,43 @@ func (o ConnOptions) connect(name string, extra ...nats.Option) (*nats.Conn, err
 		opts = append(opts, nats.RootCAs(o.TLSCA))
 	}
 	nc, err := nats.Connect(server, opts...)
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+		with := "no credentials (--creds or TROUPE_CREDS; `troupe dev` writes them under <store-dir>/creds)"
+		if o.CredsFile != "" {
+			with = "the credentials " + o.CredsFile
+		}
+		return nil, fmt.Errorf("connect to NATS at %s: %w: %s", server, err, with)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w (is `troupe dev` running, or is --server/TROUPE_SERVER set?)", server, err)
 	}
 	return nc, nil
+}
+
+// CredsTag marks the user JWTs troupe signs for its identities (events/access).
+const CredsTag = "troupe"
+
+// InboxPrefix is where the replies of troupe's identity name come, and the only subjects it may
+// subscribe to: a connection with its credentials sets nats.CustomInboxPrefix to it (Connect
+// does, from the credentials file).
+func InboxPrefix(identity string) string { return "_INBOX." + identity }
+
+// credsIdentity returns the identity a credentials file of troupe's is for (the name of its user
+// JWT, tagged CredsTag), or "" for any other file.
+func credsIdentity(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "" // nats.UserCredentials says why
+	}
+	token, err := jwt.ParseDecoratedJWT(b)
+	if err != nil {
+		return ""
+	}
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil || !uc.Tags.Contains(CredsTag) || uc.Name == "" || strings.ContainsAny(uc.Name, ".*> \t") {
+		return ""
+	}
+	return uc.Name
 }
 
 func env(key, def string) string {

@@ -57,6 +57,17 @@ const numberAttempts = 32
 // lose the compare-and-set, read back and retry (bounded by numberAttempts, with a short jittered
 // pause), so a lost race is never an error. It wraps ErrNotRequested when seq holds no request of r.
 func (rv *Revisions) Of(ctx context.Context, r Release, seq uint64) (int, error) {
+	return rv.number(ctx, r, seq, true)
+}
+
+// Peek is Of for a reader that may not write the counter (the CLI's and a viewer's NATS
+// identity): the revision Of gives seq, counted from the counter the services keep, without
+// recording it. Once a service numbered seq, it reads the recorded revision.
+func (rv *Revisions) Peek(ctx context.Context, r Release, seq uint64) (int, error) {
+	return rv.number(ctx, r, seq, false)
+}
+
+func (rv *Revisions) number(ctx context.Context, r Release, seq uint64, record bool) (int, error) {
 	subject, err := rv.names.Subject(r, TypeRequested)
 	if err != nil {
 		return 0, err
@@ -114,6 +125,10 @@ func (rv *Revisions) Of(ctx context.Context, r Release, seq uint64) (int, error)
 			}
 			next.Rev++
 			next.Seq = m.Sequence
+			if !record {
+				from = m.Sequence + 1
+				continue
+			}
 			if _, err := rv.kv.Put(ctx, base+"."+strconv.FormatUint(m.Sequence, 10), []byte(strconv.Itoa(next.Rev))); err != nil {
 				return 0, fmt.Errorf("revisions of %s: %w", r, err)
 			}
@@ -121,6 +136,9 @@ func (rv *Revisions) Of(ctx context.Context, r Release, seq uint64) (int, error)
 		}
 		if next.Seq != seq {
 			return 0, fmt.Errorf("revisions of %s: sequence %d: %w", r, seq, ErrNotRequested)
+		}
+		if !record {
+			return next.Rev, nil
 		}
 		b, _ := json.Marshal(next)
 		if kvRev == 0 {

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -135,4 +136,42 @@ func TestRevisionsUnderConcurrencyOnR3(t *testing.T) {
 		close(start)
 		wg.Wait()
 	}
+}
+
+// TestPeekNumbersWithoutWriting: Peek gives each request the revision Of will, before and after
+// a service numbered it, and writes nothing (the CLI's identity may not).
+func TestPeekNumbersWithoutWriting(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	ctx := t.Context()
+	pub := events.NewPublisher(js, events.Names{})
+	r := events.Release{Namespace: "prod", Name: "a"}
+	var seqs []uint64
+	for range 3 {
+		e, err := events.NewEvent("troupe/test", events.TypeRequested, r, events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: "x"}}})
+		require.NoError(t, err)
+		ack, err := pub.Publish(ctx, e)
+		require.NoError(t, err)
+		seqs = append(seqs, ack.Sequence)
+	}
+	rv, err := events.NewRevisions(ctx, js, events.Names{})
+	require.NoError(t, err)
+	kv, err := js.KeyValue(ctx, events.KVReleases)
+	require.NoError(t, err)
+
+	n, err := rv.Peek(ctx, r, seqs[1])
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	_, err = kv.Get(ctx, "rev.prod.a")
+	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound, "Peek wrote the counter")
+
+	n, err = rv.Of(ctx, r, seqs[0])
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	for i, seq := range seqs {
+		n, err := rv.Peek(ctx, r, seq)
+		require.NoError(t, err)
+		assert.Equal(t, i+1, n, "after the counter moved to revision 1")
+	}
+	_, err = rv.Peek(ctx, r, seqs[2]+1)
+	assert.ErrorIs(t, err, events.ErrNotRequested)
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/events/natstest"
 	"github.com/troupe-dev/troupe/test/cluster"
 )
@@ -88,7 +90,21 @@ func startDevHTTP(t *testing.T) (string, string) {
 		}
 		return false
 	}, 20*time.Second, 20*time.Millisecond, "dev did not start: %s", out)
+	devStores.Store(url, store)
 	return url, web
+}
+
+// devStores maps the NATS URL of each dev these tests started to its store dir, where the
+// identities' credentials are.
+var devStores sync.Map
+
+// credsOf is the credentials file of identity for the dev at server, or "" for another server.
+func credsOf(server, identity string) string {
+	store, ok := devStores.Load(server)
+	if !ok {
+		return ""
+	}
+	return filepath.Join(store.(string), "creds", identity+".creds")
 }
 
 // troupe runs one CLI command against server and returns its exit code, stdout and stderr.
@@ -97,7 +113,11 @@ func troupe(t *testing.T, server string, stdin string, args ...string) (int, str
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	code := run(ctx, append(args, "--server", server), strings.NewReader(stdin), &stdout, &stderr)
+	args = append(args, "--server", server)
+	if creds := credsOf(server, access.CLI); creds != "" && !slices.Contains(args, "--creds") {
+		args = append(args, "--creds", creds) // as troupe dev's cli.creds are used by default
+	}
+	code := run(ctx, args, strings.NewReader(stdin), &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
 }
 
@@ -145,7 +165,7 @@ func TestPublishAndTailRoundTrip(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"tail", "--server", server, "--release", "dev/web"}, nil, &follow, &followErr)
+		done <- run(ctx, []string{"tail", "--server", server, "--creds", credsOf(server, access.CLI), "--release", "dev/web"}, nil, &follow, &followErr)
 	}()
 	time.Sleep(300 * time.Millisecond)
 	code, _, errOut = troupe(t, server, "", "publish", "release.uninstall.requested", "--release", "dev/web", "--data", `{}`)
@@ -153,6 +173,30 @@ func TestPublishAndTailRoundTrip(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(follow.String(), "release.uninstall.requested") }, 10*time.Second, 20*time.Millisecond)
 	cancel()
 	assert.Equal(t, 0, <-done, followErr.String())
+}
+
+// TestDevRunsWithAuth: troupe dev lets in only the identities it wrote credentials for; with the
+// CLI's, a command may publish a request but not what a service decides, and says so at once
+// (not after a timeout) naming the subject and the credentials; the admin's may.
+func TestDevRunsWithAuth(t *testing.T) {
+	server := startDev(t)
+	code, _, errOut := troupe(t, server, "", "list", "--creds", "")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "Authorization Violation: no credentials (--creds or TROUPE_CREDS", "no credentials, no entry")
+
+	rendered := `{"bundle":"sha256:` + strings.Repeat("0", 64) + `","size":1,"renderTime":"1s"}`
+	start := time.Now()
+	code, _, errOut = troupe(t, server, "", "publish", "release.rendered", "--release", "dev/web", "--data", rendered)
+	assert.Equal(t, 1, code, errOut)
+	assert.Contains(t, errOut, `Permissions Violation for Publish to "troupe.release.dev.web.rendered"`)
+	assert.Contains(t, errOut, "cli.creds may not do this")
+	assert.Less(t, time.Since(start), 5*time.Second, "refused at once, not after JetStream's timeout")
+
+	code, _, errOut = troupe(t, server, "", "tail", "--all", "--follow=false", "--creds", credsOf(server, access.Viewer))
+	assert.Equal(t, 0, code, "the viewer reads: %s", errOut)
+	code, _, errOut = troupe(t, server, "", "publish", "release.requested", "--release", "dev/web", "--data", `{"source":{"helm":{"oci":"oci://x/y"}}}`, "--creds", credsOf(server, access.Viewer))
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "Permissions Violation for Publish", "the viewer publishes nothing")
 }
 
 func TestPublishRejectsBadInput(t *testing.T) {
@@ -188,10 +232,11 @@ func TestPublishRejectsBadInput(t *testing.T) {
 
 func TestMalformedEventIsDeadLettered(t *testing.T) {
 	server := startDev(t)
-	nc, err := nats.Connect(server)
+	nc, err := nats.Connect(server, nats.UserCredentials(credsOf(server, access.Admin)))
 	require.NoError(t, err)
 	defer nc.Close()
-	// Any NATS client can write to a troupe subject; what it writes is not always an event.
+	// Any NATS client allowed to write to a troupe subject (here the admin) may write what is not
+	// an event.
 	_, err = jsPublish(nc, "troupe.release.dev.podinfo.ready", []byte(`{"specversion":"1.0","id":"x","source":"me","type":"release.ready","subject":"dev/podinfo","data":{"objects":"three"}}`))
 	require.NoError(t, err)
 
@@ -231,7 +276,9 @@ func TestDevHealthAndMetrics(t *testing.T) {
 		resp.Body.Close()
 		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
 	}
-	code, _, errOut := troupe(t, server, "", "publish", "release.ready", "--release", "dev/app", "--data", `{"timeToReady":"1s","objects":1}`)
+	code, _, errOut := troupe(t, server, "", "publish", "release.ready", "--release", "dev/app", "--data", `{"timeToReady":"1s","objects":1}`,
+		"--creds", credsOf(server, access.Admin)) // what health publishes: the CLI's identity may not
+
 	require.Equal(t, 0, code, errOut)
 	require.Eventually(t, func() bool {
 		resp, err := http.Get(web + "/metrics")

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/events/embedded"
 	"github.com/troupe-dev/troupe/events/serve"
 	"github.com/troupe-dev/troupe/services/applier"
@@ -85,10 +86,18 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	defer httpLn.Close() // on an error before the group serves on it; then the group closes it
 	storeDir := filepath.Join(o.storeDir, "nats")
 	var nc *nats.Conn
-	natsURL := ""
+	natsURL, credsDir := "", ""
+	// connect is the connection of one identity's service: its own, with the identity's
+	// credentials, when dev runs the NATS server; the sandbox's one otherwise.
+	connect := func(identity string) (*nats.Conn, error) { return nc, nil }
 	if c.subjectsPrefix != "" {
-		// A sandbox lives beside the live system: on its NATS server and its cluster.
-		if nc, err = c.conn.Connect("troupe-dev-" + c.subjectsPrefix); err != nil {
+		// A sandbox lives beside the live system: on its NATS server and its cluster, as its
+		// admin (the services' identities are the live system's).
+		conn := c.conn
+		if path := defaultCreds(conn, o.storeDir, access.Admin); path != "" {
+			conn.CredsFile = path
+		}
+		if nc, err = conn.Connect("troupe-dev-" + c.subjectsPrefix); err != nil {
 			return err
 		}
 		natsURL, storeDir = nc.ConnectedUrl(), "the server's"
@@ -100,13 +109,27 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 			}
 		}
 	} else {
-		srv, err := embedded.Start(embedded.Options{Listen: o.natsListen, StoreDir: storeDir, Logs: o.natsLogs})
+		// Auth on: one identity per service, the CLI and a viewer (events/access), their
+		// credentials written afresh under <store-dir>/creds at every start.
+		credsDir = filepath.Join(o.storeDir, "creds")
+		auth, err := access.LoadOrCreate(credsDir)
+		if err != nil {
+			return err
+		}
+		creds, err := auth.WriteCreds(credsDir, c.names)
+		if err != nil {
+			return err
+		}
+		srv, err := embedded.Start(embedded.Options{Listen: o.natsListen, StoreDir: storeDir, Logs: o.natsLogs, Auth: auth})
 		if err != nil {
 			return err
 		}
 		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 		natsURL = srv.ClientURL()
-		if nc, err = nats.Connect(natsURL, nats.Name("troupe-dev")); err != nil {
+		connect = func(identity string) (*nats.Conn, error) {
+			return events.ConnOptions{Server: natsURL, CredsFile: creds[identity]}.Connect("troupe-dev-" + identity)
+		}
+		if nc, err = connect(access.Admin); err != nil {
 			return fmt.Errorf("connect to embedded NATS: %w", err)
 		}
 	}
@@ -132,29 +155,58 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	if _, err := o.provision.Provision(ctx, js, c.names, &log); err != nil {
 		return err
 	}
+	conns := map[string]*nats.Conn{}
+	defer func() {
+		for _, conn := range conns {
+			conn.Close() // the group drained them; on an error before it ran, closed here
+		}
+	}()
+	serviceConn := func(identity string) (*nats.Conn, jetstream.JetStream, error) {
+		conn, err := connect(identity)
+		if err != nil {
+			return nil, nil, err
+		}
+		if conn != nc {
+			conns[identity] = conn
+		}
+		js, err := jetstream.New(conn)
+		return conn, js, err
+	}
 
 	reg, metrics, err := serve.NewRegistry()
 	if err != nil {
 		return err
 	}
 	mux := http.NewServeMux()
-	services, err := devServices(ctx, nc, js, c.names, kcfg, log, metrics, mux)
+	services, err := devServices(ctx, serviceConn, c.names, kcfg, log, metrics, mux)
 	if err != nil {
 		return err
 	}
 	// Ready only once every service receives events: a request published right after "ready" must
 	// not be missed by a consumer that is not there yet. Stopped in order: not ready, services
 	// drained, NATS drained, HTTP stopped; the deferred cluster and NATS server after.
-	g := &serve.Group{NC: nc, Listener: httpLn, Mux: mux, Gatherer: reg, Log: &log,
+	var others []*nats.Conn
+	for _, conn := range conns {
+		others = append(others, conn)
+	}
+	g := &serve.Group{NC: nc, Conns: others, Listener: httpLn, Mux: mux, Gatherer: reg, Log: &log,
 		OnReady: func() {
 			if c.subjectsPrefix != "" {
 				fmt.Fprintf(c.stdout, "troupe dev: sandbox %s: stream %s on %s\n", c.subjectsPrefix, c.names.ReleaseSubjects(), natsURL)
 			}
 			fmt.Fprintf(c.stdout, "troupe dev: NATS JetStream at %s (data in %s)\n", natsURL, storeDir)
+			if credsDir != "" {
+				fmt.Fprintf(c.stdout, "troupe dev: NATS credentials, one per identity, in %s (the CLI uses cli.creds; admin.creds may do anything)\n", credsDir)
+			}
 			fmt.Fprintf(c.stdout, "troupe dev: deploying to %s (kubeconfig %s)\n", kcfg.Host, o.kube.Kubeconfig)
 			fmt.Fprintf(c.stdout, "troupe dev: health, metrics and /releases at http://%s\n", httpLn.Addr())
 			fmt.Fprintf(c.stdout, "troupe dev: services: %s\n", serviceNames(services))
-			fmt.Fprintf(c.stdout, "troupe dev: ready. In another shell: export TROUPE_SERVER=%s; troupe list\n", natsURL)
+			env := "TROUPE_SERVER=" + natsURL
+			if credsDir != "" {
+				abs, _ := filepath.Abs(filepath.Join(credsDir, access.CLI+".creds"))
+				env += " TROUPE_CREDS=" + abs
+			}
+			fmt.Fprintf(c.stdout, "troupe dev: ready. In another shell: export %s; troupe list\n", env)
 		},
 		OnShutdown: func() { fmt.Fprintln(c.stdout, "troupe dev: shutting down") },
 	}
@@ -195,13 +247,17 @@ func (c *cli) startCluster(ctx context.Context, o devOptions) (*cluster.Cluster,
 
 // devServices returns the services `troupe dev` runs, by name: the four of troupe and
 // catalog-check. The history's queries are served on nc and its HTTP API on mux.
-func devServices(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, names events.Names, kcfg *rest.Config, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux) (map[string]serve.Service, error) {
+func devServices(ctx context.Context, connect func(identity string) (*nats.Conn, jetstream.JetStream, error), names events.Names, kcfg *rest.Config, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux) (map[string]serve.Service, error) {
 	out := map[string]serve.Service{}
 	logger := func(name string) *zerolog.Logger { l := log.With().Str("service", name).Logger(); return &l }
 
 	ropts := render.Options{}
 	if err := render.Discover(ctx, kcfg, &ropts); err != nil {
 		log.Warn().Err(err).Msg("cluster not reachable: rendering with the built-in kind table")
+	}
+	_, js, err := connect(access.Renderer)
+	if err != nil {
+		return nil, err
 	}
 	r, err := renderer.New(ctx, js, renderer.Options{Names: names, Render: ropts, Logger: logger(renderer.Name), Metrics: m})
 	if err != nil {
@@ -210,16 +266,28 @@ func devServices(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, nam
 	out[renderer.Name] = r
 	// Adoption on: a developer's own cluster, where `troupe release --adopt` takes over what
 	// they made by hand.
+	_, js, err = connect(access.Applier)
+	if err != nil {
+		return nil, err
+	}
 	a, err := applier.New(ctx, js, kcfg, applier.Options{Apply: apply.Options{AllowAdopt: true}, Names: names, Logger: logger(applier.Name), Metrics: m})
 	if err != nil {
 		return nil, err
 	}
 	out[applier.Name] = a
+	_, js, err = connect(access.Health)
+	if err != nil {
+		return nil, err
+	}
 	h, err := health.New(ctx, js, kcfg, health.Options{Names: names, Logger: logger(health.Name), Metrics: m})
 	if err != nil {
 		return nil, err
 	}
 	out[health.Name] = h
+	nc, js, err := connect(access.History)
+	if err != nil {
+		return nil, err
+	}
 	hist, err := history.New(ctx, js, history.Options{Names: names, Logger: logger(history.Name), Metrics: m})
 	if err != nil {
 		return nil, err
@@ -233,6 +301,10 @@ func devServices(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, nam
 
 	// catalog-check reads every catalog event and dead-letters what does not conform, with the
 	// reason, so a malformed event from any NATS client is visible in `troupe tail --dead-letters`.
+	_, js, err = connect(access.CatalogCheck)
+	if err != nil {
+		return nil, err
+	}
 	check, err := events.NewSubscriber(js, events.SubscriberConfig{
 		Service: "catalog-check", Names: names, Types: events.Types(), Concurrency: 8, Logger: &log, Metrics: m,
 	}, func(ctx context.Context, e event.Event) error { return nil })

@@ -107,7 +107,7 @@ func mermaidID(s string) string { return strings.NewReplacer("-", "_", ".", "_")
 // discover connects, gathers the running troupe services' $SRV.INFO answers for d and builds
 // the graph.
 func (c *cli) discover(ctx context.Context, d time.Duration) (*Graph, error) {
-	nc, err := c.conn.Connect("troupe-cli")
+	nc, err := c.natsConn("troupe-cli")
 	if err != nil {
 		return nil, err
 	}

@@ -20,9 +20,13 @@ func main() {
 // run executes the CLI and returns the process exit code: 0 on success, 2 for a usage error,
 // 1 for any other error.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := newRoot(stdin, stdout, stderr)
+	root, c := newRoot(stdin, stdout, stderr)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
+		// A refusal ends the command's context: say what was refused, not "context canceled".
+		if refused := c.refused.Load(); refused != nil {
+			err = *refused
+		}
 		fmt.Fprintln(stderr, "Error:", err)
 		var u usageError
 		if errors.As(err, &u) {

@@ -46,7 +46,7 @@ func ask(ctx context.Context, nc *nats.Conn, names events.Names, endpoint string
 
 // ask connects, asks the history service one query, and closes.
 func (c *cli) ask(cmd *cobra.Command, endpoint string, q historyapi.Query, out any) error {
-	nc, err := c.conn.Connect("troupe-cli")
+	nc, err := c.natsConn("troupe-cli")
 	if err != nil {
 		return err
 	}

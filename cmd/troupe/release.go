@@ -202,7 +202,7 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 		err := events.Await(ctx, electionPatience, func() error {
 			revs, err := events.NewRevisions(ctx, js, c.names)
 			if err == nil {
-				revision, err = revs.Of(ctx, rel, ack.Sequence)
+				revision, err = revs.Peek(ctx, rel, ack.Sequence)
 			}
 			return err
 		})

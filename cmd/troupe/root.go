@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/access"
 )
 
 // cli holds what every command shares.
@@ -23,9 +29,14 @@ type cli struct {
 	// streams and buckets, set from it before any command runs.
 	subjectsPrefix string
 	names          events.Names
+	// refuse ends the command's context with the reason when NATS refuses one of its publishes or
+	// subscriptions: the server only says so asynchronously, and the call itself would wait out
+	// its timeout (and be tried again, as if NATS were busy).
+	refuse  context.CancelCauseFunc
+	refused atomic.Pointer[refusedError]
 }
 
-func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *cli) {
 	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:   "troupe",
@@ -49,12 +60,15 @@ Start a local environment with 'troupe dev', then publish and watch events from 
 			return usageError{err}
 		}
 		c.names = names
+		ctx, cancel := context.WithCancelCause(cmd.Context())
+		cmd.SetContext(ctx)
+		c.refuse = cancel
 		return nil
 	}
 	root.PersistentFlags().StringVar(&c.logLevel, "log-level", envOr("TROUPE_LOG_LEVEL", "info"), "log level: debug, info, warn, error [TROUPE_LOG_LEVEL]")
 	root.AddCommand(c.devCmd(), c.publishCmd(), c.tailCmd(), c.releaseCmd(), c.versionCmd(), c.statusCmd(), c.listCmd(), c.historyCmd(),
 		c.getCmd(), c.diffCmd(), c.rollbackCmd(), c.uninstallCmd(), c.traceCmd(), c.graphCmd(), c.replayCmd())
-	return root
+	return root, c
 }
 
 // logger returns a JSON logger on stderr at the chosen level.
@@ -68,7 +82,7 @@ func (c *cli) logger() (zerolog.Logger, error) {
 
 // connect connects to NATS and JetStream.
 func (c *cli) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := c.conn.Connect(name)
+	nc, err := c.natsConn(name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -79,6 +93,56 @@ func (c *cli) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
 	}
 	return nc, js, nil
 }
+
+// natsConn connects to NATS as name, with the credentials given, else those `troupe dev` wrote
+// for the CLI (defaultCreds). A permission the server refuses ends the command with a
+// refusedError.
+func (c *cli) natsConn(name string) (*nats.Conn, error) {
+	o := c.conn
+	if path := defaultCreds(o, envOr("TROUPE_STORE_DIR", ".troupe"), access.CLI); path != "" {
+		o.CredsFile = path
+	}
+	return o.Connect(name, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			r := refusedError{err: err, creds: o.CredsFile}
+			c.refused.CompareAndSwap(nil, &r)
+			if c.refuse != nil {
+				c.refuse(r)
+			}
+		}
+	}))
+}
+
+// defaultCreds returns <store>/creds/<identity>.creds, the credentials `troupe dev` wrote (the
+// CLI's store is $TROUPE_STORE_DIR, else .troupe, as troupe dev's --store-dir), when o says no
+// credentials of its own and that file exists; else "".
+func defaultCreds(o events.ConnOptions, store, identity string) string {
+	if o.CredsFile != "" || o.User != "" || o.Token != "" || o.NKeyFile != "" {
+		return ""
+	}
+	path := filepath.Join(store, "creds", identity+".creds")
+	if _, err := os.Stat(path); err != nil {
+		return ""
+	}
+	return path
+}
+
+// refusedError is NATS refusing what a command asked: its identity may not publish or subscribe
+// there.
+type refusedError struct {
+	err   error
+	creds string
+}
+
+func (r refusedError) Error() string {
+	who := "these credentials"
+	if r.creds != "" {
+		who = r.creds
+	}
+	return fmt.Sprintf("%v: %s may not do this (another identity's credentials, e.g. admin.creds, may: --creds or TROUPE_CREDS)", r.err, who)
+}
+
+func (r refusedError) Unwrap() error { return r.err }
 
 func envOr(key, def string) string {
 	if v, ok := os.LookupEnv(key); ok {

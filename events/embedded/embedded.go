@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/troupe-dev/troupe/events/access"
 )
 
 // Options configure the embedded server.
@@ -21,6 +23,10 @@ type Options struct {
 	Name string
 	// Logs makes the server log to stderr.
 	Logs bool
+	// Auth, if set, turns authentication on: the server trusts only the users Auth signs, each
+	// with its identity's permissions (access.Table). A store kept without auth is moved to
+	// Auth's account the first time.
+	Auth *access.Authority
 }
 
 // Start starts the server and waits until it accepts connections. Shut it down with
@@ -51,7 +57,7 @@ func Start(o Options) (*server.Server, error) {
 		}
 		ln.Close()
 	}
-	s, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName: o.Name,
 		Host:       host,
 		Port:       port,
@@ -59,7 +65,16 @@ func Start(o Options) (*server.Server, error) {
 		StoreDir:   o.StoreDir,
 		NoSigs:     true,
 		NoLog:      !o.Logs,
-	})
+	}
+	if o.Auth != nil {
+		if err := o.Auth.AdoptGlobalStore(o.StoreDir); err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		if err := o.Auth.Configure(opts); err != nil {
+			return nil, fmt.Errorf("embedded nats: auth: %w", err)
+		}
+	}
+	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}

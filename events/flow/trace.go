@@ -60,7 +60,7 @@ func ReadTrace(ctx context.Context, js jetstream.JetStream, names events.Names, 
 	}
 	for i, s := range all {
 		if s.Event.Type() == events.TypeRequested {
-			n, err := revs.Of(ctx, rel, s.Seq)
+			n, err := revs.Peek(ctx, rel, s.Seq)
 			if err != nil {
 				return nil, err
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,9 @@ type Group struct {
 	// NC is the connection the services share: the group is ready only while it is connected,
 	// and Run drains it once the services stopped. Required.
 	NC *nats.Conn
+	// Conns are further connections the services use (troupe dev's, one per service identity):
+	// ready only while each is connected too, drained with NC.
+	Conns []*nats.Conn
 	// Listener is where the HTTP server listens; Run closes it. Required.
 	Listener net.Listener
 	// Mux holds the services' own handlers; Run adds /healthz, /readyz and /metrics to it.
@@ -97,7 +101,7 @@ func (g *Group) Run(ctx context.Context) error {
 		gatherer = g.Gatherer
 	}
 	var ready atomic.Bool
-	mux.Handle("/", Handler(gatherer, func() bool { return ready.Load() && g.NC.IsConnected() && g.receiving() }))
+	mux.Handle("/", Handler(gatherer, func() bool { return ready.Load() && g.connected() && g.receiving() }))
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = httpSrv.Serve(g.Listener) }()
 
@@ -172,7 +176,7 @@ func (g *Group) waitReady(ctx context.Context, exits <-chan exit) error {
 				return nil
 			case <-tick.C:
 				if g.Log != nil {
-					g.Log.Info().Strs("services", g.notReady()).Bool("nats_connected", g.NC.IsConnected()).
+					g.Log.Info().Strs("services", g.notReady()).Bool("nats_connected", g.connected()).
 						Msg("waiting for services to become ready")
 				}
 			case <-expired:
@@ -212,10 +216,32 @@ func (e exit) unasked() error {
 	return fmt.Errorf("service %s: %w", e.name, e.err)
 }
 
-// drain drains the connection and waits until it closed: what the services published is flushed
-// before the process exits.
+// connected is whether NC and every one of Conns is connected.
+func (g *Group) connected() bool {
+	for _, nc := range append([]*nats.Conn{g.NC}, g.Conns...) {
+		if !nc.IsConnected() {
+			return false
+		}
+	}
+	return true
+}
+
+// drain drains the connections and waits until they closed: what the services published is
+// flushed before the process exits.
 func (g *Group) drain() {
-	err := g.NC.Drain()
+	var wg sync.WaitGroup
+	for _, nc := range append(slices.Clone(g.Conns), g.NC) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.drainOne(nc)
+		}()
+	}
+	wg.Wait()
+}
+
+func (g *Group) drainOne(nc *nats.Conn) {
+	err := nc.Drain()
 	if err != nil {
 		if !errors.Is(err, nats.ErrConnectionClosed) && g.Log != nil {
 			g.Log.Warn().Err(err).Msg("drain NATS connection")
@@ -223,8 +249,8 @@ func (g *Group) drain() {
 		return
 	}
 	// Drain only starts draining; the connection closes when it is done, within DrainTimeout.
-	deadline := time.Now().Add(cmp.Or(g.NC.Opts.DrainTimeout, nats.DefaultDrainTimeout) + time.Second)
-	for !g.NC.IsClosed() && time.Now().Before(deadline) {
+	deadline := time.Now().Add(cmp.Or(nc.Opts.DrainTimeout, nats.DefaultDrainTimeout) + time.Second)
+	for !nc.IsClosed() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }

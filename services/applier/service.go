@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/services/applier/apply"
 )
 
@@ -117,7 +118,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	sc := o.Subscriber
 	sc.Service, sc.Version, sc.Names = Name, o.Version, o.Names
 	sc.Types = []string{events.TypeRendered, events.TypeUninstallRequested}
-	sc.Produces = []string{events.TypeApplied, events.TypeDiffed, events.TypeFailed, events.TypeSuperseded, events.TypeUninstalled}
+	sc.Produces = access.Publishes(access.Applier) // what its NATS identity may publish
 	sc.Concurrency, sc.FailStage, sc.Logger, sc.Metrics = o.Concurrency, events.StageApply, o.Logger, o.Metrics
 	if s.sub, err = events.NewSubscriber(js, sc, s.handle); err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/access"
 )
 
 // Name is the service's name: its durable consumer and its source troupe/health.
@@ -138,8 +139,7 @@ func (s *Service) newWatcher() (*watcher, error) {
 	sc := s.opts.Subscriber
 	sc.Service, sc.Version, sc.Names = Name, s.opts.Version, s.opts.Names
 	sc.Types = []string{events.TypeApplied, events.TypeUninstalled, events.TypeRendered, events.TypeFailed, events.TypeSuperseded}
-	sc.Produces = []string{events.TypeProgressing, events.TypeReady, events.TypeFailed, events.TypeDegraded,
-		events.TypeRecovered, events.TypeSuperseded}
+	sc.Produces = access.Publishes(access.Health) // what its NATS identity may publish
 	sc.FailStage, sc.Logger, sc.Metrics = events.StageHealth, s.opts.Logger, s.opts.Metrics
 	var err error
 	if w.sub, err = events.NewSubscriber(s.js, sc, w.handle); err != nil {

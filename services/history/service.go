@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/events/historyapi"
 )
 
@@ -86,7 +87,7 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 	for _, spec := range events.Catalog() {
 		sc.Types = append(sc.Types, spec.Type)
 	}
-	sc.Produces = []string{events.TypeRendered, events.TypeRollbackRequested, events.TypeFailed}
+	sc.Produces = access.Publishes(access.History) // what its NATS identity may publish
 	// One at a time per replica; the order of a release's events in its view is the stream's
 	// whatever the order of deliveries (store.go), so replicas need no order among them.
 	sc.Concurrency, sc.DeliverAll, sc.Logger, sc.Metrics = 1, true, o.Logger, o.Metrics

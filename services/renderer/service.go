@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/services/renderer/render"
 )
 
@@ -77,7 +78,7 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 		Names:       o.Names,
 		Version:     o.Version,
 		Types:       []string{events.TypeRequested},
-		Produces:    []string{events.TypeRendered, events.TypeFailed, events.TypeSuperseded},
+		Produces:    access.Publishes(access.Renderer), // what its NATS identity may publish
 		Concurrency: o.Concurrency,
 		FailStage:   events.StageRender,
 		Logger:      o.Logger,

@@ -1,0 +1,273 @@
+package access_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/access"
+	"github.com/troupe-dev/troupe/events/embedded"
+)
+
+// system is an embedded server with auth on, provisioned by the admin, and every identity's
+// credentials.
+type system struct {
+	url   string
+	creds map[string]string
+	dir   string
+}
+
+func start(t *testing.T) system {
+	t.Helper()
+	dir := t.TempDir()
+	auth, err := access.LoadOrCreate(filepath.Join(dir, "creds"))
+	require.NoError(t, err)
+	creds, err := auth.WriteCreds(filepath.Join(dir, "creds"), events.Names{})
+	require.NoError(t, err)
+	s, err := embedded.Start(embedded.Options{StoreDir: filepath.Join(dir, "nats"), Auth: auth})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	sys := system{url: s.ClientURL(), creds: creds, dir: dir}
+	_, js := sys.connect(t, access.Admin)
+	_, err = events.Provision(t.Context(), js, events.ProvisionConfig{})
+	require.NoError(t, err)
+	return sys
+}
+
+// conn is a connection as an identity, with the permission violations the server reported.
+type conn struct {
+	nc         *nats.Conn
+	violations chan error
+}
+
+func (s system) connect(t *testing.T, identity string) (*conn, jetstream.JetStream) {
+	t.Helper()
+	c := &conn{violations: make(chan error, 64)}
+	nc, err := events.ConnOptions{Server: s.url, CredsFile: s.creds[identity]}.Connect("test-"+identity,
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				c.violations <- err
+			}
+		}))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	c.nc = nc
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return c, js
+}
+
+// refused publishes to subject and says whether the server refused it.
+func (c *conn) refused(t *testing.T, subject string) bool {
+	t.Helper()
+	require.NoError(t, c.nc.Publish(subject, []byte("{}")))
+	require.NoError(t, c.nc.Flush())
+	select {
+	case err := <-c.violations:
+		return strings.Contains(err.Error(), `"`+subject+`"`)
+	case <-time.After(2 * time.Second): // a refusal comes back within the flush's round trip
+		return false
+	}
+}
+
+func subject(t *testing.T, typ string) string {
+	t.Helper()
+	s, err := events.Names{}.Subject(events.Release{Namespace: "team-a", Name: "web"}, typ)
+	require.NoError(t, err)
+	return s
+}
+
+// TestNoCredentialsNoEntry: with auth on, a client without credentials, or with credentials
+// some other operator signed, is not let in.
+func TestNoCredentialsNoEntry(t *testing.T) {
+	s := start(t)
+	_, err := nats.Connect(s.url, nats.MaxReconnects(0))
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "Authorization Violation")
+
+	other, err := access.LoadOrCreate(filepath.Join(t.TempDir(), "creds"))
+	require.NoError(t, err)
+	forged, err := other.WriteCreds(t.TempDir(), events.Names{})
+	require.NoError(t, err)
+	_, err = nats.Connect(s.url, nats.UserCredentials(forged[access.Admin]), nats.MaxReconnects(0))
+	require.Error(t, err, "the admin of another operator")
+}
+
+// TestCLICannotActAsAService: the CLI's identity publishes the three requests and nothing a
+// service decides, writes no bundle, and cannot take the applier's deliveries.
+func TestCLICannotActAsAService(t *testing.T) {
+	s := start(t)
+	cli, js := s.connect(t, access.CLI)
+	ctx := t.Context()
+
+	for _, typ := range []string{events.TypeRequested, events.TypeRollbackRequested, events.TypeUninstallRequested} {
+		_, err := js.Publish(ctx, subject(t, typ), []byte("{}"))
+		assert.NoError(t, err, "the CLI publishes %s", typ)
+	}
+	for _, typ := range []string{events.TypeRendered, events.TypeApplied, events.TypeReady, events.TypeFailed, events.TypeUninstalled, events.TypeSuperseded} {
+		assert.True(t, cli.refused(t, subject(t, typ)), "the CLI may not publish %s", typ)
+	}
+	assert.True(t, cli.refused(t, "$O."+events.BucketBundles+".M.bundle"), "the CLI writes no bundle")
+	assert.True(t, cli.refused(t, "$KV."+events.KVInventory+".x"), "nor an inventory")
+	assert.True(t, cli.refused(t, "$KV."+events.KVReleases+".rev.team-a.web"), "nor a revision counter")
+	assert.True(t, cli.refused(t, "$JS.API.STREAM.DELETE."+events.StreamName), "nor deletes the stream")
+	assert.True(t, cli.refused(t, "$JS.API.CONSUMER.MSG.NEXT."+events.StreamName+".applier"), "nor takes the applier's deliveries")
+	assert.True(t, cli.refused(t, "$JS.API.CONSUMER.CREATE."+events.StreamName+".applier.troupe.release.>"), "nor rewrites the applier's consumer")
+	assert.True(t, cli.refused(t, "$JS.ACK."+events.StreamName+".applier.1.1.1.1.1"), "nor acks for it")
+
+	assert.True(t, cli.refused(t, "$JS.API.STREAM.INFO.OBJ_"+events.BucketBundles), "nor reads the bundles (Secrets unredacted)")
+	sources, err := js.ObjectStore(ctx, events.BucketSources)
+	require.NoError(t, err)
+	_, err = sources.PutBytes(ctx, "chart.tgz", []byte("a chart"))
+	assert.NoError(t, err, "it uploads sources")
+}
+
+// TestViewerPublishesNothing: the viewer reads the stream and asks history, and publishes no
+// event, uploads nothing, and cannot read another identity's replies.
+func TestViewerPublishesNothing(t *testing.T) {
+	s := start(t)
+	_, ajs := s.connect(t, access.Admin)
+	_, err := ajs.Publish(t.Context(), subject(t, events.TypeRequested), []byte("{}"))
+	require.NoError(t, err)
+
+	viewer, js := s.connect(t, access.Viewer)
+	for _, typ := range events.Types() {
+		assert.True(t, viewer.refused(t, subject(t, typ)), "the viewer may not publish %s", typ)
+	}
+	assert.True(t, viewer.refused(t, "$O."+events.BucketSources+".C.x"), "nor upload a source")
+
+	c, err := js.OrderedConsumer(t.Context(), events.StreamName, jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+	require.NoError(t, err, "the viewer reads the stream")
+	assert.Equal(t, subject(t, events.TypeRequested), m.Subject())
+
+	_, err = viewer.nc.SubscribeSync("_INBOX.cli.>")
+	require.NoError(t, err)
+	require.NoError(t, viewer.nc.Flush())
+	select {
+	case err := <-viewer.violations:
+		assert.ErrorContains(t, err, "Subscription to \"_INBOX.cli.>\"")
+	case <-time.After(2 * time.Second):
+		t.Error("the viewer subscribed to the CLI's replies")
+	}
+}
+
+// TestServicesPublishTheirPart: each service publishes its part of the catalog and not another's.
+func TestServicesPublishTheirPart(t *testing.T) {
+	s := start(t)
+	for _, tc := range []struct {
+		identity    string
+		may, mayNot []string
+	}{
+		{access.Renderer, []string{events.TypeRendered, events.TypeFailed}, []string{events.TypeApplied, events.TypeRequested}},
+		{access.Applier, []string{events.TypeApplied, events.TypeUninstalled}, []string{events.TypeRendered, events.TypeReady}},
+		{access.Health, []string{events.TypeReady, events.TypeDegraded}, []string{events.TypeApplied, events.TypeRendered}},
+		{access.History, []string{events.TypeRendered, events.TypeRollbackRequested}, []string{events.TypeApplied, events.TypeRequested}},
+		{access.Subscriber, nil, []string{events.TypeRequested, events.TypeReady}},
+	} {
+		t.Run(tc.identity, func(t *testing.T) {
+			c, js := s.connect(t, tc.identity)
+			for _, typ := range tc.may {
+				_, err := js.Publish(t.Context(), subject(t, typ), []byte("{}"))
+				assert.NoError(t, err, "%s publishes %s", tc.identity, typ)
+			}
+			for _, typ := range tc.mayNot {
+				assert.True(t, c.refused(t, subject(t, typ)), "%s may not publish %s", tc.identity, typ)
+			}
+		})
+	}
+}
+
+// TestCredsFiles: one file per identity, mode 0600, that nats.go reads, and the same account at
+// every start (the keys are kept).
+func TestCredsFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "creds")
+	auth, err := access.LoadOrCreate(dir)
+	require.NoError(t, err)
+	creds, err := auth.WriteCreds(dir, events.Names{})
+	require.NoError(t, err)
+	for _, id := range access.Table() {
+		fi, err := os.Stat(creds[id.Name])
+		require.NoError(t, err, id.Name)
+		assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), id.Name)
+		b, err := os.ReadFile(creds[id.Name])
+		require.NoError(t, err)
+		assert.True(t, bytes.Contains(b, []byte("BEGIN NATS USER JWT")), id.Name)
+	}
+	for _, key := range []string{"operator.nk", "account.nk", "system.nk"} {
+		fi, err := os.Stat(filepath.Join(dir, key))
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), key)
+	}
+	again, err := access.LoadOrCreate(dir)
+	require.NoError(t, err)
+	assert.Equal(t, auth.Account(), again.Account())
+}
+
+// TestStoreKeptWithoutAuthIsAdopted: a store the server kept before auth was on keeps its
+// streams and messages once auth is on.
+func TestStoreKeptWithoutAuthIsAdopted(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "nats")
+	s, err := embedded.Start(embedded.Options{StoreDir: store})
+	require.NoError(t, err)
+	nc, err := nats.Connect(s.ClientURL())
+	require.NoError(t, err)
+	js, _ := jetstream.New(nc)
+	_, err = events.Provision(t.Context(), js, events.ProvisionConfig{})
+	require.NoError(t, err)
+	_, err = js.Publish(t.Context(), subject(t, events.TypeRequested), []byte("{}"))
+	require.NoError(t, err)
+	nc.Close()
+	s.Shutdown()
+	s.WaitForShutdown()
+
+	auth, err := access.LoadOrCreate(filepath.Join(dir, "creds"))
+	require.NoError(t, err)
+	creds, err := auth.WriteCreds(filepath.Join(dir, "creds"), events.Names{})
+	require.NoError(t, err)
+	s, err = embedded.Start(embedded.Options{StoreDir: store, Auth: auth})
+	require.NoError(t, err)
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	nc, err = nats.Connect(s.ClientURL(), nats.UserCredentials(creds[access.Viewer]), nats.CustomInboxPrefix(events.InboxPrefix(access.Viewer)))
+	require.NoError(t, err)
+	defer nc.Close()
+	js, _ = jetstream.New(nc)
+	st, err := js.Stream(t.Context(), events.StreamName)
+	require.NoError(t, err)
+	info, err := st.Info(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), info.State.Msgs, "the request made before auth is still there")
+}
+
+// TestEveryEventHasItsPublishers: every catalog type may be published by some identity other
+// than the admin, and the requests only by the CLI (and history's automatic rollback): nothing in
+// the catalog is left to "anyone".
+func TestEveryEventHasItsPublishers(t *testing.T) {
+	by := map[string][]string{}
+	for _, id := range access.Table() {
+		_, err := id.Permissions(events.Names{})
+		require.NoError(t, err, id.Name)
+		for _, typ := range id.Publishes {
+			by[typ] = append(by[typ], id.Name)
+		}
+	}
+	for _, typ := range events.Types() {
+		assert.NotEmpty(t, by[typ], "nobody may publish %s", typ)
+	}
+	assert.Equal(t, []string{access.CLI}, by[events.TypeRequested])
+	assert.Equal(t, []string{access.CLI, access.History}, by[events.TypeRollbackRequested])
+	assert.Equal(t, []string{access.Renderer, access.History}, by[events.TypeRendered])
+	assert.Equal(t, []string{access.Applier}, by[events.TypeApplied])
+}

@@ -1,0 +1,218 @@
+package access
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+// Authority is an operator with two accounts: troupe's, whose users are the identities of
+// Table, and the system account the server needs for its own traffic. Its keys are kept in a
+// directory, so the account — the directory JetStream keeps the streams in — is the same at
+// every start.
+type Authority struct {
+	operator, account, system nkeys.KeyPair
+	operatorJWT, accountJWT   string
+	systemJWT                 string
+}
+
+// Key files of an Authority's directory.
+const (
+	operatorKey = "operator.nk"
+	accountKey  = "account.nk"
+	systemKey   = "system.nk"
+)
+
+// LoadOrCreate returns the Authority whose keys are in dir, creating the keys (mode 0600, dir
+// 0700) the first time.
+func LoadOrCreate(dir string) (*Authority, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("credentials dir: %w", err)
+	}
+	a := &Authority{}
+	var err error
+	if a.operator, err = loadOrCreateKey(filepath.Join(dir, operatorKey), nkeys.PrefixByteOperator); err != nil {
+		return nil, err
+	}
+	if a.account, err = loadOrCreateKey(filepath.Join(dir, accountKey), nkeys.PrefixByteAccount); err != nil {
+		return nil, err
+	}
+	if a.system, err = loadOrCreateKey(filepath.Join(dir, systemKey), nkeys.PrefixByteAccount); err != nil {
+		return nil, err
+	}
+	opPub, _ := a.operator.PublicKey()
+	sysPub, _ := a.system.PublicKey()
+	oc := jwt.NewOperatorClaims(opPub)
+	oc.Name = "troupe"
+	oc.SystemAccount = sysPub
+	if a.operatorJWT, err = oc.Encode(a.operator); err != nil {
+		return nil, fmt.Errorf("operator: %w", err)
+	}
+	accPub, _ := a.account.PublicKey()
+	ac := jwt.NewAccountClaims(accPub)
+	ac.Name = "TROUPE"
+	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: jwt.NoLimit, DiskStorage: jwt.NoLimit,
+		Streams: jwt.NoLimit, Consumer: jwt.NoLimit}
+	if a.accountJWT, err = ac.Encode(a.operator); err != nil {
+		return nil, fmt.Errorf("account: %w", err)
+	}
+	sc := jwt.NewAccountClaims(sysPub)
+	sc.Name = "SYS"
+	if a.systemJWT, err = sc.Encode(a.operator); err != nil {
+		return nil, fmt.Errorf("system account: %w", err)
+	}
+	return a, nil
+}
+
+func loadOrCreateKey(path string, prefix nkeys.PrefixByte) (nkeys.KeyPair, error) {
+	seed, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		kp, err := nkeys.CreatePair(prefix)
+		if err != nil {
+			return nil, err
+		}
+		seed, _ := kp.Seed()
+		if err := writePrivate(path, seed); err != nil {
+			return nil, err
+		}
+		return kp, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	kp, err := nkeys.FromSeed(bytes.TrimSpace(seed))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if pub, _ := kp.PublicKey(); nkeys.Prefix(pub) != prefix {
+		return nil, fmt.Errorf("%s: not the seed of the key it names", path)
+	}
+	return kp, nil
+}
+
+// writePrivate writes b to path, readable only by its owner, replacing what was there.
+func writePrivate(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil { // WriteFile keeps an existing file's mode
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Account is the public key of troupe's account: the server keeps its streams under
+// <store>/jetstream/<Account>.
+func (a *Authority) Account() string { pub, _ := a.account.PublicKey(); return pub }
+
+// MaxControlLine is the control line a server must accept for troupe's users to connect
+// (nats-server's max_control_line; its default, 4 KB, is too short for their JWTs).
+const MaxControlLine = 32 * 1024
+
+// Configure turns o into a server that trusts only this Authority's users: operator mode, the two
+// accounts preloaded, troupe's with JetStream.
+func (a *Authority) Configure(o *server.Options) error {
+	oc, err := jwt.DecodeOperatorClaims(a.operatorJWT)
+	if err != nil {
+		return err
+	}
+	resolver := &server.MemAccResolver{}
+	for _, j := range []string{a.accountJWT, a.systemJWT} {
+		ac, err := jwt.DecodeAccountClaims(j)
+		if err != nil {
+			return err
+		}
+		if err := resolver.Store(ac.Subject, j); err != nil {
+			return err
+		}
+	}
+	// A user's JWT rides in its CONNECT line, and a service's permissions take 5–8 KB of it.
+	o.MaxControlLine = max(o.MaxControlLine, MaxControlLine)
+	o.TrustedOperators = []*jwt.OperatorClaims{oc}
+	o.AccountResolver = resolver
+	o.SystemAccount = oc.SystemAccount
+	return nil
+}
+
+// Creds returns a credentials file for id in the system of names: a user JWT with id's
+// permissions, signed by the account, and the user's seed. A new user each call; the
+// credentials are valid until the Authority's keys change.
+func (a *Authority) Creds(id Identity, names events.Names) ([]byte, error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, err
+	}
+	pub, _ := kp.PublicKey()
+	uc := jwt.NewUserClaims(pub)
+	uc.Name = id.Name
+	uc.Tags.Add(events.CredsTag)
+	p, err := id.Permissions(names)
+	if err != nil {
+		return nil, err
+	}
+	uc.Pub.Allow.Add(p.PubAllow...)
+	uc.Pub.Deny.Add(p.PubDeny...)
+	uc.Sub.Allow.Add(p.SubAllow...)
+	uc.Sub.Deny.Add(p.SubDeny...)
+	if p.Respond {
+		// Up to 16 answers per request: a connection may carry several NATS services, and a
+		// discovery request ($SRV.PING) is answered by each.
+		uc.Resp = &jwt.ResponsePermission{MaxMsgs: 16, Expires: time.Minute}
+	}
+	token, err := uc.Encode(a.account)
+	if err != nil {
+		return nil, fmt.Errorf("identity %s: %w", id.Name, err)
+	}
+	seed, _ := kp.Seed()
+	return jwt.FormatUserConfig(token, seed)
+}
+
+// WriteCreds writes <dir>/<name>.creds (mode 0600) for every identity of Table, and returns
+// their paths by name.
+func (a *Authority) WriteCreds(dir string, names events.Names) (map[string]string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, id := range Table() {
+		b, err := a.Creds(id, names)
+		if err != nil {
+			return nil, err
+		}
+		path := filepath.Join(dir, id.Name+".creds")
+		if err := writePrivate(path, b); err != nil {
+			return nil, err
+		}
+		out[id.Name] = path
+	}
+	return out, nil
+}
+
+// AdoptGlobalStore moves the streams a server kept without auth (in the global account, $G) to
+// this Authority's account, once: a store `troupe dev` made before it turned auth on keeps its
+// releases. storeDir is the server's StoreDir.
+func (a *Authority) AdoptGlobalStore(storeDir string) error {
+	js := filepath.Join(storeDir, "jetstream")
+	global, mine := filepath.Join(js, server.DEFAULT_GLOBAL_ACCOUNT), filepath.Join(js, a.Account())
+	if _, err := os.Stat(global); err != nil {
+		return nil
+	}
+	if _, err := os.Stat(mine); err == nil {
+		return nil // adopted before, or this account has streams of its own: leave $G alone
+	}
+	if err := os.Rename(global, mine); err != nil {
+		return fmt.Errorf("move the store's streams to the account %s: %w", a.Account(), err)
+	}
+	return nil
+}
