@@ -277,6 +277,7 @@ func (c *cli) getCmd() *cobra.Command {
 	var out output
 	var ns string
 	var revision int
+	var showSecrets bool
 	manifest := &cobra.Command{
 		Use:   "manifest NAME [-n NS] [--revision N]",
 		Short: "Print the manifests of a revision (default: the current one, else the latest)",
@@ -300,7 +301,7 @@ func (c *cli) getCmd() *cobra.Command {
 				}
 			}
 			var d historyapi.RevisionDetail
-			if err := c.ask(cmd, historyapi.EndpointRevision, historyapi.Query{Release: rel.String(), Revision: revision}, &d); err != nil {
+			if err := c.askSecrets(cmd, showSecrets, historyapi.EndpointRevision, historyapi.Query{Release: rel.String(), Revision: revision}, &d); err != nil {
 				return err
 			}
 			if d.Manifests == nil && d.Revision != nil && d.Revision.Bundle == "" {
@@ -321,6 +322,7 @@ func (c *cli) getCmd() *cobra.Command {
 	}
 	namespaceFlag(manifest, &ns)
 	manifest.Flags().IntVar(&revision, "revision", 0, "the revision (default: the current one)")
+	showSecretsFlag(manifest, &showSecrets)
 	out.bind(manifest)
 	cmd.AddCommand(manifest)
 	return cmd
@@ -330,6 +332,7 @@ func (c *cli) diffCmd() *cobra.Command {
 	var out output
 	var ns string
 	var from, to int
+	var showSecrets bool
 	cmd := &cobra.Command{
 		Use:   "diff NAME --from A --to B [-n NS]",
 		Short: "Show what changed between two revisions: objects added, removed, and changed fields",
@@ -343,7 +346,7 @@ func (c *cli) diffCmd() *cobra.Command {
 				return usagef("--from and --to are revision numbers from 1")
 			}
 			var d historyapi.Diff
-			if err := c.ask(cmd, historyapi.EndpointDiff, historyapi.Query{Release: rel.String(), From: from, To: to}, &d); err != nil {
+			if err := c.askSecrets(cmd, showSecrets, historyapi.EndpointDiff, historyapi.Query{Release: rel.String(), From: from, To: to}, &d); err != nil {
 				return err
 			}
 			return out.print(c.stdout, d, func(tw *tabwriter.Writer) {
@@ -364,8 +367,13 @@ func (c *cli) diffCmd() *cobra.Command {
 	namespaceFlag(cmd, &ns)
 	cmd.Flags().IntVar(&from, "from", 0, "the older revision")
 	cmd.Flags().IntVar(&to, "to", 0, "the newer revision")
+	showSecretsFlag(cmd, &showSecrets)
 	out.bind(cmd)
 	return cmd
+}
+
+func showSecretsFlag(cmd *cobra.Command, v *bool) {
+	cmd.Flags().BoolVar(v, "show-secrets", false, "show a Secret's values (redacted by default); NATS lets only an identity that may read Secrets ask (troupe dev: admin.creds, not cli.creds)")
 }
 
 func short(v any) string {

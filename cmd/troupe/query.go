@@ -22,16 +22,21 @@ import (
 // ask sends one query to the history service (troupe.history.<endpoint>) and decodes the answer
 // into out. A query nobody answers names the service to start.
 func ask(ctx context.Context, nc *nats.Conn, names events.Names, endpoint string, q historyapi.Query, out any) error {
+	return askAt(ctx, nc, historyapi.QuerySubject(names), endpoint, q, out)
+}
+
+// askAt is ask on the endpoints under prefix (historyapi.QuerySubject or SecretsSubject).
+func askAt(ctx context.Context, nc *nats.Conn, prefix, endpoint string, q historyapi.Query, out any) error {
 	body, err := json.Marshal(q)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	msg, err := nc.RequestWithContext(ctx, historyapi.QuerySubject(names)+"."+endpoint, body)
+	msg, err := nc.RequestWithContext(ctx, prefix+"."+endpoint, body)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("no history service answers on %s.%s: start 'troupe dev' or the history service", historyapi.QuerySubject(names), endpoint)
+		return fmt.Errorf("no history service answers on %s.%s: start 'troupe dev' or the history service", prefix, endpoint)
 	case err != nil:
 		return fmt.Errorf("ask history (%s): %w", endpoint, err)
 	}
@@ -52,6 +57,20 @@ func (c *cli) ask(cmd *cobra.Command, endpoint string, q historyapi.Query, out a
 	}
 	defer nc.Close()
 	return ask(cmd.Context(), nc, c.names, endpoint, q, out)
+}
+
+// askSecrets is ask, on historyapi.SecretsSubject when reveal: Secret values shown, if NATS lets
+// this identity ask there (else the command ends with a refusedError).
+func (c *cli) askSecrets(cmd *cobra.Command, reveal bool, endpoint string, q historyapi.Query, out any) error {
+	if !reveal {
+		return c.ask(cmd, endpoint, q, out)
+	}
+	nc, err := c.natsConn("troupe-cli")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return askAt(cmd.Context(), nc, historyapi.SecretsSubject(c.names), endpoint, q, out)
 }
 
 // releaseArg reads a release as NAME with -n NS, or as NS/NAME.

@@ -47,6 +47,9 @@ type Identity struct {
 	ServesQueries bool
 	// Queries lets it ask the history queries and discover services.
 	Queries bool
+	// ReadsSecrets lets it ask history for manifests and diffs with Secret values
+	// (historyapi.SecretsSubject: `troupe get manifest --show-secrets`). Only the admin does.
+	ReadsSecrets bool
 }
 
 // Names of the identities of Table.
@@ -172,7 +175,10 @@ func (id Identity) Permissions(names events.Names) (Permissions, error) {
 		p.Respond = true
 	}
 	if id.ServesQueries {
-		p.SubAllow = append(p.SubAllow, historyapi.QuerySubject(names)+".>")
+		p.SubAllow = append(p.SubAllow, historyapi.QuerySubject(names)+".>", historyapi.SecretsSubject(names)+".>")
+	}
+	if id.ReadsSecrets {
+		pub(historyapi.SecretsSubject(names) + ".>")
 	}
 	if id.Queries {
 		pub(historyapi.QuerySubject(names)+".>", "$SRV.>")

@@ -21,6 +21,15 @@ const (
 	EndpointTimeline = "timeline" // []Entry: Release
 )
 
+// SecretsSubject returns the prefix of the endpoints that answer as QuerySubject's do but leave
+// a Secret's values in manifests and diffs (SecretEndpoints): <root>.history-secrets.<endpoint>.
+// NATS permissions say who may ask there (events/access: only identities that may read
+// Secrets; the CLI's and the viewer's may not).
+func SecretsSubject(names events.Names) string { return names.Root() + ".history-secrets" }
+
+// SecretEndpoints are the endpoints SecretsSubject answers.
+func SecretEndpoints() []string { return []string{EndpointRevision, EndpointDiff} }
+
 // Endpoints returns every query endpoint.
 func Endpoints() []string {
 	return []string{EndpointList, EndpointGet, EndpointRevision, EndpointDiff, EndpointTimeline}

@@ -87,8 +87,13 @@ func (s *Service) view(ctx context.Context, release string) (*historyapi.View, e
 // in the object store.
 // A Secret's values are redacted (its keys stay): the history serves whoever may query it.
 func (s *Service) RevisionOf(ctx context.Context, release string, n int) (*historyapi.RevisionDetail, error) {
+	return s.revisionDetail(ctx, release, n, false)
+}
+
+// revisionDetail is RevisionOf, with Secret values when reveal (historyapi.SecretsSubject).
+func (s *Service) revisionDetail(ctx context.Context, release string, n int, reveal bool) (*historyapi.RevisionDetail, error) {
 	d, err := s.revisionOf(ctx, release, n)
-	if err == nil {
+	if err == nil && !reveal {
 		for _, o := range d.Manifests {
 			redactSecret(o)
 		}
@@ -147,8 +152,14 @@ func (s *Service) revisionOf(ctx context.Context, release string, n int) (*histo
 	return d, nil
 }
 
-// DiffOf compares two revisions' manifests, object by object and field by field.
+// DiffOf compares two revisions' manifests, object by object and field by field. A Secret's
+// changed values read Redacted: which keys changed, not to what.
 func (s *Service) DiffOf(ctx context.Context, release string, from, to int) (*historyapi.Diff, error) {
+	return s.diff(ctx, release, from, to, false)
+}
+
+// diff is DiffOf, with Secret values when reveal (historyapi.SecretsSubject).
+func (s *Service) diff(ctx context.Context, release string, from, to int, reveal bool) (*historyapi.Diff, error) {
 	a, err := s.revisionOf(ctx, release, from)
 	if err != nil {
 		return nil, err
@@ -181,7 +192,7 @@ func (s *Service) DiffOf(ctx context.Context, release string, from, to int) (*hi
 			var fields []historyapi.FieldChange
 			diffFields("", old, o, &fields)
 			for i, f := range fields {
-				if isSecretValue(ref, f.Path) { // which key changed, not to what
+				if !reveal && isSecretValue(ref, f.Path) { // which key changed, not to what
 					if f.From != nil {
 						fields[i].From = Redacted
 					}
@@ -264,7 +275,9 @@ func revisionList(v *historyapi.View) string {
 }
 
 // answer runs one query.
-func (s *Service) answer(ctx context.Context, endpoint string, q historyapi.Query) (any, error) {
+// answer answers one query; reveal (asked on historyapi.SecretsSubject, which NATS lets only
+// identities that may read Secrets publish to) leaves Secret values in manifests and diffs.
+func (s *Service) answer(ctx context.Context, endpoint string, q historyapi.Query, reveal bool) (any, error) {
 	switch endpoint {
 	case historyapi.EndpointList:
 		if q.Namespace != "" {
@@ -279,12 +292,12 @@ func (s *Service) answer(ctx context.Context, endpoint string, q historyapi.Quer
 		if q.Revision < 1 {
 			return nil, badQuery("revision: want a revision number from 1")
 		}
-		return s.RevisionOf(ctx, q.Release, q.Revision)
+		return s.revisionDetail(ctx, q.Release, q.Revision, reveal)
 	case historyapi.EndpointDiff:
 		if q.From < 1 || q.To < 1 {
 			return nil, badQuery("diff: want from and to, revision numbers from 1")
 		}
-		return s.DiffOf(ctx, q.Release, q.From, q.To)
+		return s.diff(ctx, q.Release, q.From, q.To, reveal)
 	case historyapi.EndpointTimeline:
 		v, err := s.view(ctx, q.Release)
 		if err != nil {
@@ -303,8 +316,19 @@ func (s *Service) Serve(ctx context.Context, nc *nats.Conn) error {
 	if err != nil {
 		return err
 	}
-	g := svc.AddGroup(historyapi.QuerySubject(s.opts.Names))
-	for _, ep := range historyapi.Endpoints() {
+	if err := s.addEndpoints(ctx, svc.AddGroup(historyapi.QuerySubject(s.opts.Names)), historyapi.Endpoints(), false); err != nil {
+		return err
+	}
+	if err := s.addEndpoints(ctx, svc.AddGroup(historyapi.SecretsSubject(s.opts.Names)), historyapi.SecretEndpoints(), true); err != nil {
+		return err
+	}
+	go func() { <-ctx.Done(); _ = svc.Stop() }()
+	return nil
+}
+
+// addEndpoints answers endpoints in group g; reveal: with Secret values.
+func (s *Service) addEndpoints(ctx context.Context, g micro.Group, endpoints []string, reveal bool) error {
+	for _, ep := range endpoints {
 		err := g.AddEndpoint(ep, micro.HandlerFunc(func(req micro.Request) {
 			var q historyapi.Query
 			if len(req.Data()) > 0 {
@@ -315,7 +339,7 @@ func (s *Service) Serve(ctx context.Context, nc *nats.Conn) error {
 			}
 			qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			res, err := s.answer(qctx, ep, q)
+			res, err := s.answer(qctx, ep, q, reveal)
 			if err != nil {
 				code := 500
 				var qe *queryError
@@ -331,7 +355,6 @@ func (s *Service) Serve(ctx context.Context, nc *nats.Conn) error {
 			return err
 		}
 	}
-	go func() { <-ctx.Done(); _ = svc.Stop() }()
 	return nil
 }
 
@@ -357,23 +380,23 @@ func (s *Service) HTTPHandler() http.Handler {
 	rel := func(r *http.Request) string { return r.PathValue("ns") + "/" + r.PathValue("name") }
 	num := func(s string) int { n, _ := strconv.Atoi(s); return n }
 	mux.HandleFunc("GET /releases", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.answer(r.Context(), historyapi.EndpointList, historyapi.Query{Namespace: r.URL.Query().Get("namespace"), After: r.URL.Query().Get("after"), Limit: num(r.URL.Query().Get("limit"))})
+		res, err := s.answer(r.Context(), historyapi.EndpointList, historyapi.Query{Namespace: r.URL.Query().Get("namespace"), After: r.URL.Query().Get("after"), Limit: num(r.URL.Query().Get("limit"))}, false)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("GET /releases/{ns}/{name}", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.answer(r.Context(), historyapi.EndpointGet, historyapi.Query{Release: rel(r)})
+		res, err := s.answer(r.Context(), historyapi.EndpointGet, historyapi.Query{Release: rel(r)}, false)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("GET /releases/{ns}/{name}/revisions/{n}", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.answer(r.Context(), historyapi.EndpointRevision, historyapi.Query{Release: rel(r), Revision: num(r.PathValue("n"))})
+		res, err := s.answer(r.Context(), historyapi.EndpointRevision, historyapi.Query{Release: rel(r), Revision: num(r.PathValue("n"))}, false)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("GET /releases/{ns}/{name}/diff", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.answer(r.Context(), historyapi.EndpointDiff, historyapi.Query{Release: rel(r), From: num(r.URL.Query().Get("from")), To: num(r.URL.Query().Get("to"))})
+		res, err := s.answer(r.Context(), historyapi.EndpointDiff, historyapi.Query{Release: rel(r), From: num(r.URL.Query().Get("from")), To: num(r.URL.Query().Get("to"))}, false)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("GET /releases/{ns}/{name}/timeline", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.answer(r.Context(), historyapi.EndpointTimeline, historyapi.Query{Release: rel(r)})
+		res, err := s.answer(r.Context(), historyapi.EndpointTimeline, historyapi.Query{Release: rel(r)}, false)
 		reply(w, res, err)
 	})
 	return mux
