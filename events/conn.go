@@ -110,7 +110,7 @@ func (o ConnOptions) connect(name string, extra ...nats.Option) (*nats.Conn, err
 	}
 	if o.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(o.CredsFile))
-		if name := credsIdentity(o.CredsFile); name != "" {
+		if name := CredsIdentity(o.CredsFile); name != "" {
 			opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(name)))
 		}
 	}
@@ -149,9 +149,9 @@ const CredsTag = "troupe"
 // does, from the credentials file).
 func InboxPrefix(identity string) string { return "_INBOX." + identity }
 
-// credsIdentity returns the identity a credentials file of troupe's is for (the name of its user
+// CredsIdentity returns the identity a credentials file of troupe's is for (the name of its user
 // JWT, tagged CredsTag), or "" for any other file.
-func credsIdentity(path string) string {
+func CredsIdentity(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "" // nats.UserCredentials says why

@@ -19,10 +19,20 @@ import (
 // Objects keeps content in a JetStream object store under its sha256 digest ("sha256:<hex>"),
 // so equal content is stored once and anyone holding a digest can fetch and verify it.
 type Objects struct {
-	store  jetstream.ObjectStore
-	stream jetstream.Stream
-	bucket string
+	store    jetstream.ObjectStore
+	stream   jetstream.Stream
+	bucket   string
+	signer   *Signer
+	attestor *Attestor
 }
+
+// SignWith makes Put sign what it stores with s: its writer can be told (TrustOnly).
+func (o *Objects) SignWith(s *Signer) { o.signer = s }
+
+// TrustOnly makes Get refuse content that a's writers did not sign (ErrUntrustedWriter): a
+// reader that acts on what it reads (the applier on a bundle) then trusts its writer, not
+// whoever NATS let write the store.
+func (o *Objects) TrustOnly(a *Attestor) { o.attestor = a }
 
 // OpenObjects opens the object store bucket (created by Provision).
 func OpenObjects(ctx context.Context, js jetstream.JetStream, bucket string) (*Objects, error) {
@@ -63,9 +73,19 @@ func (o *Objects) Put(ctx context.Context, r io.Reader) (digest string, size int
 		_ = o.store.Delete(ctx, tmp)
 		return "", 0, err
 	}
-	err = o.store.UpdateMeta(ctx, tmp, jetstream.ObjectMeta{Name: digest})
+	meta := jetstream.ObjectMeta{Name: digest}
+	if o.signer != nil {
+		if meta.Headers, err = o.signer.headers(digest); err != nil {
+			return "", 0, fmt.Errorf("put object %s: sign: %w", digest, err)
+		}
+	}
+	err = o.store.UpdateMeta(ctx, tmp, meta)
 	if errors.Is(err, jetstream.ErrObjectAlreadyExists) {
 		err = o.store.Delete(ctx, tmp)
+		if err == nil && o.signer != nil {
+			// Stored before, maybe unsigned or by another writer: this writer vouches for it now.
+			err = o.store.UpdateMeta(ctx, digest, meta)
+		}
 	}
 	if err != nil {
 		return "", 0, fmt.Errorf("put object %s: %w", digest, err)
@@ -86,6 +106,11 @@ func (o *Objects) Get(ctx context.Context, digest string) (io.ReadCloser, error)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get object %s: %w", digest, err)
+	}
+	if o.attestor != nil {
+		if err := o.attestor.Check(info.Headers, digest); err != nil {
+			return nil, fmt.Errorf("get object %s: %w", digest, err)
+		}
 	}
 	if info.Chunks == 1 {
 		// One chunk (most bundles: up to 128 KiB): read it directly from the bucket's stream

@@ -90,6 +90,7 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 	// connect is the connection of one identity's service: its own, with the identity's
 	// credentials, when dev runs the NATS server; the sandbox's one otherwise.
 	connect := func(identity string) (*nats.Conn, error) { return nc, nil }
+	creds := map[string]string{} // by identity, when dev runs the NATS server
 	if c.subjectsPrefix != "" {
 		// A sandbox lives beside the live system: on its NATS server and its cluster, as its
 		// admin (the services' identities are the live system's).
@@ -116,8 +117,7 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 		if err != nil {
 			return err
 		}
-		creds, err := auth.WriteCreds(credsDir, c.names)
-		if err != nil {
+		if creds, err = auth.WriteCreds(credsDir, c.names); err != nil {
 			return err
 		}
 		srv, err := embedded.Start(embedded.Options{Listen: o.natsListen, StoreDir: storeDir, Logs: o.natsLogs, Auth: auth})
@@ -161,16 +161,16 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 			conn.Close() // the group drained them; on an error before it ran, closed here
 		}
 	}()
-	serviceConn := func(identity string) (*nats.Conn, jetstream.JetStream, error) {
+	serviceConn := func(identity string) (*nats.Conn, jetstream.JetStream, string, error) {
 		conn, err := connect(identity)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 		if conn != nc {
 			conns[identity] = conn
 		}
 		js, err := jetstream.New(conn)
-		return conn, js, err
+		return conn, js, creds[identity], err
 	}
 
 	reg, metrics, err := serve.NewRegistry()
@@ -247,7 +247,7 @@ func (c *cli) startCluster(ctx context.Context, o devOptions) (*cluster.Cluster,
 
 // devServices returns the services `troupe dev` runs, by name: the four of troupe and
 // catalog-check. The history's queries are served on nc and its HTTP API on mux.
-func devServices(ctx context.Context, connect func(identity string) (*nats.Conn, jetstream.JetStream, error), names events.Names, kcfg *rest.Config, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux) (map[string]serve.Service, error) {
+func devServices(ctx context.Context, connect func(identity string) (*nats.Conn, jetstream.JetStream, string, error), names events.Names, kcfg *rest.Config, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux) (map[string]serve.Service, error) {
 	out := map[string]serve.Service{}
 	logger := func(name string) *zerolog.Logger { l := log.With().Str("service", name).Logger(); return &l }
 
@@ -255,27 +255,36 @@ func devServices(ctx context.Context, connect func(identity string) (*nats.Conn,
 	if err := render.Discover(ctx, kcfg, &ropts); err != nil {
 		log.Warn().Err(err).Msg("cluster not reachable: rendering with the built-in kind table")
 	}
-	_, js, err := connect(access.Renderer)
+	_, js, creds, err := connect(access.Renderer)
 	if err != nil {
 		return nil, err
 	}
-	r, err := renderer.New(ctx, js, renderer.Options{Names: names, Render: ropts, Logger: logger(renderer.Name), Metrics: m})
+	signer, err := access.BundleSigner(creds)
+	if err != nil {
+		return nil, err
+	}
+	r, err := renderer.New(ctx, js, renderer.Options{Names: names, Render: ropts, Logger: logger(renderer.Name), Metrics: m, Signer: signer})
 	if err != nil {
 		return nil, err
 	}
 	out[renderer.Name] = r
 	// Adoption on: a developer's own cluster, where `troupe release --adopt` takes over what
 	// they made by hand.
-	_, js, err = connect(access.Applier)
+	_, js, creds, err = connect(access.Applier)
 	if err != nil {
 		return nil, err
 	}
-	a, err := applier.New(ctx, js, kcfg, applier.Options{Apply: apply.Options{AllowAdopt: true}, Names: names, Logger: logger(applier.Name), Metrics: m})
+	writers, err := access.BundleWriters(creds)
+	if err != nil {
+		return nil, err
+	}
+	a, err := applier.New(ctx, js, kcfg, applier.Options{Apply: apply.Options{AllowAdopt: true}, Names: names, Logger: logger(applier.Name), Metrics: m,
+		BundleWriters: writers})
 	if err != nil {
 		return nil, err
 	}
 	out[applier.Name] = a
-	_, js, err = connect(access.Health)
+	_, js, _, err = connect(access.Health)
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +293,7 @@ func devServices(ctx context.Context, connect func(identity string) (*nats.Conn,
 		return nil, err
 	}
 	out[health.Name] = h
-	nc, js, err := connect(access.History)
+	nc, js, _, err := connect(access.History)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +310,7 @@ func devServices(ctx context.Context, connect func(identity string) (*nats.Conn,
 
 	// catalog-check reads every catalog event and dead-letters what does not conform, with the
 	// reason, so a malformed event from any NATS client is visible in `troupe tail --dead-letters`.
-	_, js, err = connect(access.CatalogCheck)
+	_, js, _, err = connect(access.CatalogCheck)
 	if err != nil {
 		return nil, err
 	}

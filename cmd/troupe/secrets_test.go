@@ -3,15 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -109,4 +113,44 @@ func rawMessages(t *testing.T, ctx context.Context, js jetstream.JetStream, stre
 		out = append(out, b.Bytes())
 	}
 	return out
+}
+
+// TestBundleNotWrittenByTheRendererIsRefused: a release.rendered naming a bundle that neither
+// the renderer nor history wrote (here the admin's, which NATS lets write anything) fails with
+// bundle_untrusted, and nothing of it reaches the cluster.
+func TestBundleNotWrittenByTheRendererIsRefused(t *testing.T) {
+	server := startDev(t)
+	ctx := t.Context()
+	ns := testKube.Namespace(t)
+	nc, err := nats.Connect(server, nats.UserCredentials(credsOf(server, access.Admin)))
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	bundles, err := events.OpenObjects(ctx, js, events.BucketBundles)
+	require.NoError(t, err)
+	data, err := json.Marshal(events.Bundle{APIVersion: events.BundleAPIVersion, Kind: events.BundleKind, Release: ns + "/planted",
+		Objects: []map[string]any{{"apiVersion": "v1", "kind": "ConfigMap",
+			"metadata": map[string]any{"name": "planted", "namespace": ns}, "data": map[string]any{"k": "v"}}}})
+	require.NoError(t, err)
+	digest, size, err := bundles.Put(ctx, bytes.NewReader(data))
+	require.NoError(t, err)
+
+	rel := events.Release{Namespace: ns, Name: "planted"}
+	e, err := events.NewEvent("attacker", events.TypeRendered, rel, events.Rendered{Bundle: digest, Size: size, RenderTime: events.Duration(time.Millisecond)})
+	require.NoError(t, err)
+	events.WithRevision(&e, 1)
+	_, err = events.NewPublisher(js, events.Names{}).Publish(ctx, e)
+	require.NoError(t, err)
+
+	var out string
+	require.Eventually(t, func() bool {
+		_, out, _ = troupe(t, server, "", "tail", "--release", rel.String(), "--follow=false", "--type", "release.failed", "-o", "json")
+		return strings.Contains(out, `"reason":"bundle_untrusted"`)
+	}, 20*time.Second, 100*time.Millisecond, out)
+	assert.Contains(t, out, `names no writer`)
+	kube, err := kubernetes.NewForConfig(testKube.Config)
+	require.NoError(t, err)
+	_, err = kube.CoreV1().ConfigMaps(ns).Get(ctx, "planted", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "nothing applied: %v", err)
 }

@@ -271,3 +271,67 @@ func TestEveryEventHasItsPublishers(t *testing.T) {
 	assert.Equal(t, []string{access.Renderer, access.History}, by[events.TypeRendered])
 	assert.Equal(t, []string{access.Applier}, by[events.TypeApplied])
 }
+
+// TestBundleWriters: what the renderer stored is read by an applier that trusts the renderer and
+// history; what the admin stored (unsigned), what the CLI's key signed, and what another
+// system's renderer signed are refused, naming why.
+func TestBundleWriters(t *testing.T) {
+	s := start(t)
+	ctx := t.Context()
+	_, js := s.connect(t, access.Admin)
+	store := func(creds string, signer *events.Signer) string {
+		t.Helper()
+		o, err := events.OpenObjects(ctx, js, events.BucketBundles)
+		require.NoError(t, err)
+		if signer != nil {
+			o.SignWith(signer)
+		}
+		digest, _, err := o.Put(ctx, strings.NewReader("bundle written with "+creds))
+		require.NoError(t, err)
+		return digest
+	}
+	signer := func(creds string) *events.Signer {
+		t.Helper()
+		sg, err := access.BundleSigner(creds)
+		require.NoError(t, err)
+		require.NotNil(t, sg)
+		return sg
+	}
+	other, err := access.LoadOrCreate(filepath.Join(t.TempDir(), "other"))
+	require.NoError(t, err)
+	otherCreds, err := other.WriteCreds(t.TempDir(), events.Names{})
+	require.NoError(t, err)
+
+	byRenderer := store("renderer", signer(s.creds[access.Renderer]))
+	byAdmin := store("admin", nil)
+	byCLI := store("cli", signer(s.creds[access.CLI]))
+	byStranger := store("another system's renderer", signer(otherCreds[access.Renderer]))
+
+	writers, err := access.BundleWriters(s.creds[access.Applier])
+	require.NoError(t, err)
+	require.NotNil(t, writers)
+	_, ajs := s.connect(t, access.Applier)
+	bundles, err := events.OpenObjects(ctx, ajs, events.BucketBundles)
+	require.NoError(t, err)
+	bundles.TrustOnly(writers)
+
+	rc, err := bundles.Get(ctx, byRenderer)
+	require.NoError(t, err)
+	rc.Close()
+	for digest, why := range map[string]string{byAdmin: "names no writer", byCLI: `written by "cli"`, byStranger: "of another account"} {
+		_, err := bundles.Get(ctx, digest)
+		assert.ErrorIs(t, err, events.ErrUntrustedWriter, why)
+		assert.ErrorContains(t, err, why)
+	}
+
+	// The renderer storing what the admin stored before vouches for it from then on.
+	again := store("admin", signer(s.creds[access.Renderer]))
+	require.Equal(t, byAdmin, again)
+	rc, err = bundles.Get(ctx, byAdmin)
+	require.NoError(t, err)
+	rc.Close()
+
+	none, err := access.BundleWriters("")
+	require.NoError(t, err)
+	assert.Nil(t, none, "without troupe's credentials there is nobody to trust")
+}

@@ -278,3 +278,23 @@ func (p Permissions) String() string {
 	}
 	return b.String()
 }
+
+// BundleWriters is whom an applier connected with the credentials file creds trusts to have
+// written the bundles it applies: the renderer and history of its own account. nil (trust
+// whoever NATS let write) when creds is not one of troupe's identities' (no credentials, or a
+// deployment's own users): nothing then signs the bundles.
+func BundleWriters(creds string) (*events.Attestor, error) {
+	if creds == "" || events.CredsIdentity(creds) == "" {
+		return nil, nil
+	}
+	return events.AttestorFromCreds(creds, Renderer, History)
+}
+
+// BundleSigner is what a renderer connected with the credentials file creds signs its bundles
+// with: its identity's key; nil without troupe's credentials.
+func BundleSigner(creds string) (*events.Signer, error) {
+	if creds == "" || events.CredsIdentity(creds) == "" {
+		return nil, nil
+	}
+	return events.SignerFromCreds(creds)
+}

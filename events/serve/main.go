@@ -46,6 +46,9 @@ type Env struct {
 	Log     *zerolog.Logger
 	Metrics *events.Metrics
 	Mux     *http.ServeMux
+	// Creds is the NATS credentials file the service connected with ("" for none): what it
+	// signs the objects it writes with, and whose account it trusts (events.Signer, Attestor).
+	Creds string
 }
 
 // Main runs c with the process's arguments until SIGINT or SIGTERM, and exits.
@@ -111,7 +114,7 @@ func Run(ctx context.Context, c Command, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
-	env := &Env{NC: nc, JS: js, Names: names, Log: &log, Metrics: metrics, Mux: http.NewServeMux()}
+	env := &Env{NC: nc, JS: js, Names: names, Log: &log, Metrics: metrics, Mux: http.NewServeMux(), Creds: conn.CredsFile}
 	g := &Group{NC: nc, Listener: ln, Mux: env.Mux, Gatherer: reg, Log: &log, ReadyTimeout: NoReadyTimeout,
 		OnReady: func() {
 			log.Info().Str("nats", nc.ConnectedUrl()).Str("http", ln.Addr().String()).Msg(c.Name + " ready")

@@ -27,8 +27,10 @@ const source = events.SourcePrefix + Name
 // Reasons the service itself fails a revision with (the apply package has the cluster's).
 const (
 	ReasonBundleNotFound = "bundle_not_found"
-	ReasonTimeout        = "timeout"
-	ReasonInvalidEvent   = "invalid_event"
+	// ReasonBundleUntrusted: the bundle was not signed by a writer the applier trusts.
+	ReasonBundleUntrusted = "bundle_untrusted"
+	ReasonTimeout         = "timeout"
+	ReasonInvalidEvent    = "invalid_event"
 )
 
 // Options configure the service.
@@ -53,6 +55,11 @@ type Options struct {
 	// (Point*). For fault tests only: cmd/applier wires it to TROUPE_TEST_KILL_AT and
 	// TROUPE_TEST_STALL_AT, so a test can SIGKILL the process at an exact point.
 	Checkpoint func(point string)
+	// BundleWriters, when set, is who may have written a bundle it applies: a bundle not signed
+	// by one of them (events.Signer) fails the revision with ReasonBundleUntrusted, whatever
+	// NATS let others write to the store. cmd/applier and troupe dev set it to the renderer's
+	// and history's identities when the applier runs with troupe's credentials.
+	BundleWriters *events.Attestor
 }
 
 // Points of a revision's handling that Options.Checkpoint is called at.
@@ -99,6 +106,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	}
 	if s.bundles, err = events.OpenObjects(ctx, js, o.Names.Objects(events.BucketBundles)); err != nil {
 		return nil, err
+	}
+	if o.BundleWriters != nil {
+		s.bundles.TrustOnly(o.BundleWriters)
 	}
 	if s.revisions, err = events.NewRevisions(ctx, js, o.Names); err != nil {
 		return nil, err
@@ -414,6 +424,9 @@ func (s *Service) bundle(ctx context.Context, digest string) (*events.Bundle, er
 	rc, err := s.bundles.Get(ctx, digest)
 	if errors.Is(err, events.ErrNotFound) {
 		return nil, &apply.Error{Reason: ReasonBundleNotFound, Err: fmt.Errorf("bundle %s is not in the bundles object store", digest)}
+	}
+	if errors.Is(err, events.ErrUntrustedWriter) {
+		return nil, &apply.Error{Reason: ReasonBundleUntrusted, Err: fmt.Errorf("bundle %s: %w", digest, err)}
 	}
 	if err != nil {
 		return nil, &apply.Error{Reason: apply.ReasonClusterUnreachable, Transient: true, Err: fmt.Errorf("bundle %s: %w", digest, err)}

@@ -33,6 +33,9 @@ type Options struct {
 	Version     string
 	Logger      *zerolog.Logger
 	Metrics     *events.Metrics
+	// Signer, when set, signs every bundle it stores: an applier that trusts only the
+	// renderer's and history's writing (applier.Options.BundleWriters) then applies it.
+	Signer *events.Signer
 }
 
 // Service is the renderer.
@@ -53,6 +56,9 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 	var err error
 	if s.bundles, err = events.OpenObjects(ctx, js, o.Names.Objects(events.BucketBundles)); err != nil {
 		return nil, err
+	}
+	if o.Signer != nil {
+		s.bundles.SignWith(o.Signer)
 	}
 	sources, err := events.OpenObjects(ctx, js, o.Names.Objects(events.BucketSources))
 	if err != nil {

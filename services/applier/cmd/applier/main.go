@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/events/serve"
 	"github.com/troupe-dev/troupe/services/applier"
 	"github.com/troupe-dev/troupe/services/applier/apply"
@@ -48,7 +49,14 @@ func main() {
 			if err != nil {
 				return nil, err
 			}
-			o := applier.Options{
+			writers, err := access.BundleWriters(env.Creds)
+			if err != nil {
+				return nil, err
+			}
+			if writers == nil {
+				env.Log.Warn().Msg("not connected as troupe's applier identity (--creds): bundles are applied whoever wrote them, as NATS allows")
+			}
+			o := applier.Options{BundleWriters: writers,
 				Apply: apply.Options{Concurrency: inflight, AllowNamespaces: allowNamespaces,
 					DenyClusterScoped: denyClusterScoped, ImpersonateServiceAccount: impersonate, AllowAdopt: allowAdopt},
 				Concurrency: concurrency, LeaseTTL: leaseTTL, Holder: holder, Names: env.Names, Logger: env.Log, Metrics: env.Metrics,

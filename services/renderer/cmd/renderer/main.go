@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
+	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/events/serve"
 	"github.com/troupe-dev/troupe/services/renderer"
 	"github.com/troupe-dev/troupe/services/renderer/render"
@@ -62,7 +63,12 @@ func main() {
 					env.Log.Warn().Err(err).Msg("cluster not reachable: rendering with --kube-version and the built-in kind table")
 				}
 			}
-			return renderer.New(ctx, env.JS, renderer.Options{Render: ropts, Concurrency: concurrency, Names: env.Names, Logger: env.Log, Metrics: env.Metrics})
+			signer, err := access.BundleSigner(env.Creds)
+			if err != nil {
+				return nil, err
+			}
+			return renderer.New(ctx, env.JS, renderer.Options{Render: ropts, Concurrency: concurrency, Names: env.Names, Logger: env.Log, Metrics: env.Metrics,
+				Signer: signer})
 		},
 	})
 }
