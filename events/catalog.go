@@ -52,7 +52,7 @@ type Spec struct {
 func (s Spec) New() Payload { return reflect.New(s.payload).Interface().(Payload) }
 
 var catalog = []Spec{
-	{Type: TypeRequested, PublishedBy: "CLI, ingress, anyone", payload: reflect.TypeFor[Requested](),
+	{Type: TypeRequested, PublishedBy: "CLI (the `cli` identity; give another client its permissions)", payload: reflect.TypeFor[Requested](),
 		Carries: "source (helm path/uploaded object/OCI/repo, kustomize, manifests), values, options (timeout, wait, prune, rollbackOnFailure, dryRun)"},
 	{Type: TypeRendered, PublishedBy: "renderer; history, for rollback", payload: reflect.TypeFor[Rendered](),
 		Carries: "bundle digest in the object store, object list, render time, notes, options"},
@@ -64,7 +64,7 @@ var catalog = []Spec{
 		Carries: "per-object status (kstatus), ready count"},
 	{Type: TypeReady, PublishedBy: "health", Terminal: true, payload: reflect.TypeFor[Ready](),
 		Carries: "time to ready"},
-	{Type: TypeFailed, PublishedBy: "any stage", Terminal: true, payload: reflect.TypeFor[Failed](),
+	{Type: TypeFailed, PublishedBy: "renderer, applier, health, history (its deadline watchdog)", Terminal: true, payload: reflect.TypeFor[Failed](),
 		Carries: "stage, reason code, message, failing objects"},
 	{Type: TypeDegraded, PublishedBy: "health", payload: reflect.TypeFor[Degraded](),
 		Carries: "after ready: the objects whose status changed"},
@@ -76,7 +76,7 @@ var catalog = []Spec{
 		Carries: "whether to delete CRDs, timeout"},
 	{Type: TypeUninstalled, PublishedBy: "applier", Terminal: true, payload: reflect.TypeFor[Uninstalled](),
 		Carries: "the objects deleted and kept"},
-	{Type: TypeSuperseded, PublishedBy: "any stage that drops stale work", Terminal: true, payload: reflect.TypeFor[Superseded](),
+	{Type: TypeSuperseded, PublishedBy: "renderer, applier, health: the stage that drops stale work", Terminal: true, payload: reflect.TypeFor[Superseded](),
 		Carries: "the newer revision that replaced it, the stage that dropped the work"},
 }
 

@@ -199,6 +199,24 @@ func TestDevRunsWithAuth(t *testing.T) {
 	assert.Contains(t, errOut, "Permissions Violation for Publish", "the viewer publishes nothing")
 }
 
+// TestIdentities: `troupe identities -o json` prints each identity's NATS permissions, as signed
+// into its credentials: the CLI's allow its requests and not a service's events.
+func TestIdentities(t *testing.T) {
+	code, out, errOut := troupe(t, "nats://127.0.0.1:1", "", "identities", "-o", "json")
+	require.Equal(t, 0, code, errOut)
+	var ids []identityOut
+	require.NoError(t, json.Unmarshal([]byte(out), &ids))
+	byName := map[string]identityOut{}
+	for _, id := range ids {
+		byName[id.Name] = id
+	}
+	require.Len(t, byName, len(access.Table()))
+	cli := byName[access.CLI].Permissions
+	assert.Contains(t, cli.PubAllow, "troupe.release.*.*.requested")
+	assert.NotContains(t, cli.PubAllow, "troupe.release.*.*.rendered")
+	assert.Equal(t, []string{"_INBOX.cli.>"}, cli.SubAllow)
+}
+
 func TestPublishRejectsBadInput(t *testing.T) {
 	server := startDev(t)
 	tests := []struct {

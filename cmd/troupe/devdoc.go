@@ -9,6 +9,12 @@ streams and buckets provisioned, and every troupe service (renderer, applier, he
 this process. Prints the NATS URL for the other commands. Stops cleanly on Ctrl-C (a second
 Ctrl-C exits at once).
 
+NATS runs with authentication on: one identity per service, the CLI, a viewer and an admin
+('troupe identities'), each with only its permissions. Their credentials files are written to
+<store-dir>/creds (mode 0600) at every start: the other commands use cli.creds from there by
+default; admin.creds may do anything (the nats CLI: nats --creds .troupe/creds/admin.creds).
+With --subjects-prefix, the sandbox connects as the admin (--creds, else admin.creds).
+
 Without --kubeconfig it also starts the local Kubernetes cluster (etcd, kube-apiserver,
 controller-manager, scheduler and a kwok node, built by 'make cluster-bin' into bin/) and writes
 its admin kubeconfig to <store-dir>/kubeconfig; with --kubeconfig (and --context) the services

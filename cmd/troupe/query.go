@@ -119,6 +119,7 @@ func (o output) print(w io.Writer, v any, table func(tw *tabwriter.Writer)) erro
 	case "json":
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // subjects read as they are: "troupe.>", not "troupe.\u003e"
 		return enc.Encode(v)
 	case "yaml":
 		b, err := yaml.Marshal(v)

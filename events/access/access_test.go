@@ -2,6 +2,7 @@ package access_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
@@ -334,4 +336,65 @@ func TestBundleWriters(t *testing.T) {
 	none, err := access.BundleWriters("")
 	require.NoError(t, err)
 	assert.Nil(t, none, "without troupe's credentials there is nobody to trust")
+}
+
+// TestCatalogNamesThePublishers: the catalog's "published by" (README's table) names every
+// identity allowed to publish the type.
+func TestCatalogNamesThePublishers(t *testing.T) {
+	for _, id := range access.Table() {
+		for _, typ := range id.Publishes {
+			spec, ok := events.Lookup(typ)
+			require.True(t, ok, typ)
+			assert.Contains(t, strings.ToLower(spec.PublishedBy), id.Name, "%s: published by %s", typ, id.Name)
+		}
+	}
+}
+
+// TestReadmeListsIdentities keeps the README's identity table true: a row per identity, naming
+// every type it may publish.
+func TestReadmeListsIdentities(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	for _, id := range access.Table() {
+		start := bytes.Index(readme, []byte("| `"+id.Name+"` |"))
+		if !assert.GreaterOrEqual(t, start, 0, "README row of %s", id.Name) {
+			continue
+		}
+		row := string(readme[start:])
+		row = row[:strings.IndexByte(row, '\n')]
+		for _, typ := range id.Publishes {
+			assert.Contains(t, row, "`"+typ+"`", "README row of %s", id.Name)
+		}
+	}
+}
+
+// TestSubscriberTemplate: a user's own subscriber, connected as the subscriber identity, keeps
+// a durable consumer of its own name and receives what the CLI requests; it may not take the
+// applier's.
+func TestSubscriberTemplate(t *testing.T) {
+	s := start(t)
+	ctx := t.Context()
+	c, js := s.connect(t, access.Subscriber)
+	got := make(chan string, 1)
+	sub, err := events.NewSubscriber(js, events.SubscriberConfig{Service: "notifier", Types: []string{events.TypeRequested}},
+		func(ctx context.Context, e event.Event) error { got <- e.ID(); return nil })
+	require.NoError(t, err)
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- sub.Start(sctx) }()
+	defer func() { cancel(); <-done }()
+
+	_, cjs := s.connect(t, access.CLI)
+	e, err := events.NewEvent("troupe/cli", events.TypeRequested, events.Release{Namespace: "team-a", Name: "web"},
+		events.Requested{Source: events.Source{Helm: &events.HelmSource{OCI: "oci://example.com/web"}}})
+	require.NoError(t, err)
+	_, err = events.NewPublisher(cjs, events.Names{}).Publish(ctx, e)
+	require.NoError(t, err)
+	select {
+	case id := <-got:
+		assert.Equal(t, e.ID(), id)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the subscriber received nothing")
+	}
+	assert.True(t, c.refused(t, "$JS.API.CONSUMER.MSG.NEXT."+events.StreamName+".applier"), "nor takes the applier's deliveries")
 }

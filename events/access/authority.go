@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
 	"github.com/troupe-dev/troupe/events"
@@ -117,33 +116,19 @@ func writePrivate(path string, b []byte) error {
 func (a *Authority) Account() string { pub, _ := a.account.PublicKey(); return pub }
 
 // MaxControlLine is the control line a server must accept for troupe's users to connect
-// (nats-server's max_control_line; its default, 4 KB, is too short for their JWTs).
+// (nats-server's max_control_line; its default, 4 KB, is too short for their JWTs, whose
+// permissions take 5–8 KB).
 const MaxControlLine = 32 * 1024
 
-// Configure turns o into a server that trusts only this Authority's users: operator mode, the two
-// accounts preloaded, troupe's with JetStream.
-func (a *Authority) Configure(o *server.Options) error {
-	oc, err := jwt.DecodeOperatorClaims(a.operatorJWT)
-	if err != nil {
-		return err
-	}
-	resolver := &server.MemAccResolver{}
-	for _, j := range []string{a.accountJWT, a.systemJWT} {
-		ac, err := jwt.DecodeAccountClaims(j)
-		if err != nil {
-			return err
-		}
-		if err := resolver.Store(ac.Subject, j); err != nil {
-			return err
-		}
-	}
-	// A user's JWT rides in its CONNECT line, and a service's permissions take 5–8 KB of it.
-	o.MaxControlLine = max(o.MaxControlLine, MaxControlLine)
-	o.TrustedOperators = []*jwt.OperatorClaims{oc}
-	o.AccountResolver = resolver
-	o.SystemAccount = oc.SystemAccount
-	return nil
-}
+// Operator is the operator JWT a server trusts (nats-server's operator option).
+func (a *Authority) Operator() string { return a.operatorJWT }
+
+// Accounts are the account JWTs a server preloads (its resolver): troupe's and the system
+// account, whose public key SystemAccount is.
+func (a *Authority) Accounts() []string { return []string{a.accountJWT, a.systemJWT} }
+
+// SystemAccount is the public key of the system account.
+func (a *Authority) SystemAccount() string { pub, _ := a.system.PublicKey(); return pub }
 
 // Creds returns a credentials file for id in the system of names: a user JWT with id's
 // permissions, signed by the account, and the user's seed. A new user each call; the
@@ -204,7 +189,7 @@ func (a *Authority) WriteCreds(dir string, names events.Names) (map[string]strin
 // releases. storeDir is the server's StoreDir.
 func (a *Authority) AdoptGlobalStore(storeDir string) error {
 	js := filepath.Join(storeDir, "jetstream")
-	global, mine := filepath.Join(js, server.DEFAULT_GLOBAL_ACCOUNT), filepath.Join(js, a.Account())
+	global, mine := filepath.Join(js, "$G"), filepath.Join(js, a.Account()) // $G: the server's global account
 	if _, err := os.Stat(global); err != nil {
 		return nil
 	}

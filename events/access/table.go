@@ -3,7 +3,6 @@ package access
 import (
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/historyapi"
@@ -139,10 +138,13 @@ func Publishes(name string) []string {
 // Permissions are NATS publish and subscribe permissions: subjects allowed and denied (a
 // denial wins).
 type Permissions struct {
-	PubAllow, PubDeny, SubAllow, SubDeny []string
-	// Respond lets it answer requests it received (a few answers each), without publish permission on
-	// the requester's inbox.
-	Respond bool
+	PubAllow []string `json:"publishAllow"`
+	PubDeny  []string `json:"publishDeny,omitempty"`
+	SubAllow []string `json:"subscribeAllow"`
+	SubDeny  []string `json:"subscribeDeny,omitempty"`
+	// Respond lets it answer requests it received (a few answers each), without publish
+	// permission on the requester's inbox.
+	Respond bool `json:"respond,omitempty"`
 }
 
 // Permissions returns what id may publish and subscribe to in the system of names.
@@ -258,25 +260,6 @@ func sortedKeys(m map[string]Rights) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// String is the identity's permissions in the system of names, one line per rule, for the README
-// and `troupe dev`.
-func (p Permissions) String() string {
-	var b strings.Builder
-	line := func(what string, subjects []string) {
-		if len(subjects) > 0 {
-			fmt.Fprintf(&b, "%s: %s\n", what, strings.Join(subjects, " "))
-		}
-	}
-	line("publish", p.PubAllow)
-	line("publish denied", p.PubDeny)
-	line("subscribe", p.SubAllow)
-	line("subscribe denied", p.SubDeny)
-	if p.Respond {
-		b.WriteString("respond: to each request received\n")
-	}
-	return b.String()
 }
 
 // BundleWriters is whom an applier connected with the credentials file creds trusts to have

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/troupe-dev/troupe/events/access"
@@ -70,7 +71,7 @@ func Start(o Options) (*server.Server, error) {
 		if err := o.Auth.AdoptGlobalStore(o.StoreDir); err != nil {
 			return nil, fmt.Errorf("embedded nats: %w", err)
 		}
-		if err := o.Auth.Configure(opts); err != nil {
+		if err := trust(opts, o.Auth); err != nil {
 			return nil, fmt.Errorf("embedded nats: auth: %w", err)
 		}
 	}
@@ -87,4 +88,27 @@ func Start(o Options) (*server.Server, error) {
 		return nil, fmt.Errorf("embedded nats: not ready after 10s on %s (is the port taken?)", o.Listen)
 	}
 	return s, nil
+}
+
+// trust turns o into a server that trusts only a's users: operator mode, its accounts preloaded.
+func trust(o *server.Options, a *access.Authority) error {
+	oc, err := jwt.DecodeOperatorClaims(a.Operator())
+	if err != nil {
+		return err
+	}
+	resolver := &server.MemAccResolver{}
+	for _, j := range a.Accounts() {
+		ac, err := jwt.DecodeAccountClaims(j)
+		if err != nil {
+			return err
+		}
+		if err := resolver.Store(ac.Subject, j); err != nil {
+			return err
+		}
+	}
+	o.MaxControlLine = max(o.MaxControlLine, access.MaxControlLine)
+	o.TrustedOperators = []*jwt.OperatorClaims{oc}
+	o.AccountResolver = resolver
+	o.SystemAccount = a.SystemAccount()
+	return nil
 }
