@@ -50,7 +50,7 @@ func (o *ConnOptions) BindFlags(fs *pflag.FlagSet) {
 
 // Connect connects to NATS as name (shown in the server's connection list), and fails if no
 // server answers: for a command a user waits on. Once connected it reconnects forever. extra
-// options come after troupe's.
+// options are applied after the name and reconnect options, before the credentials.
 func (o ConnOptions) Connect(name string, extra ...nats.Option) (*nats.Conn, error) {
 	return o.connect(name, extra...)
 }
@@ -130,8 +130,11 @@ func (o ConnOptions) connect(name string, extra ...nats.Option) (*nats.Conn, err
 	nc, err := nats.Connect(server, opts...)
 	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
 		with := "no credentials (--creds or TROUPE_CREDS; `troupe dev` writes them under <store-dir>/creds)"
-		if o.CredsFile != "" {
+		switch {
+		case o.CredsFile != "":
 			with = "the credentials " + o.CredsFile
+		case o.User != "" || o.Token != "" || o.NKeyFile != "":
+			with = "the user, token or nkey given"
 		}
 		return nil, fmt.Errorf("connect to NATS at %s: %w: %s", server, err, with)
 	}

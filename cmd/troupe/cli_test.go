@@ -192,6 +192,16 @@ func TestDevRunsWithAuth(t *testing.T) {
 	assert.Contains(t, errOut, "cli.creds may not do this")
 	assert.Less(t, time.Since(start), 5*time.Second, "refused at once, not after JetStream's timeout")
 
+	// Given no credentials, a command uses troupe dev's cli.creds from $TROUPE_STORE_DIR.
+	store, _ := devStores.Load(server)
+	t.Setenv("TROUPE_STORE_DIR", store.(string))
+	var stdout, stderr bytes.Buffer
+	code = run(t.Context(), []string{"publish", "release.requested", "--release", "dev/web", "--data", `{"source":{"helm":{"oci":"oci://x/y"}}}`, "--server", server}, nil, &stdout, &stderr)
+	assert.Equal(t, 0, code, "cli.creds by default: %s", stderr.String())
+	code = run(t.Context(), []string{"publish", "release.rendered", "--release", "dev/web", "--data", rendered, "--server", server}, nil, &stdout, &stderr)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr.String(), filepath.Join(store.(string), "creds", "cli.creds")+" may not do this")
+
 	code, _, errOut = troupe(t, server, "", "tail", "--all", "--follow=false", "--creds", credsOf(server, access.Viewer))
 	assert.Equal(t, 0, code, "the viewer reads: %s", errOut)
 	code, _, errOut = troupe(t, server, "", "publish", "release.requested", "--release", "dev/web", "--data", `{"source":{"helm":{"oci":"oci://x/y"}}}`, "--creds", credsOf(server, access.Viewer))

@@ -10,8 +10,8 @@ import (
 	"github.com/troupe-dev/troupe/events/access"
 )
 
-// identityOut is one identity as `troupe identities -o json|yaml` prints it: what deploy/ and a
-// NATS operator install.
+// identityOut is one identity as `troupe identities -o json|yaml` prints it: what a NATS
+// operator installs.
 type identityOut struct {
 	Name        string             `json:"name"`
 	Doc         string             `json:"doc"`

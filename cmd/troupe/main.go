@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/serve"
 )
 
@@ -23,8 +24,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root, c := newRoot(stdin, stdout, stderr)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
-		// A refusal ends the command's context: say what was refused, not "context canceled".
-		if refused := c.refused.Load(); refused != nil {
+		// A refusal ends the command's context, or the call it refused times out: say what was
+		// refused, not "context canceled".
+		if refused := c.refused.Load(); refused != nil && (errors.Is(err, context.Canceled) || events.Unavailable(err)) {
 			err = *refused
 		}
 		fmt.Fprintln(stderr, "Error:", err)

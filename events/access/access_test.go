@@ -19,6 +19,7 @@ import (
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/events/embedded"
+	"github.com/troupe-dev/troupe/events/historyapi"
 )
 
 // system is an embedded server with auth on, provisioned by the admin, and every identity's
@@ -397,4 +398,50 @@ func TestSubscriberTemplate(t *testing.T) {
 		t.Fatal("the subscriber received nothing")
 	}
 	assert.True(t, c.refused(t, "$JS.API.CONSUMER.MSG.NEXT."+events.StreamName+".applier"), "nor takes the applier's deliveries")
+	assert.True(t, c.refused(t, "$JS.API.CONSUMER.DURABLE.CREATE."+events.StreamName+".applier"), "nor rewrites the applier's consumer")
+	assert.True(t, c.refused(t, "$JS.ACK."+events.StreamName+".applier.1.1.1.1.1"), "nor acks for it")
+	assert.True(t, c.refused(t, "troupe.dlq.applier.release.a.b.rendered"), "nor writes the applier's dead letters")
+}
+
+// TestAnswersGoOnlyToInboxes: a request whose reply subject is not an inbox — here the viewer's,
+// naming the API subject that deletes the events stream — gets no answer from the service it
+// asks: a service answers with its own rights, so it may answer on inboxes only.
+func TestAnswersGoOnlyToInboxes(t *testing.T) {
+	s := start(t)
+	history, _ := s.connect(t, access.History)
+	sub, err := history.nc.Subscribe(historyapi.QuerySubject(events.Names{})+".>", func(m *nats.Msg) { _ = m.Respond(nil) })
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	require.NoError(t, history.nc.Flush())
+
+	viewer, _ := s.connect(t, access.Viewer)
+	deleteStream := "$JS.API.STREAM.DELETE." + events.StreamName
+	require.NoError(t, viewer.nc.PublishRequest(historyapi.QuerySubject(events.Names{})+".revision", deleteStream, nil))
+	require.NoError(t, viewer.nc.Flush())
+	select {
+	case err := <-history.violations:
+		assert.ErrorContains(t, err, `Publish to "`+deleteStream+`"`)
+	case <-time.After(5 * time.Second):
+		t.Error("history answered on the API subject")
+	}
+	_, js := s.connect(t, access.Admin)
+	_, err = js.Stream(t.Context(), events.StreamName)
+	assert.NoError(t, err, "the events stream is still there")
+
+	// An answer to an inbox goes through.
+	msg, err := viewer.nc.Request(historyapi.QuerySubject(events.Names{})+".list", nil, 5*time.Second)
+	require.NoError(t, err)
+	assert.Empty(t, msg.Data)
+}
+
+// TestStoreOfAnotherAccountIsRefused: a store whose keys were lost is not started as an empty
+// system (its releases would look gone): the error names both accounts.
+func TestStoreOfAnotherAccountIsRefused(t *testing.T) {
+	s := start(t) // provisioned under its account
+	other, err := access.LoadOrCreate(filepath.Join(t.TempDir(), "creds"))
+	require.NoError(t, err)
+	_, err = embedded.Start(embedded.Options{StoreDir: filepath.Join(s.dir, "nats"), Auth: other})
+	require.Error(t, err)
+	assert.ErrorContains(t, err, "holds the streams of account")
+	assert.ErrorContains(t, err, other.Account())
 }

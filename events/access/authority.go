@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
@@ -36,6 +35,9 @@ const (
 // 0700) the first time.
 func LoadOrCreate(dir string) (*Authority, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("credentials dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil { // MkdirAll leaves an existing one as it was
 		return nil, fmt.Errorf("credentials dir: %w", err)
 	}
 	a := &Authority{}
@@ -99,16 +101,35 @@ func loadOrCreateKey(path string, prefix nkeys.PrefixByte) (nkeys.KeyPair, error
 	return kp, nil
 }
 
-// writePrivate writes b to path, readable only by its owner, replacing what was there.
+// writePrivate writes b to path, readable only by its owner, replacing what was there at once
+// (a crash leaves the old file or the new one, never a part; two writers never share a
+// temporary file).
 func writePrivate(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*") // mode 0600
+	if err != nil {
 		return err
 	}
-	if err := os.Chmod(tmp, 0o600); err != nil { // WriteFile keeps an existing file's mode
+	defer os.Remove(f.Name()) // after the rename, nothing
+	if _, err := f.Write(b); err != nil {
+		f.Close()
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 // Account is the public key of troupe's account: the server keeps its streams under
@@ -150,11 +171,6 @@ func (a *Authority) Creds(id Identity, names events.Names) ([]byte, error) {
 	uc.Pub.Deny.Add(p.PubDeny...)
 	uc.Sub.Allow.Add(p.SubAllow...)
 	uc.Sub.Deny.Add(p.SubDeny...)
-	if p.Respond {
-		// Up to 16 answers per request: a connection may carry several NATS services, and a
-		// discovery request ($SRV.PING) is answered by each.
-		uc.Resp = &jwt.ResponsePermission{MaxMsgs: 16, Expires: time.Minute}
-	}
 	token, err := uc.Encode(a.account)
 	if err != nil {
 		return nil, fmt.Errorf("identity %s: %w", id.Name, err)
@@ -184,17 +200,31 @@ func (a *Authority) WriteCreds(dir string, names events.Names) (map[string]strin
 	return out, nil
 }
 
-// AdoptGlobalStore moves the streams a server kept without auth (in the global account, $G) to
-// this Authority's account, once: a store `troupe dev` made before it turned auth on keeps its
-// releases. storeDir is the server's StoreDir.
-func (a *Authority) AdoptGlobalStore(storeDir string) error {
+// AdoptStore readies the store a server keeps its streams in (its StoreDir) for this Authority's
+// account. Streams kept without auth (the global account, $G: a store `troupe dev` made before
+// it turned auth on) are moved to the account, once. Streams of another account — the store's
+// keys (account.nk) were lost or replaced — are an error naming it: started anyway, the server
+// would show an empty system and the releases would look gone.
+func (a *Authority) AdoptStore(storeDir string) error {
 	js := filepath.Join(storeDir, "jetstream")
 	global, mine := filepath.Join(js, "$G"), filepath.Join(js, a.Account()) // $G: the server's global account
+	entries, err := os.ReadDir(js)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() && e.Name() != a.Account() && nkeys.IsValidPublicAccountKey(e.Name()) {
+			return fmt.Errorf("the store %s holds the streams of account %s, not of this store's keys (account %s): put back the account.nk that made them, or move the store aside", storeDir, e.Name(), a.Account())
+		}
+	}
 	if _, err := os.Stat(global); err != nil {
 		return nil
 	}
 	if _, err := os.Stat(mine); err == nil {
-		return nil // adopted before, or this account has streams of its own: leave $G alone
+		return nil // the account has streams of its own: leave $G alone
 	}
 	if err := os.Rename(global, mine); err != nil {
 		return fmt.Errorf("move the store's streams to the account %s: %w", a.Account(), err)

@@ -65,7 +65,7 @@ const (
 )
 
 // Table is every identity, in the order the README lists them. Publishes follows the catalog's
-// PublishedBy (catalog_test checks that every type has a publisher here).
+// PublishedBy (access_test checks that every type has a publisher here, named there).
 func Table() []Identity {
 	readState := map[string]Rights{events.KVReleases: Read, events.KVHistory: Read, events.KVHealth: Read, events.KVFlows: Read}
 	return []Identity{
@@ -142,15 +142,12 @@ type Permissions struct {
 	PubDeny  []string `json:"publishDeny,omitempty"`
 	SubAllow []string `json:"subscribeAllow"`
 	SubDeny  []string `json:"subscribeDeny,omitempty"`
-	// Respond lets it answer requests it received (a few answers each), without publish
-	// permission on the requester's inbox.
-	Respond bool `json:"respond,omitempty"`
 }
 
 // Permissions returns what id may publish and subscribe to in the system of names.
 func (id Identity) Permissions(names events.Names) (Permissions, error) {
 	if id.All {
-		return Permissions{PubAllow: []string{">"}, SubAllow: []string{">"}, Respond: true}, nil
+		return Permissions{PubAllow: []string{">"}, SubAllow: []string{">"}}, nil
 	}
 	var p Permissions
 	pub := func(s ...string) { p.PubAllow = append(p.PubAllow, s...) }
@@ -166,15 +163,23 @@ func (id Identity) Permissions(names events.Names) (Permissions, error) {
 		pub(f)
 	}
 	if id.Service {
-		// Dead letters name the consumer that gave up.
+		// Dead letters name the consumer that gave up: its own, never a service's.
 		if id.OwnDurables {
 			pub(names.Root() + ".dlq.*.>")
+			for _, other := range Table() {
+				for _, d := range other.Durables {
+					deny(names.Root() + ".dlq." + d + ".>")
+				}
+			}
 		}
 		for _, d := range id.Durables {
 			pub(names.Root() + ".dlq." + d + ".>")
 		}
+		// It answers requests (discovery; history's queries) on the requesters' inboxes, and
+		// only there: NATS's response permission would let it answer on whatever reply subject
+		// a request names — a JetStream API subject, a KV key — with the rights of the service.
 		p.SubAllow = append(p.SubAllow, "$SRV.>")
-		p.Respond = true
+		pub("_INBOX.>")
 	}
 	if id.ServesQueries {
 		p.SubAllow = append(p.SubAllow, historyapi.QuerySubject(names)+".>", historyapi.SecretsSubject(names)+".>")
@@ -263,14 +268,15 @@ func sortedKeys(m map[string]Rights) []string {
 }
 
 // BundleWriters is whom an applier connected with the credentials file creds trusts to have
-// written the bundles it applies: the renderer and history of its own account. nil (trust
-// whoever NATS let write) when creds is not one of troupe's identities' (no credentials, or a
-// deployment's own users): nothing then signs the bundles.
+// written the bundles it applies: the renderer of its own account (history republishes the
+// renderer's bundles for a rollback; it writes none). nil (trust whoever NATS let write) when
+// creds is not one of troupe's identities' (no credentials, or a deployment's own users):
+// nothing then signs the bundles.
 func BundleWriters(creds string) (*events.Attestor, error) {
 	if creds == "" || events.CredsIdentity(creds) == "" {
 		return nil, nil
 	}
-	return events.AttestorFromCreds(creds, Renderer, History)
+	return events.AttestorFromCreds(creds, Renderer)
 }
 
 // BundleSigner is what a renderer connected with the credentials file creds signs its bundles

@@ -68,7 +68,7 @@ func Start(o Options) (*server.Server, error) {
 		NoLog:      !o.Logs,
 	}
 	if o.Auth != nil {
-		if err := o.Auth.AdoptGlobalStore(o.StoreDir); err != nil {
+		if err := o.Auth.AdoptStore(o.StoreDir); err != nil {
 			return nil, fmt.Errorf("embedded nats: %w", err)
 		}
 		if err := trust(opts, o.Auth); err != nil {

@@ -27,7 +27,8 @@ const source = events.SourcePrefix + Name
 // Reasons the service itself fails a revision with (the apply package has the cluster's).
 const (
 	ReasonBundleNotFound = "bundle_not_found"
-	// ReasonBundleUntrusted: the bundle was not signed by a writer the applier trusts.
+	// ReasonBundleUntrusted: the bundle was not signed by a writer the applier trusts, or its
+	// content is not what its digest says.
 	ReasonBundleUntrusted = "bundle_untrusted"
 	ReasonTimeout         = "timeout"
 	ReasonInvalidEvent    = "invalid_event"
@@ -433,6 +434,9 @@ func (s *Service) bundle(ctx context.Context, digest string) (*events.Bundle, er
 	}
 	defer rc.Close()
 	data, err := io.ReadAll(rc)
+	if errors.Is(err, events.ErrDigestMismatch) { // not what was written under its digest
+		return nil, &apply.Error{Reason: ReasonBundleUntrusted, Err: fmt.Errorf("bundle %s: %w", digest, err)}
+	}
 	if err != nil {
 		return nil, &apply.Error{Reason: ReasonBundleNotFound, Transient: true, Err: fmt.Errorf("bundle %s: %w", digest, err)}
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/troupe-dev/troupe/events/access"
 )
 
 // revision is what `troupe history -o json` prints per revision.
@@ -286,7 +288,7 @@ func TestReplayIntoSandbox(t *testing.T) {
 	assert.Equal(t, 1, r.code, r)
 	assert.Contains(t, r.stderr, "start 'troupe dev --subjects-prefix nosbx")
 
-	sandbox, err := startProcess("troupe", "troupe dev: ready", "dev", "--subjects-prefix", "sbx", "--server", env.natsURL,
+	sandbox, err := startProcess("troupe", "troupe dev: ready", "dev", "--subjects-prefix", "sbx", "--server", env.natsURL, "--creds", env.creds[access.Admin],
 		"--http-listen", "127.0.0.1:0", "--kubeconfig", env.kube.Kubeconfig, "--store-dir", t.TempDir())
 	require.NoError(t, err)
 	defer sandbox.stop()

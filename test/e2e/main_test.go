@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/events/embedded"
 	"github.com/troupe-dev/troupe/events/natstest"
 	"github.com/troupe-dev/troupe/test/cluster"
@@ -29,9 +31,13 @@ var env struct {
 	root    string // the repository
 	bin     string // the built binaries
 	natsURL string
-	kube    *cluster.Cluster
-	js      jetstream.JetStream
-	logs    string
+	// creds are the credentials file of each identity (events/access) on the test's NATS, which
+	// runs with auth on as `troupe dev`'s does: the services, the CLI and the notifier connect as
+	// their own identities, as a deployment's do.
+	creds map[string]string
+	kube  *cluster.Cluster
+	js    jetstream.JetStream
+	logs  string
 }
 
 // services are troupe's four, each its own process.
@@ -74,13 +80,20 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	defer env.kube.Stop()
-	srv, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:-1", StoreDir: filepath.Join(dir, "nats")})
+	auth, err := access.LoadOrCreate(filepath.Join(dir, "creds"))
+	if err != nil {
+		return fail(err)
+	}
+	if env.creds, err = auth.WriteCreds(filepath.Join(dir, "creds"), events.Names{}); err != nil {
+		return fail(err)
+	}
+	srv, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:-1", StoreDir: filepath.Join(dir, "nats"), Auth: auth})
 	if err != nil {
 		return fail(err)
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 	env.natsURL = srv.ClientURL()
-	nc, err := nats.Connect(env.natsURL)
+	nc, err := nats.Connect(env.natsURL, nats.UserCredentials(env.creds[access.Admin]))
 	if err != nil {
 		return fail(err)
 	}
@@ -125,9 +138,18 @@ type process struct {
 }
 
 // startService runs a service binary (serve.Main's flags) against the test's NATS and waits
-// until it logs that it is ready.
+// until it logs that it is ready. It connects as its own identity and provisions nothing (the
+// admin did), or in a sandbox (--subjects-prefix) as the admin, provisioning the sandbox.
 func startService(name string, args ...string) (*process, error) {
 	common := []string{"--server", env.natsURL, "--http-listen", "127.0.0.1:0"}
+	switch identity := name; {
+	case slices.Contains(args, "--subjects-prefix"):
+		common = append(common, "--creds", env.creds[access.Admin])
+	case identity == "notifier":
+		common = append(common, "--creds", env.creds[access.Subscriber], "--provision=false")
+	default:
+		common = append(common, "--creds", env.creds[identity], "--provision=false")
+	}
 	if name == "history" {
 		common = append(common, "--api-listen", "127.0.0.1:0")
 	}
@@ -204,7 +226,16 @@ func troupeOn(t *testing.T, server string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(env.bin, "troupe"), append(args, "--server", server)...)
+	args = append(args, "--server", server)
+	if server == env.natsURL && !slices.Contains(args, "--creds") {
+		// The CLI's identity; a sandbox (its subjects are no identity's but the admin's) the admin's.
+		creds := env.creds[access.CLI]
+		if slices.Contains(args, "--subjects-prefix") || (args[0] == "replay" && slices.Contains(args, "--to")) {
+			creds = env.creds[access.Admin]
+		}
+		args = append(args, "--creds", creds)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(env.bin, "troupe"), args...)
 	cmd.Dir = env.root
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
