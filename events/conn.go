@@ -68,7 +68,21 @@ func (o ConnOptions) ConnectRetrying(name string, log zerolog.Logger) (*nats.Con
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info().Str("nats", nc.ConnectedUrl()).Msg("reconnected to NATS") }),
 		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
 			log.Debug().Err(err).Msg("NATS reconnect attempt failed")
-		}))
+		}),
+		LogAsyncErrors(log))
+}
+
+// LogAsyncErrors logs what the server reports on a connection apart from any call: a publish or
+// subscription its permissions refuse ("Permissions Violation for Publish to …"), a slow
+// consumer. Without it nats.go drops them, and a refused publish only shows as a timeout.
+func LogAsyncErrors(log zerolog.Logger) nats.Option {
+	return nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		ev := log.Warn().Err(err)
+		if sub != nil {
+			ev = ev.Str("subscription", sub.Subject)
+		}
+		ev.Msg("NATS reported an error")
+	})
 }
 
 // WaitConnected blocks until nc is connected, logging to log every 10 seconds that it waits and

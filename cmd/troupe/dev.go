@@ -127,7 +127,8 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 		natsURL = srv.ClientURL()
 		connect = func(identity string) (*nats.Conn, error) {
-			return events.ConnOptions{Server: natsURL, CredsFile: creds[identity]}.Connect("troupe-dev-" + identity)
+			return events.ConnOptions{Server: natsURL, CredsFile: creds[identity]}.Connect("troupe-dev-"+identity,
+				events.LogAsyncErrors(log.With().Str("identity", identity).Logger()))
 		}
 		if nc, err = connect(access.Admin); err != nil {
 			return fmt.Errorf("connect to embedded NATS: %w", err)
