@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 
 	"github.com/nats-io/jwt/v2"
@@ -31,13 +30,9 @@ type Signer struct {
 
 // SignerFromCreds reads the user JWT and key of a NATS credentials file.
 func SignerFromCreds(path string) (*Signer, error) {
-	b, err := os.ReadFile(path)
+	b, token, _, err := readCreds(path)
 	if err != nil {
 		return nil, fmt.Errorf("signer: %w", err)
-	}
-	token, err := jwt.ParseDecoratedJWT(b)
-	if err != nil {
-		return nil, fmt.Errorf("signer: %s: %w", path, err)
 	}
 	kp, err := jwt.ParseDecoratedNKey(b)
 	if err != nil {
@@ -68,17 +63,9 @@ type Attestor struct {
 // AttestorFromCreds trusts writers of the account that issued the user of the credentials file
 // at path (the reader's own: one troupe system is one account).
 func AttestorFromCreds(path string, writers ...string) (*Attestor, error) {
-	b, err := os.ReadFile(path)
+	_, _, uc, err := readCreds(path)
 	if err != nil {
 		return nil, fmt.Errorf("attestor: %w", err)
-	}
-	token, err := jwt.ParseDecoratedJWT(b)
-	if err != nil {
-		return nil, fmt.Errorf("attestor: %s: %w", path, err)
-	}
-	uc, err := jwt.DecodeUserClaims(token)
-	if err != nil {
-		return nil, fmt.Errorf("attestor: %s: %w", path, err)
 	}
 	return &Attestor{account: uc.Issuer, writers: writers}, nil
 }

@@ -169,19 +169,28 @@ func InboxPrefix(identity string) string { return "_INBOX." + identity }
 // CredsIdentity returns the identity a credentials file of troupe's is for (the name of its user
 // JWT, tagged CredsTag), or "" for any other file.
 func CredsIdentity(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "" // nats.UserCredentials says why
-	}
-	token, err := jwt.ParseDecoratedJWT(b)
-	if err != nil {
-		return ""
-	}
-	uc, err := jwt.DecodeUserClaims(token)
+	_, _, uc, err := readCreds(path)
 	if err != nil || !uc.Tags.Contains(CredsTag) || uc.Name == "" || strings.ContainsAny(uc.Name, ".*> \t") {
 		return ""
 	}
 	return uc.Name
+}
+
+// readCreds reads a NATS credentials file: its bytes, its user JWT and that JWT's claims.
+func readCreds(path string) ([]byte, string, *jwt.UserClaims, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	token, err := jwt.ParseDecoratedJWT(b)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("%s: %w", path, err)
+	}
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, token, uc, nil
 }
 
 func env(key, def string) string {
