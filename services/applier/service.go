@@ -461,7 +461,18 @@ func (s *Service) end(ctx context.Context, e event.Event, rel events.Release, re
 	// Transient only while another attempt can come before the deadline: past it the next
 	// delivery would be dropped (late), and the user would learn less than this error says.
 	d, _ := events.DeliveryFrom(ctx)
-	return failure(stage, revision, err, time.Now().Add(d.RetryDelay).Before(deadline))
+	return failure(stage, revision, err, retryFits(time.Now(), d.RetryDelay, deadline))
+}
+
+// redeliverySlack is the least room retryFits leaves for a redelivery to come late.
+const redeliverySlack = 500 * time.Millisecond
+
+// retryFits reports whether a delivery failing now may be tried again before the deadline: the
+// next one comes after retryDelay, plus however long the server and this process take — on a
+// busy machine, hundreds of milliseconds — and one that comes past the deadline is dropped
+// unanswered. So it leaves as much room again (at least redeliverySlack) for it to come late.
+func retryFits(now time.Time, retryDelay time.Duration, deadline time.Time) bool {
+	return now.Add(retryDelay + max(retryDelay, redeliverySlack)).Before(deadline)
 }
 
 // failure is an apply error as the subscriber reads it: the reason, the message without the
