@@ -224,3 +224,18 @@ func TestEndsFlow(t *testing.T) {
 		})
 	}
 }
+
+// TestExampleEvents: every example event data under examples/events (named after its type
+// without "release.") is a valid payload, as `troupe publish TYPE --data @FILE` needs it.
+func TestExampleEvents(t *testing.T) {
+	files, err := filepath.Glob("../examples/events/*.json")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		require.NoError(t, err)
+		typ := "release." + strings.TrimSuffix(filepath.Base(f), ".json")
+		_, err = events.DecodePayload(typ, data)
+		assert.NoError(t, err, f)
+	}
+}
