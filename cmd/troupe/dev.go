@@ -40,6 +40,8 @@ type devOptions struct {
 	natsLogs   bool
 	kube       kube.Flags
 	clusterBin string
+	// kustomizeRemoteHosts is the renderer's --kustomize-remote-hosts.
+	kustomizeRemoteHosts []string
 	// httpListenSet is whether --http-listen was given.
 	httpListenSet bool
 }
@@ -64,6 +66,7 @@ func (c *cli) devCmd() *cobra.Command {
 	f.BoolVar(&o.natsLogs, "nats-logs", false, "print the NATS server's own logs")
 	o.kube.Bind(f, 200, 400)
 	f.Lookup("kubeconfig").Usage = "deploy to this cluster instead of starting the local one [TROUPE_KUBECONFIG]"
+	f.StringSliceVar(&o.kustomizeRemoteHosts, "kustomize-remote-hosts", nil, "a host (https; http://host:port for plain http) kustomizations may fetch remote bases, resources and files from (repeatable, or comma-separated); without one, none")
 	f.StringVar(&o.clusterBin, "cluster-bin", envOr("TROUPE_CLUSTER_BIN", ""), "where the local cluster's binaries are (default: beside this executable, else bin/ beside go.work) [TROUPE_CLUSTER_BIN]")
 	return cmd
 }
@@ -179,7 +182,7 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	services, err := devServices(ctx, serviceConn, c.names, kcfg, log, metrics, mux)
+	services, err := devServices(ctx, serviceConn, c.names, kcfg, render.Options{KustomizeRemoteHosts: o.kustomizeRemoteHosts}, log, metrics, mux)
 	if err != nil {
 		return err
 	}
@@ -247,12 +250,11 @@ func (c *cli) startCluster(ctx context.Context, o devOptions) (*cluster.Cluster,
 }
 
 // devServices returns the services `troupe dev` runs, by name: the four of troupe and
-// catalog-check. The history's queries are served on nc and its HTTP API on mux.
-func devServices(ctx context.Context, connect func(identity string) (*nats.Conn, jetstream.JetStream, string, error), names events.Names, kcfg *rest.Config, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux) (map[string]serve.Service, error) {
+// catalog-check, the renderer with ropts. The history's queries are served on nc and its HTTP API on mux.
+func devServices(ctx context.Context, connect func(identity string) (*nats.Conn, jetstream.JetStream, string, error), names events.Names, kcfg *rest.Config, ropts render.Options, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux) (map[string]serve.Service, error) {
 	out := map[string]serve.Service{}
 	logger := func(name string) *zerolog.Logger { l := log.With().Str("service", name).Logger(); return &l }
 
-	ropts := render.Options{}
 	if err := render.Discover(ctx, kcfg, &ropts); err != nil {
 		log.Warn().Err(err).Msg("cluster not reachable: rendering with the built-in kind table")
 	}

@@ -28,6 +28,14 @@
 // (the standard library's filepath.EvalSymlinks; kustomize reads through a filesys.FileSystem
 // that refuses anything outside them), and refused alike whether a path outside exists or not.
 //
+// Kustomize's own remote loading is never used (krusty has no switch for it, no timeout and no
+// host list): a kustomization naming anything remote fails, unless Options.KustomizeRemoteHosts
+// lists the host, and then the renderer fetches each piece itself and builds from copies in
+// memory (an overlay filesys.FileSystem). Files come with net/http; repositories with the git CLI
+// rather than a Go git library such as go-git: kustomize itself clones with the git CLI, so refs,
+// transports and servers behave as under `kustomize build`, and a process can be killed with
+// everything it started when the timeout passes or its scratch directory outgrows the budget.
+//
 // Every failure is an *events.Error with a reason code (template_error, values_schema, not_a_chart, …)
 // and a message that names what and where.
 package render

@@ -23,39 +23,52 @@ import (
 
 // renderKustomize builds a kustomization with kustomize's own API (krusty), as `kustomize build`
 // and `kubectl apply -k` do: from a directory, or from an uploaded .tar.gz unpacked in memory.
-func (r *Renderer) renderKustomize(ctx context.Context, k *events.KustomizeSource) ([]object, error) {
+//
+// A remote resource, base or file is fetched only from a host Options.KustomizeRemoteHosts lists
+// (see fetchRemote), and then the render is not cached: it reports fetched.
+func (r *Renderer) renderKustomize(ctx context.Context, k *events.KustomizeSource) (objs []object, fetched bool, err error) {
 	fs := filesys.MakeFsOnDisk()
 	dir := k.Path
 	if k.Object != "" {
 		data, err := r.fetchSource(ctx, k.Object)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		mem := filesys.MakeFsInMemory()
 		if err := untarInto(mem, bytes.NewReader(data), archiveLimits{bytes: int64(r.opts.MaxSourceSize), entries: r.opts.MaxArchiveEntries}); err != nil {
-			return nil, fail(ReasonBadArchive, err, "uploaded kustomization %s", k.Object)
+			return nil, false, fail(ReasonBadArchive, err, "uploaded kustomization %s", k.Object)
 		}
 		fs, dir = mem, "/"+strings.TrimPrefix(path.Clean("/"+k.Dir), "/")
 	} else {
 		real, err := r.roots.confine("kustomize.path", dir)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		fs, dir = confinedFS{FileSystem: fs, roots: r.roots}, real
 	}
+	if len(r.remoteHosts) > 0 {
+		if fs, fetched, err = r.fetchRemote(ctx, fs, dir); err != nil {
+			reason := ReasonKustomizeError
+			if fe := (*fetchError)(nil); errors.As(err, &fe) {
+				reason = fe.reason
+			}
+			return nil, false, fail(reason, err, "kustomize build %s", cmp.Or(k.Path, "(uploaded)"))
+		}
+	}
 	if err := noRemote(fs, dir); err != nil {
-		return nil, fail(ReasonKustomizeError, err, "kustomize build %s", cmp.Or(k.Path, "(uploaded)"))
+		return nil, false, fail(ReasonKustomizeError, err, "kustomize build %s", cmp.Or(k.Path, "(uploaded)"))
 	}
 	opts := krusty.MakeDefaultOptions()
 	resMap, err := krusty.MakeKustomizer(opts).Run(fs, dir)
 	if err != nil {
-		return nil, fail(ReasonKustomizeError, err, "kustomize build %s", dir)
+		return nil, false, fail(ReasonKustomizeError, err, "kustomize build %s", dir)
 	}
 	out, err := resMap.AsYaml()
 	if err != nil {
-		return nil, fail(ReasonKustomizeError, err, "kustomize build %s", dir)
+		return nil, false, fail(ReasonKustomizeError, err, "kustomize build %s", dir)
 	}
-	return parseDocs("kustomize build "+dir, string(out))
+	objs, err = parseDocs("kustomize build "+dir, string(out))
+	return objs, fetched, err
 }
 
 // renderManifests reads plain YAML: a directory's .yaml/.yml/.json files (sorted, recursive),
@@ -131,6 +144,9 @@ func manifestFile(p string) bool {
 type archiveLimits struct {
 	bytes   int64 // every file's size together
 	entries int
+	// skipLinks leaves links out rather than refusing the archive: a fetched repository's
+	// links (to anywhere) are not followed, and one a kustomization names is simply not found.
+	skipLinks bool
 }
 
 // untarInto unpacks a .tar.gz into fs as it reads it: regular files and directories only (a
@@ -141,9 +157,23 @@ func untarInto(fs filesys.FileSystem, r io.Reader, limits archiveLimits) error {
 	if err != nil {
 		return fmt.Errorf("not a .tar.gz: %w", err)
 	}
-	tr := tar.NewReader(gz)
-	left := limits.bytes
-	for entries := 0; ; entries++ {
+	return untar(fs, "/", tar.NewReader(gz), newBudget(limits))
+}
+
+// budget is what is left of archiveLimits as archives are unpacked.
+type budget struct {
+	archiveLimits
+	bytes   int64
+	entries int
+}
+
+func newBudget(l archiveLimits) *budget {
+	return &budget{archiveLimits: l, bytes: l.bytes, entries: l.entries}
+}
+
+// untar unpacks tr under dest in fs, as untarInto says, taking what it unpacks off left.
+func untar(fs filesys.FileSystem, dest string, tr *tar.Reader, left *budget) error {
+	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -151,32 +181,32 @@ func untarInto(fs filesys.FileSystem, r io.Reader, limits archiveLimits) error {
 		if err != nil {
 			return fmt.Errorf("not a .tar.gz: %w", err)
 		}
-		if entries == limits.entries {
-			return fmt.Errorf("more than %d entries", limits.entries)
+		if left.entries--; left.entries < 0 {
+			return fmt.Errorf("more than %d entries", left.archiveLimits.entries)
 		}
 		// Names count too: 10000 entries of long names, or of deep directories, are no small archive.
-		if left -= int64(len(h.Name)); left < 0 {
-			return fmt.Errorf("entry %q: more than %d bytes unpacked", truncate(h.Name, 64), limits.bytes)
+		if left.bytes -= int64(len(h.Name)); left.bytes < 0 {
+			return fmt.Errorf("entry %q: more than %d bytes unpacked", truncate(h.Name, 64), left.archiveLimits.bytes)
 		}
 		if slices.Contains(strings.Split(filepath.ToSlash(h.Name), "/"), "..") {
 			return fmt.Errorf("entry %q leaves the archive", h.Name)
 		}
-		name := path.Clean("/" + h.Name)
+		name := path.Join(dest, path.Clean("/"+h.Name))
 		switch h.Typeflag {
 		case tar.TypeDir:
 			if err := fs.MkdirAll(name); err != nil {
 				return err
 			}
 		case tar.TypeReg:
-			if h.Size > left {
-				return fmt.Errorf("entry %q: more than %d bytes unpacked", h.Name, limits.bytes)
+			if h.Size > left.bytes {
+				return fmt.Errorf("entry %q: more than %d bytes unpacked", h.Name, left.archiveLimits.bytes)
 			}
-			b, err := io.ReadAll(io.LimitReader(tr, left+1))
+			b, err := io.ReadAll(io.LimitReader(tr, left.bytes+1))
 			if err != nil {
 				return fmt.Errorf("entry %q: %w", h.Name, err)
 			}
-			if left -= int64(len(b)); left < 0 {
-				return fmt.Errorf("entry %q: more than %d bytes unpacked", h.Name, limits.bytes)
+			if left.bytes -= int64(len(b)); left.bytes < 0 {
+				return fmt.Errorf("entry %q: more than %d bytes unpacked", h.Name, left.archiveLimits.bytes)
 			}
 			if err := fs.MkdirAll(path.Dir(name)); err != nil {
 				return err
@@ -185,6 +215,10 @@ func untarInto(fs filesys.FileSystem, r io.Reader, limits archiveLimits) error {
 				return err
 			}
 		case tar.TypeXGlobalHeader:
+		case tar.TypeSymlink, tar.TypeLink:
+			if !left.skipLinks {
+				return fmt.Errorf("entry %q: a %s, not a file or directory", h.Name, entryKind(h.Typeflag))
+			}
 		default:
 			return fmt.Errorf("entry %q: a %s, not a file or directory", h.Name, entryKind(h.Typeflag))
 		}

@@ -34,7 +34,7 @@ func noRemote(fs filesys.FileSystem, dir string) error {
 		refs := func(field string, list ...string) error {
 			for _, ref := range list {
 				if isRemote(fs, dir, ref) {
-					return fmt.Errorf("%s: %s %q is remote: the renderer fetches no remote resources, bases or files; put them in the overlay", file, field, ref)
+					return fmt.Errorf("%s: %s %q is remote: the renderer fetches no remote resources, bases or files unless its --kustomize-remote-hosts lists their host; put them in the overlay", file, field, redacted(ref))
 				}
 			}
 			return nil

@@ -48,6 +48,8 @@ type Output struct {
 	Chart   *events.ChartInfo
 	// Hooks counts the chart's hooks, kept out of Objects (see events.Bundle).
 	Hooks int
+
+	fetched bool // remote pieces were fetched: what they hold may change, so it is not cached
 }
 
 // SourceFetcher opens an uploaded source (chart archive, kustomize archive, manifests) by digest.
@@ -87,6 +89,14 @@ type Options struct {
 	// Kube reads requests' valuesFrom (Secrets and ConfigMaps of the release's namespace) from
 	// the target cluster; Discover sets it. Without it, a request with valuesFrom fails.
 	Kube kubernetes.Interface
+	// KustomizeRemoteHosts lists where kustomizations may fetch remote resources, bases,
+	// components and files (a generator's, a patch's, …) from: "host" or "host:port" for https,
+	// "http://host:port" for plain http. Git repositories are fetched with the git CLI (at its
+	// ref, depth 1), files with a GET; each within HTTPTimeout, all of one build within
+	// MaxSourceSize and MaxArchiveEntries; redirects only to listed hosts. A credential of
+	// Credentials whose Host is the fetch's host is sent there. Without any host, nothing
+	// remote is fetched and a kustomization naming a remote piece fails.
+	KustomizeRemoteHosts []string
 	// CacheSize bounds how many recent outputs are kept to answer identical inputs without
 	// rendering again. Default 128; negative turns the cache off.
 	CacheSize int
@@ -107,12 +117,13 @@ type Credential struct {
 
 // Renderer renders requests into canonical bundles. It is safe for concurrent use.
 type Renderer struct {
-	opts   Options
-	caps   *common.Capabilities
-	roots  roots                // where path sources may be
-	cache  *lru[*Output]        // outputs by cacheKey; nil when off
-	charts *lru[*chart.Chart]   // uploaded charts by digest
-	values *lru[map[string]any] // parsed values files by content
+	opts        Options
+	caps        *common.Capabilities
+	roots       roots                // where path sources may be
+	remoteHosts remoteHosts          // where kustomizations may fetch from
+	cache       *lru[*Output]        // outputs by cacheKey; nil when off
+	charts      *lru[*chart.Chart]   // uploaded charts by digest
+	values      *lru[map[string]any] // parsed values files by content
 	// templates keeps charts' templates parsed, by their names and text: Helm's engine would
 	// parse them on every render (see internal/helmengine).
 	templates parsedTemplates
@@ -147,6 +158,9 @@ func New(o Options) (*Renderer, error) {
 	if r.roots, err = newRoots(o.SourceRoots); err != nil {
 		return nil, err
 	}
+	if r.remoteHosts, err = newRemoteHosts(o.KustomizeRemoteHosts); err != nil {
+		return nil, err
+	}
 	for name, c := range o.Credentials {
 		if c.Host == "" {
 			return nil, fmt.Errorf("renderer: credentials %q: no host: a credential is sent only to the host it is for", name)
@@ -175,7 +189,7 @@ func (r *Renderer) Render(ctx context.Context, in Input) (*Output, error) {
 		return out, nil
 	}
 	out, err := r.render(ctx, in)
-	if err == nil {
+	if err == nil && !out.fetched {
 		r.cache.put(key, out)
 	}
 	return out, err
@@ -204,7 +218,7 @@ func (r *Renderer) render(ctx context.Context, in Input) (*Output, error) {
 		out.Chart = &events.ChartInfo{Name: ch.Metadata.Name, Version: ch.Metadata.Version, AppVersion: ch.Metadata.AppVersion}
 	case src.Kustomize != nil:
 		var err error
-		if objs, err = r.renderKustomize(ctx, src.Kustomize); err != nil {
+		if objs, out.fetched, err = r.renderKustomize(ctx, src.Kustomize); err != nil {
 			return nil, err
 		}
 	case src.Manifests != nil:

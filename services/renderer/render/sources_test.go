@@ -45,13 +45,7 @@ func TestRenderFromHTTPRepository(t *testing.T) {
 	dir := t.TempDir()
 	packagePodinfo(t, dir, "6.14.1", "6.15.0")
 	// A real index.yaml, made by Helm from the packaged charts, served with basic auth.
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != "ci" || p != "s3cret" {
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		http.FileServer(http.Dir(dir)).ServeHTTP(w, r)
-	}))
+	srv := httptest.NewServer(basicAuth("ci", "s3cret", http.FileServer(http.Dir(dir))))
 	defer srv.Close()
 	idx, err := repo.IndexDirectory(dir, srv.URL)
 	require.NoError(t, err)
@@ -112,13 +106,7 @@ func TestCredentialsGoOnlyToTheirHost(t *testing.T) {
 	require.NoError(t, err)
 	index, err := yaml.Marshal(idx)
 	require.NoError(t, err)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != "ci" || p != "s3cret" {
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		_, _ = w.Write(index)
-	}))
+	srv := httptest.NewServer(basicAuth("ci", "s3cret", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(index) })))
 	defer srv.Close()
 	r := newRenderer(t, render.Options{Credentials: map[string]render.Credential{"ci": {Host: strings.TrimPrefix(srv.URL, "http://"), Username: "ci", Password: "s3cret"}}})
 	out, err := r.Render(t.Context(), render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1, Request: events.Requested{
@@ -165,14 +153,7 @@ func TestRenderFromOCIRegistry(t *testing.T) {
 
 func TestRenderFromOCIRegistryWithAuth(t *testing.T) {
 	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
-	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != "ci" || p != "s3cret" {
-			w.Header().Set("WWW-Authenticate", `Basic realm="registry"`)
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		inner.ServeHTTP(w, r)
-	}))
+	reg := httptest.NewServer(basicAuth("ci", "s3cret", inner))
 	defer reg.Close()
 	host := strings.TrimPrefix(reg.URL, "http://")
 	archives := packagePodinfo(t, t.TempDir(), "6.14.1")

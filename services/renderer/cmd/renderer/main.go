@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/tools/clientcmd"
@@ -24,6 +25,8 @@ func main() {
 		maxSourceSize int
 		plainHTTP     []string
 		sourceRoots   []string
+		remoteHosts   []string
+		fetchTimeout  time.Duration
 		credsFile     string
 		kubeconfig    string
 		kubeContext   string
@@ -37,12 +40,15 @@ func main() {
 			fs.IntVar(&maxSourceSize, "max-source-size", 64<<20, "largest uploaded source, in bytes, and largest a kustomize archive may unpack to")
 			fs.StringSliceVar(&plainHTTP, "plain-http-registry", nil, "OCI registries (host:port) reached over plain HTTP")
 			fs.StringVar(&credsFile, "credentials", serve.EnvOr("TROUPE_RENDERER_CREDENTIALS", ""), "a YAML file of repository and registry credentials by name: NAME: {host: HOST[:PORT], username: U, password: P}; each is sent only to its host [TROUPE_RENDERER_CREDENTIALS]")
-			fs.StringArrayVar(&sourceRoots, "source-root", nil, "a directory path sources (helm.path, kustomize.path, manifests.path) may name, symlinks resolved (repeatable); without one, path sources are refused")
+			fs.StringArrayVar(&sourceRoots, "source-root", nil, "a directory path sources (helm.path, kustomize.path, manifests.path) may name, symlinks resolved (repeatable, or comma-separated); without one, path sources are refused")
+			fs.StringSliceVar(&remoteHosts, "kustomize-remote-hosts", nil, "a host kustomizations may fetch remote bases, resources and files from: host or host:port (https), http://host:port (plain http) (repeatable, or comma-separated); without one, a kustomization naming anything remote fails")
+			fs.DurationVar(&fetchTimeout, "fetch-timeout", 60*time.Second, "bounds each download: a chart, a repository index, a kustomization's remote base or file")
 			fs.StringVar(&kubeconfig, "kubeconfig", serve.EnvOr("TROUPE_KUBECONFIG", ""), "the target cluster: .Capabilities and kind scopes are discovered from it [TROUPE_KUBECONFIG]")
 			fs.StringVar(&kubeContext, "context", "", "kubeconfig context")
 		},
 		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
-			ropts := render.Options{KubeVersion: kubeVersion, MaxBundleSize: maxBundleSize, MaxSourceSize: maxSourceSize, PlainHTTPRegistries: plainHTTP, SourceRoots: sourceRoots}
+			ropts := render.Options{KubeVersion: kubeVersion, MaxBundleSize: maxBundleSize, MaxSourceSize: maxSourceSize, PlainHTTPRegistries: plainHTTP, SourceRoots: sourceRoots,
+				KustomizeRemoteHosts: remoteHosts, HTTPTimeout: fetchTimeout}
 			if credsFile != "" {
 				b, err := os.ReadFile(credsFile)
 				if err != nil {
