@@ -525,8 +525,9 @@ func kustomizeDirs(dir string, seen map[string]bool) error {
 		return fmt.Errorf("%s/kustomization.yaml: %w", dir, err)
 	}
 	for _, r := range slices.Concat(k.Resources, k.Bases, k.Components) {
-		if strings.Contains(r, "://") || strings.HasPrefix(r, "github.com/") {
-			continue // remote: kustomize fetches it
+		if lower := strings.ToLower(r); strings.Contains(r, "://") || strings.HasPrefix(lower, "git::") || strings.HasPrefix(lower, "github.com") ||
+			strings.Contains(strings.SplitN(r, "/", 2)[0], "@") {
+			continue // remote: the renderer fetches it, from a host its --kustomize-remote-hosts lists
 		}
 		p := filepath.Join(dir, r)
 		info, err := os.Stat(p)

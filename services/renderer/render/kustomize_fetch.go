@@ -85,31 +85,43 @@ type remoteRef struct {
 }
 
 // parseRemote reads ref, found in field of a kustomization. Resources, components and the
-// generators', transformers' and validators' entries may be repositories; other fields name files.
+// generators', transformers' and validators' entries may be repositories; other fields name
+// files. A URL names a repository as kustomize's do: forced with git::, or split into the
+// repository and a directory in it by "//", by a ".git" segment or by Azure's "_git/REPO", or
+// given a ?ref= (or ?version=); github.com/ORG/REPO/DIR without a scheme is one too. Other
+// http(s) URLs are files (kustomize would GET one and, failing, try to clone it: here it fails).
 func parseRemote(field, ref string) (remoteRef, error) {
 	mayBeRepo := slices.Contains([]string{"resources", "components", "generators", "transformers", "validators"}, field)
-	raw, forced := strings.CutPrefix(ref, "git::")
+	raw, forced := ref, false
+	if len(raw) >= 5 && strings.EqualFold(raw[:5], "git::") {
+		raw, forced = raw[5:], true
+	}
+	lower := strings.ToLower(raw)
 	switch {
-	case scpLike.MatchString(raw) || strings.HasPrefix(raw, "gh:") || strings.HasPrefix(raw, "ssh://"):
+	case scpUser.MatchString(raw) || strings.HasPrefix(lower, "gh:") || strings.HasPrefix(lower, "github.com:") || strings.HasPrefix(lower, "ssh://"):
 		return remoteRef{}, errors.New("git over ssh is not fetched: name the repository by https")
-	case !strings.Contains(raw, "://"):
-		raw, forced = "https://"+raw, true // host/org/repo: kustomize clones it over https
+	case strings.HasPrefix(lower, "github.com/"):
+		raw, forced = "https://"+raw, true // kustomize clones github.com/ORG/REPO over https
 	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
 		return remoteRef{}, errors.New("not a URL kustomize could fetch")
 	}
 	q := u.Query()
-	version := q.Get("ref")
-	if version == "" {
-		version = q.Get("version")
-	}
-	repoPath, dir, split := strings.Cut(strings.TrimPrefix(u.Path, "/"), "//")
-	if !split {
-		if i := strings.Index(repoPath+"/", ".git/"); i >= 0 {
-			repoPath, dir = repoPath[:i+len(".git")], strings.TrimPrefix(repoPath[i+len(".git"):], "/")
-			split = true
-		}
+	version := cmp.Or(q.Get("ref"), q.Get("version"))
+	p := strings.TrimPrefix(u.Path, "/")
+	var repoPath, dir string
+	split := true
+	if i := strings.Index(p, "/_git/"); i >= 0 { // Azure DevOps: ORG/PROJECT/_git/REPO/DIR
+		rest := p[i+len("/_git/"):]
+		name, sub, _ := strings.Cut(rest, "/")
+		repoPath, dir = p[:i+len("/_git/")]+name, sub
+	} else if before, after, ok := strings.Cut(p, "//"); ok {
+		repoPath, dir = before, after
+	} else if i := strings.Index(p+"/", ".git/"); i >= 0 {
+		repoPath, dir = p[:i+len(".git")], strings.TrimPrefix(p[i+len(".git"):], "/")
+	} else {
+		repoPath, split = p, false
 	}
 	if !mayBeRepo || (!forced && !split && version == "") {
 		if !mayBeRepo && (forced || split && strings.HasSuffix(repoPath, ".git")) {
@@ -117,7 +129,7 @@ func parseRemote(field, ref string) (remoteRef, error) {
 		}
 		return remoteRef{url: u}, nil
 	}
-	if !split { // github.com/org/repo/dir: the repository is the first two segments
+	if !split { // github.com/ORG/REPO/DIR: the repository is the first two segments
 		parts := strings.SplitN(repoPath, "/", 3)
 		if len(parts) < 2 {
 			return remoteRef{}, errors.New("names no repository (host/org/repo)")
@@ -151,7 +163,7 @@ const remoteDir = ".troupe-remote"
 // listed, over ssh, or too large fails the render; remote references left in inline
 // configurations are refused by noRemote afterwards.
 func (r *Renderer) fetchRemote(ctx context.Context, fsys filesys.FileSystem, dir string) (filesys.FileSystem, bool, error) {
-	f := &remoteFetch{r: r, view: overlayFS{base: fsys, mem: filesys.MakeFsInMemory()}, seen: map[string]bool{}, repos: map[string]string{},
+	f := &remoteFetch{r: r, view: overlayFS{base: fsys, mem: filesys.MakeFsInMemory()}, seen: map[string]bool{},
 		left: newBudget(archiveLimits{bytes: int64(r.opts.MaxSourceSize), entries: r.opts.MaxArchiveEntries, skipLinks: true})}
 	if err := f.visit(ctx, dir); err != nil {
 		return nil, false, err
@@ -162,9 +174,9 @@ func (r *Renderer) fetchRemote(ctx context.Context, fsys filesys.FileSystem, dir
 type remoteFetch struct {
 	r       *Renderer
 	view    overlayFS
-	seen    map[string]bool   // kustomization directories visited
-	repos   map[string]string // fetched repositories: key → their directory
-	left    *budget           // bytes and files every fetch of this render may still bring
+	seen    map[string]bool // kustomization directories visited
+	trees   []string        // where fetched repositories were put
+	left    *budget         // bytes and files every fetch of this render may still bring
 	fetches int
 }
 
@@ -172,6 +184,9 @@ type remoteFetch struct {
 const maxFetches = 64
 
 func (f *remoteFetch) visit(ctx context.Context, dir string) error {
+	if real, _, err := f.view.CleanedAbs(dir); err == nil {
+		dir = string(real) // as kustomize reads it: a linked base is where the link leads
+	}
 	if f.seen[dir] {
 		return nil
 	}
@@ -183,7 +198,7 @@ func (f *remoteFetch) visit(ctx context.Context, dir string) error {
 	changed := false
 	var visitErr error
 	local := func(field, ref string) string {
-		if visitErr != nil || !isRemote(f.view, dir, ref) {
+		if visitErr != nil || !isRemote(ref) {
 			return ref
 		}
 		loc, err := f.fetch(ctx, dir, field, ref)
@@ -266,8 +281,17 @@ func (f *remoteFetch) visit(ctx context.Context, dir string) error {
 			return err
 		}
 	}
+	// A fetched repository's kustomizations read only inside it, as kustomize keeps a clone's.
+	refs := slices.Concat(k.Resources, k.Components, files(k.Generators), files(k.Transformers), files(k.Validators))
+	if tree := f.treeOf(dir); tree != "" {
+		for _, sub := range refs {
+			if !isRemote(sub) && !under(filepath.Join(dir, sub), []string{tree}) {
+				return fmt.Errorf("%s: %q leaves the repository it was fetched from", file, sub)
+			}
+		}
+	}
 	// The directories the build reads, fetched ones included, may name remote pieces too.
-	for _, sub := range slices.Concat(k.Resources, k.Components, files(k.Generators), files(k.Transformers), files(k.Validators)) {
+	for _, sub := range refs {
 		if p := filepath.Join(dir, sub); f.view.IsDir(p) {
 			if err := f.visit(ctx, p); err != nil {
 				return err
@@ -301,13 +325,12 @@ func (f *remoteFetch) fetch(ctx context.Context, dir, field, ref string) (string
 		}
 		return loc, f.view.mem.WriteFile(filepath.Join(dir, loc), data)
 	}
-	root, ok := f.repos[rr.key()]
-	if !ok {
-		root = filepath.Join(dir, remoteDir, rr.key())
+	root := filepath.Join(dir, remoteDir, rr.key())
+	if !slices.Contains(f.trees, root) {
 		if err := f.r.fetchRepo(ctx, rr, f.view.mem, root, f.left); err != nil {
 			return "", err
 		}
-		f.repos[rr.key()] = root
+		f.trees = append(f.trees, root)
 	}
 	target := filepath.Join(root, rr.dir)
 	if !f.view.mem.IsDir(target) {
@@ -316,13 +339,15 @@ func (f *remoteFetch) fetch(ctx context.Context, dir, field, ref string) (string
 	return filepath.Rel(dir, target)
 }
 
-// hostCredential is the credential configured for host (host[:port], as in a URL) — the first
-// by name when several are — or nil: a kustomization cannot name one, so a fetch from a listed
-// host uses the host's own.
-func (r *Renderer) hostCredential(host string) *Credential {
-	names := slices.Sorted(maps.Keys(r.opts.Credentials))
-	for _, name := range names {
-		if c := r.opts.Credentials[name]; strings.EqualFold(c.Host, host) {
+// hostCredential is the credential configured for u's host (its Host is u's host[:port]) — the
+// first by name when several are — or nil: a kustomization cannot name one, so a fetch from a
+// listed host uses the host's own. Over plain http, only a credential naming the port too.
+func (r *Renderer) hostCredential(u *url.URL) *Credential {
+	if u.Scheme != "https" && u.Port() == "" {
+		return nil
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.opts.Credentials)) {
+		if c := r.opts.Credentials[name]; strings.EqualFold(c.Host, u.Host) {
 			return &c
 		}
 	}
@@ -335,6 +360,17 @@ func redacted(ref string) string {
 		return strings.Replace(ref, u.User.String()+"@", u.User.Username()+":xxxxx@", 1)
 	}
 	return ref
+}
+
+// treeOf is the innermost fetched repository dir is in, "" when none.
+func (f *remoteFetch) treeOf(dir string) string {
+	var in string
+	for _, t := range f.trees {
+		if under(dir, []string{t}) && len(t) > len(in) {
+			in = t
+		}
+	}
+	return in
 }
 
 // cleanBase is a URL path's last segment, usable as a file name.
@@ -355,8 +391,8 @@ func (r *Renderer) fetchFile(ctx context.Context, u *url.URL, left *budget) ([]b
 	if err != nil {
 		return nil, err
 	}
-	if c := r.hostCredential(u.Host); c != nil {
-		req.SetBasicAuth(c.Username, c.Password) // net/http drops it on a redirect to another host
+	if c := r.hostCredential(u); c != nil {
+		req.SetBasicAuth(c.Username, c.Password)
 	}
 	client := &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
 		if len(via) >= 5 {
@@ -364,6 +400,9 @@ func (r *Renderer) fetchFile(ctx context.Context, u *url.URL, left *budget) ([]b
 		}
 		if err := r.remoteHosts.allows(req.URL); err != nil {
 			return fmt.Errorf("redirected to %s: %w", req.URL.Redacted(), err)
+		}
+		if origin(req.URL) != origin(via[0].URL) {
+			req.Header.Del("Authorization") // net/http keeps it for another port or scheme of the same name
 		}
 		return nil
 	}}
@@ -436,7 +475,7 @@ func (r *Renderer) fetchRepo(ctx context.Context, rr remoteRef, mem filesys.File
 			"-c", "credential.helper=", "-c", "core.askPass=", "-c", "core.hooksPath=/dev/null"}, args...)...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + scratch, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
 			"GIT_TERMINAL_PROMPT=0", "GIT_ASKPASS=", "SSH_ASKPASS=", "GIT_ALLOW_PROTOCOL=" + rr.url.Scheme, "LC_ALL=C"}
-		if c := r.hostCredential(rr.url.Host); c != nil {
+		if c := r.hostCredential(rr.url); c != nil {
 			// In the environment, not the arguments others may read; sent to this host only, as
 			// redirects are not followed.
 			auth := base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))
@@ -476,6 +515,10 @@ func (r *Renderer) fetchRepo(ctx context.Context, rr remoteRef, mem filesys.File
 	if err := git(nil, "fetch", "-q", "--depth=1", "--no-tags", "--", rr.url.String(), want); err != nil {
 		return err
 	}
+	// What was downloaded counts against the budget too, besides what it unpacks to.
+	if left.bytes -= dirSize(scratch); left.bytes < 0 {
+		return &fetchError{ReasonSourceTooLarge, fmt.Errorf("%s: more than %d bytes fetched in one build", rr.url.Redacted(), left.archiveLimits.bytes)}
+	}
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
@@ -491,7 +534,7 @@ func (r *Renderer) fetchRepo(ctx context.Context, rr remoteRef, mem filesys.File
 	gitErr := git(pw, "archive", "--format=tar", "FETCH_HEAD")
 	pw.CloseWithError(gitErr)
 	if err := <-done; err != nil && (gitErr == nil || !errors.Is(err, gitErr)) {
-		return fmt.Errorf("%s: %w", rr.url.Redacted(), err)
+		return &fetchError{ReasonSourceTooLarge, fmt.Errorf("%s: %w", rr.url.Redacted(), err)} // git's own archive: only the budget refuses it
 	}
 	return gitErr
 }

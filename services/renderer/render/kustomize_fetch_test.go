@@ -1,6 +1,7 @@
 package render_test
 
 import (
+	"crypto/rand"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -97,6 +98,15 @@ func TestKustomizeRemoteHosts(t *testing.T) {
 		_, _ = w.Write([]byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: unlisted\n"))
 	}))
 	defer unlisted.Close()
+	var sentAuth atomic.Int32 // requests with credentials that reached the second listed server
+	second := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			sentAuth.Add(1)
+		}
+		_, _ = w.Write([]byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: second\n"))
+	}))
+	defer second.Close()
+	var counted atomic.Int32
 	var meta atomic.Value
 	meta.Store("one")
 	stop := make(chan struct{})
@@ -110,6 +120,11 @@ func TestKustomizeRemoteHosts(t *testing.T) {
 			basicAuth("reader", "s3cret", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 				_, _ = w.Write([]byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: private\n"))
 			})).ServeHTTP(w, r)
+		case "/private-redirect":
+			basicAuth("reader", "s3cret", http.RedirectHandler(second.URL+"/cm.yaml", http.StatusFound)).ServeHTTP(w, r)
+		case "/counted.yaml":
+			counted.Add(1)
+			_, _ = w.Write([]byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: counted\n"))
 		case "/meta.txt":
 			_, _ = w.Write([]byte(meta.Load().(string)))
 		case "/redirect":
@@ -144,12 +159,27 @@ func TestKustomizeRemoteHosts(t *testing.T) {
 	requireReason(t, err, render.ReasonAuthDenied, "401")
 	u, err := url.Parse(listed.URL)
 	require.NoError(t, err)
-	withCreds := newRenderer(t, render.Options{KustomizeRemoteHosts: []string{listed.URL, unlisted.URL}, Credentials: map[string]render.Credential{
+	withCreds := newRenderer(t, render.Options{KustomizeRemoteHosts: []string{listed.URL, unlisted.URL, second.URL}, Credentials: map[string]render.Credential{
 		"a-other": {Host: unlisted.Listener.Addr().String(), Username: "reader", Password: "wrong"},
 		"listed":  {Host: u.Host, Username: "reader", Password: "s3cret"}}})
 	b, err = renderKustomization(t, withCreds, kustomizeDir(t, "resources:\n- "+listed.URL+"/private.yaml\n"))
 	require.NoError(t, err, "the host's own credential")
 	object(t, b, "ConfigMap", "private")
+	b, err = renderKustomization(t, withCreds, kustomizeDir(t, "resources:\n- "+listed.URL+"/private-redirect\n"))
+	require.NoError(t, err)
+	object(t, b, "ConfigMap", "second")
+	assert.Zero(t, sentAuth.Load(), "the credential stays with its host:port, redirects too")
+
+	// A linked local base is read where the link leads, as kustomize reads it: its remote
+	// resource is fetched by the renderer once, not by kustomize again.
+	linked := kustomizeDir(t, "resources:\n- base\n")
+	require.NoError(t, os.MkdirAll(filepath.Join(linked, "real"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(linked, "real", "kustomization.yaml"), []byte("resources:\n- "+listed.URL+"/counted.yaml\n"), 0o644))
+	require.NoError(t, os.Symlink("real", filepath.Join(linked, "base")))
+	b, err = renderKustomization(t, r, linked)
+	require.NoError(t, err)
+	object(t, b, "ConfigMap", "counted")
+	assert.Equal(t, int32(1), counted.Load())
 
 	meta.Store("two")
 	b, err = renderKustomization(t, r, dir)
@@ -185,6 +215,17 @@ func TestKustomizeRemoteHosts(t *testing.T) {
 
 	_, err = render.New(render.Options{KustomizeRemoteHosts: []string{"ftp://example.com"}})
 	assert.ErrorContains(t, err, `kustomize remote host "ftp://example.com"`)
+}
+
+// running reports whether a process of this machine has s in its command line.
+func running(s string) bool {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), s) {
+			return true
+		}
+	}
+	return false
 }
 
 // gitBackend serves the repositories under root over git's smart HTTP protocol (git
@@ -229,6 +270,12 @@ func TestKustomizeRemoteGitBase(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(work, "deploy", "common", "kustomization.yaml"), []byte("resources:\n- sa.yaml\n"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(work, "deploy", "common", "sa.yaml"), []byte("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: app\n"), 0o644))
 	require.NoError(t, os.Symlink("/etc/passwd", filepath.Join(work, "deploy", "base", "passwd")))
+	require.NoError(t, os.MkdirAll(filepath.Join(work, "deploy", "escape"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(work, "deploy", "escape", "kustomization.yaml"), []byte("resources:\n- ../../../../../outside\n"), 0o644))
+	noise := make([]byte, 48<<10) // does not compress: the pack is as large
+	_, err := rand.Read(noise)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(work, "noise.bin"), noise, 0o644))
 	git(t, work, "add", "-A")
 	git(t, work, "commit", "-q", "-m", "v1")
 	git(t, work, "tag", "v1")
@@ -241,7 +288,7 @@ func TestKustomizeRemoteGitBase(t *testing.T) {
 	srv := public.URL
 
 	r := newRenderer(t, render.Options{KustomizeRemoteHosts: []string{srv, files.URL}, HTTPTimeout: 30 * time.Second})
-	for _, ref := range []string{srv + "/app.git//deploy/base?ref=v1", "git::" + srv + "/app.git//deploy/base?ref=v1"} {
+	for _, ref := range []string{srv + "/app.git//deploy/base?ref=v1", "GIT::" + srv + "/app.git//deploy/base?ref=v1", srv + "/app.git/deploy/base?version=v1"} {
 		b, err := renderKustomization(t, r, kustomizeDir(t, "resources:\n- cm.yaml\n- "+ref+"\nnamePrefix: prod-\n"))
 		require.NoError(t, err, ref)
 		assert.Equal(t, "app:v1", image(t, b, "prod-app"), "the tag's tree, not the branch's")
@@ -265,6 +312,16 @@ func TestKustomizeRemoteGitBase(t *testing.T) {
 	require.NoError(t, err)
 	object(t, b, "ServiceAccount", "app")
 
+	// A fetched base reads only inside its repository, as kustomize keeps a clone's; and all a
+	// build fetches, downloaded and unpacked, stays within the budget.
+	escape := kustomizeDir(t, "resources:\n- "+srv+"/app.git//deploy/escape?ref=v1\n")
+	require.NoError(t, os.MkdirAll(filepath.Join(escape, "outside"), 0o755))
+	_, err = renderKustomization(t, r, escape)
+	requireReason(t, err, render.ReasonKustomizeError, `"../../../../../outside" leaves the repository it was fetched from`)
+	small := newRenderer(t, render.Options{KustomizeRemoteHosts: []string{srv}, MaxSourceSize: 32 << 10})
+	_, err = renderKustomization(t, small, kustomizeDir(t, "resources:\n- "+srv+"/app.git//deploy/base?ref=v1\n"))
+	requireReason(t, err, render.ReasonSourceTooLarge, "more than 32768 bytes")
+
 	_, err = renderKustomization(t, r, kustomizeDir(t, "configMapGenerator:\n- name: g\n  files:\n  - "+srv+"/app.git//deploy/base/passwd?ref=v1\n"))
 	requireReason(t, err, render.ReasonKustomizeError, "names files, not repositories")
 	_, err = renderKustomization(t, r, kustomizeDir(t, "resources:\n- "+srv+"/app.git//deploy/base?ref=v9\n"))
@@ -279,8 +336,7 @@ func TestKustomizeRemoteGitBase(t *testing.T) {
 	git(t, work, "commit", "-q", "-am", "leak")
 	git(t, work, "push", "-q", filepath.Join(projects, "app.git"), "main")
 	_, err = renderKustomization(t, r, kustomizeDir(t, "resources:\n- "+srv+"/app.git//deploy/base\n"))
-	e := requireReason(t, err, render.ReasonKustomizeError, "passwd")
-	t.Log(e.Message)
+	e := requireReason(t, err, render.ReasonKustomizeError, "passwd' doesn't exist")
 	assert.NotContains(t, e.Message, "root:")
 
 	stop := make(chan struct{})
@@ -295,4 +351,6 @@ func TestKustomizeRemoteGitBase(t *testing.T) {
 	slow := newRenderer(t, render.Options{KustomizeRemoteHosts: []string{hang.URL}, HTTPTimeout: 2 * time.Second})
 	_, err = renderKustomization(t, slow, kustomizeDir(t, "resources:\n- "+hang.URL+"/app.git//deploy/base?ref=v1\n"))
 	requireReason(t, err, render.ReasonSourceUnreachable, "timed out after 2s")
+	assert.Eventually(t, func() bool { return !running(hang.URL) }, 10*time.Second, 50*time.Millisecond,
+		"git and the helpers it started are gone")
 }

@@ -23,6 +23,9 @@ func noRemote(fs filesys.FileSystem, dir string) error {
 	seen := map[string]bool{}
 	var visit func(dir string) error
 	visit = func(dir string) error {
+		if real, _, err := fs.CleanedAbs(dir); err == nil {
+			dir = string(real) // as kustomize reads it: a linked base is where the link leads
+		}
 		if seen[dir] {
 			return nil
 		}
@@ -33,7 +36,7 @@ func noRemote(fs filesys.FileSystem, dir string) error {
 		}
 		refs := func(field string, list ...string) error {
 			for _, ref := range list {
-				if isRemote(fs, dir, ref) {
+				if isRemote(ref) {
 					return fmt.Errorf("%s: %s %q is remote: the renderer fetches no remote resources, bases or files unless its --kustomize-remote-hosts lists their host; put them in the overlay", file, field, redacted(ref))
 				}
 			}
@@ -154,35 +157,30 @@ func files(list []string) []string {
 	return out
 }
 
-// scpLike is a git address as user@host:path, with any user.
-var scpLike = regexp.MustCompile(`^[A-Za-z0-9._~-]+@[A-Za-z0-9.-]+:`)
+// scpUser is the user@ an scp-style git address (user@host:path) starts with; kustomize takes
+// any reference starting with a user@ as a repository (wider here than kustomize's user names:
+// a refusal too many is safer than a clone).
+var scpUser = regexp.MustCompile(`^[^/@\s:]+@`)
 
-// isRemote reports whether a reference in a kustomization may be fetched over the network as
-// kustomize reads it: a URL, a git address (user@host:…, git::…, gh:…), or a host-like first
-// segment (github.com/org/repo//dir?ref=…) — kustomize tries such a one as a repository before
-// the disk, so only a file that exists under that name is taken as local.
-func isRemote(fs filesys.FileSystem, dir, ref string) bool {
-	switch {
-	case ref == "":
-		return false
-	case strings.Contains(ref, "://"), scpLike.MatchString(ref), strings.HasPrefix(ref, "git::"), strings.HasPrefix(ref, "gh:"):
-		return true
-	}
-	first, _, _ := strings.Cut(ref, "/")
-	if !strings.Contains(first, ".") || strings.HasPrefix(first, ".") {
-		return false
-	}
-	p := filepath.Join(dir, ref)
-	return !fs.Exists(p) || fs.IsDir(p)
+// isRemote reports whether kustomize may fetch a reference over the network, as its loader and
+// its repository parser read it: a URL (any scheme, in any case), a git:: address, a
+// user@host:path address, or github.com/… and github.com:… (which kustomize clones before
+// looking for a file of that name, and for components without looking at all). Other
+// references without a scheme (gitlab.com/org/repo included) are local paths to kustomize.
+func isRemote(ref string) bool {
+	lower := strings.ToLower(ref)
+	return strings.Contains(ref, "://") || scpUser.MatchString(ref) ||
+		strings.HasPrefix(lower, "git::") || strings.HasPrefix(lower, "gh:") ||
+		strings.HasPrefix(lower, "github.com/") || strings.HasPrefix(lower, "github.com:")
 }
 
 // mentionsRemote reports whether a configuration's text names a URL or a git address.
 func mentionsRemote(text string) bool {
-	if strings.Contains(text, "://") || strings.Contains(text, "git::") {
+	if strings.Contains(text, "://") || strings.Contains(strings.ToLower(text), "git::") {
 		return true
 	}
 	for _, word := range strings.Fields(text) {
-		if scpLike.MatchString(strings.Trim(word, `"'`)) {
+		if word = strings.Trim(word, `"'`); scpUser.MatchString(word) && strings.Contains(word, ":") {
 			return true
 		}
 	}

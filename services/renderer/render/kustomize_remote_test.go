@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -28,18 +29,23 @@ func TestKustomizeFetchesNothingRemote(t *testing.T) {
 	defer srv.Close()
 	r := newRenderer(t, render.Options{})
 	for name, kustomization := range map[string]string{
-		"remote resource":       "resources:\n- " + srv.URL + "/cm.yaml\n",
-		"remote git base":       "resources:\n- github.com/kubernetes-sigs/kustomize//examples/multibases?ref=v1.0.6\n",
-		"git over ssh":          "resources:\n- git@github.com:org/repo.git//deploy\n",
-		"remote component":      "components:\n- https://example.com/org/repo//component\n",
-		"generator file by URL": "configMapGenerator:\n- name: meta\n  files:\n  - creds=" + srv.URL + "/latest/meta-data/iam\n",
-		"generator env by URL":  "secretGenerator:\n- name: meta\n  envs:\n  - " + srv.URL + "/env\n",
-		"patch by URL":          "resources:\n- cm.yaml\npatches:\n- path: " + srv.URL + "/patch.yaml\n",
-		"in a local base":       "resources:\n- base\n",
-		"git with any user":     "resources:\n- deploy@gitserver:org/repo.git\n",
-		"host-like, dir exists": "resources:\n- github.com/org/repo\n",
-		"inline transformer":    "transformers:\n- |\n  apiVersion: builtin\n  kind: PatchTransformer\n  metadata:\n    name: p\n  path: " + srv.URL + "/patch.yaml\n",
-		"transformer file":      "transformers:\n- cm.yaml\n- tr.yaml\n",
+		"remote resource":        "resources:\n- " + srv.URL + "/cm.yaml\n",
+		"remote git base":        "resources:\n- github.com/kubernetes-sigs/kustomize//examples/multibases?ref=v1.0.6\n",
+		"git over ssh":           "resources:\n- git@github.com:org/repo.git//deploy\n",
+		"remote component":       "components:\n- https://example.com/org/repo//component\n",
+		"generator file by URL":  "configMapGenerator:\n- name: meta\n  files:\n  - creds=" + srv.URL + "/latest/meta-data/iam\n",
+		"generator env by URL":   "secretGenerator:\n- name: meta\n  envs:\n  - " + srv.URL + "/env\n",
+		"patch by URL":           "resources:\n- cm.yaml\npatches:\n- path: " + srv.URL + "/patch.yaml\n",
+		"in a local base":        "resources:\n- base\n",
+		"git with any user":      "resources:\n- deploy@gitserver:org/repo.git\n",
+		"host-like, dir exists":  "resources:\n- github.com/org/repo\n",
+		"component, file exists": "components:\n- github.com/org/repo.yaml\n",
+		"GIT:: in capitals":      "resources:\n- GIT::git@gitea:org/repo\n",
+		"bracketed host":         "resources:\n- git@[gitea]:org/repo\n",
+		"underscored host":       "resources:\n- git@my_host:org/repo\n",
+		"scheme in capitals":     "resources:\n- HTTPS://example.com/org/repo//dir\n",
+		"inline transformer":     "transformers:\n- |\n  apiVersion: builtin\n  kind: PatchTransformer\n  metadata:\n    name: p\n  path: " + srv.URL + "/patch.yaml\n",
+		"transformer file":       "transformers:\n- cm.yaml\n- tr.yaml\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -49,6 +55,7 @@ func TestKustomizeFetchesNothingRemote(t *testing.T) {
 			require.NoError(t, os.MkdirAll(filepath.Join(dir, "base"), 0o755))
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "base", "kustomization.yaml"), []byte("resources:\n- "+srv.URL+"/base.yaml\n"), 0o644))
 			require.NoError(t, os.MkdirAll(filepath.Join(dir, "github.com", "org", "repo"), 0o755)) // kustomize clones it all the same
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "github.com", "org", "repo.yaml"), []byte(cm), 0o644))
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "tr.yaml"), []byte("apiVersion: builtin\nkind: PatchTransformer\nmetadata:\n  name: p\npath: "+srv.URL+"/p.yaml\n"), 0o644))
 			_, err := r.Render(t.Context(), render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1,
 				Request: events.Requested{Source: events.Source{Kustomize: &events.KustomizeSource{Path: dir}}}})
@@ -60,13 +67,16 @@ func TestKustomizeFetchesNothingRemote(t *testing.T) {
 	}
 	assert.Zero(t, hits.Load(), "nothing fetched")
 
-	// Local files whose names look like hosts are not remote.
+	// Local paths whose names look like hosts are not remote: kustomize clones only what has a
+	// scheme, a user@ or github.com.
 	dir := t.TempDir()
-	require.NoError(t, os.MkdirAll(filepath.Join(dir, "app.v2"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "app.v2", "cm.yaml"), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: local\n"), 0o644))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte("resources:\n- app.v2/cm.yaml\nconfigMapGenerator:\n- name: g\n  literals:\n  - url=https://example.com\n"), 0o644))
+	for _, d := range []string{"app.v2", "gitlab.com/org/repo"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, d, "cm.yaml"), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: "+path.Base(d)+"\n"), 0o644))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte("resources:\n- app.v2/cm.yaml\n- gitlab.com/org/repo/cm.yaml\nconfigMapGenerator:\n- name: g\n  literals:\n  - url=https://example.com\n"), 0o644))
 	out, err := r.Render(t.Context(), render.Input{Release: events.Release{Namespace: "prod", Name: "web"}, Revision: 1,
 		Request: events.Requested{Source: events.Source{Kustomize: &events.KustomizeSource{Path: dir}}}})
 	require.NoError(t, err)
-	assert.Len(t, out.Objects, 2)
+	assert.Len(t, out.Objects, 3)
 }
