@@ -15,6 +15,7 @@ import (
 const (
 	TypeRequested          = "release.requested"
 	TypeRendered           = "release.rendered"
+	TypeHooked             = "release.hooked"
 	TypeApplied            = "release.applied"
 	TypeDiffed             = "release.diffed"
 	TypeProgressing        = "release.progressing"
@@ -56,6 +57,8 @@ var catalog = []Spec{
 		Carries: "source (helm path/uploaded object/OCI/repo, kustomize, manifests), values, options (timeout, wait, prune, rollbackOnFailure, dryRun)"},
 	{Type: TypeRendered, PublishedBy: "renderer; history, for rollback", payload: reflect.TypeFor[Rendered](),
 		Carries: "bundle digest in the object store, object list, render time, notes, options"},
+	{Type: TypeHooked, PublishedBy: "applier", payload: reflect.TypeFor[Hooked](),
+		Carries: "a phase of the chart's hooks that ran (pre-install, pre-upgrade, pre-rollback): each hook with its result and timing"},
 	{Type: TypeApplied, PublishedBy: "applier", payload: reflect.TypeFor[Applied](),
 		Carries: "inventory (every object applied, with what changed), pruned objects, options"},
 	{Type: TypeDiffed, PublishedBy: "applier, for dryRun", Terminal: true, payload: reflect.TypeFor[Diffed](),

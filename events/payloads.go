@@ -33,10 +33,32 @@ const (
 	StageHealth    = "health"
 	StageRollback  = "rollback"
 	StageUninstall = "uninstall"
+	// StageHook: a chart's hook failed, or could not be run.
+	StageHook = "hook"
+)
+
+// Hook phases: when a chart's hooks run, in Helm's words (the helm.sh/hook annotation's).
+const (
+	HookPreInstall   = "pre-install"
+	HookPostInstall  = "post-install"
+	HookPreUpgrade   = "pre-upgrade"
+	HookPostUpgrade  = "post-upgrade"
+	HookPreRollback  = "pre-rollback"
+	HookPostRollback = "post-rollback"
+	HookPreDelete    = "pre-delete"
+	HookPostDelete   = "post-delete"
+)
+
+// Hook results.
+const (
+	HookSucceeded = "succeeded"
+	HookFailed    = "failed"
 )
 
 var (
-	stages      = []string{StageRequest, StageRender, StageApply, StageHealth, StageRollback, StageUninstall}
+	stages      = []string{StageRequest, StageRender, StageApply, StageHealth, StageRollback, StageUninstall, StageHook}
+	hookPhases  = []string{HookPreInstall, HookPostInstall, HookPreUpgrade, HookPostUpgrade, HookPreRollback, HookPostRollback, HookPreDelete, HookPostDelete}
+	hookResults = []string{HookSucceeded, HookFailed}
 	digestRE    = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
 	reasonRE    = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 	applyAction = []string{ActionCreated, ActionConfigured, ActionUnchanged}
@@ -278,13 +300,37 @@ type Ready struct {
 
 // Failed ends a revision that could not go on.
 type Failed struct {
-	// Stage is request, render, apply, health, rollback or uninstall.
-	Stage string `json:"stage" jsonschema:"enum=request,enum=render,enum=apply,enum=health,enum=rollback,enum=uninstall"`
+	// Stage is request, render, apply, health, rollback, uninstall or hook.
+	Stage string `json:"stage" jsonschema:"enum=request,enum=render,enum=apply,enum=health,enum=rollback,enum=uninstall,enum=hook"`
 	// Reason is a stable snake_case code (template_error, timeout, …) for tools to match on.
 	Reason string `json:"reason" jsonschema:"pattern=^[a-z][a-z0-9_]*$,maxLength=64"`
 	// Message says what went wrong and where, for a person.
 	Message string         `json:"message" jsonschema:"minLength=1,maxLength=32768"`
 	Objects []ObjectStatus `json:"objects,omitempty" jsonschema:"maxItems=10000"`
+}
+
+// Hooked says a phase of a chart's hooks ran (pre-install, pre-upgrade, …): each hook, in the
+// order it ran, with its result and timing. A phase whose hook failed ends the flow with
+// release.failed at stage hook instead.
+type Hooked struct {
+	Phase string `json:"phase" jsonschema:"enum=pre-install,enum=post-install,enum=pre-upgrade,enum=post-upgrade,enum=pre-rollback,enum=post-rollback,enum=pre-delete,enum=post-delete"`
+	// Bundle is the bundle whose hooks ran.
+	Bundle string    `json:"bundle" jsonschema:"pattern=^sha256:[a-f0-9]{64}$"`
+	Hooks  []HookRun `json:"hooks" jsonschema:"minItems=1,maxItems=10000"`
+}
+
+// HookRun is one hook's run.
+type HookRun struct {
+	ObjectRef
+	Weight int `json:"weight"`
+	// Result is succeeded or failed.
+	Result   string    `json:"result" jsonschema:"enum=succeeded,enum=failed"`
+	Started  time.Time `json:"started"`
+	Duration Duration  `json:"duration"`
+	// Message says why a hook failed.
+	Message string `json:"message,omitempty" jsonschema:"maxLength=32768"`
+	// Deleted: its delete policy removed it after it ran.
+	Deleted bool `json:"deleted,omitempty"`
 }
 
 // Degraded reports objects of a ready revision that are no longer Current.
@@ -425,6 +471,24 @@ func (p *Progressing) Validate() error {
 	c.min("total", int64(p.Total), 0)
 	if p.Ready > p.Total {
 		c.addf("ready: %d is more than total %d", p.Ready, p.Total)
+	}
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *Hooked) Validate() error {
+	var c checker
+	c.oneOf("phase", p.Phase, hookPhases)
+	c.digest("bundle", p.Bundle, true)
+	if len(p.Hooks) == 0 {
+		c.addf("hooks: at least one")
+	}
+	c.max("hooks", len(p.Hooks), MaxObjects)
+	for i, h := range p.Hooks {
+		c.object(fmt.Sprintf("hooks[%d]", i), h.ObjectRef)
+		c.oneOf(fmt.Sprintf("hooks[%d].result", i), h.Result, hookResults)
+		c.duration(fmt.Sprintf("hooks[%d].duration", i), h.Duration)
+		c.maxLen(fmt.Sprintf("hooks[%d].message", i), h.Message, MaxMessageLength)
 	}
 	return c.err()
 }

@@ -218,6 +218,9 @@ func (f *follower) fold(e event.Event) effect {
 			what += " (the recorded bundle)"
 		}
 		f.step(stage, "%s", what)
+	case events.TypeHooked:
+		d, _ := events.Data[events.Hooked](e)
+		f.step(stage, "%s", hookedDetail(d))
 	case events.TypeApplied:
 		d, _ := events.Data[events.Applied](e)
 		counts := map[string]int{}
@@ -309,7 +312,7 @@ func WaitsFor(last string) (next, service string) {
 		return events.TypeRendered, "renderer"
 	case events.TypeRollbackRequested:
 		return events.TypeRendered, "history service"
-	case events.TypeRendered:
+	case events.TypeRendered, events.TypeHooked:
 		return events.TypeApplied, "applier"
 	case events.TypeUninstallRequested:
 		return events.TypeUninstalled, "applier"
@@ -319,6 +322,23 @@ func WaitsFor(last string) (next, service string) {
 		return events.TypeReady + " or " + events.TypeFailed, "health watcher"
 	}
 	return "", ""
+}
+
+// hookedDetail says what a phase of hooks did: "pre-install: Job/db-init 2.1s, Secret/init 12ms
+// (deleted)".
+func hookedDetail(d *events.Hooked) string {
+	if d == nil {
+		return ""
+	}
+	var runs []string
+	for _, h := range d.Hooks {
+		s := fmt.Sprintf("%s/%s %s", h.Kind, h.Name, time.Duration(h.Duration).Round(time.Millisecond))
+		if h.Deleted {
+			s += " (deleted)"
+		}
+		runs = append(runs, s)
+	}
+	return d.Phase + ": " + strings.Join(runs, ", ")
 }
 
 // waitingFor names the first objects not ready yet.

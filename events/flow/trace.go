@@ -130,6 +130,8 @@ func stages(evs []TraceEvent) (out []TraceStage, ended, stopped string) {
 			if strings.HasSuffix(e.Source, "/history") {
 				stage = events.StageRollback
 			}
+		case events.TypeHooked:
+			stage = events.StageHook
 		case events.TypeApplied, events.TypeDiffed, events.TypeUninstalled:
 			stage = events.StageApply
 		case events.TypeReady:
@@ -169,6 +171,9 @@ func detail(e event.Event) string {
 			s += ", recorded bundle"
 		}
 		return s
+	case events.TypeHooked:
+		d, _ := events.Data[events.Hooked](e)
+		return hookedDetail(d)
 	case events.TypeApplied:
 		d, _ := events.Data[events.Applied](e)
 		return fmt.Sprintf("%d objects, %d pruned", len(d.Inventory), len(d.Pruned))

@@ -59,7 +59,10 @@ type Revision struct {
 	Chart       *events.ChartInfo  `json:"chart,omitempty"`
 	Changes     *Changes           `json:"changes,omitempty"`
 	TimeToReady events.Duration    `json:"timeToReady,omitempty"`
-	Times       Times              `json:"times"`
+	// Hooks are the phases of the chart's hooks that ran for this revision, each hook with its
+	// result and timing (a hook that failed is in the revision's Message).
+	Hooks []events.Hooked `json:"hooks,omitempty"`
+	Times Times           `json:"times"`
 }
 
 // RequestInfo is what a revision's release.requested asked for.

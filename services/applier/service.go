@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -242,6 +243,11 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 		return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
 	}
 	req := apply.Request{Release: rel, Revision: revision, Objects: bundle.Objects, Previous: cur.Previous(), Pending: cur.Pending(), Options: r.Options}
+	req.HookPhase = prePhase(cur, r)
+	req.Hooks, req.HookDeadline = hooksOf(bundle, req.HookPhase), deadline
+	req.HooksRan = func(ctx context.Context, runs []events.HookRun) error {
+		return s.publish(ctx, e, revision, events.TypeHooked, events.Hooked{Phase: req.HookPhase, Bundle: r.Bundle, Hooks: runs})
+	}
 
 	if r.Options.DryRun {
 		diffs, err := s.applier.Diff(ctx, req)
@@ -282,6 +288,30 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	log.Info().Int("revision", revision).Int("objects", len(res.Inventory)).Int("pruned", len(res.Pruned)).
 		Dur("lock", locked).Dur("fetch", fetched).Dur("apply", time.Duration(applied.ApplyTime)).Dur("took", time.Since(began)).Msg("applied")
 	return s.publish(ctx, e, revision, events.TypeApplied, applied)
+}
+
+// prePhase is the hook phase a revision runs before its objects, as Helm chooses it: pre-rollback
+// for a rollback, pre-install when the release has nothing applied (never, or uninstalled since),
+// else pre-upgrade.
+func prePhase(cur *Record, r *events.Rendered) string {
+	switch {
+	case r.Rollback:
+		return events.HookPreRollback
+	case cur == nil || cur.Revision == 0 || cur.Uninstalled != nil:
+		return events.HookPreInstall
+	}
+	return events.HookPreUpgrade
+}
+
+// hooksOf is the bundle's hooks for phase, in the bundle's order (Helm's).
+func hooksOf(b *events.Bundle, phase string) []events.BundleHook {
+	var out []events.BundleHook
+	for _, h := range b.Hooks {
+		if slices.Contains(h.Events, phase) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // uninstall deletes every object the release may have in the cluster (its inventory and any
@@ -482,6 +512,9 @@ func failure(stage string, revision int, err error, timeLeft bool) error {
 	ae, ok := errors.AsType[*apply.Error](err)
 	if !ok {
 		return err
+	}
+	if ae.Stage != "" {
+		stage = ae.Stage
 	}
 	f := &events.Error{Stage: stage, Revision: revision, Reason: ae.Reason, Message: ae.Detail(),
 		Transient: ae.Transient && timeLeft, Err: err}

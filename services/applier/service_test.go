@@ -87,9 +87,15 @@ func (e *env) request(rel events.Release, opts events.Options) event.Event {
 // the renderer's, or, for a release.rollback.requested, history's (Rollback set).
 func (e *env) rendered(request event.Event, revision int, objs []map[string]any, opts events.Options) event.Event {
 	e.t.Helper()
+	return e.renderedWithHooks(request, revision, objs, nil, opts)
+}
+
+// renderedWithHooks is rendered, with a chart's hooks in the bundle.
+func (e *env) renderedWithHooks(request event.Event, revision int, objs []map[string]any, hooks []events.BundleHook, opts events.Options) event.Event {
+	e.t.Helper()
 	rel, err := events.ReleaseOf(request)
 	require.NoError(e.t, err)
-	data, err := json.Marshal(events.Bundle{APIVersion: events.BundleAPIVersion, Kind: events.BundleKind, Release: rel.String(), Objects: objs})
+	data, err := json.Marshal(events.Bundle{APIVersion: events.BundleAPIVersion, Kind: events.BundleKind, Release: rel.String(), Objects: objs, Hooks: hooks})
 	require.NoError(e.t, err)
 	store, err := events.OpenObjects(e.t.Context(), e.js, events.BucketBundles)
 	require.NoError(e.t, err)
@@ -262,6 +268,72 @@ func TestInvalidRevisionFailsAndKeepsThePrevious(t *testing.T) {
 	assert.Equal(t, a1.ResourceVersion, a2.ResourceVersion)
 	_, err = kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "b", metav1.GetOptions{})
 	assert.NoError(t, err, "not pruned")
+}
+
+// hookJob is a Job hook of phases; fail makes its pod fail.
+func hookJob(name string, fail bool, phases ...string) events.BundleHook {
+	annotations := map[string]any{}
+	if fail {
+		annotations[cluster.FaultAnnotation] = cluster.FaultFail
+	}
+	return events.BundleHook{Events: phases, Object: map[string]any{"apiVersion": "batch/v1", "kind": "Job", "metadata": map[string]any{"name": name},
+		"spec": map[string]any{"backoffLimit": int64(0), "template": map[string]any{"metadata": map[string]any{"annotations": annotations},
+			"spec": map[string]any{"restartPolicy": "Never", "containers": []any{map[string]any{"name": "run", "image": "busybox:1.36"}}}}}}}
+}
+
+// TestHooksAreEvents: the applier runs a revision's pre phase — pre-install on the first,
+// pre-upgrade after, pre-rollback for a rollback — and says so with release.hooked before
+// release.applied; a hook that fails ends the revision with release.failed at stage hook, once,
+// naming the hook, and the previous revision's objects stay as they were.
+func TestHooksAreEvents(t *testing.T) {
+	e := newEnv(t)
+	e.start(applier.Options{})
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	hooks := []events.BundleHook{hookJob("app-install", false, events.HookPreInstall), hookJob("app-upgrade", false, events.HookPreUpgrade),
+		hookJob("app-rollback", false, events.HookPreRollback)}
+	phaseOf := func(ev event.Event) string {
+		require.Equal(t, events.TypeHooked, ev.Type(), string(ev.Data()))
+		h, err := events.Data[events.Hooked](ev)
+		require.NoError(t, err)
+		require.Len(t, h.Hooks, 1)
+		assert.Equal(t, events.HookSucceeded, h.Hooks[0].Result)
+		return h.Phase + " " + h.Hooks[0].Name
+	}
+	req1 := e.request(rel, events.Options{})
+	e.renderedWithHooks(req1, 1, []map[string]any{configMap(ns, "a", map[string]any{"v": "1"})}, hooks, events.Options{})
+	got := e.answers(rel, req1.ID(), 2, 60*time.Second)
+	assert.Equal(t, "pre-install app-install", phaseOf(got[0]))
+	assert.Equal(t, events.TypeApplied, got[1].Type())
+
+	req2 := e.request(rel, events.Options{})
+	e.renderedWithHooks(req2, 2, []map[string]any{configMap(ns, "a", map[string]any{"v": "2"})}, hooks, events.Options{})
+	got = e.answers(rel, req2.ID(), 2, 60*time.Second)
+	assert.Equal(t, "pre-upgrade app-upgrade", phaseOf(got[0]))
+	assert.Equal(t, events.TypeApplied, got[1].Type())
+
+	failing := append(hooks[:1:1], hookJob("app-broken", true, events.HookPreUpgrade))
+	published := e.countPublished(rel, events.TypeFailed)
+	req3 := e.request(rel, events.Options{})
+	e.renderedWithHooks(req3, 3, []map[string]any{configMap(ns, "a", map[string]any{"v": "3"})}, failing, events.Options{})
+	ev := e.answer(rel, req3.ID())
+	require.Equal(t, events.TypeFailed, ev.Type(), string(ev.Data()))
+	f, err := events.Data[events.Failed](ev)
+	require.NoError(t, err)
+	assert.Equal(t, events.StageHook, f.Stage)
+	assert.Equal(t, "hook_failed", f.Reason)
+	assert.Contains(t, f.Message, "hook app-broken: the job failed")
+	time.Sleep(300 * time.Millisecond)
+	assert.EqualValues(t, 1, published.Load(), "release.failed published once")
+	cm, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, "2", cm.Data["v"], "the previous revision's objects stay")
+
+	rb := e.rollbackRequest(rel, 1)
+	e.renderedWithHooks(rb, 1, []map[string]any{configMap(ns, "a", map[string]any{"v": "1"})}, hooks, events.Options{})
+	got = e.answers(rel, rb.ID(), 2, 60*time.Second)
+	assert.Equal(t, "pre-rollback app-rollback", phaseOf(got[0]))
+	assert.Equal(t, events.TypeApplied, got[1].Type())
 }
 
 // TestOlderRevisionIsSuperseded: two release.rendered of one release at once: the newer is

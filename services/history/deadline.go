@@ -358,7 +358,7 @@ func stageAfter(last string) string {
 	switch last {
 	case "", events.TypeRequested:
 		return events.StageRender
-	case events.TypeRendered:
+	case events.TypeRendered, events.TypeHooked:
 		return events.StageApply
 	case events.TypeApplied, events.TypeProgressing:
 		return events.StageHealth

@@ -51,6 +51,17 @@ func Fold(v *historyapi.View, e event.Event, seq uint64, revision int) error {
 		}
 		r.State, r.Bundle, r.Size, r.Objects, r.Chart = historyapi.StateRendered, rd.Bundle, rd.Size, rd.Objects, rd.Chart
 		r.Times.Rendered = e.Time()
+	case events.TypeHooked:
+		h, err := events.Data[events.Hooked](e)
+		if err != nil {
+			return err
+		}
+		if r == nil {
+			r = add(v, revision)
+		}
+		if !slices.ContainsFunc(r.Hooks, func(x events.Hooked) bool { return x.Phase == h.Phase && x.Bundle == h.Bundle }) {
+			r.Hooks = append(r.Hooks, *h)
+		}
 	case events.TypeApplied:
 		a, err := events.Data[events.Applied](e)
 		if err != nil {

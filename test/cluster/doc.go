@@ -12,8 +12,8 @@
 //
 // Pods are driven by kwok's stock "fast" stages, read from the kwok module (node initialise,
 // node heartbeat with lease, pod ready, pod complete, pod delete). A pod annotated with
-// FaultAnnotation instead crash-loops, fails to pull its image, or never becomes ready, for the
-// health watcher's tests.
+// FaultAnnotation instead crash-loops, fails to pull its image, never becomes ready, or fails (a
+// Job's pod, for hooks), for the health watcher's and the applier's tests.
 //
 // Components authenticate with client certificates in group system:masters: this is a harness,
 // not a hardened cluster. The controller manager's client rate limits are raised and its

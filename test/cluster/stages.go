@@ -25,6 +25,8 @@ const (
 	FaultImagePull = "image-pull-error"
 	// FaultNeverReady: the pod runs, its containers never pass readiness.
 	FaultNeverReady = "never-ready"
+	// FaultFail: the pod fails, its containers exited with code 1 (a Job's pod that failed).
+	FaultFail = "fail"
 )
 
 // stageFiles writes kwok's stock fast stages (from the kwok module, as kwok ships them), with
@@ -43,6 +45,7 @@ func stageFiles(dir string) ([]string, error) {
 		"pod-fault-crashloop":       faultStage(FaultCrashLoop, crashLoopStatus),
 		"pod-fault-image-pull":      faultStage(FaultImagePull, imagePullStatus),
 		"pod-fault-never-ready":     faultStage(FaultNeverReady, neverReadyStatus),
+		"pod-fault-fail":            faultStage(FaultFail, failStatus),
 	}
 	var paths []string
 	for name, body := range stages {
@@ -155,6 +158,16 @@ var (
     waiting:
       reason: ImagePullBackOff
       message: {{ printf "Back-off pulling image %q" .image | Quote }}
+`)
+	failStatus = faultStatus("Failed", `  started: false
+  restartCount: 0
+  state:
+    terminated:
+      exitCode: 1
+      reason: Error
+      message: troupe test fault
+      startedAt: {{ $now | Quote }}
+      finishedAt: {{ $now | Quote }}
 `)
 	neverReadyStatus = faultStatus("Running", `  started: true
   restartCount: 0

@@ -125,6 +125,17 @@ type Request struct {
 	// bundle's own CRDs define is given both in the release's namespace and cluster-scoped
 	// when its manifest names no namespace: its scope is known only once the CRD exists.
 	Intent func(ctx context.Context, objects []events.ObjectRef) error
+	// Hooks are the chart's hooks of this revision's pre phase (pre-install, pre-upgrade or
+	// pre-rollback, HookPhase), in the order Helm runs them: checked with the objects before
+	// anything changes, run after the CRDs and Namespaces are applied and before every other
+	// object (see runHooks). Hooks are not inventory: never pruned, never in Result.Objects.
+	Hooks     []events.BundleHook
+	HookPhase string
+	// HookDeadline, when set, is how long a hook may run: the revision's deadline.
+	HookDeadline time.Time
+	// HooksRan, when set, is called with what the hooks did once every one succeeded, before
+	// the other objects are applied; an error stops Apply there.
+	HooksRan func(ctx context.Context, runs []events.HookRun) error
 }
 
 // Object is one object of an inventory: where it is, a digest of the manifest troupe applied,
@@ -150,6 +161,8 @@ type Result struct {
 	// to be kept, CRDs (never pruned: deleting one deletes every custom resource of its kind),
 	// or taken over by another release meanwhile.
 	Kept []events.ObjectRef
+	// Hooks is what the request's hooks did, in the order they ran (a failed one last).
+	Hooks []events.HookRun
 }
 
 // item is one object of a request on its way to the cluster.
@@ -180,6 +193,10 @@ type item struct {
 func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err error) {
 	res = &Result{}
 	items, err := a.prepare(req)
+	if err != nil {
+		return nil, err
+	}
+	hooks, err := a.prepareHooks(req)
 	if err != nil {
 		return nil, err
 	}
@@ -269,6 +286,18 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 				}
 			}
 			namespaced = ns
+		}
+	}
+	if len(hooks) > 0 {
+		runs, err := a.runHooks(ctx, req, hooks)
+		res.Hooks = runs
+		if err != nil {
+			return applied(), err
+		}
+		if req.HooksRan != nil {
+			if err := req.HooksRan(ctx, runs); err != nil {
+				return applied(), err
+			}
 		}
 	}
 	if err := a.applyAll(ctx, req.Release, cluster); err != nil {

@@ -46,6 +46,8 @@ type ObjectError struct {
 // Error is an apply failure: a reason code, the objects it concerns and the cause. Transient
 // errors (the API server unreachable or overloaded) may pass when retried.
 type Error struct {
+	// Stage is where it failed, when not the caller's own (hook, for a chart's hook).
+	Stage     string
 	Reason    string
 	Objects   []ObjectError
 	Err       error

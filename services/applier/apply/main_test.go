@@ -42,6 +42,12 @@ func fixtures(t testing.TB) string {
 // returns the bundle's objects.
 func renderChart(t testing.TB, rel events.Release, revision int, chart string, set ...string) []map[string]any {
 	t.Helper()
+	return renderBundle(t, rel, revision, chart, set...).Objects
+}
+
+// renderBundle renders a fixture chart as the renderer does and returns the bundle, hooks too.
+func renderBundle(t testing.TB, rel events.Release, revision int, chart string, set ...string) *events.Bundle {
+	t.Helper()
 	r, err := render.New(render.Options{CacheSize: -1, SourceRoots: []string{fixtures(t)}})
 	require.NoError(t, err)
 	out, err := r.Render(context.Background(), render.Input{Release: rel, Revision: revision, Request: events.Requested{
@@ -49,7 +55,7 @@ func renderChart(t testing.TB, rel events.Release, revision int, chart string, s
 	require.NoError(t, err)
 	b, err := events.ReadBundle(out.Bundle)
 	require.NoError(t, err)
-	return b.Objects
+	return b
 }
 
 func newApplier(t testing.TB, o apply.Options) *apply.Applier {

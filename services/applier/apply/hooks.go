@@ -1,0 +1,321 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+// ReasonHookFailed: a chart's hook failed — a Job that failed, a Pod that did not succeed, a hook
+// the API server refused — or was still running at the revision's deadline.
+const ReasonHookFailed = "hook_failed"
+
+// Hook delete policies, as Helm names them (helm.sh/hook-delete-policy).
+const (
+	policyBeforeCreation = "before-hook-creation"
+	policySucceeded      = "hook-succeeded"
+	policyFailed         = "hook-failed"
+)
+
+// hookPoll is how often a running hook is looked at.
+const hookPoll = 200 * time.Millisecond
+
+var (
+	jobKind = schema.GroupKind{Group: "batch", Kind: "Job"}
+	podKind = schema.GroupKind{Kind: "Pod"}
+)
+
+// hookItem is a hook on its way to the cluster.
+type hookItem struct {
+	*item
+	hook events.BundleHook
+}
+
+// prepareHooks checks the hooks as Apply checks objects (kinds resolved, the namespace allowlist
+// and the cluster-scoped switch on where each lands), before anything changes. A hook of a kind
+// the bundle's own CRDs define is resolved once they are established.
+func (a *Applier) prepareHooks(req Request) ([]*hookItem, error) {
+	if len(req.Hooks) == 0 {
+		return nil, nil
+	}
+	objs := make([]map[string]any, 0, len(req.Objects)+len(req.Hooks))
+	for _, m := range req.Objects {
+		if isCRD(refOf(&unstructured.Unstructured{Object: m})) {
+			objs = append(objs, m) // for the scopes of the bundle's own kinds
+		}
+	}
+	crds := len(objs)
+	for _, h := range req.Hooks {
+		objs = append(objs, h.Object)
+	}
+	items, err := a.prepare(Request{Release: req.Release, Revision: req.Revision, Objects: objs, Options: req.Options})
+	if err != nil {
+		return nil, hookError(err)
+	}
+	out := make([]*hookItem, 0, len(req.Hooks))
+	for i, it := range items[crds:] {
+		out = append(out, &hookItem{item: it, hook: req.Hooks[i]})
+	}
+	return out, nil
+}
+
+// runHooks runs hooks in their order, as Helm runs a phase: each created afresh — an earlier
+// object of its name deleted first when its delete policies say before-hook-creation (Helm's
+// default when they say nothing); one that exists and is kept is an error, as under Helm — then
+// waited for until the revision's deadline (a Job until complete, a Pod until it succeeded,
+// anything else only created), then deleted when its policies say so for how it ended
+// (hook-succeeded, hook-failed). The first hook that fails stops the phase.
+func (a *Applier) runHooks(ctx context.Context, req Request, hooks []*hookItem) ([]events.HookRun, error) {
+	if !req.HookDeadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, req.HookDeadline)
+		defer cancel()
+	}
+	var deferred []*item
+	for _, h := range hooks {
+		if h.deferred {
+			deferred = append(deferred, h.item)
+		}
+	}
+	if len(deferred) > 0 {
+		if err := a.resolve(deferred); err != nil {
+			return nil, hookError(err)
+		}
+		for _, it := range deferred {
+			if err := a.allowed(req.Release, it.ref); err != nil {
+				return nil, hookError(err)
+			}
+		}
+	}
+	var runs []events.HookRun
+	for _, h := range hooks {
+		run, err := a.runHook(ctx, req, h)
+		runs = append(runs, run)
+		if err != nil {
+			return runs, err
+		}
+	}
+	return runs, nil
+}
+
+// runHook runs one hook (see runHooks).
+func (a *Applier) runHook(ctx context.Context, req Request, h *hookItem) (events.HookRun, error) {
+	run := events.HookRun{ObjectRef: h.ref, Weight: h.hook.Weight, Started: time.Now().UTC()}
+	policies := h.hook.DeletePolicies
+	if len(policies) == 0 {
+		policies = []string{policyBeforeCreation}
+	}
+	failed := func(err *Error) (events.HookRun, error) {
+		run.Result, run.Duration, run.Message = events.HookFailed, events.Duration(time.Since(run.Started)), err.Detail()
+		if slices.Contains(policies, policyFailed) {
+			run.Deleted = a.deleteHook(context.WithoutCancel(ctx), req.Release, h) == nil
+		}
+		err.Stage = events.StageHook
+		return run, err
+	}
+	resource := a.client(req.Release).Resource(h.gvr).Namespace(h.ref.Namespace)
+	live, err := resource.Get(ctx, h.ref.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return failed(objectError(h.ref, err))
+	case ownerOf(live) != req.Release && !req.Options.Adopt:
+		return failed(&Error{Reason: ReasonOwnershipConflict, Objects: []ObjectError{{Ref: h.ref,
+			Message: fmt.Sprintf("hook %s: the object exists and is not this release's", h.ref.Name)}}})
+	case slices.Contains(policies, policyBeforeCreation):
+		if err := a.deleteHook(ctx, req.Release, h); err != nil {
+			return failed(objectError(h.ref, err))
+		}
+	default:
+		return failed(&Error{Reason: ReasonHookFailed, Objects: []ObjectError{{Ref: h.ref,
+			Message: fmt.Sprintf("hook %s exists from an earlier run, and its delete policies (%s) keep it: Helm fails here too; add before-hook-creation",
+				h.ref.Name, strings.Join(policies, ","))}}})
+	}
+	h.body = nil
+	if _, err := a.applyRaw(ctx, req.Release, h.item, false); err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			e = objectError(h.ref, err)
+		}
+		return failed(e)
+	}
+	if err := a.waitHook(ctx, req.Release, h); err != nil {
+		return failed(err)
+	}
+	run.Result, run.Duration = events.HookSucceeded, events.Duration(time.Since(run.Started))
+	if slices.Contains(policies, policySucceeded) {
+		if err := a.deleteHook(ctx, req.Release, h); err != nil {
+			return failed(objectError(h.ref, err))
+		}
+		run.Deleted = true
+	}
+	return run, nil
+}
+
+// waitHook waits until the hook has run: a Job complete, a Pod succeeded; anything else is done
+// once it exists. A failed Job or Pod, or one still running when ctx ends, is an *Error naming why.
+func (a *Applier) waitHook(ctx context.Context, rel events.Release, h *hookItem) *Error {
+	gk := h.gvr.GroupResource()
+	kind := schema.GroupKind{Group: gk.Group, Kind: h.ref.Kind}
+	if kind != jobKind && kind != podKind {
+		return nil
+	}
+	resource := a.client(rel).Resource(h.gvr).Namespace(h.ref.Namespace)
+	tick := time.NewTicker(hookPoll)
+	defer tick.Stop()
+	for {
+		live, err := resource.Get(ctx, h.ref.Name, metav1.GetOptions{})
+		if err != nil && ctx.Err() == nil {
+			if e := objectError(h.ref, err); !e.Transient {
+				return e
+			}
+		}
+		if err == nil {
+			done, why := hookDone(live)
+			switch {
+			case done && why == "":
+				return nil
+			case done:
+				return &Error{Reason: ReasonHookFailed, Objects: []ObjectError{{Ref: h.ref, Message: a.hookFailure(ctx, rel, h, why)}}}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return &Error{Reason: ReasonHookFailed, Objects: []ObjectError{{Ref: h.ref,
+				Message: fmt.Sprintf("hook %s: still running at the revision's deadline%s", h.ref.Name, a.podsSay(context.WithoutCancel(ctx), rel, h))}}}
+		case <-tick.C:
+		}
+	}
+}
+
+// hookDone reads a Job's or Pod's status: done, and why it failed ("" when it succeeded).
+func hookDone(u *unstructured.Unstructured) (done bool, why string) {
+	if u.GetKind() == "Pod" {
+		phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
+		switch phase {
+		case "Succeeded":
+			return true, ""
+		case "Failed":
+			reason, _, _ := unstructured.NestedString(u.Object, "status", "reason")
+			msg, _, _ := unstructured.NestedString(u.Object, "status", "message")
+			return true, strings.TrimSpace("the pod failed " + reason + " " + msg)
+		}
+		return false, ""
+	}
+	conditions, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conditions {
+		m, _ := c.(map[string]any)
+		if m["status"] != "True" {
+			continue
+		}
+		switch m["type"] {
+		case "Complete":
+			return true, ""
+		case "Failed":
+			return true, fmt.Sprintf("the job failed: %v: %v", m["reason"], m["message"])
+		}
+	}
+	return false, ""
+}
+
+// hookFailure says why a hook failed, with what its pods say.
+func (a *Applier) hookFailure(ctx context.Context, rel events.Release, h *hookItem, why string) string {
+	return fmt.Sprintf("hook %s: %s%s", h.ref.Name, why, a.podsSay(ctx, rel, h))
+}
+
+// podsSay is what the hook's pods say about a failure: each container's last termination
+// (reason, exit code, message) or waiting reason, and the last lines of its log when the node
+// keeps one; "" when there is nothing to say.
+func (a *Applier) podsSay(ctx context.Context, rel events.Release, h *hookItem) string {
+	cs, err := kubernetes.NewForConfig(a.cfgFor(rel))
+	if err != nil {
+		return ""
+	}
+	var names []string
+	switch h.ref.Kind {
+	case "Pod":
+		names = []string{h.ref.Name}
+	case "Job":
+		pods, err := cs.CoreV1().Pods(h.ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "batch.kubernetes.io/job-name=" + h.ref.Name})
+		if err != nil {
+			return ""
+		}
+		for _, p := range pods.Items {
+			names = append(names, p.Name)
+		}
+	}
+	var says []string
+	for _, name := range names[:min(len(names), 3)] {
+		pod, err := cs.CoreV1().Pods(h.ref.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			continue
+		}
+		for _, c := range pod.Status.ContainerStatuses {
+			var s string
+			switch {
+			case c.State.Terminated != nil && c.State.Terminated.ExitCode != 0:
+				t := c.State.Terminated
+				s = fmt.Sprintf("container %s exited %d (%s) %s", c.Name, t.ExitCode, t.Reason, t.Message)
+			case c.LastTerminationState.Terminated != nil && c.LastTerminationState.Terminated.ExitCode != 0:
+				t := c.LastTerminationState.Terminated
+				s = fmt.Sprintf("container %s exited %d (%s) %s", c.Name, t.ExitCode, t.Reason, t.Message)
+			case c.State.Waiting != nil:
+				s = fmt.Sprintf("container %s waiting: %s %s", c.Name, c.State.Waiting.Reason, c.State.Waiting.Message)
+			default:
+				continue
+			}
+			tail := int64(5)
+			if log, err := cs.CoreV1().Pods(h.ref.Namespace).GetLogs(name, &corev1.PodLogOptions{Container: c.Name, TailLines: &tail}).DoRaw(ctx); err == nil && len(strings.TrimSpace(string(log))) > 0 {
+				s += "; its log ends: " + strings.TrimSpace(string(log))
+			}
+			says = append(says, "pod "+name+": "+strings.TrimSpace(s))
+		}
+	}
+	if len(says) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(says, "; ") + ")"
+}
+
+// deleteHook deletes the hook's object, its dependents too (a Job's pods), and waits until it
+// is gone, so that one of the same name can be created again.
+func (a *Applier) deleteHook(ctx context.Context, rel events.Release, h *hookItem) error {
+	resource := a.client(rel).Resource(h.gvr).Namespace(h.ref.Namespace)
+	background := metav1.DeletePropagationBackground
+	if err := resource.Delete(ctx, h.ref.Name, metav1.DeleteOptions{PropagationPolicy: &background}); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	tick := time.NewTicker(hookPoll / 2)
+	defer tick.Stop()
+	for {
+		if _, err := resource.Get(ctx, h.ref.Name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("hook %s: not deleted by the deadline", h.ref.Name)
+		case <-tick.C:
+		}
+	}
+}
+
+// hookError makes err, from checking or running hooks, fail the revision at stage hook.
+func hookError(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		e.Stage = events.StageHook
+	}
+	return err
+}
