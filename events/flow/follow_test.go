@@ -74,6 +74,9 @@ func TestFollowFold(t *testing.T) {
 				c.derive(other, "renderer", events.TypeRendered, 9, events.Rendered{Bundle: digest, Objects: []events.ObjectRef{ref("ConfigMap", "x")}})
 				r := c.derive(req, "renderer", events.TypeRendered, 1, events.Rendered{Bundle: digest, Size: 10,
 					Objects: []events.ObjectRef{ref("ConfigMap", "config"), ref("Deployment", "web")}, Chart: &events.ChartInfo{Name: "hello", Version: "0.1.0"}})
+				c.derive(r, "applier", events.TypeHooked, 0, events.Hooked{Phase: events.HookPreInstall, Bundle: digest, Hooks: []events.HookRun{
+					{ObjectRef: ref("Job", "db-init"), Result: events.HookSucceeded, Duration: events.Duration(2100 * time.Millisecond)},
+					{ObjectRef: ref("ConfigMap", "seed"), Result: events.HookSucceeded, Duration: events.Duration(12 * time.Millisecond), Deleted: true}}})
 				a := c.derive(r, "applier", events.TypeApplied, 0, events.Applied{Bundle: digest, ApplyTime: events.Duration(1234 * time.Millisecond),
 					Inventory: []events.AppliedObject{{ObjectRef: ref("ConfigMap", "config"), Action: events.ActionCreated}, {ObjectRef: ref("Deployment", "web"), Action: events.ActionConfigured}},
 					Pruned:    []events.ObjectRef{ref("Secret", "old")}})
@@ -87,6 +90,7 @@ func TestFollowFold(t *testing.T) {
 			want: Outcome{Release: "demo/web", Revision: 1, State: historyapi.StateReady},
 			steps: []string{
 				"rendered: revision 1: 2 objects from hello-0.1.0",
+				"hooked: pre-install: Job/db-init 2.1s, ConfigMap/seed 12ms (deleted)",
 				"applied: 2 objects: 1 created, 1 configured, 0 unchanged, 1 pruned (1.234s)",
 				"progressing: ready 1/2, waiting for Deployment/web (0 of 1 updated replicas are available)",
 				"ready: 2 objects ready, 3s after the request",
@@ -270,6 +274,7 @@ func TestWaitsFor(t *testing.T) {
 		{events.TypeRequested, events.TypeRendered, "renderer", events.TypeRendered},
 		{events.TypeRollbackRequested, events.TypeRendered, "history service", events.TypeRendered},
 		{events.TypeRendered, events.TypeApplied, "applier", events.TypeApplied},
+		{events.TypeHooked, events.TypeApplied, "applier", events.TypeApplied},
 		{events.TypeUninstallRequested, events.TypeUninstalled, "applier", events.TypeUninstalled},
 		{events.TypeApplied, events.TypeProgressing, "health watcher", events.TypeProgressing},
 		{events.TypeProgressing, "release.ready or release.failed", "health watcher", events.TypeReady},

@@ -65,6 +65,26 @@ func TestNewTrace(t *testing.T) {
 			ended:  "ready",
 		},
 		{
+			name: "hooks",
+			flows: func(c *chain) []Streamed {
+				req := c.request(manifests)
+				r := c.derive(req, "renderer", events.TypeRendered, 1, events.Rendered{Bundle: digest})
+				h := c.derive(r, "applier", events.TypeHooked, 0, events.Hooked{Phase: events.HookPreUpgrade, Bundle: digest,
+					Hooks: []events.HookRun{{ObjectRef: ref("Job", "migrate"), Result: events.HookSucceeded, Duration: events.Duration(time.Second)}}})
+				c.derive(h, "applier", events.TypeFailed, 0, events.Failed{Stage: events.StageHook, Reason: "hook_failed", Message: "hook seed: the job failed"})
+				return c.streamed(1)
+			},
+			want: []row{
+				{events.TypeRequested, "troupe/cli", "0s", "manifests deploy/"},
+				{events.TypeRendered, "troupe/renderer", "1s", "0 objects"},
+				{events.TypeHooked, "troupe/applier", "2s", "pre-upgrade: Job/migrate 1s"},
+				{events.TypeFailed, "troupe/applier", "3s", "at hook: hook_failed: hook seed: the job failed"},
+			},
+			stages:  []string{"render requested→rendered 1s", "hook rendered→hooked 1s", "stopped hooked→failed 1s"},
+			ended:   "failed",
+			stopped: "failed at hook: hook_failed: hook seed: the job failed",
+		},
+		{
 			name: "failed, then rolled back: the latest revision by default",
 			flows: func(c *chain) []Streamed {
 				req1 := c.request(manifests)
