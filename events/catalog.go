@@ -19,6 +19,7 @@ const (
 	TypeApplied            = "release.applied"
 	TypeDiffed             = "release.diffed"
 	TypeProgressing        = "release.progressing"
+	TypeSettled            = "release.settled"
 	TypeReady              = "release.ready"
 	TypeFailed             = "release.failed"
 	TypeDegraded           = "release.degraded"
@@ -58,13 +59,15 @@ var catalog = []Spec{
 	{Type: TypeRendered, PublishedBy: "renderer; history, for rollback", payload: reflect.TypeFor[Rendered](),
 		Carries: "bundle digest in the object store, object list, render time, notes, options"},
 	{Type: TypeHooked, PublishedBy: "applier", payload: reflect.TypeFor[Hooked](),
-		Carries: "a phase of the chart's hooks that ran (pre-install, pre-upgrade, pre-rollback): each hook with its result and timing"},
+		Carries: "a phase of the chart's hooks that ran (pre-install, …, post-rollback): each hook with its result and timing"},
 	{Type: TypeApplied, PublishedBy: "applier", payload: reflect.TypeFor[Applied](),
-		Carries: "inventory (every object applied, with what changed), pruned objects, options"},
+		Carries: "inventory (every object applied, with what changed), pruned objects, options, the post-phase hooks due once ready"},
 	{Type: TypeDiffed, PublishedBy: "applier, for dryRun", Terminal: true, payload: reflect.TypeFor[Diffed](),
 		Carries: "server-side dry-run diff per object"},
 	{Type: TypeProgressing, PublishedBy: "health", payload: reflect.TypeFor[Progressing](),
 		Carries: "per-object status (kstatus), ready count"},
+	{Type: TypeSettled, PublishedBy: "health", payload: reflect.TypeFor[Settled](),
+		Carries: "every object Current, the chart's post-phase hooks due: the bundle, the phase, the object count"},
 	{Type: TypeReady, PublishedBy: "health", Terminal: true, payload: reflect.TypeFor[Ready](),
 		Carries: "time to ready"},
 	{Type: TypeFailed, PublishedBy: "renderer, applier, health, history (its deadline watchdog)", Terminal: true, payload: reflect.TypeFor[Failed](),

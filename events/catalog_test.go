@@ -73,6 +73,8 @@ var payloadCases = []payloadCase{
 		data: `{"bundle":"` + digest + `","size":-1,"renderTime":"1ms"}`, wantErr: "size"},
 	{name: "hooked", typ: events.TypeHooked, schemaToo: true,
 		data: `{"phase":"pre-install","bundle":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","hooks":[{"apiVersion":"batch/v1","kind":"Job","namespace":"prod","name":"db-init","weight":-5,"result":"succeeded","started":"2026-12-03T08:00:00Z","duration":"2.1s","deleted":true}]}`},
+	{name: "settled", typ: events.TypeSettled, schemaToo: true, data: `{"bundle":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","phase":"post-install","objects":3}`},
+	{name: "settled, a pre phase", typ: events.TypeSettled, schemaToo: true, data: `{"bundle":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","phase":"pre-install","objects":3}`, wantErr: "phase"},
 	{name: "hooked, no hooks", typ: events.TypeHooked, schemaToo: true, data: `{"phase":"pre-install","bundle":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","hooks":[]}`, wantErr: "hooks"},
 	{name: "hooked, unknown phase", typ: events.TypeHooked, schemaToo: true,
 		data: `{"phase":"mid-install","bundle":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","hooks":[{"apiVersion":"v1","kind":"Pod","name":"p","weight":0,"result":"succeeded","started":"2026-12-03T08:00:00Z","duration":"1s"}]}`, wantErr: "phase"},

@@ -49,6 +49,20 @@ const (
 	HookPostDelete   = "post-delete"
 )
 
+// PostPhase is the phase that follows pre, once the objects are ready (post-install after
+// pre-install, …); "" for another phase.
+func PostPhase(pre string) string {
+	switch pre {
+	case HookPreInstall:
+		return HookPostInstall
+	case HookPreUpgrade:
+		return HookPostUpgrade
+	case HookPreRollback:
+		return HookPostRollback
+	}
+	return ""
+}
+
 // Hook results.
 const (
 	HookSucceeded = "succeeded"
@@ -59,6 +73,7 @@ var (
 	stages      = []string{StageRequest, StageRender, StageApply, StageHealth, StageRollback, StageUninstall, StageHook}
 	hookPhases  = []string{HookPreInstall, HookPostInstall, HookPreUpgrade, HookPostUpgrade, HookPreRollback, HookPostRollback, HookPreDelete, HookPostDelete}
 	hookResults = []string{HookSucceeded, HookFailed}
+	postPhases  = []string{HookPostInstall, HookPostUpgrade, HookPostRollback}
 	digestRE    = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
 	reasonRE    = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 	applyAction = []string{ActionCreated, ActionConfigured, ActionUnchanged}
@@ -259,6 +274,18 @@ type Applied struct {
 	Pruned    []ObjectRef     `json:"pruned,omitempty" jsonschema:"maxItems=10000"`
 	ApplyTime Duration        `json:"applyTime"`
 	Options   Options         `json:"options,omitzero"`
+	// PostHooks is the phase of the chart's hooks that runs once every object is ready
+	// (post-install, post-upgrade, post-rollback); empty when the bundle has none for it.
+	PostHooks string `json:"postHooks,omitempty" jsonschema:"enum=post-install,enum=post-upgrade,enum=post-rollback"`
+}
+
+// Settled says every object of a revision is Current and its post-phase hooks are due: the
+// revision is ready once they ran (release.hooked), failed if one fails.
+type Settled struct {
+	Bundle string `json:"bundle" jsonschema:"pattern=^sha256:[a-f0-9]{64}$"`
+	// Phase is the hooks' (Applied.PostHooks).
+	Phase   string `json:"phase" jsonschema:"enum=post-install,enum=post-upgrade,enum=post-rollback"`
+	Objects int    `json:"objects" jsonschema:"minimum=0"`
 }
 
 // ObjectDiff is what applying would do to one object.
@@ -447,6 +474,18 @@ func (p *Applied) Validate() error {
 	c.objects("pruned", p.Pruned)
 	c.duration("applyTime", p.ApplyTime)
 	c.options("options", p.Options)
+	if p.PostHooks != "" {
+		c.oneOf("postHooks", p.PostHooks, postPhases)
+	}
+	return c.err()
+}
+
+// Validate implements Payload.
+func (p *Settled) Validate() error {
+	var c checker
+	c.digest("bundle", p.Bundle, true)
+	c.oneOf("phase", p.Phase, postPhases)
+	c.min("objects", int64(p.Objects), 0)
 	return c.err()
 }
 

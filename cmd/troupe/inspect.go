@@ -78,7 +78,9 @@ type revisionRow struct {
 	TimeToReady string              `json:"timeToReady,omitempty"`
 	RolledBack  int                 `json:"rolledBackTo,omitempty"`
 	Changes     *historyapi.Changes `json:"changes,omitempty"`
-	Times       historyapi.Times    `json:"times"`
+	// Hooks are the phases of the chart's hooks that ran, each hook with its result and timing.
+	Hooks []events.Hooked  `json:"hooks,omitempty"`
+	Times historyapi.Times `json:"times"`
 	// Overdue says which service has not answered a revision still in flight past its timeout.
 	Overdue string `json:"overdue,omitempty"`
 }
@@ -87,7 +89,7 @@ func rows(v *historyapi.View) []revisionRow {
 	out := make([]revisionRow, 0, len(v.Revisions))
 	for _, r := range v.Revisions {
 		row := revisionRow{Revision: r.Revision, State: r.State, Current: r.Revision == v.Current, Stage: r.Stage,
-			Reason: r.Reason, Message: r.Message, Objects: len(r.Objects), RolledBack: r.RolledBackTo, Changes: r.Changes, Times: r.Times}
+			Reason: r.Reason, Message: r.Message, Objects: len(r.Objects), RolledBack: r.RolledBackTo, Changes: r.Changes, Hooks: r.Hooks, Times: r.Times}
 		if r.Request != nil {
 			row.Source = r.Request.Source
 		}

@@ -97,7 +97,7 @@ func Table() []Identity {
 			Objects: map[string]Rights{events.BucketBundles: Read}},
 		{Name: Health, Service: true,
 			Doc: "watches what was applied until it is ready",
-			Publishes: []string{events.TypeProgressing, events.TypeReady, events.TypeDegraded, events.TypeRecovered,
+			Publishes: []string{events.TypeProgressing, events.TypeSettled, events.TypeReady, events.TypeDegraded, events.TypeRecovered,
 				events.TypeFailed, events.TypeSuperseded},
 			Durables: []string{"health"},
 			KV:       map[string]Rights{events.KVReleases: Write, events.KVFlows: Write, events.KVLeases: Write, events.KVHealth: Write}},

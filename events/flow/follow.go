@@ -221,6 +221,11 @@ func (f *follower) fold(e event.Event) effect {
 	case events.TypeHooked:
 		d, _ := events.Data[events.Hooked](e)
 		f.step(stage, "%s", hookedDetail(d))
+	case events.TypeSettled:
+		d, _ := events.Data[events.Settled](e)
+		if d != nil {
+			f.step(stage, "%d objects ready; %s hooks due", d.Objects, d.Phase)
+		}
 	case events.TypeApplied:
 		d, _ := events.Data[events.Applied](e)
 		counts := map[string]int{}
@@ -318,6 +323,8 @@ func WaitsFor(last string) (next, service string) {
 		return events.TypeUninstalled, "applier"
 	case events.TypeApplied:
 		return events.TypeProgressing, "health watcher"
+	case events.TypeSettled:
+		return events.TypeHooked, "applier"
 	case events.TypeProgressing:
 		return events.TypeReady + " or " + events.TypeFailed, "health watcher"
 	}

@@ -275,6 +275,7 @@ func TestWaitsFor(t *testing.T) {
 		{events.TypeRollbackRequested, events.TypeRendered, "history service", events.TypeRendered},
 		{events.TypeRendered, events.TypeApplied, "applier", events.TypeApplied},
 		{events.TypeHooked, events.TypeApplied, "applier", events.TypeApplied},
+		{events.TypeSettled, events.TypeHooked, "applier", events.TypeHooked},
 		{events.TypeUninstallRequested, events.TypeUninstalled, "applier", events.TypeUninstalled},
 		{events.TypeApplied, events.TypeProgressing, "health watcher", events.TypeProgressing},
 		{events.TypeProgressing, "release.ready or release.failed", "health watcher", events.TypeReady},

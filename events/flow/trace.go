@@ -132,6 +132,8 @@ func stages(evs []TraceEvent) (out []TraceStage, ended, stopped string) {
 			}
 		case events.TypeHooked:
 			stage = events.StageHook
+		case events.TypeSettled:
+			stage = events.StageHealth
 		case events.TypeApplied, events.TypeDiffed, events.TypeUninstalled:
 			stage = events.StageApply
 		case events.TypeReady:
@@ -174,6 +176,12 @@ func detail(e event.Event) string {
 	case events.TypeHooked:
 		d, _ := events.Data[events.Hooked](e)
 		return hookedDetail(d)
+	case events.TypeSettled:
+		d, err := events.Data[events.Settled](e)
+		if err != nil {
+			return ""
+		}
+		return fmt.Sprintf("%d objects ready, %s hooks due", d.Objects, d.Phase)
 	case events.TypeApplied:
 		d, _ := events.Data[events.Applied](e)
 		return fmt.Sprintf("%d objects, %d pruned", len(d.Inventory), len(d.Pruned))

@@ -129,7 +129,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	}
 	sc := o.Subscriber
 	sc.Service, sc.Version, sc.Names = Name, o.Version, o.Names
-	sc.Types = []string{events.TypeRendered, events.TypeUninstallRequested}
+	sc.Types = []string{events.TypeRendered, events.TypeSettled, events.TypeUninstallRequested}
 	sc.Produces = access.Publishes(access.Applier) // what its NATS identity may publish
 	sc.Concurrency, sc.FailStage, sc.Logger, sc.Metrics = o.Concurrency, events.StageApply, o.Logger, o.Metrics
 	if s.sub, err = events.NewSubscriber(js, sc, s.handle); err != nil {
@@ -160,6 +160,12 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 			return events.Reject(ReasonInvalidEvent, err)
 		}
 		return s.rendered(ctx, e, rel, r)
+	case events.TypeSettled:
+		st, err := events.Data[events.Settled](e)
+		if err != nil {
+			return events.Reject(ReasonInvalidEvent, err)
+		}
+		return s.settled(ctx, e, rel, st)
 	case events.TypeUninstallRequested:
 		u, err := events.Data[events.UninstallRequested](e)
 		if err != nil {
@@ -246,7 +252,7 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	req.HookPhase = prePhase(cur, r)
 	req.Hooks, req.HookDeadline = hooksOf(bundle, req.HookPhase), deadline
 	req.HooksRan = func(ctx context.Context, runs []events.HookRun) error {
-		return s.publish(ctx, e, revision, events.TypeHooked, events.Hooked{Phase: req.HookPhase, Bundle: r.Bundle, Hooks: runs})
+		return s.publish(ctx, e, revision, events.TypeHooked, events.Hooked{Phase: req.HookPhase, Bundle: r.Bundle, Hooks: runs}, req.HookPhase)
 	}
 
 	if r.Options.DryRun {
@@ -280,6 +286,9 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	}
 	applied := events.Applied{Bundle: r.Bundle, Inventory: res.Inventory, Pruned: res.Pruned,
 		ApplyTime: events.Duration(time.Since(start)), Options: r.Options}
+	if post := events.PostPhase(req.HookPhase); len(hooksOf(bundle, post)) > 0 {
+		applied.PostHooks = post // run once the health watcher finds every object ready (settled)
+	}
 	if err := s.inventory.put(ctx, rel, &Record{Release: rel.String(), Revision: revision, Bundle: r.Bundle, Cause: e.ID(),
 		AppliedAt: time.Now().UTC(), Objects: res.Objects, Applied: applied}); err != nil {
 		return err
@@ -288,6 +297,48 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	log.Info().Int("revision", revision).Int("objects", len(res.Inventory)).Int("pruned", len(res.Pruned)).
 		Dur("lock", locked).Dur("fetch", fetched).Dur("apply", time.Duration(applied.ApplyTime)).Dur("took", time.Since(began)).Msg("applied")
 	return s.publish(ctx, e, revision, events.TypeApplied, applied)
+}
+
+// settled runs a revision's post-phase hooks once the health watcher found every object ready:
+// under the release's lease, unless a newer revision overtook it or its flow ended, then says
+// so with release.hooked (the health watcher's cue to end the flow with release.ready) — or, a
+// hook failing, release.failed at stage hook.
+func (s *Service) settled(ctx context.Context, e event.Event, rel events.Release, st *events.Settled) error {
+	revision := events.Revision(e)
+	if revision < 1 {
+		return events.Reject(ReasonInvalidEvent, fmt.Errorf("release.settled %s carries no revision", e.ID()))
+	}
+	deadline := flowDeadline(e, 0)
+	newer := func(ctx context.Context) error {
+		if st.Phase == events.HookPostRollback { // an earlier revision again, on purpose
+			return s.rollbackSuperseded(ctx, rel, events.CorrelationID(e))
+		}
+		return s.superseded(ctx, rel, revision, false)
+	}
+	lease, err := s.lock(ctx, rel, revision, deadline, newer)
+	if err != nil {
+		return s.end(ctx, e, rel, revision, events.StageHook, err, deadline)
+	}
+	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
+	if late, err := s.late(ctx, e, revision); late || err != nil {
+		return err
+	}
+	bundle, err := s.bundle(ctx, st.Bundle)
+	if err != nil {
+		return s.end(ctx, e, rel, revision, events.StageHook, err, deadline)
+	}
+	hooks := hooksOf(bundle, st.Phase)
+	if len(hooks) == 0 {
+		return events.Reject(ReasonInvalidEvent, fmt.Errorf("release.settled %s: bundle %s has no %s hooks", e.ID(), st.Bundle, st.Phase))
+	}
+	runs, err := s.applier.RunHooks(ctx, apply.Request{Release: rel, Revision: revision, Objects: bundle.Objects,
+		Hooks: hooks, HookPhase: st.Phase, HookDeadline: deadline})
+	if err != nil {
+		return s.end(ctx, e, rel, revision, events.StageHook, err, deadline)
+	}
+	zerolog.Ctx(ctx).Info().Int("revision", revision).Str("phase", st.Phase).Int("hooks", len(runs)).Msg("hooks ran")
+	// Keyed by phase: the pre phase's release.hooked has the flow and type of this one.
+	return s.publish(ctx, e, revision, events.TypeHooked, events.Hooked{Phase: st.Phase, Bundle: st.Bundle, Hooks: runs}, st.Phase)
 }
 
 // prePhase is the hook phase a revision runs before its objects, as Helm chooses it: pre-rollback
@@ -526,8 +577,8 @@ func failure(stage string, revision int, err error, timeLeft bool) error {
 
 // publish publishes the applier's reaction to e; its id derives from e's, so a redelivered e
 // gets the same event again, which the stream drops as a duplicate.
-func (s *Service) publish(ctx context.Context, e event.Event, revision int, typ string, data any) error {
-	out, err := events.Derive(e, source, typ, data)
+func (s *Service) publish(ctx context.Context, e event.Event, revision int, typ string, data any, key ...string) error {
+	out, err := events.Derive(e, source, typ, data, key...)
 	if err != nil {
 		return events.Terminal(err)
 	}

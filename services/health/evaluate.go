@@ -16,9 +16,16 @@ const (
 	phaseReady       = "ready"
 	phaseDegraded    = "degraded"
 	phaseFailed      = "failed"
+	// phaseSettled: every object is Current and the chart's post-phase hooks are due (the
+	// applier runs them on release.settled); ready once release.hooked says they ran.
+	phaseSettled = "settled"
 	// phaseSuperseded is never recorded: the newer revision's record takes the release's key.
 	phaseSuperseded = "superseded"
 )
+
+// waiting says whether a revision in phase has not ended yet: progressing, or settled waiting
+// for its post-phase hooks.
+func waiting(phase string) bool { return phase == phaseProgressing || phase == phaseSettled }
 
 // Bounds on the objects one event lists.
 const (
@@ -35,6 +42,11 @@ type state struct {
 	phase     string
 	requested time.Time // when the revision was requested: time to ready counts from it
 	deadline  time.Time // requested + the revision's timeout
+	bundle    string    // the revision's bundle, whose post-phase hooks release.settled names
+	// postHooks is the phase of the chart's hooks due once every object is Current (the
+	// release.applied's PostHooks), "" when none; hooksDone says release.hooked said they ran.
+	postHooks string
+	hooksDone bool
 	// replacing is set while another revision of the release is on its way to the cluster
 	// (rendered, not applied yet): its objects changing then is no degradation of this one.
 	replacing bool
@@ -98,6 +110,8 @@ func evaluate(st state, obs observation, now time.Time, progressInterval time.Du
 		return supersede(st)
 	case st.phase == phaseProgressing:
 		return progress(st, obs, now, progressInterval)
+	case st.phase == phaseSettled:
+		return hooksDue(st, obs, now)
 	case st.phase == phaseReady && obs.complete && !obs.allCurrent() && !st.replacing:
 		return degrade(st, obs)
 	case st.phase == phaseDegraded && obs.complete && obs.allCurrent():
@@ -109,7 +123,7 @@ func evaluate(st state, obs observation, now time.Time, progressInterval time.Du
 func supersede(st state) decision {
 	was := st.phase
 	st.phase = phaseSuperseded
-	if was != phaseProgressing {
+	if !waiting(was) {
 		return decision{next: st} // it ended already: ready is no wait to supersede
 	}
 	return decision{next: st, event: &outgoing{typ: events.TypeSuperseded,
@@ -120,6 +134,10 @@ func progress(st state, obs observation, now time.Time, progressInterval time.Du
 	statuses := obs.statuses()
 	failing := obs.failing()
 	switch {
+	case obs.complete && obs.allCurrent() && st.postHooks != "" && !st.hooksDone:
+		st.phase = phaseSettled
+		return decision{next: st, record: true, retryAt: st.deadline, event: &outgoing{typ: events.TypeSettled,
+			data: events.Settled{Bundle: st.bundle, Phase: st.postHooks, Objects: len(statuses)}}}
 	case obs.complete && obs.allCurrent():
 		st.phase = phaseReady
 		return decision{next: st, record: true, event: &outgoing{typ: events.TypeReady,
@@ -145,6 +163,21 @@ func progress(st state, obs observation, now time.Time, progressInterval time.Du
 	return decision{next: st, retryAt: st.deadline, event: &outgoing{typ: events.TypeProgressing,
 		data: events.Progressing{Objects: objects, Ready: len(statuses) - len(notCurrent(statuses)), Total: len(statuses)},
 		key:  strconv.Itoa(st.progress)}}
+}
+
+// hooksDue waits, every object Current, for the post-phase hooks: ready once they ran, failed if
+// they have not by the deadline (a hook that fails ends the flow at the applier).
+func hooksDue(st state, obs observation, now time.Time) decision {
+	switch {
+	case st.hooksDone:
+		st.phase = phaseReady
+		return decision{next: st, record: true, event: &outgoing{typ: events.TypeReady,
+			data: events.Ready{TimeToReady: events.Duration(now.Sub(st.requested)), Objects: len(obs.objects)}}}
+	case !now.Before(st.deadline):
+		return fail(st, ReasonTimeout, fmt.Sprintf("every object is ready, but its %s hooks did not finish within %s (the applier runs them)",
+			st.postHooks, st.deadline.Sub(st.requested).Round(time.Second)), nil)
+	}
+	return decision{next: st, retryAt: st.deadline}
 }
 
 func fail(st state, reason, message string, objects []events.ObjectStatus) decision {

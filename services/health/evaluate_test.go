@@ -47,6 +47,10 @@ func TestEvaluate(t *testing.T) {
 		return st
 	}
 	ready := with(progressing, func(st *state) { st.phase = phaseReady })
+	withHooks := with(progressing, func(st *state) {
+		st.bundle, st.postHooks = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", events.HookPostInstall
+	})
+	settled := with(withHooks, func(st *state) { st.phase = phaseSettled })
 	degraded := with(ready, func(st *state) {
 		st.phase, st.degraded, st.degradations = phaseDegraded, []events.ObjectStatus{webGone}, 1
 	})
@@ -63,6 +67,42 @@ func TestEvaluate(t *testing.T) {
 			st:   progressing, obs: see(configCurrent, webCurrent), now: now,
 			want: decision{next: ready, record: true, event: &outgoing{typ: events.TypeReady,
 				data: events.Ready{TimeToReady: events.Duration(30 * time.Second), Objects: 2}}},
+		},
+		{
+			name: "every object Current, post-install hooks due: settled, and the applier's cue",
+			st:   withHooks, obs: see(configCurrent, webCurrent), now: now,
+			want: decision{next: with(withHooks, func(st *state) { st.phase = phaseSettled }), record: true, retryAt: deadline,
+				event: &outgoing{typ: events.TypeSettled, data: events.Settled{Bundle: "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", Phase: events.HookPostInstall, Objects: 2}}},
+		},
+		{
+			name: "settled, the hooks not run yet: wait",
+			st:   settled, obs: see(configCurrent, webCurrent), now: now,
+			want: decision{next: settled, retryAt: deadline},
+		},
+		{
+			name: "settled, the hooks ran: ready, with the time from the request",
+			st:   with(settled, func(st *state) { st.hooksDone = true }), obs: see(configCurrent, webProgressing), now: now,
+			want: decision{next: with(settled, func(st *state) { st.hooksDone, st.phase = true, phaseReady }), record: true,
+				event: &outgoing{typ: events.TypeReady, data: events.Ready{TimeToReady: events.Duration(30 * time.Second), Objects: 2}}},
+		},
+		{
+			name: "the hooks ran before the objects were all Current (a restart): ready at once",
+			st:   with(withHooks, func(st *state) { st.hooksDone = true }), obs: see(configCurrent, webCurrent), now: now,
+			want: decision{next: with(withHooks, func(st *state) { st.hooksDone, st.phase = true, phaseReady }), record: true,
+				event: &outgoing{typ: events.TypeReady, data: events.Ready{TimeToReady: events.Duration(30 * time.Second), Objects: 2}}},
+		},
+		{
+			name: "settled at the deadline: failed, the hooks named",
+			st:   settled, obs: see(configCurrent, webCurrent), now: deadline,
+			want: decision{next: with(settled, func(st *state) { st.phase = phaseFailed }), record: true,
+				event: &outgoing{typ: events.TypeFailed, data: events.Failed{Stage: events.StageHealth, Reason: ReasonTimeout,
+					Message: "every object is ready, but its post-install hooks did not finish within 5m0s (the applier runs them)"}}},
+		},
+		{
+			name: "settled, a newer revision applied: superseded",
+			st:   with(settled, func(st *state) { st.supersededBy = 3 }), obs: see(configCurrent, webCurrent), now: now,
+			want: decision{next: with(settled, func(st *state) { st.supersededBy, st.phase = 3, phaseSuperseded }),
+				event: &outgoing{typ: events.TypeSuperseded, data: events.Superseded{ByRevision: 3, Stage: events.StageHealth}}},
 		},
 		{
 			name: "Current but a watch has not listed: not ready yet, progress",

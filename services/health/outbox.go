@@ -24,6 +24,8 @@ type record struct {
 	Phase        string          `json:"phase"`
 	Progress     int             `json:"progress"`
 	Degradations int             `json:"degradations"`
+	// HooksDone: release.hooked said the revision's post-phase hooks ran.
+	HooksDone bool `json:"hooksDone,omitempty"`
 }
 
 // outbox is where decisions leave the service: it publishes a decision's event until the stream

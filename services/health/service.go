@@ -138,7 +138,7 @@ func (s *Service) newWatcher() (*watcher, error) {
 	w.watches = newWatches(s.dyn, w.changed, w.synced)
 	sc := s.opts.Subscriber
 	sc.Service, sc.Version, sc.Names = Name, s.opts.Version, s.opts.Names
-	sc.Types = []string{events.TypeApplied, events.TypeUninstalled, events.TypeRendered, events.TypeFailed, events.TypeSuperseded}
+	sc.Types = []string{events.TypeApplied, events.TypeHooked, events.TypeUninstalled, events.TypeRendered, events.TypeFailed, events.TypeSuperseded}
 	sc.Produces = access.Publishes(access.Health) // what its NATS identity may publish
 	sc.FailStage, sc.Logger, sc.Metrics = events.StageHealth, s.opts.Logger, s.opts.Metrics
 	var err error
@@ -200,6 +200,12 @@ func (s *watcher) handle(ctx context.Context, e event.Event) error {
 			s.tell(rel, func(context.Context) { s.replacing(rel, events.Revision(e), on) })
 		}
 		return nil
+	case events.TypeHooked:
+		h, err := events.Data[events.Hooked](e)
+		if err != nil {
+			return events.Terminal(err)
+		}
+		return s.ask(ctx, rel, func(ctx context.Context) error { return s.hooksRan(ctx, rel, events.Revision(e), h.Phase) })
 	case events.TypeUninstalled:
 		d, _ := events.DeliveryFrom(ctx)
 		return s.ask(ctx, rel, func(ctx context.Context) error { return s.forget(ctx, rel, d.Sequence, events.CorrelationID(e)) })
@@ -335,7 +341,7 @@ func (s *watcher) followOnce(ctx context.Context, rel events.Release, rec record
 		return err
 	}
 	old := s.tracker(rel)
-	if old == nil && prev != nil && prev.Phase == phaseProgressing {
+	if old == nil && prev != nil && waiting(prev.Phase) {
 		old, _ = s.resumed(revisioned{*prev, rev}) // followed by another replica: superseded here
 	}
 	if old != nil {
@@ -353,6 +359,28 @@ func (s *watcher) followOnce(ctx context.Context, rel events.Release, rec record
 	t := s.newTracker(rel, rec, applied, a)
 	t.kvRev = kvRev
 	s.track(t)
+	return nil
+}
+
+// hooksRan notes that the post-phase hooks of rel's revision ran, in its record first (so that a
+// restart before release.ready is out still knows), for the next judgement to say ready. A
+// release.hooked of a pre phase, or of a revision not followed, changes nothing.
+func (s *watcher) hooksRan(ctx context.Context, rel events.Release, revision int, phase string) error {
+	t := s.tracker(rel)
+	if t == nil || t.rec.Revision != revision || t.state.postHooks != phase || t.state.hooksDone {
+		return nil
+	}
+	st := t.state
+	st.hooksDone = true
+	rev, err := s.out.update(ctx, t.record(st), t.kvRev)
+	if errors.Is(err, errStale) {
+		s.untrack(t)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	t.kvRev, t.state.hooksDone = rev, true
 	return nil
 }
 
@@ -398,7 +426,7 @@ func (s *watcher) forget(ctx context.Context, rel events.Release, seq uint64, un
 		if prev != nil && seq > 0 && prev.Sequence > seq {
 			return nil
 		}
-		if prev != nil && prev.Phase == phaseProgressing {
+		if prev != nil && waiting(prev.Phase) {
 			if err := s.supersedeByUninstall(ctx, rel, revisioned{*prev, rev}, uninstall); err != nil {
 				return err
 			}

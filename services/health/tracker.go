@@ -58,7 +58,7 @@ func (s *watcher) newTracker(rel events.Release, rec record, applied event.Event
 		timeout = events.DefaultTimeout
 	}
 	t.state = state{phase: rec.Phase, requested: requested, deadline: requested.Add(timeout),
-		progress: rec.Progress, degradations: rec.Degradations}
+		progress: rec.Progress, degradations: rec.Degradations, bundle: a.Bundle, postHooks: a.PostHooks, hooksDone: rec.HooksDone}
 	for _, o := range a.Inventory {
 		gv, _ := schema.ParseGroupVersion(o.APIVersion)
 		tr := tracked{ref: o.ObjectRef, workload: isWorkload(gv.Group, o.Kind)}
@@ -77,7 +77,7 @@ func (s *watcher) newTracker(rel events.Release, rec record, applied event.Event
 // record is t's record in state st.
 func (t *tracker) record(st state) record {
 	r := t.rec
-	r.Phase, r.Progress, r.Degradations = st.phase, st.progress, st.degradations
+	r.Phase, r.Progress, r.Degradations, r.HooksDone = st.phase, st.progress, st.degradations, st.hooksDone
 	return r
 }
 

@@ -362,6 +362,8 @@ func stageAfter(last string) string {
 		return events.StageApply
 	case events.TypeApplied, events.TypeProgressing:
 		return events.StageHealth
+	case events.TypeSettled:
+		return events.StageHook
 	case events.TypeRollbackRequested:
 		return events.StageRollback
 	case events.TypeUninstallRequested:

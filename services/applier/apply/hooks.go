@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,12 +72,26 @@ func (a *Applier) prepareHooks(req Request) ([]*hookItem, error) {
 	return out, nil
 }
 
+// RunHooks runs req's hooks (req.HookPhase, after the objects: a post phase) as Apply runs a pre
+// phase, and applies nothing else; req.Objects are read only for the scopes of the bundle's own
+// kinds. Every error is an *Error at stage hook.
+func (a *Applier) RunHooks(ctx context.Context, req Request) ([]events.HookRun, error) {
+	hooks, err := a.prepareHooks(req)
+	if err != nil {
+		return nil, err
+	}
+	return a.runHooks(ctx, req, hooks)
+}
+
 // runHooks runs hooks in their order, as Helm runs a phase: each created afresh — an earlier
 // object of its name deleted first when its delete policies say before-hook-creation (Helm's
-// default when they say nothing); one that exists and is kept is an error, as under Helm — then
-// waited for until the revision's deadline (a Job until complete, a Pod until it succeeded,
-// anything else only created), then deleted when its policies say so for how it ended
-// (hook-succeeded, hook-failed). The first hook that fails stops the phase.
+// default when they say nothing) or it is this revision's own (a redelivery); one that exists
+// and is kept is an error, as under Helm — then waited for until the revision's deadline (a Job
+// until complete, a Pod until it succeeded, anything else only created). The first hook that
+// fails stops the phase, and is deleted if its policies say hook-failed; once every hook
+// succeeded, those whose policies say hook-succeeded are deleted, the last first (a Secret a
+// later Job mounts is there while it runs). A CustomResourceDefinition hook is never deleted:
+// every custom resource of its kind would go with it.
 func (a *Applier) runHooks(ctx context.Context, req Request, hooks []*hookItem) ([]events.HookRun, error) {
 	if !req.HookDeadline.IsZero() {
 		var cancel context.CancelFunc
@@ -94,6 +109,11 @@ func (a *Applier) runHooks(ctx context.Context, req Request, hooks []*hookItem) 
 			return nil, hookError(err)
 		}
 		for _, it := range deferred {
+			if it.namespced && it.ref.Namespace == "" {
+				it.ref.Namespace = req.Release.Namespace
+				it.obj.SetNamespace(req.Release.Namespace)
+				it.body = nil
+			}
 			if err := a.allowed(req.Release, it.ref); err != nil {
 				return nil, hookError(err)
 			}
@@ -105,6 +125,15 @@ func (a *Applier) runHooks(ctx context.Context, req Request, hooks []*hookItem) 
 		runs = append(runs, run)
 		if err != nil {
 			return runs, err
+		}
+	}
+	for i := len(hooks) - 1; i >= 0; i-- {
+		if h := hooks[i]; slices.Contains(h.hook.DeletePolicies, policySucceeded) && !isCRD(h.ref) {
+			if err := a.deleteHook(ctx, req.Release, h); err != nil {
+				return runs, &Error{Stage: events.StageHook, Reason: ReasonHookFailed, Objects: []ObjectError{{Ref: h.ref,
+					Message: fmt.Sprintf("hook %s: hook-succeeded: %v", h.ref.Name, err)}}}
+			}
+			runs[i].Deleted = true
 		}
 	}
 	return runs, nil
@@ -119,7 +148,9 @@ func (a *Applier) runHook(ctx context.Context, req Request, h *hookItem) (events
 	}
 	failed := func(err *Error) (events.HookRun, error) {
 		run.Result, run.Duration, run.Message = events.HookFailed, events.Duration(time.Since(run.Started)), err.Detail()
-		if slices.Contains(policies, policyFailed) {
+		// Not when the work was taken away (the lease lost, a shutdown): the hook may be running
+		// for whoever carries on.
+		if slices.Contains(policies, policyFailed) && !isCRD(h.ref) && !errors.Is(ctx.Err(), context.Canceled) {
 			run.Deleted = a.deleteHook(context.WithoutCancel(ctx), req.Release, h) == nil
 		}
 		err.Stage = events.StageHook
@@ -131,10 +162,12 @@ func (a *Applier) runHook(ctx context.Context, req Request, h *hookItem) (events
 	case apierrors.IsNotFound(err):
 	case err != nil:
 		return failed(objectError(h.ref, err))
-	case ownerOf(live) != req.Release && !req.Options.Adopt:
+	case !a.mayReplace(req, live):
 		return failed(&Error{Reason: ReasonOwnershipConflict, Objects: []ObjectError{{Ref: h.ref,
-			Message: fmt.Sprintf("hook %s: the object exists and is not this release's", h.ref.Name)}}})
-	case slices.Contains(policies, policyBeforeCreation):
+			Message: fmt.Sprintf("hook %s: the object exists and is not this release's (a hook Helm left is taken over with options.adopt)", h.ref.Name)}}})
+	case isCRD(h.ref):
+		// never deleted: applied over, as Helm's own CRD hooks are left
+	case slices.Contains(policies, policyBeforeCreation) || live.GetAnnotations()[AnnotationRevision] == strconv.Itoa(req.Revision):
 		if err := a.deleteHook(ctx, req.Release, h); err != nil {
 			return failed(objectError(h.ref, err))
 		}
@@ -155,13 +188,19 @@ func (a *Applier) runHook(ctx context.Context, req Request, h *hookItem) (events
 		return failed(err)
 	}
 	run.Result, run.Duration = events.HookSucceeded, events.Duration(time.Since(run.Started))
-	if slices.Contains(policies, policySucceeded) {
-		if err := a.deleteHook(ctx, req.Release, h); err != nil {
-			return failed(objectError(h.ref, err))
-		}
-		run.Deleted = true
-	}
 	return run, nil
+}
+
+// mayReplace says whether an existing object of a hook's name may be deleted and made again:
+// when it is this release's, or — with options.adopt — when it is nobody's and Helm made it as
+// a hook (a release moving from Helm: its hooks carry no troupe labels).
+func (a *Applier) mayReplace(req Request, live *unstructured.Unstructured) bool {
+	owner := ownerOf(live)
+	if owner == req.Release {
+		return true
+	}
+	_, helmHook := live.GetAnnotations()["helm.sh/hook"]
+	return req.Options.Adopt && a.opts.AllowAdopt && owner.Name == "" && helmHook
 }
 
 // waitHook waits until the hook has run: a Job complete, a Pod succeeded; anything else is done
@@ -177,6 +216,14 @@ func (a *Applier) waitHook(ctx context.Context, rel events.Release, h *hookItem)
 	defer tick.Stop()
 	for {
 		live, err := resource.Get(ctx, h.ref.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			// A Job with ttlSecondsAfterFinished may be gone as soon as it finished; another
+			// hook object deleted while it runs has not run.
+			if ttl, ok, _ := unstructured.NestedInt64(h.obj.Object, "spec", "ttlSecondsAfterFinished"); ok && ttl >= 0 {
+				return nil
+			}
+			return &Error{Reason: ReasonHookFailed, Objects: []ObjectError{{Ref: h.ref, Message: fmt.Sprintf("hook %s: deleted before it finished", h.ref.Name)}}}
+		}
 		if err != nil && ctx.Err() == nil {
 			if e := objectError(h.ref, err); !e.Transient {
 				return e
@@ -239,6 +286,8 @@ func (a *Applier) hookFailure(ctx context.Context, rel events.Release, h *hookIt
 // (reason, exit code, message) or waiting reason, and the last lines of its log when the node
 // keeps one; "" when there is nothing to say.
 func (a *Applier) podsSay(ctx context.Context, rel events.Release, h *hookItem) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	cs, err := kubernetes.NewForConfig(a.cfgFor(rel))
 	if err != nil {
 		return ""
@@ -248,7 +297,12 @@ func (a *Applier) podsSay(ctx context.Context, rel events.Release, h *hookItem) 
 	case "Pod":
 		names = []string{h.ref.Name}
 	case "Job":
-		pods, err := cs.CoreV1().Pods(h.ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "batch.kubernetes.io/job-name=" + h.ref.Name})
+		job, err := cs.BatchV1().Jobs(h.ref.Namespace).Get(ctx, h.ref.Name, metav1.GetOptions{})
+		if err != nil {
+			return ""
+		}
+		// This run's pods only (not an earlier run's, still going away, nor anyone's labelled alike).
+		pods, err := cs.CoreV1().Pods(h.ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "batch.kubernetes.io/controller-uid=" + string(job.UID)})
 		if err != nil {
 			return ""
 		}
@@ -276,9 +330,13 @@ func (a *Applier) podsSay(ctx context.Context, rel events.Release, h *hookItem) 
 			default:
 				continue
 			}
+			// A log may hold anything: only when the chart asks, as Helm shows it
+			// (helm.sh/hook-output-log-policy: hook-failed).
 			tail := int64(5)
-			if log, err := cs.CoreV1().Pods(h.ref.Namespace).GetLogs(name, &corev1.PodLogOptions{Container: c.Name, TailLines: &tail}).DoRaw(ctx); err == nil && len(strings.TrimSpace(string(log))) > 0 {
-				s += "; its log ends: " + strings.TrimSpace(string(log))
+			if showLogs(h.hook) {
+				if log, err := cs.CoreV1().Pods(h.ref.Namespace).GetLogs(name, &corev1.PodLogOptions{Container: c.Name, TailLines: &tail}).DoRaw(ctx); err == nil && len(strings.TrimSpace(string(log))) > 0 {
+					s += "; its log ends: " + strings.TrimSpace(string(log))
+				}
 			}
 			says = append(says, "pod "+name+": "+strings.TrimSpace(s))
 		}
@@ -289,9 +347,20 @@ func (a *Applier) podsSay(ctx context.Context, rel events.Release, h *hookItem) 
 	return " (" + strings.Join(says, "; ") + ")"
 }
 
+// showLogs says whether a hook's chart asks for its log when it fails.
+func showLogs(h events.BundleHook) bool {
+	annotations, _, _ := unstructured.NestedStringMap(h.Object, "metadata", "annotations")
+	return strings.Contains(annotations["helm.sh/hook-output-log-policy"], policyFailed)
+}
+
+// hookDeleteWait bounds the wait for a deleted hook to be gone (a finalizer may hold it).
+const hookDeleteWait = 30 * time.Second
+
 // deleteHook deletes the hook's object, its dependents too (a Job's pods), and waits until it
 // is gone, so that one of the same name can be created again.
 func (a *Applier) deleteHook(ctx context.Context, rel events.Release, h *hookItem) error {
+	ctx, cancel := context.WithTimeout(ctx, hookDeleteWait)
+	defer cancel()
 	resource := a.client(rel).Resource(h.gvr).Namespace(h.ref.Namespace)
 	background := metav1.DeletePropagationBackground
 	if err := resource.Delete(ctx, h.ref.Name, metav1.DeleteOptions{PropagationPolicy: &background}); err != nil && !apierrors.IsNotFound(err) {
@@ -305,7 +374,7 @@ func (a *Applier) deleteHook(ctx context.Context, rel events.Release, h *hookIte
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("hook %s: not deleted by the deadline", h.ref.Name)
+			return fmt.Errorf("hook %s: still there %s after it was deleted (a finalizer?)", h.ref.Name, hookDeleteWait)
 		case <-tick.C:
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/services/applier/apply"
@@ -70,7 +71,11 @@ func TestHooksRunBeforeTheObjects(t *testing.T) {
 		hookJob("db-migrate", -5, "", nil, events.HookPreInstall, events.HookPreUpgrade),
 		hookConfigMap("db-init", 0, []string{"hook-succeeded"}, events.HookPreInstall),
 		hookJob("db-upgrade-only", 1, "", nil, events.HookPreUpgrade),
+		hookJob("db-uses-init", 2, "", nil, events.HookPreInstall),
 	}
+	cms, err := dyn(t).Resource(configmaps).Namespace(ns).Watch(t.Context(), metav1.ListOptions{})
+	require.NoError(t, err)
+	defer cms.Stop()
 	phase := func(p string) []events.BundleHook {
 		var out []events.BundleHook
 		for _, h := range hooks {
@@ -91,15 +96,30 @@ func TestHooksRunBeforeTheObjects(t *testing.T) {
 			return nil
 		}})
 	require.NoError(t, err)
-	require.Len(t, res.Hooks, 2)
-	assert.Equal(t, res.Hooks, heard)
-	assert.Equal(t, []string{"db-migrate", "db-init"}, []string{res.Hooks[0].Name, res.Hooks[1].Name})
+	require.Len(t, res.Hooks, 3)
+	assert.Equal(t, []string{"db-migrate", "db-init", "db-uses-init"}, []string{res.Hooks[0].Name, res.Hooks[1].Name, res.Hooks[2].Name})
+	// HooksRan heard the phase before the hook-succeeded ones were deleted, as they ran.
+	require.Len(t, heard, 3)
+	for i := range heard {
+		assert.Equal(t, res.Hooks[i].ObjectRef, heard[i].ObjectRef)
+	}
+	// hook-succeeded: deleted once the whole phase succeeded, not before the Job after it ran.
+	deletedAt := 0
+	for ev := range cms.ResultChan() {
+		if u, ok := ev.Object.(*unstructured.Unstructured); ok && ev.Type == watch.Deleted && u.GetName() == "db-init" {
+			deletedAt, err = strconv.Atoi(u.GetResourceVersion())
+			require.NoError(t, err)
+			break
+		}
+	}
+	assert.Greater(t, deletedAt, rv(t, jobs, ns, "db-uses-init"), "db-init was there until the Job after it completed")
 	for _, h := range res.Hooks {
 		assert.Equal(t, events.HookSucceeded, h.Result)
 		assert.Equal(t, ns, h.Namespace)
 	}
 	assert.False(t, res.Hooks[0].Deleted)
 	assert.True(t, res.Hooks[1].Deleted)
+	assert.False(t, res.Hooks[2].Deleted)
 	job := get(t, jobs, ns, "db-migrate")
 	assert.NotEmpty(t, job.Object["status"].(map[string]any)["completionTime"], "waited for: complete")
 	assert.Less(t, rv(t, jobs, ns, "db-migrate"), rv(t, configmaps, ns, "db-config"), "the Job completed before the ConfigMap was created")
