@@ -53,6 +53,9 @@ type Tombstone struct {
 	// Request is its id.
 	Request string    `json:"request"`
 	At      time.Time `json:"at"`
+	// Bundle is the uninstalled revision's, whose post-delete hooks run after the tombstone is
+	// down (again, for a redelivered uninstall).
+	Bundle string `json:"bundle,omitempty"`
 }
 
 // Previous is what the next revision starts from: the objects to keep or prune.

@@ -354,8 +354,11 @@ func prePhase(cur *Record, r *events.Rendered) string {
 	return events.HookPreUpgrade
 }
 
-// hooksOf is the bundle's hooks for phase, in the bundle's order (Helm's).
+// hooksOf is the bundle's hooks for phase, in the bundle's order (Helm's); none for no bundle.
 func hooksOf(b *events.Bundle, phase string) []events.BundleHook {
+	if b == nil {
+		return nil
+	}
 	var out []events.BundleHook
 	for _, h := range b.Hooks {
 		if slices.Contains(h.Events, phase) {
@@ -386,16 +389,52 @@ func (s *Service) uninstall(ctx context.Context, e event.Event, rel events.Relea
 	if err != nil {
 		return err
 	}
+	revision := 0
+	if cur != nil {
+		revision = cur.Revision
+	}
+	// The hooks of the revision in the cluster: pre-delete before its objects go, post-delete
+	// after. A redelivery of this uninstall finds its tombstone: the objects are gone, the
+	// post-delete hooks run (again).
+	digest, again := "", false
+	switch {
+	case cur != nil && cur.Uninstalled == nil:
+		digest = cur.Bundle
+	case cur != nil && cur.Uninstalled.Request == e.ID():
+		digest, again = cur.Uninstalled.Bundle, true
+	}
+	var bundle *events.Bundle
+	if digest != "" {
+		if bundle, err = s.bundle(ctx, digest); err != nil {
+			return s.end(ctx, e, rel, revision, events.StageUninstall, err, deadline)
+		}
+	}
+	runPhase := func(phase string) error {
+		hooks := hooksOf(bundle, phase)
+		if len(hooks) == 0 {
+			return nil
+		}
+		runs, err := s.applier.RunHooks(ctx, apply.Request{Release: rel, Revision: revision, Objects: bundle.Objects,
+			Hooks: hooks, HookPhase: phase, HookDeadline: deadline})
+		if err != nil {
+			return err
+		}
+		return s.publish(ctx, e, revision, events.TypeHooked, events.Hooked{Phase: phase, Bundle: digest, Hooks: runs}, phase)
+	}
+	if !again {
+		if err := runPhase(events.HookPreDelete); err != nil {
+			return s.end(ctx, e, rel, revision, events.StageHook, err, deadline)
+		}
+	}
 	deleted, kept, err := s.applier.Delete(ctx, rel, cur.All(), u.DeleteCRDs)
 	if err != nil {
 		return s.end(ctx, e, rel, 0, events.StageUninstall, err, deadline)
 	}
-	if err := s.inventory.uninstalled(ctx, rel, Tombstone{Sequence: d.Sequence, Request: e.ID(), At: time.Now().UTC()}); err != nil {
+	if err := s.inventory.uninstalled(ctx, rel, Tombstone{Sequence: d.Sequence, Request: e.ID(), At: time.Now().UTC(), Bundle: digest}); err != nil {
 		return err
 	}
-	revision := 0
-	if cur != nil {
-		revision = cur.Revision
+	if err := runPhase(events.HookPostDelete); err != nil {
+		return s.end(ctx, e, rel, revision, events.StageHook, err, deadline)
 	}
 	zerolog.Ctx(ctx).Info().Int("deleted", len(deleted)).Int("kept", len(kept)).Msg("uninstalled")
 	return s.publish(ctx, e, revision, events.TypeUninstalled, events.Uninstalled{Deleted: deleted, Kept: kept})

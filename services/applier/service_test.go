@@ -336,6 +336,55 @@ func TestHooksAreEvents(t *testing.T) {
 	assert.Equal(t, events.TypeApplied, got[1].Type())
 }
 
+// TestUninstallRunsDeleteHooks: an uninstall runs the revision's pre-delete hooks before its
+// objects go and its post-delete hooks after, each phase a release.hooked before
+// release.uninstalled; a pre-delete hook that fails ends the uninstall at stage hook with every
+// object still there.
+func TestUninstallRunsDeleteHooks(t *testing.T) {
+	e := newEnv(t)
+	e.start(applier.Options{})
+	ns := kube.Namespace(t)
+	for _, tc := range []struct {
+		name string
+		fail bool
+	}{{"ok", false}, {"broken", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			rel := events.Release{Namespace: ns, Name: tc.name}
+			hooks := []events.BundleHook{hookJob(tc.name+"-pre-delete", tc.fail, events.HookPreDelete), hookJob(tc.name+"-post-delete", false, events.HookPostDelete)}
+			req := e.request(rel, events.Options{})
+			e.renderedWithHooks(req, 1, []map[string]any{configMap(ns, tc.name, map[string]any{"v": "1"})}, hooks, events.Options{})
+			require.Equal(t, events.TypeApplied, e.answer(rel, req.ID()).Type())
+
+			un := e.uninstallRequest(rel)
+			if tc.fail {
+				ev := e.answer(rel, un.ID())
+				require.Equal(t, events.TypeFailed, ev.Type(), string(ev.Data()))
+				f, err := events.Data[events.Failed](ev)
+				require.NoError(t, err)
+				assert.Equal(t, events.StageHook, f.Stage)
+				assert.Contains(t, f.Message, "hook broken-pre-delete: the job failed")
+				_, err = kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), tc.name, metav1.GetOptions{})
+				assert.NoError(t, err, "nothing deleted")
+				return
+			}
+			got := e.answers(rel, un.ID(), 3, 60*time.Second)
+			var seen []string
+			for _, ev := range got {
+				s := ev.Type()
+				if ev.Type() == events.TypeHooked {
+					h, err := events.Data[events.Hooked](ev)
+					require.NoError(t, err)
+					s += " " + h.Phase + " " + h.Hooks[0].Name
+				}
+				seen = append(seen, s)
+			}
+			assert.Equal(t, []string{"release.hooked pre-delete ok-pre-delete", "release.hooked post-delete ok-post-delete", "release.uninstalled"}, seen)
+			_, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), tc.name, metav1.GetOptions{})
+			assert.True(t, apierrors.IsNotFound(err), "deleted")
+		})
+	}
+}
+
 // TestOlderRevisionIsSuperseded: two release.rendered of one release at once: the newer is
 // applied, the older dropped with release.superseded.
 func TestOlderRevisionIsSuperseded(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -83,14 +82,13 @@ func (a *Applier) RunHooks(ctx context.Context, req Request) ([]events.HookRun, 
 	return a.runHooks(ctx, req, hooks)
 }
 
-// runHooks runs hooks in their order, as Helm runs a phase: each created afresh — an earlier
-// object of its name deleted first when its delete policies say before-hook-creation (Helm's
-// default when they say nothing) or it is this revision's own (a redelivery); one that exists
-// and is kept is an error, as under Helm — then waited for until the revision's deadline (a Job
-// until complete, a Pod until it succeeded, anything else only created). The first hook that
-// fails stops the phase, and is deleted if its policies say hook-failed; once every hook
-// succeeded, those whose policies say hook-succeeded are deleted, the last first (a Secret a
-// later Job mounts is there while it runs). A CustomResourceDefinition hook is never deleted:
+// runHooks runs hooks in their order, as Helm 4 runs a phase: each applied — an earlier object
+// of its name deleted first when its delete policies say before-hook-creation (Helm's default
+// when they say nothing), else applied over — then waited for until the revision's deadline (a
+// Job until complete, a Pod until it succeeded, anything else only created). The first hook that
+// fails stops the phase, and is deleted if its policies say hook-failed; the hooks that succeeded
+// are deleted when theirs say hook-succeeded, the last first — once every hook ran, so a Secret a
+// later Job mounts is there while it runs. A CustomResourceDefinition hook is never deleted:
 // every custom resource of its kind would go with it.
 func (a *Applier) runHooks(ctx context.Context, req Request, hooks []*hookItem) ([]events.HookRun, error) {
 	if !req.HookDeadline.IsZero() {
@@ -124,19 +122,32 @@ func (a *Applier) runHooks(ctx context.Context, req Request, hooks []*hookItem) 
 		run, err := a.runHook(ctx, req, h)
 		runs = append(runs, run)
 		if err != nil {
+			// As Helm: the hooks that succeeded before it go too when their policies say so.
+			if !errors.Is(ctx.Err(), context.Canceled) {
+				_ = a.deleteSucceeded(context.WithoutCancel(ctx), req.Release, hooks[:len(runs)-1], runs)
+			}
 			return runs, err
 		}
 	}
+	if err := a.deleteSucceeded(ctx, req.Release, hooks, runs); err != nil {
+		return runs, err
+	}
+	return runs, nil
+}
+
+// deleteSucceeded deletes the hooks whose policies say hook-succeeded, the last first, marking
+// their runs deleted.
+func (a *Applier) deleteSucceeded(ctx context.Context, rel events.Release, hooks []*hookItem, runs []events.HookRun) error {
 	for i := len(hooks) - 1; i >= 0; i-- {
 		if h := hooks[i]; slices.Contains(h.hook.DeletePolicies, policySucceeded) && !isCRD(h.ref) {
-			if err := a.deleteHook(ctx, req.Release, h); err != nil {
-				return runs, &Error{Stage: events.StageHook, Reason: ReasonHookFailed, Objects: []ObjectError{{Ref: h.ref,
+			if err := a.deleteHook(ctx, rel, h); err != nil {
+				return &Error{Stage: events.StageHook, Reason: ReasonHookFailed, Objects: []ObjectError{{Ref: h.ref,
 					Message: fmt.Sprintf("hook %s: hook-succeeded: %v", h.ref.Name, err)}}}
 			}
 			runs[i].Deleted = true
 		}
 	}
-	return runs, nil
+	return nil
 }
 
 // runHook runs one hook (see runHooks).
@@ -165,17 +176,13 @@ func (a *Applier) runHook(ctx context.Context, req Request, h *hookItem) (events
 	case !a.mayReplace(req, live):
 		return failed(&Error{Reason: ReasonOwnershipConflict, Objects: []ObjectError{{Ref: h.ref,
 			Message: fmt.Sprintf("hook %s: the object exists and is not this release's (a hook Helm left is taken over with options.adopt)", h.ref.Name)}}})
-	case isCRD(h.ref):
-		// never deleted: applied over, as Helm's own CRD hooks are left
-	case slices.Contains(policies, policyBeforeCreation) || live.GetAnnotations()[AnnotationRevision] == strconv.Itoa(req.Revision):
+	case slices.Contains(policies, policyBeforeCreation) && !isCRD(h.ref):
 		if err := a.deleteHook(ctx, req.Release, h); err != nil {
 			return failed(objectError(h.ref, err))
 		}
-	default:
-		return failed(&Error{Reason: ReasonHookFailed, Objects: []ObjectError{{Ref: h.ref,
-			Message: fmt.Sprintf("hook %s exists from an earlier run, and its delete policies (%s) keep it: Helm fails here too; add before-hook-creation",
-				h.ref.Name, strings.Join(policies, ","))}}})
 	}
+	// Else one that exists is applied over (server-side, as Helm 4 applies hooks): a Job its
+	// policies kept from an earlier run, unchanged, is complete already.
 	h.body = nil
 	if _, err := a.applyRaw(ctx, req.Release, h.item, false); err != nil {
 		var e *Error
