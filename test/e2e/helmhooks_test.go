@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -138,6 +137,6 @@ func TestHooksAsHelmRunsThem(t *testing.T) {
 
 		assert.Equal(t, helmMade, troupeMade, "%s: objects created, in order", step.name)
 		assert.Equal(t, helmThere, troupeThere, "%s: objects there after", step.name)
-		t.Log(fmt.Sprintf("%s: made %v; there %v", step.name, helmMade, helmThere))
+		t.Logf("%s: made %v; there %v", step.name, helmMade, helmThere)
 	}
 }
