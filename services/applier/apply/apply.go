@@ -63,6 +63,10 @@ type Options struct {
 	ImpersonateServiceAccount string
 	// CRDTimeout bounds the wait for a bundle's CRDs to be Established. Default 60s.
 	CRDTimeout time.Duration
+	// NoHookLogs keeps a failed hook's container log out of release.failed, unless its chart
+	// asks for it (helm.sh/hook-output-log-policy: hook-failed). By default the last lines are
+	// in the message: anyone who may read the release's events reads them.
+	NoHookLogs bool
 }
 
 // Applier applies bundles to one cluster with server-side apply. It is safe for concurrent use;

@@ -337,10 +337,11 @@ func (a *Applier) podsSay(ctx context.Context, rel events.Release, h *hookItem) 
 			default:
 				continue
 			}
-			// A log may hold anything: only when the chart asks, as Helm shows it
-			// (helm.sh/hook-output-log-policy: hook-failed).
+			// The last lines of its log say why, on a node that keeps one — unless the applier
+			// was told to keep logs out (a log may hold anything) and the chart does not ask as
+			// Helm's helm.sh/hook-output-log-policy: hook-failed asks.
 			tail := int64(5)
-			if showLogs(h.hook) {
+			if !a.opts.NoHookLogs || showLogs(h.hook) {
 				if log, err := cs.CoreV1().Pods(h.ref.Namespace).GetLogs(name, &corev1.PodLogOptions{Container: c.Name, TailLines: &tail}).DoRaw(ctx); err == nil && len(strings.TrimSpace(string(log))) > 0 {
 					s += "; its log ends: " + strings.TrimSpace(string(log))
 				}

@@ -26,6 +26,7 @@ func main() {
 		allowNamespaces   []string
 		denyClusterScoped bool
 		allowAdopt        bool
+		hookLogs          bool
 		impersonate       string
 		ackWait           time.Duration
 		holder            string
@@ -40,6 +41,7 @@ func main() {
 			fs.StringSliceVar(&allowNamespaces, "allow-namespace", nil, "the only namespaces to touch (repeat; default: all)")
 			fs.BoolVar(&denyClusterScoped, "deny-cluster-scoped", false, "refuse cluster-scoped objects (CRDs, ClusterRoles, …)")
 			fs.StringVar(&impersonate, "impersonate-service-account", "", "act as this service account of each release's namespace")
+			fs.BoolVar(&hookLogs, "hook-failure-logs", true, "put the last lines of a failed hook's container log in release.failed (off: only for charts that ask, with helm.sh/hook-output-log-policy: hook-failed)")
 			fs.BoolVar(&allowAdopt, "allow-adopt", false, "honour a request's options.adopt (take over objects of another release or of none); off, such a request fails")
 			fs.DurationVar(&ackWait, "ack-wait", 30*time.Second, "how long an event a dead replica was handling waits before another gets it")
 			fs.StringVar(&holder, "holder", "", "this replica's name in leases (default applier/<host>/<pid>)")
@@ -58,7 +60,7 @@ func main() {
 			}
 			o := applier.Options{BundleWriters: writers,
 				Apply: apply.Options{Concurrency: inflight, AllowNamespaces: allowNamespaces,
-					DenyClusterScoped: denyClusterScoped, ImpersonateServiceAccount: impersonate, AllowAdopt: allowAdopt},
+					DenyClusterScoped: denyClusterScoped, ImpersonateServiceAccount: impersonate, AllowAdopt: allowAdopt, NoHookLogs: !hookLogs},
 				Concurrency: concurrency, LeaseTTL: leaseTTL, Holder: holder, Names: env.Names, Logger: env.Log, Metrics: env.Metrics,
 				Checkpoint: testHook(env),
 			}
