@@ -205,6 +205,9 @@ type Options struct {
 	CreateNamespace bool `json:"createNamespace,omitempty"`
 	// Adopt takes over objects that exist but belong to no release, or to another one.
 	Adopt bool `json:"adopt,omitempty"`
+	// WaitLoadBalancer makes a LoadBalancer Service ready only once it has an ingress address;
+	// by default a cluster IP is enough, as under Helm 4 and Flux (kstatus).
+	WaitLoadBalancer bool `json:"waitLoadBalancer,omitempty"`
 }
 
 // DefaultTimeout is a revision's timeout when the request does not set one.

@@ -39,6 +39,7 @@ type releaseOptions struct {
 	dryRun          bool
 	noPrune         bool
 	createNamespace bool
+	waitLB          bool
 	adopt           bool
 	waiting
 }
@@ -84,6 +85,7 @@ the chart loads. Nothing is published when something is wrong.`,
 	f.BoolVar(&o.dryRun, "dry-run", false, "render and diff against the cluster; change nothing")
 	f.BoolVar(&o.noPrune, "no-prune", false, "keep objects the previous revision applied and this one does not")
 	f.BoolVar(&o.createNamespace, "create-namespace", false, "create the namespace if it is missing")
+	f.BoolVar(&o.waitLB, "wait-load-balancer", false, "a LoadBalancer Service is ready only once it has an ingress address (default: once it has a cluster IP, as Helm 4)")
 	f.BoolVar(&o.adopt, "adopt", false, "take over objects that exist but belong to no release or another one")
 	return cmd
 }
@@ -98,7 +100,7 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 	}
 	req := events.Requested{Set: o.set, RequestedBy: requester()}
 	req.Options = events.Options{Timeout: events.Duration(o.timeout), Wait: o.wait, RollbackOnFailure: o.rollbackOnFailure,
-		DryRun: o.dryRun, CreateNamespace: o.createNamespace, Adopt: o.adopt}
+		DryRun: o.dryRun, CreateNamespace: o.createNamespace, Adopt: o.adopt, WaitLoadBalancer: o.waitLB}
 	if o.noPrune {
 		no := false
 		req.Options.Prune = &no

@@ -43,10 +43,12 @@ var waitingFailures = map[string]string{
 
 // compute is obj's health: kstatus (the library Flux and Helm 4 wait with), plus what troupe
 // waits for beyond it — a Job complete (kstatus calls a running Job Current), a LoadBalancer
-// Service with an ingress — and fails fast on: a pod of the workload that crash-loops or cannot
-// pull its image (pods are those of the workload's current revision, see podsOf). obj nil is
-// NotFound.
-func compute(obj *unstructured.Unstructured, pods []*unstructured.Unstructured) result {
+// Service with an ingress when waitLB (options.waitLoadBalancer; else a cluster IP is enough, as
+// under Helm 4) — and fails fast on: a pod of the workload that crash-loops or cannot pull its
+// image (pods are those of the workload's current revision, see podsOf). A workload still in
+// progress says why its pods wait when the scheduler said (Unschedulable: 0/1 nodes are
+// available: …). obj nil is NotFound.
+func compute(obj *unstructured.Unstructured, pods []*unstructured.Unstructured, waitLB bool) result {
 	if obj == nil {
 		return result{Status: events.StatusNotFound, Message: "not found"}
 	}
@@ -65,7 +67,7 @@ func compute(obj *unstructured.Unstructured, pods []*unstructured.Unstructured) 
 			r.Message = "Job not complete: " + res.Message
 		}
 	case gk.Group == "" && gk.Kind == "Service":
-		if t, _, _ := unstructured.NestedString(obj.Object, "spec", "type"); t == "LoadBalancer" && r.Status == events.StatusCurrent {
+		if t, _, _ := unstructured.NestedString(obj.Object, "spec", "type"); t == "LoadBalancer" && r.Status == events.StatusCurrent && waitLB {
 			if ingress, _, _ := unstructured.NestedSlice(obj.Object, "status", "loadBalancer", "ingress"); len(ingress) == 0 {
 				r.Status, r.Message = events.StatusInProgress, "waiting for the load balancer's ingress"
 			}
@@ -80,6 +82,9 @@ func compute(obj *unstructured.Unstructured, pods []*unstructured.Unstructured) 
 	if r.Status != events.StatusCurrent && r.Status != events.StatusFailed {
 		if reason, msg := failingPod(pods); reason != "" {
 			return result{Status: events.StatusFailed, Message: msg, Reason: reason}
+		}
+		if why := unschedulable(pods); why != "" {
+			r.Message += "; " + why
 		}
 	}
 	if r.Status == events.StatusFailed && r.Reason == "" {
@@ -116,6 +121,24 @@ func failingPod(pods []*unstructured.Unstructured) (reason, message string) {
 		}
 	}
 	return "", ""
+}
+
+// unschedulable says why the first pod (by name) the scheduler could not place waits: its
+// PodScheduled condition's reason and message (an unbound PersistentVolumeClaim, "0/1 nodes are
+// available: 1 Insufficient ephemeral-storage"); "" when none waits so.
+func unschedulable(pods []*unstructured.Unstructured) string {
+	sorted := slices.Clone(pods)
+	slices.SortFunc(sorted, func(a, b *unstructured.Unstructured) int { return strings.Compare(a.GetName(), b.GetName()) })
+	for _, p := range sorted {
+		conds, _, _ := unstructured.NestedSlice(p.Object, "status", "conditions")
+		for _, c := range conds {
+			m, _ := c.(map[string]any)
+			if m["type"] == "PodScheduled" && m["status"] == string(metav1.ConditionFalse) {
+				return fmt.Sprintf("pod %s: %v: %v", p.GetName(), m["reason"], m["message"])
+			}
+		}
+	}
+	return ""
 }
 
 func hasCondition(obj *unstructured.Unstructured, typ string) bool {

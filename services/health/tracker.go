@@ -21,6 +21,7 @@ type tracker struct {
 	rec     record      // the record it was started or resumed with
 	cause   event.Event // the release.applied
 	objects []tracked
+	waitLB  bool // options.waitLoadBalancer
 	resumed bool   // followed again after a restart: a terminal event may be out already
 	kvRev   uint64 // the KV revision of the record as this tracker last read or wrote it
 
@@ -48,7 +49,7 @@ type objectKey struct {
 // newTracker is the tracker of rel's revision rec records: its objects (kinds resolved to
 // resources), request time and deadline from the release.applied, its state from rec.
 func (s *watcher) newTracker(rel events.Release, rec record, applied event.Event, a *events.Applied) *tracker {
-	t := &tracker{rel: rel, rec: rec, cause: applied}
+	t := &tracker{rel: rel, rec: rec, cause: applied, waitLB: a.Options.WaitLoadBalancer}
 	requested := events.RequestTime(applied)
 	if requested.IsZero() {
 		requested = applied.Time()
@@ -229,7 +230,7 @@ func (s *watcher) observe(t *tracker) observation {
 	s.mu.Unlock()
 	obs := observation{objects: make([]observed, len(t.objects)), complete: true}
 	for i, o := range t.objects {
-		r, ok := s.statusOf(o, podWatches)
+		r, ok := s.statusOf(o, podWatches, t.waitLB)
 		obs.complete = obs.complete && ok
 		obs.objects[i] = observed{reason: r.Reason, ObjectStatus: events.ObjectStatus{ObjectRef: o.ref, Status: r.Status,
 			Message: events.Truncate(r.Message, maxObjectMessage)}}
@@ -239,7 +240,7 @@ func (s *watcher) observe(t *tracker) observation {
 
 // statusOf is one object's health, with its pods when their namespace is watched; ok is false
 // while a watch it needs has not listed yet.
-func (s *watcher) statusOf(o tracked, podWatches []string) (_ result, ok bool) {
+func (s *watcher) statusOf(o tracked, podWatches []string, waitLB bool) (_ result, ok bool) {
 	if o.gvr.Empty() {
 		return result{Status: events.StatusUnknown, Message: fmt.Sprintf("the cluster serves no %s %s", o.ref.APIVersion, o.ref.Kind)}, true
 	}
@@ -258,7 +259,7 @@ func (s *watcher) statusOf(o tracked, podWatches []string) (_ result, ok bool) {
 			return append(s.watches.owned(rk, uid), s.watches.owned(pk, uid)...)
 		})
 	}
-	return compute(obj, pods), true
+	return compute(obj, pods, waitLB), true
 }
 
 func without(ts []*tracker, t *tracker) []*tracker {
