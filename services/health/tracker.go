@@ -21,7 +21,7 @@ type tracker struct {
 	rec     record      // the record it was started or resumed with
 	cause   event.Event // the release.applied
 	objects []tracked
-	waitLB  bool // options.waitLoadBalancer
+	waitLB  bool   // options.waitLoadBalancer
 	resumed bool   // followed again after a restart: a terminal event may be out already
 	kvRev   uint64 // the KV revision of the record as this tracker last read or wrote it
 
