@@ -122,6 +122,10 @@ func Follow(ctx context.Context, w *Watcher, rel events.Release, corr string, o 
 		case <-quiet.C:
 			if hint := nobodyAnswers(f.last, quietAfter); hint != "" {
 				report(Step{"waiting", hint})
+			} else if f.last == events.TypeProgressing && f.progress != "" {
+				// The health watcher reports changes only: say again what it waits for.
+				report(Step{"waiting", "still " + f.progress})
+				quiet.Reset(quietAfter)
 			}
 			continue
 		case <-ctx.Done():
@@ -169,7 +173,10 @@ type follower struct {
 	failed            string // the id of the failure an automatic rollback may follow
 	ready             int    // the last ready count reported; -1 before the first
 	last              string // the type of the flow's last event
-	report            func(Step)
+	// progress is what the last release.progressing said (ready x/y, waiting for what and why),
+	// said again while nothing changes.
+	progress string
+	report   func(Step)
 }
 
 func (f *follower) step(stage, format string, args ...any) {
@@ -237,9 +244,10 @@ func (f *follower) fold(e event.Event) effect {
 			time.Duration(d.ApplyTime).Round(time.Millisecond))
 	case events.TypeProgressing:
 		d, _ := events.Data[events.Progressing](e)
+		f.progress = fmt.Sprintf("ready %d/%d%s", d.Ready, d.Total, waitingFor(d.Objects))
 		if d.Ready != f.ready {
 			f.ready = d.Ready
-			f.step(stage, "ready %d/%d%s", d.Ready, d.Total, waitingFor(d.Objects))
+			f.step(stage, "%s", f.progress)
 		}
 	case events.TypeReady:
 		d, _ := events.Data[events.Ready](e)
@@ -348,14 +356,14 @@ func hookedDetail(d *events.Hooked) string {
 	return d.Phase + ": " + strings.Join(runs, ", ")
 }
 
-// waitingFor names the first objects not ready yet.
+// waitingFor names the first objects not ready yet, and why (room for a scheduler's reason).
 func waitingFor(objs []events.ObjectStatus) string {
 	var names []string
 	for _, o := range objs {
 		if o.Status != events.StatusCurrent {
 			s := o.Kind + "/" + o.Name
 			if o.Message != "" {
-				s += " (" + events.Truncate(o.Message, 60) + ")"
+				s += " (" + events.Truncate(o.Message, 160) + ")"
 			}
 			names = append(names, s)
 		}

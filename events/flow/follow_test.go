@@ -328,7 +328,7 @@ func TestWaitingFor(t *testing.T) {
 	}{
 		{"all current", []events.ObjectStatus{st("a", events.StatusCurrent, "")}, ""},
 		{"one", []events.ObjectStatus{st("a", events.StatusCurrent, ""), st("b", events.StatusInProgress, "")}, ", waiting for Deployment/b"},
-		{"long message", []events.ObjectStatus{st("b", events.StatusInProgress, strings.Repeat("x", 100))}, ", waiting for Deployment/b (" + events.Truncate(strings.Repeat("x", 100), 60) + ")"},
+		{"long message", []events.ObjectStatus{st("b", events.StatusInProgress, strings.Repeat("x", 200))}, ", waiting for Deployment/b (" + events.Truncate(strings.Repeat("x", 200), 160) + ")"},
 		{"more", []events.ObjectStatus{st("a", events.StatusInProgress, ""), st("b", events.StatusNotFound, ""), st("c", events.StatusUnknown, ""), st("d", events.StatusTerminating, "")},
 			", waiting for Deployment/a, Deployment/b, 2 more"},
 	}

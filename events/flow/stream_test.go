@@ -115,3 +115,45 @@ func TestFollowWhenNobodyAnswers(t *testing.T) {
 	assert.False(t, out.Succeeded())
 	assert.Equal(t, "demo/web: gave up waiting; the release may still be going: troupe status demo/web", out.Summary())
 }
+
+// TestFollowSaysWhatItStillWaitsFor: while the health watcher reports nothing new, Follow says
+// again, every quiet period, what the last report waits for and why.
+func TestFollowSaysWhatItStillWaitsFor(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	c := &chain{t: t}
+	req := c.request(manifests)
+	seq := publish(t, js, events.Names{}, req)
+	r := c.derive(req, "renderer", events.TypeRendered, 1, events.Rendered{Bundle: digest})
+	a := c.derive(r, "applier", events.TypeApplied, 0, events.Applied{Bundle: digest})
+	p := c.derive(a, "health", events.TypeProgressing, 0, events.Progressing{Ready: 0, Total: 1, Objects: []events.ObjectStatus{
+		{ObjectRef: ref("Deployment", "web"), Status: events.StatusInProgress, Message: "Available: 0/1; pod web-1: Unschedulable: 0/1 nodes are available"}}})
+	for _, e := range []event.Event{r, a, p} {
+		publish(t, js, events.Names{}, e)
+	}
+	w, err := Watch(t.Context(), js, events.Names{}, web, seq)
+	require.NoError(t, err)
+	defer w.Stop()
+	ctx, cancel := context.WithCancel(t.Context())
+	var mu sync.Mutex
+	var waits []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := Follow(ctx, w, web, req.ID(), FollowOptions{QuietAfter: 100 * time.Millisecond}, func(s Step) {
+			mu.Lock()
+			defer mu.Unlock()
+			if s.Stage == "waiting" {
+				waits = append(waits, s.Text)
+			}
+		})
+		assert.NoError(t, err)
+	}()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(waits) >= 2
+	}, 10*time.Second, 10*time.Millisecond, "said again, and again")
+	cancel()
+	<-done
+	assert.Equal(t, "still ready 0/1, waiting for Deployment/web (Available: 0/1; pod web-1: Unschedulable: 0/1 nodes are available)", waits[0])
+}
