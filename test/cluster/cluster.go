@@ -61,6 +61,7 @@ type Cluster struct {
 	mu      sync.Mutex // guards procs and Dir against Stop from ctx and from the caller at once
 	procs   []*process
 	ownsDir bool
+	stopLB  context.CancelFunc // ends the load-balancer loop
 }
 
 // Start runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, waiting
@@ -195,6 +196,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		"--concurrent-deployment-syncs=20", "--concurrent-replicaset-syncs=20",
 		"--concurrent-service-endpoint-syncs=20", "--concurrent-gc-syncs=40",
 		"--controllers=*,-nodeipam",
+		"--enable-hostpath-provisioner=true", // the default StorageClass's: claims bind, as on kind
 	); err != nil {
 		return nil, err
 	}
@@ -239,6 +241,14 @@ leaderElection:
 	if err := c.waitReady(ctx); err != nil {
 		return nil, err
 	}
+	if err := c.createStorageClass(ctx); err != nil {
+		return nil, err
+	}
+	lb, stopLB := context.WithCancel(context.WithoutCancel(life))
+	c.mu.Lock()
+	c.stopLB = stopLB
+	c.mu.Unlock()
+	go c.loadBalancers(lb)
 	context.AfterFunc(life, c.Stop)
 	o.Log("cluster: ready (kubeconfig %s)", c.Kubeconfig)
 	return c, nil
@@ -250,6 +260,9 @@ leaderElection:
 func (c *Cluster) Stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.stopLB != nil {
+		c.stopLB()
+	}
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		c.procs[i].stop(15 * time.Second)
 	}
@@ -345,13 +358,14 @@ func (c *Cluster) createNode(ctx context.Context) error {
 			Labels:      map[string]string{"kubernetes.io/hostname": NodeName, "kubernetes.io/os": "linux", "type": "kwok"},
 		},
 		Status: corev1.NodeStatus{
+			// Room for real charts' requests: Bitnami's request ephemeral-storage.
 			Capacity: corev1.ResourceList{
 				corev1.ResourceCPU: resource.MustParse("64"), corev1.ResourceMemory: resource.MustParse("512Gi"),
-				corev1.ResourcePods: resource.MustParse("5000"),
+				corev1.ResourcePods: resource.MustParse("5000"), corev1.ResourceEphemeralStorage: resource.MustParse("1Ti"),
 			},
 			Allocatable: corev1.ResourceList{
 				corev1.ResourceCPU: resource.MustParse("64"), corev1.ResourceMemory: resource.MustParse("512Gi"),
-				corev1.ResourcePods: resource.MustParse("5000"),
+				corev1.ResourcePods: resource.MustParse("5000"), corev1.ResourceEphemeralStorage: resource.MustParse("1Ti"),
 			},
 		},
 	}

@@ -20,6 +20,7 @@ import (
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -96,6 +97,52 @@ func TestJobCompletes(t *testing.T) {
 		j, err := c.Client.BatchV1().Jobs(ns).Get(ctx, "migrate", metav1.GetOptions{})
 		return err == nil && j.Status.Succeeded == 1
 	}, 60*time.Second, 100*time.Millisecond, "job succeeded")
+}
+
+// TestRealChartsRun: what real charts need of a cluster is there, as on kind — room on the node
+// for ephemeral-storage requests, claims bound by the default StorageClass (a StatefulSet with
+// volumeClaimTemplates becomes ready), and an ingress address for a LoadBalancer Service.
+func TestRealChartsRun(t *testing.T) {
+	ns := c.Namespace(t)
+	ctx := t.Context()
+	node, err := c.Client.CoreV1().Nodes().Get(ctx, cluster.NodeName, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.False(t, node.Status.Allocatable.StorageEphemeral().IsZero(), "ephemeral-storage allocatable")
+
+	labels := map[string]string{"app": "db"}
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "db", Image: "postgres", VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}},
+				Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("50Mi")}},
+			}}}},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{ObjectMeta: metav1.ObjectMeta{Name: "data"}, Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+			}}},
+		},
+	}
+	_, err = c.Client.AppsV1().StatefulSets(ns).Create(ctx, sts, metav1.CreateOptions{})
+	require.NoError(t, err)
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeLoadBalancer, Selector: labels, Ports: []corev1.ServicePort{{Port: 5432}}}}
+	_, err = c.Client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool {
+		pvc, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data-db-0", metav1.GetOptions{})
+		return err == nil && pvc.Status.Phase == corev1.ClaimBound && *pvc.Spec.StorageClassName == cluster.DefaultStorageClass
+	}, 60*time.Second, 100*time.Millisecond, "the claim bound, by the default StorageClass")
+	require.Eventually(t, func() bool {
+		s, err := c.Client.AppsV1().StatefulSets(ns).Get(ctx, "db", metav1.GetOptions{})
+		return err == nil && s.Status.ReadyReplicas == 1
+	}, 60*time.Second, 100*time.Millisecond, "the StatefulSet ready")
+	require.Eventually(t, func() bool {
+		s, err := c.Client.CoreV1().Services(ns).Get(ctx, "db", metav1.GetOptions{})
+		return err == nil && len(s.Status.LoadBalancer.Ingress) == 1 && s.Status.LoadBalancer.Ingress[0].IP == cluster.LoadBalancerIP
+	}, 30*time.Second, 100*time.Millisecond, "the LoadBalancer Service has an ingress")
 }
 
 func TestCRDEstablishedAndCustomResource(t *testing.T) {

@@ -85,3 +85,23 @@ func TestChartHooks(t *testing.T) {
 	assert.Contains(t, r.stderr, "failed at hook (hook_failed)")
 	assert.Contains(t, r.stderr, "hook hooks-post: the job failed")
 }
+
+// TestFixtureChartsBecomeReady: real charts written elsewhere install with --wait and end ready on
+// the local cluster — Bitnami's postgresql (a StatefulSet whose claims the default StorageClass
+// binds, containers requesting ephemeral-storage), argo-cd (CRDs in its templates, the
+// redis-secret-init pre-install hooks), nats (a StatefulSet and its headless Service).
+func TestFixtureChartsBecomeReady(t *testing.T) {
+	fixtures := filepath.Join(env.root, "..", "shared", "fixtures")
+	for name, chart := range map[string]string{
+		"pg":     "postgresql/postgresql",
+		"argocd": "argo-cd/argo-cd",
+		"nats":   "nats/helm/charts/nats",
+	} {
+		t.Run(name, func(t *testing.T) {
+			ns := env.kube.Namespace(t)
+			r := troupe(t, "release", name, filepath.Join(fixtures, chart), "-n", ns, "--wait", "--timeout", "3m")
+			require.Equal(t, 0, r.code, r)
+			assert.Contains(t, r.stdout, "ready ")
+		})
+	}
+}
