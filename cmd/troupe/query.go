@@ -31,19 +31,19 @@ func askAt(ctx context.Context, nc *nats.Conn, prefix, endpoint string, q histor
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second) // an answer of tens of MB comes in chunks
 	defer cancel()
-	msg, err := nc.RequestWithContext(ctx, prefix+"."+endpoint, body)
+	data, header, err := historyapi.Ask(ctx, nc, prefix+"."+endpoint, body)
 	switch {
-	case errors.Is(err, nats.ErrNoResponders):
+	case errors.Is(err, historyapi.ErrNoResponders):
 		return fmt.Errorf("no history service answers on %s.%s: start 'troupe dev' or the history service", prefix, endpoint)
 	case err != nil:
 		return fmt.Errorf("ask history (%s): %w", endpoint, err)
 	}
-	if e := msg.Header.Get(micro.ErrorHeader); e != "" {
+	if e := header.Get(micro.ErrorHeader); e != "" {
 		return errors.New(e)
 	}
-	if err := json.Unmarshal(msg.Data, out); err != nil {
+	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("history's answer to %s: %w", endpoint, err)
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/troupe-dev/troupe/events"
@@ -316,10 +317,10 @@ func (s *Service) Serve(ctx context.Context, nc *nats.Conn) error {
 	if err != nil {
 		return err
 	}
-	if err := s.addEndpoints(ctx, svc.AddGroup(historyapi.QuerySubject(s.opts.Names)), historyapi.Endpoints(), false); err != nil {
+	if err := s.addEndpoints(ctx, nc, svc.AddGroup(historyapi.QuerySubject(s.opts.Names)), historyapi.Endpoints(), false); err != nil {
 		return err
 	}
-	if err := s.addEndpoints(ctx, svc.AddGroup(historyapi.SecretsSubject(s.opts.Names)), historyapi.SecretEndpoints(), true); err != nil {
+	if err := s.addEndpoints(ctx, nc, svc.AddGroup(historyapi.SecretsSubject(s.opts.Names)), historyapi.SecretEndpoints(), true); err != nil {
 		return err
 	}
 	go func() { <-ctx.Done(); _ = svc.Stop() }()
@@ -327,7 +328,7 @@ func (s *Service) Serve(ctx context.Context, nc *nats.Conn) error {
 }
 
 // addEndpoints answers endpoints in group g; reveal: with Secret values.
-func (s *Service) addEndpoints(ctx context.Context, g micro.Group, endpoints []string, reveal bool) error {
+func (s *Service) addEndpoints(ctx context.Context, nc *nats.Conn, g micro.Group, endpoints []string, reveal bool) error {
 	for _, ep := range endpoints {
 		err := g.AddEndpoint(ep, micro.HandlerFunc(func(req micro.Request) {
 			var q historyapi.Query
@@ -349,7 +350,18 @@ func (s *Service) addEndpoints(ctx context.Context, g micro.Group, endpoints []s
 				_ = req.Error(strconv.Itoa(code), err.Error(), nil)
 				return
 			}
-			_ = req.RespondJSON(res)
+			data, err := json.Marshal(res)
+			if err == nil {
+				err = historyapi.Respond(req, data, nc.MaxPayload())
+			}
+			if err != nil { // said, never silence: the asker would wait to its timeout
+				logger := zerolog.Nop()
+				if s.opts.Logger != nil {
+					logger = *s.opts.Logger
+				}
+				logger.Error().Err(err).Str("endpoint", ep).Str("release", q.Release).Int("bytes", len(data)).Msg("answer not sent")
+				_ = req.Error("500", "history could not send its answer: "+err.Error(), nil)
+			}
 		}))
 		if err != nil {
 			return err

@@ -2,11 +2,13 @@ package history_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -489,4 +491,33 @@ func TestRetention(t *testing.T) {
 	has, err = store.Has(t.Context(), v.Get(3).Bundle)
 	require.NoError(t, err)
 	assert.True(t, has)
+}
+
+// TestAnswersLargerThanAMessage: a revision whose manifests are larger than a NATS message (a
+// 9 MB bundle: kube-prometheus-stack's CRDs alone are ~5 MB) is answered whole, in chunks that
+// historyapi.Ask puts back together — not left unanswered until the asker's timeout.
+func TestAnswersLargerThanAMessage(t *testing.T) {
+	e := newEnv(t)
+	rel := events.Release{Namespace: "prod", Name: "big"}
+	big := strings.Repeat("0123456789abcdef", 9<<20/16)
+	e.release(rel, 1, big, events.Options{})
+	e.view(rel, func(v *historyapi.View) bool { return v.Current == 1 })
+	require.Less(t, e.nc.MaxPayload(), int64(len(big)), "the answer does not fit one message")
+
+	q, err := json.Marshal(historyapi.Query{Release: "prod/big", Revision: 1})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	data, header, err := historyapi.Ask(ctx, e.nc, historyapi.QuerySubject(events.Names{})+"."+historyapi.EndpointRevision, q)
+	require.NoError(t, err)
+	assert.Empty(t, header.Get(micro.ErrorHeader))
+	var rev historyapi.RevisionDetail
+	require.NoError(t, json.Unmarshal(data, &rev))
+	require.Len(t, rev.Manifests, 1)
+	assert.Equal(t, big, rev.Manifests[0]["data"].(map[string]any)["value"], "every byte, in order")
+
+	// A small answer is one message, read the same way.
+	data, _, err = historyapi.Ask(ctx, e.nc, historyapi.QuerySubject(events.Names{})+"."+historyapi.EndpointList, []byte(`{}`))
+	require.NoError(t, err)
+	assert.Contains(t, string(data), `"prod/big"`)
 }
