@@ -35,7 +35,7 @@ func askAt(ctx context.Context, nc *nats.Conn, prefix, endpoint string, q histor
 	defer cancel()
 	data, header, err := historyapi.Ask(ctx, nc, prefix+"."+endpoint, body)
 	switch {
-	case errors.Is(err, historyapi.ErrNoResponders):
+	case errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("no history service answers on %s.%s: start 'troupe dev' or the history service", prefix, endpoint)
 	case err != nil:
 		return fmt.Errorf("ask history (%s): %w", endpoint, err)

@@ -40,11 +40,9 @@ func Respond(req micro.Request, data []byte, maxPayload int64) error {
 	return nil
 }
 
-// ErrNoResponders is Ask's error when nobody answers on subject.
-var ErrNoResponders = nats.ErrNoResponders
-
 // Ask sends a query to subject and returns the answer's data, put together from its chunks,
-// and headers (the first message's: a micro error is in them). ctx bounds the whole answer.
+// and headers (the first message's: a micro error is in them); nats.ErrNoResponders when nobody
+// answers on subject. ctx bounds the whole answer.
 func Ask(ctx context.Context, nc *nats.Conn, subject string, body []byte) ([]byte, nats.Header, error) {
 	inbox := nc.NewRespInbox()
 	sub, err := nc.SubscribeSync(inbox)
@@ -60,7 +58,7 @@ func Ask(ctx context.Context, nc *nats.Conn, subject string, body []byte) ([]byt
 		return nil, nil, err
 	}
 	if first.Header.Get("Status") == "503" && len(first.Data) == 0 {
-		return nil, nil, ErrNoResponders
+		return nil, nil, nats.ErrNoResponders
 	}
 	total := first.Header.Get(ChunksHeader)
 	if total == "" {
