@@ -217,34 +217,11 @@ func TestTrace(t *testing.T) {
 	ns := env.kube.Namespace(t)
 	r := troupe(t, "release", "hello", chart(), "-n", ns, "--wait")
 	require.Equal(t, 0, r.code, r)
-	r = troupe(t, "trace", "hello", "-n", ns, "-o", "json")
-	require.Equal(t, 0, r.code, r)
-	var tr struct {
-		Revision int `json:"revision"`
-		Events   []struct {
-			Type   string `json:"type"`
-			Source string `json:"source"`
-		} `json:"events"`
-		Stages []struct {
-			Stage string `json:"stage"`
-		} `json:"stages"`
-		Ended string `json:"ended"`
-	}
-	require.NoError(t, json.Unmarshal([]byte(r.stdout), &tr), r.stdout)
+	tr := traceOf(t, "hello", ns)
 	assert.Equal(t, 1, tr.Revision)
-	var seen []string
-	for _, e := range tr.Events {
-		if e.Type != "release.progressing" {
-			seen = append(seen, e.Type+" "+e.Source)
-		}
-	}
 	assert.Equal(t, []string{"release.requested troupe/cli", "release.rendered troupe/renderer",
-		"release.applied troupe/applier", "release.ready troupe/health"}, seen)
-	var stages []string
-	for _, s := range tr.Stages {
-		stages = append(stages, s.Stage)
-	}
-	assert.Equal(t, []string{"render", "apply", "health"}, stages)
+		"release.applied troupe/applier", "release.ready troupe/health"}, tr.seen)
+	assert.Equal(t, []string{"render", "apply", "health"}, tr.stages)
 	assert.Equal(t, "ready", tr.Ended)
 
 	r = troupe(t, "trace", "hello", "-n", ns)
@@ -252,6 +229,39 @@ func TestTrace(t *testing.T) {
 	for _, s := range []string{"renderer", "applier", "health", "● rendered", "ENDED: ready"} {
 		assert.Contains(t, r.stdout, s)
 	}
+}
+
+// traced is what `troupe trace -o json` says of a release's latest revision: its events (type
+// and source, progress reports left out), its stages, how it ended.
+type traced struct {
+	Revision int `json:"revision"`
+	Events   []struct {
+		Type   string `json:"type"`
+		Source string `json:"source"`
+	} `json:"events"`
+	Stages []struct {
+		Stage string `json:"stage"`
+	} `json:"stages"`
+	Ended  string `json:"ended"`
+	seen   []string
+	stages []string
+}
+
+func traceOf(t *testing.T, name, ns string) traced {
+	t.Helper()
+	r := troupe(t, "trace", name, "-n", ns, "-o", "json")
+	require.Equal(t, 0, r.code, r)
+	var tr traced
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &tr), r.stdout)
+	for _, e := range tr.Events {
+		if e.Type != "release.progressing" {
+			tr.seen = append(tr.seen, e.Type+" "+e.Source)
+		}
+	}
+	for _, s := range tr.Stages {
+		tr.stages = append(tr.stages, s.Stage)
+	}
+	return tr
 }
 
 // TestReplayIntoSandbox: replaying a failed request into a sandbox prefix, with a sandboxed

@@ -30,32 +30,10 @@ func TestChartHooks(t *testing.T) {
 		assert.NotNil(t, j.Status.CompletionTime, "%s ran to completion", job)
 	}
 
-	r = troupe(t, "trace", "hooks", "-n", ns, "-o", "json")
-	require.Equal(t, 0, r.code, r)
-	var tr struct {
-		Events []struct {
-			Type   string `json:"type"`
-			Source string `json:"source"`
-		} `json:"events"`
-		Stages []struct {
-			Stage string `json:"stage"`
-		} `json:"stages"`
-		Ended string `json:"ended"`
-	}
-	require.NoError(t, json.Unmarshal([]byte(r.stdout), &tr), r.stdout)
-	var seen []string
-	for _, e := range tr.Events {
-		if e.Type != "release.progressing" {
-			seen = append(seen, e.Type+" "+e.Source)
-		}
-	}
+	tr := traceOf(t, "hooks", ns)
 	assert.Equal(t, []string{"release.requested troupe/cli", "release.rendered troupe/renderer", "release.hooked troupe/applier",
-		"release.applied troupe/applier", "release.settled troupe/health", "release.hooked troupe/applier", "release.ready troupe/health"}, seen)
-	var stages []string
-	for _, s := range tr.Stages {
-		stages = append(stages, s.Stage)
-	}
-	assert.Equal(t, []string{"render", "hook", "apply", "health", "hook", "health"}, stages)
+		"release.applied troupe/applier", "release.settled troupe/health", "release.hooked troupe/applier", "release.ready troupe/health"}, tr.seen)
+	assert.Equal(t, []string{"render", "hook", "apply", "health", "hook", "health"}, tr.stages)
 	assert.Equal(t, "ready", tr.Ended)
 
 	r = troupe(t, "history", "hooks", "-n", ns, "-o", "json")
