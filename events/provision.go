@@ -152,7 +152,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		},
 	}
 	for _, sc := range streams {
-		p, err := ensureStream(ctx, js, sc, cfg.Lower)
+		var p Provisioned
+		err := whilePlacing(ctx, func() (err error) { p, err = ensureStream(ctx, js, sc, cfg.Lower); return err })
 		if err != nil {
 			return out, err
 		}
@@ -160,9 +161,13 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	}
 	for _, oc := range provisionObjects() {
 		oc.Bucket = cfg.Names.Objects(oc.Bucket)
-		p, err := ensureBucket(ctx, js, "objectstore", oc.Bucket, "OBJ_"+oc.Bucket, 0, cfg, func(replicas int, storage jetstream.StorageType) error {
-			oc.Replicas, oc.Storage = replicas, storage
-			_, err := js.CreateOrUpdateObjectStore(ctx, oc)
+		var p Provisioned
+		err := whilePlacing(ctx, func() (err error) {
+			p, err = ensureBucket(ctx, js, "objectstore", oc.Bucket, "OBJ_"+oc.Bucket, 0, cfg, func(replicas int, storage jetstream.StorageType) error {
+				oc.Replicas, oc.Storage = replicas, storage
+				_, err := js.CreateOrUpdateObjectStore(ctx, oc)
+				return err
+			})
 			return err
 		})
 		if err != nil {
@@ -172,9 +177,13 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	}
 	for _, kv := range provisionBuckets() {
 		kv.Bucket = cfg.Names.KV(kv.Bucket)
-		p, err := ensureBucket(ctx, js, "kv", kv.Bucket, "KV_"+kv.Bucket, kv.TTL, cfg, func(replicas int, storage jetstream.StorageType) error {
-			kv.Replicas, kv.Storage = replicas, storage
-			_, err := js.CreateOrUpdateKeyValue(ctx, kv)
+		var p Provisioned
+		err := whilePlacing(ctx, func() (err error) {
+			p, err = ensureBucket(ctx, js, "kv", kv.Bucket, "KV_"+kv.Bucket, kv.TTL, cfg, func(replicas int, storage jetstream.StorageType) error {
+				kv.Replicas, kv.Storage = replicas, storage
+				_, err := js.CreateOrUpdateKeyValue(ctx, kv)
+				return err
+			})
 			return err
 		})
 		if err != nil {
@@ -183,6 +192,32 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// errNoPeers is JetStream's "no suitable peers for placement": a cluster still forming, or a
+// peer that a loaded machine made miss its heartbeats for a moment.
+const errNoPeers = 10005
+
+// placementWait bounds how long whilePlacing tries again.
+const placementWait = 30 * time.Second
+
+// whilePlacing runs f, again while JetStream finds no peers to place replicas on (errNoPeers),
+// for up to placementWait: a service started beside a cluster that is forming waits for it
+// rather than exit.
+func whilePlacing(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(placementWait)
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err := f()
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != errNoPeers || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // settings is what provisioning may change of a stream that exists.
