@@ -169,6 +169,9 @@ type HelmSource struct {
 	Version string `json:"version,omitempty" jsonschema:"maxLength=256"`
 	// Credentials names where the renderer finds registry or repository credentials.
 	Credentials string `json:"credentials,omitempty" jsonschema:"maxLength=253"`
+	// SkipCRDs leaves the chart's crds/ out of the bundle, as helm install --skip-crds does
+	// (CRDs in its templates stay: they are the chart's own objects).
+	SkipCRDs bool `json:"skipCRDs,omitempty"`
 }
 
 // KustomizeSource is a kustomization directory, on the renderer's file system or inside an

@@ -40,6 +40,7 @@ type releaseOptions struct {
 	noPrune         bool
 	createNamespace bool
 	waitLB          bool
+	skipCRDs        bool
 	adopt           bool
 	waiting
 }
@@ -85,6 +86,7 @@ the chart loads. Nothing is published when something is wrong.`,
 	f.BoolVar(&o.dryRun, "dry-run", false, "render and diff against the cluster; change nothing")
 	f.BoolVar(&o.noPrune, "no-prune", false, "keep objects the previous revision applied and this one does not")
 	f.BoolVar(&o.createNamespace, "create-namespace", false, "create the namespace if it is missing")
+	f.BoolVar(&o.skipCRDs, "skip-crds", false, "leave the chart's crds/ out, as helm install --skip-crds (a chart only)")
 	f.BoolVar(&o.waitLB, "wait-load-balancer", false, "a LoadBalancer Service is ready only once it has an ingress address (default: once it has a cluster IP, as Helm 4)")
 	f.BoolVar(&o.adopt, "adopt", false, "take over objects that exist but belong to no release or another one")
 	return cmd
@@ -132,6 +134,12 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 	var upload func(context.Context, jetstream.JetStream) error
 	if req.Source, upload, err = source(src, o, c.names); err != nil {
 		return err
+	}
+	if o.skipCRDs {
+		if req.Source.Helm == nil {
+			return usagef("--skip-crds: SOURCE %s is not a chart", src)
+		}
+		req.Source.Helm.SkipCRDs = true
 	}
 	if err := req.Validate(); err != nil {
 		return usageError{err}

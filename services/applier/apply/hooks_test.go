@@ -231,3 +231,42 @@ func TestArgoCDHooks(t *testing.T) {
 	require.Len(t, up.Hooks, 4)
 	assert.NotEqual(t, job.GetUID(), get(t, jobs, ns, job.GetName()).GetUID(), "before-hook-creation: the Job was created afresh")
 }
+
+// TestCRDsAreUpgraded: unlike Helm (helm/helm#8972), a revision whose bundle changes a CRD
+// upgrades it — here a new storage version beside the old; a revision whose CRD drops a version
+// still in its storedVersions (objects may be stored in it) is refused with the API server's
+// reason, and changes nothing.
+func TestCRDsAreUpgraded(t *testing.T) {
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "crds"}
+	a := newApplier(t, apply.Options{})
+	version := func(name string, storage bool) map[string]any {
+		return map[string]any{"name": name, "served": true, "storage": storage,
+			"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}
+	}
+	def := func(versions ...any) map[string]any {
+		c := crd(ns, "Namespaced")
+		c["spec"].(map[string]any)["versions"] = versions
+		return c
+	}
+	res, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: []map[string]any{def(version("v1", true))}})
+	require.NoError(t, err)
+	crds := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	name := "gadgets." + ns + ".example.com"
+
+	up, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 2, Previous: res.Objects,
+		Objects: []map[string]any{def(version("v1", false), version("v2", true))}})
+	require.NoError(t, err)
+	versions, _, _ := unstructured.NestedSlice(get(t, crds, "", name).Object, "spec", "versions")
+	assert.Len(t, versions, 2, "upgraded: v2 added")
+
+	_, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 3, Previous: up.Objects,
+		Objects: []map[string]any{def(version("v2", true))}})
+	var e *apply.Error
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, apply.ReasonInvalidObject, e.Reason)
+	assert.Contains(t, e.Detail(), "storedVersions")
+	assert.Contains(t, e.Detail(), "v1")
+	versions, _, _ = unstructured.NestedSlice(get(t, crds, "", name).Object, "spec", "versions")
+	assert.Len(t, versions, 2, "refused: unchanged")
+}

@@ -432,6 +432,9 @@ func (r *Renderer) renderChart(ctx context.Context, ch *chart.Chart, vals map[st
 		}
 	}
 	for _, crd := range ch.CRDObjects() {
+		if h := in.Request.Source.Helm; h != nil && h.SkipCRDs {
+			break // --skip-crds
+		}
 		docs, err := parseDocs(crd.Filename, string(crd.File.Data))
 		if err != nil {
 			return nil, err

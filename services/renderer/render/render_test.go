@@ -329,3 +329,34 @@ func readValues(t *testing.T, files ...string) map[string]any {
 	}
 	return vals
 }
+
+// TestSkipCRDs: --skip-crds leaves a chart's crds/ out of the bundle, as helm install --skip-crds.
+func TestSkipCRDs(t *testing.T) {
+	r := newRenderer(t, render.Options{})
+	in := helmInput(filepath.Join(fixtures(t), "nats/helm/charts/nack"))
+	with, err := r.Render(t.Context(), in)
+	require.NoError(t, err)
+	in.Request.Source.Helm.SkipCRDs = true
+	without, err := r.Render(t.Context(), in)
+	require.NoError(t, err)
+	b, err := events.ReadBundle(with.Bundle)
+	require.NoError(t, err)
+	require.Positive(t, b.CRDs)
+	b, err = events.ReadBundle(without.Bundle)
+	require.NoError(t, err)
+	assert.Zero(t, b.CRDs)
+	for _, o := range without.Objects {
+		assert.NotEqual(t, "CustomResourceDefinition", o.Kind)
+	}
+	assert.Len(t, without.Objects, len(with.Objects)-countCRDs(with.Objects))
+}
+
+func countCRDs(refs []events.ObjectRef) int {
+	n := 0
+	for _, r := range refs {
+		if r.Kind == "CustomResourceDefinition" {
+			n++
+		}
+	}
+	return n
+}
