@@ -210,10 +210,15 @@ func Unavailable(err error) bool {
 			return true
 		}
 	}
-	// A publish tried again while the first, same id, is still being committed in a cluster.
+	// A publish tried again while the first, same id, is still being committed in a cluster;
+	// JetStream itself unavailable for a moment (503: a node of the cluster just killed).
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == duplicateMsgIDInProcess
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == duplicateMsgIDInProcess || apiErr.ErrorCode == jetStreamUnavailable)
 }
+
+// jetStreamUnavailable is JetStream's error 10008: "JetStream system temporarily unavailable" (a
+// 503), which a chaos run's CLI met while a NATS node was down.
+const jetStreamUnavailable jetstream.ErrorCode = 10008
 
 // duplicateMsgIDInProcess is JetStream's error 10158: "duplicate message id is in process".
 const duplicateMsgIDInProcess jetstream.ErrorCode = 10158

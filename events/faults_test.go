@@ -3,6 +3,7 @@ package events_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -177,4 +178,12 @@ func TestAwaitGivesUp(t *testing.T) {
 	// Tries at 0, 250ms and 750ms (a slow machine: fewer); the next wait, 1s, would pass the patience.
 	assert.GreaterOrEqual(t, tries, 2)
 	assert.LessOrEqual(t, tries, 3)
+}
+
+// TestUnavailableIsJetStreamNotAnswering: JetStream's 503 (10008, "JetStream system temporarily
+// unavailable", met by a chaos run's CLI while a NATS node was down) is waited out; an API error
+// that says the request is wrong is not.
+func TestUnavailableIsJetStreamNotAnswering(t *testing.T) {
+	assert.True(t, events.Unavailable(fmt.Errorf("read stream: %w", &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"})))
+	assert.False(t, events.Unavailable(fmt.Errorf("read stream: %w", &jetstream.APIError{Code: 404, ErrorCode: jetstream.JSErrCodeStreamNotFound})))
 }
