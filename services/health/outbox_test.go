@@ -1,6 +1,7 @@
 package health_test
 
 import (
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -86,7 +87,13 @@ func (e *env) phases(rel events.Release, readySubject string) <-chan recorded {
 			if entry == nil || entry.Operation() != jetstream.KeyValuePut {
 				continue
 			}
+			// Whether the stream has release.ready: asked again when the asking fails (a
+			// loaded machine's API timeout is no "not there").
 			_, err := stream.GetLastMsgForSubject(e.t.Context(), readySubject)
+			for try := 0; err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) && try < 10; try++ {
+				time.Sleep(100 * time.Millisecond)
+				_, err = stream.GetLastMsgForSubject(e.t.Context(), readySubject)
+			}
 			out <- recorded{phase: phase(entry.Value()), published: err == nil}
 		}
 	}()
