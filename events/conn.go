@@ -227,10 +227,16 @@ const duplicateMsgIDInProcess jetstream.ErrorCode = 10158
 // while ctx lasts), waiting 250ms, doubling up to 4s, between tries: for a command a user waits
 // on, which should ride out a JetStream leader election rather than fail, and still give up.
 func Await(ctx context.Context, patience time.Duration, f func() error) error {
+	return retryWhile(ctx, patience, 4*time.Second, Unavailable, f)
+}
+
+// retryWhile calls f until it returns nil or an error retryable does not accept, for up to
+// patience (and while ctx lasts), waiting 250ms, doubling up to most, between tries.
+func retryWhile(ctx context.Context, patience, most time.Duration, retryable func(error) bool, f func() error) error {
 	give := time.Now().Add(patience)
-	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 4*time.Second) {
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, most) {
 		err := f()
-		if err == nil || !Unavailable(err) || ctx.Err() != nil || time.Now().Add(wait).After(give) {
+		if err == nil || !retryable(err) || ctx.Err() != nil || time.Now().Add(wait).After(give) {
 			return err
 		}
 		select {

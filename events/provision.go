@@ -205,19 +205,10 @@ const placementWait = 30 * time.Second
 // for up to placementWait: a service started beside a cluster that is forming waits for it
 // rather than exit.
 func whilePlacing(ctx context.Context, f func() error) error {
-	deadline := time.Now().Add(placementWait)
-	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		err := f()
+	return retryWhile(ctx, placementWait, 2*time.Second, func(err error) bool {
 		var apiErr *jetstream.APIError
-		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != errNoPeers || time.Now().Add(wait).After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-	}
+		return errors.As(err, &apiErr) && apiErr.ErrorCode == errNoPeers
+	}, f)
 }
 
 // settings is what provisioning may change of a stream that exists.

@@ -178,10 +178,8 @@ func (f confinedFS) Walk(p string, fn filepath.WalkFunc) error {
 	return f.FileSystem.Walk(p, fn)
 }
 
-func (f confinedFS) Create(p string) (filesys.File, error) { return nil, f.readOnly(p) }
-func (f confinedFS) Mkdir(p string) error                  { return f.readOnly(p) }
-func (f confinedFS) MkdirAll(p string) error               { return f.readOnly(p) }
-func (f confinedFS) RemoveAll(p string) error              { return f.readOnly(p) }
-func (f confinedFS) WriteFile(p string, _ []byte) error    { return f.readOnly(p) }
-
-func (confinedFS) readOnly(p string) error { return fmt.Errorf("%s: the renderer writes nothing", p) }
+func (confinedFS) Create(p string) (filesys.File, error) { return nil, readOnly(p) }
+func (confinedFS) Mkdir(p string) error                  { return readOnly(p) }
+func (confinedFS) MkdirAll(p string) error               { return readOnly(p) }
+func (confinedFS) RemoveAll(p string) error              { return readOnly(p) }
+func (confinedFS) WriteFile(p string, _ []byte) error    { return readOnly(p) }
