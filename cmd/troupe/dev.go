@@ -40,6 +40,8 @@ type devOptions struct {
 	natsLogs   bool
 	kube       kube.Flags
 	clusterBin string
+	// lookupAllNamespaces is the renderer's --lookup-all-namespaces.
+	lookupAllNamespaces bool
 	// kustomizeRemoteHosts is the renderer's --kustomize-remote-hosts.
 	kustomizeRemoteHosts []string
 	// httpListenSet is whether --http-listen was given.
@@ -66,6 +68,7 @@ func (c *cli) devCmd() *cobra.Command {
 	f.BoolVar(&o.natsLogs, "nats-logs", false, "print the NATS server's own logs")
 	o.kube.Bind(f, 200, 400)
 	f.Lookup("kubeconfig").Usage = "deploy to this cluster instead of starting the local one [TROUPE_KUBECONFIG]"
+	f.BoolVar(&o.lookupAllNamespaces, "lookup-all-namespaces", false, "a chart's lookup may read namespaced objects of every namespace, not only the release's")
 	f.StringSliceVar(&o.kustomizeRemoteHosts, "kustomize-remote-hosts", nil, "a host (https; http://host:port for plain http) kustomizations may fetch remote bases, resources and files from (repeatable, or comma-separated); without one, none")
 	f.StringVar(&o.clusterBin, "cluster-bin", envOr("TROUPE_CLUSTER_BIN", ""), "where the local cluster's binaries are (default: beside this executable, else bin/ beside go.work) [TROUPE_CLUSTER_BIN]")
 	return cmd
@@ -182,7 +185,7 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	services, err := devServices(ctx, serviceConn, c.names, kcfg, render.Options{KustomizeRemoteHosts: o.kustomizeRemoteHosts}, log, metrics, mux)
+	services, err := devServices(ctx, serviceConn, c.names, kcfg, render.Options{KustomizeRemoteHosts: o.kustomizeRemoteHosts, LookupAllNamespaces: o.lookupAllNamespaces}, log, metrics, mux)
 	if err != nil {
 		return err
 	}
@@ -256,7 +259,7 @@ func devServices(ctx context.Context, connect func(identity string) (*nats.Conn,
 	logger := func(name string) *zerolog.Logger { l := log.With().Str("service", name).Logger(); return &l }
 
 	if err := render.Discover(ctx, kcfg, &ropts); err != nil {
-		log.Warn().Err(err).Msg("cluster not reachable: rendering with the built-in kind table")
+		log.Warn().Err(err).Msg("cluster not reachable: rendering with the built-in kind table until it answers")
 	}
 	_, js, creds, err := connect(access.Renderer)
 	if err != nil {

@@ -111,7 +111,8 @@ func describe(kind, name string) string {
 }
 
 // bundle normalises objs (namespaces), orders them and encodes the bundle.
-func (r *Renderer) bundle(release events.Release, objs []object, hooks []hook, out Output) (*Output, error) {
+func (r *Renderer) bundle(in *pass, objs []object, hooks []hook, out Output) (*Output, error) {
+	release := in.Release
 	crdScopes := map[string]bool{} // group/kind → namespaced, from the bundle's own CRDs
 	for _, o := range objs {
 		if o.crd {
@@ -122,7 +123,7 @@ func (r *Renderer) bundle(release events.Release, objs []object, hooks []hook, o
 	seen := map[string]string{}
 	for i := range objs {
 		o := &objs[i]
-		namespaced := r.namespaced(o.ref.APIVersion, o.ref.Kind, crdScopes)
+		namespaced := isNamespaced(in.view, o.ref.APIVersion, o.ref.Kind, crdScopes)
 		meta := o.obj["metadata"].(map[string]any)
 		switch {
 		case namespaced && o.ref.Namespace == "":
@@ -172,9 +173,9 @@ func crdScope(obj map[string]any) (group, kind string, namespaced bool) {
 	return group, kind, scope != "Cluster"
 }
 
-// namespaced says whether kind is namespaced: the bundle's CRDs, then the built-in table, then
-// the configured discovery; unknown kinds are taken as namespaced.
-func (r *Renderer) namespaced(apiVersion, kind string, crdScopes map[string]bool) bool {
+// isNamespaced says whether kind is namespaced: the bundle's CRDs, then the built-in table, then
+// the cluster's discovery; unknown kinds are taken as namespaced.
+func isNamespaced(view *clusterView, apiVersion, kind string, crdScopes map[string]bool) bool {
 	group, _, _ := strings.Cut(apiVersion, "/")
 	if !strings.Contains(apiVersion, "/") {
 		group = ""
@@ -185,10 +186,8 @@ func (r *Renderer) namespaced(apiVersion, kind string, crdScopes map[string]bool
 	if clusterScoped[group+"/"+kind] {
 		return false
 	}
-	if r.opts.Scope != nil {
-		if ns, known := r.opts.Scope(apiVersion, kind); known {
-			return ns
-		}
+	if k, known := view.kind(apiVersion, kind); known {
+		return k.namespaced
 	}
 	return true
 }

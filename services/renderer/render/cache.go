@@ -16,7 +16,7 @@ import (
 // earlier one's: a chart from a repository or registry by a version range or tag that may move.
 // Local files count by path, size and modification time, as build tools do; uploaded sources by
 // digest.
-func (r *Renderer) cacheKey(in Input) (string, bool) {
+func (r *Renderer) cacheKey(in *pass) (string, bool) {
 	if len(in.Request.ValuesFrom) > 0 {
 		return "", false // what the cluster holds may change between two identical requests
 	}
@@ -25,8 +25,8 @@ func (r *Renderer) cacheKey(in Input) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	fmt.Fprintf(h, "%s\x00%t\x00%s\x00%s\x00", in.Release, in.Revision > 1, req, r.caps.KubeVersion.String())
-	for _, v := range r.caps.APIVersions {
+	fmt.Fprintf(h, "%s\x00%t\x00%s\x00%s\x00", in.Release, in.Revision > 1, req, in.caps.KubeVersion.String())
+	for _, v := range in.caps.APIVersions {
 		fmt.Fprintf(h, "%s\x00", v)
 	}
 	src := in.Request.Source

@@ -49,7 +49,17 @@ type Output struct {
 	// Hooks counts the chart's hooks, kept out of Objects (see events.Bundle).
 	Hooks int
 
-	fetched bool // remote pieces were fetched: what they hold may change, so it is not cached
+	fetched    bool // remote pieces were fetched: what they hold may change, so it is not cached
+	lookedUp   bool // the chart read the cluster with lookup: never cached
+	revision   int  // the revision rendered
+	byRevision bool // the chart may read .Release.Revision: cached for its revision only
+}
+
+// pass is one render: its input and what the cluster looked like when it began.
+type pass struct {
+	Input
+	caps *common.Capabilities
+	view *clusterView // nil without a cluster, or before it answered
 }
 
 // SourceFetcher opens an uploaded source (chart archive, kustomize archive, manifests) by digest.
@@ -60,10 +70,19 @@ type Options struct {
 	// Sources opens uploaded sources. Without it, sources by digest fail.
 	Sources SourceFetcher
 	// KubeVersion is .Capabilities.KubeVersion (and what kubeVersion constraints are checked
-	// against): the target cluster's, when known. Default DefaultKubeVersion.
+	// against) while Cluster is not set or has not answered. Default DefaultKubeVersion.
 	KubeVersion string
-	// APIVersions are added to .Capabilities.APIVersions.
+	// APIVersions are added to .Capabilities.APIVersions while Cluster is not set or has not
+	// answered.
 	APIVersions []string
+	// Cluster is the target cluster (Discover sets it): .Capabilities, kind scopes and lookup
+	// read it, as `helm upgrade` does. Without it, lookup finds nothing, as in `helm template`.
+	Cluster *Cluster
+	// LookupAllNamespaces lets a chart's lookup read namespaced objects of any namespace the
+	// renderer may read. Without it, lookup reads the release's own namespace and cluster-scoped
+	// kinds: whoever may release into a namespace can already read what it holds (a Pod of
+	// theirs mounts it), but not what other namespaces hold.
+	LookupAllNamespaces bool
 	// MaxBundleSize bounds a bundle. Default 32 MiB.
 	MaxBundleSize int
 	// MaxSourceSize bounds an uploaded source as stored (a chart or kustomize archive, a
@@ -73,9 +92,6 @@ type Options struct {
 	MaxArchiveEntries int
 	// Credentials by name, for HelmSource.Credentials.
 	Credentials map[string]Credential
-	// Scope says whether a kind is namespaced, for kinds outside the built-in table and the
-	// bundle's own CRDs (API discovery, when a cluster is reachable). Optional.
-	Scope func(apiVersion, kind string) (namespaced, known bool)
 	// HTTPTimeout bounds each download. Default 60s.
 	HTTPTimeout time.Duration
 	// PlainHTTPRegistries lists OCI registries (host:port) reached without TLS, e.g. local ones.
@@ -178,24 +194,30 @@ func New(o Options) (*Renderer, error) {
 // Render renders in. Identical inputs are answered from the cache (see Options.CacheSize). Every
 // error is an *events.Error with a reason code.
 func (r *Renderer) Render(ctx context.Context, in Input) (*Output, error) {
+	p := &pass{Input: in, caps: r.caps}
+	if r.opts.Cluster != nil {
+		if p.view = r.opts.Cluster.current(ctx); p.view != nil {
+			p.caps = p.view.caps
+		}
+	}
 	if r.cache == nil {
-		return r.render(ctx, in)
+		return r.render(ctx, p)
 	}
-	key, ok := r.cacheKey(in)
+	key, ok := r.cacheKey(p)
 	if !ok {
-		return r.render(ctx, in)
+		return r.render(ctx, p)
 	}
-	if out, hit := r.cache.get(key); hit {
+	if out, hit := r.cache.get(key); hit && (!out.byRevision || out.revision == in.Revision) {
 		return out, nil
 	}
-	out, err := r.render(ctx, in)
-	if err == nil && !out.fetched {
+	out, err := r.render(ctx, p)
+	if err == nil && !out.fetched && !out.lookedUp {
 		r.cache.put(key, out)
 	}
 	return out, err
 }
 
-func (r *Renderer) render(ctx context.Context, in Input) (*Output, error) {
+func (r *Renderer) render(ctx context.Context, in *pass) (*Output, error) {
 	src := in.Request.Source
 	var objs []object
 	var out Output
@@ -206,7 +228,7 @@ func (r *Renderer) render(ctx context.Context, in Input) (*Output, error) {
 		if err != nil {
 			return nil, err
 		}
-		vals, err := r.mergeValues(ctx, in)
+		vals, err := r.mergeValues(ctx, in.Input)
 		if err != nil {
 			return nil, err
 		}
@@ -215,6 +237,7 @@ func (r *Renderer) render(ctx context.Context, in Input) (*Output, error) {
 			return nil, err
 		}
 		objs, hooks, out.Notes = res.objects, res.hooks, res.notes
+		out.lookedUp, out.byRevision, out.revision = res.lookedUp, readsRevision(ch, in.Request), in.Revision
 		out.Chart = &events.ChartInfo{Name: ch.Metadata.Name, Version: ch.Metadata.Version, AppVersion: ch.Metadata.AppVersion}
 	case src.Kustomize != nil:
 		var err error
@@ -229,7 +252,7 @@ func (r *Renderer) render(ctx context.Context, in Input) (*Output, error) {
 	default:
 		return nil, fail(ReasonUnsupported, nil, "the request names no source")
 	}
-	return r.bundle(in.Release, objs, hooks, out)
+	return r.bundle(in, objs, hooks, out)
 }
 
 // loadChart loads the chart a HelmSource names.
@@ -391,37 +414,47 @@ func (r *Renderer) mergeValues(ctx context.Context, in Input) (map[string]any, e
 }
 
 type chartResult struct {
-	objects []object
-	hooks   []hook
-	notes   string
+	objects  []object
+	hooks    []hook
+	notes    string
+	lookedUp bool
 }
 
 // renderChart renders ch as Helm's install and upgrade actions do, without a cluster: the same
 // steps, in the same order, with the same Helm functions — subchart conditions and imports,
 // values merged with the chart's and checked against values.schema.json, .Release and
 // .Capabilities, the template engine, NOTES.txt of the top chart, manifests sorted from hooks.
-// Unlike Helm's install action it sets .Release.Revision and .Release.IsUpgrade from the revision.
+// Unlike Helm's install action it sets .Release.Revision and .Release.IsUpgrade from the revision,
+// and lookup reads the target cluster as under `helm upgrade` (see lookup.go).
 // CRDs from crds/ come first, marked as such; hooks are kept apart; test hooks are dropped. A
 // test holds this to what Helm's install action gives for the fixture charts.
-func (r *Renderer) renderChart(ctx context.Context, ch *chart.Chart, vals map[string]any, in Input) (*chartResult, error) {
-	if ch.Metadata.KubeVersion != "" && !chartutil.IsCompatibleRange(ch.Metadata.KubeVersion, r.caps.KubeVersion.String()) {
+func (r *Renderer) renderChart(ctx context.Context, ch *chart.Chart, vals map[string]any, in *pass) (*chartResult, error) {
+	if ch.Metadata.KubeVersion != "" && !chartutil.IsCompatibleRange(ch.Metadata.KubeVersion, in.caps.KubeVersion.String()) {
 		return nil, fail(ReasonKubeVersion, nil, "chart %s requires Kubernetes %s, the cluster runs %s",
-			ch.Metadata.Name, ch.Metadata.KubeVersion, r.caps.KubeVersion.String())
+			ch.Metadata.Name, ch.Metadata.KubeVersion, in.caps.KubeVersion.String())
 	}
 	if err := chartutil.ProcessDependencies(ch, vals); err != nil {
 		return nil, fail(ReasonNotAChart, err, "chart %s: dependencies", ch.Metadata.Name)
 	}
 	options := common.ReleaseOptions{Name: in.Release.Name, Namespace: in.Release.Namespace,
 		Revision: max(in.Revision, 1), IsInstall: in.Revision <= 1, IsUpgrade: in.Revision > 1}
-	toRender, err := util.ToRenderValuesWithSchemaValidation(ch, vals, options, r.caps, false)
+	toRender, err := util.ToRenderValuesWithSchemaValidation(ch, vals, options, in.caps, false)
 	if err != nil {
 		return nil, classifyHelmError(ch, err)
 	}
-	files, err := helmengine.Engine{}.RenderCached(ctx, r.templates, ch, toRender)
+	engine := helmengine.Engine{}
+	lookups := r.lookups(ctx, in)
+	if lookups != nil {
+		engine = helmengine.WithClientProvider(lookups)
+	}
+	files, err := engine.RenderCached(ctx, r.templates, ch, toRender)
+	if err := lookups.transient(); err != nil {
+		return nil, fail(ReasonSourceUnreachable, err, "chart %s: lookup", ch.Metadata.Name)
+	}
 	if err != nil {
 		return nil, classifyHelmError(ch, err)
 	}
-	res := &chartResult{}
+	res := &chartResult{lookedUp: lookups != nil && lookups.used.Load()}
 	topNotes := path.Join(ch.Name(), "templates", "NOTES.txt")
 	for name, body := range files {
 		if strings.HasSuffix(name, "NOTES.txt") {

@@ -30,6 +30,7 @@ func main() {
 		credsFile     string
 		kubeconfig    string
 		kubeContext   string
+		lookupAll     bool
 	)
 	serve.Main(serve.Command{
 		Name: renderer.Name,
@@ -43,12 +44,13 @@ func main() {
 			fs.StringArrayVar(&sourceRoots, "source-root", nil, "a directory path sources (helm.path, kustomize.path, manifests.path) may name, symlinks resolved (repeatable, or comma-separated); without one, path sources are refused")
 			fs.StringSliceVar(&remoteHosts, "kustomize-remote-hosts", nil, "a host kustomizations may fetch remote bases, resources and files from: host or host:port (https), http://host:port (plain http) (repeatable, or comma-separated); without one, a kustomization naming anything remote fails")
 			fs.DurationVar(&fetchTimeout, "fetch-timeout", 60*time.Second, "bounds each download: a chart, a repository index, a kustomization's remote base or file")
-			fs.StringVar(&kubeconfig, "kubeconfig", serve.EnvOr("TROUPE_KUBECONFIG", ""), "the target cluster: .Capabilities and kind scopes are discovered from it [TROUPE_KUBECONFIG]")
+			fs.StringVar(&kubeconfig, "kubeconfig", serve.EnvOr("TROUPE_KUBECONFIG", ""), "the target cluster: .Capabilities and kind scopes are discovered from it (and kept fresh), valuesFrom and lookup read it [TROUPE_KUBECONFIG]")
 			fs.StringVar(&kubeContext, "context", "", "kubeconfig context")
+			fs.BoolVar(&lookupAll, "lookup-all-namespaces", false, "a chart's lookup may read namespaced objects of every namespace the renderer may read; without it, only the release's namespace (and cluster-scoped kinds)")
 		},
 		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
 			ropts := render.Options{KubeVersion: kubeVersion, MaxBundleSize: maxBundleSize, MaxSourceSize: maxSourceSize, PlainHTTPRegistries: plainHTTP, SourceRoots: sourceRoots,
-				KustomizeRemoteHosts: remoteHosts, HTTPTimeout: fetchTimeout}
+				KustomizeRemoteHosts: remoteHosts, HTTPTimeout: fetchTimeout, LookupAllNamespaces: lookupAll}
 			if credsFile != "" {
 				b, err := os.ReadFile(credsFile)
 				if err != nil {
@@ -66,7 +68,7 @@ func main() {
 					return nil, fmt.Errorf("--kubeconfig: %w", err)
 				}
 				if err := render.Discover(ctx, cfg, &ropts); err != nil {
-					env.Log.Warn().Err(err).Msg("cluster not reachable: rendering with --kube-version and the built-in kind table")
+					env.Log.Warn().Err(err).Msg("cluster not reachable: rendering with --kube-version and the built-in kind table until it answers")
 				}
 			}
 			signer, err := access.BundleSigner(env.Creds)

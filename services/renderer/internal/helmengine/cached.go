@@ -106,3 +106,9 @@ func (e Engine) setMissingKey(t *template.Template) {
 		t.Option("missingkey=zero")
 	}
 }
+
+// WithClientProvider returns an engine whose lookup function reads objects through p, as New
+// gives one reading them through a rest.Config.
+func WithClientProvider(p ClientProvider) Engine {
+	return Engine{clientProvider: &p}
+}

@@ -1,0 +1,191 @@
+package render
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+// lookups is the cluster a chart's lookup function reads in one render: Helm's own lookup
+// (internal/helmengine) over this provider, so `lookup` answers as under `helm upgrade` — an
+// object, a list, or an empty map for one not there. It reads with the renderer's own RBAC and
+// only gets and lists; a namespaced kind is read in the release's namespace only, unless
+// Options.LookupAllNamespaces. A render that called lookup is never cached (Render).
+type lookups struct {
+	ctx       context.Context
+	cluster   *Cluster
+	view      *clusterView
+	namespace string // the release's
+	all       bool   // Options.LookupAllNamespaces
+
+	used        atomic.Bool
+	mu          sync.Mutex
+	unreachable error // the first lookup the cluster did not answer
+}
+
+// lookups returns the provider for in's render, or nil without a cluster (lookup then finds
+// nothing, as in `helm template`).
+func (r *Renderer) lookups(ctx context.Context, in *pass) *lookups {
+	if r.opts.Cluster == nil {
+		return nil
+	}
+	return &lookups{ctx: ctx, cluster: r.opts.Cluster, view: in.view, namespace: in.Release.Namespace, all: r.opts.LookupAllNamespaces}
+}
+
+// GetClientFor is helmengine.ClientProvider's: the resource of apiVersion/kind, and its scope.
+func (l *lookups) GetClientFor(apiVersion, kind string) (dynamic.NamespaceableResourceInterface, bool, error) {
+	l.used.Store(true)
+	k, ok := l.view.kind(apiVersion, kind)
+	if !ok {
+		// A kind another release just installed: read discovery again once.
+		l.cluster.stale.Store(true)
+		if v := l.cluster.current(l.ctx); v != nil {
+			l.view = v
+		}
+		if k, ok = l.view.kind(apiVersion, kind); !ok {
+			if l.view == nil {
+				err := fmt.Errorf("lookup %s %s: the cluster has not answered API discovery", apiVersion, kind)
+				l.failed(err)
+				return nil, false, err
+			}
+			return nil, false, fmt.Errorf("lookup %s %s: the cluster serves no such kind", apiVersion, kind)
+		}
+	}
+	return &confined{NamespaceableResourceInterface: l.cluster.dyn.Resource(k.resource), l: l, kind: kind,
+		namespaced: k.namespaced}, k.namespaced, nil
+}
+
+// failed keeps the first error that says the cluster did not answer (rather than refused).
+func (l *lookups) failed(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.unreachable == nil {
+		l.unreachable = err
+	}
+}
+
+// transient returns the first lookup the cluster did not answer, if any: the render is tried
+// again rather than failed for good.
+func (l *lookups) transient() error {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.unreachable
+}
+
+// confined is a resource lookup reads: gets and lists in the namespaces it may read.
+type confined struct {
+	dynamic.NamespaceableResourceInterface
+	l          *lookups
+	kind       string
+	namespaced bool
+}
+
+func (c *confined) Namespace(ns string) dynamic.ResourceInterface {
+	if c.l.all || ns == c.l.namespace {
+		return &reads{ResourceInterface: c.NamespaceableResourceInterface.Namespace(ns), l: c.l}
+	}
+	return &reads{l: c.l, refused: fmt.Errorf("lookup %s in namespace %q: the renderer reads only the release's namespace %q (renderer --lookup-all-namespaces)",
+		c.kind, ns, c.l.namespace)}
+}
+
+// Get and List without a namespace: cluster-scoped kinds, or every namespace of a namespaced one.
+func (c *confined) Get(ctx context.Context, name string, o metav1.GetOptions, sub ...string) (*unstructured.Unstructured, error) {
+	return c.cluster().Get(ctx, name, o, sub...)
+}
+
+func (c *confined) List(ctx context.Context, o metav1.ListOptions) (*unstructured.UnstructuredList, error) {
+	return c.cluster().List(ctx, o)
+}
+
+func (c *confined) cluster() *reads {
+	if c.namespaced && !c.l.all {
+		return &reads{l: c.l, refused: fmt.Errorf("lookup %s in every namespace: the renderer reads only the release's namespace %q (renderer --lookup-all-namespaces)",
+			c.kind, c.l.namespace)}
+	}
+	return &reads{ResourceInterface: c.NamespaceableResourceInterface, l: c.l}
+}
+
+// reads passes gets and lists on, or refuses them; it notes errors that say the cluster did not
+// answer. Lookup calls nothing else.
+type reads struct {
+	dynamic.ResourceInterface
+	l       *lookups
+	refused error
+}
+
+func (r *reads) Get(ctx context.Context, name string, o metav1.GetOptions, sub ...string) (*unstructured.Unstructured, error) {
+	if r.refused != nil {
+		return nil, r.refused
+	}
+	obj, err := r.ResourceInterface.Get(ctx, name, o, sub...)
+	r.note(err)
+	return obj, err
+}
+
+func (r *reads) List(ctx context.Context, o metav1.ListOptions) (*unstructured.UnstructuredList, error) {
+	if r.refused != nil {
+		return nil, r.refused
+	}
+	list, err := r.ResourceInterface.List(ctx, o)
+	r.note(err)
+	return list, err
+}
+
+// note keeps err when it says the cluster did not answer: not a refusal (forbidden, not found,
+// invalid) but a timeout, an unavailable server, a connection that failed.
+func (r *reads) note(err error) {
+	if err == nil || apierrors.IsNotFound(err) || apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) ||
+		apierrors.IsBadRequest(err) || apierrors.IsInvalid(err) || apierrors.IsMethodNotSupported(err) {
+		return
+	}
+	r.l.failed(err)
+}
+
+// readsRevision says whether ch (its templates, values and those of its dependencies) or req's
+// values may read .Release.Revision: such a render is cached for its revision only. Any
+// "Revision" in them counts, a template's or a string tpl renders.
+func readsRevision(ch *chart.Chart, req events.Requested) bool {
+	word := []byte("Revision")
+	var walk func(c *chart.Chart) bool
+	walk = func(c *chart.Chart) bool {
+		for _, f := range c.Raw {
+			if bytes.Contains(f.Data, word) {
+				return true
+			}
+		}
+		for _, f := range c.Templates {
+			if bytes.Contains(f.Data, word) {
+				return true
+			}
+		}
+		for _, d := range c.Dependencies() {
+			if walk(d) {
+				return true
+			}
+		}
+		return false
+	}
+	if walk(ch) {
+		return true
+	}
+	b, _ := json.Marshal(struct {
+		V any      `json:"v"`
+		F any      `json:"f"`
+		S []string `json:"s"`
+	}{req.Values, req.ValuesFiles, req.Set})
+	return bytes.Contains(b, word)
+}
