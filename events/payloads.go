@@ -391,6 +391,10 @@ type UninstallRequested struct {
 	// DeleteCRDs also deletes the CustomResourceDefinitions the release installed.
 	DeleteCRDs bool     `json:"deleteCRDs,omitempty"`
 	Timeout    Duration `json:"timeout,omitzero"`
+	// Automatic is true when history asked for it: a first install whose request said
+	// rollbackOnFailure failed, with nothing ready before to roll back to (helm install --atomic).
+	Automatic bool   `json:"automatic,omitempty"`
+	Reason    string `json:"reason,omitempty" jsonschema:"maxLength=32768"`
 }
 
 // Uninstalled says a release's objects are gone.

@@ -31,9 +31,11 @@ type Outcome struct {
 	Message string                `json:"message,omitempty"`
 	Objects []events.ObjectStatus `json:"objects,omitempty"`
 	// RolledBackTo is the revision an automatic rollback restored after a failure.
-	RolledBackTo int                 `json:"rolledBackTo,omitempty"`
-	Diff         []events.ObjectDiff `json:"diff,omitempty"`
-	Duration     string              `json:"duration"`
+	RolledBackTo int `json:"rolledBackTo,omitempty"`
+	// Uninstalled says an automatic uninstall undid a failed first install.
+	Uninstalled bool                `json:"uninstalled,omitempty"`
+	Diff        []events.ObjectDiff `json:"diff,omitempty"`
+	Duration    string              `json:"duration"`
 }
 
 // Succeeded reports whether the flow did what it was asked: ready, diffed or uninstalled, and
@@ -51,6 +53,8 @@ func (o Outcome) Summary() string {
 	switch {
 	case o.RolledBackTo > 0:
 		return fmt.Sprintf("%s revision %d failed at %s (%s): %s; rolled back to revision %d", o.Release, o.Revision, o.Stage, o.Reason, o.Message, o.RolledBackTo)
+	case o.Uninstalled:
+		return fmt.Sprintf("%s revision %d failed at %s (%s): %s; uninstalled, as nothing was ready before", o.Release, o.Revision, o.Stage, o.Reason, o.Message)
 	case o.State == historyapi.StateFailed:
 		return fmt.Sprintf("%s revision %d failed at %s (%s): %s", o.Release, o.Revision, o.Stage, o.Reason, o.Message)
 	case o.State == historyapi.StateSuperseded:
@@ -71,7 +75,7 @@ type Step struct {
 // FollowOptions tune Follow.
 type FollowOptions struct {
 	// RollbackOnFailure follows the history's automatic rollback after a failure too (the
-	// request asked for rollbackOnFailure).
+	// request asked for rollbackOnFailure), or its automatic uninstall of a failed first install.
 	RollbackOnFailure bool
 	// QuietAfter is how long the flow may go without an event before a "waiting" step that says
 	// which service it waits for. Default 10s.
@@ -136,7 +140,7 @@ func Follow(ctx context.Context, w *Watcher, rel events.Release, corr string, o 
 			}
 			return f.out, err
 		case <-rollbackWait:
-			report(Step{events.StageRollback, "none: no earlier ready revision to roll back to"})
+			report(Step{events.StageRollback, "none: no earlier ready revision to roll back to, and nothing to uninstall"})
 			return f.end(start), nil
 		}
 		switch f.fold(e) {
@@ -171,6 +175,7 @@ type follower struct {
 	corr              string // the flow followed: the request's id, then the rollback's
 	rollbackOnFailure bool
 	failed            string // the id of the failure an automatic rollback may follow
+	undo              string // StageUninstall when an automatic uninstall follows it
 	ready             int    // the last ready count reported; -1 before the first
 	last              string // the type of the flow's last event
 	// progress is what the last release.progressing said (ready x/y, waiting for what and why),
@@ -201,6 +206,11 @@ func (f *follower) fold(e event.Event) effect {
 		rb, _ := events.Data[events.RollbackRequested](e)
 		f.step(events.StageRollback, "automatic, to revision %d", rb.TargetRevision)
 		f.corr, f.ready = e.ID(), -1
+		return rollbackStarted
+	}
+	if f.failed != "" && e.Type() == events.TypeUninstallRequested && events.CausationID(e) == f.failed {
+		f.step(events.StageUninstall, "automatic: nothing was ready before this first install")
+		f.corr, f.ready, f.undo = e.ID(), -1, events.StageUninstall
 		return rollbackStarted
 	}
 	if events.CorrelationID(e) != f.corr {
@@ -262,8 +272,9 @@ func (f *follower) fold(e event.Event) effect {
 	case events.TypeFailed:
 		d, _ := events.Data[events.Failed](e)
 		if f.failed != "" {
-			f.step(stage, "the rollback failed too: %s: %s", d.Reason, d.Message)
-			f.out.Message += "; the rollback failed too: " + d.Reason + ": " + d.Message
+			undo := cmp.Or(f.undo, events.StageRollback)
+			f.step(stage, "the %s failed too: %s: %s", undo, d.Reason, d.Message)
+			f.out.Message += "; the " + undo + " failed too: " + d.Reason + ": " + d.Message
 			return ended
 		}
 		f.out.State, f.out.Stage, f.out.Reason, f.out.Message, f.out.Objects = historyapi.StateFailed, d.Stage, d.Reason, d.Message, d.Objects
@@ -294,6 +305,11 @@ func (f *follower) fold(e event.Event) effect {
 		return ended
 	case events.TypeUninstalled:
 		d, _ := events.Data[events.Uninstalled](e)
+		if f.undo == events.StageUninstall {
+			f.out.Uninstalled = true // the outcome stays the failed install's
+			f.step(stage, "%d objects deleted, %d kept", len(d.Deleted), len(d.Kept))
+			return ended
+		}
 		f.out.State = historyapi.StateUninstalled
 		f.step(stage, "%d objects deleted, %d kept", len(d.Deleted), len(d.Kept))
 		return ended

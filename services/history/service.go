@@ -174,7 +174,8 @@ func (s *Service) fold(ctx context.Context, v *historyapi.View, e event.Event, s
 // react starts rollbacks: the one a release.rollback.requested asks for (re-publishing the
 // target revision's bundle as its release.rendered), or refuses it with release.failed; and,
 // when a revision whose request said rollbackOnFailure fails (but not a rollback), asks for
-// one to the last ready revision.
+// one to the last ready revision — or, when nothing is deployed (a first install), for an
+// uninstall.
 func (s *Service) react(ctx context.Context, v *historyapi.View, e event.Event) error {
 	entry := v.Entry(e.ID())
 	if entry == nil {
@@ -218,6 +219,19 @@ func (s *Service) react(ctx context.Context, v *historyapi.View, e event.Event) 
 			return nil
 		}
 		target, _, why := RollbackTarget(v, 0)
+		if why != "" && v.Current == 0 && r.Stage != events.StageRender && r.Stage != events.StageRequest {
+			// A first install (nothing ready before, or uninstalled since) that reached the
+			// cluster: undone by uninstalling, as helm install --atomic does.
+			out, err := events.Derive(e, source, events.TypeUninstallRequested, events.UninstallRequested{
+				Automatic: true, Timeout: r.Request.Options.Timeout,
+				Reason: events.Truncate(fmt.Sprintf("revision %d failed at %s (%s): %s; nothing was ready before", r.Revision, r.Stage, r.Reason, r.Message), events.MaxMessageLength)})
+			if err != nil {
+				return events.Terminal(err)
+			}
+			events.StartFlow(&out)
+			_, err = s.pub.Publish(ctx, out)
+			return err
+		}
 		if why != "" || target == r.Revision {
 			return nil // nothing was ready before: nothing to roll back to
 		}

@@ -179,6 +179,9 @@ func Fold(v *historyapi.View, e event.Event, seq uint64, revision int) error {
 		entry.Revision, entry.Action = target, historyapi.ActionRollback
 		entry.Note = fmt.Sprintf("rollback from revision %d to %d", from, target)
 	case events.TypeUninstallRequested:
+		if u, err := events.Data[events.UninstallRequested](e); err == nil && u.Automatic {
+			entry.Note = "automatic uninstall: " + u.Reason
+		}
 	case events.TypeUninstalled:
 		if cur := v.Get(v.Current); cur != nil {
 			cur.State = historyapi.StateUninstalled

@@ -199,6 +199,25 @@ func TestFailures(t *testing.T) {
 	assert.Len(t, history(t, "hello", ns), 4)
 }
 
+// TestFailedFirstInstallIsUninstalled: --rollback-on-failure on a first install that fails
+// uninstalls it, as helm install --atomic does: nothing of it is left in the namespace.
+func TestFailedFirstInstallIsUninstalled(t *testing.T) {
+	ns := env.kube.Namespace(t)
+	r := troupe(t, "release", "hello", chart(), "-n", ns, "--set", "podAnnotations.troupe\\.dev/kwok-fault=crashloop",
+		"--rollback-on-failure", "--wait", "--timeout", "2m")
+	assert.Equal(t, 1, r.code, r)
+	assert.Contains(t, r.stdout, "automatic: nothing was ready before this first install")
+	assert.Contains(t, r.stderr, "revision 1 failed at health")
+	assert.Contains(t, r.stderr, "uninstalled, as nothing was ready before")
+	_, err := env.kube.Client.AppsV1().Deployments(ns).Get(t.Context(), "hello", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "the Deployment is deleted: %v", err)
+	_, err = env.kube.Client.CoreV1().Services(ns).Get(t.Context(), "hello", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "the Service is deleted: %v", err)
+	revs := history(t, "hello", ns)
+	require.Len(t, revs, 1)
+	assert.Equal(t, "failed", revs[0].State)
+}
+
 // TestDryRun: --dry-run --wait prints the diff and changes nothing.
 func TestDryRun(t *testing.T) {
 	ns := env.kube.Namespace(t)
