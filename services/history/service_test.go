@@ -314,7 +314,9 @@ func TestFailedFirstInstallIsUninstalled(t *testing.T) {
 	assert.True(t, d.Automatic)
 	assert.Equal(t, events.Duration(time.Minute), d.Timeout, "the request's timeout")
 	assert.Contains(t, d.Reason, "revision 2 failed at health (crash_loop): pod fresh-1 crash-loops; nothing was ready before")
-	v := e.view(rel, func(v *historyapi.View) bool { return slices.ContainsFunc(v.Timeline, func(x historyapi.Entry) bool { return x.Type == events.TypeUninstallRequested }) })
+	v := e.view(rel, func(v *historyapi.View) bool {
+		return slices.ContainsFunc(v.Timeline, func(x historyapi.Entry) bool { return x.Type == events.TypeUninstallRequested })
+	})
 	i := slices.IndexFunc(v.Timeline, func(x historyapi.Entry) bool { return x.Type == events.TypeUninstallRequested })
 	assert.Contains(t, v.Timeline[i].Note, "automatic uninstall: revision 2 failed")
 
