@@ -38,6 +38,18 @@ type BundleHook struct {
 	Object         map[string]any `json:"object"`
 }
 
+// ValuesRecord is a revision's chart values as `helm get values` shows them, kept beside its
+// bundle in the bundles object store (Rendered.Values).
+type ValuesRecord struct {
+	Release string `json:"release"`
+	// User is what the request set — its values files, values and set, merged as Helm merges
+	// them (and the earlier revision's, when it reused them): Helm's "user-supplied values".
+	// Values read from the cluster (valuesFrom) are left out: they are often secret.
+	User Values `json:"user"`
+	// Computed is User coalesced with the chart's defaults (`helm get values --all`).
+	Computed Values `json:"computed"`
+}
+
 // ReadBundle decodes a bundle, checking its header.
 func ReadBundle(data []byte) (*Bundle, error) {
 	var b Bundle

@@ -116,6 +116,29 @@ type Requested struct {
 	Set         []string     `json:"set,omitempty" jsonschema:"maxItems=1000"`
 	Options     Options      `json:"options,omitzero"`
 	RequestedBy string       `json:"requestedBy,omitempty" jsonschema:"maxLength=256"`
+	// ReuseValues builds on an earlier revision's values, as helm upgrade --reuse-values or
+	// --reset-then-reuse-values does.
+	ReuseValues *ReuseValues `json:"reuseValues,omitempty"`
+}
+
+// Reuse modes of ReuseValues, named after Helm's flags.
+const (
+	// ReuseValuesReuse: the earlier revision's values under the request's, over the earlier
+	// revision's computed values in place of the chart's defaults (--reuse-values: a new chart
+	// version's new defaults are not taken).
+	ReuseValuesReuse = "reuse"
+	// ReuseValuesResetThenReuse: the earlier revision's values under the request's, over the
+	// chart's own defaults (--reset-then-reuse-values).
+	ReuseValuesResetThenReuse = "resetThenReuse"
+)
+
+// ReuseValues names the revision whose values a request builds on, and its ValuesRecord.
+type ReuseValues struct {
+	Mode     string `json:"mode" jsonschema:"enum=reuse,enum=resetThenReuse"`
+	Revision int    `json:"revision" jsonschema:"minimum=1"`
+	// Values is the digest of that revision's ValuesRecord in the bundles object store
+	// (Rendered.Values).
+	Values string `json:"values" jsonschema:"pattern=^sha256:[a-f0-9]{64}$"`
 }
 
 // Values is a tree of chart values, as in a values.yaml.
@@ -261,6 +284,9 @@ type Rendered struct {
 	RenderTime Duration   `json:"renderTime"`
 	Chart      *ChartInfo `json:"chart,omitempty"`
 	Notes      string     `json:"notes,omitempty" jsonschema:"maxLength=65536"`
+	// Values is the sha256 digest of the revision's ValuesRecord in the bundles object store
+	// (charts only).
+	Values string `json:"values,omitempty" jsonschema:"pattern=^sha256:[a-f0-9]{64}$"`
 	// Rollback is true when history republished an earlier revision's bundle.
 	Rollback bool    `json:"rollback,omitempty"`
 	Options  Options `json:"options,omitzero"`

@@ -275,7 +275,7 @@ func (c *cli) statusCmd() *cobra.Command {
 }
 
 func (c *cli) getCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "get", Short: "Get what troupe recorded of a release: manifest"}
+	cmd := &cobra.Command{Use: "get", Short: "Get what troupe recorded of a release: manifest, values"}
 	var out output
 	var ns string
 	var revision int
@@ -326,7 +326,51 @@ func (c *cli) getCmd() *cobra.Command {
 	manifest.Flags().IntVar(&revision, "revision", 0, "the revision (default: the current one)")
 	showSecretsFlag(manifest, &showSecrets)
 	out.bind(manifest)
-	cmd.AddCommand(manifest)
+	cmd.AddCommand(manifest, c.getValuesCmd())
+	return cmd
+}
+
+// getValuesCmd is `troupe get values`, as `helm get values`.
+func (c *cli) getValuesCmd() *cobra.Command {
+	var out output
+	var ns string
+	var revision int
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "values NAME [-n NS] [--revision N] [--all] [-o yaml|json]",
+		Short: "Print a revision's chart values (default: the latest revision's): those its request set, or --all computed with the chart's",
+		Args:  exactArgs(1, "get values takes the release NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rel, err := releaseArg(args[0], ns)
+			if err != nil {
+				return err
+			}
+			if revision < 0 {
+				return usagef("--revision %d: want a revision number from 1", revision)
+			}
+			var v historyapi.Values
+			if err := c.ask(cmd, historyapi.EndpointValues, historyapi.Query{Release: rel.String(), Revision: revision, All: all}, &v); err != nil {
+				return err
+			}
+			if out != "table" {
+				return out.print(c.stdout, v.Values, nil)
+			}
+			b, err := yaml.Marshal(v.Values)
+			if err != nil {
+				return err
+			}
+			header := "USER-SUPPLIED VALUES:"
+			if all {
+				header = "COMPUTED VALUES:"
+			}
+			fmt.Fprintf(c.stdout, "%s\n%s", header, b)
+			return nil
+		},
+	}
+	namespaceFlag(cmd, &ns)
+	cmd.Flags().IntVar(&revision, "revision", 0, "the revision (default: the latest)")
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "all the values: the chart's defaults computed with those the request set")
+	out.bind(cmd)
 	return cmd
 }
 

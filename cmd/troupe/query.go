@@ -41,12 +41,24 @@ func askAt(ctx context.Context, nc *nats.Conn, prefix, endpoint string, q histor
 		return fmt.Errorf("ask history (%s): %w", endpoint, err)
 	}
 	if e := header.Get(micro.ErrorHeader); e != "" {
-		return errors.New(e)
+		return &answerError{code: header.Get(micro.ErrorCodeHeader), msg: e}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("history's answer to %s: %w", endpoint, err)
 	}
 	return nil
+}
+
+// answerError is the history's answer that it could not answer: what it said, and its code
+// (400: a bad query; 404: it has no such release or revision).
+type answerError struct{ code, msg string }
+
+func (e *answerError) Error() string { return e.msg }
+
+// notFound says whether err is the history's answer that it has no such thing.
+func notFound(err error) bool {
+	var ae *answerError
+	return errors.As(err, &ae) && ae.code == "404"
 }
 
 // ask connects, asks the history service one query, and closes.

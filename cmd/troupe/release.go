@@ -42,6 +42,8 @@ type releaseOptions struct {
 	waitLB          bool
 	skipCRDs        bool
 	adopt           bool
+	reuseValues     bool
+	resetThenReuse  bool
 	waiting
 }
 
@@ -89,6 +91,8 @@ the chart loads. Nothing is published when something is wrong.`,
 	f.BoolVar(&o.skipCRDs, "skip-crds", false, "leave the chart's crds/ out, as helm install --skip-crds (a chart only)")
 	f.BoolVar(&o.waitLB, "wait-load-balancer", false, "a LoadBalancer Service is ready only once it has an ingress address (default: once it has a cluster IP, as Helm 4)")
 	f.BoolVar(&o.adopt, "adopt", false, "take over objects that exist but belong to no release or another one")
+	f.BoolVar(&o.reuseValues, "reuse-values", false, "build on the current revision's values (-f and --set over them), and its computed values in place of the chart's defaults, as helm upgrade --reuse-values")
+	f.BoolVar(&o.resetThenReuse, "reset-then-reuse-values", false, "build on the current revision's values (-f and --set over them), with this chart's own defaults, as helm upgrade --reset-then-reuse-values")
 	return cmd
 }
 
@@ -141,11 +145,56 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 		}
 		req.Source.Helm.SkipCRDs = true
 	}
+	if o.reuseValues || o.resetThenReuse {
+		if o.reuseValues && o.resetThenReuse {
+			return usagef("--reuse-values and --reset-then-reuse-values: one or the other")
+		}
+		if req.Source.Helm == nil {
+			return usagef("--reuse-values: SOURCE %s is not a chart", src)
+		}
+		mode := events.ReuseValuesReuse
+		if o.resetThenReuse {
+			mode = events.ReuseValuesResetThenReuse
+		}
+		if req.ReuseValues, err = c.valuesToReuse(ctx, rel, mode); err != nil {
+			return err
+		}
+	}
 	if err := req.Validate(); err != nil {
 		return usageError{err}
 	}
 	o.numbered = true
 	return c.send(ctx, rel, events.TypeRequested, req, upload, o.waiting)
+}
+
+// valuesToReuse names the values a --reuse-values request builds on, as Helm's upgrade picks
+// them: the current (deployed) revision's, else the latest revision's that has them; nil for a
+// release with none (a first install: nothing to reuse, as under Helm).
+func (c *cli) valuesToReuse(ctx context.Context, rel events.Release, mode string) (*events.ReuseValues, error) {
+	nc, err := c.natsConn("troupe-cli")
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	var v historyapi.View
+	if err := ask(ctx, nc, c.names, historyapi.EndpointGet, historyapi.Query{Release: rel.String()}, &v); notFound(err) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var from *historyapi.Revision
+	if cur := v.Get(v.Current); cur != nil && cur.Values != "" {
+		from = cur
+	}
+	for i := len(v.Revisions) - 1; i >= 0 && from == nil; i-- {
+		if v.Revisions[i].Values != "" {
+			from = v.Revisions[i]
+		}
+	}
+	if from == nil {
+		return nil, nil
+	}
+	return &events.ReuseValues{Mode: mode, Revision: from.Revision, Values: from.Values}, nil
 }
 
 // electionPatience is how long a command rides out NATS not answering (a JetStream leader

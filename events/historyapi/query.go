@@ -19,6 +19,7 @@ const (
 	EndpointRevision = "revision" // RevisionDetail: Release, Revision
 	EndpointDiff     = "diff"     // Diff: Release, From, To
 	EndpointTimeline = "timeline" // []Entry: Release
+	EndpointValues   = "values"   // Values: Release, Revision (0: the latest), All
 )
 
 // SecretsSubject returns the prefix of the endpoints that answer as QuerySubject's do but leave
@@ -32,7 +33,7 @@ func SecretEndpoints() []string { return []string{EndpointRevision, EndpointDiff
 
 // Endpoints returns every query endpoint.
 func Endpoints() []string {
-	return []string{EndpointList, EndpointGet, EndpointRevision, EndpointDiff, EndpointTimeline}
+	return []string{EndpointList, EndpointGet, EndpointRevision, EndpointDiff, EndpointTimeline, EndpointValues}
 }
 
 // Query is a request to a query endpoint; which fields count depends on the endpoint.
@@ -41,6 +42,9 @@ type Query struct {
 	Revision int    `json:"revision,omitempty"`
 	From     int    `json:"from,omitempty"`
 	To       int    `json:"to,omitempty"`
+	// All asks values for the computed values (the chart's defaults with the user's), not only
+	// those the requests set.
+	All bool `json:"all,omitempty"`
 	// list: only this namespace's releases; those after this namespace/name (the last of the
 	// previous page); at most Limit of them (default and most: ListLimit).
 	Namespace string `json:"namespace,omitempty"`
@@ -64,6 +68,17 @@ type Summary struct {
 	// can tell a revision in flight past its time.
 	Requested time.Time       `json:"requested,omitzero"`
 	Timeout   events.Duration `json:"timeout,omitempty"`
+}
+
+// Values answers EndpointValues: a revision's values, as `helm get values` shows them.
+type Values struct {
+	Release  string `json:"release"`
+	Revision int    `json:"revision"`
+	// Digest is the revision's events.ValuesRecord's, for a request's ReuseValues.
+	Digest string `json:"digest"`
+	// All says Values are the computed ones.
+	All    bool          `json:"all,omitempty"`
+	Values events.Values `json:"values"`
 }
 
 // RevisionDetail is one revision with its manifests.

@@ -53,7 +53,10 @@ type Revision struct {
 	RolledBackTo int          `json:"rolledBackTo,omitempty"`
 	Request      *RequestInfo `json:"request,omitempty"`
 	// Bundle is the rendered manifests' digest in the bundles object store; Size its size.
-	Bundle      string             `json:"bundle,omitempty"`
+	Bundle string `json:"bundle,omitempty"`
+	// Values is the digest of the revision's events.ValuesRecord in the bundles object store
+	// (charts only): what `troupe get values` shows.
+	Values      string             `json:"values,omitempty"`
 	Size        int64              `json:"size,omitempty"`
 	Objects     []events.ObjectRef `json:"objects,omitempty"`
 	Chart       *events.ChartInfo  `json:"chart,omitempty"`

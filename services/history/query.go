@@ -153,6 +153,51 @@ func (s *Service) revisionOf(ctx context.Context, release string, n int) (*histo
 	return d, nil
 }
 
+// ValuesOf returns a revision's values (0: the latest revision that has them), as `helm get
+// values` does: those the requests set, or with all the chart's computed ones.
+func (s *Service) ValuesOf(ctx context.Context, release string, n int, all bool) (*historyapi.Values, error) {
+	v, err := s.view(ctx, release)
+	if err != nil {
+		return nil, err
+	}
+	var r *historyapi.Revision
+	if n == 0 {
+		for i := len(v.Revisions) - 1; i >= 0 && r == nil; i-- {
+			if v.Revisions[i].Values != "" {
+				r = v.Revisions[i]
+			}
+		}
+		if r == nil {
+			return nil, notFound("%s has no revision with chart values (charts have them; kustomize and manifests do not)", release)
+		}
+	} else if r = v.Get(n); r == nil {
+		return nil, notFound("%s has no revision %d (it has %s)", release, n, revisionList(v))
+	}
+	if r.Values == "" {
+		return nil, notFound("%s revision %d has no chart values (it was not rendered from a chart, or before troupe kept them)", release, r.Revision)
+	}
+	rc, err := s.bundles.Get(ctx, r.Values)
+	if errors.Is(err, events.ErrNotFound) {
+		return nil, notFound("%s revision %d: its values %s are no longer in the bundles object store", release, r.Revision, r.Values)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var rec events.ValuesRecord
+	if err := json.NewDecoder(rc).Decode(&rec); err != nil {
+		return nil, fmt.Errorf("%s revision %d: values %s: %w", release, r.Revision, r.Values, err)
+	}
+	out := &historyapi.Values{Release: release, Revision: r.Revision, Digest: r.Values, All: all, Values: rec.User}
+	if all {
+		out.Values = rec.Computed
+	}
+	if out.Values == nil {
+		out.Values = events.Values{}
+	}
+	return out, nil
+}
+
 // DiffOf compares two revisions' manifests, object by object and field by field. A Secret's
 // changed values read Redacted: which keys changed, not to what.
 func (s *Service) DiffOf(ctx context.Context, release string, from, to int) (*historyapi.Diff, error) {
@@ -305,6 +350,11 @@ func (s *Service) answer(ctx context.Context, endpoint string, q historyapi.Quer
 			return nil, err
 		}
 		return v.Timeline, nil
+	case historyapi.EndpointValues:
+		if q.Revision < 0 {
+			return nil, badQuery("values: want a revision number from 1, or none for the latest")
+		}
+		return s.ValuesOf(ctx, q.Release, q.Revision, q.All)
 	}
 	return nil, notFound("no query %q", endpoint)
 }
@@ -372,7 +422,7 @@ func (s *Service) addEndpoints(ctx context.Context, nc *nats.Conn, g micro.Group
 
 // HTTPHandler answers the same queries over HTTP: GET /releases, /releases/{ns}/{name},
 // /releases/{ns}/{name}/revisions/{n}, /releases/{ns}/{name}/diff?from=&to=,
-// /releases/{ns}/{name}/timeline.
+// /releases/{ns}/{name}/values?revision=&all=, /releases/{ns}/{name}/timeline.
 func (s *Service) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	reply := func(w http.ResponseWriter, res any, err error) {
@@ -405,6 +455,11 @@ func (s *Service) HTTPHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /releases/{ns}/{name}/diff", func(w http.ResponseWriter, r *http.Request) {
 		res, err := s.answer(r.Context(), historyapi.EndpointDiff, historyapi.Query{Release: rel(r), From: num(r.URL.Query().Get("from")), To: num(r.URL.Query().Get("to"))}, false)
+		reply(w, res, err)
+	})
+	mux.HandleFunc("GET /releases/{ns}/{name}/values", func(w http.ResponseWriter, r *http.Request) {
+		all, _ := strconv.ParseBool(r.URL.Query().Get("all"))
+		res, err := s.answer(r.Context(), historyapi.EndpointValues, historyapi.Query{Release: rel(r), Revision: num(r.URL.Query().Get("revision")), All: all}, false)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("GET /releases/{ns}/{name}/timeline", func(w http.ResponseWriter, r *http.Request) {

@@ -205,7 +205,7 @@ func (s *Service) react(ctx context.Context, v *historyapi.View, e event.Event) 
 		if rb, err := events.Data[events.RollbackRequested](e); err == nil && rb.Options.Timeout > 0 {
 			opts.Timeout = rb.Options.Timeout
 		}
-		out, err := events.Derive(e, source, events.TypeRendered, events.Rendered{Bundle: target.Bundle, Size: target.Size,
+		out, err := events.Derive(e, source, events.TypeRendered, events.Rendered{Bundle: target.Bundle, Size: target.Size, Values: target.Values,
 			Objects: target.Objects, Chart: target.Chart, Rollback: true, Options: opts})
 		if err != nil {
 			return events.Terminal(err)
@@ -254,19 +254,21 @@ func refusal(revision int, reason, message string) error {
 	return &events.Error{Stage: events.StageRollback, Reason: reason, Message: message, Revision: revision}
 }
 
-// deleteBundles deletes the bundles of revisions the view no longer keeps, unless a kept
-// revision has the same bundle (best effort: a bundle left over costs space, nothing else).
+// deleteBundles deletes the bundles and values of revisions the view no longer keeps, unless a kept
+// revision has the same one (best effort: an object left over costs space, nothing else).
 func (s *Service) deleteBundles(ctx context.Context, v *historyapi.View, dropped []*historyapi.Revision) {
 	for _, d := range dropped {
-		if d.Bundle == "" {
-			continue
-		}
-		shared := false
-		for _, r := range v.Revisions {
-			shared = shared || r.Bundle == d.Bundle
-		}
-		if !shared {
-			_ = s.bundles.Delete(ctx, d.Bundle)
+		for _, digest := range []string{d.Bundle, d.Values} {
+			if digest == "" {
+				continue
+			}
+			shared := false
+			for _, r := range v.Revisions {
+				shared = shared || r.Bundle == digest || r.Values == digest
+			}
+			if !shared {
+				_ = s.bundles.Delete(ctx, digest)
+			}
 		}
 	}
 }

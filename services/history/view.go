@@ -50,6 +50,7 @@ func Fold(v *historyapi.View, e event.Event, seq uint64, revision int) error {
 			break
 		}
 		r.State, r.Bundle, r.Size, r.Objects, r.Chart = historyapi.StateRendered, rd.Bundle, rd.Size, rd.Objects, rd.Chart
+		r.Values = rd.Values
 		r.Times.Rendered = e.Time()
 	case events.TypeHooked:
 		h, err := events.Data[events.Hooked](e)

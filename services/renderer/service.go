@@ -67,6 +67,9 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 	if o.Render.Sources == nil {
 		o.Render.Sources = sources.Get
 	}
+	if o.Render.Records == nil {
+		o.Render.Records = s.bundles.Get
+	}
 	if s.renderer, err = render.New(o.Render); err != nil {
 		return nil, err
 	}
@@ -161,9 +164,15 @@ func (s *Service) handle(ctx context.Context, e event.Event) (err error) {
 	if err != nil {
 		return fmt.Errorf("store bundle of %s revision %d: %w", rel, revision, err)
 	}
+	var values string
+	if out.Values != nil {
+		if values, _, err = s.bundles.Put(ctx, bytes.NewReader(out.Values)); err != nil {
+			return fmt.Errorf("store values of %s revision %d: %w", rel, revision, err)
+		}
+	}
 	log.Info().Int("revision", revision).Str("bundle", digest).Int("objects", len(out.Objects)).Dur("took", renderTime).Msg("rendered")
 	return s.publish(ctx, e, revision, events.TypeRendered, events.Rendered{
-		Bundle: digest, Size: size, Objects: out.Objects, RenderTime: events.Duration(renderTime),
+		Bundle: digest, Size: size, Values: values, Objects: out.Objects, RenderTime: events.Duration(renderTime),
 		Chart: out.Chart, Notes: events.Truncate(out.Notes, events.MaxNotesLength), Options: req.Options,
 	})
 }

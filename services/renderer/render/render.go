@@ -48,6 +48,8 @@ type Output struct {
 	Chart   *events.ChartInfo
 	// Hooks counts the chart's hooks, kept out of Objects (see events.Bundle).
 	Hooks int
+	// Values is the revision's events.ValuesRecord, encoded (charts only).
+	Values []byte
 
 	fetched    bool // remote pieces were fetched: what they hold may change, so it is not cached
 	lookedUp   bool // the chart read the cluster with lookup: never cached
@@ -69,6 +71,9 @@ type SourceFetcher func(ctx context.Context, digest string) (io.ReadCloser, erro
 type Options struct {
 	// Sources opens uploaded sources. Without it, sources by digest fail.
 	Sources SourceFetcher
+	// Records opens what renders stored beside bundles, by digest: the events.ValuesRecord a
+	// request's ReuseValues names. Without it, such a request fails.
+	Records SourceFetcher
 	// KubeVersion is .Capabilities.KubeVersion (and what kubeVersion constraints are checked
 	// against) while Cluster is not set or has not answered. Default DefaultKubeVersion.
 	KubeVersion string
@@ -228,12 +233,18 @@ func (r *Renderer) render(ctx context.Context, in *pass) (*Output, error) {
 		if err != nil {
 			return nil, err
 		}
-		vals, err := r.mergeValues(ctx, in.Input)
+		vals, user, err := r.mergeValues(ctx, in.Input)
 		if err != nil {
 			return nil, err
 		}
-		res, err := r.renderChart(ctx, ch, vals, in)
+		if user, err = r.reuseValues(ctx, ch, user, in.Input); err != nil {
+			return nil, err
+		}
+		res, err := r.renderChart(ctx, ch, loader.MergeMaps(vals, user), in)
 		if err != nil {
+			return nil, err
+		}
+		if out.Values, err = valuesRecord(ch, user, in.Release); err != nil {
 			return nil, err
 		}
 		objs, hooks, out.Notes = res.objects, res.hooks, res.notes
@@ -364,19 +375,21 @@ func (r *Renderer) valuesFrom(ctx context.Context, namespace string, ref events.
 }
 
 // mergeValues merges values as Helm does: valuesFrom in order (read from the cluster), then
-// values files in order, then inline values, then each --set, in order. A values file is parsed
-// once for its content: the same file comes with request after request, other values and
-// revisions with it.
-func (r *Renderer) mergeValues(ctx context.Context, in Input) (map[string]any, error) {
+// values files in order, then inline values, then each --set, in order; it returns those from
+// the cluster and the request's own (user) apart, the latter to be merged over the former. A
+// values file is parsed once for its content: the same file comes with request after request,
+// other values and revisions with it.
+func (r *Renderer) mergeValues(ctx context.Context, in Input) (fromCluster, user map[string]any, err error) {
 	req := in.Request
-	base := map[string]any{}
+	fromCluster = map[string]any{}
 	for _, ref := range req.ValuesFrom {
 		v, err := r.valuesFrom(ctx, in.Release.Namespace, ref)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		base = loader.MergeMaps(base, v)
+		fromCluster = loader.MergeMaps(fromCluster, v)
 	}
+	base := map[string]any{}
 	for _, f := range req.ValuesFiles {
 		sum := sha256.Sum256([]byte(f.Content))
 		key := string(sum[:])
@@ -384,7 +397,7 @@ func (r *Renderer) mergeValues(ctx context.Context, in Input) (map[string]any, e
 		if !ok {
 			v = map[string]any{}
 			if err := yaml.Unmarshal([]byte(f.Content), &v); err != nil {
-				return nil, fail(ReasonInvalidValues, err, "values file %s is not valid YAML", f.Name)
+				return nil, nil, fail(ReasonInvalidValues, err, "values file %s is not valid YAML", f.Name)
 			}
 			r.values.put(key, v)
 		}
@@ -395,7 +408,7 @@ func (r *Renderer) mergeValues(ctx context.Context, in Input) (map[string]any, e
 		b, _ := json.Marshal(req.Values)
 		v := map[string]any{}
 		if err := yaml.Unmarshal(b, &v); err != nil {
-			return nil, fail(ReasonInvalidValues, err, "inline values")
+			return nil, nil, fail(ReasonInvalidValues, err, "inline values")
 		}
 		base = loader.MergeMaps(base, v)
 	}
@@ -407,10 +420,10 @@ func (r *Renderer) mergeValues(ctx context.Context, in Input) (map[string]any, e
 			if value != "" {
 				msg = strings.ReplaceAll(msg, value, "…")
 			}
-			return nil, fail(ReasonInvalidValues, nil, "--set #%d (%s=…): %s", i+1, key, msg)
+			return nil, nil, fail(ReasonInvalidValues, nil, "--set #%d (%s=…): %s", i+1, key, msg)
 		}
 	}
-	return base, nil
+	return fromCluster, base, nil
 }
 
 type chartResult struct {
