@@ -86,7 +86,7 @@ func TestValuesAsHelmKeepsThem(t *testing.T) {
 			chart = v2
 		}
 		helmRun(append([]string{"upgrade", "--install", "app", chart}, step.args...)...)
-		r := troupe(t, append(append([]string{"release", "app", chart, "-n", troupeNS, "--wait"}, step.args...))...)
+		r := troupe(t, append([]string{"release", "app", chart, "-n", troupeNS, "--wait"}, step.args...)...)
 		require.Equal(t, 0, r.code, "troupe %s: %s", step.name, r)
 		for _, all := range []bool{false, true} {
 			args := []string{"get", "values", "app", "-o", "json"}
