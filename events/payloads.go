@@ -175,6 +175,31 @@ type Source struct {
 	Helm      *HelmSource      `json:"helm,omitempty"`
 	Kustomize *KustomizeSource `json:"kustomize,omitempty"`
 	Manifests *ManifestsSource `json:"manifests,omitempty"`
+	// HelmRelease takes over a release Helm installed (`troupe adopt`).
+	HelmRelease *HelmReleaseSource `json:"helmRelease,omitempty"`
+}
+
+// HelmReleaseSource is a release Helm installed in the release's namespace, as Helm stored it
+// (its Secrets sh.helm.release.v1.NAME.vN): its latest revision's manifest is the bundle, and
+// the revision takes the objects over without changing them.
+type HelmReleaseSource struct {
+	// Name is Helm's name of the release. Default: the troupe release's.
+	Name string `json:"name,omitempty" jsonschema:"maxLength=53"`
+	// RemoveHelmSecrets deletes Helm's release Secrets once the objects are taken over; they
+	// are kept otherwise (`helm` then still lists the release, and could change it again).
+	RemoveHelmSecrets bool `json:"removeHelmSecrets,omitempty"`
+	// FieldManagers are the server-side apply field managers whose fields troupe takes over at
+	// its first apply after the adoption, so that a field a later revision drops is removed.
+	// Default ["helm"]: the Helm CLI's (a tool embedding Helm may use another).
+	FieldManagers []string `json:"fieldManagers,omitempty" jsonschema:"maxItems=16"`
+}
+
+// HelmFieldManagers is HelmReleaseSource.FieldManagers, or its default.
+func (h *HelmReleaseSource) HelmFieldManagers() []string {
+	if len(h.FieldManagers) == 0 {
+		return []string{"helm"}
+	}
+	return h.FieldManagers
 }
 
 // HelmSource is a Helm chart. Exactly one of Path, Object, OCI, RepoURL is set.
@@ -287,9 +312,41 @@ type Rendered struct {
 	// Values is the sha256 digest of the revision's ValuesRecord in the bundles object store
 	// (charts only).
 	Values string `json:"values,omitempty" jsonschema:"pattern=^sha256:[a-f0-9]{64}$"`
+	// Adopted says the bundle is a Helm release's, to take over rather than apply (the request's
+	// source was a helmRelease).
+	Adopted *Adoption `json:"adopted,omitempty"`
 	// Rollback is true when history republished an earlier revision's bundle.
 	Rollback bool    `json:"rollback,omitempty"`
 	Options  Options `json:"options,omitzero"`
+}
+
+// Adoption is the Helm release a revision takes over, and Helm's history of it.
+type Adoption struct {
+	// Name is Helm's name of the release; Revision its latest revision, the one taken over.
+	Name     string `json:"name"`
+	Revision int    `json:"revision"`
+	// Secrets are Helm's release Secrets, deleted once the objects are taken over when
+	// RemoveHelmSecrets.
+	Secrets           []string `json:"secrets,omitempty" jsonschema:"maxItems=1000"`
+	RemoveHelmSecrets bool     `json:"removeHelmSecrets,omitempty"`
+	// FieldManagers are handed over at troupe's first apply (HelmReleaseSource).
+	FieldManagers []string `json:"fieldManagers,omitempty"`
+	// Revisions are Helm's revisions of the release, oldest first, imported into the history.
+	Revisions []HelmRevision `json:"revisions,omitempty" jsonschema:"maxItems=1000"`
+}
+
+// HelmRevision is one revision of a Helm release, as Helm recorded it.
+type HelmRevision struct {
+	Revision    int        `json:"revision"`
+	Status      string     `json:"status"` // Helm's: deployed, superseded, failed, …
+	Description string     `json:"description,omitempty"`
+	Updated     time.Time  `json:"updated,omitzero"`
+	Chart       *ChartInfo `json:"chart,omitempty"`
+	// Bundle and Values are the digests of its manifest (as a bundle) and its values (a
+	// ValuesRecord) in the bundles object store.
+	Bundle  string `json:"bundle,omitempty"`
+	Values  string `json:"values,omitempty"`
+	Objects int    `json:"objects"`
 }
 
 // AppliedObject is an object the applier applied, and what that changed.
@@ -309,6 +366,9 @@ type Applied struct {
 	// PostHooks is the phase of the chart's hooks that runs once every object is ready
 	// (post-install, post-upgrade, post-rollback); empty when the bundle has none for it.
 	PostHooks string `json:"postHooks,omitempty" jsonschema:"enum=post-install,enum=post-upgrade,enum=post-rollback"`
+	// Adopted says the objects were taken over from a Helm release and not written: they do
+	// not carry troupe's labels yet (the next revision adds them).
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 // Settled says every object of a revision is Current and its post-phase hooks are due: the
@@ -775,8 +835,21 @@ func (c *checker) source(field string, s Source) {
 		}
 		c.digest(field+".manifests.object", m.Object, false)
 	}
+	if s.HelmRelease != nil {
+		set++
+		if s.HelmRelease.Name != "" {
+			if err := ValidateName("helmRelease.name", s.HelmRelease.Name); err != nil {
+				c.addf("%s.%v", field, err)
+			}
+		}
+		for _, m := range s.HelmRelease.FieldManagers {
+			if m == "" || len(m) > 128 {
+				c.addf("%s.helmRelease.fieldManagers: %q is not a field manager's name", field, m)
+			}
+		}
+	}
 	if set != 1 {
-		c.addf("%s: exactly one of helm, kustomize, manifests must be set (%d are)", field, set)
+		c.addf("%s: exactly one of helm, kustomize, manifests, helmRelease must be set (%d are)", field, set)
 	}
 }
 

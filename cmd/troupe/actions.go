@@ -69,3 +69,50 @@ func (c *cli) uninstallCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&crds, "delete-crds", false, "also delete the CustomResourceDefinitions the release installed")
 	return cmd
 }
+
+// adoptCmd is `troupe adopt`: a release.requested whose source is the Helm release.
+func (c *cli) adoptCmd() *cobra.Command {
+	var ns, helmName string
+	var removeSecrets bool
+	var managers []string
+	var how waiting
+	cmd := &cobra.Command{
+		Use:   "adopt NAME [-n NS] [--helm-name H] [--remove-helm-secrets] [--wait]",
+		Short: "Take over a release Helm installed, changing none of its objects; troupe release upgrades it from then on",
+		Long: `Adopt publishes a release.requested whose source is the Helm release NAME (or --helm-name) of
+the namespace: the renderer reads Helm's release Secrets (sh.helm.release.v1.NAME.vN), the
+applier takes the objects of Helm's latest manifest over as the release's inventory without
+writing any of them, and the history imports Helm's revisions (chart, values, manifest,
+status). The first 'troupe release' after that hands the server-side apply fields of Helm's
+field manager to troupe's, applies, and prunes what the chart no longer renders. Helm's
+Secrets are kept (helm still lists the release) unless --remove-helm-secrets. The applier must
+run with --allow-adopt ('troupe dev' does).`,
+		Example: `  helm install web ./chart -n shop
+  troupe adopt web -n shop --wait
+  troupe release web ./chart -n shop --reuse-values --set replicaCount=3 --wait`,
+		Args: exactArgs(1, "adopt takes the release NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rel, err := releaseArg(args[0], ns)
+			if err != nil {
+				return err
+			}
+			if how.timeout <= 0 || how.timeout > events.MaxTimeout {
+				return usagef("--timeout %s: want more than 0 and at most %s", how.timeout, events.MaxTimeout)
+			}
+			req := events.Requested{Source: events.Source{HelmRelease: &events.HelmReleaseSource{Name: helmName,
+				RemoveHelmSecrets: removeSecrets, FieldManagers: managers}}, RequestedBy: requester(),
+				Options: events.Options{Timeout: events.Duration(how.timeout), Wait: how.wait}}
+			if err := req.Validate(); err != nil {
+				return usageError{err}
+			}
+			how.numbered = true
+			return c.send(cmd.Context(), rel, events.TypeRequested, req, nil, how)
+		},
+	}
+	namespaceFlag(cmd, &ns)
+	how.bind(cmd, "follow the adoption; exit 0 when the objects are taken over and ready", "the adoption's timeout")
+	cmd.Flags().StringVar(&helmName, "helm-name", "", "Helm's name of the release, when it is not NAME")
+	cmd.Flags().BoolVar(&removeSecrets, "remove-helm-secrets", false, "delete Helm's release Secrets once the objects are taken over")
+	cmd.Flags().StringSliceVar(&managers, "helm-field-manager", nil, "the field manager Helm applied with, whose fields troupe takes over (default helm; another for a tool embedding Helm)")
+	return cmd
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -83,13 +84,28 @@ type revisionRow struct {
 	Times historyapi.Times `json:"times"`
 	// Overdue says which service has not answered a revision still in flight past its timeout.
 	Overdue string `json:"overdue,omitempty"`
+	// Helm marks a revision Helm made before troupe adopted the release (its number is Helm's,
+	// its state Helm's status); Description is Helm's description of it. AdoptedHelm is, on
+	// troupe's revision that adopted it, the Helm revision taken over.
+	Helm        bool   `json:"helm,omitempty"`
+	Description string `json:"description,omitempty"`
+	AdoptedHelm int    `json:"adoptedHelm,omitempty"`
 }
 
 func rows(v *historyapi.View) []revisionRow {
-	out := make([]revisionRow, 0, len(v.Revisions))
+	out := make([]revisionRow, 0, len(v.Helm)+len(v.Revisions))
+	for _, h := range v.Helm {
+		row := revisionRow{Revision: h.Revision, State: h.Status, Objects: h.Objects, Helm: true, Description: h.Description,
+			Source: "helm release " + v.HelmName, Times: historyapi.Times{Finished: h.Updated}}
+		if h.Chart != nil {
+			row.Chart = h.Chart.Name + "-" + h.Chart.Version
+		}
+		out = append(out, row)
+	}
 	for _, r := range v.Revisions {
 		row := revisionRow{Revision: r.Revision, State: r.State, Current: r.Revision == v.Current, Stage: r.Stage,
-			Reason: r.Reason, Message: r.Message, Objects: len(r.Objects), RolledBack: r.RolledBackTo, Changes: r.Changes, Hooks: r.Hooks, Times: r.Times}
+			Reason: r.Reason, Message: r.Message, Objects: len(r.Objects), RolledBack: r.RolledBackTo, Changes: r.Changes, Hooks: r.Hooks, Times: r.Times,
+			AdoptedHelm: r.AdoptedHelm}
 		if r.Request != nil {
 			row.Source = r.Request.Source
 		}
@@ -131,7 +147,11 @@ func (c *cli) historyCmd() *cobra.Command {
 					if r.Current {
 						state += " (current)"
 					}
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", r.Revision, stamp(r.Times.Finished), state, dash(r.Chart), dash(events.ShortDigests(r.Source)), describe(r))
+					number := strconv.Itoa(r.Revision)
+					if r.Helm {
+						number = "helm " + number
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", number, stamp(r.Times.Finished), state, dash(r.Chart), dash(events.ShortDigests(r.Source)), describe(r))
 				}
 			})
 		},
@@ -173,6 +193,10 @@ func listState(s historyapi.Summary, now time.Time) string {
 // describe says in a few words what happened to a revision.
 func describe(r revisionRow) string {
 	switch {
+	case r.Helm:
+		return "imported from Helm: " + dash(r.Description)
+	case r.AdoptedHelm > 0 && r.TimeToReady != "":
+		return fmt.Sprintf("adopted Helm revision %d, ready in %s (nothing changed)", r.AdoptedHelm, r.TimeToReady)
 	case r.Overdue != "":
 		return r.State + ", overdue: " + r.Overdue
 	case r.Reason != "":

@@ -1,6 +1,7 @@
 package historyapi
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/troupe-dev/troupe/events"
@@ -33,6 +34,10 @@ type View struct {
 	Revisions   []*Revision `json:"revisions"`
 	// Rollback is the rollback in flight, if any.
 	Rollback *Rollback `json:"rollback,omitempty"`
+	// Helm are the revisions Helm made of the release before troupe adopted it (imported from
+	// Helm's release Secrets), oldest first; HelmName is Helm's name of the release.
+	Helm     []events.HelmRevision `json:"helm,omitempty"`
+	HelmName string                `json:"helmName,omitempty"`
 	// Timeline is every event of the release (progress reports but the first of each revision
 	// left out), oldest first, for the revisions kept.
 	Timeline []Entry `json:"timeline"`
@@ -56,7 +61,9 @@ type Revision struct {
 	Bundle string `json:"bundle,omitempty"`
 	// Values is the digest of the revision's events.ValuesRecord in the bundles object store
 	// (charts only): what `troupe get values` shows.
-	Values      string             `json:"values,omitempty"`
+	Values string `json:"values,omitempty"`
+	// AdoptedHelm is the Helm revision this revision took over (`troupe adopt`), 0 for others.
+	AdoptedHelm int                `json:"adoptedHelm,omitempty"`
 	Size        int64              `json:"size,omitempty"`
 	Objects     []events.ObjectRef `json:"objects,omitempty"`
 	Chart       *events.ChartInfo  `json:"chart,omitempty"`
@@ -177,6 +184,8 @@ func DescribeSource(s events.Source) string {
 			return "kustomize " + s.Kustomize.Path
 		}
 		return "kustomize upload " + s.Kustomize.Object
+	case s.HelmRelease != nil:
+		return "adopt Helm release " + cmp.Or(s.HelmRelease.Name, "(same name)")
 	case s.Manifests != nil:
 		switch {
 		case s.Manifests.Path != "":

@@ -248,6 +248,9 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	if err != nil {
 		return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
 	}
+	if r.Adopted != nil {
+		return s.adopt(ctx, e, rel, r, cur, bundle, deadline)
+	}
 	req := apply.Request{Release: rel, Revision: revision, Objects: bundle.Objects, Previous: cur.Previous(), Pending: cur.Pending(), Options: r.Options}
 	req.HookPhase = prePhase(cur, r)
 	req.Hooks, req.HookDeadline = hooksOf(bundle, req.HookPhase), deadline
@@ -296,6 +299,36 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	s.checkpoint(PointRecorded)
 	log.Info().Int("revision", revision).Int("objects", len(res.Inventory)).Int("pruned", len(res.Pruned)).
 		Dur("lock", locked).Dur("fetch", fetched).Dur("apply", time.Duration(applied.ApplyTime)).Dur("took", time.Since(began)).Msg("applied")
+	return s.publish(ctx, e, revision, events.TypeApplied, applied)
+}
+
+// adopt takes over a Helm release's objects for r's revision, changing none (apply.Adopt), and
+// records them as the release's inventory: the next revision applies them as troupe's, handing
+// Helm's field ownership over first, and prunes what it no longer has. A release troupe already
+// manages is not adopted into.
+func (s *Service) adopt(ctx context.Context, e event.Event, rel events.Release, r *events.Rendered, cur *Record, bundle *events.Bundle, deadline time.Time) error {
+	revision := events.Revision(e)
+	if cur != nil && cur.Uninstalled == nil && len(cur.Objects) > 0 {
+		return s.end(ctx, e, rel, revision, events.StageApply, &apply.Error{Reason: apply.ReasonOwnershipConflict,
+			Err: fmt.Errorf("troupe already manages %s (revision %d): a Helm release is adopted only into a release troupe does not have", rel, cur.Revision)}, deadline)
+	}
+	var remove []string
+	if r.Adopted.RemoveHelmSecrets {
+		remove = r.Adopted.Secrets
+	}
+	start := time.Now()
+	res, err := s.applier.Adopt(ctx, apply.AdoptRequest{Release: rel, Revision: revision, Objects: bundle.Objects,
+		HelmRelease: r.Adopted.Name, FieldManagers: r.Adopted.FieldManagers, RemoveSecrets: remove})
+	if err != nil {
+		return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
+	}
+	applied := events.Applied{Bundle: r.Bundle, Inventory: res.Inventory, ApplyTime: events.Duration(time.Since(start)), Options: r.Options, Adopted: true}
+	if err := s.inventory.put(ctx, rel, &Record{Release: rel.String(), Revision: revision, Bundle: r.Bundle, Cause: e.ID(),
+		AppliedAt: time.Now().UTC(), Objects: res.Objects, Applied: applied}); err != nil {
+		return err
+	}
+	zerolog.Ctx(ctx).Info().Int("revision", revision).Str("helm", r.Adopted.Name).Int("helmRevision", r.Adopted.Revision).
+		Int("objects", len(res.Objects)).Bool("helmSecretsRemoved", len(remove) > 0).Msg("adopted")
 	return s.publish(ctx, e, revision, events.TypeApplied, applied)
 }
 

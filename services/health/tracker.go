@@ -65,8 +65,8 @@ func (s *watcher) newTracker(rel events.Release, rec record, applied event.Event
 		tr := tracked{ref: o.ObjectRef, workload: isWorkload(gv.Group, o.Kind)}
 		if m, err := s.mapping(gv.WithKind(o.Kind)); err == nil {
 			tr.gvr = m.Resource
-			tr.key = watchKey{gvr: m.Resource}
-			if s.opts.PerNamespace && m.Scope.Name() == meta.RESTScopeNameNamespace {
+			tr.key = watchKey{gvr: m.Resource, unlabelled: a.Adopted}
+			if (s.opts.PerNamespace || a.Adopted) && m.Scope.Name() == meta.RESTScopeNameNamespace {
 				tr.key.namespace = o.Namespace
 			}
 		}
@@ -110,7 +110,11 @@ func (s *watcher) track(t *tracker) {
 		}
 		if !slices.Contains(t.watchKeys, o.key) {
 			t.watchKeys = append(t.watchKeys, o.key)
-			s.watches.acquire(o.key, releaseLabel)
+			selector := releaseLabel
+			if o.key.unlabelled {
+				selector = ""
+			}
+			s.watches.acquire(o.key, selector)
 		}
 		k := objectKey{gvr: o.gvr, namespace: o.ref.Namespace, name: o.ref.Name}
 		s.byObject[k] = append(s.byObject[k], t)

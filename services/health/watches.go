@@ -22,6 +22,9 @@ var (
 type watchKey struct {
 	gvr       schema.GroupVersionResource
 	namespace string
+	// unlabelled watches every object, not only troupe's: those of a revision that adopted a
+	// Helm release, which carry no troupe label yet.
+	unlabelled bool
 }
 
 // watch is one informer, shared by every release that needs it, stopped when the last lets go.

@@ -51,6 +51,11 @@ func Fold(v *historyapi.View, e event.Event, seq uint64, revision int) error {
 		}
 		r.State, r.Bundle, r.Size, r.Objects, r.Chart = historyapi.StateRendered, rd.Bundle, rd.Size, rd.Objects, rd.Chart
 		r.Values = rd.Values
+		if a := rd.Adopted; a != nil {
+			r.AdoptedHelm = a.Revision
+			v.Helm, v.HelmName = a.Revisions, a.Name
+			entry.Note = fmt.Sprintf("adopting Helm release %s revision %d (%d Helm revisions imported)", a.Name, a.Revision, len(a.Revisions))
+		}
 		r.Times.Rendered = e.Time()
 	case events.TypeHooked:
 		h, err := events.Data[events.Hooked](e)

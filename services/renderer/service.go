@@ -170,11 +170,39 @@ func (s *Service) handle(ctx context.Context, e event.Event) (err error) {
 			return fmt.Errorf("store values of %s revision %d: %w", rel, revision, err)
 		}
 	}
+	adopted, err := s.storeAdopted(ctx, out.Adopted, req.Source.HelmRelease)
+	if err != nil {
+		return fmt.Errorf("store the Helm revisions of %s: %w", rel, err)
+	}
 	log.Info().Int("revision", revision).Str("bundle", digest).Int("objects", len(out.Objects)).Dur("took", renderTime).Msg("rendered")
 	return s.publish(ctx, e, revision, events.TypeRendered, events.Rendered{
 		Bundle: digest, Size: size, Values: values, Objects: out.Objects, RenderTime: events.Duration(renderTime),
-		Chart: out.Chart, Notes: events.Truncate(out.Notes, events.MaxNotesLength), Options: req.Options,
+		Chart: out.Chart, Notes: events.Truncate(out.Notes, events.MaxNotesLength), Options: req.Options, Adopted: adopted,
 	})
+}
+
+// storeAdopted stores each revision of an adopted Helm release (its manifest as a bundle, its
+// values) in the bundles object store, for the history to import; nil when a is.
+func (s *Service) storeAdopted(ctx context.Context, a *render.Adopted, src *events.HelmReleaseSource) (*events.Adoption, error) {
+	if a == nil {
+		return nil, nil
+	}
+	out := &events.Adoption{Name: a.Name, Revision: a.Revision, Secrets: a.Secrets, RemoveHelmSecrets: src.RemoveHelmSecrets,
+		FieldManagers: src.HelmFieldManagers()}
+	for _, r := range a.Revisions {
+		h := r.HelmRevision
+		var err error
+		if h.Bundle, _, err = s.bundles.Put(ctx, bytes.NewReader(r.Bundle)); err != nil {
+			return nil, err
+		}
+		if r.Values != nil {
+			if h.Values, _, err = s.bundles.Put(ctx, bytes.NewReader(r.Values)); err != nil {
+				return nil, err
+			}
+		}
+		out.Revisions = append(out.Revisions, h)
+	}
+	return out, nil
 }
 
 // withRevision names the revision an error ends (the request does not carry it): an

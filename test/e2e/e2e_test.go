@@ -30,6 +30,9 @@ type revision struct {
 	Stage        string `json:"stage"`
 	Reason       string `json:"reason"`
 	RolledBackTo int    `json:"rolledBackTo"`
+	Chart        string `json:"chart"`
+	Helm         bool   `json:"helm"`
+	AdoptedHelm  int    `json:"adoptedHelm"`
 }
 
 func history(t *testing.T, name, ns string) []revision {

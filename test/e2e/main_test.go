@@ -107,6 +107,9 @@ func run(m *testing.M) int {
 		if s != "history" {
 			args = []string{"--kubeconfig", env.kube.Kubeconfig}
 		}
+		if s == "applier" {
+			args = append(args, "--allow-adopt") // troupe adopt, --adopt: as troupe dev runs it
+		}
 		p, err := startService(s, args...)
 		if err != nil {
 			return fail(err)

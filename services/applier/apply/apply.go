@@ -148,6 +148,9 @@ type Object struct {
 	events.ObjectRef
 	Hash     string `json:"hash,omitempty"`
 	Revision int    `json:"revision,omitempty"`
+	// HandOver are field managers whose fields the next apply hands to troupe's first (an
+	// object adopted from Helm: Adopt).
+	HandOver []string `json:"handOver,omitempty"`
 }
 
 // Result is what Apply did.
@@ -185,6 +188,9 @@ type item struct {
 	// sameManifest: the previous revision applied this very manifest (hash and revision kept)
 	sameManifest bool
 	action       string
+	// handOver are field managers whose fields are handed to troupe's before the apply
+	// (Object.HandOver).
+	handOver []string
 }
 
 // Apply applies req: every object validated by a server-side dry run first (objects of kinds
@@ -384,7 +390,7 @@ func (a *Applier) prepare(req Request) ([]*item, error) {
 		it := &item{ref: refOf(src), revision: req.Revision}
 		it.hash = hashOf(m)
 		p, known := previous[it.ref]
-		it.known = known
+		it.known, it.handOver = known, p.HandOver
 		if known && p.Hash == it.hash && p.Revision > 0 {
 			it.revision = p.Revision // unchanged manifest: the revision that last changed it stays
 			it.sameManifest = true
@@ -561,7 +567,14 @@ func (a *Applier) applyAll(ctx context.Context, rel events.Release, items []*ite
 	var mu sync.Mutex
 	var errs []*Error
 	a.each(ctx, items, func(ctx context.Context, it *item) {
-		if _, err := a.applyRaw(ctx, rel, it, false); err != nil {
+		err := error(nil)
+		if len(it.handOver) > 0 {
+			err = a.handOver(ctx, rel, it, it.handOver)
+		}
+		if err == nil {
+			_, err = a.applyRaw(ctx, rel, it, false)
+		}
+		if err != nil {
 			mu.Lock()
 			errs = append(errs, err.(*Error))
 			mu.Unlock()

@@ -50,9 +50,11 @@ type Output struct {
 	Hooks int
 	// Values is the revision's events.ValuesRecord, encoded (charts only).
 	Values []byte
+	// Adopted is the Helm release the bundle is (a helmRelease source).
+	Adopted *Adopted
 
 	fetched    bool // remote pieces were fetched: what they hold may change, so it is not cached
-	lookedUp   bool // the chart read the cluster with lookup: never cached
+	lookedUp   bool // the render read the cluster (a chart's lookup, a Helm release): never cached
 	revision   int  // the revision rendered
 	byRevision bool // the chart may read .Release.Revision: cached for its revision only
 }
@@ -260,6 +262,13 @@ func (r *Renderer) render(ctx context.Context, in *pass) (*Output, error) {
 		if objs, err = r.renderManifests(ctx, src.Manifests); err != nil {
 			return nil, err
 		}
+	case src.HelmRelease != nil:
+		out, err := r.renderHelmRelease(ctx, in)
+		if err != nil {
+			return nil, err
+		}
+		out.lookedUp = true
+		return out, nil
 	default:
 		return nil, fail(ReasonUnsupported, nil, "the request names no source")
 	}

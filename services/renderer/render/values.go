@@ -74,10 +74,14 @@ func valuesRecord(ch *chart.Chart, user map[string]any, rel events.Release) ([]b
 	if err != nil {
 		return nil, fail(ReasonInvalidValues, err, "chart %s: coalesce values", ch.Metadata.Name)
 	}
+	return encodeValues(rel, user, computed)
+}
+
+func encodeValues(rel events.Release, user, computed map[string]any) ([]byte, error) {
 	if user == nil {
 		user = map[string]any{}
 	}
-	b, err := json.Marshal(events.ValuesRecord{Release: rel.String(), User: user, Computed: events.Values(computed)})
+	b, err := json.Marshal(events.ValuesRecord{Release: rel.String(), User: user, Computed: computed})
 	if err != nil {
 		return nil, fail(ReasonInvalidValues, err, "encode values")
 	}
