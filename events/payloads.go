@@ -119,6 +119,47 @@ type Requested struct {
 	// ReuseValues builds on an earlier revision's values, as helm upgrade --reuse-values or
 	// --reset-then-reuse-values does.
 	ReuseValues *ReuseValues `json:"reuseValues,omitempty"`
+	// PostRenderers change the rendered objects, in order, before they are bundled: as Flux's
+	// HelmRelease spec.postRenderers.
+	PostRenderers []PostRenderer `json:"postRenderers,omitempty" jsonschema:"maxItems=16"`
+}
+
+// PostRenderer changes rendered objects (a chart's hooks excepted) with kustomize, as a Flux
+// HelmRelease's post-renderer does: patches, then image overrides.
+type PostRenderer struct {
+	Kustomize *KustomizePostRenderer `json:"kustomize,omitempty"`
+}
+
+// KustomizePostRenderer is a kustomization's patches and images, inline.
+type KustomizePostRenderer struct {
+	Patches []KustomizePatch `json:"patches,omitempty" jsonschema:"maxItems=256"`
+	Images  []KustomizeImage `json:"images,omitempty" jsonschema:"maxItems=256"`
+}
+
+// KustomizePatch is a strategic-merge patch, or a JSON 6902 patch (a list of operations) with a
+// Target, as in a kustomization's patches.
+type KustomizePatch struct {
+	Patch  string       `json:"patch" jsonschema:"minLength=1,maxLength=1048576"`
+	Target *PatchTarget `json:"target,omitempty"`
+}
+
+// PatchTarget selects the objects a patch applies to (every field optional).
+type PatchTarget struct {
+	Group              string `json:"group,omitempty"`
+	Version            string `json:"version,omitempty"`
+	Kind               string `json:"kind,omitempty"`
+	Name               string `json:"name,omitempty"`
+	Namespace          string `json:"namespace,omitempty"`
+	LabelSelector      string `json:"labelSelector,omitempty"`
+	AnnotationSelector string `json:"annotationSelector,omitempty"`
+}
+
+// KustomizeImage overrides an image's name, tag or digest, as kustomize's images field.
+type KustomizeImage struct {
+	Name    string `json:"name" jsonschema:"minLength=1"`
+	NewName string `json:"newName,omitempty"`
+	NewTag  string `json:"newTag,omitempty"`
+	Digest  string `json:"digest,omitempty"`
 }
 
 // Reuse modes of ReuseValues, named after Helm's flags.

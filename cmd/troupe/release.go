@@ -44,6 +44,7 @@ type releaseOptions struct {
 	adopt           bool
 	reuseValues     bool
 	resetThenReuse  bool
+	postRenderers   string
 	waiting
 }
 
@@ -91,6 +92,7 @@ the chart loads. Nothing is published when something is wrong.`,
 	f.BoolVar(&o.skipCRDs, "skip-crds", false, "leave the chart's crds/ out, as helm install --skip-crds (a chart only)")
 	f.BoolVar(&o.waitLB, "wait-load-balancer", false, "a LoadBalancer Service is ready only once it has an ingress address (default: once it has a cluster IP, as Helm 4)")
 	f.BoolVar(&o.adopt, "adopt", false, "take over objects that exist but belong to no release or another one")
+	f.StringVar(&o.postRenderers, "post-renderers", "", "a YAML file of post-renderers, as a Flux HelmRelease's spec.postRenderers: - kustomize: {patches: [{patch: ..., target: {...}}], images: [...]}")
 	f.BoolVar(&o.reuseValues, "reuse-values", false, "build on the current revision's values (-f and --set over them), and its computed values in place of the chart's defaults, as helm upgrade --reuse-values")
 	f.BoolVar(&o.resetThenReuse, "reset-then-reuse-values", false, "build on the current revision's values (-f and --set over them), with this chart's own defaults, as helm upgrade --reset-then-reuse-values")
 	return cmd
@@ -132,6 +134,15 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 	for _, s := range o.set {
 		if err := strvals.ParseInto(s, map[string]any{}); err != nil {
 			return usagef("--set %s: %w", s, err)
+		}
+	}
+	if o.postRenderers != "" {
+		b, err := os.ReadFile(o.postRenderers)
+		if err != nil {
+			return usagef("--post-renderers %s: %w", o.postRenderers, err)
+		}
+		if err := yaml.UnmarshalStrict(b, &req.PostRenderers); err != nil {
+			return usagef("--post-renderers %s: not a list of post-renderers (- kustomize: {patches: …, images: …}): %w", o.postRenderers, err)
 		}
 	}
 
@@ -445,6 +456,23 @@ func chartArchive(path string, dir bool) ([]byte, error) {
 	files := map[string][]byte{}
 	for _, f := range ch.Raw {
 		files[ch.Name()+"/"+f.Name] = f.Data
+	}
+	// A file:// dependency not in charts/ is vendored here, as `helm dependency build` would:
+	// the renderer cannot read the uploader's disk. Others the renderer fetches.
+	have := map[string]bool{}
+	for _, d := range ch.Dependencies() {
+		have[d.Name()] = true
+	}
+	for _, dep := range ch.Metadata.Dependencies {
+		if dep == nil || have[dep.Name] || !strings.HasPrefix(dep.Repository, "file://") {
+			continue
+		}
+		at := filepath.Join(path, strings.TrimPrefix(dep.Repository, "file://"))
+		sub, err := chartArchive(at, true)
+		if err != nil {
+			return nil, usagef("chart %s: dependency %s (%s): %w", path, dep.Name, dep.Repository, err)
+		}
+		files[ch.Name()+"/charts/"+dep.Name+".tgz"] = sub
 	}
 	return tarGz(files)
 }

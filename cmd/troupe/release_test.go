@@ -85,6 +85,8 @@ func TestReleaseChecksLocallyFirst(t *testing.T) {
 	chart := repoDir(t, "examples", "charts", "hello")
 	badValues := filepath.Join(t.TempDir(), "bad.yaml")
 	require.NoError(t, os.WriteFile(badValues, []byte("- a list\n- not a map\n"), 0o644))
+	badRenderers := filepath.Join(t.TempDir(), "pr.yaml")
+	require.NoError(t, os.WriteFile(badRenderers, []byte("- kustomise:\n    patches: []\n"), 0o644))
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -97,6 +99,10 @@ func TestReleaseChecksLocallyFirst(t *testing.T) {
 		{[]string{"release", "hello", chart, "--set", "novalue"}, "--set novalue"},
 		{[]string{"release", "hello", "https://charts.example.com"}, "--repo"},
 		{[]string{"release", "hello", chart, "--timeout", "0s"}, "--timeout"},
+		{[]string{"release", "hello", chart, "--post-renderers", badRenderers}, "not a list of post-renderers"},
+		{[]string{"release", "hello", chart, "--reuse-values", "--reset-then-reuse-values"}, "one or the other"},
+		{[]string{"get", "values", "hello", "--revision", "-1"}, "--revision -1"},
+		{[]string{"adopt", "Bad_Name"}, "Bad_Name"},
 		{[]string{"release", "hello"}, "release takes the release NAME and a SOURCE"},
 		{[]string{"rollback", "hello", "zero"}, "REVISION"},
 		{[]string{"replay", "--print", "--to", "sbx"}, "--print or --to"},
@@ -153,4 +159,33 @@ func asJSON(t *testing.T, v any) string {
 	b, err := json.Marshal(v)
 	require.NoError(t, err)
 	return string(b)
+}
+
+// TestChartArchiveVendorsFileDependencies: a file:// dependency missing from charts/ goes into
+// the upload (the renderer cannot read this disk), as `helm dependency build` would put it there.
+func TestChartArchiveVendorsFileDependencies(t *testing.T) {
+	root := t.TempDir()
+	write := func(rel, content string) {
+		p := filepath.Join(root, rel)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	}
+	write("lib/Chart.yaml", "apiVersion: v2\nname: lib\nversion: 0.2.0\n")
+	write("lib/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-lib\n")
+	write("app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n  - name: lib\n    version: 0.2.0\n    repository: file://../lib\n")
+	write("app/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n")
+	a, err := chartArchive(filepath.Join(root, "app"), true)
+	require.NoError(t, err)
+	assert.Contains(t, tarNames(t, a), "app/charts/lib.tgz")
+	ch, err := loader.LoadArchive(bytes.NewReader(a))
+	require.NoError(t, err)
+	require.Len(t, ch.Dependencies(), 1)
+	assert.Equal(t, "lib", ch.Dependencies()[0].Name())
+	assert.Len(t, ch.Dependencies()[0].Templates, 1)
+
+	write("app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n  - name: lib\n    version: 0.2.0\n    repository: file://../nowhere\n")
+	_, err = chartArchive(filepath.Join(root, "app"), true)
+	var u usageError
+	require.ErrorAs(t, err, &u)
+	assert.Contains(t, err.Error(), "dependency lib (file://../nowhere)")
 }

@@ -110,9 +110,9 @@ func describe(kind, name string) string {
 	return "(empty)"
 }
 
-// bundle normalises objs (namespaces), orders them and encodes the bundle.
-func (r *Renderer) bundle(in *pass, objs []object, hooks []hook, out Output) (*Output, error) {
-	release := in.Release
+// normalise gives namespaced objects the release's namespace when they have none and takes it
+// from cluster-scoped ones, and refuses an object rendered twice.
+func normalise(in *pass, objs []object) error {
 	crdScopes := map[string]bool{} // group/kind → namespaced, from the bundle's own CRDs
 	for _, o := range objs {
 		if o.crd {
@@ -127,17 +127,35 @@ func (r *Renderer) bundle(in *pass, objs []object, hooks []hook, out Output) (*O
 		meta := o.obj["metadata"].(map[string]any)
 		switch {
 		case namespaced && o.ref.Namespace == "":
-			meta["namespace"] = release.Namespace
-			o.ref.Namespace = release.Namespace
+			meta["namespace"] = in.Release.Namespace
+			o.ref.Namespace = in.Release.Namespace
 		case !namespaced && o.ref.Namespace != "":
 			delete(meta, "namespace")
 			o.ref.Namespace = ""
 		}
 		key := o.ref.APIVersion + " " + o.ref.String()
 		if _, dup := seen[key]; dup {
-			return nil, fail(ReasonInvalidOutput, nil, "%s is rendered twice", o.ref)
+			return fail(ReasonInvalidOutput, nil, "%s is rendered twice", o.ref)
 		}
 		seen[key] = ""
+	}
+	return nil
+}
+
+// bundle runs the request's post-renderers on objs, normalises them (namespaces), orders them
+// and encodes the bundle.
+func (r *Renderer) bundle(in *pass, objs []object, hooks []hook, out Output) (*Output, error) {
+	release := in.Release
+	if len(in.Request.PostRenderers) > 0 {
+		// On the objects as rendered (most with no namespace), as Flux runs them on Helm's
+		// output: a patch naming no namespace matches.
+		var err error
+		if objs, err = postRender(objs, in.Request.PostRenderers); err != nil {
+			return nil, err
+		}
+	}
+	if err := normalise(in, objs); err != nil {
+		return nil, err
 	}
 	sortObjects(objs)
 	b := events.Bundle{APIVersion: events.BundleAPIVersion, Kind: events.BundleKind, Release: release.String(), Notes: out.Notes,

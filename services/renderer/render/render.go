@@ -235,6 +235,9 @@ func (r *Renderer) render(ctx context.Context, in *pass) (*Output, error) {
 		if err != nil {
 			return nil, err
 		}
+		if out.fetched, err = r.resolveDependencies(ctx, ch, src.Helm); err != nil {
+			return nil, err
+		}
 		vals, user, err := r.mergeValues(ctx, in.Input)
 		if err != nil {
 			return nil, err
