@@ -2,7 +2,9 @@
 // time from `troupe release --wait` to ready vs `helm upgrade --install --wait` for the podinfo
 // fixture chart (p50 of installs and of upgrades, the two interleaved), and throughput: distinct
 // releases requested at once until all are ready vs as many helm processes with the same
-// parallelism. Both sides are separate processes — the troupe CLI and `troupe dev` with its
+// parallelism. Then each fixture chart (podinfo, argo-cd with its pre-install hook Job,
+// postgresql with its StatefulSet and volume claim, nats): p50 of installs with --wait, hooks
+// running on both sides. Both sides are separate processes — the troupe CLI and `troupe dev` with its
 // services, the helm CLI built from the module proxy — so each pays what a user pays.
 package main
 
@@ -34,8 +36,10 @@ func main() {
 	n := flag.Int("n", 10, "installs and upgrades per side")
 	many := flag.Int("releases", 100, "releases of the throughput run")
 	par := flag.Int("parallel", 10, "processes at once in the throughput run, on both sides")
+	chartsN := flag.Int("charts-n", 3, "installs per side of each fixture chart (0: none)")
+	headline := flag.Bool("headline", true, "run the podinfo installs, upgrades and throughput")
 	flag.Parse()
-	if err := run(*n, *many, *par); err != nil {
+	if err := run(*n, *many, *par, *chartsN, *headline); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -46,7 +50,7 @@ type env struct {
 	kube                        *cluster.Cluster
 }
 
-func run(n, many, par int) error {
+func run(n, many, par, chartsN int, headline bool) error {
 	ctx := context.Background()
 	e := &env{}
 	var err error
@@ -88,6 +92,65 @@ func run(n, many, par int) error {
 		return err
 	}
 
+	if headline {
+		if err := e.headline(ctx, n, many, par); err != nil {
+			return err
+		}
+	}
+	if chartsN > 0 {
+		return e.fixtureCharts(chartsN)
+	}
+	return nil
+}
+
+// fixtureCharts installs each fixture chart k times per side, interleaved, each in a namespace
+// of its own made and settled beforehand, and prints the p50s and their ratio.
+func (e *env) fixtureCharts(k int) error {
+	fixtures := filepath.Join(e.root, "..", "shared", "fixtures")
+	charts := []struct{ name, path string }{
+		{"podinfo", "podinfo/charts/podinfo"},
+		{"argo-cd", "argo-cd/argo-cd"},
+		{"postgresql", "postgresql/postgresql"},
+		{"nats", "nats/helm/charts/nats"},
+	}
+	type result struct{ t, h []time.Duration }
+	results := make([]result, len(charts))
+	for c, ch := range charts {
+		for i := range k {
+			if err := e.namespaces(fmt.Sprintf("fc-%d-t-%d", c, i), fmt.Sprintf("fc-%d-h-%d", c, i)); err != nil {
+				return err
+			}
+		}
+		path := filepath.Join(fixtures, ch.path)
+		for i := range k {
+			d, err := timed(exec.Command(filepath.Join(e.tmp, "troupe"), "release", ch.name, path, "-n", fmt.Sprintf("fc-%d-t-%d", c, i),
+				"--wait", "--timeout", "5m", "--server", e.nats))
+			if err != nil {
+				return err
+			}
+			results[c].t = append(results[c].t, d)
+			if d, err = timed(exec.Command(filepath.Join(e.bin, "helm"), "upgrade", "--install", ch.name, path, "-n", fmt.Sprintf("fc-%d-h-%d", c, i),
+				"--wait", "--timeout", "5m", "--kubeconfig", e.kube.Kubeconfig)); err != nil {
+				return err
+			}
+			results[c].h = append(results[c].h, d)
+		}
+	}
+	fmt.Printf("\nfixture charts, install with --wait (hooks run on both sides), p50 of %d per side\n\n", k)
+	fmt.Println("| chart | troupe release --wait | helm upgrade --install --wait | troupe / helm |")
+	fmt.Println("|---|---:|---:|---:|")
+	worst := 0.0
+	for c, ch := range charts {
+		t, h := p50(results[c].t), p50(results[c].h)
+		worst = max(worst, t.Seconds()/h.Seconds())
+		fmt.Printf("| %s | %s | %s | %.2f× |\n", ch.name, t.Round(time.Millisecond), h.Round(time.Millisecond), t.Seconds()/h.Seconds())
+	}
+	fmt.Printf("\ntarget: ≤ 0.5× helm on every chart (worst %.2f×)\n", worst)
+	return nil
+}
+
+// headline is the podinfo installs and upgrades, then the throughput run.
+func (e *env) headline(ctx context.Context, n, many, par int) error {
 	var ti, hi, tu, hu []time.Duration
 	for i := range n {
 		if err := e.namespaces(fmt.Sprintf("t-%d", i), fmt.Sprintf("h-%d", i)); err != nil {
