@@ -48,6 +48,9 @@ type ValuesRecord struct {
 	User Values `json:"user"`
 	// Computed is User coalesced with the chart's defaults (`helm get values --all`).
 	Computed Values `json:"computed"`
+	// FromHelm says the values came from a Helm release's Secret (an adoption, or a revision
+	// reusing them): history shows them only to an identity that may read Secrets.
+	FromHelm bool `json:"fromHelm,omitempty"`
 }
 
 // ReadBundle decodes a bundle, checking its header.

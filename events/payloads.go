@@ -522,6 +522,9 @@ type UninstallRequested struct {
 	// rollbackOnFailure failed, with nothing ready before to roll back to (helm install --atomic).
 	Automatic bool   `json:"automatic,omitempty"`
 	Reason    string `json:"reason,omitempty" jsonschema:"maxLength=32768"`
+	// Revision is the failed revision an automatic uninstall undoes: a request made after it
+	// supersedes the uninstall, as it would an automatic rollback.
+	Revision int `json:"revision,omitempty" jsonschema:"minimum=0"`
 }
 
 // Uninstalled says a release's objects are gone.
@@ -581,6 +584,23 @@ func (p *Requested) Validate() error {
 	}
 	c.options("options", p.Options)
 	c.maxLen("requestedBy", p.RequestedBy, 256)
+	if p.ReuseValues != nil {
+		c.oneOf("reuseValues.mode", p.ReuseValues.Mode, []string{ReuseValuesReuse, ReuseValuesResetThenReuse})
+		c.digest("reuseValues.values", p.ReuseValues.Values, true)
+		if p.Source.Helm == nil {
+			c.addf("reuseValues: only with a helm source")
+		}
+	}
+	if p.Source.HelmRelease != nil {
+		// An adoption takes over what Helm left, as it is: it has nothing to render with, and
+		// nothing to diff or roll back to.
+		if len(p.ValuesFrom)+len(p.ValuesFiles)+len(p.Values)+len(p.Set)+len(p.PostRenderers) > 0 || p.ReuseValues != nil {
+			c.addf("source.helmRelease: takes no values, reuseValues or postRenderers (the Helm release's are taken over as they are)")
+		}
+		if p.Options.DryRun || p.Options.RollbackOnFailure || p.Options.Adopt {
+			c.addf("source.helmRelease: options dryRun, rollbackOnFailure and adopt do not apply to an adoption")
+		}
+	}
 	return c.err()
 }
 

@@ -359,9 +359,9 @@ func (c *cli) getValuesCmd() *cobra.Command {
 	var out output
 	var ns string
 	var revision int
-	var all bool
+	var all, showSecrets bool
 	cmd := &cobra.Command{
-		Use:   "values NAME [-n NS] [--revision N] [--all] [-o yaml|json]",
+		Use:   "values NAME [-n NS] [--revision N] [--all] [-o yaml|json] [--show-secrets]",
 		Short: "Print a revision's chart values (default: the latest revision's): those its request set, or --all computed with the chart's",
 		Args:  exactArgs(1, "get values takes the release NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -373,7 +373,7 @@ func (c *cli) getValuesCmd() *cobra.Command {
 				return usagef("--revision %d: want a revision number from 1", revision)
 			}
 			var v historyapi.Values
-			if err := c.ask(cmd, historyapi.EndpointValues, historyapi.Query{Release: rel.String(), Revision: revision, All: all}, &v); err != nil {
+			if err := c.askSecrets(cmd, showSecrets, historyapi.EndpointValues, historyapi.Query{Release: rel.String(), Revision: revision, All: all}, &v); err != nil {
 				return err
 			}
 			if out != "table" {
@@ -394,6 +394,7 @@ func (c *cli) getValuesCmd() *cobra.Command {
 	namespaceFlag(cmd, &ns)
 	cmd.Flags().IntVar(&revision, "revision", 0, "the revision (default: the latest)")
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "all the values: the chart's defaults computed with those the request set")
+	showSecretsFlag(cmd, &showSecrets)
 	out.bind(cmd)
 	return cmd
 }

@@ -29,7 +29,7 @@ const (
 func SecretsSubject(names events.Names) string { return names.Root() + ".history-secrets" }
 
 // SecretEndpoints are the endpoints SecretsSubject answers.
-func SecretEndpoints() []string { return []string{EndpointRevision, EndpointDiff} }
+func SecretEndpoints() []string { return []string{EndpointRevision, EndpointDiff, EndpointValues} }
 
 // Endpoints returns every query endpoint.
 func Endpoints() []string {

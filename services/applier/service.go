@@ -410,7 +410,19 @@ func (s *Service) uninstall(ctx context.Context, e event.Event, rel events.Relea
 		return events.Terminalf("applier: no stream position for %s", e.ID())
 	}
 	deadline := flowDeadline(e, u.Timeout)
-	lease, err := s.lock(ctx, rel, 0, deadline, func(context.Context) error { return nil })
+	newer := func(context.Context) error { return nil }
+	if u.Automatic && u.Revision > 0 {
+		// Undoing a failed first install: a request made since wins, as it does over an
+		// automatic rollback.
+		newer = func(ctx context.Context) error {
+			seq, by, err := s.revisions.Superseding(ctx, rel, u.Revision, false)
+			if err != nil || seq == 0 {
+				return err
+			}
+			return errSuperseded{by: by}
+		}
+	}
+	lease, err := s.lock(ctx, rel, 0, deadline, newer)
 	if err != nil {
 		return s.end(ctx, e, rel, 0, events.StageUninstall, err, deadline)
 	}
@@ -459,7 +471,7 @@ func (s *Service) uninstall(ctx context.Context, e event.Event, rel events.Relea
 			return s.end(ctx, e, rel, revision, events.StageHook, err, deadline)
 		}
 	}
-	deleted, kept, err := s.applier.Delete(ctx, rel, cur.All(), u.DeleteCRDs)
+	deleted, kept, err := s.applier.Delete(ctx, rel, cur.All(), u.DeleteCRDs, apply.AdoptedOf(cur.Previous()))
 	if err != nil {
 		return s.end(ctx, e, rel, 0, events.StageUninstall, err, deadline)
 	}

@@ -156,6 +156,13 @@ func (s *Service) revisionOf(ctx context.Context, release string, n int) (*histo
 // ValuesOf returns a revision's values (0: the latest revision that has them), as `helm get
 // values` does: those the requests set, or with all the chart's computed ones.
 func (s *Service) ValuesOf(ctx context.Context, release string, n int, all bool) (*historyapi.Values, error) {
+	return s.values(ctx, release, n, all, false)
+}
+
+// values is ValuesOf; values that came from a Helm release's Secret (an adoption) are answered
+// only when reveal (historyapi.SecretsSubject), as Helm's Secret showed them only to whoever
+// may read Secrets.
+func (s *Service) values(ctx context.Context, release string, n int, all, reveal bool) (*historyapi.Values, error) {
 	v, err := s.view(ctx, release)
 	if err != nil {
 		return nil, err
@@ -187,6 +194,10 @@ func (s *Service) ValuesOf(ctx context.Context, release string, n int, all bool)
 	var rec events.ValuesRecord
 	if err := json.NewDecoder(rc).Decode(&rec); err != nil {
 		return nil, fmt.Errorf("%s revision %d: values %s: %w", release, r.Revision, r.Values, err)
+	}
+	if rec.FromHelm && !reveal {
+		return nil, &queryError{code: http.StatusForbidden, msg: fmt.Sprintf(
+			"%s revision %d: its values came from Helm's release Secret: only an identity that may read Secrets sees them (troupe get values --show-secrets)", release, r.Revision)}
 	}
 	out := &historyapi.Values{Release: release, Revision: r.Revision, Digest: r.Values, All: all, Values: rec.User}
 	if all {
@@ -354,7 +365,7 @@ func (s *Service) answer(ctx context.Context, endpoint string, q historyapi.Quer
 		if q.Revision < 0 {
 			return nil, badQuery("values: want a revision number from 1, or none for the latest")
 		}
-		return s.ValuesOf(ctx, q.Release, q.Revision, q.All)
+		return s.values(ctx, q.Release, q.Revision, q.All, reveal)
 	}
 	return nil, notFound("no query %q", endpoint)
 }

@@ -219,11 +219,11 @@ func (s *Service) react(ctx context.Context, v *historyapi.View, e event.Event) 
 			return nil
 		}
 		target, _, why := RollbackTarget(v, 0)
-		if why != "" && v.Current == 0 && r.Stage != events.StageRender && r.Stage != events.StageRequest {
+		if why != "" && firstInstall(v, r) && r.Stage != events.StageRender && r.Stage != events.StageRequest {
 			// A first install (nothing ready before, or uninstalled since) that reached the
 			// cluster: undone by uninstalling, as helm install --atomic does.
 			out, err := events.Derive(e, source, events.TypeUninstallRequested, events.UninstallRequested{
-				Automatic: true, Timeout: r.Request.Options.Timeout,
+				Automatic: true, Timeout: r.Request.Options.Timeout, Revision: r.Revision,
 				Reason: events.Truncate(fmt.Sprintf("revision %d failed at %s (%s): %s; nothing was ready before", r.Revision, r.Stage, r.Reason, r.Message), events.MaxMessageLength)})
 			if err != nil {
 				return events.Terminal(err)
@@ -246,6 +246,27 @@ func (s *Service) react(ctx context.Context, v *historyapi.View, e event.Event) 
 		return err
 	}
 	return nil
+}
+
+// firstInstall says whether r, failed, was a first install to undo by uninstalling: a real
+// request (not a dry run), the newest of the release, with no revision ready since the release
+// was last uninstalled (or ever) — so not an upgrade whose automatic rollback failed before.
+func firstInstall(v *historyapi.View, r *historyapi.Revision) bool {
+	if r.Request == nil || r.Request.Options.DryRun || v.Current != 0 {
+		return false
+	}
+	if latest := v.Latest(); latest != nil && latest.Revision != r.Revision {
+		return false
+	}
+	for i := len(v.Timeline) - 1; i >= 0; i-- {
+		switch v.Timeline[i].Type {
+		case events.TypeUninstalled:
+			return true
+		case events.TypeReady:
+			return false
+		}
+	}
+	return true
 }
 
 // refusal fails a rollback that cannot start (stage rollback): the subscriber dead-letters the

@@ -284,6 +284,15 @@ func TestAutomaticRollbackOnce(t *testing.T) {
 	time.Sleep(time.Second)
 	out = got(0, 0)
 	assert.Len(t, out, 2, "no second rollback: %v", out)
+
+	// Nothing is current now, but revision 1 was ready: a failing upgrade is not a first
+	// install, and its objects are not uninstalled.
+	req = e.request(rel, events.Options{RollbackOnFailure: true})
+	e.derive(e.rendered(req, 3, "three"), "troupe/health", events.TypeFailed, 3, events.Failed{Stage: events.StageHealth, Reason: "crash_loop", Message: "again"})
+	time.Sleep(time.Second)
+	for _, ev := range got(0, 0) {
+		assert.NotEqual(t, events.TypeUninstallRequested, ev.Type(), "an upgrade is never uninstalled")
+	}
 }
 
 // TestFailedFirstInstallIsUninstalled: a first install that asked rollbackOnFailure and failed

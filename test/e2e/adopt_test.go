@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/events/access"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -58,6 +60,9 @@ func TestAdoptFromHelm(t *testing.T) {
 	var helmValues, troupeValues any
 	require.NoError(t, json.Unmarshal(helmRun("get", "values", "web", "-o", "json"), &helmValues))
 	r = troupe(t, "get", "values", "web", "-n", ns, "-o", "json")
+	assert.Equal(t, 1, r.code, r)
+	assert.Contains(t, r.stderr, "came from Helm's release Secret", "Helm kept them in a Secret: the CLI's identity may not read them")
+	r = troupe(t, "get", "values", "web", "-n", ns, "-o", "json", "--show-secrets", "--creds", env.creds[access.Admin])
 	require.Equal(t, 0, r.code, r)
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &troupeValues))
 	assert.Equal(t, helmValues, troupeValues, "Helm's values, as helm get values shows them")
@@ -83,6 +88,9 @@ func TestAdoptFromHelm(t *testing.T) {
 	}
 	_, err = kube.CoreV1().Secrets(ns).Get(t.Context(), "sh.helm.release.v1.web.v2", metav1.GetOptions{})
 	assert.NoError(t, err, "Helm's Secrets are kept unless --remove-helm-secrets")
+	r = troupe(t, "get", "values", "web", "-n", ns)
+	assert.Equal(t, 1, r.code, "values reusing Helm's are Helm's too: %s", r)
+
 	revs = history(t, "web", ns)
 	require.Len(t, revs, 5, "Helm's two, the adoption, the refused one, the upgrade")
 	assert.Equal(t, "ready", revs[4].State)
@@ -94,6 +102,17 @@ func TestAdoptFromHelm(t *testing.T) {
 	require.Equal(t, 0, r.code, r)
 	_, err = kube.CoreV1().Secrets(ns).Get(t.Context(), "sh.helm.release.v1.api.v1", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err), "removed: %v", err)
+
+	// Uninstalling the adopted release deletes Helm's objects, though troupe never labelled them.
+	r = troupe(t, "uninstall", "api", "-n", ns, "--wait")
+	require.Equal(t, 0, r.code, r)
+	_, err = kube.AppsV1().Deployments(ns).Get(t.Context(), "api", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "the adopted Deployment is deleted: %v", err)
+
+	// Objects troupe's release web now holds are taken over by no other adoption.
+	helmRun("install", "other", chart(), "--wait", "--timeout", "2m")
+	r = troupe(t, "adopt", "other", "-n", ns, "--helm-name", "web", "--wait", "--timeout", "1m")
+	assert.Equal(t, 1, r.code, r)
 
 	r = troupe(t, "adopt", "nothing", "-n", ns, "--wait", "--timeout", "1m")
 	assert.Equal(t, 1, r.code, r)

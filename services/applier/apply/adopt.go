@@ -18,6 +18,20 @@ import (
 
 var secretsGVR = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
 
+// AdoptedOf is what of objs was taken over from Helm and not applied by troupe since
+// (Object.HandOver): they carry no troupe label, and Delete deletes them all the same unless
+// another release's label is on them.
+func AdoptedOf(objs []Object) map[events.ObjectRef]bool {
+	out := map[events.ObjectRef]bool{}
+	for _, o := range objs {
+		if len(o.HandOver) > 0 {
+			out[o.ObjectRef] = true
+		}
+	}
+	return out
+}
+
+
 // AdoptRequest takes over the objects of a Helm release.
 type AdoptRequest struct {
 	Release  events.Release
@@ -59,9 +73,18 @@ func (a *Applier) Adopt(ctx context.Context, req AdoptRequest) (*Result, error) 
 		case err != nil:
 			e = objectError(it.ref, err)
 		default:
-			if owner := ownerOf(live); owner.Name != "" && owner != req.Release {
+			annotations := live.GetAnnotations()
+			helmName, helmNS := annotations["meta.helm.sh/release-name"], annotations["meta.helm.sh/release-namespace"]
+			switch owner := ownerOf(live); {
+			case owner.Name != "" && owner != req.Release:
 				e = &Error{Reason: ReasonOwnershipConflict, Objects: []ObjectError{{Ref: it.ref,
 					Message: fmt.Sprintf("belongs to troupe release %s", owner)}}}
+			case owner.Name == "" && (helmName != req.HelmRelease || helmNS != req.Release.Namespace):
+				// Helm (3.2 and later) marks every object of a release so: a manifest listing
+				// objects Helm did not make for it takes nothing over.
+				e = &Error{Reason: ReasonOwnershipConflict, Objects: []ObjectError{{Ref: it.ref,
+					Message: fmt.Sprintf("is not Helm release %s/%s's: its meta.helm.sh/release-name and release-namespace annotations say %q and %q",
+						req.Release.Namespace, req.HelmRelease, helmName, helmNS)}}}
 			}
 		}
 		if e != nil {

@@ -339,7 +339,7 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 				current[ref] = true
 			}
 		}
-		deleted, kept, err := a.Delete(ctx, req.Release, gone, false)
+		deleted, kept, err := a.Delete(ctx, req.Release, gone, false, AdoptedOf(req.Previous))
 		res.Pruned, res.Kept = deleted, kept
 		if err != nil {
 			return res, err
@@ -513,7 +513,9 @@ func (a *Applier) validate(ctx context.Context, req Request, items []*item, defe
 		rv, err := a.applyRaw(ctx, req.Release, it, true)
 		if err == nil && rv != "" {
 			it.dryRunRV = rv
-			if !it.known && !req.Options.Adopt {
+			// An adopted object (handOver) is checked too: another release may have taken the
+			// same Helm release over, and applied first.
+			if (!it.known || len(it.handOver) > 0) && !req.Options.Adopt {
 				err = a.checkOwner(ctx, req.Release, it)
 			}
 		}
@@ -553,6 +555,8 @@ func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) 
 	switch {
 	case owner == rel:
 		return nil // ours, though no inventory says so (e.g. a failed revision created it)
+	case owner.Name == "" && len(it.handOver) > 0:
+		return nil // taken over from Helm, not labelled yet
 	case owner.Name == "":
 		return &Error{Reason: ReasonOwnershipConflict, Objects: []ObjectError{{Ref: it.ref,
 			Message: "exists and belongs to no release (set options.adopt to take it over)"}}}

@@ -18,8 +18,10 @@ import (
 // when deleteCRDs (deleting one deletes every custom resource of its kind). An object annotated
 // to be kept, or that no longer belongs to the release (taken over by another), stays and is
 // reported as kept; one already gone is neither. Deletion is in the background: dependents
-// (a Deployment's ReplicaSets) go after their owner, as `kubectl delete` does.
-func (a *Applier) Delete(ctx context.Context, rel events.Release, refs []events.ObjectRef, deleteCRDs bool) (deleted, kept []events.ObjectRef, err error) {
+// (a Deployment's ReplicaSets) go after their owner, as `kubectl delete` does. adopted are the
+// objects taken over from Helm and not applied since (AdoptedOf): the release's though they carry
+// no troupe label.
+func (a *Applier) Delete(ctx context.Context, rel events.Release, refs []events.ObjectRef, deleteCRDs bool, adopted map[events.ObjectRef]bool) (deleted, kept []events.ObjectRef, err error) {
 	var namespaced, cluster, crds []*item
 	var errs []*Error
 	for _, ref := range slices.Backward(refs) {
@@ -55,7 +57,7 @@ func (a *Applier) Delete(ctx context.Context, rel events.Release, refs []events.
 	var mu sync.Mutex
 	for _, group := range [][]*item{namespaced, cluster, crds} {
 		a.each(ctx, group, func(ctx context.Context, it *item) {
-			gone, stays, err := a.deleteOne(ctx, rel, it)
+			gone, stays, err := a.deleteOne(ctx, rel, it, adopted[it.ref])
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -74,7 +76,7 @@ func (a *Applier) Delete(ctx context.Context, rel events.Release, refs []events.
 	return deleted, kept, ctx.Err()
 }
 
-func (a *Applier) deleteOne(ctx context.Context, rel events.Release, it *item) (deleted, kept bool, _ *Error) {
+func (a *Applier) deleteOne(ctx context.Context, rel events.Release, it *item, adopted bool) (deleted, kept bool, _ *Error) {
 	res := a.client(rel).Resource(it.gvr).Namespace(it.ref.Namespace)
 	live, err := res.Get(ctx, it.ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -83,7 +85,8 @@ func (a *Applier) deleteOne(ctx context.Context, rel events.Release, it *item) (
 	if err != nil {
 		return false, false, objectError(it.ref, err)
 	}
-	if ownerOf(live) != rel || keep(live.GetAnnotations()) {
+	owner := ownerOf(live)
+	if (owner != rel && (owner.Name != "" || !adopted)) || keep(live.GetAnnotations()) {
 		return false, true, nil
 	}
 	background := metav1.DeletePropagationBackground

@@ -70,7 +70,7 @@ func TestApplyNackCRDsThenCustomResources(t *testing.T) {
 	got := get(t, streams, ns, "orders")
 	assert.Equal(t, "nack", got.GetLabels()["troupe.dev/release"])
 
-	deleted, kept, err := a.Delete(t.Context(), rel, refs(res), false)
+	deleted, kept, err := a.Delete(t.Context(), rel, refs(res), false, nil)
 	require.NoError(t, err)
 	var keptKinds []string
 	for _, k := range kept {

@@ -86,7 +86,7 @@ func (r *Renderer) renderHelmRelease(ctx context.Context, in *pass) (*Output, er
 			if err != nil {
 				return nil, fail(ReasonInvalidValues, err, "%s revision %d: values", what, rev.Version)
 			}
-			if ar.Values, err = encodeValues(in.Release, rev.Config, computed); err != nil {
+			if ar.Values, err = encodeValues(in.Release, rev.Config, computed, true); err != nil {
 				return nil, err
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -27,7 +28,8 @@ type lookups struct {
 	cluster   *Cluster
 	view      *clusterView
 	namespace string // the release's
-	all       bool   // Options.LookupAllNamespaces
+	release   events.Release
+	all       bool // Options.LookupAllNamespaces
 
 	used        atomic.Bool
 	mu          sync.Mutex
@@ -40,7 +42,7 @@ func (r *Renderer) lookups(ctx context.Context, in *pass) *lookups {
 	if r.opts.Cluster == nil {
 		return nil
 	}
-	return &lookups{ctx: ctx, cluster: r.opts.Cluster, view: in.view, namespace: in.Release.Namespace, all: r.opts.LookupAllNamespaces}
+	return &lookups{ctx: ctx, cluster: r.opts.Cluster, view: in.view, namespace: in.Release.Namespace, release: in.Release, all: r.opts.LookupAllNamespaces}
 }
 
 // GetClientFor is helmengine.ClientProvider's: the resource of apiVersion/kind, and its scope.
@@ -63,7 +65,7 @@ func (l *lookups) GetClientFor(apiVersion, kind string) (dynamic.NamespaceableRe
 		}
 	}
 	return &confined{NamespaceableResourceInterface: l.cluster.dyn.Resource(k.resource), l: l, kind: kind,
-		namespaced: k.namespaced}, k.namespaced, nil
+		namespaced: k.namespaced, secrets: k.resource.Group == "" && k.resource.Resource == "secrets"}, k.namespaced, nil
 }
 
 // failed keeps the first error that says the cluster did not answer (rather than refused).
@@ -92,11 +94,12 @@ type confined struct {
 	l          *lookups
 	kind       string
 	namespaced bool
+	secrets    bool // Secrets: only the release's own, or opted in, are read (readable)
 }
 
 func (c *confined) Namespace(ns string) dynamic.ResourceInterface {
 	if c.l.all || ns == c.l.namespace {
-		return &reads{ResourceInterface: c.NamespaceableResourceInterface.Namespace(ns), l: c.l}
+		return &reads{ResourceInterface: c.NamespaceableResourceInterface.Namespace(ns), l: c.l, secrets: c.secrets}
 	}
 	return &reads{l: c.l, refused: fmt.Errorf("lookup %s in namespace %q: the renderer reads only the release's namespace %q (renderer --lookup-all-namespaces)",
 		c.kind, ns, c.l.namespace)}
@@ -116,7 +119,7 @@ func (c *confined) cluster() *reads {
 		return &reads{l: c.l, refused: fmt.Errorf("lookup %s in every namespace: the renderer reads only the release's namespace %q (renderer --lookup-all-namespaces)",
 			c.kind, c.l.namespace)}
 	}
-	return &reads{ResourceInterface: c.NamespaceableResourceInterface, l: c.l}
+	return &reads{ResourceInterface: c.NamespaceableResourceInterface, l: c.l, secrets: c.secrets}
 }
 
 // reads passes gets and lists on, or refuses them; it notes errors that say the cluster did not
@@ -125,6 +128,7 @@ type reads struct {
 	dynamic.ResourceInterface
 	l       *lookups
 	refused error
+	secrets bool
 }
 
 func (r *reads) Get(ctx context.Context, name string, o metav1.GetOptions, sub ...string) (*unstructured.Unstructured, error) {
@@ -133,6 +137,10 @@ func (r *reads) Get(ctx context.Context, name string, o metav1.GetOptions, sub .
 	}
 	obj, err := r.ResourceInterface.Get(ctx, name, o, sub...)
 	r.note(err)
+	if err == nil && r.secrets && !r.l.readable(obj) {
+		return nil, fmt.Errorf("lookup Secret %s/%s: not release %s's: a chart reads the Secrets its release made (troupe's or Helm's labels say so) and those labelled %s=true",
+			obj.GetNamespace(), obj.GetName(), r.l.release, LabelValuesFrom)
+	}
 	return obj, err
 }
 
@@ -142,7 +150,28 @@ func (r *reads) List(ctx context.Context, o metav1.ListOptions) (*unstructured.U
 	}
 	list, err := r.ResourceInterface.List(ctx, o)
 	r.note(err)
+	if err == nil && r.secrets {
+		list.Items = slices.DeleteFunc(list.Items, func(s unstructured.Unstructured) bool { return !r.l.readable(&s) })
+	}
 	return list, err
+}
+
+// readable says whether a lookup may read the Secret obj: one the release made (troupe's
+// labels name it, or Helm's annotations, for a release adopted from Helm), or one its
+// namespace's owner opted in as valuesFrom's are. Whoever may publish a request must not read
+// any Secret the renderer can (see valuesFrom).
+func (l *lookups) readable(obj *unstructured.Unstructured) bool {
+	labels, annotations := obj.GetLabels(), obj.GetAnnotations()
+	ns := obj.GetNamespace()
+	switch {
+	case labels[LabelValuesFrom] == "true":
+		return true
+	case labels["troupe.dev/release"] == l.release.Name && labels["troupe.dev/release-namespace"] == l.release.Namespace && ns == l.release.Namespace:
+		return true
+	case annotations["meta.helm.sh/release-name"] == l.release.Name && annotations["meta.helm.sh/release-namespace"] == l.release.Namespace && ns == l.release.Namespace:
+		return true
+	}
+	return false
 }
 
 // note keeps err when it says the cluster did not answer: not a refusal (forbidden, not found,

@@ -69,8 +69,13 @@ func TestLookupReadsTheCluster(t *testing.T) {
 	_, err = kube.CoreV1().ConfigMaps(ns).Create(t.Context(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "settings"},
 		Data: map[string]string{"color": "blue"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	_, err = kube.CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db"},
+	// The release's own Secret, as the applier labels what it applies.
+	_, err = kube.CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db",
+		Labels: map[string]string{"troupe.dev/release": "app", "troupe.dev/release-namespace": ns}},
 		Data: map[string][]byte{"password": []byte("kept-from-rev-1")}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = kube.CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "someone-elses"},
+		Data: map[string][]byte{"token": []byte("not-for-charts")}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	second, err := renderRev(r, chart, ns, 2)
 	require.NoError(t, err)
@@ -84,6 +89,32 @@ func TestLookupReadsTheCluster(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "red", third["color"], "inputs equal to revision 2's: a chart that calls lookup is never served from the cache")
 
+	// A Secret the release did not make, and its namespace's owner did not opt in: refused
+	// by name, left out of a list.
+	prying := writeChart(t, map[string]string{"templates/cm.yaml": `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: prying
+data:
+  listed: {{ range (lookup "v1" "Secret" .Release.Namespace "").items }}{{ .metadata.name }} {{ end }}
+  token: {{ (lookup "v1" "Secret" .Release.Namespace "someone-elses").data | toJson | quote }}
+`})
+	_, err = renderRev(r, prying, ns, 4)
+	var e *events.Error
+	require.ErrorAs(t, err, &e)
+	assert.Contains(t, e.Message, "lookup Secret "+ns+"/someone-elses: not release "+ns+"/app's")
+	assert.NotContains(t, e.Message, "not-for-charts")
+	listing := writeChart(t, map[string]string{"templates/cm.yaml": `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: listing
+data:
+  listed: {{ range (lookup "v1" "Secret" .Release.Namespace "").items }}{{ .metadata.name }} {{ end }}
+`})
+	listed, err := renderRev(r, listing, ns, 4)
+	require.NoError(t, err)
+	assert.Equal(t, "db", listed["listed"], "only the release's own Secret is listed")
+
 	// Another namespace: refused, naming it, unless the renderer reads every namespace.
 	away := writeChart(t, map[string]string{"templates/cm.yaml": `apiVersion: v1
 kind: ConfigMap
@@ -93,7 +124,6 @@ data:
   color: {{ dig "data" "color" "none" (lookup "v1" "ConfigMap" "` + ns + `" "settings") | quote }}
 `})
 	_, err = renderRev(r, away, other, 1)
-	var e *events.Error
 	require.ErrorAs(t, err, &e)
 	assert.Equal(t, render.ReasonTemplateError, e.Reason)
 	assert.Contains(t, e.Message, `lookup ConfigMap in namespace "`+ns+`": the renderer reads only the release's namespace "`+other+`"`)

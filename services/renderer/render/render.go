@@ -242,14 +242,15 @@ func (r *Renderer) render(ctx context.Context, in *pass) (*Output, error) {
 		if err != nil {
 			return nil, err
 		}
-		if user, err = r.reuseValues(ctx, ch, user, in.Input); err != nil {
+		var fromHelm bool
+		if user, fromHelm, err = r.reuseValues(ctx, ch, user, in.Input); err != nil {
 			return nil, err
 		}
 		res, err := r.renderChart(ctx, ch, loader.MergeMaps(vals, user), in)
 		if err != nil {
 			return nil, err
 		}
-		if out.Values, err = valuesRecord(ch, user, in.Release); err != nil {
+		if out.Values, err = valuesRecord(ch, user, in.Release, fromHelm); err != nil {
 			return nil, err
 		}
 		objs, hooks, out.Notes = res.objects, res.hooks, res.notes

@@ -19,17 +19,17 @@ import (
 // chart's defaults are that revision's computed values, so a new chart version's new defaults
 // are not taken (Helm's behaviour, which --reset-then-reuse-values exists to avoid). ch is the
 // render's own copy (loadChart).
-func (r *Renderer) reuseValues(ctx context.Context, ch *chart.Chart, user map[string]any, in Input) (map[string]any, error) {
+func (r *Renderer) reuseValues(ctx context.Context, ch *chart.Chart, user map[string]any, in Input) (_ map[string]any, fromHelm bool, _ error) {
 	reuse := in.Request.ReuseValues
 	if reuse == nil {
-		return user, nil
+		return user, false, nil
 	}
 	rec, err := r.readValuesRecord(ctx, reuse)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if rec.Release != in.Release.String() {
-		return nil, fail(ReasonSourceNotFound, nil, "reuseValues: the values %s are %s's, not %s's", reuse.Values, rec.Release, in.Release)
+		return nil, false, fail(ReasonSourceNotFound, nil, "reuseValues: the values %s are %s's, not %s's", reuse.Values, rec.Release, in.Release)
 	}
 	user = util.CoalesceTables(user, copyValues(rec.User))
 	switch reuse.Mode {
@@ -37,9 +37,9 @@ func (r *Renderer) reuseValues(ctx context.Context, ch *chart.Chart, user map[st
 		ch.Values = copyValues(rec.Computed)
 	case events.ReuseValuesResetThenReuse:
 	default:
-		return nil, fail(ReasonInvalidValues, nil, "reuseValues: mode %q is neither %s nor %s", reuse.Mode, events.ReuseValuesReuse, events.ReuseValuesResetThenReuse)
+		return nil, false, fail(ReasonInvalidValues, nil, "reuseValues: mode %q is neither %s nor %s", reuse.Mode, events.ReuseValuesReuse, events.ReuseValuesResetThenReuse)
 	}
-	return user, nil
+	return user, rec.FromHelm, nil
 }
 
 func (r *Renderer) readValuesRecord(ctx context.Context, reuse *events.ReuseValues) (*events.ValuesRecord, error) {
@@ -69,19 +69,19 @@ func (r *Renderer) readValuesRecord(ctx context.Context, reuse *events.ReuseValu
 // valuesRecord is the revision's values as `helm get values` shows them: user as the request
 // set them (valuesFrom left out), and computed, user coalesced with ch's defaults as Helm's
 // `get values --all` coalesces the release's chart (after its dependencies were processed).
-func valuesRecord(ch *chart.Chart, user map[string]any, rel events.Release) ([]byte, error) {
+func valuesRecord(ch *chart.Chart, user map[string]any, rel events.Release, fromHelm bool) ([]byte, error) {
 	computed, err := util.CoalesceValues(ch, user)
 	if err != nil {
 		return nil, fail(ReasonInvalidValues, err, "chart %s: coalesce values", ch.Metadata.Name)
 	}
-	return encodeValues(rel, user, computed)
+	return encodeValues(rel, user, computed, fromHelm)
 }
 
-func encodeValues(rel events.Release, user, computed map[string]any) ([]byte, error) {
+func encodeValues(rel events.Release, user, computed map[string]any, fromHelm bool) ([]byte, error) {
 	if user == nil {
 		user = map[string]any{}
 	}
-	b, err := json.Marshal(events.ValuesRecord{Release: rel.String(), User: user, Computed: computed})
+	b, err := json.Marshal(events.ValuesRecord{Release: rel.String(), User: user, Computed: computed, FromHelm: fromHelm})
 	if err != nil {
 		return nil, fail(ReasonInvalidValues, err, "encode values")
 	}
