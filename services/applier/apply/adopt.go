@@ -31,7 +31,6 @@ func AdoptedOf(objs []Object) map[events.ObjectRef]bool {
 	return out
 }
 
-
 // AdoptRequest takes over the objects of a Helm release.
 type AdoptRequest struct {
 	Release  events.Release
