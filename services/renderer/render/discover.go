@@ -152,10 +152,10 @@ func (c *Cluster) refresh(ctx context.Context) (*clusterView, error) {
 			continue
 		}
 		for _, r := range l.APIResources {
+			add(l.GroupVersion + "/" + r.Kind) // subresources' kinds too (apps/v1/Scale), as Helm lists them
 			if strings.Contains(r.Name, "/") {
-				continue // a subresource
+				continue // a subresource: not what lookup reads
 			}
-			add(l.GroupVersion + "/" + r.Kind)
 			kinds[l.GroupVersion+" "+r.Kind] = apiKind{resource: gv.WithResource(r.Name), namespaced: r.Namespaced}
 		}
 	}

@@ -33,6 +33,9 @@ type AdoptedRevision struct {
 	Values []byte // its events.ValuesRecord
 }
 
+// maxImported bounds the Helm revisions an adoption imports: the latest ones.
+const maxImported = 100
+
 // renderHelmRelease reads the Helm release src names from the release's namespace, with Helm's
 // own storage driver (the Secrets it keeps each revision in, sh.helm.release.v1.NAME.vN), and
 // makes its latest revision's manifest and hooks the bundle, with its values (the user-supplied
@@ -74,6 +77,11 @@ func (r *Renderer) renderHelmRelease(ctx context.Context, in *pass) (*Output, er
 	out := &Output{Adopted: &Adopted{Name: name, Revision: latest.Version}}
 	for _, rev := range revs {
 		out.Adopted.Secrets = append(out.Adopted.Secrets, "sh.helm.release.v1."+name+".v"+strconv.Itoa(rev.Version))
+	}
+	if len(revs) > maxImported { // Helm keeps 10 by default (--history-max); the event stays small
+		revs = revs[len(revs)-maxImported:]
+	}
+	for _, rev := range revs {
 		b, err := r.helmRevisionBundle(in, rev)
 		if err != nil {
 			return nil, fail(ReasonInvalidOutput, err, "%s revision %d", what, rev.Version)

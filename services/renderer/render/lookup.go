@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	chart "helm.sh/helm/v4/pkg/chart/v2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -50,8 +52,11 @@ func (l *lookups) GetClientFor(apiVersion, kind string) (dynamic.NamespaceableRe
 	l.used.Store(true)
 	k, ok := l.view.kind(apiVersion, kind)
 	if !ok {
-		// A kind another release just installed: read discovery again once.
-		l.cluster.stale.Store(true)
+		// A kind another release just installed: read discovery again once (not for a view
+		// just read: a chart probing for a kind the cluster lacks would read it every render).
+		if l.view == nil || time.Since(l.view.read) > time.Second {
+			l.cluster.stale.Store(true)
+		}
 		if v := l.cluster.current(l.ctx); v != nil {
 			l.view = v
 		}
@@ -186,18 +191,22 @@ func (r *reads) note(err error) {
 
 // readsRevision says whether ch (its templates, values and those of its dependencies) or req's
 // values may read .Release.Revision: such a render is cached for its revision only. Any
-// "Revision" in them counts, a template's or a string tpl renders.
+// "Revision" in them counts, a template's or a string tpl renders, and .Release taken whole
+// (`.Release | toYaml`).
 func readsRevision(ch *chart.Chart, req events.Requested) bool {
 	word := []byte("Revision")
+	if wholeRelease.MatchString(string(jsonOf(req))) {
+		return true
+	}
 	var walk func(c *chart.Chart) bool
 	walk = func(c *chart.Chart) bool {
 		for _, f := range c.Raw {
-			if bytes.Contains(f.Data, word) {
+			if bytes.Contains(f.Data, word) || wholeRelease.Match(f.Data) {
 				return true
 			}
 		}
 		for _, f := range c.Templates {
-			if bytes.Contains(f.Data, word) {
+			if bytes.Contains(f.Data, word) || wholeRelease.Match(f.Data) {
 				return true
 			}
 		}
@@ -211,10 +220,18 @@ func readsRevision(ch *chart.Chart, req events.Requested) bool {
 	if walk(ch) {
 		return true
 	}
+	return bytes.Contains(jsonOf(req), word)
+}
+
+// wholeRelease matches .Release used as a whole, not one field of it.
+var wholeRelease = regexp.MustCompile(`\.Release\b[^.]`)
+
+// jsonOf is what of req's values tpl could render.
+func jsonOf(req events.Requested) []byte {
 	b, _ := json.Marshal(struct {
 		V any      `json:"v"`
 		F any      `json:"f"`
 		S []string `json:"s"`
 	}{req.Values, req.ValuesFiles, req.Set})
-	return bytes.Contains(b, word)
+	return b
 }

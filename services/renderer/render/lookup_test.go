@@ -165,5 +165,8 @@ metadata:
 		assert.Contains(t, string(at(withRev, rev).Bundle), want)
 	}
 	assert.Contains(t, string(at(withRev, 2).Bundle), `"revision":"2"`, "again, after revision 3 was cached")
+	whole := writeChart(t, map[string]string{"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: whole\ndata:\n  release: {{ .Release | toJson | quote }}\n"})
+	assert.Contains(t, string(at(whole, 2).Bundle), `\"Revision\":2`)
+	assert.Contains(t, string(at(whole, 3).Bundle), `\"Revision\":3`, ".Release taken whole holds the revision")
 	assert.Same(t, at(plain, 2), at(plain, 3), "a chart that does not read the revision is answered from the cache")
 }
