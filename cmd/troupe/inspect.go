@@ -87,9 +87,11 @@ type revisionRow struct {
 	// Helm marks a revision Helm made before troupe adopted the release (its number is Helm's,
 	// its state Helm's status); Description is Helm's description of it. AdoptedHelm is, on
 	// troupe's revision that adopted it, the Helm revision taken over.
-	Helm        bool   `json:"helm,omitempty"`
-	Description string `json:"description,omitempty"`
-	AdoptedHelm int    `json:"adoptedHelm,omitempty"`
+	// Waiting are the objects not ready yet and why, while the revision progresses.
+	Waiting     []events.ObjectStatus `json:"waiting,omitempty"`
+	Helm        bool                  `json:"helm,omitempty"`
+	Description string                `json:"description,omitempty"`
+	AdoptedHelm int                   `json:"adoptedHelm,omitempty"`
 }
 
 func rows(v *historyapi.View) []revisionRow {
@@ -105,7 +107,7 @@ func rows(v *historyapi.View) []revisionRow {
 	for _, r := range v.Revisions {
 		row := revisionRow{Revision: r.Revision, State: r.State, Current: r.Revision == v.Current, Stage: r.Stage,
 			Reason: r.Reason, Message: r.Message, Objects: len(r.Objects), RolledBack: r.RolledBackTo, Changes: r.Changes, Hooks: r.Hooks, Times: r.Times,
-			AdoptedHelm: r.AdoptedHelm}
+			AdoptedHelm: r.AdoptedHelm, Waiting: r.Waiting}
 		if r.Request != nil {
 			row.Source = r.Request.Source
 		}
@@ -278,6 +280,12 @@ func (c *cli) statusCmd() *cobra.Command {
 					fmt.Fprintf(tw, "DESCRIPTION:\t%s\n", describe(*l))
 					if l.Message != "" {
 						fmt.Fprintf(tw, "MESSAGE:\t%s\n", l.Message)
+					}
+					if len(l.Waiting) > 0 {
+						fmt.Fprintf(tw, "WAITING FOR:\t%d objects\n", len(l.Waiting))
+						for _, o := range l.Waiting {
+							fmt.Fprintf(tw, "  %s\t%s: %s\n", o.ObjectRef, o.Status, o.Message)
+						}
 					}
 				}
 				if st.Rollback != nil {

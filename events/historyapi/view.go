@@ -62,6 +62,9 @@ type Revision struct {
 	// Values is the digest of the revision's events.ValuesRecord in the bundles object store
 	// (charts only): what `troupe get values` shows.
 	Values string `json:"values,omitempty"`
+	// Waiting are the objects the health watcher last reported not ready yet, with why (a pod's
+	// scheduler reason, …), while the revision progresses: at most 20; none once it is ready.
+	Waiting []events.ObjectStatus `json:"waiting,omitempty"`
 	// AdoptedHelm is the Helm revision this revision took over (`troupe adopt`), 0 for others.
 	AdoptedHelm int                `json:"adoptedHelm,omitempty"`
 	Size        int64              `json:"size,omitempty"`

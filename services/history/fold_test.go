@@ -49,3 +49,39 @@ func TestSupersededRollbackLeavesItsTarget(t *testing.T) {
 	assert.Equal(t, historyapi.StateReady, v.Get(1).State, "its target keeps its state")
 	assert.Equal(t, "rollback to revision 1 superseded", v.Timeline[len(v.Timeline)-1].Note)
 }
+
+// TestRevisionSaysWhatItWaitsFor: while a revision progresses, it records the objects the
+// health watcher last reported not ready, and why (troupe status prints them); once ready, none.
+func TestRevisionSaysWhatItWaitsFor(t *testing.T) {
+	rel := events.Release{Namespace: "prod", Name: "web"}
+	v := &historyapi.View{Release: rel.String()}
+	seq := uint64(0)
+	fold := func(cause event.Event, source, typ string, data any) event.Event {
+		t.Helper()
+		e, err := events.Derive(cause, source, typ, data)
+		require.NoError(t, err)
+		events.WithRevision(&e, 1)
+		seq++
+		require.NoError(t, history.Fold(v, e, seq, 1))
+		return e
+	}
+	req, err := events.NewEvent("troupe/cli", events.TypeRequested, rel, events.Requested{Source: events.Source{Manifests: &events.ManifestsSource{YAML: "{}"}}})
+	require.NoError(t, err)
+	seq++
+	require.NoError(t, history.Fold(v, req, seq, 1))
+	fold(req, "troupe/renderer", events.TypeRendered, events.Rendered{Bundle: events.Digest([]byte{1}), Size: 1})
+	fold(req, "troupe/applier", events.TypeApplied, events.Applied{Bundle: events.Digest([]byte{1})})
+	web := events.ObjectRef{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "prod", Name: "web"}
+	svc := events.ObjectRef{APIVersion: "v1", Kind: "Service", Namespace: "prod", Name: "web"}
+	fold(req, "troupe/health", events.TypeProgressing, events.Progressing{Ready: 1, Total: 2, Objects: []events.ObjectStatus{
+		{ObjectRef: svc, Status: events.StatusCurrent},
+		{ObjectRef: web, Status: events.StatusInProgress, Message: "Available: 0/1; pod web-1: Unschedulable: 0/1 nodes are available: 1 Insufficient cpu."}}})
+	require.Len(t, v.Get(1).Waiting, 1)
+	assert.Equal(t, web, v.Get(1).Waiting[0].ObjectRef)
+	assert.Contains(t, v.Get(1).Waiting[0].Message, "Insufficient cpu")
+	fold(req, "troupe/health", events.TypeProgressing, events.Progressing{Ready: 1, Total: 2, Objects: []events.ObjectStatus{
+		{ObjectRef: web, Status: events.StatusInProgress, Message: "Available: 0/1; pod web-1: ContainerCreating"}}})
+	assert.Contains(t, v.Get(1).Waiting[0].Message, "ContainerCreating", "the last report's")
+	fold(req, "troupe/health", events.TypeReady, events.Ready{Objects: 2})
+	assert.Empty(t, v.Get(1).Waiting)
+}

@@ -93,6 +93,9 @@ func Fold(v *historyapi.View, e event.Event, seq uint64, revision int) error {
 			r.State, r.Times.Finished = historyapi.StateDiffed, e.Time()
 		}
 	case events.TypeProgressing:
+		if p, err := events.Data[events.Progressing](e); err == nil && r != nil {
+			r.Waiting = waitingOn(p.Objects)
+		}
 		if r != nil && slices.ContainsFunc(v.Timeline, func(x historyapi.Entry) bool { return x.Type == events.TypeProgressing && x.Revision == revision }) {
 			return nil // one progress report per revision on the timeline
 		}
@@ -105,6 +108,7 @@ func Fold(v *historyapi.View, e event.Event, seq uint64, revision int) error {
 			r = add(v, revision)
 		}
 		r.State, r.TimeToReady, r.Times.Finished = historyapi.StateReady, rd.TimeToReady, e.Time()
+		r.Waiting = nil
 		r.Stage, r.Reason, r.Message = "", "", ""
 		if v.Rollback != nil && v.Rollback.Target == revision {
 			if from := v.Get(v.Rollback.From); from != nil && from.Revision != revision {
@@ -196,6 +200,20 @@ func Fold(v *historyapi.View, e event.Event, seq uint64, revision int) error {
 	}
 	v.Timeline = append(v.Timeline, entry)
 	return nil
+}
+
+// maxWaiting bounds the objects a revision records as waited on.
+const maxWaiting = 20
+
+// waitingOn is what of a progress report's objects is not ready yet, and why.
+func waitingOn(objs []events.ObjectStatus) []events.ObjectStatus {
+	var out []events.ObjectStatus
+	for _, o := range objs {
+		if o.Status != events.StatusCurrent && len(out) < maxWaiting {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // RollbackTarget resolves a rollback's target: the revision asked for, or (0) the previous

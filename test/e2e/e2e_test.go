@@ -425,3 +425,36 @@ func TestDevHandsOverToTroupeDev(t *testing.T) {
 	assert.Contains(t, string(out), "troupe dev runs troupe-dev")
 	assert.Contains(t, string(out), "make build")
 }
+
+// TestStatusSaysWhyPodsWait: while a revision waits on a workload whose pod the scheduler cannot
+// place, `troupe status` says which object and the scheduler's reason, not only "Ready: 0/1".
+func TestStatusSaysWhyPodsWait(t *testing.T) {
+	ns := env.kube.Namespace(t)
+	file := filepath.Join(t.TempDir(), "big.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: big
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: big}}
+  template:
+    metadata: {labels: {app: big}}
+    spec:
+      containers:
+        - name: big
+          image: ghcr.io/stefanprodan/podinfo:6.14.1
+          resources: {requests: {cpu: "100000"}}
+`), 0o644))
+	r := troupe(t, "release", "big", file, "-n", ns, "--timeout", "2m")
+	require.Equal(t, 0, r.code, r)
+	var out string
+	require.Eventually(t, func() bool {
+		r := troupe(t, "status", "big", "-n", ns)
+		out = r.stdout
+		return strings.Contains(out, "Insufficient cpu")
+	}, time.Minute, time.Second, "troupe status never said why: %s", out)
+	assert.Contains(t, out, "WAITING FOR:")
+	assert.Contains(t, out, "Deployment/"+ns+"/big")
+	assert.Contains(t, out, "Unschedulable")
+}
