@@ -67,13 +67,15 @@ func TestChartHooks(t *testing.T) {
 // TestFixtureChartsBecomeReady: real charts written elsewhere install with --wait and end ready on
 // the local cluster — Bitnami's postgresql (a StatefulSet whose claims the default StorageClass
 // binds, containers requesting ephemeral-storage), argo-cd (CRDs in its templates, the
-// redis-secret-init pre-install hooks), nats (a StatefulSet and its headless Service).
+// redis-secret-init pre-install hooks), nats (a StatefulSet and its headless Service), nack (its
+// CRDs in crds/ and the JetStream controller).
 func TestFixtureChartsBecomeReady(t *testing.T) {
 	fixtures := filepath.Join(env.root, "..", "shared", "fixtures")
 	for name, chart := range map[string]string{
 		"pg":     "postgresql/postgresql",
 		"argocd": "argo-cd/argo-cd",
 		"nats":   "nats/helm/charts/nats",
+		"nack":   "nats/helm/charts/nack",
 	} {
 		t.Run(name, func(t *testing.T) {
 			ns := env.kube.Namespace(t)

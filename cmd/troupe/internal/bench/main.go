@@ -113,7 +113,8 @@ func (e *env) fixtureCharts(k int) error {
 	}{
 		{"podinfo", "podinfo/charts/podinfo", nil},
 		// argo-cd's CRDs are cluster-wide: one release owns them (installed once, untimed,
-		// below), and every timed install of either side leaves them out.
+		// below), and every timed install of either side leaves them out. Its ClusterRoles
+		// are named after the release: every install has a name of its own.
 		{"argo-cd", "argo-cd/argo-cd", []string{"--set", "crds.install=false"}},
 		{"postgresql", "postgresql/postgresql", nil},
 		{"nats", "nats/helm/charts/nats", nil},
@@ -135,13 +136,13 @@ func (e *env) fixtureCharts(k int) error {
 		}
 		path := filepath.Join(fixtures, ch.path)
 		for i := range k {
-			d, err := timed(exec.Command(filepath.Join(e.tmp, "troupe"), append([]string{"release", ch.name, path, "-n", fmt.Sprintf("fc-%d-t-%d", c, i),
+			d, err := timed(exec.Command(filepath.Join(e.tmp, "troupe"), append([]string{"release", fmt.Sprintf("%s-t%d", ch.name, i), path, "-n", fmt.Sprintf("fc-%d-t-%d", c, i),
 				"--wait", "--timeout", "5m", "--server", e.nats, "--creds", e.creds("cli")}, ch.args...)...))
 			if err != nil {
 				return err
 			}
 			results[c].t = append(results[c].t, d)
-			if d, err = timed(exec.Command(filepath.Join(e.bin, "helm"), append([]string{"upgrade", "--install", ch.name, path, "-n", fmt.Sprintf("fc-%d-h-%d", c, i),
+			if d, err = timed(exec.Command(filepath.Join(e.bin, "helm"), append([]string{"upgrade", "--install", fmt.Sprintf("%s-h%d", ch.name, i), path, "-n", fmt.Sprintf("fc-%d-h-%d", c, i),
 				"--wait", "--timeout", "5m", "--kubeconfig", e.kube.Kubeconfig}, ch.args...)...)); err != nil {
 				return err
 			}
