@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -20,18 +17,8 @@ import (
 // history, and the next `troupe release` changes only what changed — a pod annotation Helm set
 // and the new values drop is removed, which needs Helm's field ownership handed over.
 func TestAdoptFromHelm(t *testing.T) {
-	helm := filepath.Join(env.root, "bin", "helm")
-	_, err := os.Stat(helm)
-	require.NoError(t, err, "the Helm CLI is built by `make cluster-bin`")
 	ns := env.kube.Namespace(t)
-	helmRun := func(args ...string) []byte {
-		t.Helper()
-		cmd := exec.Command(helm, append(args, "-n", ns, "--kubeconfig", env.kube.Kubeconfig)...)
-		cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "helm %v: %s", args, out)
-		return out
-	}
+	helmRun := helmCLI(t, ns)
 	helmRun("install", "web", chart(), "--set", "message=from helm", "--wait", "--timeout", "2m")
 	helmRun("upgrade", "web", chart(), "--reuse-values", "--set", "podAnnotations.team=blue", "--wait", "--timeout", "2m")
 

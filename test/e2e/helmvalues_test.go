@@ -12,6 +12,28 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// helmCLI returns a runner of the Helm CLI (`./bin/helm`, built by make cluster-bin) on the test
+// cluster in namespace ns, with homes of its own; it fails the test when helm fails, and returns
+// its standard output.
+func helmCLI(t *testing.T, ns string) func(args ...string) []byte {
+	t.Helper()
+	helm := filepath.Join(env.root, "bin", "helm")
+	_, err := os.Stat(helm)
+	require.NoError(t, err, "the Helm CLI is built by `make cluster-bin`")
+	return func(args ...string) []byte {
+		t.Helper()
+		cmd := exec.Command(helm, append(args, "-n", ns, "--kubeconfig", env.kube.Kubeconfig)...)
+		cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+		out, err := cmd.Output()
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		require.NoError(t, err, "helm %v: %s%s", args, out, stderr)
+		return out
+	}
+}
+
 // valuesChart writes a chart of version with defaults, whose ConfigMap holds every value.
 func valuesChart(t *testing.T, version, defaults string) string {
 	t.Helper()
@@ -40,26 +62,12 @@ data:
 // (with and without --all, of each revision) equal to `helm get values`, and the rendered
 // objects equal.
 func TestValuesAsHelmKeepsThem(t *testing.T) {
-	helm := filepath.Join(env.root, "bin", "helm")
-	_, err := os.Stat(helm)
-	require.NoError(t, err, "the Helm CLI is built by `make cluster-bin`")
 	v1 := valuesChart(t, "0.1.0", "a: 1\nnested:\n  x: default\n  y: default\nlist: [1, 2]\nkeep: chart\n")
 	v2 := valuesChart(t, "0.2.0", "a: 1\nnested:\n  x: default\n  y: default\nlist: [1, 2]\nkeep: chart\nadded: new-default\n")
 	file := filepath.Join(t.TempDir(), "prod.yaml")
 	require.NoError(t, os.WriteFile(file, []byte("nested:\n  x: from-file\nlist: [3]\n"), 0o644))
 	helmNS, troupeNS := env.kube.Namespace(t), env.kube.Namespace(t)
-	helmRun := func(args ...string) []byte {
-		t.Helper()
-		cmd := exec.Command(helm, append(args, "-n", helmNS, "--kubeconfig", env.kube.Kubeconfig)...)
-		cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
-		out, err := cmd.Output()
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		require.NoError(t, err, "helm %v: %s%s", args, out, stderr)
-		return out
-	}
+	helmRun := helmCLI(t, helmNS)
 	decode := func(what string, b []byte) any {
 		t.Helper()
 		var v any

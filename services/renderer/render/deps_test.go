@@ -5,7 +5,6 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"helm.sh/helm/v4/pkg/registry"
 	repo "helm.sh/helm/v4/pkg/repo/v1"
 
 	"github.com/troupe-dev/troupe/events"
@@ -36,12 +34,7 @@ func TestDependenciesAreFetched(t *testing.T) {
 	reg := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
 	defer reg.Close()
 	host := strings.TrimPrefix(reg.URL, "http://")
-	data, err := os.ReadFile(archives["6.14.1"])
-	require.NoError(t, err)
-	client, err := registry.NewClient(registry.ClientOptPlainHTTP(), registry.ClientOptWriter(io.Discard))
-	require.NoError(t, err)
-	_, err = client.Push(data, host+"/charts/podinfo:6.14.1")
-	require.NoError(t, err)
+	pushChart(t, archives["6.14.1"], host+"/charts/podinfo:6.14.1")
 
 	r := newRenderer(t, render.Options{PlainHTTPRegistries: []string{host}})
 	shop := func(repository, version, lock string) string {

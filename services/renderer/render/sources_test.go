@@ -119,18 +119,24 @@ func TestCredentialsGoOnlyToTheirHost(t *testing.T) {
 	assert.ErrorContains(t, err, "no host")
 }
 
+// pushChart pushes the chart archive at path to ref (host/repo:tag) of a plain-HTTP registry,
+// with Helm's own registry client.
+func pushChart(t *testing.T, path, ref string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	client, err := registry.NewClient(registry.ClientOptPlainHTTP(), registry.ClientOptWriter(io.Discard))
+	require.NoError(t, err)
+	_, err = client.Push(data, ref)
+	require.NoError(t, err)
+}
+
 func TestRenderFromOCIRegistry(t *testing.T) {
 	// An in-process OCI registry, and the chart pushed with Helm's own registry client.
 	reg := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
 	defer reg.Close()
 	host := strings.TrimPrefix(reg.URL, "http://")
-	archives := packagePodinfo(t, t.TempDir(), "6.14.1")
-	data, err := os.ReadFile(archives["6.14.1"])
-	require.NoError(t, err)
-	client, err := registry.NewClient(registry.ClientOptPlainHTTP(), registry.ClientOptWriter(io.Discard))
-	require.NoError(t, err)
-	_, err = client.Push(data, host+"/charts/podinfo:6.14.1")
-	require.NoError(t, err)
+	pushChart(t, packagePodinfo(t, t.TempDir(), "6.14.1")["6.14.1"], host+"/charts/podinfo:6.14.1")
 
 	r := newRenderer(t, render.Options{PlainHTTPRegistries: []string{host}})
 	in := func(ref, version string) render.Input {
