@@ -21,6 +21,13 @@
 // tombstone (the uninstall request's stream sequence): a revision requested before it is
 // dropped, naming it, rather than installing the release again.
 //
+// A release.rendered that adopts a Helm release (Rendered.Adopted) writes nothing: each object of
+// Helm's manifest must exist and be that Helm release's, and becomes the release's inventory
+// (apply.Adopt). The first apply after that hands the fields of Helm's field manager to troupe's
+// by merging their managed-fields sets — sigs.k8s.io/structured-merge-diff's fieldpath, the
+// library the API server keeps them with, rather than client-go's csaupgrade, which converts
+// only client-side (Update) entries, while Helm 4 applies server-side.
+//
 // Why not github.com/fluxcd/pkg/ssa. It was the first candidate (server-side apply manager with
 // staged apply, diff, prune and kstatus wait, on the same Kubernetes 1.37 libraries) and it
 // shaped this design, but three of troupe's requirements go against its grain:

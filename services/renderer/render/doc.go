@@ -36,6 +36,14 @@
 // transports and servers behave as under `kustomize build`, and a process can be killed with
 // everything it started when the timeout passes or its scratch directory outgrows the budget.
 //
+// With a cluster (Discover), .Capabilities follow it (a metadata informer on CRDs and
+// APIServices says when to read discovery again) and a chart's lookup is Helm's own lookup
+// function over a provider that confines it (lookup.go). Dependencies not in a chart's charts/
+// are fetched with the same repository and registry clients as charts (deps.go); post-renderers
+// are kustomize's API over an in-memory kustomization, as Flux's HelmRelease runs them. A Helm
+// release to adopt is read with Helm's own storage driver (helm.sh/helm/v4/pkg/storage/driver),
+// which knows every encoding Helm wrote its release Secrets in.
+//
 // Every failure is an *events.Error with a reason code (template_error, values_schema, not_a_chart, …)
 // and a message that names what and where.
 package render
