@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 
 GO       ?= go
 BIN      := $(CURDIR)/bin
-MODULES  := events cmd/troupe services/renderer services/applier services/health services/history test/cluster test/e2e test/chaos examples/notifier
+MODULES  := events cmd/troupe services/renderer services/applier services/health services/history deploy test/cluster test/e2e test/chaos examples/notifier
 PKGS     := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 STATICCHECK_VERSION := v0.8.2
 CLUSTER_BINS := $(addprefix $(BIN)/,etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
@@ -74,6 +74,10 @@ bench: cluster-bin ## troupe vs helm end to end (the headline), then the events 
 	$(GO) run ./services/applier/internal/bench
 	@echo
 	$(GO) run ./services/health/internal/bench
+
+.PHONY: images
+images: ## build an OCI image of each service into ./bin/images (an OCI layout and a tarball each), with no Docker daemon
+	$(GO) run ./deploy/images -out $(BIN)/images
 
 .PHONY: generate
 generate: ## regenerate the JSON Schemas of the event catalog; copy Helm's template engine and chart loader again (after a Helm upgrade)

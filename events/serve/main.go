@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -56,6 +57,9 @@ func Main(c Command) {
 	ctx, cancel := SignalContext(c.Name)
 	err := Run(ctx, c, os.Args[1:])
 	cancel()
+	if errors.Is(err, pflag.ErrHelp) {
+		return // the usage is printed: --help asked for nothing else
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", c.Name, err)
 		os.Exit(1)
