@@ -185,22 +185,15 @@ func files(entry string, exe, certs []byte, when time.Time) []byte {
 	return buf.Bytes()
 }
 
-// repoRoot is the directory holding go.work, from the working directory up.
+// repoRoot is the directory of the workspace's go.work, as the go command resolves it (the
+// builds below run there).
 func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
+	out, err := exec.Command("go", "env", "GOWORK").Output()
+	work := strings.TrimSpace(string(out))
+	if err != nil || work == "" || work == "off" {
+		return "", fmt.Errorf("no go.work for the working directory (go env GOWORK: %q, %v): run from troupe's repository", work, err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.work above the working directory: run from troupe's repository")
-		}
-		dir = parent
-	}
+	return filepath.Dir(work), nil
 }
 
 // gitHead is the commit checked out and its time, or SOURCE_DATE_EPOCH's; zero when neither.

@@ -100,6 +100,7 @@ func TestAdoptFromHelm(t *testing.T) {
 	helmRun("install", "other", chart(), "--wait", "--timeout", "2m")
 	r = troupe(t, "adopt", "other", "-n", ns, "--helm-name", "web", "--wait", "--timeout", "1m")
 	assert.Equal(t, 1, r.code, r)
+	assert.Contains(t, r.stderr, "belongs to troupe release", "the refusal names the owner")
 
 	r = troupe(t, "adopt", "nothing", "-n", ns, "--wait", "--timeout", "1m")
 	assert.Equal(t, 1, r.code, r)

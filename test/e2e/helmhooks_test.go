@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -103,18 +101,9 @@ func present(t *testing.T, ns string) []string {
 // in another, on the same cluster: after each step the same hook objects exist, and the objects
 // were created in the same order.
 func TestHooksAsHelmRunsThem(t *testing.T) {
-	helm := filepath.Join(env.root, "bin", "helm")
-	_, err := os.Stat(helm)
-	require.NoError(t, err, "the Helm CLI is built by `make cluster-bin`")
 	chart := filepath.Join(env.root, "test", "e2e", "testdata", "helm-hooks")
 	helmNS, troupeNS := env.kube.Namespace(t), env.kube.Namespace(t)
-	run := func(name string, args ...string) {
-		t.Helper()
-		cmd := exec.Command(helm, append(args, "-n", helmNS, "--kubeconfig", env.kube.Kubeconfig, "--wait", "--timeout", "2m")...)
-		cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "helm %s: %s", name, out)
-	}
+	helm := helmCLI(t, helmNS)
 	steps := []struct {
 		name   string
 		helm   []string
@@ -127,7 +116,7 @@ func TestHooksAsHelmRunsThem(t *testing.T) {
 	}
 	for _, step := range steps {
 		h := record(t, helmNS)
-		run(step.name, step.helm...)
+		helm(append(step.helm, "--wait", "--timeout", "2m")...)
 		helmMade, helmThere := h.stop(), present(t, helmNS)
 
 		tr := record(t, troupeNS)

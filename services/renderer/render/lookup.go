@@ -29,7 +29,6 @@ type lookups struct {
 	ctx       context.Context
 	cluster   *Cluster
 	view      *clusterView
-	namespace string // the release's
 	release   events.Release
 	all       bool // Options.LookupAllNamespaces
 
@@ -44,7 +43,7 @@ func (r *Renderer) lookups(ctx context.Context, in *pass) *lookups {
 	if r.opts.Cluster == nil {
 		return nil
 	}
-	return &lookups{ctx: ctx, cluster: r.opts.Cluster, view: in.view, namespace: in.Release.Namespace, release: in.Release, all: r.opts.LookupAllNamespaces}
+	return &lookups{ctx: ctx, cluster: r.opts.Cluster, view: in.view, release: in.Release, all: r.opts.LookupAllNamespaces}
 }
 
 // GetClientFor is helmengine.ClientProvider's: the resource of apiVersion/kind, and its scope.
@@ -103,11 +102,11 @@ type confined struct {
 }
 
 func (c *confined) Namespace(ns string) dynamic.ResourceInterface {
-	if c.l.all || ns == c.l.namespace {
+	if c.l.all || ns == c.l.release.Namespace {
 		return &reads{ResourceInterface: c.NamespaceableResourceInterface.Namespace(ns), l: c.l, secrets: c.secrets}
 	}
 	return &reads{l: c.l, refused: fmt.Errorf("lookup %s in namespace %q: the renderer reads only the release's namespace %q (renderer --lookup-all-namespaces)",
-		c.kind, ns, c.l.namespace)}
+		c.kind, ns, c.l.release.Namespace)}
 }
 
 // Get and List without a namespace: cluster-scoped kinds, or every namespace of a namespaced one.
@@ -122,7 +121,7 @@ func (c *confined) List(ctx context.Context, o metav1.ListOptions) (*unstructure
 func (c *confined) cluster() *reads {
 	if c.namespaced && !c.l.all {
 		return &reads{l: c.l, refused: fmt.Errorf("lookup %s in every namespace: the renderer reads only the release's namespace %q (renderer --lookup-all-namespaces)",
-			c.kind, c.l.namespace)}
+			c.kind, c.l.release.Namespace)}
 	}
 	return &reads{ResourceInterface: c.NamespaceableResourceInterface, l: c.l, secrets: c.secrets}
 }
@@ -200,12 +199,7 @@ func readsRevision(ch *chart.Chart, req events.Requested) bool {
 	}
 	var walk func(c *chart.Chart) bool
 	walk = func(c *chart.Chart) bool {
-		for _, f := range c.Raw {
-			if bytes.Contains(f.Data, word) || wholeRelease.Match(f.Data) {
-				return true
-			}
-		}
-		for _, f := range c.Templates {
+		for _, f := range c.Raw { // every file the loader read: templates and values too
 			if bytes.Contains(f.Data, word) || wholeRelease.Match(f.Data) {
 				return true
 			}
