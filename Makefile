@@ -79,11 +79,16 @@ bench: cluster-bin ## troupe vs helm end to end (the headline), then the events 
 images: ## build an OCI image of each service into ./bin/images (an OCI layout and a tarball each), with no Docker daemon
 	$(GO) run ./deploy/images -out $(BIN)/images
 
+.PHONY: deploy-deps
+deploy-deps: ## package the troupe chart's dependency (the NATS chart, from ../shared/fixtures) into deploy/charts/troupe/charts, as `helm dependency build` would
+	$(GO) run ./deploy/charts/deps
+
 .PHONY: generate
-generate: ## regenerate the JSON Schemas of the event catalog; copy Helm's template engine and chart loader again (after a Helm upgrade)
+generate: ## regenerate the JSON Schemas of the event catalog and the chart's values table; copy Helm's template engine and chart loader again (after a Helm upgrade)
 	cd events && $(GO) generate ./...
 	cd services/renderer && $(GO) generate ./...
 	cd cmd/troupe && $(GO) generate ./...
+	cd deploy && $(GO) generate ./...
 
 .PHONY: lint
 lint: $(BIN)/staticcheck ## gofmt, go vet and staticcheck

@@ -75,6 +75,7 @@ func Run(ctx context.Context, c Command, args []string) error {
 		httpListen string
 		logLevel   string
 		provision  ProvisionOptions
+		only       bool
 		prefix     string
 	)
 	fs := pflag.NewFlagSet(c.Name, pflag.ContinueOnError)
@@ -82,6 +83,7 @@ func Run(ctx context.Context, c Command, args []string) error {
 	fs.StringVar(&httpListen, "http-listen", EnvOr("TROUPE_HTTP_LISTEN", ":8080"), "host:port for /healthz, /readyz, /metrics [TROUPE_HTTP_LISTEN]")
 	fs.StringVar(&logLevel, "log-level", EnvOr("TROUPE_LOG_LEVEL", "info"), "debug, info, warn, error [TROUPE_LOG_LEVEL]")
 	provision.BindFlags(fs)
+	fs.BoolVar(&only, "provision-only", false, "provision the streams and buckets as --provision says, then exit without serving: a deployment's one-shot Job, run with the admin's credentials, so the services run with --provision=false")
 	fs.StringVar(&prefix, "subjects-prefix", EnvOr("TROUPE_SUBJECTS_PREFIX", ""), "work in this sandbox, not on the live subjects [TROUPE_SUBJECTS_PREFIX]")
 	if c.Flags != nil {
 		c.Flags(fs)
@@ -109,6 +111,9 @@ func Run(ctx context.Context, c Command, args []string) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
+	}
+	if only {
+		return provisionOnly(ctx, nc, js, names, &provision, conn.Server, log)
 	}
 	reg, metrics, err := NewRegistry()
 	if err != nil {

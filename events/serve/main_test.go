@@ -151,3 +151,40 @@ func TestRunStartsBeforeNATS(t *testing.T) {
 
 // A subscriber says whether it receives events: its group is not ready while it does not.
 var _ serve.Receiver = (*events.Subscriber)(nil)
+
+// TestProvisionOnly: --provision-only waits for NATS, provisions the streams and buckets at
+// --replicas, and returns nil without starting the service or serving.
+func TestProvisionOnly(t *testing.T) {
+	nats := natstest.Plan(t, 1) // no server yet: the Job may start before NATS
+	done := make(chan error, 1)
+	started := false
+	go func() {
+		done <- serve.Run(t.Context(), serve.Command{
+			Name: "echo",
+			New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
+				started = true
+				return &service{ready: make(chan struct{})}, nil
+			},
+		}, []string{"--server", nats.URLs(), "--provision-only", "--max-age", "48h", "--log-level", "warn"})
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("returned before NATS was there: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	nats.StartAll()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(time.Minute):
+		t.Fatal("--provision-only did not return once NATS was there")
+	}
+	assert.False(t, started, "the service is not started")
+	_, js := nats.Connect(t)
+	s, err := js.Stream(t.Context(), events.Names{}.Stream())
+	require.NoError(t, err, "the events stream is provisioned")
+	assert.Equal(t, 48*time.Hour, s.CachedInfo().Config.MaxAge)
+
+	err = serve.Run(t.Context(), serve.Command{Name: "echo"}, []string{"--server", nats.URLs(), "--provision-only", "--provision=false"})
+	assert.ErrorContains(t, err, "nothing to do")
+}

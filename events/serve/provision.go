@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
@@ -97,4 +98,25 @@ func parseEnvInt(name string) (int, error) {
 	var v int
 	_, err := fmt.Sscan(EnvOr(name, ""), &v)
 	return v, err
+}
+
+// provisionOnly is --provision-only: it waits for NATS as a service does, provisions until that
+// succeeds (a permission error too is retried: the Job's credentials may be mounted late), and
+// returns; nil once done, the context's error when stopped first.
+func provisionOnly(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, names events.Names, o *ProvisionOptions, server string, log zerolog.Logger) error {
+	if o.Mode == ProvisionOff {
+		return fmt.Errorf("--provision-only with --provision=false: nothing to do")
+	}
+	if !events.WaitConnected(ctx, nc, server, log) {
+		return ctx.Err()
+	}
+	w := waiter{log: log, server: server}
+	if !w.retry(ctx, "provision troupe's streams and buckets", func() error {
+		_, err := o.Provision(ctx, js, names, &log)
+		return err
+	}) {
+		return ctx.Err()
+	}
+	log.Info().Str("nats", nc.ConnectedUrl()).Msg("provisioned troupe's streams and buckets")
+	return nil
 }

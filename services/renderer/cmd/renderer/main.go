@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
@@ -29,6 +30,7 @@ func main() {
 		fetchTimeout  time.Duration
 		credsFile     string
 		kubeconfig    string
+		inCluster     bool
 		kubeContext   string
 		lookupAll     bool
 	)
@@ -46,6 +48,7 @@ func main() {
 			fs.DurationVar(&fetchTimeout, "fetch-timeout", 60*time.Second, "bounds each download: a chart, a repository index, a kustomization's remote base or file")
 			fs.StringVar(&kubeconfig, "kubeconfig", serve.EnvOr("TROUPE_KUBECONFIG", ""), "the target cluster: .Capabilities and kind scopes are discovered from it (and kept fresh), valuesFrom and lookup read it [TROUPE_KUBECONFIG]")
 			fs.StringVar(&kubeContext, "context", "", "kubeconfig context")
+			fs.BoolVar(&inCluster, "in-cluster", false, "the target cluster is the one the renderer runs in (its pod's service account), as --kubeconfig would name it")
 			fs.BoolVar(&lookupAll, "lookup-all-namespaces", false, "a chart's lookup may read namespaced objects of every namespace the renderer may read; without it, only the release's namespace (and cluster-scoped kinds)")
 		},
 		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
@@ -60,12 +63,21 @@ func main() {
 					return nil, fmt.Errorf("--credentials %s: %w", credsFile, err)
 				}
 			}
-			if kubeconfig != "" {
-				cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-					&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig},
-					&clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
+			if kubeconfig != "" && inCluster {
+				return nil, fmt.Errorf("--kubeconfig and --in-cluster: give one")
+			}
+			if kubeconfig != "" || inCluster {
+				var cfg *rest.Config
+				var err error
+				if inCluster {
+					cfg, err = rest.InClusterConfig()
+				} else {
+					cfg, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+						&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig},
+						&clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
+				}
 				if err != nil {
-					return nil, fmt.Errorf("--kubeconfig: %w", err)
+					return nil, fmt.Errorf("the target cluster: %w", err)
 				}
 				if err := render.Discover(ctx, cfg, &ropts); err != nil {
 					env.Log.Warn().Err(err).Msg("cluster not reachable: rendering with --kube-version and the built-in kind table until it answers")
