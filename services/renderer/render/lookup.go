@@ -26,11 +26,11 @@ import (
 // only gets and lists; a namespaced kind is read in the release's namespace only, unless
 // Options.LookupAllNamespaces. A render that called lookup is never cached (Render).
 type lookups struct {
-	ctx       context.Context
-	cluster   *Cluster
-	view      *clusterView
-	release   events.Release
-	all       bool // Options.LookupAllNamespaces
+	ctx     context.Context
+	cluster *Cluster
+	view    *clusterView
+	release events.Release
+	all     bool // Options.LookupAllNamespaces
 
 	used        atomic.Bool
 	mu          sync.Mutex
