@@ -20,7 +20,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build the troupe CLI into ./bin: troupe (lean) and troupe-dev (with the services in, what `troupe dev` runs)
+build: deploy-deps ## build the troupe CLI into ./bin: troupe (lean) and troupe-dev (with the services in, what `troupe dev` runs; and troupe's chart, what `troupe install` installs)
 	$(GO) build -buildvcs=$(BUILDVCS) -tags lean -o $(BIN)/troupe ./cmd/troupe
 	$(GO) build -buildvcs=$(BUILDVCS) -o $(BIN)/troupe-dev ./cmd/troupe
 
@@ -29,7 +29,7 @@ run: build cluster-bin ## start troupe dev with a local cluster, take the exampl
 	TROUPE_RUN_ONCE=$(or $(ONCE),$(TROUPE_RUN_ONCE)) ./hack/run.sh
 
 .PHONY: test
-test: cluster-bin nats-bin ## run every test (real embedded nats-server, real local Kubernetes API server), with the race detector
+test: cluster-bin nats-bin deploy-deps ## run every test (real embedded nats-server, real local Kubernetes API server), with the race detector
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: chaos

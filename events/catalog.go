@@ -46,6 +46,13 @@ type Spec struct {
 	Carries string
 	// Terminal is true for the events that end a revision's flow.
 	Terminal bool
+	// Request is true for the types people publish (requests): their fields are instructions, so
+	// a field the reader does not know is an error (a misspelt option, or one this version does
+	// not support, is never silently dropped). Every other type is a fact one service tells the
+	// others, read tolerantly: a field the reader does not know is ignored, so that a newer
+	// replica's events are understood by an older one during a rolling update (see Versioning in
+	// doc.go).
+	Request bool
 
 	payload reflect.Type
 }
@@ -54,7 +61,7 @@ type Spec struct {
 func (s Spec) New() Payload { return reflect.New(s.payload).Interface().(Payload) }
 
 var catalog = []Spec{
-	{Type: TypeRequested, PublishedBy: "CLI (the `cli` identity; give another client its permissions)", payload: reflect.TypeFor[Requested](),
+	{Type: TypeRequested, Request: true, PublishedBy: "CLI (the `cli` identity; give another client its permissions)", payload: reflect.TypeFor[Requested](),
 		Carries: "source (helm path/uploaded object/OCI/repo, kustomize, manifests), values, options (timeout, wait, prune, rollbackOnFailure, dryRun)"},
 	{Type: TypeRendered, PublishedBy: "renderer; history, for rollback", payload: reflect.TypeFor[Rendered](),
 		Carries: "bundle digest in the object store, object list, render time, notes, options"},
@@ -76,9 +83,9 @@ var catalog = []Spec{
 		Carries: "after ready: the objects whose status changed"},
 	{Type: TypeRecovered, PublishedBy: "health", payload: reflect.TypeFor[Recovered](),
 		Carries: "after degraded: the objects that recovered"},
-	{Type: TypeRollbackRequested, PublishedBy: "CLI, history (auto on failure)", payload: reflect.TypeFor[RollbackRequested](),
+	{Type: TypeRollbackRequested, Request: true, PublishedBy: "CLI, history (auto on failure)", payload: reflect.TypeFor[RollbackRequested](),
 		Carries: "target revision (0: the previous ready one), reason"},
-	{Type: TypeUninstallRequested, PublishedBy: "CLI, history (auto when a first install fails)", payload: reflect.TypeFor[UninstallRequested](),
+	{Type: TypeUninstallRequested, Request: true, PublishedBy: "CLI, history (auto when a first install fails)", payload: reflect.TypeFor[UninstallRequested](),
 		Carries: "whether to delete CRDs, timeout, reason"},
 	{Type: TypeUninstalled, PublishedBy: "applier", Terminal: true, payload: reflect.TypeFor[Uninstalled](),
 		Carries: "the objects deleted and kept"},
@@ -126,20 +133,22 @@ func DecodePayload(typ string, data []byte) (Payload, error) {
 		return nil, fmt.Errorf("%w: %q (known: %v)", ErrUnknownType, typ, Types())
 	}
 	p := spec.New()
-	if err := decodeValid(data, p); err != nil {
+	if err := decodeValid(data, p, spec.Request); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidPayload, typ, err)
 	}
 	return p, nil
 }
 
-// decodeValid decodes data into p, checking that it has every required field and no unknown
-// one, then p's own rules.
-func decodeValid(data []byte, p Payload) error {
+// decodeValid decodes data into p, checking that it has every required field (and, strict, no
+// unknown one), then p's own rules.
+func decodeValid(data []byte, p Payload, strict bool) error {
 	if err := checkSize(data); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(p); err != nil {
 		return err
 	}

@@ -43,6 +43,13 @@ var payloadCases = []payloadCase{
 		data: `{"values":{}}`, wantErr: "source"},
 	{name: "requested misspelt field", typ: events.TypeRequested, schemaToo: true,
 		data: `{"source":{"helm":{"path":"x"}},"valeus":{}}`, wantErr: `unknown field "valeus"`},
+	{name: "applied by a newer applier", typ: events.TypeApplied, schemaToo: true, // a field this version does not know: ignored
+		data: `{"bundle":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","applyTime":"1s","inventory":[{"apiVersion":"v1","kind":"ConfigMap","name":"a","action":"created","since":"v2"}],"shards":3}`},
+	{name: "ready from a newer health", typ: events.TypeReady, schemaToo: true, data: `{"timeToReady":"4.2s","objects":3,"slowest":"Deployment/web"}`},
+	{name: "rollback requested with a field this version does not know", typ: events.TypeRollbackRequested, schemaToo: true,
+		data: `{"targetRevision":1,"keepValues":true}`, wantErr: `unknown field "keepValues"`},
+	{name: "uninstall requested with a field this version does not know", typ: events.TypeUninstallRequested, schemaToo: true,
+		data: `{"keepHistory":true}`, wantErr: `unknown field "keepHistory"`},
 	{name: "requested misspelt option", typ: events.TypeRequested, schemaToo: true,
 		data: `{"source":{"helm":{"path":"x"}},"options":{"prun":false}}`, wantErr: `unknown field "prun"`},
 	{name: "requested bad timeout", typ: events.TypeRequested, schemaToo: true,

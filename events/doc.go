@@ -51,6 +51,17 @@
 //     and produces over $SRV.INFO, with this build's Version.
 //   - Connection (conn.go): ConnOptions, the NATS flags every command and service shares.
 //
+// Versioning. The catalog is v1: a type's name and its payload's meaning do not change, and a
+// payload only gains optional fields (omitempty, its zero value meaning what the older version
+// did). A change that cannot be made so is a new type. Facts services tell each other (every
+// type but the requests) are read tolerantly: a field the reader does not know is ignored, so
+// during a rolling update an older replica understands a newer one's events, and a newer one
+// reads an older one's (the field absent, its zero value). Requests (Spec.Request: requested,
+// rollback and uninstall) are read strictly: a field the reader does not know fails the request,
+// saying which, because a misspelt option, or one an older renderer does not support yet, must
+// not be dropped silently. The schemas say the same (additionalProperties false only for
+// requests); services advertise their Version over $SRV.INFO.
+//
 // Subpackages: serve runs services as commands (flags, /healthz, /readyz, /metrics, shutdown);
 // embedded starts an in-process nats-server with JetStream; natstest is the same for tests.
 //

@@ -267,7 +267,8 @@ func Data[T any, P interface {
 	Payload
 }](e event.Event) (*T, error) {
 	p := P(new(T))
-	if err := decodeValid(e.Data(), p); err != nil {
+	spec, known := Lookup(e.Type())
+	if err := decodeValid(e.Data(), p, !known || spec.Request); err != nil {
 		return nil, fmt.Errorf("%w: %s %s: %w", ErrInvalidPayload, e.Type(), e.ID(), err)
 	}
 	return p, nil

@@ -152,6 +152,24 @@ func TestBinaryMode(t *testing.T) {
 	assert.Equal(t, 2, ready.Objects)
 }
 
+// TestNewerFieldsAcrossVersions: during a rolling update a replica reads events of a newer
+// version. A fact (ready) with a field this version does not know is read, the field ignored; a
+// request with one is refused, naming it.
+func TestNewerFieldsAcrossVersions(t *testing.T) {
+	r := events.Release{Namespace: "prod", Name: "web"}
+	ready, err := events.NewEvent("troupe/health", events.TypeReady, r, map[string]any{"timeToReady": "3s", "objects": 2, "slowest": "Deployment/web"})
+	require.NoError(t, err)
+	got, err := events.Data[events.Ready](ready)
+	require.NoError(t, err)
+	assert.Equal(t, 2, got.Objects)
+
+	req, err := events.NewEvent("troupe/cli", events.TypeRequested, r, map[string]any{"source": map[string]any{"helm": map[string]any{"path": "x"}}})
+	require.NoError(t, err)
+	require.NoError(t, req.SetData("application/json", []byte(`{"source":{"helm":{"path":"x"}},"atomicity":"all"}`)))
+	_, err = events.Data[events.Requested](req)
+	assert.ErrorContains(t, err, `unknown field "atomicity"`)
+}
+
 func TestDecodeErrors(t *testing.T) {
 	good := requested(t)
 	body, err := json.Marshal(good)

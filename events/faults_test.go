@@ -187,3 +187,38 @@ func TestUnavailableIsJetStreamNotAnswering(t *testing.T) {
 	assert.True(t, events.Unavailable(fmt.Errorf("read stream: %w", &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"})))
 	assert.False(t, events.Unavailable(fmt.Errorf("read stream: %w", &jetstream.APIError{Code: 404, ErrorCode: jetstream.JSErrCodeStreamNotFound})))
 }
+
+// TestLostRequestDoesNotWaitOutTheHandler: a JetStream request whose answer never comes (the
+// server it went to died with it) fails after JetStream's own API timeout, not at the end of the
+// handler's time (Timeout, StopAt), which still ends the handler when it is up.
+func TestLostRequestDoesNotWaitOutTheHandler(t *testing.T) {
+	srv := natstest.Server(t)
+	nc, err := nats.Connect(srv.ClientURL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	// A JetStream API whose requests are taken and never answered: to the caller, each one a
+	// request lost with a dead server.
+	swallow, err := nc.Subscribe("LOST.API.>", func(*nats.Msg) {})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = swallow.Unsubscribe() })
+	js, err := jetstream.NewWithAPIPrefix(nc, "LOST.API", jetstream.WithDefaultTimeout(200*time.Millisecond))
+	require.NoError(t, err)
+
+	var callErr, ctxErr error
+	h := events.Timeout(10 * time.Second)(func(ctx context.Context, e event.Event) error {
+		_, callErr = js.Stream(ctx, events.StreamName)
+		ctxErr = ctx.Err()
+		return nil
+	})
+	require.NoError(t, h(t.Context(), event.New()))
+	assert.ErrorIs(t, callErr, context.DeadlineExceeded, "the lost request timed out")
+	assert.NoError(t, ctxErr, "on its own timeout, long before the handler's time was up")
+
+	// StopAt still ends a handler when its time is up, saying why.
+	ctx, cancel := events.StopAt(t.Context(), time.Now().Add(50*time.Millisecond))
+	defer cancel()
+	_, hasDeadline := ctx.Deadline()
+	assert.False(t, hasDeadline)
+	<-ctx.Done()
+	assert.ErrorIs(t, context.Cause(ctx), context.DeadlineExceeded)
+}

@@ -48,15 +48,33 @@ func Recover() Middleware {
 	}
 }
 
-// Timeout bounds each handler run: its ctx ends after d. The handler must return when its ctx
-// ends; the error it returns then is retried like any other.
+// Timeout bounds each handler run: its ctx ends after d (StopAt: the handler's NATS calls each
+// keep their own timeout). The handler must return when its ctx ends; the error it returns then
+// is retried like any other.
 func Timeout(d time.Duration) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, e event.Event) error {
-			ctx, cancel := context.WithTimeout(ctx, d)
+			ctx, cancel := StopAt(ctx, time.Now().Add(d))
 			defer cancel()
 			return next(ctx, e)
 		}
+	}
+}
+
+// StopAt returns a copy of parent that is cancelled at t (its cause context.DeadlineExceeded)
+// but reports no deadline: use it for how long a handler or a stage may take. A context with a
+// deadline makes every JetStream API call under it (a KV read, a publish's ack, a stream read)
+// wait until that deadline for its answer; when the server it went to dies mid-request (a node
+// of the cluster SIGKILLed), the answer never comes, and a handler given 10 minutes would hang
+// for 10 minutes on one lost request. Without a deadline each call keeps JetStream's own API
+// timeout (seconds), fails with a timeout the handler's retry cures, and is still cut short
+// when the stage's time is up.
+func StopAt(parent context.Context, t time.Time) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	timer := time.AfterFunc(time.Until(t), func() { cancel(context.DeadlineExceeded) })
+	return ctx, func() {
+		timer.Stop()
+		cancel(context.Canceled)
 	}
 }
 

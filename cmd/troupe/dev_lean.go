@@ -33,6 +33,23 @@ func (c *cli) devCmd() *cobra.Command {
 	}
 }
 
+// installCmd, in the lean build, hands `troupe install` over to troupe-dev too: it renders and
+// applies with the renderer's and applier's libraries.
+func (c *cli) installCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "install",
+		Short:              installShort,
+		DisableFlagParsing: true, // troupe-dev parses them, and prints the help
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := devBinary()
+			if err != nil {
+				return err
+			}
+			return syscall.Exec(path, append([]string{path}, os.Args[1:]...), os.Environ())
+		},
+	}
+}
+
 // devBinary finds troupe-dev beside this executable, else on $PATH.
 func devBinary() (string, error) {
 	if self, err := os.Executable(); err == nil {

@@ -3,8 +3,9 @@ package main
 // The dev command's help, shared by the full build (dev.go: the services in process) and the
 // lean one (dev_lean.go: hands over to troupe-dev).
 const (
-	devShort = "Run an embedded NATS JetStream, a local Kubernetes cluster and every troupe service"
-	devLong  = `Run a local troupe: an embedded nats-server with JetStream (its data in --store-dir), troupe's
+	installShort = "Install troupe on a cluster: its chart, rendered and applied by troupe itself, with NATS"
+	devShort     = "Run an embedded NATS JetStream, a local Kubernetes cluster and every troupe service"
+	devLong      = `Run a local troupe: an embedded nats-server with JetStream (its data in --store-dir), troupe's
 streams and buckets provisioned, and every troupe service (renderer, applier, health, history) in
 this process. Prints the NATS URL for the other commands. Stops cleanly on Ctrl-C (a second
 Ctrl-C exits at once).

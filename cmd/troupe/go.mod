@@ -11,12 +11,20 @@ require (
 	github.com/rs/zerolog v1.35.1
 	github.com/spf13/cobra v1.10.2
 	github.com/stretchr/testify v1.12.1
+	github.com/troupe-dev/troupe/deploy v0.0.0-00010101000000-000000000000
 	github.com/troupe-dev/troupe/events v0.0.0-00010101000000-000000000000
 	github.com/troupe-dev/troupe/services/renderer v0.0.0-00010101000000-000000000000
 )
 
 require (
+	github.com/Masterminds/squirrel v1.5.4 // indirect
+	github.com/go-gorp/gorp/v3 v3.1.0 // indirect
+	github.com/jmoiron/sqlx v1.4.0 // indirect
+	github.com/lann/builder v0.0.0-20180802200727-47ae307949d0 // indirect
+	github.com/lann/ps v0.0.0-20150810152359-62de8c46ede0 // indirect
+	github.com/lib/pq v1.12.3 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
+	github.com/rubenv/sql-migrate v1.8.1 // indirect
 	sigs.k8s.io/kwok v0.8.0 // indirect
 )
 
@@ -38,7 +46,7 @@ require (
 	github.com/dylibso/observe-sdk/go v0.0.0-20240819160327-2d926c5d788a // indirect
 	github.com/emicklei/go-restful/v3 v3.13.0 // indirect
 	github.com/extism/go-sdk v1.7.1 // indirect
-	github.com/fluxcd/cli-utils v1.3.0 // indirect
+	github.com/fluxcd/cli-utils v1.3.0
 	github.com/fxamacker/cbor/v2 v2.9.3 // indirect
 	github.com/go-errors/errors v1.5.1 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
@@ -78,7 +86,7 @@ require (
 	github.com/modern-go/reflect2 v1.0.3-0.20250322232337-35a7c28c31ee // indirect
 	github.com/monochromegane/go-gitignore v0.0.0-20200626010858-205db1a8cc00 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
-	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2
 	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/opencontainers/go-digest v1.0.0 // indirect
@@ -141,3 +149,5 @@ replace github.com/troupe-dev/troupe/services/applier => ../../services/applier
 replace github.com/troupe-dev/troupe/services/health => ../../services/health
 
 replace github.com/troupe-dev/troupe/services/history => ../../services/history
+
+replace github.com/troupe-dev/troupe/deploy => ../../deploy

@@ -52,7 +52,7 @@ func (c *cli) releaseCmd() *cobra.Command {
 	o := releaseOptions{}
 	cmd := &cobra.Command{
 		Use:     "release NAME SOURCE [-n NS] [-f values.yaml ...] [--set k=v ...] [--wait]",
-		Aliases: []string{"upgrade", "install"},
+		Aliases: []string{"upgrade"}, // not install: `troupe install` installs troupe itself
 		Short:   "Install or upgrade a release: render SOURCE, apply it, wait for it to be ready",
 		Long: `Request a new revision of a release (release.requested) and print its number; with --wait,
 follow it through every stage and exit 0 once it is ready, 1 when it fails (with the stage, the

@@ -31,6 +31,9 @@ type Cluster struct {
 	bin   string
 	mu    sync.Mutex
 	nodes []*node
+	// config, when set, gives node i (its store directory) a configuration file and environment:
+	// the server runs on it, with only its addresses and directories set by flags.
+	config func(i int, dir string) (file string, env []string)
 }
 
 type node struct {
@@ -73,7 +76,24 @@ func Plan(t testing.TB, n int) *Cluster {
 		for i := range c.nodes {
 			c.Kill(i)
 		}
+		if t.Failed() && os.Getenv("NATSTEST_LOGS") != "" { // NATSTEST_LOGS=1: each node's log when a test fails
+			for i, n := range c.nodes {
+				t.Logf("--- nats-server %s\n%s", n.name, c.logTail(i))
+			}
+		}
 	})
+	return c
+}
+
+// PlanConfig is Plan for nodes that run on a configuration file (a deployment's, as rendered):
+// config writes node i's into its store directory dir and returns its path and the environment
+// it expects (its store and pid file under dir: paths are config's to rewrite). Flags set only
+// the addresses, which must differ on one machine: client, monitoring and route (on 127.0.0.1),
+// and the routes; the server name and everything else come from the file.
+func PlanConfig(t testing.TB, n int, config func(i int, dir string) (file string, env []string)) *Cluster {
+	t.Helper()
+	c := Plan(t, n)
+	c.config = config
 	return c
 }
 
@@ -157,19 +177,28 @@ func (c *Cluster) launch(i int) {
 	}
 	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(n.port), "-m", strconv.Itoa(n.monitor), "-js",
 		"-sd", n.dir, "-n", n.name}
+	var env []string
+	if c.config != nil {
+		file, e := c.config(i, n.dir)
+		env = e
+		args = []string{"-c", file, "-a", "127.0.0.1", "-p", strconv.Itoa(n.port), "-m", strconv.Itoa(n.monitor)}
+	}
 	if len(c.nodes) > 1 {
 		var routes []string
 		for _, o := range c.nodes {
 			routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", o.routePort))
 		}
-		args = append(args, "--cluster_name", "troupe", "--cluster", fmt.Sprintf("nats://127.0.0.1:%d", n.routePort),
-			"--routes", strings.Join(routes, ","))
+		if c.config == nil {
+			args = append(args, "--cluster_name", "troupe")
+		}
+		args = append(args, "--cluster", fmt.Sprintf("nats://127.0.0.1:%d", n.routePort), "--routes", strings.Join(routes, ","))
 	}
 	log, err := os.OpenFile(filepath.Join(n.dir, "nats-server.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	cmd := exec.Command(c.bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -209,8 +238,8 @@ func (c *Cluster) WaitHealthy(i int) {
 
 func (c *Cluster) logTail(i int) string {
 	b, _ := os.ReadFile(filepath.Join(c.nodes[i].dir, "nats-server.log"))
-	if len(b) > 3000 {
-		b = b[len(b)-3000:]
+	if len(b) > 6000 {
+		b = b[len(b)-6000:]
 	}
 	return string(b)
 }

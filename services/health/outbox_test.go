@@ -215,3 +215,43 @@ func progressingOnLate(t *testing.T) (e *env, ns string, rel events.Release, w *
 	require.NoError(t, err)
 	return e, ns, rel, w, applied, readySubject
 }
+
+// TestRecordWrittenAnswerLost: health's connection drops as the record of a new revision is
+// written (the NATS node it went to dies with the request). Whether the answer came back or not
+// — when not, the redelivery finds the record written and follows the revision from it (this
+// test does not force that case; TestChartConfig's NATS node kill met it) — health ends the
+// revision ready, once.
+func TestRecordWrittenAnswerLost(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	w := e.watch(rel)
+	healthConn, err := e.js.Conn().GetClientID()
+	require.NoError(t, err)
+	observer, _ := natstest.Connect(t, e.srv)
+	dropped := make(chan struct{})
+	var once sync.Once
+	_, err = observer.Subscribe("$KV."+events.Names{}.KV(events.KVHealth)+"."+ns+".app", func(*nats.Msg) {
+		once.Do(func() {
+			assert.NoError(t, e.srv.DisconnectClientByID(healthConn))
+			close(dropped)
+		})
+	})
+	require.NoError(t, err)
+	require.NoError(t, observer.Flush())
+
+	cm := events.AppliedObject{ObjectRef: events.ObjectRef{APIVersion: "v1", Kind: "ConfigMap", Namespace: ns, Name: "late"}, Action: "created"}
+	applied := e.announce(e.request(rel, 1, events.Options{}), []events.AppliedObject{cm}, events.Options{})
+	select {
+	case <-dropped:
+	case <-time.After(60 * time.Second):
+		t.Fatal("health never wrote the record")
+	}
+	_, err = e.applier.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: []map[string]any{configMap(ns, "late")}})
+	require.NoError(t, err)
+	ready := w.next(90*time.Second, events.TypeReady, events.TypeFailed)
+	require.Equal(t, events.TypeReady, ready.Type(), string(ready.Data()))
+	assert.Equal(t, applied.ID(), events.CausationID(ready))
+	assert.Equal(t, map[int]int{1: 1}, e.stored(rel, events.TypeReady), "exactly one release.ready, of revision 1")
+}

@@ -332,7 +332,22 @@ func (s *watcher) followOnce(ctx context.Context, rel events.Release, rec record
 	}
 	if prev != nil && prev.Sequence >= rec.Sequence && rec.Sequence > 0 {
 		if prev.Sequence == rec.Sequence {
-			return nil // a redelivery: followed already
+			// A redelivery. Followed already, unless this watcher has no tracker of it: the
+			// record was written but the answer lost (the NATS node it went to died with it), so
+			// the first delivery failed before it tracked. Follow it from the record, as a restart
+			// would, or nobody ever ends it.
+			if t := s.tracker(rel); t != nil && t.rec.Sequence == rec.Sequence {
+				return nil
+			}
+			if prev.Phase == phaseFailed {
+				return nil
+			}
+			t, err := s.resumed(revisioned{*prev, rev})
+			if err != nil {
+				return events.Terminal(err)
+			}
+			s.track(t)
+			return nil
 		}
 		return s.out.publish(ctx, applied, true, outgoing{typ: events.TypeSuperseded,
 			data: events.Superseded{ByRevision: prev.Revision, Stage: events.StageHealth}})

@@ -150,7 +150,7 @@ func (s *Service) handle(ctx context.Context, e event.Event) (err error) {
 	}
 	if deadline := events.FlowDeadline(e); !deadline.IsZero() {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline)
+		ctx, cancel = events.StopAt(ctx, deadline) // not a deadline the bundle's store and publish wait out
 		defer cancel()
 	}
 

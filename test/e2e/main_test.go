@@ -136,6 +136,7 @@ func tail(b []byte, n int) []byte {
 // process is a service process.
 type process struct {
 	name string
+	log  string // its output
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -177,7 +178,7 @@ func startProcess(name, ready string, args ...string) (*process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	p := &process{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {

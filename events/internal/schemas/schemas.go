@@ -23,8 +23,9 @@ func Generate(spec events.Spec) ([]byte, error) {
 	r := &jsonschema.Reflector{
 		// Fields without omitempty are required, as the Go validation requires them.
 		RequiredFromJSONSchemaTags: false,
-		// Decoding is strict: unknown fields are rejected, in the schema too.
-		AllowAdditionalProperties: false,
+		// A request is decoded strictly (unknown fields rejected), in the schema too; other
+		// events tolerantly, so that a newer version's fields are allowed (events.Spec.Request).
+		AllowAdditionalProperties: !spec.Request,
 		DoNotReference:            false,
 		Mapper: func(t reflect.Type) *jsonschema.Schema {
 			if t == reflect.TypeFor[events.Duration]() {
