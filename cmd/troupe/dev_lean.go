@@ -23,13 +23,7 @@ func (c *cli) devCmd() *cobra.Command {
 		Short:              devShort,
 		Long:               devLong,
 		DisableFlagParsing: true, // troupe-dev parses them, and prints the help
-		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := devBinary()
-			if err != nil {
-				return err
-			}
-			return syscall.Exec(path, append([]string{path}, os.Args[1:]...), os.Environ())
-		},
+		RunE:               handOver,
 	}
 }
 
@@ -40,14 +34,17 @@ func (c *cli) installCmd() *cobra.Command {
 		Use:                "install",
 		Short:              installShort,
 		DisableFlagParsing: true, // troupe-dev parses them, and prints the help
-		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := devBinary()
-			if err != nil {
-				return err
-			}
-			return syscall.Exec(path, append([]string{path}, os.Args[1:]...), os.Environ())
-		},
+		RunE:               handOver,
 	}
+}
+
+// handOver runs troupe-dev in this process's place, with its arguments.
+func handOver(*cobra.Command, []string) error {
+	path, err := devBinary()
+	if err != nil {
+		return err
+	}
+	return syscall.Exec(path, append([]string{path}, os.Args[1:]...), os.Environ())
 }
 
 // devBinary finds troupe-dev beside this executable, else on $PATH.

@@ -237,23 +237,9 @@ func serviceAccountKubeconfig(t *testing.T, dir, ns, name string) string {
 // (correlation id), the flows in the order they started: every copy the stream holds.
 func terminalsByFlow(t *testing.T, js jetstream.JetStream, filter string) [][]string {
 	t.Helper()
-	s, err := js.Stream(t.Context(), events.StreamName)
-	require.NoError(t, err)
-	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(filter))
-	require.NoError(t, err)
-	var n uint64
-	for _, c := range info.State.Subjects {
-		n += c
-	}
-	c, err := s.OrderedConsumer(t.Context(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
-	require.NoError(t, err)
-	batch, err := c.Fetch(int(n), jetstream.FetchMaxWait(10*time.Second))
-	require.NoError(t, err)
 	var order []string
 	ends := map[string][]string{}
-	for m := range batch.Messages() {
-		e, err := events.Names{}.Decode(m.Subject(), m.Headers(), m.Data())
-		require.NoError(t, err)
+	for _, e := range storedEvents(t, js, filter) {
 		flow := events.CorrelationID(e)
 		if _, seen := ends[flow]; !seen {
 			order = append(order, flow)
@@ -263,7 +249,6 @@ func terminalsByFlow(t *testing.T, js jetstream.JetStream, filter string) [][]st
 			ends[flow] = append(ends[flow], e.Type())
 		}
 	}
-	require.NoError(t, batch.Error())
 	var out [][]string
 	for _, f := range order {
 		out = append(out, ends[f])

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -89,6 +90,18 @@ var terminal = map[string]bool{events.TypeReady: true, events.TypeFailed: true, 
 // copy the stream holds, not relying on its duplicate window.
 func terminalEvents(t *testing.T, js jetstream.JetStream, filter string) map[int][]string {
 	t.Helper()
+	out := map[int][]string{}
+	for _, e := range storedEvents(t, js, filter) {
+		if terminal[e.Type()] {
+			out[events.Revision(e)] = append(out[events.Revision(e)], e.Type())
+		}
+	}
+	return out
+}
+
+// storedEvents is every event the stream holds on filter, in stream order.
+func storedEvents(t *testing.T, js jetstream.JetStream, filter string) []event.Event {
+	t.Helper()
 	s, err := js.Stream(t.Context(), events.StreamName)
 	require.NoError(t, err)
 	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(filter))
@@ -97,20 +110,18 @@ func terminalEvents(t *testing.T, js jetstream.JetStream, filter string) map[int
 	for _, c := range info.State.Subjects {
 		n += c
 	}
-	out := map[int][]string{}
 	if n == 0 {
-		return out
+		return nil
 	}
 	c, err := s.OrderedConsumer(t.Context(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
 	require.NoError(t, err)
 	batch, err := c.Fetch(int(n), jetstream.FetchMaxWait(10*time.Second))
 	require.NoError(t, err)
+	var out []event.Event
 	for m := range batch.Messages() {
 		e, err := events.Names{}.Decode(m.Subject(), m.Headers(), m.Data())
 		require.NoError(t, err)
-		if terminal[e.Type()] {
-			out[events.Revision(e)] = append(out[events.Revision(e)], e.Type())
-		}
+		out = append(out, e)
 	}
 	require.NoError(t, batch.Error())
 	return out
