@@ -11,6 +11,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -122,14 +123,20 @@ func (o *Objects) Get(ctx context.Context, digest string) (io.ReadCloser, error)
 		}
 		return &verifyingReader{rc: io.NopCloser(bytes.NewReader(m.Data)), h: sha256.New(), want: want, digest: digest}, nil
 	}
-	res, err := o.store.Get(ctx, digest)
+	// Chunks stream on after Get returns, under its ctx: a caller's without a deadline (StopAt)
+	// would give the whole read JetStream's default API timeout (seconds), so the read gets its
+	// own, by size, ended when the reader is closed.
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(info.Size>>20)*time.Second)
+	res, err := o.store.Get(rctx, digest)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		cancel()
 		return nil, fmt.Errorf("get object %s: %w", digest, ErrNotFound)
 	}
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("get object %s: %w", digest, err)
 	}
-	return &verifyingReader{rc: res, h: sha256.New(), want: want, digest: digest}, nil
+	return &verifyingReader{rc: res, h: sha256.New(), want: want, digest: digest, cancel: cancel}, nil
 }
 
 // Has reports whether content with digest is stored.
@@ -175,6 +182,7 @@ type verifyingReader struct {
 	}
 	want   []byte
 	digest string
+	cancel context.CancelFunc // of the read's own timeout; nil for one read at once
 }
 
 func (v *verifyingReader) Read(p []byte) (int, error) {
@@ -188,4 +196,9 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (v *verifyingReader) Close() error { return v.rc.Close() }
+func (v *verifyingReader) Close() error {
+	if v.cancel != nil {
+		defer v.cancel()
+	}
+	return v.rc.Close()
+}

@@ -9,12 +9,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fluxcd/cli-utils/pkg/kstatus/status"
+	"github.com/nats-io/jwt/v2"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -37,6 +38,30 @@ import (
 	"github.com/troupe-dev/troupe/services/applier/apply"
 	"github.com/troupe-dev/troupe/services/renderer/render"
 )
+
+// createNamespaces creates the namespaces objects go to beside rel's (the chart's `namespaces`,
+// where its roles and accounts go) when missing. They are not the installation's: never pruned,
+// never deleted.
+func createNamespaces(ctx context.Context, cfg *rest.Config, rel events.Release, objects []map[string]any) error {
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{rel.Namespace: true}
+	for _, o := range objects {
+		meta, _ := o["metadata"].(map[string]any)
+		ns, _ := meta["namespace"].(string)
+		if ns == "" || seen[ns] {
+			continue
+		}
+		seen[ns] = true
+		_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create namespace %s: %w", ns, err)
+		}
+	}
+	return nil
+}
 
 // installState is the ConfigMap `troupe install` keeps in the namespace it installs into: the
 // revision it applied last and that revision's inventory, so that an upgrade prunes what the new
@@ -141,7 +166,9 @@ func (c *cli) install(ctx context.Context, o installOptions) error {
 			return fmt.Errorf("--upgrade: troupe is not installed in %s (no ConfigMap %s)", rel.Namespace, installState)
 		}
 	}
-	revision := state.Revision + 1
+	// A new number for every attempt: a failed one's objects (its provisioning Job, immutable)
+	// are not taken for this one's.
+	revision := max(state.Revision, state.Attempted) + 1
 
 	r, err := render.New(ropts)
 	if err != nil {
@@ -156,12 +183,20 @@ func (c *cli) install(ctx context.Context, o installOptions) error {
 	if err != nil {
 		return err
 	}
+	if cfg != nil && state.Attempted > 0 {
+		// The keys that signed what runs must sign the next credentials: keys created anew here
+		// (another working directory, a lost --keys) would lock every service out of NATS.
+		if err := sameKeys(ctx, cfg, rel, o.keys); err != nil {
+			return err
+		}
+	}
 	secrets, err := c.identitySecrets(o.keys, rel.Namespace)
 	if err != nil {
 		return err
 	}
 	objects := append(secrets, bundle.Objects...)
 	if o.dryRun {
+		fmt.Fprintf(c.stderr, "troupe install --dry-run: the output holds every identity's NATS credentials, the admin's too: keep it as you keep Secrets\n")
 		ns := map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": rel.Namespace}}
 		for _, obj := range append([]map[string]any{ns}, objects...) {
 			b, err := yaml.Marshal(obj)
@@ -173,16 +208,26 @@ func (c *cli) install(ctx context.Context, o installOptions) error {
 		return nil
 	}
 
+	if err := createNamespaces(ctx, cfg, rel, objects); err != nil {
+		return err
+	}
 	a, err := apply.New(cfg, apply.Options{}) // troupe's field manager, as the applier's
 	if err != nil {
 		return err
 	}
-	res, err := a.Apply(ctx, apply.Request{Release: rel, Revision: revision, Objects: objects, Previous: state.Objects,
-		Options: events.Options{CreateNamespace: true, Timeout: events.Duration(o.timeout)}})
+	res, err := a.Apply(ctx, apply.Request{Release: rel, Revision: revision, Objects: objects, Previous: state.Objects, Pending: state.Pending,
+		Options: events.Options{CreateNamespace: true, Timeout: events.Duration(o.timeout)},
+		// Before the first change: whatever this attempt applies is recorded as pending, so that
+		// the next one prunes it if its chart no longer has it, however this one ends.
+		Intent: func(ctx context.Context, refs []events.ObjectRef) error {
+			next := state
+			next.Attempted, next.Pending = revision, append(slices.Clone(state.Pending), refs...)
+			return writeInstalled(ctx, cfg, rel, next)
+		}})
 	if err != nil {
 		return fmt.Errorf("apply revision %d: %w", revision, err)
 	}
-	if err := writeInstalled(ctx, cfg, rel, installed{Revision: revision, Objects: res.Objects}); err != nil {
+	if err := writeInstalled(ctx, cfg, rel, installed{Revision: revision, Attempted: revision, Objects: res.Objects}); err != nil {
 		return err
 	}
 	counts := map[string]int{}
@@ -299,11 +344,54 @@ func natsService(b *events.Bundle) string {
 	return "YOUR-NATS"
 }
 
-// installed is what installState records.
+// installed is what installState records: the last revision applied and its inventory, and the
+// last attempted, with what it may have applied.
 type installed struct {
-	Revision int            `json:"revision"`
-	Objects  []apply.Object `json:"objects"`
+	Revision  int
+	Objects   []apply.Object
+	Attempted int
+	Pending   []events.ObjectRef
 }
+
+// sameKeys fails unless the operator of the keys in dir is the one the installed NATS trusts
+// (the Secret troupe-nats-auth), and never creates keys.
+func sameKeys(ctx context.Context, cfg *rest.Config, rel events.Release, dir string) error {
+	if _, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("--keys %s: the keys that signed the installed credentials are not there (%w): give the directory the first install used", dir, err)
+	}
+	a, err := access.LoadOrCreate(dir)
+	if err != nil {
+		return fmt.Errorf("--keys %s: %w", dir, err)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	sec, err := kube.CoreV1().Secrets(rel.Namespace).Get(ctx, "troupe-nats-auth", metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil // nothing trusts any operator yet
+	}
+	if err != nil {
+		return fmt.Errorf("read Secret %s/troupe-nats-auth: %w", rel.Namespace, err)
+	}
+	mine, err := jwt.DecodeOperatorClaims(a.Operator())
+	if err != nil {
+		return err
+	}
+	var trusted string
+	if m := operatorLine.FindStringSubmatch(string(sec.Data["auth.conf"])); m != nil {
+		if c, err := jwt.DecodeOperatorClaims(m[1]); err == nil {
+			trusted = c.Subject
+		}
+	}
+	if trusted != mine.Subject {
+		return fmt.Errorf("--keys %s: not the keys the installed NATS trusts (Secret %s/troupe-nats-auth): give the directory the first install used", dir, rel.Namespace)
+	}
+	return nil
+}
+
+// operatorLine is the operator's JWT in the authorization serverAuth writes.
+var operatorLine = regexp.MustCompile(`(?m)^operator: "([^"]+)"`)
 
 func readInstalled(ctx context.Context, cfg *rest.Config, rel events.Release) (installed, error) {
 	kube, err := kubernetes.NewForConfig(cfg)
@@ -317,12 +405,16 @@ func readInstalled(ctx context.Context, cfg *rest.Config, rel events.Release) (i
 	if err != nil {
 		return installed{}, fmt.Errorf("read ConfigMap %s/%s: %w", rel.Namespace, installState, err)
 	}
-	var st installed
-	if st.Revision, err = strconv.Atoi(cm.Data["revision"]); err != nil {
-		return installed{}, fmt.Errorf("ConfigMap %s/%s: revision %q: %w", rel.Namespace, installState, cm.Data["revision"], err)
+	if got := cm.Data["release"]; got != rel.String() {
+		return installed{}, fmt.Errorf("ConfigMap %s/%s records the installation of release %s, not %s: one installation per namespace", rel.Namespace, installState, got, rel)
 	}
-	if err := json.Unmarshal([]byte(cm.Data["objects"]), &st.Objects); err != nil {
-		return installed{}, fmt.Errorf("ConfigMap %s/%s: objects: %w", rel.Namespace, installState, err)
+	var st installed
+	for key, into := range map[string]any{"revision": &st.Revision, "attempted": &st.Attempted, "objects": &st.Objects, "pending": &st.Pending} {
+		if v, ok := cm.Data[key]; ok {
+			if err := json.Unmarshal([]byte(v), into); err != nil {
+				return installed{}, fmt.Errorf("ConfigMap %s/%s: %s: %w", rel.Namespace, installState, key, err)
+			}
+		}
 	}
 	return st, nil
 }
@@ -332,13 +424,16 @@ func writeInstalled(ctx context.Context, cfg *rest.Config, rel events.Release, s
 	if err != nil {
 		return err
 	}
-	objs, err := json.Marshal(st.Objects)
-	if err != nil {
-		return err
+	data := map[string]string{"release": rel.String()}
+	for key, v := range map[string]any{"revision": st.Revision, "attempted": st.Attempted, "objects": st.Objects, "pending": st.Pending} {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		data[key] = string(b)
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: installState, Namespace: rel.Namespace,
-		Labels: map[string]string{"app.kubernetes.io/part-of": "troupe"}},
-		Data: map[string]string{"release": rel.String(), "revision": strconv.Itoa(st.Revision), "objects": string(objs)}}
+		Labels: map[string]string{"app.kubernetes.io/part-of": "troupe"}}, Data: data}
 	_, err = kube.CoreV1().ConfigMaps(rel.Namespace).Update(ctx, cm, metav1.UpdateOptions{})
 	if apierrors.IsNotFound(err) {
 		_, err = kube.CoreV1().ConfigMaps(rel.Namespace).Create(ctx, cm, metav1.CreateOptions{})
@@ -367,7 +462,11 @@ func waitReady(ctx context.Context, cfg *rest.Config, objs []events.AppliedObjec
 	for {
 		var waiting []string
 		for _, o := range objs {
-			if msg := notReady(ctx, dyn, mapper, o.ObjectRef); msg != "" {
+			msg := notReady(ctx, dyn, mapper, o.ObjectRef)
+			if strings.HasPrefix(msg, failedPrefix) {
+				return fmt.Errorf("%s/%s %s", o.Kind, o.Name, msg)
+			}
+			if msg != "" {
 				waiting = append(waiting, fmt.Sprintf("%s/%s (%s)", o.Kind, o.Name, msg))
 			}
 		}
@@ -389,6 +488,9 @@ func waitReady(ctx context.Context, cfg *rest.Config, objs []events.AppliedObjec
 		}
 	}
 }
+
+// failedPrefix starts what notReady says of an object kstatus calls Failed: no use waiting on.
+const failedPrefix = "failed: "
 
 // notReady is why ref is not ready yet; empty when it is.
 func notReady(ctx context.Context, dyn dynamic.Interface, mapper meta.RESTMapper, ref events.ObjectRef) string {
@@ -412,6 +514,9 @@ func notReady(ctx context.Context, dyn dynamic.Interface, mapper meta.RESTMapper
 	res, err := status.Compute(live)
 	if err != nil {
 		return err.Error()
+	}
+	if res.Status == status.FailedStatus {
+		return failedPrefix + res.Message
 	}
 	if res.Status != status.CurrentStatus {
 		return strings.ToLower(res.Status.String()) + ": " + res.Message

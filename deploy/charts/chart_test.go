@@ -126,7 +126,7 @@ func byKey(objs []map[string]any) map[string]map[string]any {
 }
 
 var valueSets = map[string]string{
-	"defaults": "",
+	"one namespace": "namespaces: [apps]\n",
 	"namespaced tenants": `
 namespaces: [team-a, team-b]
 applier: {clusterScoped: {enabled: true}, allowAdopt: true, replicas: 3}
@@ -223,7 +223,7 @@ func args(t *testing.T, b *events.Bundle, svc string) []string {
 func TestChartObjects(t *testing.T) {
 	chart := chartCopy(t)
 
-	b, err := troupeRender(t, chart, "")
+	b, err := troupeRender(t, chart, "applier: {impersonate: {create: false}}") // every namespace: cluster-wide grants
 	require.NoError(t, err)
 	assert.Equal(t, []string{"troupe/troupe-applier", "troupe/troupe-health", "troupe/troupe-history", "troupe/troupe-renderer"}, names(objectsOf(b, "Deployment")))
 	assert.Contains(t, names(objectsOf(b, "StatefulSet")), "troupe/troupe-nats", "the NATS chart")
@@ -290,15 +290,19 @@ func TestChartObjects(t *testing.T) {
 func TestChartRefusesBadValues(t *testing.T) {
 	chart := chartCopy(t)
 	for values, want := range map[string]string{
-		"logLevel: loud":                            "logLevel",
-		"namespaces: [Team_A]":                      "namespaces",
-		"renderer: {replica: 2}":                    "replica",
-		"provision: {maxAge: 30d}":                  "maxAge",
-		"nats: {enabled: false}":                    "natsURL: required",
-		"applier: {clusterScoped: {enabled: true}}": "list namespaces",
-		"history: {api: {enabled: true}}":           "history.api.tokenSecret",
+		"namespaces: []":           "namespaces: list the namespaces releases go to",
+		"logLevel: loud":           "logLevel",
+		"namespaces: [Team_A]":     "namespaces",
+		"renderer: {replica: 2}":   "replica",
+		"provision: {maxAge: 30d}": "maxAge",
+		"nats: {enabled: false}":   "natsURL: required",
+		"applier: {impersonate: {create: false}, clusterScoped: {enabled: true}}": "list namespaces",
+		"history: {api: {enabled: true}}":                                         "history.api.tokenSecret",
 	} {
 		t.Run(values, func(t *testing.T) {
+			if !strings.HasPrefix(values, "namespaces") && !strings.Contains(values, "impersonate") {
+				values = "namespaces: [apps]\n" + values // past the one value a chart must be given
+			}
 			_, err := troupeRender(t, chart, values)
 			require.Error(t, err, "troupe")
 			assert.Contains(t, err.Error(), want, "troupe")

@@ -346,6 +346,9 @@ func (s *watcher) followOnce(ctx context.Context, rel events.Release, rec record
 			if err != nil {
 				return events.Terminal(err)
 			}
+			if old := s.tracker(rel); old != nil {
+				s.untrack(old) // an older revision's: its release.superseded went out before the record
+			}
 			s.track(t)
 			return nil
 		}

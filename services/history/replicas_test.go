@@ -77,8 +77,20 @@ func (e *env) rollbacks() func() map[string]int {
 func (e *env) rolledBack(rels []events.Release) {
 	e.t.Helper()
 	for _, rel := range rels {
-		v, err := e.svc.View(e.t.Context(), rel)
-		require.NoError(e.t, err)
+		// The consumer can look idle a moment before the last view is stored: wait for the
+		// rollback's release.rendered (history's own) to be folded, then check the rest.
+		var v *historyapi.View
+		assert.Eventually(e.t, func() bool {
+			got, err := e.svc.View(e.t.Context(), rel)
+			if err != nil || len(got.Timeline) == 0 {
+				return false
+			}
+			v = got
+			return got.Timeline[len(got.Timeline)-1].Type == events.TypeRendered
+		}, 30*time.Second, 50*time.Millisecond, "%s: the rollback's release.rendered folded", rel)
+		if v == nil {
+			continue
+		}
 		if assert.NotNil(e.t, v.Rollback, "%s: the rollback in flight", rel) {
 			assert.Equal(e.t, historyapi.Rollback{Target: 7, From: 8, Request: v.Rollback.Request}, *v.Rollback, "%s", rel)
 		}

@@ -40,16 +40,20 @@ func installed(t *testing.T, ns, name string, revision int) {
 // --upgrade (pruning what the new values no longer make), and its --dry-run output applies to the
 // cluster as it is.
 func TestInstall(t *testing.T) {
-	ns, keys := "troupe-install", t.TempDir()
+	ns, apps, keys := "troupe-install", "troupe-install-apps", t.TempDir()
 	t.Cleanup(func() {
-		_ = env.kube.Client.CoreV1().Namespaces().Delete(t.Context(), ns, metav1.DeleteOptions{})
+		for _, n := range []string{ns, apps} {
+			_ = env.kube.Client.CoreV1().Namespaces().Delete(t.Context(), n, metav1.DeleteOptions{})
+		}
 	})
-	args := []string{"-n", ns, "--kubeconfig", env.kube.Kubeconfig, "--keys", keys, "--timeout", "3m"}
+	args := []string{"-n", ns, "--kubeconfig", env.kube.Kubeconfig, "--keys", keys, "--timeout", "3m", "--set", "namespaces={" + apps + "}"}
 	r := troupe(t, append([]string{"install"}, args...)...)
 	require.Equal(t, 0, r.code, r)
 	assert.Contains(t, r.stdout, ns+"/troupe: revision 1 ready")
 	assert.Contains(t, r.stdout, "kubectl -n "+ns+" port-forward svc/troupe-nats 4222")
 	installed(t, ns, "troupe", 1)
+	_, err := env.kube.Client.CoreV1().ServiceAccounts(apps).Get(t.Context(), "troupe-deployer", metav1.GetOptions{})
+	require.NoError(t, err, "the namespace releases go to is made, with the account applies run as")
 	creds, err := os.ReadFile(filepath.Join(keys, "cli.creds"))
 	require.NoError(t, err, "the CLI's credentials are written beside the keys")
 	secret, err := env.kube.Client.CoreV1().Secrets(ns).Get(t.Context(), "troupe-cli-creds", metav1.GetOptions{})
@@ -77,6 +81,10 @@ func TestInstall(t *testing.T) {
 	r = troupe(t, "install", "--upgrade", "-n", "nowhere", "--kubeconfig", env.kube.Kubeconfig, "--keys", keys)
 	assert.Equal(t, 1, r.code, r)
 	assert.Contains(t, r.stderr, "--upgrade: troupe is not installed in nowhere")
+	// Other keys than those the installed NATS trusts would lock every service out: refused.
+	r = troupe(t, append([]string{"install", "--upgrade"}, append(args[:4:4], "--keys", t.TempDir(), "--set", "namespaces={"+apps+"}")...)...)
+	assert.Equal(t, 1, r.code, r)
+	assert.Contains(t, r.stderr, "not the keys the installed NATS trusts")
 	r = troupe(t, "install", "-n", ns, "--set", "logLevel=loud", "--dry-run", "--keys", keys)
 	assert.Equal(t, 1, r.code, r)
 	assert.Contains(t, r.stderr, "logLevel")
@@ -87,7 +95,7 @@ func TestInstall(t *testing.T) {
 	t.Cleanup(func() {
 		_ = env.kube.Client.CoreV1().Namespaces().Delete(t.Context(), dry, metav1.DeleteOptions{})
 	})
-	r = troupe(t, "install", "--dry-run", "-n", dry, "--name", "troupe-dry", "--keys", keys, "--kubeconfig", "/nonexistent")
+	r = troupe(t, "install", "--dry-run", "-n", dry, "--name", "troupe-dry", "--keys", keys, "--kubeconfig", "/nonexistent", "--set", "namespaces={"+dry+"}")
 	require.Equal(t, 0, r.code, r)
 	assert.True(t, strings.HasPrefix(r.stdout, "---\napiVersion: v1\nkind: Namespace\n"), "the Namespace first")
 	kubectl := exec.Command(filepath.Join(env.root, "bin", "kubectl"), "--kubeconfig", env.kube.Kubeconfig, "apply", "--server-side", "-f", "-")

@@ -123,7 +123,7 @@ func (a *Applier) runHooks(ctx context.Context, req Request, hooks []*hookItem) 
 		runs = append(runs, run)
 		if err != nil {
 			// As Helm: the hooks that succeeded before it go too when their policies say so.
-			if !errors.Is(ctx.Err(), context.Canceled) {
+			if !errors.Is(context.Cause(ctx), context.Canceled) {
 				_ = a.deleteSucceeded(context.WithoutCancel(ctx), req.Release, hooks[:len(runs)-1], runs)
 			}
 			return runs, err
@@ -161,7 +161,7 @@ func (a *Applier) runHook(ctx context.Context, req Request, h *hookItem) (events
 		run.Result, run.Duration, run.Message = events.HookFailed, events.Duration(time.Since(run.Started)), err.Detail()
 		// Not when the work was taken away (the lease lost, a shutdown): the hook may be running
 		// for whoever carries on.
-		if slices.Contains(policies, policyFailed) && !isCRD(h.ref) && !errors.Is(ctx.Err(), context.Canceled) {
+		if slices.Contains(policies, policyFailed) && !isCRD(h.ref) && !errors.Is(context.Cause(ctx), context.Canceled) {
 			run.Deleted = a.deleteHook(context.WithoutCancel(ctx), req.Release, h) == nil
 		}
 		err.Stage = events.StageHook
