@@ -42,11 +42,7 @@ import (
 // createNamespaces creates the namespaces objects go to beside rel's (the chart's `namespaces`,
 // where its roles and accounts go) when missing. They are not the installation's: never pruned,
 // never deleted.
-func createNamespaces(ctx context.Context, cfg *rest.Config, rel events.Release, objects []map[string]any) error {
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
+func createNamespaces(ctx context.Context, kube kubernetes.Interface, rel events.Release, objects []map[string]any) error {
 	seen := map[string]bool{rel.Namespace: true}
 	for _, o := range objects {
 		meta, _ := o["metadata"].(map[string]any)
@@ -156,7 +152,7 @@ func (c *cli) install(ctx context.Context, o installOptions) error {
 	}
 	state := installed{}
 	if cfg != nil {
-		if state, err = readInstalled(ctx, cfg, rel); err != nil {
+		if state, err = readInstalled(ctx, ropts.Kube, rel); err != nil {
 			return err
 		}
 		switch {
@@ -186,7 +182,7 @@ func (c *cli) install(ctx context.Context, o installOptions) error {
 	if cfg != nil && state.Attempted > 0 {
 		// The keys that signed what runs must sign the next credentials: keys created anew here
 		// (another working directory, a lost --keys) would lock every service out of NATS.
-		if err := sameKeys(ctx, cfg, rel, o.keys); err != nil {
+		if err := sameKeys(ctx, ropts.Kube, rel, o.keys); err != nil {
 			return err
 		}
 	}
@@ -208,7 +204,7 @@ func (c *cli) install(ctx context.Context, o installOptions) error {
 		return nil
 	}
 
-	if err := createNamespaces(ctx, cfg, rel, objects); err != nil {
+	if err := createNamespaces(ctx, ropts.Kube, rel, objects); err != nil {
 		return err
 	}
 	a, err := apply.New(cfg, apply.Options{}) // troupe's field manager, as the applier's
@@ -222,12 +218,12 @@ func (c *cli) install(ctx context.Context, o installOptions) error {
 		Intent: func(ctx context.Context, refs []events.ObjectRef) error {
 			next := state
 			next.Attempted, next.Pending = revision, append(slices.Clone(state.Pending), refs...)
-			return writeInstalled(ctx, cfg, rel, next)
+			return writeInstalled(ctx, ropts.Kube, rel, next)
 		}})
 	if err != nil {
 		return fmt.Errorf("apply revision %d: %w", revision, err)
 	}
-	if err := writeInstalled(ctx, cfg, rel, installed{Revision: revision, Attempted: revision, Objects: res.Objects}); err != nil {
+	if err := writeInstalled(ctx, ropts.Kube, rel, installed{Revision: revision, Attempted: revision, Objects: res.Objects}); err != nil {
 		return err
 	}
 	counts := map[string]int{}
@@ -256,12 +252,9 @@ func installRequest(o installOptions, subjectsPrefix string) (events.Requested, 
 		return events.Requested{}, usagef("--timeout %s: want more than 0", o.timeout)
 	}
 	req := events.Requested{Set: slices.Clone(o.set), RequestedBy: requester()}
-	for _, path := range o.valuesFiles {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return req, usagef("-f %s: %w", path, err)
-		}
-		req.ValuesFiles = append(req.ValuesFiles, events.ValuesFile{Name: path, Content: string(b)})
+	var err error
+	if req.ValuesFiles, err = valuesFlags(o.valuesFiles, o.set); err != nil {
+		return req, err
 	}
 	if subjectsPrefix != "" {
 		req.Set = append(req.Set, "subjectsPrefix="+subjectsPrefix)
@@ -293,9 +286,8 @@ func chartDir() (string, error) {
 	return dir, nil
 }
 
-// identitySecrets are the Secrets the chart mounts: the NATS server's authorization and each
-// identity's credentials, signed with the keys in dir (created the first time). The CLI's are
-// also written to dir/cli.creds.
+// identitySecrets are the Secrets the chart mounts (natsSecrets), signed with the keys in dir
+// (created the first time). The CLI's credentials are also written to dir/cli.creds.
 func (c *cli) identitySecrets(dir, namespace string) ([]map[string]any, error) {
 	a, err := access.LoadOrCreate(dir)
 	if err != nil {
@@ -305,29 +297,18 @@ func (c *cli) identitySecrets(dir, namespace string) ([]map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []map[string]any{secret("troupe-nats-auth", namespace, map[string]string{"auth.conf": conf})}
-	for _, id := range access.Table() {
-		b, err := a.Creds(id, c.names)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, secret("troupe-"+id.Name+"-creds", namespace, map[string]string{id.Name + ".creds": string(b)}))
-		if id.Name == access.CLI {
-			if err := os.WriteFile(filepath.Join(dir, "cli.creds"), b, 0o600); err != nil {
+	out, err := natsSecrets(a, conf, c.names, namespace)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range out {
+		if creds, ok := o["stringData"].(map[string]any)[access.CLI+".creds"].(string); ok {
+			if err := os.WriteFile(filepath.Join(dir, "cli.creds"), []byte(creds), 0o600); err != nil {
 				return nil, err
 			}
 		}
 	}
-	// As the objects of a bundle: JSON values only (the apply library deep-copies them as such).
-	b, err := json.Marshal(out)
-	if err != nil {
-		return nil, err
-	}
-	var objs []map[string]any
-	if err := json.Unmarshal(b, &objs); err != nil {
-		return nil, err
-	}
-	return objs, nil
+	return out, nil
 }
 
 // natsService is the name of the bundled NATS chart's client Service, or a placeholder when
@@ -355,17 +336,13 @@ type installed struct {
 
 // sameKeys fails unless the operator of the keys in dir is the one the installed NATS trusts
 // (the Secret troupe-nats-auth), and never creates keys.
-func sameKeys(ctx context.Context, cfg *rest.Config, rel events.Release, dir string) error {
+func sameKeys(ctx context.Context, kube kubernetes.Interface, rel events.Release, dir string) error {
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("--keys %s: the keys that signed the installed credentials are not there (%w): give the directory the first install used", dir, err)
 	}
 	a, err := access.LoadOrCreate(dir)
 	if err != nil {
 		return fmt.Errorf("--keys %s: %w", dir, err)
-	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
 	}
 	sec, err := kube.CoreV1().Secrets(rel.Namespace).Get(ctx, "troupe-nats-auth", metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -393,11 +370,7 @@ func sameKeys(ctx context.Context, cfg *rest.Config, rel events.Release, dir str
 // operatorLine is the operator's JWT in the authorization serverAuth writes.
 var operatorLine = regexp.MustCompile(`(?m)^operator: "([^"]+)"`)
 
-func readInstalled(ctx context.Context, cfg *rest.Config, rel events.Release) (installed, error) {
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return installed{}, err
-	}
+func readInstalled(ctx context.Context, kube kubernetes.Interface, rel events.Release) (installed, error) {
 	cm, err := kube.CoreV1().ConfigMaps(rel.Namespace).Get(ctx, installState, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return installed{}, nil
@@ -419,11 +392,7 @@ func readInstalled(ctx context.Context, cfg *rest.Config, rel events.Release) (i
 	return st, nil
 }
 
-func writeInstalled(ctx context.Context, cfg *rest.Config, rel events.Release, st installed) error {
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
+func writeInstalled(ctx context.Context, kube kubernetes.Interface, rel events.Release, st installed) error {
 	data := map[string]string{"release": rel.String()}
 	for key, v := range map[string]any{"revision": st.Revision, "attempted": st.Attempted, "objects": st.Objects, "pending": st.Pending} {
 		b, err := json.Marshal(v)
@@ -434,7 +403,7 @@ func writeInstalled(ctx context.Context, cfg *rest.Config, rel events.Release, s
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: installState, Namespace: rel.Namespace,
 		Labels: map[string]string{"app.kubernetes.io/part-of": "troupe"}}, Data: data}
-	_, err = kube.CoreV1().ConfigMaps(rel.Namespace).Update(ctx, cm, metav1.UpdateOptions{})
+	_, err := kube.CoreV1().ConfigMaps(rel.Namespace).Update(ctx, cm, metav1.UpdateOptions{})
 	if apierrors.IsNotFound(err) {
 		_, err = kube.CoreV1().ConfigMaps(rel.Namespace).Create(ctx, cm, metav1.CreateOptions{})
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/access"
 )
 
@@ -53,13 +54,9 @@ server configuration.`,
 				_, err := fmt.Fprint(c.stdout, conf)
 				return err
 			}
-			docs := []map[string]any{secret("troupe-nats-auth", namespace, map[string]string{"auth.conf": conf})}
-			for _, id := range access.Table() {
-				b, err := a.Creds(id, c.names)
-				if err != nil {
-					return err
-				}
-				docs = append(docs, secret("troupe-"+id.Name+"-creds", namespace, map[string]string{id.Name + ".creds": string(b)}))
+			docs, err := natsSecrets(a, conf, c.names, namespace)
+			if err != nil {
+				return err
 			}
 			for _, d := range docs {
 				b, err := yaml.Marshal(d)
@@ -106,9 +103,24 @@ func serverAuth(a *access.Authority) (string, error) {
 	return b.String(), nil
 }
 
-// secret is a Kubernetes Secret of string data.
-func secret(name, namespace string, data map[string]string) map[string]any {
+// natsSecrets are the Secrets a deployment mounts: troupe-nats-auth (conf, the server's
+// authorization) and troupe-<identity>-creds per identity, signed by a for names.
+func natsSecrets(a *access.Authority, conf string, names events.Names, namespace string) ([]map[string]any, error) {
+	out := []map[string]any{secret("troupe-nats-auth", namespace, "auth.conf", conf)}
+	for _, id := range access.Table() {
+		b, err := a.Creds(id, names)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, secret("troupe-"+id.Name+"-creds", namespace, id.Name+".creds", string(b)))
+	}
+	return out, nil
+}
+
+// secret is a Kubernetes Secret of one key of string data, of JSON values only (as a bundle's
+// objects are: the apply library deep-copies them as such).
+func secret(name, namespace, key, value string) map[string]any {
 	return map[string]any{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
 		"metadata":   map[string]any{"name": name, "namespace": namespace, "labels": map[string]any{"app.kubernetes.io/part-of": "troupe"}},
-		"stringData": data}
+		"stringData": map[string]any{key: value}}
 }

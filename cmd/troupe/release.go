@@ -120,21 +120,8 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 		}
 		req.ValuesFrom = append(req.ValuesFrom, v)
 	}
-	for _, path := range o.valuesFiles {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return usagef("-f %s: %w", path, err)
-		}
-		var v map[string]any
-		if err := yaml.Unmarshal(b, &v); err != nil {
-			return usagef("-f %s: not a YAML map of values: %w", path, err)
-		}
-		req.ValuesFiles = append(req.ValuesFiles, events.ValuesFile{Name: path, Content: string(b)})
-	}
-	for _, s := range o.set {
-		if err := strvals.ParseInto(s, map[string]any{}); err != nil {
-			return usagef("--set %s: %w", s, err)
-		}
+	if req.ValuesFiles, err = valuesFlags(o.valuesFiles, o.set); err != nil {
+		return err
 	}
 	if o.postRenderers != "" {
 		b, err := os.ReadFile(o.postRenderers)
@@ -676,4 +663,27 @@ func parseValuesFrom(s string) (events.ValuesFrom, error) {
 		return v, errors.New("want secret/NAME[:KEY] or configmap/NAME[:KEY]")
 	}
 	return v, nil
+}
+
+// valuesFlags reads the -f files, each a YAML map of values, and checks each --set, as a
+// request carries them (`troupe release`, `troupe install`).
+func valuesFlags(files, set []string) ([]events.ValuesFile, error) {
+	var out []events.ValuesFile
+	for _, path := range files {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, usagef("-f %s: %w", path, err)
+		}
+		var v map[string]any
+		if err := yaml.Unmarshal(b, &v); err != nil {
+			return nil, usagef("-f %s: not a YAML map of values: %w", path, err)
+		}
+		out = append(out, events.ValuesFile{Name: path, Content: string(b)})
+	}
+	for _, s := range set {
+		if err := strvals.ParseInto(s, map[string]any{}); err != nil {
+			return nil, usagef("--set %s: %w", s, err)
+		}
+	}
+	return out, nil
 }
