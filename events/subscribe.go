@@ -134,6 +134,7 @@ type Subscriber struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 	receiving atomic.Bool
+	draining  atomic.Bool   // ctx ended: acks wait for the server (see ack)
 	floor     atomic.Uint64 // the consumer's last ack floor seen (stream sequence): see recreate
 }
 
@@ -217,6 +218,8 @@ func (s *Subscriber) Start(ctx context.Context) error {
 	// Handlers outlive ctx by up to DrainTimeout, so that a shutdown lets running work finish.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	stopDraining := context.AfterFunc(ctx, func() { s.draining.Store(true) })
+	defer stopDraining()
 	go s.heartbeats(workCtx)
 
 	// A fixed pool of workers, not a goroutine per event: workers keep the stacks that decoding
@@ -441,7 +444,7 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 
 	switch {
 	case err == nil:
-		if aerr := msg.Ack(); aerr != nil {
+		if aerr := s.ack(msg); aerr != nil {
 			s.log.Warn().Err(aerr).Str("event_id", e.ID()).Msg("ack")
 		}
 	case IsTerminal(err):
@@ -455,6 +458,19 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 	default:
 		s.retry(msg, md)
 	}
+}
+
+// ack acknowledges msg. While draining it waits for the server to confirm (a double ack): the
+// server applies acks on its own queue, and a process that exits once Start returned must not
+// leave an ack in flight that the server never applied, redelivering finished work to another
+// replica after AckWait. In normal running a plain ack keeps the handler's path short.
+func (s *Subscriber) ack(msg jetstream.Msg) error {
+	if !s.draining.Load() {
+		return msg.Ack()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return msg.DoubleAck(ctx)
 }
 
 // failureOf is the Error err is or wraps, or a new one around err.
