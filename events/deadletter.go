@@ -2,11 +2,13 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -98,4 +100,27 @@ func headerSafe(s string, n int) string {
 		return r
 	}, s)
 	return Truncate(s, n)
+}
+
+// Redrive builds the request that drives a dead letter's work again: a new event (a fresh id
+// and flow, published by source) of the dead letter's type, for its release, with its data. Only
+// requests are re-driven: a request that a service gave up on (its flow ended with
+// release.failed) is asked again, as `troupe redrive` and the web UI do, and the services number
+// and handle it as any request. A fact (release.rendered, …) is never re-published: its flow
+// already has its terminal event, and a second one would break "one terminal event per flow";
+// request the release again instead. A dead letter whose original is not a valid event cannot
+// be re-driven either.
+func (n Names) Redrive(d DeadLetter, source string) (event.Event, error) {
+	orig, err := n.Decode(d.Subject, d.Header, d.Data)
+	if err != nil {
+		return event.Event{}, fmt.Errorf("the dead letter's event cannot be read, so it cannot be re-driven: %w", err)
+	}
+	if !StartsFlow(orig.Type()) {
+		return event.Event{}, fmt.Errorf("%s is a fact, not a request: its flow ended with release.failed, and only a new request drives it again (troupe release)", orig.Type())
+	}
+	rel, err := ReleaseOf(orig)
+	if err != nil {
+		return event.Event{}, err
+	}
+	return NewEvent(source, orig.Type(), rel, json.RawMessage(orig.Data()))
 }

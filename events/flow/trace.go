@@ -3,6 +3,7 @@ package flow
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,9 +21,12 @@ type TraceEvent struct {
 	Offset   string    `json:"offset"` // since the first event of the trace
 	Type     string    `json:"type"`
 	Source   string    `json:"source"`
-	ID       string    `json:"id"`
-	Revision int       `json:"revision,omitempty"`
-	Detail   string    `json:"detail,omitempty"`
+	// Service is who published it: the source without "troupe/" (cli, renderer, …), a lane of
+	// the swimlane.
+	Service  string `json:"service"`
+	ID       string `json:"id"`
+	Revision int    `json:"revision,omitempty"`
+	Detail   string `json:"detail,omitempty"`
 }
 
 // TraceStage is how long one stage took.
@@ -44,6 +48,10 @@ type Trace struct {
 	Ended string `json:"ended,omitempty"`
 	// Stopped says where and why a failed revision stopped.
 	Stopped string `json:"stopped,omitempty"`
+	// Objects are the revision's objects with the last status the health watcher reported of
+	// each (Unknown until it reported one; Current for all once the revision was ready), in the
+	// order the applier applied them.
+	Objects []events.ObjectStatus `json:"objects,omitempty"`
 }
 
 // ReadTrace rebuilds revision (0: the latest) of rel from the stream of the system names: it
@@ -110,10 +118,59 @@ func NewTrace(rel events.Release, revision int, all []Streamed) (*Trace, error) 
 			first = t
 		}
 		tr.Events = append(tr.Events, TraceEvent{Sequence: s.Seq, Time: t, Offset: t.Sub(first).Round(time.Millisecond).String(),
-			Type: e.Type(), Source: e.Source(), ID: e.ID(), Revision: events.Revision(e), Detail: detail(e)})
+			Type: e.Type(), Source: e.Source(), Service: strings.TrimPrefix(e.Source(), events.SourcePrefix), ID: e.ID(),
+			Revision: events.Revision(e), Detail: detail(e)})
+		tr.Objects = objects(tr.Objects, e)
 	}
 	tr.Stages, tr.Ended, tr.Stopped = stages(tr.Events)
 	return tr, nil
+}
+
+// objects folds e into the revision's object statuses objs.
+func objects(objs []events.ObjectStatus, e event.Event) []events.ObjectStatus {
+	set := func(list []events.ObjectStatus) {
+		for _, o := range list {
+			i := slices.IndexFunc(objs, func(have events.ObjectStatus) bool { return have.ObjectRef == o.ObjectRef })
+			if i < 0 {
+				objs = append(objs, o)
+			} else {
+				objs[i] = o
+			}
+		}
+	}
+	switch e.Type() {
+	case events.TypeApplied:
+		d, err := events.Data[events.Applied](e)
+		if err != nil {
+			return objs
+		}
+		for _, o := range d.Inventory {
+			if !slices.ContainsFunc(objs, func(have events.ObjectStatus) bool { return have.ObjectRef == o.ObjectRef }) {
+				objs = append(objs, events.ObjectStatus{ObjectRef: o.ObjectRef, Status: events.StatusUnknown})
+			}
+		}
+	case events.TypeProgressing:
+		if d, err := events.Data[events.Progressing](e); err == nil {
+			set(d.Objects)
+		}
+	case events.TypeFailed:
+		if d, err := events.Data[events.Failed](e); err == nil {
+			set(d.Objects)
+		}
+	case events.TypeDegraded:
+		if d, err := events.Data[events.Degraded](e); err == nil {
+			set(d.Objects)
+		}
+	case events.TypeRecovered:
+		if d, err := events.Data[events.Recovered](e); err == nil {
+			set(d.Objects)
+		}
+	case events.TypeReady:
+		for i := range objs {
+			objs[i].Status, objs[i].Message = events.StatusCurrent, ""
+		}
+	}
+	return objs
 }
 
 // stageStopped is the stage that ends in a release.failed or release.superseded.

@@ -206,3 +206,40 @@ func TestDetail(t *testing.T) {
 		assert.Equal(t, tc.want, detail(tc.e), tc.e.Type())
 	}
 }
+
+// TestTraceObjects: a trace holds the revision's objects as applied, each with the last status
+// the health watcher reported, all Current once the revision is ready; each event names the
+// service (lane) that published it.
+func TestTraceObjects(t *testing.T) {
+	cm, dep := ref("ConfigMap", "config"), ref("Deployment", "web")
+	inventory := []events.AppliedObject{{ObjectRef: cm, Action: events.ActionCreated}, {ObjectRef: dep, Action: events.ActionCreated}}
+	status := func(r events.ObjectRef, s, msg string) events.ObjectStatus {
+		return events.ObjectStatus{ObjectRef: r, Status: s, Message: msg}
+	}
+
+	c := &chain{t: t}
+	req := c.request(manifests)
+	r := c.derive(req, "renderer", events.TypeRendered, 1, events.Rendered{Bundle: digest})
+	a := c.derive(r, "applier", events.TypeApplied, 0, events.Applied{Bundle: digest, Inventory: inventory})
+	c.derive(a, "health", events.TypeProgressing, 0, events.Progressing{Objects: []events.ObjectStatus{status(dep, events.StatusInProgress, "1 of 2 replicas")}, Ready: 1, Total: 2})
+	c.derive(a, "health", events.TypeFailed, 0, events.Failed{Stage: events.StageHealth, Reason: "timeout", Message: "not ready",
+		Objects: []events.ObjectStatus{status(dep, "Failed", "ImagePullBackOff")}})
+	tr, err := NewTrace(web, 0, c.streamed(1))
+	require.NoError(t, err)
+	assert.Equal(t, []events.ObjectStatus{status(cm, "Unknown", ""), status(dep, "Failed", "ImagePullBackOff")}, tr.Objects)
+	var lanes []string
+	for _, e := range tr.Events {
+		lanes = append(lanes, e.Service)
+	}
+	assert.Equal(t, []string{"cli", "renderer", "applier", "health", "health"}, lanes)
+
+	c = &chain{t: t}
+	req = c.request(manifests)
+	r = c.derive(req, "renderer", events.TypeRendered, 1, events.Rendered{Bundle: digest})
+	a = c.derive(r, "applier", events.TypeApplied, 0, events.Applied{Bundle: digest, Inventory: inventory})
+	c.derive(a, "health", events.TypeProgressing, 0, events.Progressing{Objects: []events.ObjectStatus{status(dep, events.StatusInProgress, "1 of 2 replicas")}, Ready: 1, Total: 2})
+	c.derive(a, "health", events.TypeReady, 0, events.Ready{Objects: 2})
+	tr, err = NewTrace(web, 0, c.streamed(1))
+	require.NoError(t, err)
+	assert.Equal(t, []events.ObjectStatus{status(cm, "Current", ""), status(dep, "Current", "")}, tr.Objects)
+}

@@ -30,6 +30,16 @@ type queryError struct {
 
 func (e *queryError) Error() string { return e.msg }
 
+// HTTPStatus is the HTTP status that answers with e.
+func (e *queryError) HTTPStatus() int { return e.code }
+
+// Answer answers a query of endpoint (historyapi.Endpoints) as the query subject does, Secret
+// values redacted: the web UI's reads. An error for a bad query or what history does not have
+// has an HTTPStatus method (400, 404).
+func (s *Service) Answer(ctx context.Context, endpoint string, q historyapi.Query) (any, error) {
+	return s.answer(ctx, endpoint, q, false)
+}
+
 func notFound(format string, args ...any) error {
 	return &queryError{code: http.StatusNotFound, msg: fmt.Sprintf(format, args...)}
 }
