@@ -3,9 +3,11 @@ package history_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/services/history"
 )
@@ -32,4 +34,46 @@ func TestAPIOffLoopbackNeedsAToken(t *testing.T) {
 		assert.Equal(t, code, rec.Code, "Authorization %q", auth)
 		assert.Equal(t, code == http.StatusOK, rec.Body.String() == "manifests")
 	}
+}
+
+// TestUISignIn: with a token, the web UI's pages ask for it with a sign-in form; the right token
+// sets an HttpOnly, SameSite=Strict cookie that then opens the pages and the API, a wrong one
+// sets nothing; the API's JSON answers 401 without it.
+func TestUISignIn(t *testing.T) {
+	h := history.Guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("page")) }), "s3cret")
+	do := func(method, path, body string, cookie *http.Cookie) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		if body != "" {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		if cookie != nil {
+			req.AddCookie(cookie)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	page := do(http.MethodGet, "/ui/", "", nil)
+	assert.Equal(t, http.StatusUnauthorized, page.Code)
+	assert.Contains(t, page.Body.String(), `<form method="post" action="/ui/sign-in">`)
+	api := do(http.MethodGet, "/ui/api/releases", "", nil)
+	assert.Equal(t, http.StatusUnauthorized, api.Code)
+	assert.Contains(t, api.Body.String(), "a bearer token is required")
+
+	wrong := do(http.MethodPost, "/ui/sign-in", "token=nope", nil)
+	assert.Equal(t, http.StatusUnauthorized, wrong.Code)
+	assert.Empty(t, wrong.Result().Cookies())
+	assert.Contains(t, wrong.Body.String(), "not the one")
+
+	right := do(http.MethodPost, "/ui/sign-in", "token=s3cret", nil)
+	assert.Equal(t, http.StatusSeeOther, right.Code)
+	cookies := right.Result().Cookies()
+	require.Len(t, cookies, 1)
+	c := cookies[0]
+	assert.Equal(t, history.TokenCookie, c.Name)
+	assert.True(t, c.HttpOnly)
+	assert.Equal(t, http.SameSiteStrictMode, c.SameSite)
+	assert.Equal(t, http.StatusOK, do(http.MethodGet, "/ui/", "", c).Code)
+	assert.Equal(t, http.StatusOK, do(http.MethodGet, "/releases", "", c).Code)
+	assert.Equal(t, http.StatusUnauthorized, do(http.MethodGet, "/releases", "", &http.Cookie{Name: history.TokenCookie, Value: "nope"}).Code)
 }
