@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/troupe-dev/troupe/events"
@@ -114,5 +117,54 @@ run with --allow-adopt ('troupe dev' does).`,
 	cmd.Flags().StringVar(&helmName, "helm-name", "", "Helm's name of the release, when it is not NAME")
 	cmd.Flags().BoolVar(&removeSecrets, "remove-helm-secrets", false, "delete Helm's release Secrets once the objects are taken over")
 	cmd.Flags().StringSliceVar(&managers, "helm-field-manager", nil, "the field manager Helm applied with, whose fields troupe takes over (default helm; another for a tool embedding Helm)")
+	return cmd
+}
+
+// redriveCmd is `troupe redrive`: a dead-lettered request asked again, as the web UI's re-drive
+// button does (events.Names.Redrive).
+func (c *cli) redriveCmd() *cobra.Command {
+	var how waiting
+	cmd := &cobra.Command{
+		Use:   "redrive SEQUENCE [--wait]",
+		Short: "Ask again a request a service gave up on (its dead letter's SEQUENCE, from 'troupe tail --dead-letters')",
+		Long: `Publish the dead-lettered request at SEQUENCE of the dead-letter stream again, as a new request
+with the same release and data (a new revision for a release.requested). Only requests are
+re-driven: a dead-lettered fact (release.rendered, …) already ended its flow with release.failed;
+request the release again instead.`,
+		Args: exactArgs(1, "redrive takes the dead letter's SEQUENCE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			seq, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil || seq == 0 {
+				return usagef("SEQUENCE %q: want the dead letter's sequence number, from 1", args[0])
+			}
+			nc, js, err := c.connect("troupe-cli")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			stream, err := js.Stream(cmd.Context(), c.names.DeadLetterStream())
+			if err != nil {
+				return err
+			}
+			msg, err := stream.GetMsg(cmd.Context(), seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				return fmt.Errorf("no dead letter %d in %s", seq, c.names.DeadLetterStream())
+			}
+			if err != nil {
+				return err
+			}
+			e, err := c.names.Redrive(events.ParseDeadLetter(msg.Header, msg.Data), events.SourcePrefix+"cli")
+			if err != nil {
+				return err
+			}
+			rel, err := events.ReleaseOf(e)
+			if err != nil {
+				return err
+			}
+			how.numbered = e.Type() == events.TypeRequested
+			return c.publishAndFollow(cmd.Context(), js, rel, e, how)
+		},
+	}
+	how.bind(cmd, "follow the request again until it ends", "the wait's timeout")
 	return cmd
 }

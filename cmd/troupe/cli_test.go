@@ -43,7 +43,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 
 var (
 	natsURL = regexp.MustCompile(`NATS JetStream at (nats://[0-9.:]+)`)
-	httpURL = regexp.MustCompile(`health, metrics and /releases at (http://[0-9.:]+)`)
+	httpURL = regexp.MustCompile(`web UI at (http://[0-9.:]+)/ui/`)
 
 	// testKube is the cluster every `troupe dev` of these tests deploys to (--kubeconfig), started
 	// once for the package.

@@ -27,6 +27,7 @@ import (
 	"github.com/troupe-dev/troupe/services/applier/kube"
 	"github.com/troupe-dev/troupe/services/health"
 	"github.com/troupe-dev/troupe/services/history"
+	"github.com/troupe-dev/troupe/services/history/ui"
 	"github.com/troupe-dev/troupe/services/renderer"
 	"github.com/troupe-dev/troupe/services/renderer/render"
 	"github.com/troupe-dev/troupe/test/cluster"
@@ -206,7 +207,7 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 				fmt.Fprintf(c.stdout, "troupe dev: NATS credentials, one per identity, in %s (the CLI uses cli.creds; admin.creds may do anything)\n", credsDir)
 			}
 			fmt.Fprintf(c.stdout, "troupe dev: deploying to %s (kubeconfig %s)\n", kcfg.Host, o.kube.Kubeconfig)
-			fmt.Fprintf(c.stdout, "troupe dev: health, metrics and /releases at http://%s\n", httpLn.Addr())
+			fmt.Fprintf(c.stdout, "troupe dev: web UI at http://%s%s (health, metrics and /releases there too)\n", httpLn.Addr(), ui.Prefix)
 			fmt.Fprintf(c.stdout, "troupe dev: services: %s\n", serviceNames(services))
 			env := "TROUPE_SERVER=" + natsURL
 			if credsDir != "" {
@@ -313,6 +314,23 @@ func devServices(ctx context.Context, connect func(identity string) (*nats.Conn,
 	mux.Handle("/releases", hist.HTTPHandler())
 	mux.Handle("/releases/", hist.HTTPHandler())
 	out[history.Name] = hist
+
+	// The web UI reads as the viewer (events, dead letters, discovery) and publishes its buttons'
+	// requests as the CLI does, with the cli identity's rights.
+	vnc, vjs, _, err := connect(access.Viewer)
+	if err != nil {
+		return nil, err
+	}
+	_, cjs, _, err := connect(access.CLI)
+	if err != nil {
+		return nil, err
+	}
+	web, err := ui.New(ctx, ui.Options{Names: names, JS: vjs, NC: vnc, Query: hist.Answer, Requests: cjs, Logger: logger("ui")})
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle(ui.Prefix, web)
+	mux.Handle("GET /{$}", http.RedirectHandler(ui.Prefix, http.StatusFound))
 
 	// catalog-check reads every catalog event and dead-letters what does not conform, with the
 	// reason, so a malformed event from any NATS client is visible in `troupe tail --dead-letters`.

@@ -67,7 +67,7 @@ Start a local environment with 'troupe dev', then publish and watch events from 
 	}
 	root.PersistentFlags().StringVar(&c.logLevel, "log-level", envOr("TROUPE_LOG_LEVEL", "info"), "log level: debug, info, warn, error [TROUPE_LOG_LEVEL]")
 	root.AddCommand(c.devCmd(), c.publishCmd(), c.tailCmd(), c.releaseCmd(), c.adoptCmd(), c.natsConfigCmd(), c.installCmd(), c.versionCmd(), c.statusCmd(), c.listCmd(), c.historyCmd(),
-		c.getCmd(), c.diffCmd(), c.rollbackCmd(), c.uninstallCmd(), c.traceCmd(), c.graphCmd(), c.replayCmd(), c.identitiesCmd())
+		c.getCmd(), c.diffCmd(), c.rollbackCmd(), c.uninstallCmd(), c.redriveCmd(), c.traceCmd(), c.graphCmd(), c.replayCmd(), c.identitiesCmd())
 	return root, c
 }
 

@@ -389,6 +389,8 @@ func (s *Server) describe(seq uint64, d events.DeadLetter) deadLetter {
 	}
 	if e, err := s.o.Names.Decode(d.Subject, d.Header, d.Data); err == nil {
 		out.Type, out.Release = e.Type(), e.Subject()
+	} else if rel, typ, err := s.o.Names.ParseSubject(d.Subject); err == nil {
+		out.Type, out.Release = typ, rel.String() // what its subject says, the body unreadable
 	}
 	if _, err := s.o.Names.Redrive(d, Source); err != nil {
 		out.NoRedrive = err.Error()

@@ -190,6 +190,7 @@ func TestDeadLettersAndRedrive(t *testing.T) {
 	require.Len(t, list, 3)
 	assert.Equal(t, "not a cloudevent {", list[0].Raw, "newest first, the original bytes kept")
 	assert.Contains(t, list[0].NoRedrive, "cannot be read")
+	assert.Equal(t, events.TypeRequested, list[0].Type, "what its subject says")
 	assert.Equal(t, events.TypeRendered, list[1].Type)
 	assert.Contains(t, list[1].NoRedrive, "is a fact")
 	assert.Equal(t, "renderer", list[2].Service)
