@@ -50,6 +50,33 @@
 //   - Discovery (service.go, version.go): RegisterService advertises what a service consumes
 //     and produces over $SRV.INFO, with this build's Version.
 //   - Connection (conn.go): ConnOptions, the NATS flags every command and service shares.
+//   - Tracing (tracing.go): OpenTelemetry spans across services, carried by the events
+//     themselves (below).
+//
+// Tracing. A revision is one trace, from the CLI's request to the last service that reacts to
+// it. Its context crosses services in the events, as W3C trace context in the CloudEvents
+// distributed-tracing extension (traceparent, tracestate), read and written by OpenTelemetry's
+// TraceContext propagator over the event's extensions. A Subscriber given a TracerProvider
+// (SubscriberConfig.TracerProvider) handles each event in a span, "<service> handle <type>",
+// a child of the span the event's traceparent names (Tracing); what the handler publishes
+// carries the handler's span as its traceparent (Publisher.Publish, WithTrace), so the next
+// service's span is its child; Stage runs a handler's stages (the applier's validate, CRDs,
+// hooks, objects, prune) in child spans; StartSpan is for work outside a handler (health's
+// decisions). Without a provider nothing is started and an event's traceparent is carried from
+// cause to effect as it is (Derive). events/tracing builds the provider a process exports
+// through, over OTLP.
+//
+// Why OpenTelemetry's SDK, not only its API, nor the CloudEvents SDK's tracing: the API alone
+// records nothing, and a process must own its provider (resource, batching, exporter, flush on
+// exit); OTLP is what every tracing backend reads (Jaeger, Tempo, an OpenTelemetry Collector),
+// and the SDK's exporters read OpenTelemetry's standard environment (endpoint, protocol,
+// headers, TLS, sampler, batching) so that troupe needs no flags of its own beyond an endpoint.
+// The CloudEvents SDK's observability module instruments its own client and transports, which
+// troupe does not use (the transport is ours, above); its distributed-tracing extension is a
+// struct holding the two values, tied to no tracer: the propagator reads and writes them
+// directly. The package itself imports only the OpenTelemetry API (trace, attribute,
+// propagation, semconv: no exporter, no gRPC); the SDK and the exporters are linked by
+// events/tracing, which only commands import.
 //
 // Versioning. The catalog is v1: a type's name and its payload's meaning do not change, and a
 // payload only gains optional fields (omitempty, its zero value meaning what the older version
@@ -62,13 +89,15 @@
 // not be dropped silently. The schemas say the same (additionalProperties false only for
 // requests); services advertise their Version over $SRV.INFO.
 //
-// Subpackages: serve runs services as commands (flags, /healthz, /readyz, /metrics, shutdown);
-// embedded starts an in-process nats-server with JetStream; natstest is the same for tests.
+// Subpackages: serve runs services as commands (flags, /healthz, /readyz, /metrics, tracing,
+// shutdown); tracing sets up a process's OpenTelemetry provider (--otlp-endpoint, OTLP over
+// HTTP or gRPC) and tracing/otlptest is an OTLP receiver for tests; embedded starts an
+// in-process nats-server with JetStream; natstest is the same for tests.
 //
 // Beside it, for the tools that watch releases (the CLI, a UI): events/flow follows and traces a
 // release's flows on the stream, and events/historyapi is what the history service answers
 // queries with.
 //
-// Dependencies stay light on purpose: nats.go, the CloudEvents event model, zerolog and the
-// Prometheus client. Nothing here imports client-go or Helm.
+// Dependencies stay light on purpose: nats.go, the CloudEvents event model, zerolog, the
+// Prometheus client and the OpenTelemetry API. Nothing here imports client-go or Helm.
 package events

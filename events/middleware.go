@@ -79,7 +79,7 @@ func StopAt(parent context.Context, t time.Time) (context.Context, context.Cance
 }
 
 // Logging puts a logger into the handler's ctx (zerolog.Ctx) with the event's id, type, release,
-// correlation id and revision as fields, and logs each outcome once.
+// correlation id, revision and — under Tracing — trace id as fields, and logs each outcome once.
 func Logging(base zerolog.Logger) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, e event.Event) (err error) {
@@ -89,6 +89,9 @@ func Logging(base zerolog.Logger) Middleware {
 			}
 			if rev := Revision(e); rev > 0 {
 				lc = lc.Int("revision", rev)
+			}
+			if id := traceID(ctx); id != "" {
+				lc = lc.Str("trace_id", id)
 			}
 			log := lc.Logger()
 			ctx = log.WithContext(ctx)

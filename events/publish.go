@@ -29,12 +29,17 @@ func NewPublisher(js jetstream.JetStream, names Names) *Publisher {
 // stream saw within its duplicate window is not stored again: the returned ack then has
 // Duplicate set, and that is not an error.
 //
+// When ctx holds a span (a handler's under Tracing, the CLI's request), e is published carrying
+// it as its traceparent (WithTrace), so the work e causes is a child of the work that published
+// it; else e keeps the traceparent it has (Derive carries its cause's on).
+//
 // A terminal event (EndsFlow) is first claimed as the end of its flow in the KVFlows bucket
 // (Flows.Claim): when another terminal event ended the flow first, e is not published and the
 // error wraps ErrFlowEnded — the caller's work on that flow is over. Publishing the same
 // terminal event again (same id) is allowed, so a handler redelivered after a crash between its
 // claim and its publish finishes what it started.
 func (p *Publisher) Publish(ctx context.Context, e event.Event) (*jetstream.PubAck, error) {
+	e = WithTrace(ctx, e)
 	msg, err := p.names.Message(e)
 	if err != nil {
 		return nil, err

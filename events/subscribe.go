@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // SubscriberConfig configures a Subscriber. Zero values take the defaults named on each field.
@@ -57,8 +58,13 @@ type SubscriberConfig struct {
 	Logger *zerolog.Logger
 	// Metrics records handler and consumer metrics. Optional.
 	Metrics *Metrics
-	// Middleware wraps the handler inside the built-in logging, metrics, timeout and recover.
+	// Middleware wraps the handler inside the built-in tracing, logging, metrics, timeout and
+	// recover.
 	Middleware []Middleware
+	// TracerProvider, when set, starts a span per handled event (Tracing), and the events the
+	// handler publishes carry it as their traceparent. Default: no spans; the events a handler
+	// derives carry its cause's traceparent on.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *SubscriberConfig) defaults() error {
@@ -144,7 +150,11 @@ func NewSubscriber(js jetstream.JetStream, cfg SubscriberConfig, h Handler) (*Su
 		return nil, err
 	}
 	log := cfg.Logger.With().Str("service", cfg.Service).Logger()
-	mws := []Middleware{Logging(log)}
+	var mws []Middleware
+	if cfg.TracerProvider != nil {
+		mws = append(mws, Tracing(cfg.TracerProvider, cfg.Service))
+	}
+	mws = append(mws, Logging(log))
 	if cfg.Metrics != nil {
 		mws = append(mws, Instrument(cfg.Metrics, cfg.Service))
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,8 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/troupe-dev/troupe/events"
+	"github.com/troupe-dev/troupe/events/tracing"
 )
 
 // Service is what a service command runs: started once, ready when it receives events, Start
@@ -50,6 +53,10 @@ type Env struct {
 	// Creds is the NATS credentials file the service connected with ("" for none): what it
 	// signs the objects it writes with, and whose account it trusts (events.Signer, Attestor).
 	Creds string
+	// TracerProvider exports the service's spans as --otlp-endpoint or OpenTelemetry's
+	// environment says (events/tracing): for events.SubscriberConfig.TracerProvider. nil when
+	// tracing is off.
+	TracerProvider trace.TracerProvider
 }
 
 // Main runs c with the process's arguments until SIGINT or SIGTERM, and exits.
@@ -67,8 +74,9 @@ func Main(c Command) {
 }
 
 // Run parses args (the flags every service has — NATS connection, --http-listen, --log-level,
-// --provision, --replicas, --max-age, --subjects-prefix — and c's), connects, provisions, builds the
-// service, and runs it in a Group of one (see Group.Run) until ctx ends or the service fails.
+// --provision, --replicas, --max-age, --subjects-prefix, --otlp-endpoint — and c's), connects,
+// provisions, builds the service, and runs it in a Group of one (see Group.Run) until ctx ends or
+// the service fails; then it exports the spans not exported yet (tracing.Provider.Shutdown).
 func Run(ctx context.Context, c Command, args []string) error {
 	var (
 		conn       events.ConnOptions
@@ -77,6 +85,7 @@ func Run(ctx context.Context, c Command, args []string) error {
 		provision  ProvisionOptions
 		only       bool
 		prefix     string
+		otlp       tracing.Options
 	)
 	fs := pflag.NewFlagSet(c.Name, pflag.ContinueOnError)
 	conn.BindFlags(fs)
@@ -85,6 +94,7 @@ func Run(ctx context.Context, c Command, args []string) error {
 	provision.BindFlags(fs)
 	fs.BoolVar(&only, "provision-only", false, "provision the streams and buckets as --provision says, then exit without serving: a deployment's one-shot Job, run with the admin's credentials, so the services run with --provision=false")
 	fs.StringVar(&prefix, "subjects-prefix", EnvOr("TROUPE_SUBJECTS_PREFIX", ""), "work in this sandbox, not on the live subjects [TROUPE_SUBJECTS_PREFIX]")
+	otlp.BindFlags(fs)
 	if c.Flags != nil {
 		c.Flags(fs)
 	}
@@ -100,6 +110,17 @@ func Run(ctx context.Context, c Command, args []string) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", c.Name).Logger()
+	tp, err := tracing.New(ctx, otlp, c.Name)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tp.Shutdown(ctx); err != nil {
+			log.Warn().Err(err).Msg("tracing")
+		}
+	}()
 
 	// Connected or not: a service starts while NATS is unreachable, serving /healthz at once and
 	// /readyz false until it is connected and receiving (Prepare, then the group).
@@ -123,7 +144,8 @@ func Run(ctx context.Context, c Command, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
-	env := &Env{NC: nc, JS: js, Names: names, Log: &log, Metrics: metrics, Mux: http.NewServeMux(), Creds: conn.CredsFile}
+	env := &Env{NC: nc, JS: js, Names: names, Log: &log, Metrics: metrics, Mux: http.NewServeMux(), Creds: conn.CredsFile,
+		TracerProvider: tp.TracerProvider()}
 	g := &Group{NC: nc, Listener: ln, Mux: env.Mux, Gatherer: reg, Log: &log, ReadyTimeout: NoReadyTimeout,
 		OnReady: func() {
 			log.Info().Str("nats", nc.ConnectedUrl()).Str("http", ln.Addr().String()).Msg(c.Name + " ready")

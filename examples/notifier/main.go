@@ -25,7 +25,7 @@ func main() {
 				return nil, fmt.Errorf("--webhook is required")
 			}
 			return events.NewSubscriber(env.JS, events.SubscriberConfig{Service: "notifier", Names: env.Names, Logger: env.Log, Metrics: env.Metrics,
-				Types: []string{events.TypeReady, events.TypeFailed}}, func(ctx context.Context, e event.Event) error {
+				TracerProvider: env.TracerProvider, Types: []string{events.TypeReady, events.TypeFailed}}, func(ctx context.Context, e event.Event) error {
 				body, err := e.MarshalJSON()
 				if err != nil {
 					return events.Terminal(err)

@@ -243,7 +243,11 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 		return s.publishOnce(ctx, e, rel, revision, events.TypeApplied, cur.Applied)
 	}
 	fetchStart := time.Now()
-	bundle, err := s.bundle(ctx, r.Bundle)
+	var bundle *events.Bundle
+	err = events.Stage(ctx, "apply fetch bundle", func(ctx context.Context) (err error) {
+		bundle, err = s.bundle(ctx, r.Bundle)
+		return err
+	})
 	fetched := time.Since(fetchStart)
 	if err != nil {
 		return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
@@ -471,7 +475,11 @@ func (s *Service) uninstall(ctx context.Context, e event.Event, rel events.Relea
 			return s.end(ctx, e, rel, revision, events.StageHook, err, deadline)
 		}
 	}
-	deleted, kept, err := s.applier.Delete(ctx, rel, cur.All(), u.DeleteCRDs, apply.AdoptedOf(cur.Previous()))
+	var deleted, kept []events.ObjectRef
+	err = events.Stage(ctx, "apply delete", func(ctx context.Context) (err error) {
+		deleted, kept, err = s.applier.Delete(ctx, rel, cur.All(), u.DeleteCRDs, apply.AdoptedOf(cur.Previous()))
+		return err
+	})
 	if err != nil {
 		return s.end(ctx, e, rel, 0, events.StageUninstall, err, deadline)
 	}

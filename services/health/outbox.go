@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/troupe-dev/troupe/events"
 )
@@ -41,11 +43,12 @@ type outbox struct {
 	stream jetstream.Stream
 	kv     jetstream.KeyValue
 	log    zerolog.Logger
+	tp     trace.TracerProvider // nil: no spans
 }
 
 // newOutbox opens the events stream and the health bucket (made by events.Provision).
-func newOutbox(ctx context.Context, js jetstream.JetStream, names events.Names, log zerolog.Logger) (*outbox, error) {
-	o := &outbox{names: names, js: js, pub: events.NewPublisher(js, names), log: log}
+func newOutbox(ctx context.Context, js jetstream.JetStream, names events.Names, log zerolog.Logger, tp trace.TracerProvider) (*outbox, error) {
+	o := &outbox{names: names, js: js, pub: events.NewPublisher(js, names), log: log, tp: tp}
 	var err error
 	if o.stream, err = js.Stream(ctx, names.Stream()); err != nil {
 		return nil, fmt.Errorf("health: stream %s: %w", names.Stream(), err)
@@ -154,7 +157,11 @@ func (o *outbox) current(ctx context.Context, t *tracker, typ string) error {
 // When check is set (a resumed revision, or a publish tried before), a terminal event is not
 // published if the stream has one answering cause already. Every terminal event health
 // publishes goes through here.
-func (o *outbox) publish(ctx context.Context, cause event.Event, check bool, out outgoing) error {
+//
+// Each try is a span, "health publish <type>", a child of cause's (the applier's, for a
+// release.applied): a decision is not made in a handler, whose span has long ended; the event
+// carries it as its traceparent.
+func (o *outbox) publish(ctx context.Context, cause event.Event, check bool, out outgoing) (err error) {
 	terminal := events.EndsFlow(out.typ)
 	if check && terminal && o.publishedAlready(ctx, cause) {
 		return nil
@@ -169,6 +176,9 @@ func (o *outbox) publish(ctx context.Context, cause event.Event, check bool, out
 		o.log.Error().Err(err).Str("release", cause.Subject()).Str("type", out.typ).Msg("cannot build the event: dropped")
 		return nil
 	}
+	ctx, span := events.StartSpan(ctx, o.tp, "health publish "+out.typ, e, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(semconv.MessagingOperationTypeSend))
+	defer func() { events.EndSpan(span, err) }()
 	_, err = o.pub.Publish(ctx, e)
 	if errors.Is(err, events.ErrMalformed) || errors.Is(err, events.ErrInvalidPayload) || errors.Is(err, nats.ErrMaxPayload) {
 		// Not the stream's doing either (the evaluation bounds what an event carries): publishing

@@ -57,7 +57,7 @@ type Options struct {
 	// Holder names this replica in the lease. Default health/<host>/<pid>.
 	Holder string
 	// Subscriber tunes the consumer; Service, Types, Produces, FailStage, Logger and Metrics are
-	// set by New.
+	// set by New. Its TracerProvider traces what the watcher publishes too (outbox).
 	Subscriber events.SubscriberConfig
 	Names      events.Names // the system it works in: the live one (zero value) or a sandbox
 	Version    string
@@ -107,7 +107,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 		s.log = *o.Logger
 	}
 	var err error
-	if s.out, err = newOutbox(ctx, js, o.Names, s.log); err != nil {
+	if s.out, err = newOutbox(ctx, js, o.Names, s.log, o.Subscriber.TracerProvider); err != nil {
 		return nil, err
 	}
 	if s.leases, err = events.NewLeases(ctx, js, o.Names, o.Holder); err != nil {

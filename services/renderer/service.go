@@ -28,11 +28,14 @@ const Name = "renderer"
 // Options configure the service.
 type Options struct {
 	Render      render.Options
-	Concurrency int          // renders at once per replica; default 4
-	Names       events.Names // the system it works in: the live one (zero value) or a sandbox
-	Version     string
-	Logger      *zerolog.Logger
-	Metrics     *events.Metrics
+	Concurrency int // renders at once per replica; default 4
+	// Subscriber tunes the consumer (deliveries, backoff, tracing); Service, Types, Produces,
+	// Concurrency, FailStage, Logger and Metrics are set by New.
+	Subscriber events.SubscriberConfig
+	Names      events.Names // the system it works in: the live one (zero value) or a sandbox
+	Version    string
+	Logger     *zerolog.Logger
+	Metrics    *events.Metrics
 	// Signer, when set, signs every bundle it stores: an applier that trusts only the
 	// renderer's and history's writing (applier.Options.BundleWriters) then applies it.
 	Signer *events.Signer
@@ -82,17 +85,12 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
 	}
-	s.sub, err = events.NewSubscriber(js, events.SubscriberConfig{
-		Service:     Name,
-		Names:       o.Names,
-		Version:     o.Version,
-		Types:       []string{events.TypeRequested},
-		Produces:    access.Publishes(access.Renderer), // what its NATS identity may publish
-		Concurrency: o.Concurrency,
-		FailStage:   events.StageRender,
-		Logger:      o.Logger,
-		Metrics:     o.Metrics,
-	}, s.handle)
+	sc := o.Subscriber
+	sc.Service, sc.Names, sc.Version = Name, o.Names, o.Version
+	sc.Types = []string{events.TypeRequested}
+	sc.Produces = access.Publishes(access.Renderer) // what its NATS identity may publish
+	sc.Concurrency, sc.FailStage, sc.Logger, sc.Metrics = o.Concurrency, events.StageRender, o.Logger, o.Metrics
+	s.sub, err = events.NewSubscriber(js, sc, s.handle)
 	if err != nil {
 		return nil, err
 	}
@@ -129,6 +127,7 @@ func (s *Service) handle(ctx context.Context, e event.Event) (err error) {
 	if err != nil {
 		return err // transient: the KV or stream; retried
 	}
+	events.TraceRevision(ctx, revision)
 	// From here on, whatever fails the request fails this revision: the subscriber's
 	// release.failed names it (the request does not carry it).
 	defer func() { err = withRevision(err, revision) }()
@@ -155,7 +154,11 @@ func (s *Service) handle(ctx context.Context, e event.Event) (err error) {
 	}
 
 	start := time.Now()
-	out, err := s.renderer.Render(ctx, render.Input{Release: rel, Revision: revision, Request: *req})
+	var out *render.Output
+	err = events.Stage(ctx, "render", func(ctx context.Context) (err error) {
+		out, err = s.renderer.Render(ctx, render.Input{Release: rel, Revision: revision, Request: *req})
+		return err
+	})
 	if err != nil {
 		return err // an events.Error: the subscriber retries or fails it
 	}

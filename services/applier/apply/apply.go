@@ -233,7 +233,9 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 			}()
 		}
 	}
-	if err := a.validate(ctx, req, items, false); err != nil {
+	// Each stage in a span of its own (events.Stage), under the handler's: where a revision's
+	// time goes, in its trace.
+	if err := events.Stage(ctx, "apply validate", func(ctx context.Context) error { return a.validate(ctx, req, items, false) }); err != nil {
 		return nil, err
 	}
 	validated = true
@@ -265,13 +267,18 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 			namespaced = append(namespaced, it)
 		}
 	}
-	if err := a.applyAll(ctx, req.Release, first); err != nil {
+	if err := events.Stage(ctx, "apply crds and namespaces", func(ctx context.Context) error {
+		if err := a.applyAll(ctx, req.Release, first); err != nil {
+			return err
+		}
+		if len(crds) == 0 {
+			return nil
+		}
+		return a.waitEstablished(ctx, req.Release, crds)
+	}); err != nil {
 		return applied(), err
 	}
 	if len(crds) > 0 {
-		if err := a.waitEstablished(ctx, req.Release, crds); err != nil {
-			return applied(), err
-		}
 		a.mapper.Reset()
 		var later []*item
 		for _, it := range namespaced {
@@ -310,10 +317,10 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 			}
 		}
 	}
-	if err := a.applyAll(ctx, req.Release, cluster); err != nil {
+	if err := events.Stage(ctx, "apply cluster-scoped", func(ctx context.Context) error { return a.applyAll(ctx, req.Release, cluster) }); err != nil {
 		return applied(), err
 	}
-	if err := a.applyAll(ctx, req.Release, namespaced); err != nil {
+	if err := events.Stage(ctx, "apply namespaced", func(ctx context.Context) error { return a.applyAll(ctx, req.Release, namespaced) }); err != nil {
 		return applied(), err
 	}
 	for _, it := range items {
@@ -339,8 +346,10 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 				current[ref] = true
 			}
 		}
-		deleted, kept, err := a.Delete(ctx, req.Release, gone, false, AdoptedOf(req.Previous))
-		res.Pruned, res.Kept = deleted, kept
+		err := events.Stage(ctx, "apply prune", func(ctx context.Context) (err error) {
+			res.Pruned, res.Kept, err = a.Delete(ctx, req.Release, gone, false, AdoptedOf(req.Previous))
+			return err
+		})
 		if err != nil {
 			return res, err
 		}

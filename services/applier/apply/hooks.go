@@ -82,7 +82,16 @@ func (a *Applier) RunHooks(ctx context.Context, req Request) ([]events.HookRun, 
 	return a.runHooks(ctx, req, hooks)
 }
 
-// runHooks runs hooks in their order, as Helm 4 runs a phase: each applied — an earlier object
+// runHooks runs hooks in a span of their own, "apply hooks <phase>" (see runPhase).
+func (a *Applier) runHooks(ctx context.Context, req Request, hooks []*hookItem) (runs []events.HookRun, err error) {
+	err = events.Stage(ctx, "apply hooks "+req.HookPhase, func(ctx context.Context) (err error) {
+		runs, err = a.runPhase(ctx, req, hooks)
+		return err
+	})
+	return runs, err
+}
+
+// runPhase runs hooks in their order, as Helm 4 runs a phase: each applied — an earlier object
 // of its name deleted first when its delete policies say before-hook-creation (Helm's default
 // when they say nothing), else applied over — then waited for until the revision's deadline (a
 // Job until complete, a Pod until it succeeded, anything else only created). The first hook that
@@ -90,7 +99,7 @@ func (a *Applier) RunHooks(ctx context.Context, req Request) ([]events.HookRun, 
 // are deleted when theirs say hook-succeeded, the last first — once every hook ran, so a Secret a
 // later Job mounts is there while it runs. A CustomResourceDefinition hook is never deleted:
 // every custom resource of its kind would go with it.
-func (a *Applier) runHooks(ctx context.Context, req Request, hooks []*hookItem) ([]events.HookRun, error) {
+func (a *Applier) runPhase(ctx context.Context, req Request, hooks []*hookItem) ([]events.HookRun, error) {
 	if !req.HookDeadline.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, req.HookDeadline)

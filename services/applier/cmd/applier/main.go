@@ -64,7 +64,7 @@ func main() {
 				Concurrency: concurrency, LeaseTTL: leaseTTL, Holder: holder, Names: env.Names, Logger: env.Log, Metrics: env.Metrics,
 				Checkpoint: testHook(env),
 			}
-			o.Subscriber.AckWait = ackWait
+			o.Subscriber.AckWait, o.Subscriber.TracerProvider = ackWait, env.TracerProvider
 			return applier.New(ctx, env.JS, cfg, o)
 		},
 	})

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/serve"
 	"github.com/troupe-dev/troupe/services/health"
 )
@@ -37,7 +38,7 @@ func main() {
 				return nil, err
 			}
 			return health.New(ctx, env.JS, cfg, health.Options{PerNamespace: perNamespace, ProgressInterval: progressInterval, LeaseTTL: leaseTTL,
-				Names: env.Names, Logger: env.Log, Metrics: env.Metrics})
+				Names: env.Names, Logger: env.Log, Metrics: env.Metrics, Subscriber: events.SubscriberConfig{TracerProvider: env.TracerProvider}})
 		},
 	})
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/serve"
 	"github.com/troupe-dev/troupe/services/history"
 )
@@ -34,7 +35,8 @@ func main() {
 			fs.StringVar(&tokenFile, "api-token-file", serve.EnvOr("TROUPE_API_TOKEN_FILE", ""), "a file holding the bearer token the HTTP API requires [TROUPE_API_TOKEN_FILE]")
 		},
 		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
-			svc, err := history.New(ctx, env.JS, history.Options{Keep: keep, Grace: grace, Names: env.Names, Logger: env.Log, Metrics: env.Metrics})
+			svc, err := history.New(ctx, env.JS, history.Options{Keep: keep, Grace: grace, Names: env.Names, Logger: env.Log, Metrics: env.Metrics,
+				Subscriber: events.SubscriberConfig{TracerProvider: env.TracerProvider}})
 			if err != nil {
 				return nil, err
 			}

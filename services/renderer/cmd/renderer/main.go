@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
+	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/events/serve"
 	"github.com/troupe-dev/troupe/services/renderer"
@@ -88,7 +89,7 @@ func main() {
 				return nil, err
 			}
 			return renderer.New(ctx, env.JS, renderer.Options{Render: ropts, Concurrency: concurrency, Names: env.Names, Logger: env.Log, Metrics: env.Metrics,
-				Signer: signer})
+				Signer: signer, Subscriber: events.SubscriberConfig{TracerProvider: env.TracerProvider}})
 		},
 	})
 }
