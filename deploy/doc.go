@@ -11,4 +11,7 @@
 //     chartutil.Save that `helm package` runs), so `make deploy-deps` needs neither the Helm CLI
 //     nor the network; and writes the chart README's values table from values.schema.json, the
 //     one place values are described.
+//   - monitoring/ is what operators watch troupe with: the alerting rules (a PrometheusRule) and a
+//     Grafana dashboard, which the chart ships when asked, and the test that evaluates the rules
+//     with Prometheus's PromQL engine on the services' real /metrics.
 package deploy

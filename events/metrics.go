@@ -13,6 +13,9 @@ type Metrics struct {
 	deadLettered *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 	pending      *prometheus.GaugeVec
+	// deadlineExceeded is the deadline watchdog's (services/history), here so that it reaches
+	// every process's /metrics with the rest.
+	deadlineExceeded *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them on reg (never the global default registry:
@@ -38,11 +41,23 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "troupe_consumer_pending", Help: "Events matching the service's consumer not yet delivered.",
 		}, []string{"service"}),
+		deadlineExceeded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_flows_deadline_exceeded_total", Help: "Revisions the deadline watchdog ended with release.failed deadline_exceeded, by the stage that did not answer in time.",
+		}, []string{"service", "stage"}),
 	}
-	for _, c := range []prometheus.Collector{m.handled, m.failed, m.redelivered, m.deadLettered, m.duration, m.pending} {
+	for _, c := range []prometheus.Collector{m.handled, m.failed, m.redelivered, m.deadLettered, m.duration, m.pending, m.deadlineExceeded} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// DeadlineExceeded counts a revision that service (the deadline watchdog) ended with
+// release.failed deadline_exceeded because stage did not answer by its deadline. A nil m counts
+// nothing.
+func (m *Metrics) DeadlineExceeded(service, stage string) {
+	if m != nil {
+		m.deadlineExceeded.WithLabelValues(service, stage).Inc()
+	}
 }

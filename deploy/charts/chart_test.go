@@ -132,6 +132,8 @@ namespaces: [team-a, team-b]
 applier: {clusterScoped: {enabled: true}, allowAdopt: true, replicas: 3}
 history: {api: {enabled: true, tokenSecret: history-token}}
 serviceMonitor: {enabled: true, labels: {release: prom}}
+prometheusRule: {enabled: true, labels: {release: prom}}
+grafanaDashboard: {enabled: true, annotations: {grafana_folder: troupe}}
 networkPolicy: {enabled: true, metricsFrom: {matchLabels: {name: monitoring}}}
 image: {tag: "1.2.3", pullSecrets: [regcred]}
 subjectsPrefix: staging
@@ -260,6 +262,8 @@ func TestChartObjects(t *testing.T) {
 	assert.Equal(t, []string{"troupe-applier-cluster", "troupe-applier-impersonate", "troupe-health-watch", "troupe-renderer-cluster", "troupe-renderer-read"},
 		names(objectsOf(b, "ClusterRole")), "cluster-wide grants without namespaces; none for history")
 	assert.Empty(t, objectsOf(b, "Role"))
+	assert.Empty(t, objectsOf(b, "PrometheusRule"), "off by default")
+	assert.NotContains(t, objectsOf(b, "ConfigMap"), "troupe/troupe-dashboard", "off by default")
 
 	b, err = troupeRender(t, chart, valueSets["namespaced tenants"])
 	require.NoError(t, err)
@@ -275,6 +279,7 @@ func TestChartObjects(t *testing.T) {
 	assert.Subset(t, args(t, b, "history"), []string{"--api-listen=:8081", "--api-token-file=/var/run/troupe/api/token"})
 	assert.Len(t, objectsOf(b, "NetworkPolicy"), 4)
 	assert.Len(t, objectsOf(b, "ServiceMonitor"), 1)
+	monitoring(t, b)
 
 	b, err = troupeRender(t, chart, valueSets["existing NATS, no impersonation"])
 	require.NoError(t, err)
@@ -283,6 +288,35 @@ func TestChartObjects(t *testing.T) {
 	assert.NotContains(t, args(t, b, "renderer"), "--in-cluster")
 	assert.Contains(t, objectsOf(b, "ClusterRoleBinding"), "troupe-applier-cluster-admin")
 	assert.Empty(t, objectsOf(b, "PodDisruptionBudget"))
+}
+
+// monitoring checks the monitoring objects of the "namespaced tenants" values: the
+// ServiceMonitor keeps the services' labels, the PrometheusRule is deploy/monitoring/alerts.yaml's
+// rules and the dashboard ConfigMap its dashboard, labelled for the Grafana sidecar.
+func monitoring(t *testing.T, b *events.Bundle) {
+	t.Helper()
+	sm := objectsOf(b, "ServiceMonitor")["troupe/troupe"]
+	require.NotNil(t, sm)
+	endpoint := sm["spec"].(map[string]any)["endpoints"].([]any)[0].(map[string]any)
+	assert.Equal(t, true, endpoint["honorLabels"], "the services' own service label stays")
+
+	rule := objectsOf(b, "PrometheusRule")["troupe/troupe"]
+	require.NotNil(t, rule)
+	alerts, err := os.ReadFile(filepath.Join("..", "monitoring", "alerts.yaml"))
+	require.NoError(t, err)
+	var want map[string]any
+	require.NoError(t, yaml.Unmarshal(alerts, &want))
+	assert.Equal(t, want["spec"], rule["spec"], "alerts.yaml's rules, whole")
+	assert.Equal(t, "prom", rule["metadata"].(map[string]any)["labels"].(map[string]any)["release"])
+
+	cm := objectsOf(b, "ConfigMap")["troupe/troupe-dashboard"]
+	require.NotNil(t, cm)
+	meta := cm["metadata"].(map[string]any)
+	assert.Equal(t, "1", meta["labels"].(map[string]any)["grafana_dashboard"])
+	assert.Equal(t, "troupe", meta["annotations"].(map[string]any)["grafana_folder"])
+	dashboard, err := os.ReadFile(filepath.Join("..", "monitoring", "grafana-dashboard.json"))
+	require.NoError(t, err)
+	assert.JSONEq(t, string(dashboard), cm["data"].(map[string]any)["troupe.json"].(string))
 }
 
 // TestChartRefusesBadValues: values.schema.json and the templates refuse what cannot work, under

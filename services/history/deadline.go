@@ -273,15 +273,19 @@ func (w *Watchdog) end(ctx context.Context, fl *events.Flow) error {
 	if err != nil {
 		return err
 	}
-	_, err = w.pub.Publish(ctx, out)
+	ack, err := w.pub.Publish(ctx, out)
 	switch {
 	case errors.Is(err, events.ErrFlowEnded):
 		return nil // another replica, or the stage itself, ended it first
 	case err != nil:
 		return err
 	}
+	f := mustFailed(out)
+	if !ack.Duplicate { // stored now, not by another replica (or an earlier try) first: counted once
+		w.opts.Metrics.DeadlineExceeded(WatchdogName, f.Stage)
+	}
 	w.log.Warn().Str("release", fl.Release).Int("revision", events.Revision(out)).Str("correlation_id", fl.Correlation).
-		Msg("deadline exceeded: " + events.Truncate(mustFailed(out).Message, 200))
+		Msg("deadline exceeded: " + events.Truncate(f.Message, 200))
 	return nil
 }
 
