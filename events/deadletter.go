@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -102,25 +103,81 @@ func headerSafe(s string, n int) string {
 	return Truncate(s, n)
 }
 
-// Redrive builds the request that drives a dead letter's work again: a new event (a fresh id
-// and flow, published by source) of the dead letter's type, for its release, with its data. Only
-// requests are re-driven: a request that a service gave up on (its flow ended with
-// release.failed) is asked again, as `troupe redrive` and the web UI do, and the services number
-// and handle it as any request. A fact (release.rendered, …) is never re-published: its flow
-// already has its terminal event, and a second one would break "one terminal event per flow";
-// request the release again instead. A dead letter whose original is not a valid event cannot
-// be re-driven either.
-func (n Names) Redrive(d DeadLetter, source string) (event.Event, error) {
+// handledBy is the service that handles each request, whose giving up on it ended its flow
+// with release.failed: the durables of the renderer, history and the applier.
+var handledBy = map[string]string{
+	TypeRequested:          "renderer",
+	TypeRollbackRequested:  "history",
+	TypeUninstallRequested: "applier",
+}
+
+// Redrivable says why dead letter d cannot be re-driven (nil: it can, unless a newer request
+// for its release came after it, which Redrive checks): only a request whose own handler gave up
+// on it (a release.requested the renderer, a rollback history, an uninstall the applier) ended
+// its flow with release.failed. A fact (release.rendered, …) is never re-published: its flow
+// already has its terminal event, and a second one would break "one terminal event per flow". A
+// request another service gave up on (a user's subscriber, the deadlines watchdog) went on
+// without it. An unreadable event is no request at all.
+func (n Names) Redrivable(d DeadLetter) (event.Event, error) {
 	orig, err := n.Decode(d.Subject, d.Header, d.Data)
 	if err != nil {
 		return event.Event{}, fmt.Errorf("the dead letter's event cannot be read, so it cannot be re-driven: %w", err)
 	}
-	if !StartsFlow(orig.Type()) {
+	handler, ok := handledBy[orig.Type()]
+	if !ok {
 		return event.Event{}, fmt.Errorf("%s is a fact, not a request: its flow ended with release.failed, and only a new request drives it again (troupe release)", orig.Type())
+	}
+	if d.Service != handler {
+		return event.Event{}, fmt.Errorf("%s gave up on this %s for itself; %s, which handles it, did not, so its flow went on: nothing to re-drive", d.Service, orig.Type(), handler)
+	}
+	return orig, nil
+}
+
+// Redrive builds the request that drives dead letter d's work again, as `troupe redrive` and
+// the web UI do: a new event of the dead letter's type (a flow of its own, published by source),
+// for its release, with its data. It refuses what Redrivable refuses, and a request that a newer
+// request for the same release came after (re-driving it would undo that one: a stale uninstall
+// would remove a release installed since). Its id is derived from the original's, so that
+// re-driving one dead letter twice is one request (the stream drops the repeated id within its
+// duplicate window).
+func (n Names) Redrive(ctx context.Context, js jetstream.JetStream, d DeadLetter, source string) (event.Event, error) {
+	orig, err := n.Redrivable(d)
+	if err != nil {
+		return event.Event{}, err
 	}
 	rel, err := ReleaseOf(orig)
 	if err != nil {
 		return event.Event{}, err
 	}
-	return NewEvent(source, orig.Type(), rel, json.RawMessage(orig.Data()))
+	if d.Sequence == 0 {
+		return event.Event{}, errors.New("the dead letter does not say where its original is in the stream, so whether a newer request came after it cannot be told: request the release again instead")
+	}
+	stream, err := js.Stream(ctx, n.Stream())
+	if err != nil {
+		return event.Event{}, err
+	}
+	for typ := range handledBy {
+		subj, err := n.Subject(rel, typ)
+		if err != nil {
+			return event.Event{}, err
+		}
+		last, err := stream.GetLastMsgForSubject(ctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return event.Event{}, err
+		}
+		if last.Sequence > d.Sequence {
+			return event.Event{}, fmt.Errorf("a newer %s for %s (stream sequence %d) came after this one (%d): re-driving it would undo that; request the release again instead", typ, rel, last.Sequence, d.Sequence)
+		}
+	}
+	e, err := NewEvent(source, orig.Type(), rel, json.RawMessage(orig.Data()))
+	if err != nil {
+		return event.Event{}, err
+	}
+	id := DeriveID(orig.ID(), "redrive")
+	e.SetID(id)
+	e.SetExtension(ExtCorrelationID, id)
+	return e, nil
 }

@@ -129,8 +129,11 @@ func (c *cli) redriveCmd() *cobra.Command {
 		Short: "Ask again a request a service gave up on (its dead letter's SEQUENCE, from 'troupe tail --dead-letters')",
 		Long: `Publish the dead-lettered request at SEQUENCE of the dead-letter stream again, as a new request
 with the same release and data (a new revision for a release.requested). Only requests are
-re-driven: a dead-lettered fact (release.rendered, …) already ended its flow with release.failed;
-request the release again instead.`,
+re-driven, and only when the service that handles them gave up (the renderer a release.requested,
+history a rollback, the applier an uninstall): a dead-lettered fact (release.rendered, …) already
+ended its flow with release.failed. A request that a newer one for the same release came after is
+refused too (re-driving it would undo the newer one). Re-driving one dead letter twice publishes
+one request.`,
 		Args: exactArgs(1, "redrive takes the dead letter's SEQUENCE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			seq, err := strconv.ParseUint(args[0], 10, 64)
@@ -153,7 +156,7 @@ request the release again instead.`,
 			if err != nil {
 				return err
 			}
-			e, err := c.names.Redrive(events.ParseDeadLetter(msg.Header, msg.Data), events.SourcePrefix+"cli")
+			e, err := c.names.Redrive(cmd.Context(), js, events.ParseDeadLetter(msg.Header, msg.Data), events.SourcePrefix+"cli")
 			if err != nil {
 				return err
 			}

@@ -65,13 +65,16 @@ func (w *Watcher) Next(ctx context.Context) (event.Event, error) {
 
 // Read reads every event of rel in the stream of the system names, oldest first; malformed
 // events are skipped. It returns once it has read the last one (or, should the stream not
-// answer, after 5 s without a message).
+// answer, after 5 s without a message), or when ctx ends.
 func Read(ctx context.Context, js jetstream.JetStream, names events.Names, rel events.Release) ([]Streamed, error) {
 	filter, err := names.ReleaseFilter(rel)
 	if err != nil {
 		return nil, err
 	}
-	cons, err := js.OrderedConsumer(ctx, names.Stream(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	// Gone from the server soon after the read (not the library's default 5 minutes): the web UI
+	// reads a trace each time a page asks.
+	cons, err := js.OrderedConsumer(ctx, names.Stream(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter},
+		InactiveThreshold: 10 * time.Second})
 	if err != nil {
 		return nil, err
 	}
@@ -89,8 +92,10 @@ func Read(ctx context.Context, js jetstream.JetStream, names events.Names, rel e
 	}
 	defer it.Stop()
 	for {
-		msg, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
-		if errors.Is(err, nats.ErrTimeout) {
+		next, cancel := context.WithTimeout(ctx, 5*time.Second)
+		msg, err := it.Next(jetstream.NextContext(next))
+		cancel()
+		if err != nil && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
 			return out, nil
 		}
 		if err != nil {

@@ -2,8 +2,8 @@ package flow
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +13,16 @@ import (
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/historyapi"
 )
+
+// ErrNoTrace is the error of a trace the stream holds nothing of: no request of the release, a
+// revision it never had, or one whose events are older than the stream's retention.
+var ErrNoTrace = errors.New("not on the stream")
+
+// noTrace is an ErrNoTrace that says which.
+type noTrace string
+
+func (e noTrace) Error() string      { return string(e) }
+func (noTrace) Is(target error) bool { return target == ErrNoTrace }
 
 // TraceEvent is one event of a trace.
 type TraceEvent struct {
@@ -93,12 +103,12 @@ func NewTrace(rel events.Release, revision int, all []Streamed) (*Trace, error) 
 		}
 	}
 	if latest == 0 {
-		return nil, fmt.Errorf("%s: no release.requested in the stream", rel)
+		return nil, noTrace(fmt.Sprintf("%s: no release.requested in the stream", rel))
 	}
 	if revision == 0 {
 		revision = latest
-	} else if revision > latest {
-		return nil, fmt.Errorf("%s has no revision %d (the latest is %d)", rel, revision, latest)
+	} else if revision > latest || revision < 0 {
+		return nil, noTrace(fmt.Sprintf("%s has no revision %d (the latest is %d)", rel, revision, latest))
 	}
 	flows := map[string]bool{}
 	for _, s := range all {
@@ -107,6 +117,7 @@ func NewTrace(rel events.Release, revision int, all []Streamed) (*Trace, error) 
 		}
 	}
 	tr := &Trace{Release: rel.String(), Revision: revision}
+	index := map[events.ObjectRef]int{} // where each object is in tr.Objects
 	var first time.Time
 	for _, s := range all {
 		e := s.Event
@@ -120,33 +131,35 @@ func NewTrace(rel events.Release, revision int, all []Streamed) (*Trace, error) 
 		tr.Events = append(tr.Events, TraceEvent{Sequence: s.Seq, Time: t, Offset: t.Sub(first).Round(time.Millisecond).String(),
 			Type: e.Type(), Source: e.Source(), Service: strings.TrimPrefix(e.Source(), events.SourcePrefix), ID: e.ID(),
 			Revision: events.Revision(e), Detail: detail(e)})
-		tr.Objects = objects(tr.Objects, e)
+		tr.Objects = objects(tr.Objects, index, e)
+	}
+	if len(tr.Events) == 0 {
+		return nil, noTrace(fmt.Sprintf("%s revision %d: its events are no longer in the stream (older than its retention)", rel, revision))
 	}
 	tr.Stages, tr.Ended, tr.Stopped = stages(tr.Events)
 	return tr, nil
 }
 
-// objects folds e into the revision's object statuses objs.
-func objects(objs []events.ObjectStatus, e event.Event) []events.ObjectStatus {
+// objects folds e into the revision's object statuses objs, index saying where each is.
+func objects(objs []events.ObjectStatus, index map[events.ObjectRef]int, e event.Event) []events.ObjectStatus {
+	put := func(o events.ObjectStatus, replace bool) {
+		if i, ok := index[o.ObjectRef]; !ok {
+			index[o.ObjectRef] = len(objs)
+			objs = append(objs, o)
+		} else if replace {
+			objs[i] = o
+		}
+	}
 	set := func(list []events.ObjectStatus) {
 		for _, o := range list {
-			i := slices.IndexFunc(objs, func(have events.ObjectStatus) bool { return have.ObjectRef == o.ObjectRef })
-			if i < 0 {
-				objs = append(objs, o)
-			} else {
-				objs[i] = o
-			}
+			put(o, true)
 		}
 	}
 	switch e.Type() {
 	case events.TypeApplied:
-		d, err := events.Data[events.Applied](e)
-		if err != nil {
-			return objs
-		}
-		for _, o := range d.Inventory {
-			if !slices.ContainsFunc(objs, func(have events.ObjectStatus) bool { return have.ObjectRef == o.ObjectRef }) {
-				objs = append(objs, events.ObjectStatus{ObjectRef: o.ObjectRef, Status: events.StatusUnknown})
+		if d, err := events.Data[events.Applied](e); err == nil {
+			for _, o := range d.Inventory {
+				put(events.ObjectStatus{ObjectRef: o.ObjectRef, Status: events.StatusUnknown}, false)
 			}
 		}
 	case events.TypeProgressing:

@@ -102,19 +102,23 @@ func Build(infos []micro.Info, names events.Names) *Graph {
 		if subj := info.Metadata[events.MetaSubjects]; subj != "" && subj != names.ReleaseSubjects() {
 			continue
 		}
-		s := byName[info.Name]
+		name := info.Name
+		if name == Requesters || name == Nobody {
+			name += " (service)" // not the drawing's own nodes
+		}
+		s := byName[name]
 		if s == nil {
-			s = &Service{Name: info.Name, Consumes: split(cons), Produces: split(prod)}
-			byName[info.Name] = s
+			s = &Service{Name: name, Consumes: split(cons), Produces: split(prod)}
+			byName[name] = s
 		}
 		s.Instances++
-		if vs := versions[info.Name]; !slices.Contains(vs, info.Version) {
+		if vs := versions[name]; !slices.Contains(vs, info.Version) {
 			vs = append(vs, info.Version)
 			slices.Sort(vs)
-			versions[info.Name], s.Version = vs, strings.Join(vs, ", ")
+			versions[name], s.Version = vs, strings.Join(vs, ", ")
 		}
 	}
-	g := &Graph{}
+	g := &Graph{Services: []Service{}, Edges: []Edge{}}
 	producers, consumers := map[string][]string{}, map[string][]string{}
 	for _, t := range []string{events.TypeRequested, events.TypeRollbackRequested, events.TypeUninstallRequested} {
 		producers[t] = append(producers[t], Requesters)

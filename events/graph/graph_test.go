@@ -56,3 +56,25 @@ func TestBuildAndDraw(t *testing.T) {
 		assert.Contains(t, s, want)
 	}
 }
+
+// TestOddServices: services named as the drawing's own nodes, with control characters, or
+// nothing at all still make a well-formed drawing, each service its own node.
+func TestOddServices(t *testing.T) {
+	g := graph.Build([]micro.Info{
+		info("cli", "1", []string{events.TypeReady}, nil),
+		info("nobody", "1", nil, []string{events.TypeRequested}),
+		info("odd\x01name", "1", []string{events.TypeRequested}, []string{"release.odd\x02"}),
+	}, events.Names{})
+	require.NoError(t, xml.Unmarshal(g.SVG(), new(any)), "well-formed XML")
+	var names []string
+	for _, s := range g.Services {
+		names = append(names, s.Name)
+	}
+	assert.Contains(t, names, "cli (service)")
+	assert.Contains(t, names, "nobody (service)")
+	assert.Contains(t, string(g.SVG()), `data-node="cli (service)"`)
+
+	empty := graph.Build(nil, events.Names{})
+	assert.NotNil(t, empty.Edges, "an empty list, not null, for the page")
+	require.NoError(t, xml.Unmarshal(empty.SVG(), new(any)))
+}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/troupe-dev/troupe/events"
 )
@@ -255,4 +256,13 @@ func (g *Graph) service(name string) *Service {
 	return nil
 }
 
-func esc(s string) string { return html.EscapeString(s) }
+// esc escapes s for SVG text and attributes, leaving out what XML cannot hold (control
+// characters), so that no name a service gives itself breaks the drawing.
+func esc(s string) string {
+	return html.EscapeString(strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0xFFFE || r == 0xFFFF || r == utf8.RuneError {
+			return -1
+		}
+		return r
+	}, s))
+}

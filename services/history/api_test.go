@@ -72,8 +72,31 @@ func TestUISignIn(t *testing.T) {
 	c := cookies[0]
 	assert.Equal(t, history.TokenCookie, c.Name)
 	assert.True(t, c.HttpOnly)
+	assert.NotContains(t, c.Value, "s3cret", "the cookie is no bearer token")
 	assert.Equal(t, http.SameSiteStrictMode, c.SameSite)
 	assert.Equal(t, http.StatusOK, do(http.MethodGet, "/ui/", "", c).Code)
 	assert.Equal(t, http.StatusOK, do(http.MethodGet, "/releases", "", c).Code)
 	assert.Equal(t, http.StatusUnauthorized, do(http.MethodGet, "/releases", "", &http.Cookie{Name: history.TokenCookie, Value: "nope"}).Code)
+	assert.Equal(t, http.StatusUnauthorized, do(http.MethodGet, "/releases", "", &http.Cookie{Name: history.TokenCookie, Value: "s3cret"}).Code,
+		"the token itself is not a session")
+
+	out := do(http.MethodPost, "/ui/sign-out", "", c)
+	assert.Equal(t, http.StatusSeeOther, out.Code)
+	require.Len(t, out.Result().Cookies(), 1)
+	assert.Equal(t, -1, out.Result().Cookies()[0].MaxAge, "signing out removes the cookie")
+}
+
+// TestNoTokenLoopbackNamesOnly: without a token the API and the UI answer only requests
+// addressed to a loopback name, so that a web site whose name resolves to 127.0.0.1 (DNS
+// rebinding) is not their origin.
+func TestNoTokenLoopbackNamesOnly(t *testing.T) {
+	h := history.Guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("page")) }), "")
+	for host, code := range map[string]int{"127.0.0.1:8081": 200, "localhost:7070": 200, "[::1]:8081": 200, "localhost": 200,
+		"evil.example:8081": 403, "evil.example": 403, "10.0.0.5:8081": 403, "127.0.0.1.nip.io:8081": 403} {
+		req := httptest.NewRequest(http.MethodPost, "/ui/api/releases/demo/web/uninstall", strings.NewReader("{}"))
+		req.Host = host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		assert.Equal(t, code, rec.Code, host)
+	}
 }

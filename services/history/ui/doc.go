@@ -17,8 +17,12 @@
 // UI's own pages: a JSON body with an X-Troupe-UI header, which a form or a script on another
 // site cannot send without the browser asking first (nothing here answers that), and
 // Sec-Fetch-Site/Origin are checked where the browser sends them. Who may open the pages at all
-// is the history API's rule: loopback, or its bearer token (history.Guard, with a sign-in page
-// that keeps it in an HttpOnly, SameSite=Strict cookie).
+// is the history API's rule (history.Guard): without a token, loopback names only (no DNS
+// rebinding: history.LoopbackOnly); with one, the token, which a sign-in page trades for an
+// HttpOnly, SameSite=Strict cookie holding a keyed hash of it.
+//
+// Re-drive is events.Names.Redrive's: only a request its handler gave up on, once, and never
+// over a newer request of the release.
 //
 // Why no framework and no npm build: the pages are a few hundred lines of plain ES modules and
 // CSS embedded with go:embed, loaded from nowhere else (the Content-Security-Policy says so), so

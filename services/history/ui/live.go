@@ -48,6 +48,9 @@ func newFeed(ctx context.Context, js jetstream.JetStream, names events.Names, lo
 		if err != nil {
 			return nil // catalog-check dead-letters it; the dead letter comes through the other feed
 		}
+		if _, ok := events.Lookup(e.Type()); !ok {
+			return nil // a type of a user's own: nothing the pages show, nothing history folds
+		}
 		return &Notice{Kind: "event", Sequence: seq, Type: e.Type(), Release: e.Subject(), Revision: events.Revision(e),
 			Source: e.Source(), ID: e.ID(), Flow: events.CorrelationID(e), Time: e.Time()}
 	})
@@ -147,6 +150,8 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-r.Context().Done():
+			return
+		case <-s.stop: // the server stops: an open page must not hold its shutdown
 			return
 		case b, ok := <-page:
 			if !ok {

@@ -63,6 +63,7 @@ type Server struct {
 	mux  *http.ServeMux
 	log  zerolog.Logger
 	feed *feed
+	stop <-chan struct{} // closed when the server stops
 }
 
 // New returns the UI and starts its live feed, which stops with ctx.
@@ -76,7 +77,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if o.ReadOnlyWhy == "" {
 		o.ReadOnlyWhy = "this server has no identity that may publish requests (the cli identity's rights)"
 	}
-	s := &Server{o: o, mux: http.NewServeMux(), log: zerolog.Nop()}
+	s := &Server{o: o, mux: http.NewServeMux(), log: zerolog.Nop(), stop: ctx.Done()}
 	if o.Logger != nil {
 		s.log = o.Logger.With().Str("component", "ui").Logger()
 	}
@@ -110,10 +111,22 @@ func (s *Server) routes() {
 		reply(w, info, nil)
 	})
 	s.mux.HandleFunc("GET "+api+"releases", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		s.waitFolded(r, q.Get("release"))
-		res, err := s.o.Query(r.Context(), historyapi.EndpointList, historyapi.Query{Namespace: q.Get("namespace"), After: q.Get("after")})
-		reply(w, res, err)
+		// Every release (or ?namespace='s), page after page as history answers them.
+		all := []historyapi.Summary{}
+		for after := ""; ; {
+			res, err := s.o.Query(r.Context(), historyapi.EndpointList, historyapi.Query{Namespace: r.URL.Query().Get("namespace"), After: after})
+			if err != nil {
+				reply(w, nil, err)
+				return
+			}
+			page, _ := res.([]historyapi.Summary)
+			all = append(all, page...)
+			if len(page) < historyapi.ListLimit {
+				break
+			}
+			after = page[len(page)-1].Release
+		}
+		reply(w, all, nil)
 	})
 	s.mux.HandleFunc("GET "+api+"releases/{ns}/{name}", func(w http.ResponseWriter, r *http.Request) {
 		rel := release(r)
@@ -213,7 +226,7 @@ func (s *Server) trace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tr, err := flow.ReadTrace(r.Context(), s.o.JS, s.o.Names, rel, num(r.URL.Query().Get("revision")))
-	if err != nil && strings.Contains(err.Error(), "no release.requested") || err != nil && strings.Contains(err.Error(), "has no revision") {
+	if errors.Is(err, flow.ErrNoTrace) {
 		err = &httpError{http.StatusNotFound, err.Error()}
 	}
 	reply(w, tr, err)
@@ -254,6 +267,8 @@ type published struct {
 	Type     string `json:"type"`
 	Release  string `json:"release"`
 	Sequence uint64 `json:"sequence"`
+	// Duplicate: the stream already held the request (a dead letter re-driven twice).
+	Duplicate bool `json:"duplicate,omitempty"`
 }
 
 func (s *Server) publish(ctx context.Context, e event.Event) (any, error) {
@@ -263,7 +278,7 @@ func (s *Server) publish(ctx context.Context, e event.Event) (any, error) {
 		return nil, &httpError{http.StatusBadGateway, "the request was not published: " + err.Error()}
 	}
 	s.log.Info().Str("type", e.Type()).Str("release", e.Subject()).Str("event_id", e.ID()).Msg("published from the UI")
-	return published{ID: e.ID(), Type: e.Type(), Release: e.Subject(), Sequence: ack.Sequence}, nil
+	return published{ID: e.ID(), Type: e.Type(), Release: e.Subject(), Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
 
 func (s *Server) rollback(r *http.Request) (any, error) {
@@ -330,69 +345,42 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 		reply(w, nil, err)
 		return
 	}
+	// The newest first, read one by one (no consumer left behind), skipping deleted ones.
 	out := []deadLetter{}
-	if info.State.Msgs == 0 {
-		reply(w, out, nil)
-		return
-	}
-	from := info.State.FirstSeq
-	if info.State.LastSeq >= deadLetterLimit && info.State.LastSeq-deadLetterLimit+1 > from {
-		from = info.State.LastSeq - deadLetterLimit + 1
-	}
-	cons, err := s.o.JS.OrderedConsumer(ctx, s.o.Names.DeadLetterStream(), jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
-	if err != nil {
-		reply(w, nil, err)
-		return
-	}
-	for len(out) < deadLetterLimit {
-		batch, err := cons.FetchNoWait(deadLetterLimit - len(out))
+	for seq, tries := info.State.LastSeq, 0; seq >= info.State.FirstSeq && seq > 0 && len(out) < deadLetterLimit && tries < 4*deadLetterLimit; seq, tries = seq-1, tries+1 {
+		raw, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
 		if err != nil {
 			reply(w, nil, err)
 			return
 		}
-		got, done := 0, false
-		for msg := range batch.Messages() {
-			got++
-			md, err := msg.Metadata()
-			if err != nil {
-				continue
-			}
-			out = append(out, s.describe(md.Sequence.Stream, events.ParseDeadLetter(msg.Headers(), msg.Data())))
-			done = done || md.Sequence.Stream >= info.State.LastSeq
-		}
-		if err := batch.Error(); err != nil {
-			reply(w, nil, err)
-			return
-		}
-		if done || got == 0 {
-			break
-		}
-	}
-	// Newest first.
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
+		out = append(out, s.describe(seq, events.ParseDeadLetter(raw.Header, raw.Data)))
 	}
 	reply(w, out, nil)
 }
 
+// shownEvent is the most of an original event a dead letter shows whole.
+const shownEvent = 64 << 10
+
 func (s *Server) describe(seq uint64, d events.DeadLetter) deadLetter {
 	out := deadLetter{Sequence: seq, Service: d.Service, Reason: d.Reason, Subject: d.Subject, Original: d.Sequence,
 		Deliveries: d.Deliveries, Time: d.Time}
-	if json.Valid(d.Data) {
+	switch {
+	case len(d.Data) <= shownEvent && json.Valid(d.Data):
 		out.Event = d.Data
-	} else {
-		out.Raw = string(d.Data)
-		if len(out.Raw) > 4096 {
-			out.Raw = out.Raw[:4096] + "…"
-		}
+	case len(d.Data) > 4096:
+		out.Raw = fmt.Sprintf("%s… (%d bytes; troupe tail --dead-letters -o json shows them all)", strings.ToValidUTF8(string(d.Data[:4096]), "?"), len(d.Data))
+	default:
+		out.Raw = strings.ToValidUTF8(string(d.Data), "?")
 	}
 	if e, err := s.o.Names.Decode(d.Subject, d.Header, d.Data); err == nil {
 		out.Type, out.Release = e.Type(), e.Subject()
 	} else if rel, typ, err := s.o.Names.ParseSubject(d.Subject); err == nil {
 		out.Type, out.Release = typ, rel.String() // what its subject says, the body unreadable
 	}
-	if _, err := s.o.Names.Redrive(d, Source); err != nil {
+	if _, err := s.o.Names.Redrivable(d); err != nil {
 		out.NoRedrive = err.Error()
 	} else {
 		out.Redrive = fmt.Sprintf("%sapi/deadletters/%d/redrive", Prefix, seq)
@@ -416,7 +404,7 @@ func (s *Server) redrive(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := s.o.Names.Redrive(events.ParseDeadLetter(raw.Header, raw.Data), Source)
+	e, err := s.o.Names.Redrive(r.Context(), s.o.JS, events.ParseDeadLetter(raw.Header, raw.Data), Source)
 	if err != nil {
 		return nil, &httpError{http.StatusUnprocessableEntity, err.Error()}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -151,8 +152,11 @@ func TestDeadLettersAndRedrive(t *testing.T) {
 		t.Helper()
 		subj, err := names.Subject(web, events.TypeRequested)
 		require.NoError(t, err)
-		body := raw
+		body, seq := raw, uint64(0)
 		if ev != nil {
+			ack, err := events.NewPublisher(e.js, names).Publish(t.Context(), *ev) // the original, on the stream
+			require.NoError(t, err)
+			seq = ack.Sequence
 			subj, err = names.Subject(web, ev.Type())
 			require.NoError(t, err)
 			body, err = events.Encode(*ev)
@@ -164,6 +168,7 @@ func TestDeadLettersAndRedrive(t *testing.T) {
 		msg.Header.Set(events.HeaderDLQReason, "gave up: a test")
 		msg.Header.Set(events.HeaderDLQSubject, subj)
 		msg.Header.Set(events.HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
+		msg.Header.Set(events.HeaderDLQSequence, strconv.FormatUint(seq, 10))
 		_, err = e.js.PublishMsg(t.Context(), msg)
 		require.NoError(t, err)
 	}
@@ -201,16 +206,19 @@ func TestDeadLettersAndRedrive(t *testing.T) {
 	code, body := e.post(strings.TrimPrefix(list[2].Redrive, ui.Prefix+"api/"), `{}`, nil)
 	require.Equal(t, http.StatusOK, code, body)
 	reqs := e.stored(events.TypeRequested)
-	require.Len(t, reqs, 1)
-	assert.NotEqual(t, req.ID(), reqs[0].ID())
-	assert.Equal(t, ui.Source, reqs[0].Source())
-	d, err := events.Data[events.Requested](reqs[0])
+	require.Len(t, reqs, 2, "the original and the re-driven one")
+	assert.NotEqual(t, req.ID(), reqs[1].ID())
+	assert.Equal(t, ui.Source, reqs[1].Source())
+	d, err := events.Data[events.Requested](reqs[1])
 	require.NoError(t, err)
 	assert.Equal(t, "ada", d.RequestedBy)
 
 	code, body = e.post("deadletters/"+jsonNum(list[1].Sequence)+"/redrive", `{}`, nil)
 	assert.Equal(t, http.StatusUnprocessableEntity, code)
 	assert.Contains(t, body["error"], "is a fact")
+	code, body = e.post(strings.TrimPrefix(list[2].Redrive, ui.Prefix+"api/"), `{}`, nil)
+	assert.Equal(t, http.StatusUnprocessableEntity, code, "a second re-drive: the first is a newer request")
+	assert.Contains(t, body["error"], "a newer release.requested")
 	code, _ = e.post("deadletters/999/redrive", `{}`, nil)
 	assert.Equal(t, http.StatusNotFound, code)
 }
@@ -257,4 +265,48 @@ func TestLiveFeed(t *testing.T) {
 	assert.Equal(t, events.TypeRequested, got.Type)
 	assert.Equal(t, "demo/web", got.Release)
 	assert.NotZero(t, got.Sequence)
+
+	// A dead letter too, with its service and reason.
+	subj, err := events.Names{}.Subject(web, events.TypeRequested)
+	require.NoError(t, err)
+	msg := nats.NewMsg(events.Names{}.DeadLetterSubject("renderer", subj))
+	msg.Data = []byte("not a cloudevent {")
+	msg.Header.Set(events.HeaderDLQService, "renderer")
+	msg.Header.Set(events.HeaderDLQReason, "malformed event")
+	msg.Header.Set(events.HeaderDLQSubject, subj)
+	_, err = e.js.PublishMsg(t.Context(), msg)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		select {
+		case got = <-notices:
+			return got.Kind == "deadletter"
+		default:
+			return false
+		}
+	}, 20*time.Second, 10*time.Millisecond)
+	assert.Equal(t, "renderer", got.Service)
+	assert.Equal(t, "malformed event", got.Reason)
+	assert.Equal(t, "demo/web", got.Release)
+}
+
+// TestTraceNotOnTheStream: a revision the stream holds nothing of is a 404 saying so, not an
+// empty trace.
+func TestTraceNotOnTheStream(t *testing.T) {
+	e := newEnv(t, false)
+	var body map[string]any
+	assert.Equal(t, http.StatusNotFound, e.get("releases/demo/web/trace", &body))
+	assert.Contains(t, body["error"], "no release.requested")
+	ev, err := events.NewEvent("troupe/cli", events.TypeRequested, web, events.Requested{
+		Source: events.Source{Manifests: &events.ManifestsSource{Path: "deploy/"}}})
+	require.NoError(t, err)
+	_, err = events.NewPublisher(e.js, events.Names{}).Publish(t.Context(), ev)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusNotFound, e.get("releases/demo/web/trace?revision=-1", &body))
+	assert.Equal(t, http.StatusNotFound, e.get("releases/demo/web/trace?revision=7", &body))
+	assert.Contains(t, body["error"], "has no revision 7")
+	var tr struct {
+		Events []any `json:"events"`
+	}
+	assert.Equal(t, http.StatusOK, e.get("releases/demo/web/trace", &tr))
+	assert.Len(t, tr.Events, 1)
 }

@@ -43,6 +43,9 @@ function say(text, error = false) {
   banner.hidden = !text;
 }
 
+// seg is a path segment of the API, encoded.
+function seg(s) { return encodeURIComponent(s); }
+
 function state(s) { return h('span', { class: 'state ' + s }, s); }
 
 function ago(t) {
@@ -82,8 +85,13 @@ function confirmButton(label, question, run, cls = '') {
 
 function live() {
   const src = new EventSource('/ui/api/live');
-  src.addEventListener('open', () => { liveBadge.textContent = 'live'; liveBadge.className = 'live on'; });
-  src.addEventListener('error', () => { liveBadge.textContent = 'reconnecting…'; liveBadge.className = 'live off'; });
+  let lost = false;
+  src.addEventListener('open', () => {
+    liveBadge.textContent = 'live'; liveBadge.className = 'live on';
+    // Notices sent while the page was away are gone: show it afresh.
+    if (lost) { lost = false; route(); }
+  });
+  src.addEventListener('error', () => { lost = true; liveBadge.textContent = 'reconnecting…'; liveBadge.className = 'live off'; });
   src.addEventListener('notice', (m) => {
     const n = JSON.parse(m.data);
     if (page && page.onNotice) page.onNotice(n);
@@ -116,18 +124,31 @@ function releasesPage() {
     if (!body.children.length) body.append(h('tr', {}, h('td', { colspan: 6, class: 'muted' }, list.length ? 'No release matches.' : 'No release yet: publish one with troupe release.')));
     fresh.clear();
   };
-  const load = async (rel, seq) => {
-    const q = rel ? `?release=${encodeURIComponent(rel)}&atLeast=${seq}` : '';
-    list = await api('releases' + q);
-    if (rel) fresh.add(rel);
+  const load = async () => { list = await api('releases'); draw(); };
+  // A notice says which release moved: ask for that one (once history folded the event) and
+  // put it in its place.
+  const patch = async (rel, seq) => {
+    const [rns, rname] = rel.split('/');
+    const v = await api(`releases/${seg(rns)}/${seg(rname)}?atLeast=${seq}`);
+    const last = v.revisions.length ? v.revisions[v.revisions.length - 1] : null;
+    const row = { release: v.release, current: v.current, latest: last ? last.revision : 0, state: last ? last.state : '',
+      uninstalled: v.uninstalled, updated: v.updated };
+    const i = list.findIndex((r) => r.release === row.release);
+    if (i >= 0) list[i] = row;
+    else { list.push(row); list.sort((a, b) => (a.release < b.release ? -1 : 1)); }
+    fresh.add(row.release);
     draw();
   };
   for (const el of [ns, text, st]) el.addEventListener('input', draw);
   main.replaceChildren(h('h1', {}, 'Releases'), h('div', { class: 'filters' }, ns, text, st),
     h('table', { id: 'releases' }, h('thead', {}, h('tr', {}, ['Namespace', 'Name', 'Current', 'Latest', 'State', 'Updated'].map((c) => h('th', {}, c)))), body));
   load().catch((e) => say(e.message, true));
-  const reload = debounce((rel, seq) => load(rel, seq).catch((e) => say(e.message, true)));
-  return { onNotice: (n) => { if (n.kind === 'event') reload(n.release, n.sequence); } };
+  const due = new Map(); // release → the newest sequence heard of
+  const flush = debounce(() => {
+    for (const [rel, seq] of due) patch(rel, seq).catch((e) => say(e.message, true));
+    due.clear();
+  });
+  return { onNotice: (n) => { if (n.kind === 'event') { due.set(n.release, Math.max(n.sequence, due.get(n.release) || 0)); flush(); } } };
 }
 
 function releasePage(ns, name) {
@@ -143,7 +164,7 @@ function releasePage(ns, name) {
   const allValues = h('input', { type: 'checkbox', id: 'values-all' });
 
   const rollback = (n) => async () => {
-    const r = await act(`releases/${ns}/${name}/rollback`, { revision: n, reason: 'from the web UI' });
+    const r = await act(`releases/${seg(ns)}/${seg(name)}/rollback`, { revision: n, reason: 'from the web UI' });
     say(`Published ${r.type} to revision ${n} (${r.id}).`);
   };
   const draw = () => {
@@ -154,7 +175,7 @@ function releasePage(ns, name) {
         view.rollback ? h('span', {}, ` — rolling back to ${view.rollback.target}`) : ''),
       h('div', { class: 'actions' },
         confirmButton('Uninstall', `Uninstall ${rel}? Click again`, async () => {
-          const r = await act(`releases/${ns}/${name}/uninstall`, {});
+          const r = await act(`releases/${seg(ns)}/${seg(name)}/uninstall`, {});
           say(`Published ${r.type} (${r.id}).`);
         }, 'danger')));
     revs.replaceChildren();
@@ -165,7 +186,8 @@ function releasePage(ns, name) {
         h('td', {}, h('a', { href: `#/r/${ns}/${name}/${r.revision}` }, r.revision)),
         h('td', {}, state(r.state), r.rolledBackTo ? h('div', { class: 'muted' }, `rolled back to ${r.rolledBackTo}`) : ''),
         h('td', {}, why ? h('div', {}, why) : '', r.message ? h('div', { class: 'muted' }, r.message) : ''),
-        h('td', {}, by(req.by), req.requestedBy ? h('div', { class: 'muted' }, req.requestedBy) : ''),
+        h('td', {}, by(req.by), req.requestedBy ? h('div', { class: 'muted' }, req.requestedBy) : '',
+          req.source ? h('div', { class: 'muted' }, req.source) : ''),
         h('td', { title: when(r.times.requested) }, when(r.times.requested)),
         h('td', {}, r.times.finished ? when(r.times.finished) : ''),
         h('td', {}, r.revision !== view.current && r.bundle
@@ -184,7 +206,7 @@ function releasePage(ns, name) {
     if (!valuesRev.dataset.set) { valuesRev.value = latest; valuesRev.dataset.set = '1'; }
   };
   const diff = async () => {
-    const d = await api(`releases/${ns}/${name}/diff?from=${from.value}&to=${to.value}`);
+    const d = await api(`releases/${seg(ns)}/${seg(name)}/diff?from=${seg(from.value)}&to=${seg(to.value)}`);
     const rows = [];
     for (const o of d.objects) {
       const obj = `${o.kind} ${o.namespace ? o.namespace + '/' : ''}${o.name}`;
@@ -200,12 +222,12 @@ function releasePage(ns, name) {
   };
   const values = async () => {
     try {
-      const v = await api(`releases/${ns}/${name}/values?revision=${valuesRev.value}&all=${allValues.checked}`);
+      const v = await api(`releases/${seg(ns)}/${seg(name)}/values?revision=${seg(valuesRev.value)}&all=${allValues.checked}`);
       valuesOut.textContent = JSON.stringify(v.values, null, 2);
     } catch (e) { valuesOut.textContent = e.message; }
   };
   const load = async (seq) => {
-    view = await api(`releases/${ns}/${name}` + (seq ? `?atLeast=${seq}` : ''));
+    view = await api(`releases/${seg(ns)}/${seg(name)}` + (seq ? `?atLeast=${seq}` : ''));
     draw();
   };
   main.replaceChildren(h('p', {}, h('a', { href: '#/' }, '← Releases')), head,
@@ -226,14 +248,17 @@ const laneOrder = ['cli', 'ui', 'renderer', 'applier', 'health', 'history'];
 function timelinePage(ns, name, revision) {
   const rel = `${ns}/${name}`;
   const out = h('div', { id: 'timeline' });
+  let flows = new Set(); // the flows the trace shows: its requests' ids
   const load = async () => {
-    const tr = await api(`releases/${ns}/${name}/trace?revision=${revision}`);
+    const tr = await api(`releases/${seg(ns)}/${seg(name)}/trace?revision=${revision}`);
+    flows = new Set(tr.events.filter((e) => /requested$/.test(e.type)).map((e) => e.id));
     out.replaceChildren(drawTimeline(tr), ...objectsTable(tr.objects || []));
   };
   main.replaceChildren(h('p', {}, h('a', { href: `#/r/${ns}/${name}` }, `← ${rel}`)), h('h1', {}, `${rel} revision ${revision}`), out);
-  load().catch((e) => say(e.message, true));
+  load().catch((e) => { out.replaceChildren(h('p', { class: 'stopped' }, e.message)); });
   const reload = debounce(() => load().catch((e) => say(e.message, true)));
-  return { onNotice: (n) => { if (n.kind === 'event' && n.release === rel) reload(); } };
+  // Its own flows' events, and a new request of the release (a rollback may restore this revision).
+  return { onNotice: (n) => { if (n.kind === 'event' && n.release === rel && (flows.has(n.flow) || /requested$/.test(n.type))) reload(); } };
 }
 
 function drawTimeline(tr) {
@@ -291,6 +316,8 @@ function graphPage() {
     h('p', { class: 'muted' }, 'Discovered from the running services: who consumes and produces which event types.'), out);
   api('graph').then((res) => {
     const g = res.graph;
+    g.edges = g.edges || [];
+    g.services = g.services || [];
     const pic = h('div', { class: 'picture' });
     pic.append(new DOMParser().parseFromString(res.svg, 'image/svg+xml').documentElement);
     const types = [...new Set(g.edges.map((e) => e.type))].sort();
@@ -316,7 +343,7 @@ function deadLettersPage() {
       const redrive = d.redrive
         ? confirmButton('Re-drive', 'Request again? Click again', async () => {
           const r = await act(`deadletters/${d.sequence}/redrive`, {});
-          say(`Published ${r.type} for ${r.release} again (${r.id}).`);
+          say(r.duplicate ? `Already re-driven: ${r.type} for ${r.release} (${r.id}).` : `Published ${r.type} for ${r.release} again (${r.id}).`);
         })
         : h('button', { disabled: true, title: d.noRedrive }, 'Re-drive');
       body.append(h('tr', { 'data-sequence': d.sequence },
@@ -339,7 +366,11 @@ function deadLettersPage() {
 
 function route() {
   say(info.actions ? '' : 'Read-only: ' + info.readOnly);
-  const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+  let parts = [];
+  try { parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent); } catch { /* a broken link: the releases */ }
+  // A release's namespace and name are DNS labels (what the server checks too): anything else
+  // in a link is no release.
+  if (parts[0] === 'r' && !parts.slice(1, 3).every((p) => /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(p))) parts = [];
   let nav = 'releases';
   if (parts[0] === 'r' && parts.length === 3) page = releasePage(parts[1], parts[2]);
   else if (parts[0] === 'r' && parts.length === 4) page = timelinePage(parts[1], parts[2], Number(parts[3]));
