@@ -30,8 +30,9 @@ const (
 )
 
 // extensions is the trace context in an event's CloudEvents extensions, traceparent and
-// tracestate (the distributed-tracing extension), as a propagation.TextMapCarrier: what
-// OpenTelemetry's W3C propagator reads and writes, a NATS header for HTTP's.
+// tracestate (the distributed-tracing extension), as a propagation.TextMapCarrier: OpenTelemetry's
+// W3C propagator reads and writes them as it would HTTP headers. In the event, not in NATS
+// headers, the context survives whatever carries the event on: a dead letter, a replay, a bridge.
 type extensions struct{ e *event.Event }
 
 func (c extensions) Get(key string) string { return stringExt(*c.e, key) }

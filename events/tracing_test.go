@@ -33,7 +33,7 @@ func spanNamed(rec *tracetest.SpanRecorder, name string) []sdktrace.ReadOnlySpan
 func attr(s sdktrace.ReadOnlySpan, key attribute.Key) string {
 	for _, kv := range s.Attributes() {
 		if kv.Key == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""

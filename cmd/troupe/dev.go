@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/client-go/rest"
 
 	"github.com/troupe-dev/troupe/events"
@@ -186,7 +187,12 @@ func (c *cli) dev(ctx context.Context, o devOptions) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	services, err := devServices(ctx, serviceConn, c.names, kcfg, render.Options{KustomizeRemoteHosts: o.kustomizeRemoteHosts, LookupAllNamespaces: o.lookupAllNamespaces}, log, metrics, mux)
+	tracers, stopTracing, err := c.devTracing(ctx, renderer.Name, applier.Name, health.Name, history.Name)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // once the group stopped the services: what they did is exported
+	services, err := devServices(ctx, serviceConn, c.names, kcfg, render.Options{KustomizeRemoteHosts: o.kustomizeRemoteHosts, LookupAllNamespaces: o.lookupAllNamespaces}, log, metrics, mux, tracers)
 	if err != nil {
 		return err
 	}
@@ -255,7 +261,12 @@ func (c *cli) startCluster(ctx context.Context, o devOptions) (*cluster.Cluster,
 
 // devServices returns the services `troupe dev` runs, by name: the four of troupe and
 // catalog-check, the renderer with ropts. The history's queries are served on nc and its HTTP API on mux.
-func devServices(ctx context.Context, connect func(identity string) (*nats.Conn, jetstream.JetStream, string, error), names events.Names, kcfg *rest.Config, ropts render.Options, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux) (map[string]serve.Service, error) {
+// Each of the four traces its work with the provider tracers returns for its name (nil: none).
+func devServices(ctx context.Context, connect func(identity string) (*nats.Conn, jetstream.JetStream, string, error), names events.Names, kcfg *rest.Config, ropts render.Options, log zerolog.Logger, m *events.Metrics, mux *http.ServeMux,
+	tracers func(service string) trace.TracerProvider) (map[string]serve.Service, error) {
+	traced := func(service string) events.SubscriberConfig {
+		return events.SubscriberConfig{TracerProvider: tracers(service)}
+	}
 	out := map[string]serve.Service{}
 	logger := func(name string) *zerolog.Logger { l := log.With().Str("service", name).Logger(); return &l }
 
@@ -270,7 +281,8 @@ func devServices(ctx context.Context, connect func(identity string) (*nats.Conn,
 	if err != nil {
 		return nil, err
 	}
-	r, err := renderer.New(ctx, js, renderer.Options{Names: names, Render: ropts, Logger: logger(renderer.Name), Metrics: m, Signer: signer})
+	r, err := renderer.New(ctx, js, renderer.Options{Names: names, Render: ropts, Logger: logger(renderer.Name), Metrics: m, Signer: signer,
+		Subscriber: traced(renderer.Name)})
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +298,7 @@ func devServices(ctx context.Context, connect func(identity string) (*nats.Conn,
 		return nil, err
 	}
 	a, err := applier.New(ctx, js, kcfg, applier.Options{Apply: apply.Options{AllowAdopt: true}, Names: names, Logger: logger(applier.Name), Metrics: m,
-		BundleWriters: writers})
+		BundleWriters: writers, Subscriber: traced(applier.Name)})
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +307,7 @@ func devServices(ctx context.Context, connect func(identity string) (*nats.Conn,
 	if err != nil {
 		return nil, err
 	}
-	h, err := health.New(ctx, js, kcfg, health.Options{Names: names, Logger: logger(health.Name), Metrics: m})
+	h, err := health.New(ctx, js, kcfg, health.Options{Names: names, Logger: logger(health.Name), Metrics: m, Subscriber: traced(health.Name)})
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +316,7 @@ func devServices(ctx context.Context, connect func(identity string) (*nats.Conn,
 	if err != nil {
 		return nil, err
 	}
-	hist, err := history.New(ctx, js, history.Options{Names: names, Logger: logger(history.Name), Metrics: m})
+	hist, err := history.New(ctx, js, history.Options{Names: names, Logger: logger(history.Name), Metrics: m, Subscriber: traced(history.Name)})
 	if err != nil {
 		return nil, err
 	}

@@ -222,7 +222,7 @@ func (w *waiting) bind(cmd *cobra.Command, waitHelp, timeoutHelp string) {
 }
 
 // send publishes the CLI's request typ for rel — once before (nil: nothing) has put what it
-// refers to in the stores — and follows it as w says.
+// refers to in the stores — and follows it as w says, under the root span of its trace (traced).
 func (c *cli) send(ctx context.Context, rel events.Release, typ string, data any, before func(context.Context, jetstream.JetStream) error, w waiting) error {
 	e, err := events.NewEvent(events.SourcePrefix+"cli", typ, rel, data)
 	if err != nil {
@@ -233,12 +233,14 @@ func (c *cli) send(ctx context.Context, rel events.Release, typ string, data any
 		return err
 	}
 	defer nc.Close()
-	if before != nil {
-		if err := before(ctx, js); err != nil {
-			return err
+	return c.traced(ctx, e, func(ctx context.Context) error {
+		if before != nil {
+			if err := before(ctx, js); err != nil {
+				return err
+			}
 		}
-	}
-	return c.publishAndFollow(ctx, js, rel, e, w)
+		return c.publishAndFollow(ctx, js, rel, e, w)
+	})
 }
 
 // publishAndFollow publishes e and, with --wait (how), follows its flow until it ends.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/access"
+	"github.com/troupe-dev/troupe/events/tracing"
 )
 
 // cli holds what every command shares.
@@ -34,6 +35,9 @@ type cli struct {
 	// its timeout (and be tried again, as if NATS were busy).
 	refuse  context.CancelCauseFunc
 	refused atomic.Pointer[refusedError]
+	// otlp is where the requests' traces go (--otlp-endpoint): the CLI's root span of a request
+	// (traced), troupe dev's services' spans.
+	otlp tracing.Options
 }
 
 func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *cli) {
@@ -66,6 +70,7 @@ Start a local environment with 'troupe dev', then publish and watch events from 
 		return nil
 	}
 	root.PersistentFlags().StringVar(&c.logLevel, "log-level", envOr("TROUPE_LOG_LEVEL", "info"), "log level: debug, info, warn, error [TROUPE_LOG_LEVEL]")
+	c.otlp.BindFlags(root.PersistentFlags())
 	root.AddCommand(c.devCmd(), c.publishCmd(), c.tailCmd(), c.releaseCmd(), c.adoptCmd(), c.natsConfigCmd(), c.installCmd(), c.versionCmd(), c.statusCmd(), c.listCmd(), c.historyCmd(),
 		c.getCmd(), c.diffCmd(), c.rollbackCmd(), c.uninstallCmd(), c.redriveCmd(), c.traceCmd(), c.graphCmd(), c.replayCmd(), c.identitiesCmd())
 	return root, c
