@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 
 GO       ?= go
 BIN      := $(CURDIR)/bin
-MODULES  := events cmd/troupe services/renderer services/applier services/health services/history deploy test/cluster test/e2e test/chaos examples/notifier
+MODULES  := events cmd/troupe services/renderer services/applier services/health services/history deploy test/cluster test/e2e test/chaos examples/notifier examples/cdevents
 PKGS     := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 STATICCHECK_VERSION := v0.8.2
 CLUSTER_BINS := $(addprefix $(BIN)/,etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
@@ -28,8 +28,18 @@ build: deploy-deps ## build the troupe CLI into ./bin: troupe (lean) and troupe-
 run: build cluster-bin ## start troupe dev with a local cluster, take the example chart through install, upgrade and rollback, leave it running (ONCE=1: stop after)
 	TROUPE_RUN_ONCE=$(or $(ONCE),$(TROUPE_RUN_ONCE)) ./hack/run.sh
 
+.PHONY: chromium
+chromium: ## install headless Chromium from Debian's packages where missing: the web UI's tests drive it
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || \
+		{ echo "installing Chromium (Debian's package) for the web UI's tests"; \
+		  $(if $(filter 0,$(shell id -u)),,sudo )apt-get update -qq && $(if $(filter 0,$(shell id -u)),,sudo )apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
+
+.PHONY: screenshots
+screenshots: build cluster-bin nats-bin chromium ## drive the web UI in headless Chromium through a release, a rollback and a dead letter, writing each page to docs/screenshots/ (the README shows them)
+	TROUPE_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestWebUI$$' ./test/e2e
+
 .PHONY: test
-test: cluster-bin nats-bin deploy-deps ## run every test (real embedded nats-server, real local Kubernetes API server), with the race detector
+test: cluster-bin nats-bin deploy-deps chromium ## run every test (real embedded nats-server, real local Kubernetes API server), with the race detector
 	$(GO) test -race -count=1 $(PKGS)
 
 .PHONY: chaos

@@ -323,8 +323,10 @@ func devServices(ctx context.Context, connect func(identity string) (*nats.Conn,
 	if err := hist.Serve(ctx, nc); err != nil {
 		return nil, err
 	}
-	mux.Handle("/releases", hist.HTTPHandler())
-	mux.Handle("/releases/", hist.HTTPHandler())
+	// The history API and the web UI answer only to loopback names: no token guards them here.
+	api := history.LoopbackOnly(hist.HTTPHandler())
+	mux.Handle("/releases", api)
+	mux.Handle("/releases/", api)
 	out[history.Name] = hist
 
 	// The web UI reads as the viewer (events, dead letters, discovery) and publishes its buttons'
@@ -341,7 +343,7 @@ func devServices(ctx context.Context, connect func(identity string) (*nats.Conn,
 	if err != nil {
 		return nil, err
 	}
-	mux.Handle(ui.Prefix, web)
+	mux.Handle(ui.Prefix, history.LoopbackOnly(web))
 	mux.Handle("GET /{$}", http.RedirectHandler(ui.Prefix, http.StatusFound))
 
 	// catalog-check reads every catalog event and dead-letters what does not conform, with the

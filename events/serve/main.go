@@ -50,6 +50,9 @@ type Env struct {
 	Log     *zerolog.Logger
 	Metrics *events.Metrics
 	Mux     *http.ServeMux
+	// Conn is how the service reached NATS: for a second connection under another identity
+	// (history's web UI publishing with the cli identity's rights).
+	Conn events.ConnOptions
 	// Creds is the NATS credentials file the service connected with ("" for none): what it
 	// signs the objects it writes with, and whose account it trusts (events.Signer, Attestor).
 	Creds string
@@ -144,7 +147,7 @@ func Run(ctx context.Context, c Command, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--http-listen: %w", err)
 	}
-	env := &Env{NC: nc, JS: js, Names: names, Log: &log, Metrics: metrics, Mux: http.NewServeMux(), Creds: conn.CredsFile,
+	env := &Env{NC: nc, JS: js, Names: names, Log: &log, Metrics: metrics, Mux: http.NewServeMux(), Creds: conn.CredsFile, Conn: conn,
 		TracerProvider: tp.TracerProvider()}
 	g := &Group{NC: nc, Listener: ln, Mux: env.Mux, Gatherer: reg, Log: &log, ReadyTimeout: NoReadyTimeout,
 		OnReady: func() {

@@ -110,6 +110,9 @@ func run(m *testing.M) int {
 		if s == "applier" {
 			args = append(args, "--allow-adopt") // troupe adopt, --adopt: as troupe dev runs it
 		}
+		if s == "history" {
+			args = append(args, "--ui-creds", env.creds[access.CLI]) // the web UI's buttons (ui_test.go)
+		}
 		p, err := startService(s, args...)
 		if err != nil {
 			return fail(err)
