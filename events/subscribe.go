@@ -449,8 +449,12 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 	s.inflight.add(msg)
 	ctx = context.WithValue(ctx, deliveryKey{}, Delivery{Stream: md.Stream, Sequence: md.Sequence.Stream,
 		Deliveries: md.NumDelivered, MaxDeliver: uint64(s.cfg.MaxDeliver), RetryDelay: s.backoff(md)})
-	err = s.handler(ctx, e)
+	handled := new(trace.SpanContext) // the handler's span (Tracing), under which a give-up publishes
+	err = s.handler(context.WithValue(ctx, handledSpanKey{}, handled), e)
 	s.inflight.remove(msg)
+	if handled.IsValid() {
+		ctx = trace.ContextWithSpanContext(ctx, *handled) // release.failed: a child of the failed handling
+	}
 
 	switch {
 	case err == nil:

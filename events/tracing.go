@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"go.opentelemetry.io/otel/attribute"
@@ -147,7 +148,13 @@ func Stage(ctx context.Context, name string, f func(context.Context) error) (err
 		return f(ctx)
 	}
 	ctx, span := parent.TracerProvider().Tracer(TracerName, trace.WithInstrumentationVersion(Version())).Start(ctx, name)
-	defer func() { EndSpan(span, err) }()
+	defer func() {
+		if p := recover(); p != nil {
+			EndSpan(span, fmt.Errorf("panic: %v", p))
+			panic(p)
+		}
+		EndSpan(span, err)
+	}()
 	return f(ctx)
 }
 
@@ -164,6 +171,9 @@ func Tracing(tp trace.TracerProvider, service string) Middleware {
 			ctx, span := StartSpan(ctx, tp, service+" handle "+e.Type(), e,
 				trace.WithSpanKind(trace.SpanKindConsumer),
 				trace.WithAttributes(semconv.MessagingOperationTypeProcess, semconv.MessagingConsumerGroupName(service)))
+			if h, ok := ctx.Value(handledSpanKey{}).(*trace.SpanContext); ok {
+				*h = span.SpanContext() // for what the subscriber publishes once the handler failed
+			}
 			d, delivered := DeliveryFrom(ctx)
 			if delivered {
 				span.SetAttributes(AttrDeliveries.Int64(int64(d.Deliveries)))
@@ -178,6 +188,10 @@ func Tracing(tp trace.TracerProvider, service string) Middleware {
 		}
 	}
 }
+
+// handledSpanKey holds, in a handler's ctx, where Tracing leaves the span of the handling: the
+// subscriber publishes a terminal error's release.failed under it, after the span ended.
+type handledSpanKey struct{}
 
 // outcome is what the subscriber does with an event whose handler failed with err (see
 // Subscriber): AttrOutcome's value.

@@ -144,6 +144,12 @@ func TestTracingTerminal(t *testing.T) {
 	assert.Equal(t, codes.Error, s.Status().Code)
 	assert.Equal(t, "terminal", attr(s, events.AttrOutcome))
 	assert.Equal(t, "not_a_chart", attr(s, "error.type"))
+
+	// The release.failed the subscriber publishes for it is a child of the failed handling.
+	require.Eventually(t, func() bool { return len(releaseEvents(t, js, events.TypeFailed)) == 1 }, 10*time.Second, 10*time.Millisecond)
+	failed := releaseEvents(t, js, events.TypeFailed)[0]
+	assert.Equal(t, s.SpanContext().SpanID(), parentOf(failed).SpanID())
+	assert.Equal(t, s.SpanContext().TraceID(), parentOf(failed).TraceID())
 }
 
 // TestWithTrace: an event published under a span carries it, the cause's tracestate dropped,

@@ -50,7 +50,8 @@
 // earlier events: the flow's release.rendered (its correlation id, from its request time on), and
 // the release's last release.uninstalled and first release.ready since, before the event's own
 // stream position. Nothing is kept in memory, so replicas share the consumer and a restart loses
-// nothing. (The stream keeps events for its max age: a release whose first request aged out of it,
+// nothing (replicas send in the stream's order only each their own events: one replica keeps the
+// sink's order). (The stream keeps events for its max age: a release whose first request aged out of it,
 // and with no ready revision in what is left, is taken to be running.)
 //
 // An event is acked only once the sink took every CDEvent it maps to (a 2xx answer); otherwise

@@ -187,10 +187,11 @@ func (m mapper) translate(e event.Event, f facts) ([]api.CDEventV04, error) {
 	return out, nil
 }
 
-// serviceKind is the CDEvents service predicate of a ready revision.
+// serviceKind is the CDEvents service predicate of a ready revision: a rollback of a release
+// that was running is rolledback; a rollback after an uninstall installs it again, deployed.
 func serviceKind(f facts) string {
 	switch {
-	case f.Rollback:
+	case f.Rollback && f.Live:
 		return "rolledback"
 	case f.Live:
 		return "upgraded"

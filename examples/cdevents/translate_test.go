@@ -70,6 +70,7 @@ func TestTranslate(t *testing.T) {
 		{name: "first install", e: ready, f: facts{Chart: chart}, want: []string{typeDeployed, typeFinished}, artifact: "pkg:generic/hello@0.2.0", outcome: outcomeSuccess},
 		{name: "upgrade", e: ready, f: facts{Chart: chart, Live: true}, want: []string{typeUpgraded, typeFinished}, artifact: "pkg:generic/hello@0.2.0", outcome: outcomeSuccess},
 		{name: "rollback", e: ready, f: facts{Chart: chart, Live: true, Rollback: true}, want: []string{typeRolledback, typeFinished}, artifact: "pkg:generic/hello@0.2.0", outcome: outcomeSuccess},
+		{name: "rollback after an uninstall: deployed again", e: ready, f: facts{Chart: chart, Live: false, Rollback: true}, want: []string{typeDeployed, typeFinished}, artifact: "pkg:generic/hello@0.2.0", outcome: outcomeSuccess},
 		{name: "kustomize: the bundle is the artifact", e: ready, f: facts{Bundle: digest(7), Live: true}, want: []string{typeUpgraded, typeFinished},
 			artifact: "pkg:generic/hello@sha256:" + digest(7)[len("sha256:"):], outcome: outcomeSuccess},
 		{name: "render aged out: the release is the artifact", e: ready, want: []string{typeDeployed, typeFinished}, artifact: "pkg:generic/hello", outcome: outcomeSuccess},

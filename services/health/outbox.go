@@ -178,8 +178,14 @@ func (o *outbox) publish(ctx context.Context, cause event.Event, check bool, out
 	}
 	ctx, span := events.StartSpan(ctx, o.tp, "health publish "+out.typ, e, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(semconv.MessagingOperationTypeSend))
-	defer func() { events.EndSpan(span, err) }()
 	_, err = o.pub.Publish(ctx, e)
+	// The span says what the publish did, a dropped event too, whatever this returns.
+	spanErr := err
+	if errors.Is(err, events.ErrFlowEnded) {
+		spanErr = nil // not a failure: the revision had its end already
+		span.AddEvent("not published: the revision already ended")
+	}
+	defer events.EndSpan(span, spanErr)
 	if errors.Is(err, events.ErrMalformed) || errors.Is(err, events.ErrInvalidPayload) || errors.Is(err, nats.ErrMaxPayload) {
 		// Not the stream's doing either (the evaluation bounds what an event carries): publishing
 		// it again fails again, and would hold the release's worker for ever.

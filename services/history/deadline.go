@@ -266,8 +266,20 @@ func (w *Watchdog) end(ctx context.Context, fl *events.Flow) error {
 		msg.Data = fl.End.Event
 		w.log.Info().Str("release", fl.Release).Str("event_id", fl.End.ID).Str("type", fl.End.Type).
 			Msg("publishing a terminal event its publisher claimed but did not publish")
-		_, err = w.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fl.End.ID))
-		return err
+		ack, err := w.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fl.End.ID))
+		if err != nil {
+			return err
+		}
+		// The watchdog's own release.failed whose publish failed after its claim (a NATS timeout,
+		// a restart): counted now, when it is stored, once.
+		if fl.End.Source == events.SourcePrefix+WatchdogName && fl.End.Type == events.TypeFailed && !ack.Duplicate {
+			if e, err := w.opts.Names.Decode(subject, msg.Header, fl.End.Event); err == nil {
+				if f, err := events.Data[events.Failed](e); err == nil {
+					w.opts.Metrics.DeadlineExceeded(WatchdogName, f.Stage)
+				}
+			}
+		}
+		return nil
 	}
 	out, err := w.failure(ctx, rel, fl)
 	if err != nil {

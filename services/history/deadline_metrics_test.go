@@ -1,9 +1,15 @@
 package history_test
 
 import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -79,4 +85,46 @@ func TestDeadlineExceededMetric(t *testing.T) {
 	time.Sleep(time.Second) // the other replicas' next ticks
 	assert.Equal(t, want, counted(), "once, whichever replica ended it; nothing for the revision that ended in time")
 	assert.Len(t, w.terminals(fine, 1), 1)
+}
+
+// failFirstFailed is JetStream whose first release.failed publish fails before it reaches the
+// server: the watchdog claimed its end, then lost the publish (a timeout, a restart).
+type failFirstFailed struct {
+	jetstream.JetStream
+	failed atomic.Bool
+}
+
+func (f *failFirstFailed) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if strings.HasSuffix(msg.Subject, ".failed") && f.failed.CompareAndSwap(false, true) {
+		return nil, errors.New("nats: timeout")
+	}
+	return f.JetStream.PublishMsg(ctx, msg, opts...)
+}
+
+// A release.failed the watchdog claimed but failed to publish is published, and counted, by its
+// next try: the claimed end, not a new one.
+func TestDeadlineExceededMetricAfterAFailedPublish(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	reg, m, err := serve.NewRegistry()
+	require.NoError(t, err)
+	flaky := &failFirstFailed{JetStream: js}
+	svc, err := history.New(t.Context(), flaky, history.Options{Grace: 200 * time.Millisecond, Metrics: m})
+	require.NoError(t, err)
+	natstest.Run(t, svc)
+	w := &watchdogEnv{t: t, js: js, pub: events.NewPublisher(js, events.Names{})}
+	late := events.Release{Namespace: "ns", Name: "late"}
+	w.request(late, time.Second)
+
+	require.Len(t, w.terminals(late, 1), 1)
+	assert.True(t, flaky.failed.Load(), "the first publish failed")
+	require.Eventually(t, func() bool {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "troupe_flows_deadline_exceeded_total" {
+				return len(mf.GetMetric()) == 1 && mf.GetMetric()[0].GetCounter().GetValue() == 1
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "counted once")
 }
