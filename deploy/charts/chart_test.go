@@ -130,7 +130,8 @@ var valueSets = map[string]string{
 	"namespaced tenants": `
 namespaces: [team-a, team-b]
 applier: {clusterScoped: {enabled: true}, allowAdopt: true, replicas: 3}
-history: {api: {enabled: true, tokenSecret: history-token}}
+history: {api: {enabled: true, tokenSecret: history-token}, ui: {actions: true}}
+tracing: {otlpEndpoint: "http://otel-collector.monitoring:4318"}
 serviceMonitor: {enabled: true, labels: {release: prom}}
 prometheusRule: {enabled: true, labels: {release: prom}}
 grafanaDashboard: {enabled: true, annotations: {grafana_folder: troupe}}
@@ -255,6 +256,8 @@ func TestChartObjects(t *testing.T) {
 	assert.Contains(t, args(t, b, "renderer"), "--in-cluster")
 	assert.Contains(t, args(t, b, "applier"), "--impersonate-service-account=troupe-deployer")
 	assert.Contains(t, args(t, b, "applier"), "--deny-cluster-scoped")
+	assert.NotContains(t, strings.Join(args(t, b, "history"), " "), "--ui", "the web UI on, read-only")
+	assert.NotContains(t, strings.Join(args(t, b, "history"), " "), "--otlp-endpoint", "no tracing")
 	jobs := objectsOf(b, "Job")
 	require.Contains(t, jobs, "troupe/troupe-provision-1")
 	job := jobs["troupe/troupe-provision-1"]["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)
@@ -276,7 +279,10 @@ func TestChartObjects(t *testing.T) {
 	assert.Subset(t, a, []string{"--allow-namespace=team-a", "--allow-namespace=team-b", "--allow-adopt", "--subjects-prefix=staging"})
 	assert.NotContains(t, a, "--deny-cluster-scoped")
 	assert.Contains(t, args(t, b, "health"), "--per-namespace")
-	assert.Subset(t, args(t, b, "history"), []string{"--api-listen=:8081", "--api-token-file=/var/run/troupe/api/token"})
+	assert.Subset(t, args(t, b, "history"), []string{"--api-listen=:8081", "--api-token-file=/var/run/troupe/api/token", "--ui-creds=/var/run/troupe/ui/cli.creds"})
+	for _, svc := range []string{"renderer", "applier", "health", "history"} {
+		assert.Contains(t, args(t, b, svc), "--otlp-endpoint=http://otel-collector.monitoring:4318", svc)
+	}
 	assert.Len(t, objectsOf(b, "NetworkPolicy"), 4)
 	assert.Len(t, objectsOf(b, "ServiceMonitor"), 1)
 	monitoring(t, b)

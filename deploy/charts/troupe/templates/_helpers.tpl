@@ -74,4 +74,7 @@ capabilities:
 {{- with .ctx.Values.subjectsPrefix }}
 - --subjects-prefix={{ . }}
 {{- end }}
+{{- with .ctx.Values.tracing.otlpEndpoint }}
+- --otlp-endpoint={{ . }}
+{{- end }}
 {{- end }}
