@@ -62,36 +62,48 @@ func startDev(t *testing.T) string {
 // startDevHTTP is startDev, also returning the base URL of dev's health and metrics server.
 func startDevHTTP(t *testing.T) (string, string) {
 	t.Helper()
+	url, web, _ := launchDev(t)
+	return url, web
+}
+
+// launchDev runs `troupe dev` in process on the test cluster, with args added, until the test
+// ends or stop (idempotent), which waits until it returned (its services drained, their spans
+// exported). It returns dev's NATS URL and the base URL of its HTTP server.
+func launchDev(t *testing.T, args ...string) (server, web string, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
 	done := make(chan int, 1)
 	// The store's removal is registered before dev's stop, so that it runs after dev stopped.
 	store := t.TempDir()
 	go func() {
-		done <- run(ctx, []string{"dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0",
-			"--store-dir", store, "--log-level", "warn", "--kubeconfig", testKube.Kubeconfig}, nil, out, out)
+		done <- run(ctx, append([]string{"dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0",
+			"--store-dir", store, "--log-level", "warn", "--kubeconfig", testKube.Kubeconfig}, args...), nil, out, out)
 	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case code := <-done:
-			assert.Equal(t, 0, code, "dev exits 0 on shutdown")
-			assert.Contains(t, out.String(), "troupe dev: stopped")
-		case <-time.After(30 * time.Second):
-			t.Error("troupe dev did not stop")
-		}
-	})
-	var url, web string
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case code := <-done:
+				assert.Equal(t, 0, code, "dev exits 0 on shutdown: %s", out)
+				assert.Contains(t, out.String(), "troupe dev: stopped")
+			case <-time.After(60 * time.Second):
+				t.Error("troupe dev did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
 	require.Eventually(t, func() bool {
 		m, h := natsURL.FindStringSubmatch(out.String()), httpURL.FindStringSubmatch(out.String())
 		if m != nil && h != nil && strings.Contains(out.String(), "troupe dev: ready") {
-			url, web = m[1], h[1]
+			server, web = m[1], h[1]
 			return true
 		}
 		return false
-	}, 20*time.Second, 20*time.Millisecond, "dev did not start: %s", out)
-	devStores.Store(url, store)
-	return url, web
+	}, 60*time.Second, 20*time.Millisecond, "dev did not start: %s", out)
+	devStores.Store(server, store)
+	return server, web, stop
 }
 
 // devStores maps the NATS URL of each dev these tests started to its store dir, where the

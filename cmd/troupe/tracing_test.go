@@ -2,12 +2,10 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -23,38 +21,7 @@ import (
 // (and so exports the spans its services did not export yet) and waits until it returned.
 func startTracedDev(t *testing.T, args ...string) (server string, stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
-	done := make(chan int, 1)
-	store := t.TempDir()
-	go func() {
-		done <- run(ctx, append([]string{"dev", "--nats-listen", "127.0.0.1:-1", "--http-listen", "127.0.0.1:0",
-			"--store-dir", store, "--log-level", "warn", "--kubeconfig", testKube.Kubeconfig}, args...), nil, out, out)
-	}()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case code := <-done:
-			assert.Equal(t, 0, code, "dev exits 0 on shutdown: %s", out)
-		case <-time.After(60 * time.Second):
-			t.Error("troupe dev did not stop")
-		}
-	}
-	t.Cleanup(stop)
-	require.Eventually(t, func() bool {
-		m := natsURL.FindStringSubmatch(out.String())
-		if m != nil && strings.Contains(out.String(), "troupe dev: ready") {
-			server = m[1]
-			return true
-		}
-		return false
-	}, 60*time.Second, 20*time.Millisecond, "dev did not start: %s", out)
-	devStores.Store(server, store)
+	server, _, stop = launchDev(t, args...)
 	return server, stop
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/events/embedded"
 	"github.com/troupe-dev/troupe/events/historyapi"
+	"github.com/troupe-dev/troupe/events/natstest"
 )
 
 // system is an embedded server with auth on, provisioned by the admin, and every identity's
@@ -32,19 +33,8 @@ type system struct {
 
 func start(t *testing.T) system {
 	t.Helper()
-	dir := t.TempDir()
-	auth, err := access.LoadOrCreate(filepath.Join(dir, "creds"))
-	require.NoError(t, err)
-	creds, err := auth.WriteCreds(filepath.Join(dir, "creds"), events.Names{})
-	require.NoError(t, err)
-	s, err := embedded.Start(embedded.Options{StoreDir: filepath.Join(dir, "nats"), Auth: auth})
-	require.NoError(t, err)
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	sys := system{url: s.ClientURL(), creds: creds, dir: dir}
-	_, js := sys.connect(t, access.Admin)
-	_, err = events.Provision(t.Context(), js, events.ProvisionConfig{})
-	require.NoError(t, err)
-	return sys
+	a := natstest.StartAuth(t)
+	return system{url: a.URL, creds: a.Creds, dir: a.Dir}
 }
 
 // conn is a connection as an identity, with the permission violations the server reported.

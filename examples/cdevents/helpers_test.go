@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,7 +22,7 @@ import (
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/access"
-	"github.com/troupe-dev/troupe/events/embedded"
+	"github.com/troupe-dev/troupe/events/natstest"
 )
 
 // system is an embedded nats-server with auth on, provisioned by the admin: the bridge connects
@@ -36,16 +35,9 @@ type system struct {
 
 func startSystem(t *testing.T) *system {
 	t.Helper()
-	dir := t.TempDir()
-	auth, err := access.LoadOrCreate(filepath.Join(dir, "creds"))
-	require.NoError(t, err)
-	creds, err := auth.WriteCreds(filepath.Join(dir, "creds"), events.Names{})
-	require.NoError(t, err)
-	s, err := embedded.Start(embedded.Options{StoreDir: filepath.Join(dir, "nats"), Auth: auth})
-	require.NoError(t, err)
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	a := natstest.StartAuth(t)
 	connect := func(identity string) jetstream.JetStream {
-		nc, err := events.ConnOptions{Server: s.ClientURL(), CredsFile: creds[identity]}.Connect("test-" + identity)
+		nc, err := events.ConnOptions{Server: a.URL, CredsFile: a.Creds[identity]}.Connect("test-" + identity)
 		require.NoError(t, err)
 		t.Cleanup(nc.Close)
 		js, err := jetstream.New(nc)
@@ -53,8 +45,6 @@ func startSystem(t *testing.T) *system {
 		return js
 	}
 	sys := &system{admin: connect(access.Admin), sub: connect(access.Subscriber)}
-	_, err = events.Provision(t.Context(), sys.admin, events.ProvisionConfig{})
-	require.NoError(t, err)
 	sys.pub = events.NewPublisher(sys.admin, events.Names{})
 	return sys
 }
