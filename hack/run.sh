@@ -39,7 +39,7 @@ if [[ "${TROUPE_RUN_ONCE:-}" == 1 ]]; then
   exit 0
 fi
 echo
-ui=$(grep -o "web UI at http://[^ ]*" "$store/dev.log" | head -1 | cut -d' ' -f3)
+ui=$(grep -o "web UI at http://[^ ]*" "$store/dev.log" | head -1 | cut -d' ' -f4)
 echo "troupe dev keeps running (log: $store/dev.log). Open $ui in a browser: the releases, each"
 echo "revision's timeline, the choreography and the dead letters, live. In another shell:"
 echo "  export TROUPE_SERVER=$TROUPE_SERVER TROUPE_NAMESPACE=demo"
