@@ -560,12 +560,38 @@ func (s *Service) rollbackSuperseded(ctx context.Context, rel events.Release, id
 	return errSuperseded{by: by, rollback: rb}
 }
 
-// uninstalledSince returns errSuperseded when the release's record is an uninstall's tombstone
-// and r's request (a release.requested, or a rollback's release.rollback.requested: the event
-// whose id is the flow's correlation id) came before that uninstall in the stream. A dry run
-// goes on (it changes nothing).
+// uninstalledSince returns errSuperseded when an uninstall of the release came after r's request
+// (a release.requested, or a rollback's release.rollback.requested: the event whose id is the
+// flow's correlation id) in the stream: the one the release's record holds as its tombstone, or
+// one requested and not handled yet — after a crash this flow's redelivery and the uninstall come
+// together, and whichever takes the lease first, newest wins. A dry run goes on (it changes
+// nothing).
 func (s *Service) uninstalledSince(ctx context.Context, rel events.Release, cur *Record, e event.Event, r *events.Rendered) error {
-	if cur == nil || cur.Uninstalled == nil || r.Options.DryRun {
+	if r.Options.DryRun {
+		return nil
+	}
+	var since uint64
+	var by string
+	if cur != nil && cur.Uninstalled != nil {
+		since, by = cur.Uninstalled.Sequence, cur.Uninstalled.Request
+	}
+	usubj, err := s.opts.Names.Subject(rel, events.TypeUninstallRequested)
+	if err != nil {
+		return err
+	}
+	switch last, err := s.stream.GetLastMsgForSubject(ctx, usubj); {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return fmt.Errorf("the uninstall requests of %s: %w", rel, err)
+	case last.Sequence > since:
+		// Its id is the event's; an unreadable one is no uninstall (it is dead-lettered and
+		// uninstalls nothing), and must not drop a newer revision. (It can hide an uninstall
+		// before it from this check: then the uninstall, handled later, still deletes.)
+		if u, err := s.opts.Names.Decode(last.Subject, last.Header, last.Data); err == nil {
+			since, by = last.Sequence, u.ID()
+		}
+	}
+	if since == 0 {
 		return nil
 	}
 	typ := events.TypeRequested
@@ -578,10 +604,10 @@ func (s *Service) uninstalledSince(ctx context.Context, rel events.Release, cur 
 	}
 	corr := events.CorrelationID(e)
 	// Requests after the uninstall are few: the tombstone goes with the next recorded revision.
-	for from := cur.Uninstalled.Sequence + 1; ; {
+	for from := since + 1; ; {
 		m, err := s.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return errSuperseded{uninstall: cur.Uninstalled.Request}
+			return errSuperseded{uninstall: by}
 		}
 		if err != nil {
 			return fmt.Errorf("requests of %s after its uninstall: %w", rel, err)
