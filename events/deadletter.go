@@ -181,3 +181,21 @@ func (n Names) Redrive(ctx context.Context, js jetstream.JetStream, d DeadLetter
 	e.SetExtension(ExtCorrelationID, id)
 	return e, nil
 }
+
+// ReadDeadLetter reads the dead letter at sequence seq of the dead-letter stream of the system
+// n: what `troupe redrive` and the web UI re-drive. An error wrapping ErrNotFound when there is
+// none (never, or deleted).
+func (n Names) ReadDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) (DeadLetter, error) {
+	stream, err := js.Stream(ctx, n.DeadLetterStream())
+	if err != nil {
+		return DeadLetter{}, err
+	}
+	msg, err := stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return DeadLetter{}, fmt.Errorf("%w: no dead letter %d in %s", ErrNotFound, seq, n.DeadLetterStream())
+	}
+	if err != nil {
+		return DeadLetter{}, err
+	}
+	return ParseDeadLetter(msg.Header, msg.Data), nil
+}

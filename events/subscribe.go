@@ -449,10 +449,14 @@ func (s *Subscriber) process(ctx context.Context, msg jetstream.Msg) {
 	s.inflight.add(msg)
 	ctx = context.WithValue(ctx, deliveryKey{}, Delivery{Stream: md.Stream, Sequence: md.Sequence.Stream,
 		Deliveries: md.NumDelivered, MaxDeliver: uint64(s.cfg.MaxDeliver), RetryDelay: s.backoff(md)})
-	handled := new(trace.SpanContext) // the handler's span (Tracing), under which a give-up publishes
-	err = s.handler(context.WithValue(ctx, handledSpanKey{}, handled), e)
+	hctx, handled := ctx, (*trace.SpanContext)(nil)
+	if s.cfg.TracerProvider != nil { // where Tracing leaves the handler's span, for a give-up to publish under
+		handled = new(trace.SpanContext)
+		hctx = context.WithValue(ctx, handledSpanKey{}, handled)
+	}
+	err = s.handler(hctx, e)
 	s.inflight.remove(msg)
-	if handled.IsValid() {
+	if handled != nil && handled.IsValid() {
 		ctx = trace.ContextWithSpanContext(ctx, *handled) // release.failed: a child of the failed handling
 	}
 

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"strconv"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/troupe-dev/troupe/events"
@@ -145,18 +142,11 @@ one request.`,
 				return err
 			}
 			defer nc.Close()
-			stream, err := js.Stream(cmd.Context(), c.names.DeadLetterStream())
+			d, err := c.names.ReadDeadLetter(cmd.Context(), js, seq)
 			if err != nil {
 				return err
 			}
-			msg, err := stream.GetMsg(cmd.Context(), seq)
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				return fmt.Errorf("no dead letter %d in %s", seq, c.names.DeadLetterStream())
-			}
-			if err != nil {
-				return err
-			}
-			e, err := c.names.Redrive(cmd.Context(), js, events.ParseDeadLetter(msg.Header, msg.Data), events.SourcePrefix+"cli")
+			e, err := c.names.Redrive(cmd.Context(), js, d, events.SourcePrefix+"cli")
 			if err != nil {
 				return err
 			}

@@ -61,7 +61,8 @@ type Service interface {
 }
 
 // Run starts svc and waits until it is ready (the test fails if Start returns first). The
-// returned stop ends it and waits for Start to return; it also runs when the test ends.
+// returned stop ends it and waits for Start to return, which must return nil; it also runs when
+// the test ends.
 func Run(t testing.TB, svc Service) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -77,7 +78,9 @@ func Run(t testing.TB, svc Service) (stop func()) {
 	stop = func() {
 		once.Do(func() {
 			cancel()
-			<-done
+			if err := <-done; err != nil {
+				t.Errorf("service stopped with an error: %v", err)
+			}
 		})
 	}
 	t.Cleanup(stop)

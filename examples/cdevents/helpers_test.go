@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -103,31 +102,9 @@ func (s *system) rollback(t *testing.T, r events.Release, revision int, chart *e
 
 func digest(n int) string { return fmt.Sprintf("sha256:%064x", n) }
 
-// run starts b and waits until it receives; the returned stop ends it and waits for Start.
-func run(t *testing.T, b *Bridge) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Start(ctx) }()
-	select {
-	case <-b.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("bridge stopped before it was ready: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("bridge not ready after 30s")
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			require.NoError(t, <-done)
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
+// run starts b and waits until it receives; the returned stop ends it and waits for Start,
+// which must return nil.
+func run(t *testing.T, b *Bridge) (stop func()) { return natstest.Run(t, b) }
 
 // wire is what a test reads of a CDEvent: the fields the bridge sets.
 type wire struct {

@@ -393,18 +393,14 @@ func (s *Server) redrive(r *http.Request) (any, error) {
 	if err != nil || seq == 0 {
 		return nil, badRequest("a dead letter's sequence number, from 1")
 	}
-	msg, err := s.o.JS.Stream(r.Context(), s.o.Names.DeadLetterStream())
-	if err != nil {
-		return nil, err
-	}
-	raw, err := msg.GetMsg(r.Context(), seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, &httpError{http.StatusNotFound, fmt.Sprintf("no dead letter %d", seq)}
+	d, err := s.o.Names.ReadDeadLetter(r.Context(), s.o.JS, seq)
+	if errors.Is(err, events.ErrNotFound) {
+		return nil, &httpError{http.StatusNotFound, err.Error()}
 	}
 	if err != nil {
 		return nil, err
 	}
-	e, err := s.o.Names.Redrive(r.Context(), s.o.JS, events.ParseDeadLetter(raw.Header, raw.Data), Source)
+	e, err := s.o.Names.Redrive(r.Context(), s.o.JS, d, Source)
 	if err != nil {
 		return nil, &httpError{http.StatusUnprocessableEntity, err.Error()}
 	}

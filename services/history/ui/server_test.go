@@ -2,6 +2,7 @@ package ui_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -309,4 +310,27 @@ func TestTraceNotOnTheStream(t *testing.T) {
 	}
 	assert.Equal(t, http.StatusOK, e.get("releases/demo/web/trace", &tr))
 	assert.Len(t, tr.Events, 1)
+}
+
+// TestFeedOnlyWhileWatched: the live feed reads the stream only while a page is open: no
+// consumer of the UI's before the first page, one while it is open, none soon after it closed.
+func TestFeedOnlyWhileWatched(t *testing.T) {
+	e := newEnv(t, false)
+	consumers := func() int {
+		stream, err := e.js.Stream(t.Context(), events.StreamName)
+		require.NoError(t, err)
+		info, err := stream.Info(t.Context())
+		require.NoError(t, err)
+		return info.State.Consumers
+	}
+	before := consumers() // history's own
+	ctx, closePage := context.WithCancel(t.Context())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+ui.Prefix+"api/live", nil)
+	require.NoError(t, err)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	require.Eventually(t, func() bool { return consumers() == before+1 }, 10*time.Second, 20*time.Millisecond, "one consumer while a page is open")
+	closePage()
+	require.Eventually(t, func() bool { return consumers() == before }, 30*time.Second, 100*time.Millisecond, "none once it closed")
 }

@@ -83,13 +83,17 @@ function confirmButton(label, question, run, cls = '') {
 
 // ---- live feed ----
 
+// live opens the feed, and shows the page once it is open (and afresh after it was lost: the
+// notices sent meanwhile are gone), so that nothing happens between what a page reads and the
+// notices it hears. Should the feed not open, the page shows anyway, not live.
 function live() {
   const src = new EventSource('/ui/api/live');
   let lost = false;
+  let shown = false;
+  setTimeout(() => { if (!shown) { shown = true; route(); } }, 3000);
   src.addEventListener('open', () => {
     liveBadge.textContent = 'live'; liveBadge.className = 'live on';
-    // Notices sent while the page was away are gone: show it afresh.
-    if (lost) { lost = false; route(); }
+    if (!shown || lost) { shown = true; lost = false; route(); }
   });
   src.addEventListener('error', () => { lost = true; liveBadge.textContent = 'reconnecting…'; liveBadge.className = 'live off'; });
   src.addEventListener('notice', (m) => {
@@ -385,6 +389,5 @@ api('info').then((i) => {
   if (!i.actions) say('Read-only: ' + i.readOnly);
 }).catch(() => {}).finally(() => {
   window.addEventListener('hashchange', route);
-  route();
   live();
 });
