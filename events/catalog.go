@@ -28,6 +28,8 @@ const (
 	TypeUninstallRequested = "release.uninstall.requested"
 	TypeUninstalled        = "release.uninstalled"
 	TypeSuperseded         = "release.superseded"
+	TypeApproved           = "release.approved"
+	TypeRejected           = "release.rejected"
 )
 
 // Payload is the data of a catalog event.
@@ -91,6 +93,10 @@ var catalog = []Spec{
 		Carries: "the objects deleted and kept"},
 	{Type: TypeSuperseded, PublishedBy: "renderer, applier, health: the stage that drops stale work", Terminal: true, payload: reflect.TypeFor[Superseded](),
 		Carries: "the newer revision that replaced it, the stage that dropped the work"},
+	{Type: TypeApproved, PublishedBy: "a gate (its own identity, on its own subject)", payload: reflect.TypeFor[Approved](),
+		Carries: "the gate, the revision and bundle digest it judged, reason, message, findings per object"},
+	{Type: TypeRejected, PublishedBy: "a gate (its own identity, on its own subject)", payload: reflect.TypeFor[Rejected](),
+		Carries: "the gate, the revision and bundle digest it judged, reason, message, findings per object"},
 }
 
 // Catalog returns every event type's spec, in the order of ARCHITECTURE.md.

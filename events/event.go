@@ -310,11 +310,29 @@ func (n Names) Decode(subject string, header nats.Header, body []byte) (event.Ev
 		return event.Event{}, fmt.Errorf("%w: subject attribute %q does not match NATS subject %q (want %q)", ErrMalformed, e.Subject(), subject, r.String())
 	}
 	if _, ok := Lookup(typ); ok {
-		if _, err := DecodePayload(typ, e.Data()); err != nil {
+		p, err := DecodePayload(typ, e.Data())
+		if err != nil {
 			return event.Event{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
+		// A verdict counts for the gate whose subject it is on, which only that gate's identity
+		// may publish on: one naming another gate is no one's.
+		if IsVerdict(typ) {
+			if g, sg := verdictOf(p).Gate, n.SubjectGate(subject); g != sg {
+				return event.Event{}, fmt.Errorf("%w: a %s of gate %q on gate %q's subject %q", ErrMalformed, typ, g, sg, subject)
+			}
 		}
 	}
 	return e, nil
+}
+
+func verdictOf(p Payload) *Verdict {
+	switch v := p.(type) {
+	case *Approved:
+		return (*Verdict)(v)
+	case *Rejected:
+		return (*Verdict)(v)
+	}
+	return &Verdict{}
 }
 
 func decodeEnvelope(header nats.Header, body []byte) (event.Event, error) {

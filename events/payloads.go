@@ -35,6 +35,8 @@ const (
 	StageUninstall = "uninstall"
 	// StageHook: a chart's hook failed, or could not be run.
 	StageHook = "hook"
+	// StageGate: a gate the release requires rejected the revision, or gave no verdict in time.
+	StageGate = "gate"
 )
 
 // Hook phases: when a chart's hooks run, in Helm's words (the helm.sh/hook annotation's).
@@ -70,7 +72,7 @@ const (
 )
 
 var (
-	stages      = []string{StageRequest, StageRender, StageApply, StageHealth, StageRollback, StageUninstall, StageHook}
+	stages      = []string{StageRequest, StageRender, StageApply, StageHealth, StageRollback, StageUninstall, StageHook, StageGate}
 	hookPhases  = []string{HookPreInstall, HookPostInstall, HookPreUpgrade, HookPostUpgrade, HookPreRollback, HookPostRollback, HookPreDelete, HookPostDelete}
 	hookResults = []string{HookSucceeded, HookFailed}
 	postPhases  = []string{HookPostInstall, HookPostUpgrade, HookPostRollback}
@@ -300,6 +302,9 @@ type Options struct {
 	// WaitLoadBalancer makes a LoadBalancer Service ready only once it has an ingress address;
 	// by default a cluster IP is enough, as under Helm 4 and Flux (kstatus).
 	WaitLoadBalancer bool `json:"waitLoadBalancer,omitempty"`
+	// Gates are gates this revision must pass, besides those its namespace's policy requires
+	// (GatePolicy): the applier applies it only once each approved it (release.approved).
+	Gates []string `json:"gates,omitempty" jsonschema:"maxItems=16"`
 }
 
 // DefaultTimeout is a revision's timeout when the request does not set one.
@@ -359,6 +364,10 @@ type Rendered struct {
 	// Rollback is true when history republished an earlier revision's bundle.
 	Rollback bool    `json:"rollback,omitempty"`
 	Options  Options `json:"options,omitzero"`
+	// Gates are the gates asked to judge the bundle: the request's (Options.Gates) and those
+	// the namespace's policy required when it was rendered (RequiredGates), sorted. The applier
+	// applies the revision once each approved it, and reads the policy again itself.
+	Gates []string `json:"gates,omitempty" jsonschema:"maxItems=64"`
 }
 
 // Adoption is the Helm release a revision takes over, and Helm's history of it.
@@ -434,6 +443,9 @@ type ObjectDiff struct {
 type Diffed struct {
 	Bundle  string       `json:"bundle" jsonschema:"pattern=^sha256:[a-f0-9]{64}$"`
 	Objects []ObjectDiff `json:"objects,omitempty" jsonschema:"maxItems=10000"`
+	// Gates are the verdicts of the gates the release requires on the bundle: what they would
+	// say of it, had it been a real request (a rejection does not fail a dry run).
+	Gates []GateVerdict `json:"gates,omitempty" jsonschema:"maxItems=64"`
 }
 
 // ObjectStatus is one object's health.
@@ -460,8 +472,8 @@ type Ready struct {
 
 // Failed ends a revision that could not go on.
 type Failed struct {
-	// Stage is request, render, apply, health, rollback, uninstall or hook.
-	Stage string `json:"stage" jsonschema:"enum=request,enum=render,enum=apply,enum=health,enum=rollback,enum=uninstall,enum=hook"`
+	// Stage is request, render, apply, health, rollback, uninstall, hook or gate.
+	Stage string `json:"stage" jsonschema:"enum=request,enum=render,enum=apply,enum=health,enum=rollback,enum=uninstall,enum=hook,enum=gate"`
 	// Reason is a stable snake_case code (template_error, timeout, …) for tools to match on.
 	Reason string `json:"reason" jsonschema:"pattern=^[a-z][a-z0-9_]*$,maxLength=64"`
 	// Message says what went wrong and where, for a person.
@@ -546,7 +558,7 @@ type Superseded struct {
 	// rolled back after it was requested (or, for a rollback, rolled back again).
 	ByRollback string `json:"byRollback,omitempty" jsonschema:"maxLength=256"`
 	// Stage is where the older work was dropped.
-	Stage string `json:"stage" jsonschema:"enum=request,enum=render,enum=apply,enum=health,enum=rollback,enum=uninstall"`
+	Stage string `json:"stage" jsonschema:"enum=request,enum=render,enum=apply,enum=health,enum=rollback,enum=uninstall,enum=gate"`
 }
 
 // By names what replaced the work: "revision N", "uninstall <id>" or "rollback <id>".
@@ -616,6 +628,7 @@ func (p *Rendered) Validate() error {
 	}
 	c.maxLen("notes", p.Notes, MaxNotesLength)
 	c.options("options", p.Options)
+	c.gates("gates", p.Gates, 64)
 	return c.err()
 }
 
@@ -655,6 +668,10 @@ func (p *Diffed) Validate() error {
 		c.object(fmt.Sprintf("objects[%d]", i), o.ObjectRef)
 		c.oneOf(fmt.Sprintf("objects[%d].action", i), o.Action, diffAction)
 		c.maxLen(fmt.Sprintf("objects[%d].diff", i), o.Diff, MaxMessageLength)
+	}
+	c.max("gates", len(p.Gates), 64)
+	for i, g := range p.Gates {
+		g.check(&c, fmt.Sprintf("gates[%d]", i))
 	}
 	return c.err()
 }
@@ -855,6 +872,22 @@ func (c *checker) statuses(field string, objs []ObjectStatus) {
 
 func (c *checker) options(field string, o Options) {
 	c.timeout(field+".timeout", o.Timeout)
+	c.gates(field+".gates", o.Gates, 16)
+}
+
+// gates checks a list of gate names: DNS-1123 labels, no more than n, none twice.
+func (c *checker) gates(field string, gates []string, n int) {
+	c.max(field, len(gates), n)
+	seen := map[string]bool{}
+	for i, g := range gates {
+		if err := ValidateName("gate", g); err != nil {
+			c.addf("%s[%d]: %v", field, i, err)
+		}
+		if seen[g] {
+			c.addf("%s[%d]: %q is listed twice", field, i, g)
+		}
+		seen[g] = true
+	}
 }
 
 func (c *checker) source(field string, s Source) {

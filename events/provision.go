@@ -116,6 +116,7 @@ func provisionBuckets() []jetstream.KeyValueConfig {
 		{Bucket: KVHistory, Description: "history views", History: 1},
 		{Bucket: KVHealth, Description: "releases the health watcher follows", History: 1},
 		{Bucket: KVFlows, Description: "per-flow deadlines and terminal events", History: 1, TTL: FlowRetention},
+		{Bucket: KVGates, Description: "per-namespace gate policy: the gates its releases must pass", History: 5},
 	}
 }
 

@@ -79,7 +79,16 @@ func (n Names) Message(e event.Event) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: event %s: %w", ErrMalformed, e.ID(), err)
 	}
-	subject, err := n.Subject(r, e.Type())
+	var subject string
+	if IsVerdict(e.Type()) {
+		gate, gerr := verdictGate(e.Data())
+		if gerr != nil {
+			return nil, fmt.Errorf("%w: event %s: the gate of a %s: %w", ErrMalformed, e.ID(), e.Type(), gerr)
+		}
+		subject, err = n.VerdictSubject(r, e.Type(), gate)
+	} else {
+		subject, err = n.Subject(r, e.Type())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: event %s: %w", ErrMalformed, e.ID(), err)
 	}

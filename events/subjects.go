@@ -96,6 +96,9 @@ func (n Names) Subject(r Release, typ string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if IsVerdict(typ) {
+		return "", fmt.Errorf("%w: a %s is published on its gate's subject (VerdictSubject)", ErrUnknownType, typ)
+	}
 	return n.releasePrefix() + r.Namespace + "." + r.Name + "." + ev, nil
 }
 
@@ -115,6 +118,16 @@ func (n Names) ParseSubject(subject string) (Release, string, error) {
 		return Release{}, "", fmt.Errorf("%w: %q: %w", ErrInvalidSubject, subject, err)
 	}
 	typ := typePrefix + parts[2]
+	// A gate's verdict: <approved|rejected>.<gate>. (Bare, it is no subject of troupe's.)
+	if verdict, gate, ok := strings.Cut(parts[2], "."); ok && IsVerdict(typePrefix+verdict) {
+		if err := ValidateName("gate", gate); err != nil {
+			return Release{}, "", fmt.Errorf("%w: %q: %w", ErrInvalidSubject, subject, err)
+		}
+		return r, typePrefix + verdict, nil
+	}
+	if IsVerdict(typ) {
+		return Release{}, "", fmt.Errorf("%w: %q: a %s is published on %s<namespace>.<release>.%s.<gate>", ErrInvalidSubject, subject, typ, prefix, parts[2])
+	}
 	if _, err := subjectEvent(typ); err != nil {
 		return Release{}, "", fmt.Errorf("%w: %q: %w", ErrInvalidSubject, subject, err)
 	}
@@ -123,6 +136,9 @@ func (n Names) ParseSubject(subject string) (Release, string, error) {
 
 // TypeFilter returns the subject filter that matches events of type typ for every release.
 func (n Names) TypeFilter(typ string) (string, error) {
+	if IsVerdict(typ) {
+		return n.VerdictFilter(typ, "*")
+	}
 	ev, err := subjectEvent(typ)
 	if err != nil {
 		return "", err

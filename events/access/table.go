@@ -49,6 +49,13 @@ type Identity struct {
 	// ReadsSecrets lets it ask history for manifests and diffs with Secret values
 	// (historyapi.SecretsSubject: `troupe get manifest --show-secrets`). Only the admin does.
 	ReadsSecrets bool
+	// Gate is the gate a gate's identity judges as (Gate): its verdicts (release.approved and
+	// release.rejected in Publishes) go on that gate's subjects only, and it answers the
+	// decisions asked of that gate (events.Names.GateDecisionSubject).
+	Gate string
+	// Decides lets it ask any gate for a decision: a person approving or rejecting a revision
+	// (`troupe approve`, `troupe reject`).
+	Decides bool
 }
 
 // Names of the identities of Table.
@@ -62,6 +69,9 @@ const (
 	History      = "history"
 	CatalogCheck = "catalog-check"
 	Subscriber   = "subscriber"
+	Approver     = "approver"
+	// GatePrefix begins the name of a gate's identity: gate-<gate> (Gate).
+	GatePrefix = "gate-"
 )
 
 // Table is every identity, in the order the README lists them. Publishes follows the catalog's
@@ -69,7 +79,7 @@ const (
 func Table() []Identity {
 	// Readers number revisions as the services do (events.Revisions.Peek); the rest they ask
 	// history.
-	readState := map[string]Rights{events.KVReleases: Read}
+	readState := map[string]Rights{events.KVReleases: Read, events.KVGates: Read}
 	return []Identity{
 		{Name: Admin, All: true,
 			Doc: "every permission: provisioning, sandboxes (troupe dev --subjects-prefix, troupe replay --to), the nats CLI"},
@@ -85,7 +95,7 @@ func Table() []Identity {
 			Doc:       "renders a release.requested into a bundle",
 			Publishes: []string{events.TypeRendered, events.TypeFailed, events.TypeSuperseded},
 			Durables:  []string{"renderer"},
-			KV:        map[string]Rights{events.KVReleases: Write, events.KVFlows: Write},
+			KV:        map[string]Rights{events.KVReleases: Write, events.KVFlows: Write, events.KVGates: Read},
 			Objects:   map[string]Rights{events.BucketSources: Read, events.BucketBundles: Write}},
 		{Name: Applier, Service: true,
 			Doc: "runs a chart's hooks, applies a bundle, deletes on uninstall",
@@ -93,7 +103,7 @@ func Table() []Identity {
 				events.TypeSuperseded},
 			Durables: []string{"applier"},
 			KV: map[string]Rights{events.KVReleases: Write, events.KVFlows: Write, events.KVLeases: Write,
-				events.KVInventory: Write},
+				events.KVInventory: Write, events.KVGates: Read},
 			Objects: map[string]Rights{events.BucketBundles: Read}},
 		{Name: Health, Service: true,
 			Doc: "watches what was applied until it is ready",
@@ -106,7 +116,7 @@ func Table() []Identity {
 			Publishes: []string{events.TypeRendered, events.TypeRollbackRequested, events.TypeUninstallRequested, events.TypeFailed},
 			Durables:  []string{"history", "deadlines"},
 			KV: map[string]Rights{events.KVReleases: Write, events.KVFlows: Write, events.KVHistory: Write,
-				events.KVHealth: Read, events.KVInventory: Read},
+				events.KVHealth: Read, events.KVInventory: Read, events.KVGates: Read},
 			Objects: map[string]Rights{events.BucketBundles: Write}},
 		{Name: CatalogCheck, Service: true,
 			Doc:      "reads every event and dead-letters what does not conform (troupe dev runs it)",
@@ -114,7 +124,27 @@ func Table() []Identity {
 		{Name: Subscriber, Service: true, OwnDurables: true,
 			Doc: "a user's own subscriber (examples/notifier): reads events with a durable consumer of its own name; publishes nothing in the catalog",
 			KV:  map[string]Rights{events.KVReleases: Read}},
+		{Name: Approver, Queries: true, Decides: true,
+			Doc: "a person who approves or rejects revisions waiting at a gate (troupe approve, troupe reject): asks the gate, which publishes the verdict; publishes nothing in the catalog",
+			KV:  readState},
 	}
+}
+
+// Gate returns the identity of the gate named gate (a DNS-1123 label): gate-<gate>, a service
+// that reads release.rendered with its own durable consumer (gate-<gate>), reads the bundles
+// and the flows, and publishes release.approved and release.rejected on its own subjects only —
+// never another gate's verdicts. It is not in Table: gates are the operator's; `troupe gate
+// creds` and the chart's gates make their credentials.
+func Gate(gate string) (Identity, error) {
+	if err := events.ValidateName("gate", gate); err != nil {
+		return Identity{}, err
+	}
+	return Identity{Name: GatePrefix + gate, Service: true, Gate: gate,
+		Doc:       "the gate " + gate + ": judges rendered revisions, publishes its own verdicts only",
+		Publishes: []string{events.TypeApproved, events.TypeRejected},
+		Durables:  []string{GatePrefix + gate},
+		KV:        map[string]Rights{events.KVReleases: Read, events.KVFlows: Read, events.KVGates: Read},
+		Objects:   map[string]Rights{events.BucketBundles: Read}}, nil
 }
 
 // Lookup returns the identity of Table named name.
@@ -159,6 +189,12 @@ func (id Identity) Permissions(names events.Names) (Permissions, error) {
 
 	for _, typ := range id.Publishes {
 		f, err := names.TypeFilter(typ)
+		if events.IsVerdict(typ) {
+			if id.Gate == "" {
+				return Permissions{}, fmt.Errorf("identity %s: only a gate's identity publishes %s", id.Name, typ)
+			}
+			f, err = names.VerdictFilter(typ, id.Gate)
+		}
 		if err != nil {
 			return Permissions{}, fmt.Errorf("identity %s: %w", id.Name, err)
 		}
@@ -185,6 +221,12 @@ func (id Identity) Permissions(names events.Names) (Permissions, error) {
 	}
 	if id.ServesQueries {
 		p.SubAllow = append(p.SubAllow, historyapi.QuerySubject(names)+".>", historyapi.SecretsSubject(names)+".>")
+	}
+	if id.Gate != "" {
+		p.SubAllow = append(p.SubAllow, names.GateDecisionSubject(id.Gate))
+	}
+	if id.Decides {
+		pub(names.GateDecisionSubject("*"))
 	}
 	if id.ReadsSecrets {
 		pub(historyapi.SecretsSubject(names) + ".>")

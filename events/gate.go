@@ -1,0 +1,314 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// GateRequest is what a gate judges: one rendered revision of a release, and its bundle.
+type GateRequest struct {
+	Release  Release
+	Revision int
+	// Rendered is the release.rendered event's payload (Bundle is its digest); Event the event.
+	Rendered *Rendered
+	Event    event.Event
+	// Bundle is the bundle Rendered.Bundle names, read from the bundles object store.
+	Bundle *Bundle
+	// DryRun: the requester only asked what would happen; the verdict is reported, and a
+	// rejection fails nothing. Rollback: an earlier revision's bundle again.
+	DryRun, Rollback bool
+}
+
+// Judgement is a gate's answer to a GateRequest.
+type Judgement struct {
+	// Approve: the revision may be applied. Otherwise it is rejected, and Message says why.
+	Approve bool
+	// Wait publishes nothing now: the gate decides later (a person, through GateDecide).
+	Wait     bool
+	Reason   string
+	Message  string
+	Findings []Finding
+	By       string
+}
+
+// GateConfig configures a Gate.
+type GateConfig struct {
+	// Name is the gate's name, a DNS-1123 label: what requests (Options.Gates) and policies
+	// (GatePolicy) name, and its verdicts' subjects end in. Its service and durable consumer
+	// are gate-<Name>.
+	Name string
+	// Judge judges a revision that names the gate. An error is retried (transient) or ends the
+	// revision (Terminal), as any handler's.
+	Judge func(ctx context.Context, req GateRequest) (Judgement, error)
+	// Decisions, when set, makes the gate take decisions a person asks of it
+	// (Names.GateDecisionSubject: `troupe approve`, `troupe reject`): the gate a person drives.
+	// It is called before the verdict is published, and may refuse the decision with an error.
+	Decisions func(ctx context.Context, req GateRequest, d GateDecision) error
+	// Subscriber tunes the gate's consumer; Service, Types, Produces, Names and Logger are set.
+	Subscriber SubscriberConfig
+	Names      Names
+	Logger     *zerolog.Logger
+}
+
+// Gate is the SDK of a gate: a subscriber to release.rendered that judges each revision naming
+// it and publishes its verdict on its own subject. A gate joins the choreography as any
+// subscriber does; the applier, waiting for the verdicts a revision needs, does the rest.
+type Gate struct {
+	cfg     GateConfig
+	js      jetstream.JetStream
+	pub     *Publisher
+	bundles *Objects
+	flows   *Flows
+	stream  jetstream.Stream
+	sub     *Subscriber
+	source  string
+}
+
+// NewGate returns the gate cfg describes, ready to Start.
+func NewGate(ctx context.Context, js jetstream.JetStream, cfg GateConfig) (*Gate, error) {
+	if err := ValidateName("gate", cfg.Name); err != nil {
+		return nil, err
+	}
+	if cfg.Judge == nil {
+		return nil, fmt.Errorf("gate %s: no Judge", cfg.Name)
+	}
+	service := "gate-" + cfg.Name
+	g := &Gate{cfg: cfg, js: js, pub: NewPublisher(js, cfg.Names), source: SourcePrefix + service}
+	var err error
+	if g.bundles, err = OpenObjects(ctx, js, cfg.Names.Objects(BucketBundles)); err != nil {
+		return nil, err
+	}
+	if g.flows, err = NewFlows(ctx, js, cfg.Names); err != nil {
+		return nil, err
+	}
+	if g.stream, err = js.Stream(ctx, cfg.Names.Stream()); err != nil {
+		return nil, fmt.Errorf("gate %s: stream %s: %w", cfg.Name, cfg.Names.Stream(), err)
+	}
+	sc := cfg.Subscriber
+	sc.Service, sc.Names, sc.Logger = service, cfg.Names, cfg.Logger
+	sc.Types = []string{TypeRendered}
+	sc.Produces = []string{TypeApproved, TypeRejected}
+	if g.sub, err = NewSubscriber(js, sc, g.handle); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Start judges revisions (and, with Decisions, takes decisions) until ctx ends.
+func (g *Gate) Start(ctx context.Context) error {
+	if g.cfg.Decisions != nil {
+		sub, err := g.js.Conn().QueueSubscribe(g.cfg.Names.GateDecisionSubject(g.cfg.Name), "gate-"+g.cfg.Name, func(m *nats.Msg) {
+			reply := g.decide(ctx, m.Data)
+			b, _ := json.Marshal(reply)
+			_ = m.Respond(b)
+		})
+		if err != nil {
+			return fmt.Errorf("gate %s: decisions: %w", g.cfg.Name, err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+	return g.sub.Start(ctx)
+}
+
+// Ready is closed once the gate receives events.
+func (g *Gate) Ready() <-chan struct{} { return g.sub.Ready() }
+
+// Receiving reports whether the gate receives events now.
+func (g *Gate) Receiving() bool { return g.sub.Receiving() }
+
+func (g *Gate) handle(ctx context.Context, e event.Event) error {
+	r, err := Data[Rendered](e)
+	if err != nil {
+		return Terminal(err)
+	}
+	if !slices.Contains(r.Gates, g.cfg.Name) {
+		return nil // not asked
+	}
+	if err := g.flows.Fence(ctx, e, time.Now()); errors.Is(err, ErrFlowEnded) || errors.Is(err, ErrDeadlinePassed) {
+		return nil // the revision ended, or its deadline passed: nobody waits for the verdict
+	} else if err != nil {
+		return err
+	}
+	req, err := g.request(ctx, e, r)
+	if err != nil {
+		return err
+	}
+	j, err := g.cfg.Judge(ctx, req)
+	if err != nil || j.Wait {
+		return err
+	}
+	return g.publish(ctx, e, r, j)
+}
+
+// request reads the bundle of a rendered revision.
+func (g *Gate) request(ctx context.Context, e event.Event, r *Rendered) (GateRequest, error) {
+	rel, err := ReleaseOf(e)
+	if err != nil {
+		return GateRequest{}, Terminal(err)
+	}
+	rc, err := g.bundles.Get(ctx, r.Bundle)
+	if errors.Is(err, ErrNotFound) {
+		return GateRequest{}, Terminalf("bundle %s is not in the bundles object store", r.Bundle)
+	}
+	if err != nil {
+		return GateRequest{}, fmt.Errorf("bundle %s: %w", r.Bundle, err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return GateRequest{}, fmt.Errorf("bundle %s: %w", r.Bundle, err)
+	}
+	b, err := ReadBundle(data)
+	if err != nil {
+		return GateRequest{}, Terminal(fmt.Errorf("bundle %s: %w", r.Bundle, err))
+	}
+	return GateRequest{Release: rel, Revision: Revision(e), Rendered: r, Event: e, Bundle: b,
+		DryRun: r.Options.DryRun, Rollback: r.Rollback}, nil
+}
+
+// publish publishes j as the gate's verdict on the revision e rendered. Its id derives from the
+// flow and the verdict, so judging a redelivery again publishes the same event, dropped.
+func (g *Gate) publish(ctx context.Context, e event.Event, r *Rendered, j Judgement) error {
+	v := Verdict{Gate: g.cfg.Name, Revision: Revision(e), Bundle: r.Bundle, Reason: j.Reason, Message: j.Message,
+		Findings: j.Findings, By: j.By}
+	typ := TypeApproved
+	var data any = Approved(v)
+	if !j.Approve {
+		typ, data = TypeRejected, Rejected(v)
+		if v.Message == "" {
+			return Terminalf("gate %s rejected revision %d without a message", g.cfg.Name, v.Revision)
+		}
+	}
+	out, err := Derive(e, g.source, typ, data)
+	if err != nil {
+		return Terminal(err)
+	}
+	_, err = g.pub.Publish(ctx, out)
+	return err
+}
+
+// decide takes a person's decision: it finds the release's newest revision that names the gate
+// (or the one asked for), still open, and publishes the verdict on it.
+func (g *Gate) decide(ctx context.Context, data []byte) GateDecisionReply {
+	fail := func(format string, args ...any) GateDecisionReply {
+		return GateDecisionReply{Error: fmt.Sprintf(format, args...)}
+	}
+	var d GateDecision
+	if err := json.Unmarshal(data, &d); err != nil {
+		return fail("a decision is JSON: %v", err)
+	}
+	d.Release = Release{Namespace: d.Namespace, Name: d.Name}
+	if err := d.Release.Validate(); err != nil {
+		return fail("%v", err)
+	}
+	if !d.Approve && d.Reason == "" {
+		return fail("a rejection needs a reason")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	e, r, err := g.waiting(ctx, d.Release, d.Revision)
+	if err != nil {
+		return fail("%v", err)
+	}
+	req, err := g.request(ctx, e, r)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if err := g.cfg.Decisions(ctx, req, d); err != nil {
+		return fail("%v", err)
+	}
+	j := Judgement{Approve: d.Approve, Message: d.Reason, By: d.By}
+	if d.Approve {
+		j.Reason = "approved"
+	} else {
+		j.Reason = "rejected"
+	}
+	if err := g.publish(ctx, e, r, j); err != nil {
+		return fail("publish the verdict: %v", err)
+	}
+	verdict := VerdictApproved
+	if !d.Approve {
+		verdict = VerdictRejected
+	}
+	return GateDecisionReply{Revision: req.Revision, Verdict: verdict}
+}
+
+// waiting returns the release.rendered of rel's revision (0: its newest) if it names the gate
+// and its flow is still open.
+func (g *Gate) waiting(ctx context.Context, rel Release, revision int) (event.Event, *Rendered, error) {
+	subject, err := g.cfg.Names.Subject(rel, TypeRendered)
+	if err != nil {
+		return event.Event{}, nil, err
+	}
+	var m *jetstream.RawStreamMsg
+	if revision == 0 {
+		m, err = g.stream.GetLastMsgForSubject(ctx, subject)
+	} else {
+		m, err = g.renderedRevision(ctx, subject, revision)
+	}
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		if revision > 0 {
+			return event.Event{}, nil, fmt.Errorf("%s has no revision %d rendered", rel, revision)
+		}
+		return event.Event{}, nil, fmt.Errorf("%s has no revision rendered", rel)
+	}
+	if err != nil {
+		return event.Event{}, nil, err
+	}
+	e, err := g.cfg.Names.Decode(m.Subject, m.Header, m.Data)
+	if err != nil {
+		return event.Event{}, nil, err
+	}
+	r, err := Data[Rendered](e)
+	if err != nil {
+		return event.Event{}, nil, err
+	}
+	if !slices.Contains(r.Gates, g.cfg.Name) {
+		return event.Event{}, nil, fmt.Errorf("revision %d of %s does not wait for gate %s (it needs: %v)", Revision(e), rel, g.cfg.Name, r.Gates)
+	}
+	key, err := FlowKey(e)
+	if err != nil {
+		return event.Event{}, nil, err
+	}
+	fl, _, err := g.flows.get(ctx, key)
+	if err != nil {
+		return event.Event{}, nil, err
+	}
+	if fl != nil && !fl.Open() {
+		return event.Event{}, nil, fmt.Errorf("revision %d of %s is no longer waiting: it ended with %s", Revision(e), rel, fl.End.Type)
+	}
+	return e, r, nil
+}
+
+// renderedRevision finds the release.rendered of revision on subject, newest first by walking
+// from the oldest (a release has few).
+func (g *Gate) renderedRevision(ctx context.Context, subject string, revision int) (*jetstream.RawStreamMsg, error) {
+	var found *jetstream.RawStreamMsg
+	for seq := uint64(1); ; {
+		m, err := g.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		seq = m.Sequence + 1
+		if e, err := g.cfg.Names.Decode(m.Subject, m.Header, m.Data); err == nil && Revision(e) == revision {
+			found = m
+		}
+	}
+	if found == nil {
+		return nil, jetstream.ErrMsgNotFound
+	}
+	return found, nil
+}
