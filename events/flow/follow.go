@@ -341,7 +341,7 @@ func WaitsFor(last string) (next, service string) {
 		return events.TypeRendered, "renderer"
 	case events.TypeRollbackRequested:
 		return events.TypeRendered, "history service"
-	case events.TypeRendered, events.TypeHooked:
+	case events.TypeRendered, events.TypeHooked, events.TypeApproved, events.TypeRejected:
 		return events.TypeApplied, "applier"
 	case events.TypeUninstallRequested:
 		return events.TypeUninstalled, "applier"

@@ -83,6 +83,7 @@ type Service struct {
 	flows     *events.Flows
 	leases    *events.Leases
 	inventory *inventory
+	gates     *events.GatePolicy
 	stream    jetstream.Stream
 	pub       *events.Publisher
 	sub       *events.Subscriber
@@ -124,12 +125,15 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	if s.inventory, err = openInventory(ctx, js, o.Names); err != nil {
 		return nil, err
 	}
+	if s.gates, err = events.OpenGatePolicy(ctx, js, o.Names); err != nil {
+		return nil, err
+	}
 	if s.stream, err = js.Stream(ctx, o.Names.Stream()); err != nil {
 		return nil, fmt.Errorf("applier: stream %s: %w", o.Names.Stream(), err)
 	}
 	sc := o.Subscriber
 	sc.Service, sc.Version, sc.Names = Name, o.Version, o.Names
-	sc.Types = []string{events.TypeRendered, events.TypeSettled, events.TypeUninstallRequested}
+	sc.Types = []string{events.TypeRendered, events.TypeSettled, events.TypeUninstallRequested, events.TypeApproved, events.TypeRejected}
 	sc.Produces = access.Publishes(access.Applier) // what its NATS identity may publish
 	sc.Concurrency, sc.FailStage, sc.Logger, sc.Metrics = o.Concurrency, events.StageApply, o.Logger, o.Metrics
 	if s.sub, err = events.NewSubscriber(js, sc, s.handle); err != nil {
@@ -159,7 +163,17 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 		if err != nil {
 			return events.Reject(ReasonInvalidEvent, err)
 		}
-		return s.rendered(ctx, e, rel, r)
+		d, ok := events.DeliveryFrom(ctx)
+		if !ok {
+			return events.Terminalf("applier: no stream position for %s", e.ID())
+		}
+		// A revision waiting for its gates that this one supersedes ends now, not at its deadline.
+		if err := s.rewaitOthers(ctx, rel, events.CorrelationID(e)); err != nil {
+			return err
+		}
+		return s.rendered(ctx, e, d.Sequence, rel, r)
+	case events.TypeApproved, events.TypeRejected:
+		return s.verdict(ctx, e, rel)
 	case events.TypeSettled:
 		st, err := events.Data[events.Settled](e)
 		if err != nil {
@@ -170,6 +184,9 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 		u, err := events.Data[events.UninstallRequested](e)
 		if err != nil {
 			return events.Reject(ReasonInvalidEvent, err)
+		}
+		if err := s.rewaitOthers(ctx, rel, ""); err != nil {
+			return err
 		}
 		return s.uninstall(ctx, e, rel, u)
 	}
@@ -195,9 +212,10 @@ func (e errSuperseded) Error() string {
 
 // rendered applies a revision (or diffs it, for a dry run), in steps: take the release's lease
 // (dropping the revision if a newer request overtook it), read the inventory, drop a revision an
-// uninstall overtook, answer a redelivery of what is applied already, fetch the bundle, then
-// diff — or record the intent, apply, record the inventory and publish release.applied.
-func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Release, r *events.Rendered) error {
+// uninstall overtook, wait for its gates (gates.go), answer a redelivery of what is applied
+// already, fetch the bundle, then diff — or record the intent, apply, record the inventory and
+// publish release.applied. seq is e's stream sequence.
+func (s *Service) rendered(ctx context.Context, e event.Event, seq uint64, rel events.Release, r *events.Rendered) error {
 	log := zerolog.Ctx(ctx)
 	revision := events.Revision(e)
 	if revision < 1 {
@@ -218,6 +236,9 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	locked := time.Since(began)
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
 	if late, err := s.late(ctx, e, revision); late || err != nil {
+		if late {
+			return s.inventory.doneWaiting(ctx, rel, events.CorrelationID(e))
+		}
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -237,6 +258,41 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 	}
 	if err := s.uninstalledSince(ctx, rel, cur, e, r); err != nil {
 		return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
+	}
+	gates, err := s.checkGates(ctx, e, rel, seq, r)
+	if err != nil {
+		return err
+	}
+	if len(gates.required) > 0 {
+		corr := events.CorrelationID(e)
+		if len(gates.pending) > 0 && len(gates.rejected()) == 0 {
+			// Recorded before the verdicts are read again: a verdict this read misses is handled
+			// after it, and finds the wait.
+			if err := s.inventory.awaitGates(ctx, rel, wait{Correlation: corr, Sequence: seq, Revision: revision}); err != nil {
+				return err
+			}
+			if gates, err = s.checkGates(ctx, e, rel, seq, r); err != nil {
+				return err
+			}
+		}
+		if len(gates.pending) > 0 && len(gates.rejected()) == 0 {
+			log.Info().Int("revision", revision).Strs("waiting_for", gates.pending).Msg("waiting for gates")
+			return nil
+		}
+		if err := s.inventory.doneWaiting(ctx, rel, corr); err != nil {
+			return err
+		}
+		if rejected := gates.rejected(); len(rejected) > 0 && !r.Options.DryRun {
+			f := gateFailure(revision, r.Bundle, rejected)
+			log.Info().Int("revision", revision).Str("gate", rejected[0].Gate).Msg("rejected by a gate: not applied")
+			return s.publish(ctx, e, revision, events.TypeFailed, f, "gate")
+		}
+		if len(gates.pending) > 0 { // a dry run a gate rejected: it reports what every gate said
+			for _, g := range gates.pending {
+				gates.verdicts[g] = events.GateVerdict{Gate: g, Verdict: events.VerdictPending}
+			}
+		}
+		log.Info().Int("revision", revision).Strs("gates", gates.required).Msg("gates approved")
 	}
 	if cur != nil && cur.Revision == revision && cur.Bundle == r.Bundle && !r.Options.DryRun {
 		log.Info().Int("revision", revision).Msg("already applied: publishing release.applied unless the stream has it")
@@ -267,7 +323,7 @@ func (s *Service) rendered(ctx context.Context, e event.Event, rel events.Releas
 		if err != nil {
 			return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
 		}
-		return s.publish(ctx, e, revision, events.TypeDiffed, events.Diffed{Bundle: r.Bundle, Objects: diffs})
+		return s.publish(ctx, e, revision, events.TypeDiffed, events.Diffed{Bundle: r.Bundle, Objects: diffs, Gates: gates.list()})
 	}
 
 	// Intent before action: what the revision is about to apply is in the inventory before the

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +66,8 @@ type Watchdog struct {
 	flows     *events.Flows
 	pub       *events.Publisher
 	revisions *events.Revisions
+	stream    jetstream.Stream
+	gates     *events.GatePolicy
 	sub       *events.Subscriber
 	log       zerolog.Logger
 
@@ -95,6 +99,12 @@ func NewWatchdog(ctx context.Context, js jetstream.JetStream, o WatchdogOptions)
 		return nil, err
 	}
 	if w.revisions, err = events.NewRevisions(ctx, js, o.Names); err != nil {
+		return nil, err
+	}
+	if w.stream, err = js.Stream(ctx, o.Names.Stream()); err != nil {
+		return nil, fmt.Errorf("deadlines: stream %s: %w", o.Names.Stream(), err)
+	}
+	if w.gates, err = events.OpenGatePolicy(ctx, js, o.Names); err != nil {
 		return nil, err
 	}
 	sc := o.Subscriber
@@ -338,12 +348,87 @@ func (w *Watchdog) failure(ctx context.Context, rel events.Release, fl *events.F
 		cause.SetExtension(events.ExtRevision, revision)
 	}
 	stage, message := overdue(fl, deadline)
+	if silent, gated, err := w.silentGates(ctx, rel, fl); err != nil {
+		return event.Event{}, err
+	} else if len(silent) > 0 {
+		stage = events.StageGate
+		message = fmt.Sprintf("deadline %s passed waiting for gate %s: no verdict on revision %d (bundle %s), which waits for %s",
+			deadline.UTC().Format(time.RFC3339), strings.Join(silent, ", "), revision, gated.Bundle, strings.Join(gated.Gates, ", "))
+	}
 	out, err := events.Derive(cause, events.SourcePrefix+WatchdogName, events.TypeFailed,
 		events.Failed{Stage: stage, Reason: ReasonDeadlineExceeded, Message: message})
 	if err != nil {
 		return event.Event{}, err
 	}
 	return out, nil // its id derives from the flow's correlation id and this source: every replica's is the same
+}
+
+// silentGates returns the gates that gave no verdict on fl's revision, when it waits for gates
+// (its last event is its release.rendered or a verdict), with its release.rendered's payload,
+// Gates holding every gate it needs: those it named and those the namespace's policy requires.
+func (w *Watchdog) silentGates(ctx context.Context, rel events.Release, fl *events.Flow) ([]string, *events.Rendered, error) {
+	if fl.Last == nil {
+		return nil, nil, nil
+	}
+	switch fl.Last.Type {
+	case events.TypeRendered, events.TypeApproved, events.TypeRejected:
+	default:
+		return nil, nil, nil
+	}
+	subject, err := w.opts.Names.Subject(rel, events.TypeRendered)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The flow's release.rendered: the release's newest, or one after the flow's request.
+	m, err := w.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := w.opts.Names.Decode(m.Subject, m.Header, m.Data)
+	if err != nil || flowID(e) != fl.Correlation {
+		if m, e, err = w.findRendered(ctx, subject, fl); m == nil || err != nil {
+			return nil, nil, err
+		}
+	}
+	r, err := events.Data[events.Rendered](e)
+	if err != nil {
+		return nil, nil, nil
+	}
+	policy, err := w.gates.For(ctx, rel.Namespace)
+	if err != nil {
+		return nil, nil, err
+	}
+	needs := *r
+	needs.Gates = events.RequiredGates(append(slices.Clone(r.Gates), r.Options.Gates...), policy)
+	if len(needs.Gates) == 0 {
+		return nil, nil, nil
+	}
+	verdicts, err := w.opts.Names.GateVerdicts(ctx, w.stream, rel, m.Sequence, fl.Correlation, events.Revision(e), r.Bundle, needs.Gates)
+	if err != nil {
+		return nil, nil, err
+	}
+	return events.Pending(needs.Gates, verdicts), &needs, nil
+}
+
+// findRendered walks the release's release.rendered events from the flow's request on for the
+// flow's; nil when there is none.
+func (w *Watchdog) findRendered(ctx context.Context, subject string, fl *events.Flow) (*jetstream.RawStreamMsg, event.Event, error) {
+	for seq := max(fl.Sequence, 1); ; {
+		m, err := w.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, event.Event{}, nil
+		}
+		if err != nil {
+			return nil, event.Event{}, err
+		}
+		if e, err := w.opts.Names.Decode(m.Subject, m.Header, m.Data); err == nil && flowID(e) == fl.Correlation {
+			return m, e, nil
+		}
+		seq = m.Sequence + 1
+	}
 }
 
 // overdue names the stage that did not answer fl, and says so for a person.
@@ -374,7 +459,7 @@ func stageAfter(last string) string {
 	switch last {
 	case "", events.TypeRequested:
 		return events.StageRender
-	case events.TypeRendered, events.TypeHooked:
+	case events.TypeRendered, events.TypeHooked, events.TypeApproved, events.TypeRejected:
 		return events.StageApply
 	case events.TypeApplied, events.TypeProgressing:
 		return events.StageHealth

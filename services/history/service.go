@@ -55,6 +55,7 @@ type Service struct {
 	kv        jetstream.KeyValue
 	stream    jetstream.Stream // the events stream, read to catch a view up (store.go)
 	bundles   *events.Objects
+	gates     *events.GatePolicy
 	revisions *events.Revisions
 	pub       *events.Publisher
 	sub       *events.Subscriber
@@ -75,6 +76,9 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, erro
 	}
 	if s.stream, err = js.Stream(ctx, o.Names.Stream()); err != nil {
 		return nil, fmt.Errorf("history: stream %s: %w", o.Names.Stream(), err)
+	}
+	if s.gates, err = events.OpenGatePolicy(ctx, js, o.Names); err != nil {
+		return nil, err
 	}
 	if s.bundles, err = events.OpenObjects(ctx, js, o.Names.Objects(events.BucketBundles)); err != nil {
 		return nil, err
@@ -205,8 +209,16 @@ func (s *Service) react(ctx context.Context, v *historyapi.View, e event.Event) 
 		if rb, err := events.Data[events.RollbackRequested](e); err == nil && rb.Options.Timeout > 0 {
 			opts.Timeout = rb.Options.Timeout
 		}
+		// A rollback passes the gates a revision would: the ones the target's request named, and
+		// the namespace's policy's now (the applier lets a gate whose policy trusts earlier
+		// approvals through on one of this bundle).
+		rel, _ := events.ReleaseOf(e)
+		policy, err := s.gates.For(ctx, rel.Namespace)
+		if err != nil {
+			return err
+		}
 		out, err := events.Derive(e, source, events.TypeRendered, events.Rendered{Bundle: target.Bundle, Size: target.Size, Values: target.Values,
-			Objects: target.Objects, Chart: target.Chart, Rollback: true, Options: opts})
+			Objects: target.Objects, Chart: target.Chart, Rollback: true, Options: opts, Gates: events.RequiredGates(opts.Gates, policy)})
 		if err != nil {
 			return events.Terminal(err)
 		}

@@ -46,6 +46,7 @@ type Service struct {
 	js        jetstream.JetStream
 	renderer  *render.Renderer
 	bundles   *events.Objects
+	gates     *events.GatePolicy
 	revisions *events.Revisions
 	flows     *events.Flows
 	pub       *events.Publisher
@@ -57,6 +58,9 @@ type Service struct {
 func New(ctx context.Context, js jetstream.JetStream, o Options) (*Service, error) {
 	s := &Service{js: js, pub: events.NewPublisher(js, o.Names)}
 	var err error
+	if s.gates, err = events.OpenGatePolicy(ctx, js, o.Names); err != nil {
+		return nil, err
+	}
 	if s.bundles, err = events.OpenObjects(ctx, js, o.Names.Objects(events.BucketBundles)); err != nil {
 		return nil, err
 	}
@@ -177,10 +181,18 @@ func (s *Service) handle(ctx context.Context, e event.Event) (err error) {
 	if err != nil {
 		return fmt.Errorf("store the Helm revisions of %s: %w", rel, err)
 	}
-	log.Info().Int("revision", revision).Str("bundle", digest).Int("objects", len(out.Objects)).Dur("took", renderTime).Msg("rendered")
+	// The gates asked to judge the bundle: the request's and the namespace's policy's. (The
+	// applier reads the policy again before it applies: a gate required since is waited for.)
+	policy, err := s.gates.For(ctx, rel.Namespace)
+	if err != nil {
+		return err
+	}
+	gates := events.RequiredGates(req.Options.Gates, policy)
+	log.Info().Int("revision", revision).Str("bundle", digest).Int("objects", len(out.Objects)).Strs("gates", gates).Dur("took", renderTime).Msg("rendered")
 	return s.publish(ctx, e, revision, events.TypeRendered, events.Rendered{
 		Bundle: digest, Size: size, Values: values, Objects: out.Objects, RenderTime: events.Duration(renderTime),
 		Chart: out.Chart, Notes: events.Truncate(out.Notes, events.MaxNotesLength), Options: req.Options, Adopted: adopted,
+		Gates: gates,
 	})
 }
 

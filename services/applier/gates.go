@@ -1,0 +1,299 @@
+package applier
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/troupe-dev/troupe/events"
+)
+
+// Gates: a revision is applied only once every gate it needs approved it — the gates its
+// release.rendered names (the request's and the namespace policy's when it was rendered) and
+// those the namespace's policy requires now, read again here: the applier is where a gate is
+// enforced, so a renderer that left one out, or a policy set since, still holds the revision.
+//
+// Waiting takes no worker and no lease: a revision whose gates have not all answered is
+// recorded as waiting (the release's waits, in the inventory bucket) and its release.rendered
+// acknowledged. Each verdict (release.approved, release.rejected) looks the revision up and
+// judges it again, as does each later release.rendered or uninstall of the release — which ends
+// a waiting revision it supersedes. Because the wait is recorded before the verdicts are read,
+// and a verdict is in the stream before it is handled, the last of them to be handled sees all
+// of them: no verdict is missed. A revision no gate answers in time is ended by history's
+// deadline watchdog, which names the silent gates.
+
+// waits are the revisions of a release waiting for gates: the value of <namespace>.<name>.gates
+// in the inventory bucket.
+type waits struct {
+	Waiting []wait `json:"waiting"`
+}
+
+// wait is one revision waiting for its gates: its release.rendered's flow and stream sequence.
+type wait struct {
+	Correlation string `json:"correlationId"`
+	Sequence    uint64 `json:"sequence"`
+	Revision    int    `json:"revision"`
+}
+
+func waitsKey(rel events.Release) string { return key(rel) + ".gates" }
+
+// changeWaits changes rel's waits by compare-and-set; change returns false to write nothing.
+func (inv *inventory) changeWaits(ctx context.Context, rel events.Release, change func(*waits) bool) error {
+	for range casAttempts {
+		var w waits
+		var rev uint64
+		e, err := inv.kv.Get(ctx, waitsKey(rel))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		case err != nil:
+			return fmt.Errorf("gate waits of %s: %w", rel, err)
+		default:
+			rev = e.Revision()
+			if err := json.Unmarshal(e.Value(), &w); err != nil {
+				return fmt.Errorf("gate waits of %s: %w", rel, err)
+			}
+		}
+		if !change(&w) {
+			return nil
+		}
+		if len(w.Waiting) == 0 && rev > 0 {
+			err = inv.kv.Delete(ctx, waitsKey(rel), jetstream.LastRevision(rev))
+		} else if len(w.Waiting) > 0 {
+			b, _ := json.Marshal(w)
+			if rev == 0 {
+				_, err = inv.kv.Create(ctx, waitsKey(rel), b)
+			} else {
+				_, err = inv.kv.Update(ctx, waitsKey(rel), b, rev)
+			}
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongLastSequence(err) {
+			return fmt.Errorf("gate waits of %s: %w", rel, err)
+		}
+	}
+	return fmt.Errorf("gate waits of %s: changed by another writer %d times in a row", rel, casAttempts)
+}
+
+// waiting returns rel's waiting revisions.
+func (inv *inventory) waiting(ctx context.Context, rel events.Release) ([]wait, error) {
+	var out []wait
+	err := inv.changeWaits(ctx, rel, func(w *waits) bool { out = w.Waiting; return false })
+	return out, err
+}
+
+// awaitGates records that the revision whose release.rendered is at seq waits for its gates.
+func (inv *inventory) awaitGates(ctx context.Context, rel events.Release, w wait) error {
+	return inv.changeWaits(ctx, rel, func(ws *waits) bool {
+		if slices.ContainsFunc(ws.Waiting, func(x wait) bool { return x.Correlation == w.Correlation }) {
+			return false
+		}
+		ws.Waiting = append(ws.Waiting, w)
+		return true
+	})
+}
+
+// doneWaiting removes the revision of flow corr from rel's waits.
+func (inv *inventory) doneWaiting(ctx context.Context, rel events.Release, corr string) error {
+	return inv.changeWaits(ctx, rel, func(ws *waits) bool {
+		n := len(ws.Waiting)
+		ws.Waiting = slices.DeleteFunc(ws.Waiting, func(x wait) bool { return x.Correlation == corr })
+		return len(ws.Waiting) < n
+	})
+}
+
+// gateCheck is what the gates say of a revision.
+type gateCheck struct {
+	required []string
+	verdicts map[string]events.GateVerdict
+	pending  []string
+}
+
+// rejected returns the rejections, in the order the gates are required.
+func (g gateCheck) rejected() []events.GateVerdict {
+	var out []events.GateVerdict
+	for _, name := range g.required {
+		if v, ok := g.verdicts[name]; ok && v.Verdict == events.VerdictRejected {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// list returns every required gate's verdict, pending ones too, in order.
+func (g gateCheck) list() []events.GateVerdict {
+	var out []events.GateVerdict
+	for _, name := range g.required {
+		v, ok := g.verdicts[name]
+		if !ok {
+			v = events.GateVerdict{Gate: name, Verdict: events.VerdictPending}
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// checkGates reads the gates the revision e rendered (at stream sequence seq) needs, and their
+// verdicts on it.
+func (s *Service) checkGates(ctx context.Context, e event.Event, rel events.Release, seq uint64, r *events.Rendered) (gateCheck, error) {
+	policy, err := s.gates.For(ctx, rel.Namespace)
+	if err != nil {
+		return gateCheck{}, err
+	}
+	g := gateCheck{required: events.RequiredGates(append(slices.Clone(r.Gates), r.Options.Gates...), policy)}
+	if len(g.required) == 0 {
+		return g, nil
+	}
+	g.verdicts, err = s.opts.Names.GateVerdicts(ctx, s.stream, rel, seq, events.CorrelationID(e), events.Revision(e), r.Bundle, g.required)
+	if err != nil {
+		return gateCheck{}, err
+	}
+	if r.Rollback {
+		// A gate whose policy trusts its earlier approvals lets a rollback to a bundle it
+		// approved before through without judging it again.
+		for _, name := range g.required {
+			rule, ok := policy.Rule(name)
+			if !ok || !rule.TrustApprovals {
+				continue
+			}
+			if ok, err := s.opts.Names.ApprovedBefore(ctx, s.stream, rel, name, r.Bundle); err != nil {
+				return gateCheck{}, err
+			} else if ok {
+				g.verdicts[name] = events.GateVerdict{Gate: name, Verdict: events.VerdictApproved, Trusted: true,
+					Message: "approved this bundle before; the namespace's policy trusts that for a rollback"}
+			}
+		}
+	}
+	g.pending = events.Pending(g.required, g.verdicts)
+	return g, nil
+}
+
+// gateFailure is the release.failed of a revision a gate rejected: each rejection's reason, and
+// its findings (those about an object as failing objects, the others in the message).
+func gateFailure(revision int, bundle string, rejections []events.GateVerdict) events.Failed {
+	var parts []string
+	var objects []events.ObjectStatus
+	for _, v := range rejections {
+		msg := fmt.Sprintf("gate %s rejected revision %d (bundle %s)", v.Gate, revision, shortDigest(bundle))
+		if v.By != "" {
+			msg += " by " + v.By
+		}
+		if v.Message != "" {
+			msg += ": " + v.Message
+		}
+		var loose []string
+		for _, f := range v.Findings {
+			if f.Object != nil {
+				objects = append(objects, events.ObjectStatus{ObjectRef: *f.Object, Status: events.StatusFailed,
+					Message: events.Truncate(v.Gate+": "+f.Rule+": "+f.Message, events.MaxMessageLength)})
+			} else {
+				loose = append(loose, f.Rule+": "+f.Message)
+			}
+		}
+		if len(loose) > 0 {
+			msg += " (" + strings.Join(loose, "; ") + ")"
+		}
+		parts = append(parts, msg)
+	}
+	if len(objects) > events.MaxObjects {
+		objects = objects[:events.MaxObjects]
+	}
+	return events.Failed{Stage: events.StageGate, Reason: events.ReasonGateRejected,
+		Message: events.Truncate(strings.Join(parts, "; "), events.MaxMessageLength), Objects: objects}
+}
+
+func shortDigest(d string) string {
+	if len(d) > len("sha256:")+12 {
+		return d[:len("sha256:")+12]
+	}
+	return d
+}
+
+// verdict judges again the revision a gate's verdict is about: the one recorded as waiting for
+// its flow, or — the verdict came before the revision was handled here — the release's newest
+// release.rendered if the verdict reacts to it. A verdict about no revision that waits does
+// nothing: its revision was applied, or ended, or is not handled yet (and will read it then).
+func (s *Service) verdict(ctx context.Context, e event.Event, rel events.Release) error {
+	corr := events.CorrelationID(e)
+	ws, err := s.inventory.waiting(ctx, rel)
+	if err != nil {
+		return err
+	}
+	for _, w := range ws {
+		if w.Correlation == corr {
+			return s.rejudge(ctx, rel, w.Sequence)
+		}
+	}
+	subject, err := s.opts.Names.Subject(rel, events.TypeRendered)
+	if err != nil {
+		return events.Terminal(err)
+	}
+	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("the newest release.rendered of %s: %w", rel, err)
+	}
+	if m.Header.Get(jetstream.MsgIDHeader) != events.CausationID(e) {
+		return nil
+	}
+	return s.rejudge(ctx, rel, m.Sequence)
+}
+
+// rejudge handles again the release.rendered at stream sequence seq: applies it once its gates
+// approved, fails it if one rejected, ends it if a newer request superseded it.
+func (s *Service) rejudge(ctx context.Context, rel events.Release, seq uint64) error {
+	m, err := s.stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // aged out of the stream: long past its deadline
+	}
+	if err != nil {
+		return fmt.Errorf("release.rendered %d of %s: %w", seq, rel, err)
+	}
+	re, err := s.opts.Names.Decode(m.Subject, m.Header, m.Data)
+	if err != nil || re.Type() != events.TypeRendered {
+		return nil // not what was recorded: nothing to judge
+	}
+	r, err := events.Data[events.Rendered](re)
+	if err != nil {
+		return nil
+	}
+	ctx = zerolog.Ctx(ctx).With().Str("rendered", re.ID()).Int("revision", events.Revision(re)).Logger().WithContext(ctx)
+	if err := s.rendered(ctx, re, seq, rel, r); err != nil {
+		return err
+	}
+	// Superseded, or ended otherwise: it waits no more.
+	corr := events.CorrelationID(re)
+	if fl, err := s.flows.Get(ctx, rel, corr); err == nil && fl != nil && !fl.Open() {
+		return s.inventory.doneWaiting(ctx, rel, corr)
+	}
+	return nil
+}
+
+// rewaitOthers judges again every revision of rel waiting for its gates, other than the one of
+// flow corr: run before a newer revision, a rollback or an uninstall of the release takes the
+// lease, so that a waiting revision they supersede ends as superseded at once.
+func (s *Service) rewaitOthers(ctx context.Context, rel events.Release, corr string) error {
+	ws, err := s.inventory.waiting(ctx, rel)
+	if err != nil || len(ws) == 0 {
+		return err
+	}
+	for _, w := range ws {
+		if w.Correlation == corr {
+			continue
+		}
+		if err := s.rejudge(ctx, rel, w.Sequence); err != nil {
+			return err
+		}
+	}
+	return nil
+}
