@@ -174,3 +174,33 @@ func TestDeadlinePublishesAClaimNobodyPublished(t *testing.T) {
 }
 
 const zeros = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// A revision waiting at its gates past its deadline: the watchdog names the gates that gave no
+// verdict — those its release.rendered named, and those the namespace's policy requires — not
+// the one that answered.
+func TestDeadlineNamesTheSilentGate(t *testing.T) {
+	w := newWatchdogEnv(t, 1)
+	rel := events.Release{Namespace: "gated", Name: "waits"}
+	policy, err := events.OpenGatePolicy(t.Context(), w.js, events.Names{})
+	require.NoError(t, err)
+	require.NoError(t, policy.Require(t.Context(), rel.Namespace, events.GateRule{Gate: "security"}))
+	req := w.request(rel, time.Second)
+	bundle := "sha256:" + zeros
+	rendered, err := events.Derive(req, "troupe/renderer", events.TypeRendered, events.Rendered{Bundle: bundle, Size: 1,
+		Gates: []string{"approval", "policy"}})
+	require.NoError(t, err)
+	events.WithRevision(&rendered, 1)
+	w.publish(rendered)
+	approved, err := events.Derive(rendered, "troupe/gate-policy", events.TypeApproved, events.Approved{Gate: "policy", Revision: 1, Bundle: bundle})
+	require.NoError(t, err)
+	w.publish(approved)
+
+	ends := w.terminals(rel, 1)
+	require.Len(t, ends, 1)
+	f, err := events.Data[events.Failed](ends[0])
+	require.NoError(t, err)
+	assert.Equal(t, history.ReasonDeadlineExceeded, f.Reason)
+	assert.Equal(t, events.StageGate, f.Stage)
+	assert.Contains(t, f.Message, "waiting for gate approval, security: no verdict on revision 1")
+	assert.NotContains(t, f.Message, "gate policy", "policy answered")
+}
