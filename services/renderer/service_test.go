@@ -257,3 +257,24 @@ func runRenderer(t *testing.T, js jetstream.JetStream) (stop func()) {
 	<-svc.Ready()
 	return func() { cancel(); <-done }
 }
+
+// TestRenderedNamesTheGates: release.rendered names the gates the revision must pass — the
+// request's and the namespace's policy's, sorted, each once — and only the namespace's own.
+func TestRenderedNamesTheGates(t *testing.T) {
+	js := startRenderer(t)
+	policy, err := events.OpenGatePolicy(t.Context(), js, events.Names{})
+	require.NoError(t, err)
+	require.NoError(t, policy.Require(t.Context(), "prod", events.GateRule{Gate: "security"}))
+	require.NoError(t, policy.Require(t.Context(), "prod", events.GateRule{Gate: "approval"}))
+	require.NoError(t, policy.Require(t.Context(), "staging", events.GateRule{Gate: "other"}))
+	src := events.Source{Manifests: &events.ManifestsSource{YAML: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n"}}
+	for ns, want := range map[string][]string{"prod": {"approval", "policy", "security"}, "dev": {"approval", "policy"}} {
+		rel := events.Release{Namespace: ns, Name: "app"}
+		req := request(t, js, rel, events.Requested{Source: src, Options: events.Options{Gates: []string{"policy", "approval"}}})
+		got := outcome(t, js, rel, req.ID())
+		require.Equal(t, events.TypeRendered, got.Type(), string(got.Data()))
+		r, err := events.Data[events.Rendered](got)
+		require.NoError(t, err)
+		assert.Equal(t, want, r.Gates, ns)
+	}
+}
