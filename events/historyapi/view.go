@@ -75,7 +75,10 @@ type Revision struct {
 	// Hooks are the phases of the chart's hooks that ran for this revision, each hook with its
 	// result and timing (a hook that failed is in the revision's Message).
 	Hooks []events.Hooked `json:"hooks,omitempty"`
-	Times Times           `json:"times"`
+	// Gates are the gates its release.rendered asked to judge it, each with its verdict on the
+	// revision's bundle (pending until the gate answered): the last rendering's, for a rollback.
+	Gates []events.GateVerdict `json:"gates,omitempty"`
+	Times Times                `json:"times"`
 }
 
 // RequestInfo is what a revision's release.requested asked for.

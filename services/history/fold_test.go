@@ -85,3 +85,35 @@ func TestRevisionSaysWhatItWaitsFor(t *testing.T) {
 	fold(req, "troupe/health", events.TypeReady, events.Ready{Objects: 2})
 	assert.Empty(t, v.Get(1).Waiting)
 }
+
+// TestRevisionRecordsItsGates: a revision records the gates its release.rendered named, pending
+// until each gives its verdict on the revision's bundle; a verdict on another bundle counts for
+// nothing.
+func TestRevisionRecordsItsGates(t *testing.T) {
+	rel := events.Release{Namespace: "prod", Name: "web"}
+	v := &historyapi.View{Release: rel.String()}
+	seq := uint64(0)
+	fold := func(cause event.Event, source, typ string, data any) event.Event {
+		t.Helper()
+		e, err := events.Derive(cause, source, typ, data, source)
+		require.NoError(t, err)
+		events.WithRevision(&e, 1)
+		seq++
+		require.NoError(t, history.Fold(v, e, seq, 1))
+		return e
+	}
+	req, err := events.NewEvent("troupe/cli", events.TypeRequested, rel, events.Requested{Source: events.Source{Manifests: &events.ManifestsSource{YAML: "{}"}},
+		Options: events.Options{Gates: []string{"approval"}}})
+	require.NoError(t, err)
+	seq++
+	require.NoError(t, history.Fold(v, req, seq, 1))
+	bundle := events.Digest([]byte("b"))
+	fold(req, "troupe/renderer", events.TypeRendered, events.Rendered{Bundle: bundle, Size: 1, Gates: []string{"approval", "policy"}})
+	require.Len(t, v.Get(1).Gates, 2)
+	assert.Equal(t, events.VerdictPending, v.Get(1).Gates[0].Verdict)
+	fold(req, "troupe/gate-policy", events.TypeApproved, events.Approved{Gate: "policy", Revision: 1, Bundle: events.Digest([]byte("other"))})
+	assert.Equal(t, events.VerdictPending, v.Get(1).Gates[1].Verdict, "a verdict on another bundle")
+	fold(req, "troupe/gate-approval", events.TypeRejected, events.Rejected{Gate: "approval", Revision: 1, Bundle: bundle, Message: "not now", By: "ana"})
+	assert.Equal(t, events.GateVerdict{Gate: "approval", Verdict: events.VerdictRejected, Message: "not now", By: "ana"}, v.Get(1).Gates[0])
+	assert.Equal(t, "gate approval rejected by ana: not now", v.Timeline[len(v.Timeline)-1].Note)
+}

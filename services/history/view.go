@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
@@ -43,6 +44,10 @@ func Fold(v *historyapi.View, e event.Event, seq uint64, revision int) error {
 		}
 		if r == nil {
 			r = add(v, revision)
+		}
+		r.Gates = nil
+		for _, g := range events.RequiredGates(append(slices.Clone(rd.Gates), rd.Options.Gates...), nil) {
+			r.Gates = append(r.Gates, events.GateVerdict{Gate: g, Verdict: events.VerdictPending})
 		}
 		if rd.Rollback {
 			entry.Note = "rollback: manifests of revision " + fmt.Sprint(revision) + " sent again"
@@ -173,6 +178,39 @@ func Fold(v *historyapi.View, e event.Event, seq uint64, revision int) error {
 		// number, a revision that ended long ago.
 		if r != nil && (r.State == historyapi.StateRequested || r.State == historyapi.StateRendered || r.State == historyapi.StateProgressing) {
 			r.State, r.Times.Finished = historyapi.StateSuperseded, e.Time()
+		}
+	case events.TypeApproved, events.TypeRejected:
+		// A gate's verdict on the revision's bundle (one on another bundle counts for nothing).
+		p, err := events.DecodePayload(e.Type(), e.Data())
+		if err != nil {
+			return err
+		}
+		var vd events.Verdict
+		switch x := p.(type) {
+		case *events.Approved:
+			vd = events.Verdict(*x)
+		case *events.Rejected:
+			vd = events.Verdict(*x)
+		}
+		entry.Note = "gate " + vd.Gate + " " + strings.TrimPrefix(e.Type(), "release.")
+		if vd.By != "" {
+			entry.Note += " by " + vd.By
+		}
+		if vd.Message != "" {
+			entry.Note += ": " + vd.Message
+		}
+		if r == nil || (r.Bundle != "" && vd.Bundle != r.Bundle && v.Rollback == nil) {
+			break
+		}
+		for i := range r.Gates {
+			if r.Gates[i].Gate == vd.Gate {
+				verdict := events.VerdictApproved
+				if e.Type() == events.TypeRejected {
+					verdict = events.VerdictRejected
+				}
+				r.Gates[i] = events.GateVerdict{Gate: vd.Gate, Verdict: verdict, Reason: vd.Reason, Message: vd.Message,
+					Findings: vd.Findings, By: vd.By}
+			}
 		}
 	case events.TypeRollbackRequested:
 		rb, err := events.Data[events.RollbackRequested](e)
