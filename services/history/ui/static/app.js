@@ -48,6 +48,19 @@ function seg(s) { return encodeURIComponent(s); }
 
 function state(s) { return h('span', { class: 'state ' + s }, s); }
 
+// gates says what the gates a revision passes said of it: "waiting for approval by …" while one
+// has not answered and the revision is not over.
+function gates(r) {
+  const gs = r.gates || [];
+  if (!gs.length) return '';
+  const pending = gs.filter((g) => g.verdict === 'pending').map((g) => g.gate);
+  const open = ['requested', 'rendered'].includes(r.state);
+  return h('div', { class: 'gates' },
+    open && pending.length ? h('div', { class: 'waiting' }, 'waiting for approval by ' + pending.join(', ')) : '',
+    gs.filter((g) => g.verdict !== 'pending').map((g) =>
+      h('div', { class: 'muted' }, `${g.gate}: ${g.verdict}${g.by ? ' by ' + g.by : ''}${g.message ? ' — ' + g.message : ''}`)));
+}
+
 function ago(t) {
   if (!t) return '';
   const s = Math.max(0, (Date.now() - new Date(t).getTime()) / 1000);
@@ -189,7 +202,7 @@ function releasePage(ns, name) {
       revs.append(h('tr', { 'data-revision': r.revision },
         h('td', {}, h('a', { href: `#/r/${ns}/${name}/${r.revision}` }, r.revision)),
         h('td', {}, state(r.state), r.rolledBackTo ? h('div', { class: 'muted' }, `rolled back to ${r.rolledBackTo}`) : ''),
-        h('td', {}, why ? h('div', {}, why) : '', r.message ? h('div', { class: 'muted' }, r.message) : ''),
+        h('td', {}, why ? h('div', {}, why) : '', r.message ? h('div', { class: 'muted' }, r.message) : '', gates(r)),
         h('td', {}, by(req.by), req.requestedBy ? h('div', { class: 'muted' }, req.requestedBy) : '',
           req.source ? h('div', { class: 'muted' }, req.source) : ''),
         h('td', { title: when(r.times.requested) }, when(r.times.requested)),
