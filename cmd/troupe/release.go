@@ -45,6 +45,7 @@ type releaseOptions struct {
 	reuseValues     bool
 	resetThenReuse  bool
 	postRenderers   string
+	gates           []string
 	waiting
 }
 
@@ -70,7 +71,8 @@ the chart loads. Nothing is published when something is wrong.`,
 		Example: `  troupe release hello ./examples/charts/hello -n demo --set replicaCount=2 --wait
   troupe release podinfo oci://ghcr.io/stefanprodan/charts/podinfo --version 6.14.1 --wait
   troupe release web ./deploy/overlays/dev --kustomize -n web --create-namespace
-  troupe release hello ./examples/charts/hello --dry-run --wait   # what would change`,
+  troupe release hello ./examples/charts/hello --dry-run --wait   # what would change
+  troupe release hello ./examples/charts/hello -n prod --gate approval --wait   # applied once 'troupe approve hello -n prod'`,
 		Args: exactArgs(2, "release takes the release NAME and a SOURCE"),
 		RunE: func(cmd *cobra.Command, args []string) error { return c.release(cmd.Context(), args[0], args[1], o) },
 	}
@@ -94,6 +96,7 @@ the chart loads. Nothing is published when something is wrong.`,
 	f.BoolVar(&o.adopt, "adopt", false, "take over objects that exist but belong to no release or another one")
 	f.StringVar(&o.postRenderers, "post-renderers", "", "a YAML file of post-renderers, as a Flux HelmRelease's spec.postRenderers: - kustomize: {patches: [{patch: ..., target: {...}}], images: [...]}")
 	f.BoolVar(&o.reuseValues, "reuse-values", false, "build on the current revision's values (-f and --set over them), and its computed values in place of the chart's defaults, as helm upgrade --reuse-values")
+	f.StringArrayVar(&o.gates, "gate", nil, "a gate this revision must pass, besides those its namespace requires ('troupe gate list'): applied only once the gate approved it (repeatable)")
 	f.BoolVar(&o.resetThenReuse, "reset-then-reuse-values", false, "build on the current revision's values (-f and --set over them), with this chart's own defaults, as helm upgrade --reset-then-reuse-values")
 	return cmd
 }
@@ -108,7 +111,7 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 	}
 	req := events.Requested{Set: o.set, RequestedBy: requester()}
 	req.Options = events.Options{Timeout: events.Duration(o.timeout), Wait: o.wait, RollbackOnFailure: o.rollbackOnFailure,
-		DryRun: o.dryRun, CreateNamespace: o.createNamespace, Adopt: o.adopt, WaitLoadBalancer: o.waitLB}
+		DryRun: o.dryRun, CreateNamespace: o.createNamespace, Adopt: o.adopt, WaitLoadBalancer: o.waitLB, Gates: o.gates}
 	if o.noPrune {
 		no := false
 		req.Options.Prune = &no

@@ -72,7 +72,8 @@ Start a local environment with 'troupe dev', then publish and watch events from 
 	root.PersistentFlags().StringVar(&c.logLevel, "log-level", envOr("TROUPE_LOG_LEVEL", "info"), "log level: debug, info, warn, error [TROUPE_LOG_LEVEL]")
 	c.otlp.BindFlags(root.PersistentFlags())
 	root.AddCommand(c.devCmd(), c.publishCmd(), c.tailCmd(), c.releaseCmd(), c.adoptCmd(), c.natsConfigCmd(), c.installCmd(), c.versionCmd(), c.statusCmd(), c.listCmd(), c.historyCmd(),
-		c.getCmd(), c.diffCmd(), c.rollbackCmd(), c.uninstallCmd(), c.redriveCmd(), c.traceCmd(), c.graphCmd(), c.replayCmd(), c.identitiesCmd())
+		c.getCmd(), c.diffCmd(), c.rollbackCmd(), c.uninstallCmd(), c.redriveCmd(), c.traceCmd(), c.graphCmd(), c.replayCmd(), c.identitiesCmd(),
+		c.gateCmd(), c.approveCmd(), c.rejectCmd())
 	return root, c
 }
 
@@ -99,12 +100,30 @@ func (c *cli) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
 	return nc, js, nil
 }
 
+// connectAs is connect with natsConnAs's credentials.
+func (c *cli) connectAs(name, identity string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := c.natsConnAs(name, identity)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
 // natsConn connects to NATS as name, with the credentials given, else those `troupe dev` wrote
 // for the CLI (defaultCreds). A permission the server refuses ends the command with a
 // refusedError.
-func (c *cli) natsConn(name string) (*nats.Conn, error) {
+func (c *cli) natsConn(name string) (*nats.Conn, error) { return c.natsConnAs(name, access.CLI) }
+
+// natsConnAs is natsConn with, by default, the credentials `troupe dev` wrote for identity: the
+// admin's for what only an operator does (the gate policy), the approver's to ask a gate.
+func (c *cli) natsConnAs(name, identity string) (*nats.Conn, error) {
 	o := c.conn
-	if path := defaultCreds(o, envOr("TROUPE_STORE_DIR", ".troupe"), access.CLI); path != "" {
+	if path := defaultCreds(o, storeDir(), identity); path != "" {
 		o.CredsFile = path
 	}
 	return o.Connect(name, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
@@ -117,6 +136,10 @@ func (c *cli) natsConn(name string) (*nats.Conn, error) {
 		}
 	}))
 }
+
+// storeDir is where `troupe dev` keeps its data and credentials, as its --store-dir says by
+// default: $TROUPE_STORE_DIR, else .troupe.
+func storeDir() string { return envOr("TROUPE_STORE_DIR", ".troupe") }
 
 // defaultCreds returns <store>/creds/<identity>.creds, the credentials `troupe dev` wrote (the
 // CLI's store is $TROUPE_STORE_DIR, else .troupe, as troupe dev's --store-dir), when o says no
