@@ -2,12 +2,15 @@ package main
 
 import (
 	"cmp"
+	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
@@ -237,6 +240,9 @@ type statusOut struct {
 	Rollback    *historyapi.Rollback `json:"rollback,omitempty"`
 	Objects     []events.ObjectRef   `json:"objects,omitempty"`
 	Updated     time.Time            `json:"updated"`
+	// Gates are the gates the latest revision waits for, while it is rendered and not applied,
+	// with their verdicts so far.
+	Gates []events.GateVerdict `json:"gates,omitempty"`
 }
 
 func (c *cli) statusCmd() *cobra.Command {
@@ -258,7 +264,13 @@ func (c *cli) statusCmd() *cobra.Command {
 			st := statusOut{Release: v.Release, Current: v.Current, Uninstalled: v.Uninstalled, Rollback: v.Rollback, Updated: v.Updated}
 			if list := rows(v); len(list) > 0 {
 				st.Latest = &list[len(list)-1]
-				st.Objects = v.Revisions[len(v.Revisions)-1].Objects
+				latest := v.Revisions[len(v.Revisions)-1]
+				st.Objects = latest.Objects
+				if latest.State == historyapi.StateRendered && latest.Request != nil {
+					if st.Gates, err = c.waitingGates(cmd.Context(), rel, latest.Request.ID, latest.Revision); err != nil {
+						return err
+					}
+				}
 			}
 			return out.print(c.stdout, st, func(tw *tabwriter.Writer) {
 				fmt.Fprintf(tw, "RELEASE:\t%s\n", st.Release)
@@ -286,6 +298,12 @@ func (c *cli) statusCmd() *cobra.Command {
 						for _, o := range l.Waiting {
 							fmt.Fprintf(tw, "  %s\t%s: %s\n", o.ObjectRef, o.Status, o.Message)
 						}
+					}
+				}
+				if len(st.Gates) > 0 {
+					fmt.Fprintf(tw, "GATES:\t%s\n", gatesSummary(st.Gates))
+					for _, g := range st.Gates {
+						fmt.Fprintf(tw, "  %s\t%s\n", g.Gate, gateState(g))
 					}
 				}
 				if st.Rollback != nil {
@@ -476,4 +494,85 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// waitingGates returns the gates revision of rel (the flow corr started) waits for, with each
+// one's verdict so far (pending when none), read from the stream: its release.rendered, and the
+// verdicts after it. None when its release.rendered is not the release's last.
+func (c *cli) waitingGates(ctx context.Context, rel events.Release, corr string, revision int) ([]events.GateVerdict, error) {
+	nc, js, err := c.connect("troupe-cli")
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	stream, err := js.Stream(ctx, c.names.Stream())
+	if err != nil {
+		return nil, fmt.Errorf("gates of %s: %w", rel, err)
+	}
+	subject, err := c.names.Subject(rel, events.TypeRendered)
+	if err != nil {
+		return nil, err
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gates of %s: %w", rel, err)
+	}
+	e, err := c.names.Decode(m.Subject, m.Header, m.Data)
+	if err != nil || events.CorrelationID(e) != corr || events.Revision(e) != revision {
+		return nil, nil
+	}
+	r, err := events.Data[events.Rendered](e)
+	if err != nil || len(r.Gates) == 0 {
+		return nil, nil
+	}
+	got, err := c.names.GateVerdicts(ctx, stream, rel, m.Sequence, corr, revision, r.Bundle, r.Gates)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]events.GateVerdict, 0, len(r.Gates))
+	for _, g := range r.Gates {
+		v, ok := got[g]
+		if !ok {
+			v = events.GateVerdict{Gate: g, Verdict: events.VerdictPending}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// gatesSummary says in a few words where a revision is at its gates.
+func gatesSummary(gates []events.GateVerdict) string {
+	var pending []string
+	approved := 0
+	for _, g := range gates {
+		switch g.Verdict {
+		case events.VerdictPending:
+			pending = append(pending, g.Gate)
+		case events.VerdictApproved:
+			approved++
+		}
+	}
+	s := fmt.Sprintf("%d of %d approved", approved, len(gates))
+	if len(pending) > 0 {
+		s += "; waiting for approval by " + strings.Join(pending, ", ")
+	}
+	return s
+}
+
+// gateState is one gate's verdict, as status prints it.
+func gateState(g events.GateVerdict) string {
+	s := g.Verdict
+	if g.Verdict == events.VerdictPending {
+		s = "waiting"
+	}
+	if g.By != "" {
+		s += " by " + g.By
+	}
+	if g.Message != "" {
+		s += ": " + firstLine(g.Message)
+	}
+	return s
 }

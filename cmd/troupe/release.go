@@ -308,6 +308,21 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 	if text {
 		p.w = c.stdout
 	}
+	// Follow says nothing of gates: a watch of their verdicts beside it does (best effort: without
+	// it, the flow is followed all the same).
+	var gw *flow.Watcher
+	if err := events.Await(ctx, electionPatience, func() (err error) {
+		gw, err = flow.Watch(ctx, js, c.names, rel, ack.Sequence)
+		return err
+	}); err == nil {
+		defer gw.Stop()
+		g, stop := watchGates(wctx, gw, e.ID())
+		defer stop()
+		p.gates = g
+		gctx, cancel := context.WithCancel(wctx)
+		defer cancel()
+		go g.run(gctx, p.print)
+	}
 	res, ferr := flow.Follow(wctx, w, rel, e.ID(), flow.FollowOptions{RollbackOnFailure: how.rollbackOnFailure, QuietAfter: how.quietAfter, Start: p.start}, p.step)
 	if ferr == nil && res.Reason == flow.ReasonWaitTimeout && ctx.Err() == nil {
 		res.Message = fmt.Sprintf("no terminal event %s past the deadline, not even the deadline watchdog's: is the history service running? The release may still be going: troupe status %s",
@@ -322,14 +337,47 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	out := followed{Outcome: res}
+	if p.gates != nil {
+		out.Gates = p.gates.verdicts()
+	}
 	if text {
 		if res.State == historyapi.StateDiffed {
 			c.printDiff(res.Diff)
+			printGates(c.stdout, out.Gates)
 		}
-	} else if err := how.output.print(c.stdout, res, nil); err != nil {
+	} else if err := how.output.print(c.stdout, out, nil); err != nil {
 		return err
 	}
 	return ferr
+}
+
+// followed is what `--wait -o json|yaml` prints: how the flow ended, and what the gates of its
+// revision said (for a dry run: what they would say).
+type followed struct {
+	flow.Outcome
+	Gates []events.GateVerdict `json:"gates,omitempty"`
+}
+
+// printGates prints what a dry run's gates would say of the bundle.
+func printGates(w io.Writer, gates []events.GateVerdict) {
+	for _, g := range gates {
+		switch g.Verdict {
+		case events.VerdictApproved:
+			fmt.Fprintf(w, "gate %s would approve it\n", g.Gate)
+		case events.VerdictRejected:
+			fmt.Fprintf(w, "gate %s would reject it: %s\n", g.Gate, firstLine(g.Message))
+			for _, f := range g.Findings {
+				what := f.Rule
+				if f.Object != nil {
+					what = f.Object.String()
+				}
+				fmt.Fprintf(w, "    %s: %s\n", what, f.Message)
+			}
+		default:
+			fmt.Fprintf(w, "gate %s did not say\n", g.Gate)
+		}
+	}
 }
 
 func (c *cli) printDiff(objs []events.ObjectDiff) {

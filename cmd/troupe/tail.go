@@ -141,7 +141,13 @@ func (c *cli) tailFilters(o tailOptions) (string, []string, error) {
 	var filters []string
 	for _, typ := range o.types {
 		f, err := c.names.TypeFilter(typ)
-		if o.release != "" && err == nil {
+		switch {
+		case o.release == "" || err != nil:
+		case events.IsVerdict(typ):
+			// Every gate's: <release>.approved.<gate>.
+			f, err = c.names.ReleaseFilter(r)
+			f = strings.TrimSuffix(f, ">") + strings.TrimPrefix(typ, "release.") + ".*"
+		default:
 			f, err = c.names.Subject(r, typ)
 		}
 		if err != nil {
