@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 
 GO       ?= go
 BIN      := $(CURDIR)/bin
-MODULES  := events cmd/troupe services/renderer services/applier services/health services/history deploy test/cluster test/e2e test/chaos examples/notifier examples/cdevents
+MODULES  := events cmd/troupe services/renderer services/applier services/health services/history deploy test/cluster test/e2e test/chaos examples/notifier examples/cdevents examples/policygate examples/approvalgate
 PKGS     := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 STATICCHECK_VERSION := v0.8.2
 CLUSTER_BINS := $(addprefix $(BIN)/,etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm)
