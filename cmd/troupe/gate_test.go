@@ -250,3 +250,58 @@ func TestApproveThroughAGate(t *testing.T) {
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, `Permissions Violation for Publish to "troupe.release.`+ns+`.gated.approved.policy"`)
 }
+
+// TestWaitShowsARejection: a gate that rejects a bundle with findings (a policy gate, started
+// here with the SDK) fails the revision at stage gate: --wait prints the rejection with each
+// finding's object, then the failure, and exits 1; a dry run says what the gate would say.
+func TestWaitShowsARejection(t *testing.T) {
+	server := startDev(t)
+	store, _ := devStores.Load(server)
+	ns := testKube.Namespace(t)
+	t.Setenv("TROUPE_STORE_DIR", store.(string))
+	code, _, errOut := troupe(t, server, "", "gate", "creds", "strict")
+	require.Equal(t, 0, code, errOut)
+	creds := filepath.Join(store.(string), "creds", "gate-strict.creds")
+
+	nc, err := events.ConnOptions{Server: server, CredsFile: creds}.Connect("test-gate")
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	log := zerolog.Nop()
+	gate, err := events.NewGate(t.Context(), js, events.GateConfig{Name: "strict", Logger: &log,
+		Judge: func(_ context.Context, req events.GateRequest) (events.Judgement, error) {
+			j := events.Judgement{Reason: "policy_violation", Message: "1 object breaks the rules"}
+			for _, ref := range req.Rendered.Objects {
+				j.Findings = append(j.Findings, events.Finding{Rule: "no-configmaps", Object: &ref, Message: "ConfigMaps are not allowed here"})
+			}
+			return j, nil
+		}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	gateDone := make(chan error, 1)
+	go func() { gateDone <- gate.Start(ctx) }()
+	defer func() { cancel(); <-gateDone }()
+	<-gate.Ready()
+
+	file := filepath.Join(t.TempDir(), "cm.yaml")
+	require.NoError(t, os.WriteFile(file, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: banned\ndata:\n  a: b\n"), 0o644))
+	code, out, errOut := troupe(t, server, "", "release", "banned", file, "-n", ns, "--gate", "strict", "--wait")
+	assert.Equal(t, 1, code, "%s\n%s", out, errOut)
+	assert.Contains(t, out, "waiting for approval by strict")
+	assert.Contains(t, out, "rejected by strict: 1 object breaks the rules")
+	assert.Regexp(t, `(?m)^\s+[\d.]+s\s+ConfigMap/`+ns+`/banned: ConfigMaps are not allowed here$`, out, "each finding names its object")
+	assert.Contains(t, out, "at gate: gate_rejected: gate strict rejected revision 1")
+	assert.Contains(t, errOut, "failed at gate (gate_rejected)")
+	assert.Less(t, strings.Index(out, "rejected by strict"), strings.Index(out, "at gate: gate_rejected"), "the verdict before the failure:\n%s", out)
+
+	code, out, errOut = troupe(t, server, "", "release", "banned", file, "-n", ns, "--gate", "strict", "--dry-run", "--wait", "-o", "json")
+	require.Equal(t, 0, code, "%s\n%s", out, errOut)
+	var res followed
+	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
+	assert.Equal(t, "diffed", res.State)
+	require.Len(t, res.Gates, 1, out)
+	assert.Equal(t, "strict", res.Gates[0].Gate)
+	assert.Equal(t, events.VerdictRejected, res.Gates[0].Verdict)
+	require.Len(t, res.Gates[0].Findings, 1)
+}
