@@ -13,7 +13,7 @@ import (
 func main() {
 	var o Options
 	serve.Main(serve.Command{
-		Name: "approvalgate",
+		Name: "gate-" + DefaultName, // the gate's service name, as the SDK names it (with the default --name)
 		Flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&o.Name, "name", serve.EnvOr("TROUPE_GATE_NAME", DefaultName), "the gate's name: what releases' options.gates, namespaces' policies and `troupe approve --gate` name; its NATS identity is gate-<name> [TROUPE_GATE_NAME]")
 			fs.StringSliceVar(&o.Approvers, "approvers", splitList(serve.EnvOr("TROUPE_APPROVERS", "")), "the only names a decision may be by (troupe approve --by), comma-separated (default: anyone with the approver identity) [TROUPE_APPROVERS]")

@@ -55,7 +55,7 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*events.Gate, 
 			continue
 		}
 		if err := events.ValidateName("namespace", ns); err != nil {
-			return nil, fmt.Errorf("forbid load balancers in: %w", err)
+			return nil, fmt.Errorf("--forbid-loadbalancer-in: %w", err)
 		}
 	}
 	return events.NewGate(ctx, js, events.GateConfig{

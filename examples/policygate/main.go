@@ -19,7 +19,7 @@ func main() {
 		digests = serve.EnvOr("TROUPE_POLICY_REQUIRE_DIGEST", "true")
 	)
 	serve.Main(serve.Command{
-		Name: "policygate",
+		Name: "gate-" + DefaultName, // the gate's service name, as the SDK names it (with the default --name)
 		Flags: func(fs *pflag.FlagSet) {
 			requireDigest, err := strconv.ParseBool(digests)
 			if err != nil {
@@ -34,6 +34,7 @@ func main() {
 			if envErr != nil {
 				return nil, envErr
 			}
+			o.Rules.ForbidLoadBalancerIn = splitList(strings.Join(o.Rules.ForbidLoadBalancerIn, ",")) // "prod, staging"
 			o.Names, o.Logger = env.Names, env.Log
 			o.Subscriber = events.SubscriberConfig{Metrics: env.Metrics, TracerProvider: env.TracerProvider}
 			return New(ctx, env.JS, o)
