@@ -121,6 +121,28 @@ var payloadCases = []payloadCase{
 	{name: "superseded", typ: events.TypeSuperseded, schemaToo: true, data: `{"byRevision":4,"stage":"apply"}`},
 	{name: "superseded by an uninstall", typ: events.TypeSuperseded, schemaToo: true, data: `{"byRevision":0,"byUninstall":"0f3c","stage":"apply"}`},
 	{name: "superseded by nothing", typ: events.TypeSuperseded, schemaToo: true, data: `{"byRevision":0,"stage":"apply"}`, wantErr: "byRevision"},
+	{name: "approved", typ: events.TypeApproved, schemaToo: true,
+		data: `{"gate":"policy","revision":3,"bundle":"` + digest + `","reason":"rules_passed","message":"3 rules, 4 objects","by":"alice"}`},
+	{name: "approved with findings", typ: events.TypeApproved, schemaToo: true,
+		data: `{"gate":"policy","revision":1,"bundle":"` + digest + `","findings":[{"rule":"resource-limits","object":{"apiVersion":"apps/v1","kind":"Deployment","namespace":"prod","name":"web"},"message":"no memory limit: allowed in this namespace"}]}`},
+	{name: "approved by a newer gate SDK", typ: events.TypeApproved, schemaToo: true, // a fact: a field this version does not know is ignored
+		data: `{"gate":"policy","revision":1,"bundle":"` + digest + `","score":0.9}`},
+	{name: "approved without gate", typ: events.TypeApproved, schemaToo: true,
+		data: `{"revision":1,"bundle":"` + digest + `"}`, wantErr: "gate"},
+	{name: "approved gate not a name", typ: events.TypeApproved,
+		data: `{"gate":"Policy.Gate","revision":1,"bundle":"` + digest + `"}`, wantErr: "gate"},
+	{name: "approved without revision", typ: events.TypeApproved, schemaToo: true,
+		data: `{"gate":"policy","revision":0,"bundle":"` + digest + `"}`, wantErr: "revision"},
+	{name: "approved bad bundle", typ: events.TypeApproved, schemaToo: true,
+		data: `{"gate":"policy","revision":1,"bundle":"sha256:xyz"}`, wantErr: "bundle"},
+	{name: "approved reason not a code", typ: events.TypeApproved, schemaToo: true,
+		data: `{"gate":"policy","revision":1,"bundle":"` + digest + `","reason":"All good"}`, wantErr: "reason"},
+	{name: "rejected", typ: events.TypeRejected, schemaToo: true,
+		data: `{"gate":"policy","revision":2,"bundle":"` + digest + `","reason":"policy_violation","message":"2 findings","findings":[{"rule":"image-digest","object":{"apiVersion":"apps/v1","kind":"Deployment","namespace":"prod","name":"web"},"message":"image nginx:latest has no digest"},{"rule":"no-load-balancer","message":"this namespace forbids LoadBalancer Services"}]}`},
+	{name: "rejected without message", typ: events.TypeRejected,
+		data: `{"gate":"manual","revision":2,"bundle":"` + digest + `"}`, wantErr: "message"},
+	{name: "rejected finding without rule", typ: events.TypeRejected, schemaToo: true,
+		data: `{"gate":"policy","revision":2,"bundle":"` + digest + `","message":"m","findings":[{"message":"x"}]}`, wantErr: "findings[0].rule"},
 }
 
 func TestDecodePayload(t *testing.T) {
@@ -158,7 +180,7 @@ func TestEveryTypeHasAValidCase(t *testing.T) {
 }
 
 func TestDecodePayloadLimits(t *testing.T) {
-	_, err := events.DecodePayload("release.approved", []byte(`{}`))
+	_, err := events.DecodePayload("release.deployed", []byte(`{}`))
 	assert.ErrorIs(t, err, events.ErrUnknownType)
 	_, err = events.DecodePayload(events.TypeReady, nil)
 	assert.ErrorContains(t, err, "no data")

@@ -73,9 +73,17 @@ func (c *conn) refused(t *testing.T, subject string) bool {
 	}
 }
 
+// subject is where an event of type typ about team-a/web goes; a verdict, on the subject of the
+// gate named policy.
 func subject(t *testing.T, typ string) string {
 	t.Helper()
-	s, err := events.Names{}.Subject(events.Release{Namespace: "team-a", Name: "web"}, typ)
+	r := events.Release{Namespace: "team-a", Name: "web"}
+	if events.IsVerdict(typ) {
+		s, err := events.Names{}.VerdictSubject(r, typ, "policy")
+		require.NoError(t, err)
+		return s
+	}
+	s, err := events.Names{}.Subject(r, typ)
 	require.NoError(t, err)
 	return s
 }
@@ -246,10 +254,13 @@ func TestStoreKeptWithoutAuthIsAdopted(t *testing.T) {
 
 // TestEveryEventHasItsPublishers: every catalog type may be published by some identity other
 // than the admin, and the requests only by the CLI (and history's automatic rollback): nothing in
-// the catalog is left to "anyone".
+// the catalog is left to "anyone". The verdicts are published by gates, whose identities
+// (access.Gate) are the operator's, not the table's, and by nobody in the table.
 func TestEveryEventHasItsPublishers(t *testing.T) {
+	gate, err := access.Gate("example")
+	require.NoError(t, err)
 	by := map[string][]string{}
-	for _, id := range access.Table() {
+	for _, id := range append(access.Table(), gate) {
 		_, err := id.Permissions(events.Names{})
 		require.NoError(t, err, id.Name)
 		for _, typ := range id.Publishes {
@@ -263,6 +274,8 @@ func TestEveryEventHasItsPublishers(t *testing.T) {
 	assert.Equal(t, []string{access.CLI, access.History}, by[events.TypeRollbackRequested])
 	assert.Equal(t, []string{access.Renderer, access.History}, by[events.TypeRendered])
 	assert.Equal(t, []string{access.Applier}, by[events.TypeApplied])
+	assert.Equal(t, []string{"gate-example"}, by[events.TypeApproved])
+	assert.Equal(t, []string{"gate-example"}, by[events.TypeRejected])
 }
 
 // TestBundleWriters: what the renderer stored is read by an applier that trusts the renderer and
@@ -341,12 +354,15 @@ func TestCatalogNamesThePublishers(t *testing.T) {
 	}
 }
 
-// TestReadmeListsIdentities keeps the README's identity table true: a row per identity, naming
-// every type it may publish.
+// TestReadmeListsIdentities keeps the README's identity table true: a row per identity, and one
+// for the gates' (gate-<name>), naming every type it may publish.
 func TestReadmeListsIdentities(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	require.NoError(t, err)
-	for _, id := range access.Table() {
+	gate, err := access.Gate("name")
+	require.NoError(t, err)
+	gate.Name = access.GatePrefix + "<name>"
+	for _, id := range append(access.Table(), gate) {
 		start := bytes.Index(readme, []byte("| `"+id.Name+"` |"))
 		if !assert.GreaterOrEqual(t, start, 0, "README row of %s", id.Name) {
 			continue
@@ -374,6 +390,15 @@ func TestSubscriberTemplate(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- sub.Start(sctx) }()
 	defer func() { cancel(); <-done }()
+	// Its consumer starts at the stream's end when it is created: a request published before
+	// that is not for it.
+	select {
+	case <-sub.Ready():
+	case err := <-done:
+		t.Fatalf("the subscriber stopped: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the subscriber is not ready")
+	}
 
 	_, cjs := s.connect(t, access.CLI)
 	e, err := events.NewEvent("troupe/cli", events.TypeRequested, events.Release{Namespace: "team-a", Name: "web"},
