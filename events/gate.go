@@ -47,14 +47,18 @@ type GateConfig struct {
 	// (GatePolicy) name, and its verdicts' subjects end in. Its service and durable consumer
 	// are gate-<Name>.
 	Name string
-	// Judge judges a revision that names the gate. An error is retried (transient) or ends the
-	// revision (Terminal), as any handler's.
+	// Judge judges a revision that names the gate. An error is retried as any handler's; a
+	// Terminal one, or the last retry's, dead-letters the revision's release.rendered for the
+	// gate: it gives no verdict, and the revision waits for one until its deadline. A gate
+	// publishes nothing but its verdicts (its identity may publish nothing else): never a
+	// release.failed, whatever the error's Stage or Subscriber.FailStage say.
 	Judge func(ctx context.Context, req GateRequest) (Judgement, error)
 	// Decisions, when set, makes the gate take decisions a person asks of it
 	// (Names.GateDecisionSubject: `troupe approve`, `troupe reject`): the gate a person drives.
 	// It is called before the verdict is published, and may refuse the decision with an error.
 	Decisions func(ctx context.Context, req GateRequest, d GateDecision) error
-	// Subscriber tunes the gate's consumer; Service, Types, Produces, Names and Logger are set.
+	// Subscriber tunes the gate's consumer; Service, Types, Produces, Names and Logger are set,
+	// FailStage is cleared.
 	Subscriber SubscriberConfig
 	Names      Names
 	Logger     *zerolog.Logger
@@ -98,6 +102,7 @@ func NewGate(ctx context.Context, js jetstream.JetStream, cfg GateConfig) (*Gate
 	sc.Service, sc.Names, sc.Logger = service, cfg.Names, cfg.Logger
 	sc.Types = []string{TypeRendered}
 	sc.Produces = []string{TypeApproved, TypeRejected}
+	sc.FailStage = "" // a gate publishes its verdicts only: Judge
 	if g.sub, err = NewSubscriber(js, sc, g.handle); err != nil {
 		return nil, err
 	}
@@ -144,10 +149,26 @@ func (g *Gate) handle(ctx context.Context, e event.Event) error {
 		return err
 	}
 	j, err := g.cfg.Judge(ctx, req)
-	if err != nil || j.Wait {
-		return err
+	if err != nil {
+		return withoutStage(err)
+	}
+	if j.Wait {
+		return nil
 	}
 	return g.publish(ctx, e, r, j)
+}
+
+// withoutStage is err with no stage: a gate publishes no release.failed (its identity may not,
+// and the subscriber would retry the event for ever, failing to), so a Judge's error is retried
+// or dead-lettered only.
+func withoutStage(err error) error {
+	e, ok := errors.AsType[*Error](err)
+	if !ok || e.Stage == "" {
+		return err
+	}
+	c := *e
+	c.Stage, c.Message, c.Err = "", err.Error(), err
+	return &c
 }
 
 // request reads the bundle of a rendered revision.
@@ -177,8 +198,10 @@ func (g *Gate) request(ctx context.Context, e event.Event, r *Rendered) (GateReq
 }
 
 // publish publishes j as the gate's verdict on the revision e rendered. Its id derives from the
-// flow and the verdict, so judging a redelivery again publishes the same event, dropped.
-func (g *Gate) publish(ctx context.Context, e event.Event, r *Rendered, j Judgement) error {
+// flow, the verdict and key, so judging a redelivery again publishes the same event, dropped.
+// A person's decision has a key of its own: deciding again (rejecting what was approved) is a
+// new verdict, the last of which counts, not a duplicate the stream would drop.
+func (g *Gate) publish(ctx context.Context, e event.Event, r *Rendered, j Judgement, key ...string) error {
 	v := Verdict{Gate: g.cfg.Name, Revision: Revision(e), Bundle: r.Bundle, Reason: j.Reason, Message: j.Message,
 		Findings: j.Findings, By: j.By}
 	typ := TypeApproved
@@ -189,7 +212,7 @@ func (g *Gate) publish(ctx context.Context, e event.Event, r *Rendered, j Judgem
 			return Terminalf("gate %s rejected revision %d without a message", g.cfg.Name, v.Revision)
 		}
 	}
-	out, err := Derive(e, g.source, typ, data)
+	out, err := Derive(e, g.source, typ, data, key...)
 	if err != nil {
 		return Terminal(err)
 	}
@@ -233,7 +256,7 @@ func (g *Gate) decide(ctx context.Context, data []byte) GateDecisionReply {
 	} else {
 		j.Reason = "rejected"
 	}
-	if err := g.publish(ctx, e, r, j); err != nil {
+	if err := g.publish(ctx, e, r, j, "decision", NewID()); err != nil {
 		return fail("publish the verdict: %v", err)
 	}
 	verdict := VerdictApproved

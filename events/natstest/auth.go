@@ -1,6 +1,7 @@
 package natstest
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -54,4 +55,28 @@ func StartAuth(t testing.TB) Auth {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// GateCreds writes the credentials of the identity of the gate named gate (access.Gate: not in
+// Creds, gates are the operator's), signed by the same keys, and returns the file's path.
+func (a Auth) GateCreds(t testing.TB, gate string) string {
+	t.Helper()
+	dir := filepath.Join(a.Dir, "creds")
+	auth, err := access.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := access.Gate(gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := auth.Creds(id, events.Names{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, id.Name+".creds")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
