@@ -103,6 +103,9 @@ func NewGate(ctx context.Context, js jetstream.JetStream, cfg GateConfig) (*Gate
 	sc.Types = []string{TypeRendered}
 	sc.Produces = []string{TypeApproved, TypeRejected}
 	sc.FailStage = "" // a gate publishes its verdicts only: Judge
+	// From the stream's start: a gate deployed after `troupe gate require` (revisions rendered
+	// before it ran wait for it) judges those still open; the fence drops the ones that ended.
+	sc.DeliverAll = true
 	if g.sub, err = NewSubscriber(js, sc, g.handle); err != nil {
 		return nil, err
 	}
@@ -202,8 +205,11 @@ func (g *Gate) request(ctx context.Context, e event.Event, r *Rendered) (GateReq
 // A person's decision has a key of its own: deciding again (rejecting what was approved) is a
 // new verdict, the last of which counts, not a duplicate the stream would drop.
 func (g *Gate) publish(ctx context.Context, e event.Event, r *Rendered, j Judgement, key ...string) error {
-	v := Verdict{Gate: g.cfg.Name, Revision: Revision(e), Bundle: r.Bundle, Reason: j.Reason, Message: j.Message,
-		Findings: j.Findings, By: j.By}
+	v := Verdict{Gate: g.cfg.Name, Revision: Revision(e), Bundle: r.Bundle, Reason: j.Reason, Message: Truncate(j.Message, MaxMessageLength),
+		Findings: boundFindings(j.Findings), By: j.By}
+	if n := len(j.Findings) - len(v.Findings); n > 0 {
+		v.Message = Truncate(fmt.Sprintf("%s (and %d more findings)", v.Message, n), MaxMessageLength)
+	}
 	typ := TypeApproved
 	var data any = Approved(v)
 	if !j.Approve {
@@ -218,6 +224,26 @@ func (g *Gate) publish(ctx context.Context, e event.Event, r *Rendered, j Judgem
 	}
 	_, err = g.pub.Publish(ctx, out)
 	return err
+}
+
+// Bounds of one verdict's findings, so that it always fits an event (MaxDataSize).
+const (
+	maxVerdictFindings       = 200
+	maxVerdictFindingMessage = 1 << 10
+)
+
+// boundFindings returns at most maxVerdictFindings of fs, their messages cut to
+// maxVerdictFindingMessage.
+func boundFindings(fs []Finding) []Finding {
+	out := make([]Finding, 0, min(len(fs), maxVerdictFindings))
+	for i, f := range fs {
+		if i == maxVerdictFindings {
+			break
+		}
+		f.Message = Truncate(f.Message, maxVerdictFindingMessage)
+		out = append(out, f)
+	}
+	return out
 }
 
 // decide takes a person's decision: it finds the release's newest revision that names the gate
@@ -239,6 +265,9 @@ func (g *Gate) decide(ctx context.Context, data []byte) GateDecisionReply {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if g.cfg.Logger != nil { // the Decisions callback logs as the gate's handlers do
+		ctx = g.cfg.Logger.With().Str("release", d.Release.String()).Logger().WithContext(ctx)
+	}
 	e, r, err := g.waiting(ctx, d.Release, d.Revision)
 	if err != nil {
 		return fail("%v", err)

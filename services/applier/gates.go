@@ -192,8 +192,10 @@ func gateFailure(revision int, bundle string, rejections []events.GateVerdict) e
 		var loose []string
 		for _, f := range v.Findings {
 			if f.Object != nil {
-				objects = append(objects, events.ObjectStatus{ObjectRef: *f.Object, Status: events.StatusFailed,
-					Message: events.Truncate(v.Gate+": "+f.Rule+": "+f.Message, events.MaxMessageLength)})
+				if len(objects) < maxGateObjects {
+					objects = append(objects, events.ObjectStatus{ObjectRef: *f.Object, Status: events.StatusFailed,
+						Message: events.Truncate(v.Gate+": "+f.Rule+": "+f.Message, 1<<10)})
+				}
 			} else {
 				loose = append(loose, f.Rule+": "+f.Message)
 			}
@@ -203,12 +205,13 @@ func gateFailure(revision int, bundle string, rejections []events.GateVerdict) e
 		}
 		parts = append(parts, msg)
 	}
-	if len(objects) > events.MaxObjects {
-		objects = objects[:events.MaxObjects]
-	}
 	return events.Failed{Stage: events.StageGate, Reason: events.ReasonGateRejected,
 		Message: events.Truncate(strings.Join(parts, "; "), events.MaxMessageLength), Objects: objects}
 }
+
+// maxGateObjects bounds the objects a gate's release.failed names, so that it always fits an
+// event: the gate's verdict, in the stream, has them all.
+const maxGateObjects = 100
 
 func shortDigest(d string) string {
 	if len(d) > len("sha256:")+12 {
