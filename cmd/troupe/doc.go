@@ -9,7 +9,11 @@
 //     --kubeconfig, and the four services plus catalog-check in one process.
 //   - release (release.go): checks everything it can locally (names, values files,
 //     --set, that the chart loads with the copy of Helm's loader in internal/helmchart), uploads
-//     a local source by digest, publishes release.requested; --wait follows it (follow.go).
+//     a local source by digest, publishes release.requested; --wait follows it (follow.go,
+//     which also says what the gates a revision waits for decide: flow.Follow does not).
+//   - gate require, remove, list, creds; approve, reject (gate.go): the namespaces' gate policy
+//     (events.GatePolicy, the admin's to write), a gate's credentials (access.Gate), and a
+//     person's decision asked of a gate (events.GateDecision, as the approver).
 //   - rollback, uninstall (actions.go): publish release.rollback.requested and
 //     release.uninstall.requested, through the same send and --wait as release.
 //   - status, list, history, get manifest, diff (inspect.go, query.go): ask the history service
