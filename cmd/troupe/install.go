@@ -90,7 +90,9 @@ The NATS identities' credentials are signed with the operator and account keys i
 (created the first time; keep the directory, and keep it private: the next install or upgrade
 must sign credentials the same NATS server admits) and applied as the Secrets the chart mounts,
 as 'troupe nats-config' prints them. The CLI's own credentials are written to
---keys/cli.creds.
+--keys/cli.creds. Each gate the values list (credentials.gates) gets a Secret of its own
+identity's credentials too, <secretPrefix>gate-<name>-creds (key gate-<name>.creds): it may
+publish that gate's verdicts only. An upgrade whose values no longer list a gate prunes its Secret.
 
 --dry-run prints every object instead (the Namespace first, then the Secrets, then the chart's
 objects), for kubectl apply or a GitOps repository; it reads no cluster. --upgrade installs a new
@@ -99,6 +101,7 @@ time, and old and new replicas interoperate (README: "Running on a cluster").`,
 		Example: `  troupe install
   troupe install -n troupe --set namespaces={team-a,team-b} --set applier.clusterScoped.enabled=true
   troupe install --dry-run > troupe.yaml
+  troupe install --set credentials.gates={policy,approval}
   troupe install --upgrade -f values.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -186,7 +189,11 @@ func (c *cli) install(ctx context.Context, o installOptions) error {
 			return err
 		}
 	}
-	secrets, err := c.identitySecrets(o.keys, rel.Namespace)
+	gates, prefix, err := chartGates(out.Values)
+	if err != nil {
+		return err
+	}
+	secrets, err := c.identitySecrets(o.keys, rel.Namespace, gates, prefix)
 	if err != nil {
 		return err
 	}
@@ -286,9 +293,10 @@ func chartDir() (string, error) {
 	return dir, nil
 }
 
-// identitySecrets are the Secrets the chart mounts (natsSecrets), signed with the keys in dir
-// (created the first time). The CLI's credentials are also written to dir/cli.creds.
-func (c *cli) identitySecrets(dir, namespace string) ([]map[string]any, error) {
+// identitySecrets are the Secrets the chart mounts (natsSecrets), and those of gates' identities
+// (access.Gate), named <prefix>gate-<name>-creds, signed with the keys in dir (created the first
+// time). The CLI's credentials are also written to dir/cli.creds.
+func (c *cli) identitySecrets(dir, namespace string, gates []string, prefix string) ([]map[string]any, error) {
 	a, err := access.LoadOrCreate(dir)
 	if err != nil {
 		return nil, fmt.Errorf("--keys %s: %w", dir, err)
@@ -308,7 +316,36 @@ func (c *cli) identitySecrets(dir, namespace string) ([]map[string]any, error) {
 			}
 		}
 	}
+	for _, g := range gates {
+		id, err := access.Gate(g)
+		if err != nil {
+			return nil, fmt.Errorf("credentials.gates: %w", err)
+		}
+		b, err := a.Creds(id, c.names)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, secret(prefix+id.Name+"-creds", namespace, id.Name+".creds", string(b)))
+	}
 	return out, nil
+}
+
+// chartGates are the gates the values troupe's chart rendered with list (credentials.gates),
+// and the prefix of the credentials Secrets' names (credentials.secretPrefix), from the chart's
+// values record (render.Output.Values).
+func chartGates(record []byte) (gates []string, prefix string, err error) {
+	var v struct {
+		Computed struct {
+			Credentials struct {
+				SecretPrefix string   `json:"secretPrefix"`
+				Gates        []string `json:"gates"`
+			} `json:"credentials"`
+		} `json:"computed"`
+	}
+	if err := json.Unmarshal(record, &v); err != nil {
+		return nil, "", fmt.Errorf("the values troupe's chart rendered with: %w", err)
+	}
+	return v.Computed.Credentials.Gates, v.Computed.Credentials.SecretPrefix, nil
 }
 
 // natsService is the name of the bundled NATS chart's client Service, or a placeholder when
