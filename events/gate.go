@@ -295,19 +295,15 @@ func (g *Gate) decide(ctx context.Context, data []byte) GateDecisionReply {
 	return GateDecisionReply{Revision: req.Revision, Verdict: verdict}
 }
 
-// waiting returns the release.rendered of rel's revision (0: its newest) if it names the gate
-// and its flow is still open.
+// waiting returns the release.rendered of rel's revision to decide on: of revision (0: any), the
+// newest that names the gate, is no dry run and whose flow is still open; failing that, it says
+// why the newest of revision does not wait for the gate.
 func (g *Gate) waiting(ctx context.Context, rel Release, revision int) (event.Event, *Rendered, error) {
 	subject, err := g.cfg.Names.Subject(rel, TypeRendered)
 	if err != nil {
 		return event.Event{}, nil, err
 	}
-	var m *jetstream.RawStreamMsg
-	if revision == 0 {
-		m, err = g.stream.GetLastMsgForSubject(ctx, subject)
-	} else {
-		m, err = g.renderedRevision(ctx, subject, revision)
-	}
+	e, r, err := g.pick(ctx, subject, revision)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		if revision > 0 {
 			return event.Event{}, nil, fmt.Errorf("%s has no revision %d rendered", rel, revision)
@@ -317,50 +313,89 @@ func (g *Gate) waiting(ctx context.Context, rel Release, revision int) (event.Ev
 	if err != nil {
 		return event.Event{}, nil, err
 	}
-	e, err := g.cfg.Names.Decode(m.Subject, m.Header, m.Data)
-	if err != nil {
-		return event.Event{}, nil, err
-	}
-	r, err := Data[Rendered](e)
-	if err != nil {
-		return event.Event{}, nil, err
-	}
 	if !slices.Contains(r.Gates, g.cfg.Name) {
 		return event.Event{}, nil, fmt.Errorf("revision %d of %s does not wait for gate %s (it needs: %v)", Revision(e), rel, g.cfg.Name, r.Gates)
 	}
-	key, err := FlowKey(e)
-	if err != nil {
+	if err := g.open(ctx, e); errors.Is(err, errNotWaiting) {
+		return event.Event{}, nil, fmt.Errorf("revision %d of %s is no longer waiting: %w", Revision(e), rel, err)
+	} else if err != nil {
 		return event.Event{}, nil, err
-	}
-	fl, _, err := g.flows.get(ctx, key)
-	if err != nil {
-		return event.Event{}, nil, err
-	}
-	if fl != nil && !fl.Open() {
-		return event.Event{}, nil, fmt.Errorf("revision %d of %s is no longer waiting: it ended with %s", Revision(e), rel, fl.End.Type)
 	}
 	return e, r, nil
 }
 
-// renderedRevision finds the release.rendered of revision on subject, newest first by walking
-// from the oldest (a release has few).
-func (g *Gate) renderedRevision(ctx context.Context, subject string, revision int) (*jetstream.RawStreamMsg, error) {
-	var found *jetstream.RawStreamMsg
+// errNotWaiting: a revision's flow ended, or its deadline passed.
+var errNotWaiting = errors.New("not waiting")
+
+// open is nil when e's flow has not ended and its deadline has not passed (errNotWaiting, saying
+// which), or another error when that cannot be told.
+func (g *Gate) open(ctx context.Context, e event.Event) error {
+	if d := FlowDeadline(e); !d.IsZero() && time.Now().After(d) {
+		return fmt.Errorf("%w: its deadline passed at %s", errNotWaiting, d.UTC().Format(time.RFC3339))
+	}
+	key, err := FlowKey(e)
+	if err != nil {
+		return err
+	}
+	fl, _, err := g.flows.get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if fl != nil && !fl.Open() {
+		return fmt.Errorf("%w: it ended with %s", errNotWaiting, fl.End.Type)
+	}
+	return nil
+}
+
+// pick walks the release.rendered events on subject (a release has few), oldest first, and
+// returns, of revision (0: any), the newest waiting for the gate — naming it, its flow open —
+// that is no dry run (nothing is applied after a dry run's verdicts: they are only reported),
+// else the newest dry run waiting, else the newest, for waiting to say why it does not wait. A
+// newer dry run, or a newer revision that does not need the gate, does not hide an older
+// revision still waiting for it. jetstream.ErrMsgNotFound: none.
+func (g *Gate) pick(ctx context.Context, subject string, revision int) (event.Event, *Rendered, error) {
+	type rendered struct {
+		e event.Event
+		r *Rendered
+	}
+	var all []rendered
 	for seq := uint64(1); ; {
 		m, err := g.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
 		if err != nil {
-			return nil, err
+			return event.Event{}, nil, err
 		}
 		seq = m.Sequence + 1
-		if e, err := g.cfg.Names.Decode(m.Subject, m.Header, m.Data); err == nil && Revision(e) == revision {
-			found = m
+		e, err := g.cfg.Names.Decode(m.Subject, m.Header, m.Data)
+		if err != nil || (revision > 0 && Revision(e) != revision) {
+			continue
+		}
+		r, err := Data[Rendered](e)
+		if err != nil {
+			continue
+		}
+		all = append(all, rendered{e, r})
+	}
+	if len(all) == 0 {
+		return event.Event{}, nil, jetstream.ErrMsgNotFound
+	}
+	for _, dryRun := range []bool{false, true} {
+		for i := len(all) - 1; i >= 0; i-- {
+			c := all[i]
+			if !slices.Contains(c.r.Gates, g.cfg.Name) || c.r.Options.DryRun != dryRun {
+				continue
+			}
+			err := g.open(ctx, c.e)
+			if err == nil {
+				return c.e, c.r, nil
+			}
+			if !errors.Is(err, errNotWaiting) {
+				return event.Event{}, nil, err
+			}
 		}
 	}
-	if found == nil {
-		return nil, jetstream.ErrMsgNotFound
-	}
-	return found, nil
+	newest := all[len(all)-1]
+	return newest.e, newest.r, nil
 }

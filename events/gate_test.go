@@ -107,14 +107,21 @@ func (s gateSystem) verdictsOf(t *testing.T, f flow) []event.Event {
 	return out
 }
 
-// waitVerdict waits for the one verdict of f's flow.
-func (s gateSystem) waitVerdict(t *testing.T, f flow) event.Event {
+// waitVerdictsOf waits for n verdicts of f's flow.
+func (s gateSystem) waitVerdictsOf(t *testing.T, f flow, n int) []event.Event {
 	t.Helper()
 	var got []event.Event
 	require.Eventually(t, func() bool {
 		got = s.verdictsOf(t, f)
-		return len(got) > 0
+		return len(got) >= n
 	}, 20*time.Second, 20*time.Millisecond, "no verdict on %s revision %d", f.rendered.Subject(), events.Revision(f.rendered))
+	return got
+}
+
+// waitVerdict waits for the one verdict of f's flow.
+func (s gateSystem) waitVerdict(t *testing.T, f flow) event.Event {
+	t.Helper()
+	got := s.waitVerdictsOf(t, f, 1)
 	require.Len(t, got, 1)
 	return got[0]
 }
@@ -361,18 +368,42 @@ func TestGateDecisions(t *testing.T) {
 	s.end(t, first)
 	assert.Contains(t, decide(decision(true, "", "bob")).Error, "revision 1 of prod/web is no longer waiting")
 
-	// Revision 0: the newest, when it names the gate.
-	second, _ := s.render(t, web, 2, bundle, false, "manual")
-	select {
-	case <-waiting:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the gate did not judge revision 2")
+	// Revision 0: the newest still waiting for the gate. A newer dry run does not hide it, nor a
+	// newer revision that does not need the gate.
+	judged := func(revision int) {
+		t.Helper()
+		select {
+		case rev := <-waiting:
+			assert.Equal(t, revision, rev)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the gate did not judge revision %d", revision)
+		}
 	}
+	second, _ := s.render(t, web, 2, bundle, false, "manual")
+	judged(2)
+	dryRun := newFlow(t, web, 3, bundle)
+	dryRun.rendered, err = events.Derive(dryRun.request, "troupe/renderer", events.TypeRendered,
+		events.Rendered{Bundle: bundle, Size: 1, RenderTime: 1, Gates: []string{"manual"}, Options: events.Options{DryRun: true}})
+	require.NoError(t, err)
+	events.WithRevision(&dryRun.rendered, 3)
+	for _, e := range []event.Event{dryRun.request, dryRun.rendered} {
+		_, err = s.pub.Publish(ctx, e)
+		require.NoError(t, err)
+	}
+	judged(3)
+	notNeeded, _ := s.render(t, web, 4, bundle, false, "policy")
 	assert.Equal(t, events.GateDecisionReply{Revision: 2, Verdict: events.VerdictApproved}, decide(events.GateDecision{Namespace: "prod", Name: "web", Approve: true, By: "bob"}))
 	v = s.waitVerdict(t, second)
 	assert.Equal(t, events.TypeApproved, v.Type())
-	third, _ := s.render(t, web, 3, bundle, false, "policy")
-	assert.Contains(t, decide(ask).Error, "revision 3 of prod/web does not wait for gate manual")
-	assert.Empty(t, s.verdictsOf(t, third))
+
+	// Only the dry run waits: it is the one.
+	s.end(t, second)
+	assert.Equal(t, events.GateDecisionReply{Revision: 3, Verdict: events.VerdictApproved}, decide(ask))
+	assert.Len(t, s.waitVerdictsOf(t, dryRun, 1), 1)
+
+	// None waits: why the newest does not.
+	s.end(t, dryRun)
+	assert.Contains(t, decide(ask).Error, "revision 4 of prod/web does not wait for gate manual")
+	assert.Empty(t, s.verdictsOf(t, notNeeded))
 	assert.Len(t, s.verdictsOf(t, first), 3, "no verdict from a refused decision")
 }
