@@ -317,7 +317,7 @@ func (p *GatePolicy) Remove(ctx context.Context, namespace, gate string) (bool, 
 }
 
 func (p *GatePolicy) change(ctx context.Context, namespace string, f func(*NamespaceGates)) error {
-	for {
+	for attempt := 1; ; attempt++ {
 		ng, rev, err := p.get(ctx, namespace)
 		if err != nil {
 			return err
@@ -339,6 +339,9 @@ func (p *GatePolicy) change(ctx context.Context, namespace string, f func(*Names
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !strings.Contains(err.Error(), "wrong last sequence") {
 			return fmt.Errorf("gate policy of namespace %s: %w", namespace, err)
+		}
+		if attempt == maxCASAttempts {
+			return fmt.Errorf("gate policy of namespace %s: %d writers came first, one after the other: %w", namespace, attempt, err)
 		}
 		// another writer came first: read again
 	}

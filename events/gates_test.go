@@ -214,6 +214,12 @@ func TestGatePolicy(t *testing.T) {
 	removed, err = p.Remove(ctx, "dev", "policy")
 	require.NoError(t, err)
 	assert.False(t, removed)
+	require.NoError(t, p.Require(ctx, "dev", events.GateRule{Gate: "scan"}), "required again after its last gate went")
+	ng, err = p.For(ctx, "dev")
+	require.NoError(t, err)
+	assert.Equal(t, []events.GateRule{{Gate: "scan"}}, ng.Gates)
+	_, err = p.Remove(ctx, "dev", "scan")
+	require.NoError(t, err)
 
 	assert.ErrorIs(t, p.Require(ctx, "prod", events.GateRule{Gate: "Not.A.Gate"}), events.ErrInvalidName)
 	assert.ErrorIs(t, p.Require(ctx, "prod", events.GateRule{}), events.ErrInvalidName)
