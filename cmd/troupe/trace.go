@@ -57,17 +57,18 @@ func printTrace(c *cli, tr *flow.Trace) {
 			lanes = append(lanes, l)
 		}
 	}
-	order := []string{"cli", "renderer", "applier", "health", "history", "deadlines"}
-	slices.SortStableFunc(lanes, func(a, b string) int {
-		ia, ib := slices.Index(order, a), slices.Index(order, b)
-		if ia < 0 {
-			ia = len(order)
+	// In the flow's order; the gates (gate-<name>) judge between the renderer and the applier.
+	order := []string{"cli", "renderer", "gate-", "applier", "health", "history", "deadlines"}
+	index := func(lane string) int {
+		if strings.HasPrefix(lane, "gate-") {
+			lane = "gate-"
 		}
-		if ib < 0 {
-			ib = len(order)
+		if i := slices.Index(order, lane); i >= 0 {
+			return i
 		}
-		return ia - ib
-	})
+		return len(order)
+	}
+	slices.SortStableFunc(lanes, func(a, b string) int { return index(a) - index(b) })
 	const w = 14
 	fmt.Fprintf(c.stdout, "%s revision %d\n\n", tr.Release, tr.Revision)
 	fmt.Fprintf(c.stdout, "%9s %8s  ", "TIME", "+DELTA")

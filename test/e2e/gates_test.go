@@ -163,4 +163,8 @@ func TestApprovalFromTheCLI(t *testing.T) {
 	assert.Contains(t, lines[0], "release.approved")
 	assert.Contains(t, lines[1], "release.rejected")
 	assert.Contains(t, r.stdout, "troupe/gate-approval")
+	r = troupe(t, "trace", "hello", "-n", ns, "--revision", "2")
+	require.Equal(t, 0, r.code, r)
+	assert.Contains(t, r.stdout, "gate-approval", "the gate has its lane in the trace")
+	assert.Contains(t, r.stdout, "● rejected")
 }
