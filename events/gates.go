@@ -436,30 +436,41 @@ func (n Names) GateVerdicts(ctx context.Context, stream jetstream.Stream, rel Re
 }
 
 // ApprovedBefore reports whether gate approved bundle for rel in any earlier revision: what lets
-// a rollback through a gate whose policy trusts earlier approvals.
+// a rollback through a gate whose policy trusts earlier approvals. A revision counts by the gate's
+// last verdict on it: an approval the gate (or the person driving it) took back with a rejection
+// is none.
 func (n Names) ApprovedBefore(ctx context.Context, stream jetstream.Stream, rel Release, gate, bundle string) (bool, error) {
-	subject, err := n.VerdictSubject(rel, TypeApproved, gate)
-	if err != nil {
+	if _, err := n.VerdictSubject(rel, TypeApproved, gate); err != nil {
 		return false, err
 	}
+	// The gate's approved.<gate> and rejected.<gate>; the type of its last verdict by flow and
+	// revision.
+	filter := n.releasePrefix() + rel.Namespace + "." + rel.Name + ".*." + gate
+	last := map[string]string{}
 	for seq := uint64(1); ; {
-		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, nil
+			break
 		}
 		if err != nil {
 			return false, fmt.Errorf("approvals of %s by %s: %w", rel, gate, err)
 		}
 		seq = m.Sequence + 1
 		e, err := n.Decode(m.Subject, m.Header, m.Data)
-		if err != nil {
+		if err != nil || !IsVerdict(e.Type()) {
 			continue
 		}
 		var v Verdict
 		if json.Unmarshal(e.Data(), &v) == nil && v.Bundle == bundle {
+			last[fmt.Sprintf("%s %d", CorrelationID(e), v.Revision)] = e.Type()
+		}
+	}
+	for _, typ := range last {
+		if typ == TypeApproved {
 			return true, nil
 		}
 	}
+	return false, nil
 }
 
 // Pending returns the gates of gates that have no verdict in verdicts, in order.

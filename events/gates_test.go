@@ -358,9 +358,9 @@ func TestGateVerdicts(t *testing.T) {
 		bundle string
 		want   bool
 	}{
-		{web, "policy", bundleA, true},
-		{web, "manual", bundleA, true},
-		{web, "manual", bundleB, true}, // not on revision 2 of this flow, but an approval of B
+		{web, "policy", bundleA, false}, // approved, then rejected: taken back
+		{web, "manual", bundleA, true},  // rejected, then approved
+		{web, "manual", bundleB, true},  // not on revision 2 of this flow, but an approval of B
 		{web, "policy", bundleB, false},
 		{web, "policy", bundleC, false},
 		{web, "scan", bundleB, false},
@@ -371,9 +371,14 @@ func TestGateVerdicts(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, tc.want, got, "%s approved %s of %s before", tc.gate, tc.bundle, tc.rel)
 	}
-	// A rejection is no approval; nor is an approval on another gate's subject.
+	// A rejection is no approval, an approval taken back by a rejection neither, nor is an
+	// approval on another gate's subject.
 	rejectedOnly := newFlow(t, web, 4, bundleC, "policy")
-	publish(verdictEvent(t, rejectedOnly.rendered, events.TypeRejected, events.Verdict{Gate: "policy", Revision: 4, Bundle: bundleC, Message: "no"}, ""))
+	publish(verdictEvent(t, rejectedOnly.rendered, events.TypeApproved, events.Verdict{Gate: "policy", Revision: 4, Bundle: bundleC}, "first"))
+	ok, err := names.ApprovedBefore(ctx, stream, web, "policy", bundleC)
+	require.NoError(t, err)
+	assert.True(t, ok, "approved")
+	publish(verdictEvent(t, rejectedOnly.rendered, events.TypeRejected, events.Verdict{Gate: "policy", Revision: 4, Bundle: bundleC, Message: "no"}, "then"))
 	forged = verdictEvent(t, rejectedOnly.rendered, events.TypeApproved, events.Verdict{Gate: "manual", Revision: 4, Bundle: bundleC}, "forged")
 	m, err = names.Message(forged)
 	require.NoError(t, err)
