@@ -195,12 +195,14 @@ operator's install makes a gate's credentials (with the keys 'troupe install' si
 			if err != nil {
 				return usageError{err}
 			}
+			hint := "give --keys the directory of the keys 'troupe install --keys' signed with"
 			if keys == "" {
 				keys = filepath.Join(storeDir(), "creds")
+				hint = "run 'troupe dev' first (with this --store-dir: $TROUPE_STORE_DIR), or " + hint
 			}
 			// LoadOrCreate would make new keys, whose credentials no server trusts.
 			if _, err := os.Stat(filepath.Join(keys, "account.nk")); err != nil {
-				return fmt.Errorf("no keys to sign with in %s (%w): run 'troupe dev' there first (--store-dir, $TROUPE_STORE_DIR), or give --keys the directory 'troupe install --keys' used; on a cluster the operator's install makes a gate's credentials", keys, err)
+				return fmt.Errorf("no keys to sign with in %s (%w): %s; on a cluster the operator's install makes a gate's credentials", keys, err, hint)
 			}
 			auth, err := access.LoadOrCreate(keys)
 			if err != nil {
