@@ -209,6 +209,12 @@ func FuzzDecode(f *testing.F) {
 	f.Add("troupe.release.prod.podinfo.ready", `{"timeToReady":"1s","objects":1}`, "1.0")
 	f.Add("troupe.release.prod.podinfo.requested", `{"specversion":"1.0"}`, "")
 	f.Add("troupe.release.a.b.rollback.requested", `{}`, "1.0")
+	v, _ := events.NewEvent("troupe/gate-policy", events.TypeRejected, podinfo, events.Rejected{Gate: "policy", Revision: 1,
+		Bundle: "sha256:" + strings.Repeat("a", 64), Message: "no"})
+	b, _ = json.Marshal(v)
+	f.Add("troupe.release.prod.podinfo.rejected.policy", string(b), "")
+	f.Add("troupe.release.prod.podinfo.approved.policy", `{"gate":"policy","revision":1,"bundle":"sha256:`+strings.Repeat("a", 64)+`"}`, "1.0")
+	f.Add("troupe.release.prod.podinfo.approved.manual", `{"Gate":"manual","gate":"policy","revision":1,"bundle":"sha256:`+strings.Repeat("a", 64)+`"}`, "1.0")
 	f.Fuzz(func(t *testing.T, subject, body, ceVersion string) {
 		var h nats.Header
 		if ceVersion != "" {
@@ -227,6 +233,7 @@ func FuzzDecode(f *testing.F) {
 		}
 		msg, err := events.Names{}.Message(got)
 		require.NoError(t, err, "a decoded event can be written back")
+		assert.Equal(t, subject, msg.Subject, "on the subject it was read from (a verdict: its gate's)")
 		again, err := events.Names{}.Decode(msg.Subject, msg.Header, msg.Data)
 		require.NoError(t, err)
 		assert.Equal(t, got.ID(), again.ID())
