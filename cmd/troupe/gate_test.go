@@ -180,10 +180,13 @@ func TestApproveThroughAGate(t *testing.T) {
 	}()
 	require.Eventually(t, func() bool { return strings.Contains(waitOut.String(), "waiting for approval by approval") },
 		30*time.Second, 50*time.Millisecond, "--wait says what it waits for: %s", waitOut)
-	code, out, errOut = troupe(t, server, "", "status", "gated", "-n", ns)
-	require.Equal(t, 0, code, errOut)
+	require.Eventually(t, func() bool { // once the history service read the release.rendered
+		_, out, _ = troupe(t, server, "", "status", "gated", "-n", ns)
+		return strings.Contains(out, "GATES:")
+	}, 30*time.Second, 100*time.Millisecond, "status: %s", out)
 	assert.Regexp(t, `GATES:\s+0 of 1 approved; waiting for approval by approval`, out)
 	assert.Regexp(t, `(?m)^\s+approval\s+waiting$`, out)
+	assert.Regexp(t, `DESCRIPTION:\s+waiting for approval by approval`, out)
 	time.Sleep(time.Second)
 	_, err = kube.CoreV1().ConfigMaps(ns).Get(t.Context(), "gated", metav1.GetOptions{})
 	assert.True(t, err != nil, "nothing applied before the approval")
@@ -234,6 +237,13 @@ func TestApproveThroughAGate(t *testing.T) {
 	}, 30*time.Second, 100*time.Millisecond, "history: %s", out)
 	assert.Contains(t, out, events.ReasonGateRejected)
 	assert.Contains(t, out, "not during the freeze")
+	var revs []revisionRow
+	require.NoError(t, json.Unmarshal([]byte(out), &revs), out)
+	require.Len(t, revs, 2)
+	for i, want := range []string{events.VerdictApproved, events.VerdictRejected} {
+		require.Len(t, revs[i].Gates, 1, "revision %d's gates", i+1)
+		assert.Equal(t, want, revs[i].Gates[0].Verdict, "revision %d's gates", i+1)
+	}
 	cm, err = kube.CoreV1().ConfigMaps(ns).Get(t.Context(), "gated", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, "hello", cm.Data["greeting"], "the rejected revision changed nothing")

@@ -2,15 +2,12 @@ package main
 
 import (
 	"cmp"
-	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
@@ -91,10 +88,13 @@ type revisionRow struct {
 	// its state Helm's status); Description is Helm's description of it. AdoptedHelm is, on
 	// troupe's revision that adopted it, the Helm revision taken over.
 	// Waiting are the objects not ready yet and why, while the revision progresses.
-	Waiting     []events.ObjectStatus `json:"waiting,omitempty"`
-	Helm        bool                  `json:"helm,omitempty"`
-	Description string                `json:"description,omitempty"`
-	AdoptedHelm int                   `json:"adoptedHelm,omitempty"`
+	Waiting []events.ObjectStatus `json:"waiting,omitempty"`
+	// Gates are the gates the revision needs, with what each said of its bundle (pending: not
+	// yet).
+	Gates       []events.GateVerdict `json:"gates,omitempty"`
+	Helm        bool                 `json:"helm,omitempty"`
+	Description string               `json:"description,omitempty"`
+	AdoptedHelm int                  `json:"adoptedHelm,omitempty"`
 }
 
 func rows(v *historyapi.View) []revisionRow {
@@ -110,7 +110,7 @@ func rows(v *historyapi.View) []revisionRow {
 	for _, r := range v.Revisions {
 		row := revisionRow{Revision: r.Revision, State: r.State, Current: r.Revision == v.Current, Stage: r.Stage,
 			Reason: r.Reason, Message: r.Message, Objects: len(r.Objects), RolledBack: r.RolledBackTo, Changes: r.Changes, Hooks: r.Hooks, Times: r.Times,
-			AdoptedHelm: r.AdoptedHelm, Waiting: r.Waiting}
+			AdoptedHelm: r.AdoptedHelm, Waiting: r.Waiting, Gates: r.Gates}
 		if r.Request != nil {
 			row.Source = r.Request.Source
 		}
@@ -204,6 +204,8 @@ func describe(r revisionRow) string {
 		return fmt.Sprintf("adopted Helm revision %d, ready in %s (nothing changed)", r.AdoptedHelm, r.TimeToReady)
 	case r.Overdue != "":
 		return r.State + ", overdue: " + r.Overdue
+	case r.State == historyapi.StateRendered && len(pendingGates(r.Gates)) > 0:
+		return "waiting for approval by " + strings.Join(pendingGates(r.Gates), ", ")
 	case r.Reason != "":
 		return events.Truncate(fmt.Sprintf("%s: %s: %s", r.Stage, r.Reason, firstLine(r.Message)), 120)
 	case r.RolledBack > 0:
@@ -240,9 +242,6 @@ type statusOut struct {
 	Rollback    *historyapi.Rollback `json:"rollback,omitempty"`
 	Objects     []events.ObjectRef   `json:"objects,omitempty"`
 	Updated     time.Time            `json:"updated"`
-	// Gates are the gates the latest revision waits for, while it is rendered and not applied,
-	// with their verdicts so far.
-	Gates []events.GateVerdict `json:"gates,omitempty"`
 }
 
 func (c *cli) statusCmd() *cobra.Command {
@@ -264,13 +263,7 @@ func (c *cli) statusCmd() *cobra.Command {
 			st := statusOut{Release: v.Release, Current: v.Current, Uninstalled: v.Uninstalled, Rollback: v.Rollback, Updated: v.Updated}
 			if list := rows(v); len(list) > 0 {
 				st.Latest = &list[len(list)-1]
-				latest := v.Revisions[len(v.Revisions)-1]
-				st.Objects = latest.Objects
-				if latest.State == historyapi.StateRendered && latest.Request != nil {
-					if st.Gates, err = c.waitingGates(cmd.Context(), rel, latest.Request.ID, latest.Revision); err != nil {
-						return err
-					}
-				}
+				st.Objects = v.Revisions[len(v.Revisions)-1].Objects
 			}
 			return out.print(c.stdout, st, func(tw *tabwriter.Writer) {
 				fmt.Fprintf(tw, "RELEASE:\t%s\n", st.Release)
@@ -300,10 +293,11 @@ func (c *cli) statusCmd() *cobra.Command {
 						}
 					}
 				}
-				if len(st.Gates) > 0 {
-					fmt.Fprintf(tw, "GATES:\t%s\n", gatesSummary(st.Gates))
-					for _, g := range st.Gates {
-						fmt.Fprintf(tw, "  %s\t%s\n", g.Gate, gateState(g))
+				if l := st.Latest; l != nil && len(l.Gates) > 0 {
+					waiting := l.State == historyapi.StateRendered
+					fmt.Fprintf(tw, "GATES:\t%s\n", gatesSummary(l.Gates, waiting))
+					for _, g := range l.Gates {
+						fmt.Fprintf(tw, "  %s\t%s\n", g.Gate, gateState(g, waiting))
 					}
 				}
 				if st.Rollback != nil {
@@ -496,77 +490,38 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 	}
 }
 
-// waitingGates returns the gates revision of rel (the flow corr started) waits for, with each
-// one's verdict so far (pending when none), read from the stream: its release.rendered, and the
-// verdicts after it. None when its release.rendered is not the release's last.
-func (c *cli) waitingGates(ctx context.Context, rel events.Release, corr string, revision int) ([]events.GateVerdict, error) {
-	nc, js, err := c.connect("troupe-cli")
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
-	stream, err := js.Stream(ctx, c.names.Stream())
-	if err != nil {
-		return nil, fmt.Errorf("gates of %s: %w", rel, err)
-	}
-	subject, err := c.names.Subject(rel, events.TypeRendered)
-	if err != nil {
-		return nil, err
-	}
-	m, err := stream.GetLastMsgForSubject(ctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("gates of %s: %w", rel, err)
-	}
-	e, err := c.names.Decode(m.Subject, m.Header, m.Data)
-	if err != nil || events.CorrelationID(e) != corr || events.Revision(e) != revision {
-		return nil, nil
-	}
-	r, err := events.Data[events.Rendered](e)
-	if err != nil || len(r.Gates) == 0 {
-		return nil, nil
-	}
-	got, err := c.names.GateVerdicts(ctx, stream, rel, m.Sequence, corr, revision, r.Bundle, r.Gates)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]events.GateVerdict, 0, len(r.Gates))
-	for _, g := range r.Gates {
-		v, ok := got[g]
-		if !ok {
-			v = events.GateVerdict{Gate: g, Verdict: events.VerdictPending}
+// pendingGates are the gates of gates that have not answered.
+func pendingGates(gates []events.GateVerdict) []string {
+	var out []string
+	for _, g := range gates {
+		if g.Verdict == events.VerdictPending {
+			out = append(out, g.Gate)
 		}
-		out = append(out, v)
 	}
-	return out, nil
+	return out
 }
 
-// gatesSummary says in a few words where a revision is at its gates.
-func gatesSummary(gates []events.GateVerdict) string {
-	var pending []string
+// gatesSummary says in a few words where a revision is at its gates; waiting: it waits for
+// those that have not answered.
+func gatesSummary(gates []events.GateVerdict, waiting bool) string {
 	approved := 0
 	for _, g := range gates {
-		switch g.Verdict {
-		case events.VerdictPending:
-			pending = append(pending, g.Gate)
-		case events.VerdictApproved:
+		if g.Verdict == events.VerdictApproved {
 			approved++
 		}
 	}
 	s := fmt.Sprintf("%d of %d approved", approved, len(gates))
-	if len(pending) > 0 {
-		s += "; waiting for approval by " + strings.Join(pending, ", ")
+	if p := pendingGates(gates); len(p) > 0 && waiting {
+		s += "; waiting for approval by " + strings.Join(p, ", ")
 	}
 	return s
 }
 
 // gateState is one gate's verdict, as status prints it.
-func gateState(g events.GateVerdict) string {
+func gateState(g events.GateVerdict, waiting bool) string {
 	s := g.Verdict
 	if g.Verdict == events.VerdictPending {
-		s = "waiting"
+		s = map[bool]string{true: "waiting", false: "no verdict"}[waiting]
 	}
 	if g.By != "" {
 		s += " by " + g.By

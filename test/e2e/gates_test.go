@@ -121,8 +121,10 @@ func TestApprovalFromTheCLI(t *testing.T) {
 	time.Sleep(2 * time.Second) // long enough for an applier that did not wait to apply
 	_, err = env.kube.Client.AppsV1().Deployments(ns).Get(t.Context(), "hello", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err), "nothing applied before the approval: %v", err)
-	r = troupe(t, "status", "hello", "-n", ns)
-	require.Equal(t, 0, r.code, r)
+	require.Eventually(t, func() bool { // once the history service read the release.rendered
+		r = troupe(t, "status", "hello", "-n", ns)
+		return strings.Contains(r.stdout, "GATES:")
+	}, 30*time.Second, 100*time.Millisecond, "status: %s", r)
 	assert.Contains(t, r.stdout, "waiting for approval by approval")
 
 	r = troupe(t, "approve", "hello", "-n", ns, "--by", "alice", "--creds", env.creds[access.Approver])
