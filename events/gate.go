@@ -206,7 +206,7 @@ func (g *Gate) request(ctx context.Context, e event.Event, r *Rendered) (GateReq
 // new verdict, the last of which counts, not a duplicate the stream would drop.
 func (g *Gate) publish(ctx context.Context, e event.Event, r *Rendered, j Judgement, key ...string) error {
 	v := Verdict{Gate: g.cfg.Name, Revision: Revision(e), Bundle: r.Bundle, Reason: j.Reason, Message: Truncate(j.Message, MaxMessageLength),
-		Findings: boundFindings(j.Findings), By: j.By}
+		Findings: boundFindings(j.Findings), By: j.By, DryRun: r.Options.DryRun}
 	if n := len(j.Findings) - len(v.Findings); n > 0 {
 		v.Message = Truncate(fmt.Sprintf("%s (and %d more findings)", v.Message, n), MaxMessageLength)
 	}

@@ -61,6 +61,9 @@ type Verdict struct {
 	Findings []Finding `json:"findings,omitempty" jsonschema:"maxItems=10000"`
 	// By names who decided, for a gate a person drives (the approver), as it was told.
 	By string `json:"by,omitempty" jsonschema:"maxLength=256"`
+	// DryRun: the revision judged was a dry run's. Its approval is no earlier approval a
+	// rollback may trust (ApprovedBefore).
+	DryRun bool `json:"dryRun,omitempty"`
 }
 
 // Approved says a gate lets a revision's bundle be applied.
@@ -461,7 +464,7 @@ func (n Names) ApprovedBefore(ctx context.Context, stream jetstream.Stream, rel 
 			continue
 		}
 		var v Verdict
-		if json.Unmarshal(e.Data(), &v) == nil && v.Bundle == bundle {
+		if json.Unmarshal(e.Data(), &v) == nil && v.Bundle == bundle && !v.DryRun {
 			last[fmt.Sprintf("%s %d", CorrelationID(e), v.Revision)] = e.Type()
 		}
 	}

@@ -20,6 +20,7 @@ var (
 	bundleA = "sha256:" + strings.Repeat("a", 64)
 	bundleB = "sha256:" + strings.Repeat("b", 64)
 	bundleC = "sha256:" + strings.Repeat("c", 64)
+	bundleD = "sha256:" + strings.Repeat("d", 64)
 )
 
 // TestVerdictSubjects: a verdict goes on its gate's subject, which ParseSubject reads back as the
@@ -391,4 +392,10 @@ func TestGateVerdicts(t *testing.T) {
 		require.NoError(t, err)
 		assert.False(t, ok, gate)
 	}
+	// A dry run's approval is what the gate would have said: no approval a rollback trusts.
+	dry := newFlow(t, web, 5, bundleD, "policy")
+	publish(verdictEvent(t, dry.rendered, events.TypeApproved, events.Verdict{Gate: "policy", Revision: 5, Bundle: bundleD, DryRun: true}, "dry"))
+	ok, err = names.ApprovedBefore(ctx, stream, web, "policy", bundleD)
+	require.NoError(t, err)
+	assert.False(t, ok, "a dry run's approval")
 }

@@ -2,6 +2,7 @@ package flow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -264,6 +265,22 @@ func detail(e event.Event) string {
 	case events.TypeFailed:
 		d, _ := events.Data[events.Failed](e)
 		return fmt.Sprintf("at %s: %s: %s", d.Stage, d.Reason, firstLine(d.Message))
+	case events.TypeApproved, events.TypeRejected:
+		var v events.Verdict
+		if json.Unmarshal(e.Data(), &v) != nil {
+			return ""
+		}
+		s := strings.TrimPrefix(e.Type(), "release.") + " by " + v.Gate
+		if v.By != "" {
+			s += " (" + v.By + ")"
+		}
+		if v.Message != "" {
+			s += ": " + firstLine(v.Message)
+		}
+		if len(v.Findings) > 0 {
+			s += fmt.Sprintf(" (%d findings)", len(v.Findings))
+		}
+		return s
 	case events.TypeSuperseded:
 		d, _ := events.Data[events.Superseded](e)
 		return fmt.Sprintf("at %s by %s", d.Stage, d.By())
