@@ -170,8 +170,8 @@ func TestVerdictBeforeTheApplier(t *testing.T) {
 }
 
 // TestWaitingRevisionIsSuperseded: a revision waiting at a gate ends as superseded as soon as a
-// newer revision reaches the applier, and a verdict on it afterwards applies nothing; an
-// uninstall ends a waiting revision the same way.
+// newer revision reaches the applier, or fails before it, and a verdict on it afterwards applies
+// nothing; an uninstall ends a waiting revision the same way.
 func TestWaitingRevisionIsSuperseded(t *testing.T) {
 	e := newEnv(t)
 	e.start(applier.Options{})
@@ -192,20 +192,40 @@ func TestWaitingRevisionIsSuperseded(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	absent(t, ns, "old")
 
+	// A newer request that fails before it reaches the applier (its chart does not render)
+	// supersedes a waiting revision all the same.
 	req3 := e.request(rel, events.Options{})
-	e.gated(req3, 3, []map[string]any{configMap(ns, "third", nil)}, []string{"approval"}, events.Options{})
+	r3 := e.gated(req3, 3, []map[string]any{configMap(ns, "third", nil)}, []string{"approval"}, events.Options{})
 	assert.Empty(t, e.answers(rel, req3.ID(), 0, 2*time.Second))
-	un, err := events.NewEvent("troupe/test", events.TypeUninstallRequested, rel, events.UninstallRequested{})
+	req4 := e.request(rel, events.Options{})
+	failed, err := events.Derive(req4, "troupe/renderer", events.TypeFailed, events.Failed{Stage: events.StageRender, Reason: "template_error", Message: "bad chart"})
 	require.NoError(t, err)
-	_, err = events.NewPublisher(e.js, events.Names{}).Publish(t.Context(), un)
+	events.WithRevision(&failed, 4)
+	_, err = events.NewPublisher(e.js, events.Names{}).Publish(t.Context(), failed)
 	require.NoError(t, err)
 	got = e.answer(rel, req3.ID())
 	require.Equal(t, events.TypeSuperseded, got.Type(), string(got.Data()))
 	sup, err = events.Data[events.Superseded](got)
 	require.NoError(t, err)
+	assert.Equal(t, 4, sup.ByRevision)
+	e.verdict(r3, "approval", true, nil)
+	time.Sleep(2 * time.Second)
+	absent(t, ns, "third")
+
+	req5 := e.request(rel, events.Options{})
+	e.gated(req5, 5, []map[string]any{configMap(ns, "fifth", nil)}, []string{"approval"}, events.Options{})
+	assert.Empty(t, e.answers(rel, req5.ID(), 0, 2*time.Second))
+	un, err := events.NewEvent("troupe/test", events.TypeUninstallRequested, rel, events.UninstallRequested{})
+	require.NoError(t, err)
+	_, err = events.NewPublisher(e.js, events.Names{}).Publish(t.Context(), un)
+	require.NoError(t, err)
+	got = e.answer(rel, req5.ID())
+	require.Equal(t, events.TypeSuperseded, got.Type(), string(got.Data()))
+	sup, err = events.Data[events.Superseded](got)
+	require.NoError(t, err)
 	assert.Equal(t, un.ID(), sup.ByUninstall)
 	require.Equal(t, events.TypeUninstalled, e.answer(rel, un.ID()).Type())
-	absent(t, ns, "third")
+	absent(t, ns, "fifth")
 }
 
 // TestDryRunReportsTheVerdicts: a dry run waits for the gates as a revision does, and reports

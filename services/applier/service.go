@@ -133,7 +133,10 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	}
 	sc := o.Subscriber
 	sc.Service, sc.Version, sc.Names = Name, o.Version, o.Names
-	sc.Types = []string{events.TypeRendered, events.TypeSettled, events.TypeUninstallRequested, events.TypeApproved, events.TypeRejected}
+	// release.failed too: a newer revision that failed before it got here (a chart that does not
+	// render) still supersedes one waiting for its gates.
+	sc.Types = []string{events.TypeRendered, events.TypeSettled, events.TypeUninstallRequested, events.TypeApproved, events.TypeRejected,
+		events.TypeFailed}
 	sc.Produces = access.Publishes(access.Applier) // what its NATS identity may publish
 	sc.Concurrency, sc.FailStage, sc.Logger, sc.Metrics = o.Concurrency, events.StageApply, o.Logger, o.Metrics
 	if s.sub, err = events.NewSubscriber(js, sc, s.handle); err != nil {
@@ -174,6 +177,8 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 		return s.rendered(ctx, e, d.Sequence, rel, r)
 	case events.TypeApproved, events.TypeRejected:
 		return s.verdict(ctx, e, rel)
+	case events.TypeFailed:
+		return s.rewaitOthers(ctx, rel, events.CorrelationID(e))
 	case events.TypeSettled:
 		st, err := events.Data[events.Settled](e)
 		if err != nil {
