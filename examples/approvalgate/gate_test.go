@@ -202,7 +202,7 @@ func TestPersonDecides(t *testing.T) {
 		assert.Empty(t, sys.verdicts(t, r, DefaultName), "no verdict on %s before a person decides", r.rel)
 	}
 	assert.Equal(t, map[string]events.Verdict{events.TypeApproved: {Gate: DefaultName, Revision: 1, Bundle: dry.bundle,
-		Reason: ReasonDryRun, Message: DryRunMessage}}, sys.verdicts(t, dry, DefaultName), "a dry run is approved at once")
+		Reason: ReasonDryRun, Message: DryRunMessage, DryRun: true}}, sys.verdicts(t, dry, DefaultName), "a dry run is approved at once")
 	var waiting []string
 	for _, l := range sink.lines("waiting for approval") {
 		assert.Equal(t, float64(1), l["revision"])
