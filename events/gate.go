@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -317,7 +318,7 @@ func (g *Gate) waiting(ctx context.Context, rel Release, revision int) (event.Ev
 		return event.Event{}, nil, fmt.Errorf("revision %d of %s does not wait for gate %s (it needs: %v)", Revision(e), rel, g.cfg.Name, r.Gates)
 	}
 	if err := g.open(ctx, e); errors.Is(err, errNotWaiting) {
-		return event.Event{}, nil, fmt.Errorf("revision %d of %s is no longer waiting: %w", Revision(e), rel, err)
+		return event.Event{}, nil, fmt.Errorf("revision %d of %s is no longer waiting: %s", Revision(e), rel, strings.TrimPrefix(err.Error(), errNotWaiting.Error()+": "))
 	} else if err != nil {
 		return event.Event{}, nil, err
 	}
@@ -343,6 +344,13 @@ func (g *Gate) open(ctx context.Context, e event.Event) error {
 	}
 	if fl != nil && !fl.Open() {
 		return fmt.Errorf("%w: it ended with %s", errNotWaiting, fl.End.Type)
+	}
+	if fl != nil && fl.Last != nil {
+		switch fl.Last.Type {
+		case TypeRendered, TypeApproved, TypeRejected:
+		default: // its gates let it through: it is being applied
+			return fmt.Errorf("%w: it went on to %s", errNotWaiting, fl.Last.Type)
+		}
 	}
 	return nil
 }

@@ -364,6 +364,16 @@ func TestGateDecisions(t *testing.T) {
 	assert.Equal(t, events.VerdictRejected, verdicts["manual"].Verdict)
 	assert.Equal(t, "on second thought", verdicts["manual"].Message)
 
+	// Once its gates let it through (the applier went on), a decision is too late: what is
+	// applied stays applied.
+	flows, err := events.NewFlows(ctx, s.admin, events.Names{})
+	require.NoError(t, err)
+	applied, err := events.Derive(first.rendered, "troupe/applier", events.TypeApplied, events.Applied{Bundle: bundle, ApplyTime: 1})
+	require.NoError(t, err)
+	_, err = flows.Observe(ctx, applied, 0)
+	require.NoError(t, err)
+	assert.Contains(t, decide(decision(true, "", "bob")).Error, "revision 1 of prod/web is no longer waiting: it went on to release.applied")
+
 	// Once the revision ended, it waits for nobody.
 	s.end(t, first)
 	assert.Contains(t, decide(decision(true, "", "bob")).Error, "revision 1 of prod/web is no longer waiting")

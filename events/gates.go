@@ -301,31 +301,48 @@ func (p *GatePolicy) Require(ctx context.Context, namespace string, rule GateRul
 	if err := ValidateName("gate", rule.Gate); err != nil {
 		return err
 	}
-	return p.change(ctx, namespace, func(ng *NamespaceGates) {
-		ng.Gates = slices.DeleteFunc(ng.Gates, func(r GateRule) bool { return r.Gate == rule.Gate })
-		ng.Gates = append(ng.Gates, rule)
+	var tooMany error
+	err := p.change(ctx, namespace, func(ng *NamespaceGates) bool {
+		others := slices.DeleteFunc(slices.Clone(ng.Gates), func(r GateRule) bool { return r.Gate == rule.Gate })
+		if len(others) >= MaxPolicyGates {
+			tooMany = fmt.Errorf("namespace %s requires %d gates already, at most %d are allowed", namespace, len(others), MaxPolicyGates)
+			return false
+		}
+		ng.Gates = append(others, rule)
 		slices.SortFunc(ng.Gates, func(a, b GateRule) int { return strings.Compare(a.Gate, b.Gate) })
+		return true
 	})
+	if err != nil {
+		return err
+	}
+	return tooMany
 }
+
+// MaxPolicyGates bounds the gates a namespace's policy requires: with a request's own
+// (Options.Gates, at most 16), they fit a release.rendered's list (at most 64).
+const MaxPolicyGates = 32
 
 // Remove makes namespace's policy no longer require gate; false when it did not.
 func (p *GatePolicy) Remove(ctx context.Context, namespace, gate string) (bool, error) {
 	removed := false
-	err := p.change(ctx, namespace, func(ng *NamespaceGates) {
+	err := p.change(ctx, namespace, func(ng *NamespaceGates) bool {
 		n := len(ng.Gates)
 		ng.Gates = slices.DeleteFunc(ng.Gates, func(r GateRule) bool { return r.Gate == gate })
 		removed = len(ng.Gates) < n
+		return removed
 	})
 	return removed, err
 }
 
-func (p *GatePolicy) change(ctx context.Context, namespace string, f func(*NamespaceGates)) error {
+func (p *GatePolicy) change(ctx context.Context, namespace string, f func(*NamespaceGates) bool) error {
 	for attempt := 1; ; attempt++ {
 		ng, rev, err := p.get(ctx, namespace)
 		if err != nil {
 			return err
 		}
-		f(ng)
+		if !f(ng) {
+			return nil
+		}
 		b, _ := json.Marshal(ng)
 		if len(ng.Gates) == 0 {
 			if rev == 0 {

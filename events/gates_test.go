@@ -399,3 +399,26 @@ func TestGateVerdicts(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, ok, "a dry run's approval")
 }
+
+// TestGatePolicyIsBounded: a namespace requires at most MaxPolicyGates gates (with a request's
+// own they fit a release.rendered); one more is refused and changes nothing, a rule changed in
+// place is no more.
+func TestGatePolicyIsBounded(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	ctx := t.Context()
+	p, err := events.OpenGatePolicy(ctx, js, events.Names{})
+	require.NoError(t, err)
+	for i := range events.MaxPolicyGates {
+		require.NoError(t, p.Require(ctx, "prod", events.GateRule{Gate: fmt.Sprintf("g%02d", i)}))
+	}
+	err = p.Require(ctx, "prod", events.GateRule{Gate: "one-more"})
+	require.ErrorContains(t, err, fmt.Sprintf("namespace prod requires %d gates already", events.MaxPolicyGates))
+	require.NoError(t, p.Require(ctx, "prod", events.GateRule{Gate: "g00", TrustApprovals: true}))
+	ng, err := p.For(ctx, "prod")
+	require.NoError(t, err)
+	require.Len(t, ng.Gates, events.MaxPolicyGates)
+	rule, ok := ng.Rule("g00")
+	assert.True(t, ok && rule.TrustApprovals)
+	_, ok = ng.Rule("one-more")
+	assert.False(t, ok)
+}

@@ -366,7 +366,7 @@ type Rendered struct {
 	Options  Options `json:"options,omitzero"`
 	// Gates are the gates asked to judge the bundle: the request's (Options.Gates) and those
 	// the namespace's policy required when it was rendered (RequiredGates), sorted. The applier
-	// applies the revision once each approved it, and reads the policy again itself.
+	// applies the revision once each of them (and of Options.Gates) approved it.
 	Gates []string `json:"gates,omitempty" jsonschema:"maxItems=64"`
 }
 

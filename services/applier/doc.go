@@ -16,10 +16,11 @@
 // does not hold it) without touching the cluster.
 //
 // Gates (gates.go): a revision is applied only once every gate it needs — those its
-// release.rendered names and those its namespace's policy requires now — approved that revision
+// release.rendered names (its request's, and its namespace policy's) — approved that revision
 // and that bundle digest (release.approved); a release.rejected fails it at stage gate with the
 // gate's findings. A waiting revision holds no worker and no lease: it is recorded as waiting,
-// and judged again on each verdict and on each later revision or uninstall of its release.
+// and judged again on each verdict; a later revision, failure or uninstall of its release that
+// supersedes it ends it.
 //
 // Intent before action: what a revision is about to apply is added to the release's inventory
 // record before the cluster changes, so a replica killed at any point leaves nothing the next

@@ -16,18 +16,20 @@ import (
 )
 
 // Gates: a revision is applied only once every gate it needs approved it — the gates its
-// release.rendered names (the request's and the namespace policy's when it was rendered) and
-// those the namespace's policy requires now, read again here: the applier is where a gate is
-// enforced, so a renderer that left one out, or a policy set since, still holds the revision.
+// release.rendered names: the request's and those the namespace's policy required when it was
+// rendered (the renderer, or history for a rollback, reads the policy; a requester cannot leave a
+// gate out). A gate required since does not hold a revision rendered before: the gate, which
+// judges the revisions that name it, would never answer it.
 //
 // Waiting takes no worker and no lease: a revision whose gates have not all answered is
 // recorded as waiting (the release's waits, in the inventory bucket) and its release.rendered
 // acknowledged. Each verdict (release.approved, release.rejected) looks the revision up and
-// judges it again, as does each later release.rendered or uninstall of the release — which ends
-// a waiting revision it supersedes. Because the wait is recorded before the verdicts are read,
-// and a verdict is in the stream before it is handled, the last of them to be handled sees all
-// of them: no verdict is missed. A revision no gate answers in time is ended by history's
-// deadline watchdog, which names the silent gates.
+// judges it again. Because the wait is recorded before the verdicts are read again, and a
+// verdict is in the stream before it is handled, the last of them to be handled sees all of
+// them: no verdict is missed. Each later release.rendered, release.failed or uninstall of the
+// release ends a waiting revision it supersedes. The wait is cleared once the revision's outcome
+// is published (a transient error leaves it, for the verdict's redelivery to find). A revision no
+// gate answers in time is ended by history's deadline watchdog, which names the silent gates.
 
 // waits are the revisions of a release waiting for gates: the value of <namespace>.<name>.gates
 // in the inventory bucket.
@@ -141,22 +143,24 @@ func (g gateCheck) list() []events.GateVerdict {
 	return out
 }
 
-// checkGates reads the gates the revision e rendered (at stream sequence seq) needs, and their
-// verdicts on it.
+// checkGates reads the gates the revision e rendered (at stream sequence seq) needs — those its
+// release.rendered names, which the renderer (history, for a rollback) made from the request and
+// the namespace's policy — and their verdicts on it.
 func (s *Service) checkGates(ctx context.Context, e event.Event, rel events.Release, seq uint64, r *events.Rendered) (gateCheck, error) {
-	policy, err := s.gates.For(ctx, rel.Namespace)
-	if err != nil {
-		return gateCheck{}, err
-	}
-	g := gateCheck{required: events.RequiredGates(append(slices.Clone(r.Gates), r.Options.Gates...), policy)}
+	g := gateCheck{required: events.RequiredGates(append(slices.Clone(r.Gates), r.Options.Gates...), nil)}
 	if len(g.required) == 0 {
 		return g, nil
 	}
+	var err error
 	g.verdicts, err = s.opts.Names.GateVerdicts(ctx, s.stream, rel, seq, events.CorrelationID(e), events.Revision(e), r.Bundle, g.required)
 	if err != nil {
 		return gateCheck{}, err
 	}
 	if r.Rollback {
+		policy, err := s.gates.For(ctx, rel.Namespace)
+		if err != nil {
+			return gateCheck{}, err
+		}
 		// A gate whose policy trusts its earlier approvals lets a rollback to a bundle it
 		// approved before through without judging it again.
 		for _, name := range g.required {
@@ -221,9 +225,9 @@ func shortDigest(d string) string {
 }
 
 // verdict judges again the revision a gate's verdict is about: the one recorded as waiting for
-// its flow, or — the verdict came before the revision was handled here — the release's newest
-// release.rendered if the verdict reacts to it. A verdict about no revision that waits does
-// nothing: its revision was applied, or ended, or is not handled yet (and will read it then).
+// its flow. A verdict about no waiting revision does nothing: its revision was applied, or
+// ended, or is not handled here yet — and then reads the verdict when it is (the wait is
+// recorded before the verdicts are read again).
 func (s *Service) verdict(ctx context.Context, e event.Event, rel events.Release) error {
 	corr := events.CorrelationID(e)
 	ws, err := s.inventory.waiting(ctx, rel)
@@ -232,59 +236,52 @@ func (s *Service) verdict(ctx context.Context, e event.Event, rel events.Release
 	}
 	for _, w := range ws {
 		if w.Correlation == corr {
-			return s.rejudge(ctx, rel, w.Sequence)
+			re, r, ok, err := s.waitingRendered(ctx, rel, w)
+			if err != nil || !ok {
+				return err
+			}
+			ctx = zerolog.Ctx(ctx).With().Str("rendered", re.ID()).Int("revision", events.Revision(re)).Logger().WithContext(ctx)
+			if err := s.rendered(ctx, re, w.Sequence, rel, r); err != nil {
+				return err
+			}
+			return s.clearEnded(ctx, rel, corr)
 		}
 	}
-	subject, err := s.opts.Names.Subject(rel, events.TypeRendered)
-	if err != nil {
-		return events.Terminal(err)
-	}
-	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("the newest release.rendered of %s: %w", rel, err)
-	}
-	if m.Header.Get(jetstream.MsgIDHeader) != events.CausationID(e) {
-		return nil
-	}
-	return s.rejudge(ctx, rel, m.Sequence)
+	return nil
 }
 
-// rejudge handles again the release.rendered at stream sequence seq: applies it once its gates
-// approved, fails it if one rejected, ends it if a newer request superseded it.
-func (s *Service) rejudge(ctx context.Context, rel events.Release, seq uint64) error {
-	m, err := s.stream.GetMsg(ctx, seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil // aged out of the stream: long past its deadline
+// waitingRendered reads the release.rendered a wait records; ok false (and the wait cleared) when
+// it is gone from the stream (aged out: long past its deadline) or is no release.rendered.
+func (s *Service) waitingRendered(ctx context.Context, rel events.Release, w wait) (event.Event, *events.Rendered, bool, error) {
+	m, err := s.stream.GetMsg(ctx, w.Sequence)
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return event.Event{}, nil, false, fmt.Errorf("release.rendered %d of %s: %w", w.Sequence, rel, err)
 	}
-	if err != nil {
-		return fmt.Errorf("release.rendered %d of %s: %w", seq, rel, err)
+	if err == nil {
+		re, err := s.opts.Names.Decode(m.Subject, m.Header, m.Data)
+		if err == nil && re.Type() == events.TypeRendered && events.CorrelationID(re) == w.Correlation {
+			if r, err := events.Data[events.Rendered](re); err == nil {
+				return re, r, true, nil
+			}
+		}
 	}
-	re, err := s.opts.Names.Decode(m.Subject, m.Header, m.Data)
-	if err != nil || re.Type() != events.TypeRendered {
-		return nil // not what was recorded: nothing to judge
-	}
-	r, err := events.Data[events.Rendered](re)
-	if err != nil {
-		return nil
-	}
-	ctx = zerolog.Ctx(ctx).With().Str("rendered", re.ID()).Int("revision", events.Revision(re)).Logger().WithContext(ctx)
-	if err := s.rendered(ctx, re, seq, rel, r); err != nil {
-		return err
-	}
-	// Superseded, or ended otherwise: it waits no more.
-	corr := events.CorrelationID(re)
+	return event.Event{}, nil, false, s.inventory.doneWaiting(ctx, rel, w.Correlation)
+}
+
+// clearEnded clears the wait of flow corr once the flow ended (superseded, failed…).
+func (s *Service) clearEnded(ctx context.Context, rel events.Release, corr string) error {
 	if fl, err := s.flows.Get(ctx, rel, corr); err == nil && fl != nil && !fl.Open() {
 		return s.inventory.doneWaiting(ctx, rel, corr)
 	}
 	return nil
 }
 
-// rewaitOthers judges again every revision of rel waiting for its gates, other than the one of
-// flow corr: run before a newer revision, a rollback or an uninstall of the release takes the
-// lease, so that a waiting revision they supersede ends as superseded at once.
+// rewaitOthers ends, as superseded, every revision of rel waiting for its gates that a newer
+// request, a rollback or an uninstall has overtaken, other than the one of flow corr: run when a
+// newer revision, a failure or an uninstall of the release comes, so that the waiting revision
+// ends at once rather than at its deadline. It only ever ends what is superseded: anything else
+// about a waiting revision (its gates, its apply) is its own verdicts' business, never the
+// current event's, whose handling goes on whatever happens here.
 func (s *Service) rewaitOthers(ctx context.Context, rel events.Release, corr string) error {
 	ws, err := s.inventory.waiting(ctx, rel)
 	if err != nil || len(ws) == 0 {
@@ -294,9 +291,45 @@ func (s *Service) rewaitOthers(ctx context.Context, rel events.Release, corr str
 		if w.Correlation == corr {
 			continue
 		}
-		if err := s.rejudge(ctx, rel, w.Sequence); err != nil {
-			return err
+		if err := s.supersedeWaiting(ctx, rel, w); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Int("revision", w.Revision).Msg("a revision waiting for its gates: not checked for a newer request")
 		}
 	}
 	return nil
+}
+
+// supersedeWaiting publishes release.superseded for the waiting revision w if a newer request, a
+// rollback or an uninstall overtook it, and clears its wait once its flow ended.
+func (s *Service) supersedeWaiting(ctx context.Context, rel events.Release, w wait) error {
+	re, r, ok, err := s.waitingRendered(ctx, rel, w)
+	if err != nil || !ok {
+		return err
+	}
+	if fl, err := s.flows.Get(ctx, rel, w.Correlation); err != nil {
+		return err
+	} else if fl != nil && !fl.Open() {
+		return s.inventory.doneWaiting(ctx, rel, w.Correlation)
+	}
+	sup := func(ctx context.Context) error {
+		if r.Rollback {
+			return s.rollbackSuperseded(ctx, rel, w.Correlation)
+		}
+		if err := s.superseded(ctx, rel, w.Revision, r.Options.DryRun); err != nil {
+			return err
+		}
+		cur, err := s.inventory.current(ctx, rel)
+		if err != nil {
+			return err
+		}
+		return s.uninstalledSince(ctx, rel, cur, re, r)
+	}
+	err = sup(ctx)
+	if _, ok := errors.AsType[errSuperseded](err); !ok {
+		return err
+	}
+	zerolog.Ctx(ctx).Info().Int("revision", w.Revision).Err(err).Msg("a revision waiting for its gates is superseded")
+	if err := s.end(ctx, re, rel, w.Revision, events.StageGate, err, flowDeadline(re, r.Options.Timeout)); err != nil {
+		return err
+	}
+	return s.inventory.doneWaiting(ctx, rel, w.Correlation)
 }

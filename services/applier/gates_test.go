@@ -117,10 +117,10 @@ func TestGateRejectsNothingApplied(t *testing.T) {
 
 // TestGatesApproveThatRevisionAndBundle: a revision waits for every gate it needs; a verdict on
 // another revision, on another bundle, or from a gate it does not need counts for nothing; once
-// each gate approved it, it is applied.
+// each gate approved it, it is applied, and a rejection after that changes nothing.
 func TestGatesApproveThatRevisionAndBundle(t *testing.T) {
 	e := newEnv(t)
-	e.start(applier.Options{})
+	stop := e.start(applier.Options{})
 	ns := kube.Namespace(t)
 	rel := events.Release{Namespace: ns, Name: "app"}
 	req := e.request(rel, events.Options{})
@@ -137,20 +137,35 @@ func TestGatesApproveThatRevisionAndBundle(t *testing.T) {
 	require.Equal(t, events.TypeApplied, got.Type(), string(got.Data()))
 	_, err := kube.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), "a", metav1.GetOptions{})
 	require.NoError(t, err)
+
+	// Once applied, a gate changing its mind fails nothing: what is applied stays, and the
+	// revision goes on to its health (no release.failed saying nothing was applied).
+	failed := e.countPublished(rel, events.TypeFailed)
+	e.verdict(r, "approval", false, nil)
+	e.verdict(r, "policy", false, nil)
+	time.Sleep(2 * time.Second)
+	// … nor does the revision's release.rendered delivered again (a new consumer reading the
+	// stream from its start): it is answered as applied.
+	stop()
+	require.NoError(t, e.js.DeleteConsumer(t.Context(), events.StreamName, applier.Name))
+	e.start(applier.Options{})
+	time.Sleep(3 * time.Second)
+	assert.EqualValues(t, 0, failed.Load(), "no release.failed after the revision was applied")
+	assert.Len(t, e.answers(rel, req.ID(), 0, time.Second), 1, "release.applied only")
 }
 
-// TestNamespacePolicyHoldsARequestThatOmitsTheGate: a gate the namespace's policy requires holds
-// a revision whose release.rendered does not name it (a request that left it out, a policy set
-// since it was rendered).
-func TestNamespacePolicyHoldsARequestThatOmitsTheGate(t *testing.T) {
+// TestRequestGatesHold: the gates a request names hold its revision even when its
+// release.rendered does not list them (a renderer that left them out). (That the namespace's
+// policy holds a request naming no gate is the renderer's to list: its test, and e2e's.)
+func TestRequestGatesHold(t *testing.T) {
 	e := newEnv(t)
 	e.start(applier.Options{})
 	ns := kube.Namespace(t)
-	e.requireGate(ns, "policy", false)
 	rel := events.Release{Namespace: ns, Name: "app"}
-	req := e.request(rel, events.Options{})
-	r := e.rendered(req, 1, []map[string]any{configMap(ns, "a", nil)}, events.Options{})
-	assert.Empty(t, e.answers(rel, req.ID(), 0, 3*time.Second), "the namespace requires the gate")
+	opts := events.Options{Gates: []string{"policy"}}
+	req := e.request(rel, opts)
+	r := e.rendered(req, 1, []map[string]any{configMap(ns, "a", nil)}, opts)
+	assert.Empty(t, e.answers(rel, req.ID(), 0, 3*time.Second), "the request names the gate")
 	absent(t, ns, "a")
 	e.verdict(r, "policy", true, nil)
 	require.Equal(t, events.TypeApplied, e.answer(rel, req.ID()).Type())

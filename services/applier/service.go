@@ -178,6 +178,11 @@ func (s *Service) handle(ctx context.Context, e event.Event) error {
 	case events.TypeApproved, events.TypeRejected:
 		return s.verdict(ctx, e, rel)
 	case events.TypeFailed:
+		// Its own flow ended (the deadline watchdog's failure of a waiting revision): it waits
+		// no more.
+		if err := s.inventory.doneWaiting(ctx, rel, events.CorrelationID(e)); err != nil {
+			return err
+		}
 		return s.rewaitOthers(ctx, rel, events.CorrelationID(e))
 	case events.TypeSettled:
 		st, err := events.Data[events.Settled](e)
@@ -220,7 +225,7 @@ func (e errSuperseded) Error() string {
 // uninstall overtook, wait for its gates (gates.go), answer a redelivery of what is applied
 // already, fetch the bundle, then diff — or record the intent, apply, record the inventory and
 // publish release.applied. seq is e's stream sequence.
-func (s *Service) rendered(ctx context.Context, e event.Event, seq uint64, rel events.Release, r *events.Rendered) error {
+func (s *Service) rendered(ctx context.Context, e event.Event, seq uint64, rel events.Release, r *events.Rendered) (retErr error) {
 	log := zerolog.Ctx(ctx)
 	revision := events.Revision(e)
 	if revision < 1 {
@@ -264,6 +269,11 @@ func (s *Service) rendered(ctx context.Context, e event.Event, seq uint64, rel e
 	if err := s.uninstalledSince(ctx, rel, cur, e, r); err != nil {
 		return s.end(ctx, e, rel, revision, events.StageApply, err, deadline)
 	}
+	if cur != nil && cur.Revision == revision && cur.Bundle == r.Bundle && !r.Options.DryRun {
+		// Before the gates: what is applied stays applied, whatever a gate says since.
+		log.Info().Int("revision", revision).Msg("already applied: publishing release.applied unless the stream has it")
+		return s.publishOnce(ctx, e, rel, revision, events.TypeApplied, cur.Applied)
+	}
 	gates, err := s.checkGates(ctx, e, rel, seq, r)
 	if err != nil {
 		return err
@@ -284,24 +294,21 @@ func (s *Service) rendered(ctx context.Context, e event.Event, seq uint64, rel e
 			log.Info().Int("revision", revision).Strs("waiting_for", gates.pending).Msg("waiting for gates")
 			return nil
 		}
-		if err := s.inventory.doneWaiting(ctx, rel, corr); err != nil {
-			return err
-		}
+		// It waits no more once what follows is done; until then (a transient error, a crash)
+		// the wait stays, and the verdict's redelivery finds it.
+		defer func() {
+			if retErr == nil {
+				if err := s.inventory.doneWaiting(context.WithoutCancel(ctx), rel, corr); err != nil {
+					log.Warn().Err(err).Msg("gate waits not cleared: the next event of the release does")
+				}
+			}
+		}()
 		if rejected := gates.rejected(); len(rejected) > 0 && !r.Options.DryRun {
 			f := gateFailure(revision, r.Bundle, rejected)
 			log.Info().Int("revision", revision).Str("gate", rejected[0].Gate).Msg("rejected by a gate: not applied")
 			return s.publish(ctx, e, revision, events.TypeFailed, f, "gate")
 		}
-		if len(gates.pending) > 0 { // a dry run a gate rejected: it reports what every gate said
-			for _, g := range gates.pending {
-				gates.verdicts[g] = events.GateVerdict{Gate: g, Verdict: events.VerdictPending}
-			}
-		}
 		log.Info().Int("revision", revision).Strs("gates", gates.required).Msg("gates approved")
-	}
-	if cur != nil && cur.Revision == revision && cur.Bundle == r.Bundle && !r.Options.DryRun {
-		log.Info().Int("revision", revision).Msg("already applied: publishing release.applied unless the stream has it")
-		return s.publishOnce(ctx, e, rel, revision, events.TypeApplied, cur.Applied)
 	}
 	fetchStart := time.Now()
 	var bundle *events.Bundle

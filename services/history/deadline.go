@@ -67,7 +67,6 @@ type Watchdog struct {
 	pub       *events.Publisher
 	revisions *events.Revisions
 	stream    jetstream.Stream
-	gates     *events.GatePolicy
 	sub       *events.Subscriber
 	log       zerolog.Logger
 
@@ -103,9 +102,6 @@ func NewWatchdog(ctx context.Context, js jetstream.JetStream, o WatchdogOptions)
 	}
 	if w.stream, err = js.Stream(ctx, o.Names.Stream()); err != nil {
 		return nil, fmt.Errorf("deadlines: stream %s: %w", o.Names.Stream(), err)
-	}
-	if w.gates, err = events.OpenGatePolicy(ctx, js, o.Names); err != nil {
-		return nil, err
 	}
 	sc := o.Subscriber
 	sc.Service, sc.Version, sc.Names = WatchdogName, o.Version, o.Names
@@ -365,7 +361,7 @@ func (w *Watchdog) failure(ctx context.Context, rel events.Release, fl *events.F
 
 // silentGates returns the gates that gave no verdict on fl's revision, when it waits for gates
 // (its last event is its release.rendered or a verdict), with its release.rendered's payload,
-// Gates holding every gate it needs: those it named and those the namespace's policy requires.
+// Gates holding every gate it needs (the applier's: those it names, and its request's).
 func (w *Watchdog) silentGates(ctx context.Context, rel events.Release, fl *events.Flow) ([]string, *events.Rendered, error) {
 	if fl.Last == nil {
 		return nil, nil, nil
@@ -397,12 +393,8 @@ func (w *Watchdog) silentGates(ctx context.Context, rel events.Release, fl *even
 	if err != nil {
 		return nil, nil, nil
 	}
-	policy, err := w.gates.For(ctx, rel.Namespace)
-	if err != nil {
-		return nil, nil, err
-	}
 	needs := *r
-	needs.Gates = events.RequiredGates(append(slices.Clone(r.Gates), r.Options.Gates...), policy)
+	needs.Gates = events.RequiredGates(append(slices.Clone(r.Gates), r.Options.Gates...), nil)
 	if len(needs.Gates) == 0 {
 		return nil, nil, nil
 	}

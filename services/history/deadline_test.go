@@ -176,18 +176,15 @@ func TestDeadlinePublishesAClaimNobodyPublished(t *testing.T) {
 const zeros = "0000000000000000000000000000000000000000000000000000000000000000"
 
 // A revision waiting at its gates past its deadline: the watchdog names the gates that gave no
-// verdict — those its release.rendered named, and those the namespace's policy requires — not
-// the one that answered.
+// verdict — those its release.rendered named, and those its request named — not the one that
+// answered.
 func TestDeadlineNamesTheSilentGate(t *testing.T) {
 	w := newWatchdogEnv(t, 1)
 	rel := events.Release{Namespace: "gated", Name: "waits"}
-	policy, err := events.OpenGatePolicy(t.Context(), w.js, events.Names{})
-	require.NoError(t, err)
-	require.NoError(t, policy.Require(t.Context(), rel.Namespace, events.GateRule{Gate: "security"}))
 	req := w.request(rel, time.Second)
 	bundle := "sha256:" + zeros
 	rendered, err := events.Derive(req, "troupe/renderer", events.TypeRendered, events.Rendered{Bundle: bundle, Size: 1,
-		Gates: []string{"approval", "policy"}})
+		Gates: []string{"approval", "policy"}, Options: events.Options{Gates: []string{"security"}}})
 	require.NoError(t, err)
 	events.WithRevision(&rendered, 1)
 	w.publish(rendered)

@@ -230,6 +230,9 @@ func (s *Service) react(ctx context.Context, v *historyapi.View, e event.Event) 
 		if r == nil || r.State != historyapi.StateFailed || r.Request == nil || !r.Request.Options.RollbackOnFailure {
 			return nil
 		}
+		if r.Stage == events.StageGate {
+			return nil // held at its gates: nothing of it was applied, nothing to undo
+		}
 		target, _, why := RollbackTarget(v, 0)
 		if why != "" && firstInstall(v, r) && r.Stage != events.StageRender && r.Stage != events.StageRequest {
 			// A first install (nothing ready before, or uninstalled since) that reached the

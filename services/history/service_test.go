@@ -581,3 +581,29 @@ func TestAnswersLargerThanAMessage(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(data), `"prod/big"`)
 }
+
+// TestGateFailureIsNotUndone: a revision its gates held back (rejected, or silent past its
+// deadline) changed nothing: though it asked rollbackOnFailure, nothing is rolled back to — the
+// revision before is still live — and a first install is not uninstalled.
+func TestGateFailureIsNotUndone(t *testing.T) {
+	e := newEnv(t)
+	first := events.Release{Namespace: "prod", Name: "fresh"}
+	got := e.from(first)
+	req := e.request(first, events.Options{RollbackOnFailure: true})
+	e.derive(e.rendered(req, 1, "one"), "troupe/applier", events.TypeFailed, 1,
+		events.Failed{Stage: events.StageGate, Reason: events.ReasonGateRejected, Message: "gate policy rejected revision 1"})
+	e.view(first, func(v *historyapi.View) bool { return v.Get(1) != nil && v.Get(1).State == historyapi.StateFailed })
+	time.Sleep(time.Second)
+	assert.Empty(t, got(0, 0), "a first install its gates held back is not uninstalled")
+
+	upgraded := events.Release{Namespace: "prod", Name: "web"}
+	e.release(upgraded, 1, "one", events.Options{})
+	e.view(upgraded, func(v *historyapi.View) bool { return v.Current == 1 })
+	got = e.from(upgraded)
+	req = e.request(upgraded, events.Options{RollbackOnFailure: true})
+	e.derive(e.rendered(req, 2, "two"), "troupe/deadlines", events.TypeFailed, 2,
+		events.Failed{Stage: events.StageGate, Reason: "deadline_exceeded", Message: "waiting for gate approval"})
+	e.view(upgraded, func(v *historyapi.View) bool { return v.Get(2) != nil && v.Get(2).State == historyapi.StateFailed })
+	time.Sleep(time.Second)
+	assert.Empty(t, got(0, 0), "no rollback to the revision still live")
+}
