@@ -1,8 +1,6 @@
 package applier_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -21,25 +19,7 @@ import (
 // naming gates (as the renderer does, from the request and the namespace's policy).
 func (e *env) gated(request event.Event, revision int, objs []map[string]any, gates []string, opts events.Options) event.Event {
 	e.t.Helper()
-	rel, err := events.ReleaseOf(request)
-	require.NoError(e.t, err)
-	data, err := json.Marshal(events.Bundle{APIVersion: events.BundleAPIVersion, Kind: events.BundleKind, Release: rel.String(), Objects: objs})
-	require.NoError(e.t, err)
-	store, err := events.OpenObjects(e.t.Context(), e.js, events.BucketBundles)
-	require.NoError(e.t, err)
-	digest, size, err := store.Put(e.t.Context(), bytes.NewReader(data))
-	require.NoError(e.t, err)
-	source, rollback := "troupe/renderer", request.Type() == events.TypeRollbackRequested
-	if rollback {
-		source = "troupe/history"
-	}
-	ev, err := events.Derive(request, source, events.TypeRendered, events.Rendered{Bundle: digest, Size: size, Options: opts,
-		Rollback: rollback, Gates: gates})
-	require.NoError(e.t, err)
-	events.WithRevision(&ev, revision)
-	_, err = events.NewPublisher(e.js, events.Names{}).Publish(e.t.Context(), ev)
-	require.NoError(e.t, err)
-	return ev
+	return e.renderedBundle(request, revision, objs, nil, gates, opts)
 }
 
 // verdict publishes gate's verdict on the revision rendered, as the gate would (derived from it);

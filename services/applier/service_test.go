@@ -93,6 +93,12 @@ func (e *env) rendered(request event.Event, revision int, objs []map[string]any,
 // renderedWithHooks is rendered, with a chart's hooks in the bundle.
 func (e *env) renderedWithHooks(request event.Event, revision int, objs []map[string]any, hooks []events.BundleHook, opts events.Options) event.Event {
 	e.t.Helper()
+	return e.renderedBundle(request, revision, objs, hooks, nil, opts)
+}
+
+// renderedBundle is renderedWithHooks naming gates, as the renderer does.
+func (e *env) renderedBundle(request event.Event, revision int, objs []map[string]any, hooks []events.BundleHook, gates []string, opts events.Options) event.Event {
+	e.t.Helper()
 	rel, err := events.ReleaseOf(request)
 	require.NoError(e.t, err)
 	data, err := json.Marshal(events.Bundle{APIVersion: events.BundleAPIVersion, Kind: events.BundleKind, Release: rel.String(), Objects: objs, Hooks: hooks})
@@ -105,7 +111,7 @@ func (e *env) renderedWithHooks(request event.Event, revision int, objs []map[st
 	if rollback {
 		source = "troupe/history"
 	}
-	ev, err := events.Derive(request, source, events.TypeRendered, events.Rendered{Bundle: digest, Size: size, Options: opts, Rollback: rollback})
+	ev, err := events.Derive(request, source, events.TypeRendered, events.Rendered{Bundle: digest, Size: size, Options: opts, Rollback: rollback, Gates: gates})
 	require.NoError(e.t, err)
 	events.WithRevision(&ev, revision)
 	_, err = events.NewPublisher(e.js, events.Names{}).Publish(e.t.Context(), ev)
