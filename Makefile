@@ -85,6 +85,10 @@ bench: cluster-bin ## troupe vs helm end to end (the headline), then the events 
 	@echo
 	$(GO) run ./services/health/internal/bench
 
+.PHONY: bench-scale
+bench-scale: cluster-bin nats-bin ## long (~1 hour): N=100,500,1000 podinfo releases installed, upgraded and rolled back at once: troupe vs the cluster's limit (client-go SSA + kstatus) vs helm, with every process's CPU and peak RSS (ARGS: e.g. ARGS='-n 100 -sides limit,troupe')
+	$(GO) run ./cmd/troupe/internal/benchscale $(ARGS)
+
 .PHONY: images
 images: ## build an OCI image of each service into ./bin/images (an OCI layout and a tarball each), with no Docker daemon
 	$(GO) run ./deploy/images -out $(BIN)/images

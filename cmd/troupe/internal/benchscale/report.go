@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"time"
+)
+
+// report prints the tables: time per phase and the ratios, request→ready percentiles, and
+// what each process cost.
+func report(w io.Writer, par int, results []*result) {
+	find := func(side string, n int) *result {
+		for _, r := range results {
+			if r.side == side && r.n == n {
+				return r
+			}
+		}
+		return nil
+	}
+	var counts []int
+	for _, r := range results {
+		if !slices.Contains(counts, r.n) {
+			counts = append(counts, r.n)
+		}
+	}
+	fmt.Fprintf(w, "\nbench-scale: distinct podinfo releases (default values, one namespace each), %d requests at once on every side, a fresh local cluster per side\n\n", par)
+	fmt.Fprintln(w, "| releases | phase | limit (client-go SSA + kstatus) | troupe | helm --wait | troupe / limit | troupe / helm | troupe releases/s |")
+	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---:|")
+	for _, n := range counts {
+		l, t, h := find("limit", n), find("troupe", n), find("helm", n)
+		for i, p := range phases {
+			lw, tw, hw := wallOf(l, i), wallOf(t, i), wallOf(h, i)
+			rate := "–"
+			if tw > 0 {
+				rate = fmt.Sprintf("%.1f", float64(n)/tw.Seconds())
+			}
+			fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s |\n", n, p, dur(lw), dur(tw), dur(hw), ratio(tw, lw), ratio(tw, hw), rate)
+		}
+	}
+	fmt.Fprintln(w, "\nrequest → ready per release, p50 / p99")
+	fmt.Fprintln(w, "\n| releases | phase | limit | troupe | helm |")
+	fmt.Fprintln(w, "|---:|---|---:|---:|---:|")
+	for _, n := range counts {
+		for i, p := range phases {
+			fmt.Fprintf(w, "| %d | %s | %s | %s | %s |\n", n, p, pcts(find("limit", n), i), pcts(find("troupe", n), i), pcts(find("helm", n), i))
+		}
+	}
+	for _, n := range counts {
+		fmt.Fprintf(w, "\nCPU seconds over the three phases · peak RSS, %d releases\n\n", n)
+		fmt.Fprintln(w, "| process | limit | troupe | helm |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|")
+		var rows []string
+		for _, side := range []string{"troupe", "limit", "helm"} {
+			if r := find(side, n); r != nil {
+				for _, u := range append(r.procs, r.cli) {
+					if u.name != "" && !slices.Contains(rows, u.name) {
+						rows = append(rows, u.name)
+					}
+				}
+			}
+		}
+		for _, name := range rows {
+			fmt.Fprintf(w, "| %s | %s | %s | %s |\n", name, cost(find("limit", n), name), cost(find("troupe", n), name), cost(find("helm", n), name))
+		}
+	}
+}
+
+func wallOf(r *result, i int) time.Duration {
+	if r == nil || i >= len(r.phases) {
+		return 0
+	}
+	return r.phases[i].wall
+}
+
+func dur(d time.Duration) string {
+	if d == 0 {
+		return "–"
+	}
+	return d.Round(100 * time.Millisecond).String()
+}
+
+func ratio(a, b time.Duration) string {
+	if a == 0 || b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a.Seconds()/b.Seconds())
+}
+
+func pcts(r *result, i int) string {
+	if r == nil || i >= len(r.phases) || len(r.phases[i].latency) == 0 {
+		return "–"
+	}
+	s := slices.Clone(r.phases[i].latency)
+	slices.Sort(s)
+	at := func(q float64) time.Duration { return s[min(len(s)-1, int(q*float64(len(s))))] }
+	return fmt.Sprintf("%s / %s", at(0.50).Round(10*time.Millisecond), at(0.99).Round(10*time.Millisecond))
+}
+
+func cost(r *result, name string) string {
+	if r == nil {
+		return "–"
+	}
+	for _, u := range append(r.procs, r.cli) {
+		if u.name == name {
+			return fmt.Sprintf("%.1f s · %d MiB", u.cpu.Seconds(), u.rss>>20)
+		}
+	}
+	return "–"
+}
