@@ -17,6 +17,11 @@
 // left behind. Besides wall time and request→ready percentiles it reads, from /proc, the CPU
 // seconds and peak RSS of every long-lived process (the services, nats-server, etcd, the API
 // server, the controllers, kwok) and of the CLI processes together.
+//
+// The limit waits with kstatus (github.com/fluxcd/cli-utils), what troupe's health watcher, Flux
+// and Helm 4 wait with, through client-go's dynamic informers rather than polling, so "ready"
+// means the same on every side and the limit's own watching costs the cluster as little as it
+// can; its objects come from troupe's renderer package, so both sides apply the same bytes.
 package main
 
 import (
