@@ -19,15 +19,12 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/troupe-dev/troupe/cmd/troupe/internal/benchenv"
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/test/cluster"
 )
@@ -54,7 +51,7 @@ func run(n, many, par, chartsN int, headline bool) error {
 	ctx := context.Background()
 	e := &env{}
 	var err error
-	if e.root, err = root(); err != nil {
+	if e.root, err = benchenv.Root(); err != nil {
 		return err
 	}
 	e.bin = filepath.Join(e.root, "bin")
@@ -204,7 +201,7 @@ func (e *env) headline(ctx context.Context, n, many, par int) error {
 	if err != nil {
 		return err
 	}
-	hAll, err := parallel(nsH, par, func(ns string) error { _, err := e.helm("podinfo", ns); return err })
+	hAll, err := benchenv.Parallel(nsH, par, func(_ int, ns string) error { _, err := e.helm("podinfo", ns); return err })
 	if err != nil {
 		return err
 	}
@@ -232,45 +229,10 @@ func p50(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func root() (string, error) {
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("no go.work above the working directory")
-		}
-		dir = filepath.Dir(dir)
-	}
-}
-
-// namespaces creates the namespaces and waits until the controllers have settled them (the
-// default ServiceAccount a pod is admitted with, the root CA ConfigMap): neither side's clock
-// should run while the cluster sets up namespaces the other side will use.
+// namespaces creates the namespaces and waits until the controllers have settled them: neither
+// side's clock should run while the cluster sets up namespaces the other side will use.
 func (e *env) namespaces(names ...string) error {
-	ctx := context.Background()
-	for _, n := range names {
-		_, err := e.kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{})
-		if err != nil {
-			return err
-		}
-	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for _, n := range names {
-		for {
-			_, errSA := e.kube.Client.CoreV1().ServiceAccounts(n).Get(ctx, "default", metav1.GetOptions{})
-			_, errCA := e.kube.Client.CoreV1().ConfigMaps(n).Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
-			if errSA == nil && errCA == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("namespace %s not settled: %v", n, cmpErr(errSA, errCA))
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	return nil
+	return benchenv.Settle(context.Background(), e.kube.Client, names...)
 }
 
 // creds is the path of identity's credentials, which `troupe dev` writes under its store.
@@ -331,7 +293,8 @@ func (e *env) helm(name, ns string, args ...string) (time.Duration, error) {
 // troupeMany requests one release per namespace, par CLI processes at once, and returns the time
 // until the stream holds release.ready for all of them.
 func (e *env) troupeMany(ctx context.Context, namespaces []string, par int) (time.Duration, error) {
-	nc, err := nats.Connect(e.nats, nats.UserCredentials(e.creds("viewer")))
+	viewer := events.ConnOptions{Server: e.nats, CredsFile: e.creds("viewer")} // its replies on the viewer's own inbox prefix
+	nc, err := viewer.Connect("troupe-bench")
 	if err != nil {
 		return 0, err
 	}
@@ -361,7 +324,7 @@ func (e *env) troupeMany(ctx context.Context, namespaces []string, par int) (tim
 	}
 	defer cc.Stop()
 	start := time.Now()
-	requested, err := parallel(namespaces, par, func(ns string) error {
+	requested, err := benchenv.Parallel(namespaces, par, func(_ int, ns string) error {
 		_, err := timed(exec.Command(filepath.Join(e.tmp, "troupe"), "release", "podinfo", e.chart, "-n", ns, "--server", e.nats, "--creds", e.creds("cli")))
 		return err
 	})
@@ -375,30 +338,6 @@ func (e *env) troupeMany(ctx context.Context, namespaces []string, par int) (tim
 	case <-time.After(10 * time.Minute):
 		return 0, fmt.Errorf("not every release was ready after 10 minutes")
 	}
-}
-
-// parallel runs f for every item, par at once, and returns the wall time.
-func parallel(items []string, par int, f func(string) error) (time.Duration, error) {
-	start := time.Now()
-	sem := make(chan struct{}, par)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	for _, it := range items {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := f(it); err != nil {
-				mu.Lock()
-				first = cmpErr(first, err)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return time.Since(start), first
 }
 
 func cmpErr(a, b error) error {

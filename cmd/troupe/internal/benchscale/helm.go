@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/troupe-dev/troupe/cmd/troupe/internal/benchenv"
 )
 
 // helm runs `helm upgrade --install --wait` for every release, par processes at once, then the
@@ -37,7 +39,7 @@ func (b *bench) helm(ctx context.Context, dir string, n int) (*result, error) {
 		}[p]
 		var mu sync.Mutex
 		ph := phase{name: p}
-		wall, err := parallel(names, b.par, func(_ int, ns string) error {
+		wall, err := benchenv.Parallel(names, b.par, func(_ int, ns string) error {
 			start := time.Now()
 			err := cli.run(helm(ns, args...))
 			mu.Lock()

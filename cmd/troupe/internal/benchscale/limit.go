@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/troupe-dev/troupe/cmd/troupe/internal/benchenv"
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/services/renderer/render"
 )
@@ -208,7 +209,7 @@ func (l *limiter) phase(ctx context.Context, releases [][]map[string]any, par in
 		rels[i] = &releaseWait{left: len(releases[i]), done: make(chan time.Time, 1)}
 	}
 	start := time.Now()
-	_, err := parallel(idx, par, func(i int, _ string) error {
+	_, err := benchenv.Parallel(idx, par, func(i int, _ string) error {
 		rw := rels[i]
 		rw.start = time.Now()
 		for _, obj := range releases[i] {

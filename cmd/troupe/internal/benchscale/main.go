@@ -35,6 +35,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/troupe-dev/troupe/cmd/troupe/internal/benchenv"
 )
 
 func main() {
@@ -128,7 +130,7 @@ type bench struct {
 func newBench(par int, keep bool) (*bench, error) {
 	b := &bench{par: par, keep: keep}
 	var err error
-	if b.root, err = root(); err != nil {
+	if b.root, err = benchenv.Root(); err != nil {
 		return nil, err
 	}
 	b.clusterBin = filepath.Join(b.root, "bin")
@@ -197,17 +199,4 @@ func namespaces(n int) []string {
 		out[i] = fmt.Sprintf("scale-%d", i)
 	}
 	return out
-}
-
-func root() (string, error) {
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("no go.work above the working directory")
-		}
-		dir = filepath.Dir(dir)
-	}
 }

@@ -12,9 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
+	"github.com/troupe-dev/troupe/cmd/troupe/internal/benchenv"
 	"github.com/troupe-dev/troupe/test/cluster"
 )
 
@@ -120,63 +118,11 @@ func startCluster(ctx context.Context, dir string, names []string) (*cluster.Clu
 	if err != nil {
 		return nil, err
 	}
-	if err := settle(ctx, kube, names); err != nil {
+	if err := benchenv.Settle(ctx, kube.Client, names...); err != nil {
 		kube.Stop()
 		return nil, err
 	}
 	return kube, nil
-}
-
-// settle creates the namespaces and waits until the controllers have settled them (the default
-// ServiceAccount a pod is admitted with, the root CA ConfigMap): no side's clock runs while the
-// cluster sets up namespaces.
-func settle(ctx context.Context, kube *cluster.Cluster, names []string) error {
-	_, err := parallel(names, 20, func(_ int, n string) error {
-		_, err := kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{})
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	deadline := time.Now().Add(5 * time.Minute)
-	for _, n := range names {
-		for {
-			_, errSA := kube.Client.CoreV1().ServiceAccounts(n).Get(ctx, "default", metav1.GetOptions{})
-			_, errCA := kube.Client.CoreV1().ConfigMaps(n).Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
-			if errSA == nil && errCA == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("namespace %s not settled: %v %v", n, errSA, errCA)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	return nil
-}
-
-// parallel runs f for every item, par at once, and returns the wall time and the first error.
-func parallel(items []string, par int, f func(i int, item string) error) (time.Duration, error) {
-	start := time.Now()
-	sem := make(chan struct{}, par)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	for i, it := range items {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := f(i, it); err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return time.Since(start), first
 }
 
 // clis sums what the CLI processes of a run cost: their CPU (user+system, from wait4's rusage)

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/troupe-dev/troupe/cmd/troupe/internal/benchenv"
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/test/cluster"
@@ -272,7 +273,7 @@ func (w *watcher) phase(names []string, par int, anyRevision bool, request func(
 	w.mu.Unlock()
 	starts := make([]time.Time, len(names))
 	start := time.Now()
-	requested, err := parallel(names, par, func(i int, ns string) error {
+	requested, err := benchenv.Parallel(names, par, func(i int, ns string) error {
 		starts[i] = time.Now()
 		return request(ns)
 	})
