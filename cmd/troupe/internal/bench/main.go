@@ -339,10 +339,3 @@ func (e *env) troupeMany(ctx context.Context, namespaces []string, par int) (tim
 		return 0, fmt.Errorf("not every release was ready after 10 minutes")
 	}
 }
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
-}
