@@ -146,6 +146,15 @@ func (n Names) TypeFilter(typ string) (string, error) {
 	return n.releasePrefix() + "*.*." + ev, nil
 }
 
+// NameFilter returns the subject filter that matches every event of the releases called name,
+// in any namespace.
+func (n Names) NameFilter(name string) (string, error) {
+	if err := ValidateName("release", name); err != nil {
+		return "", err
+	}
+	return n.releasePrefix() + "*." + name + ".>", nil
+}
+
 // ReleaseFilter returns the subject filter that matches every event of release r.
 func (n Names) ReleaseFilter(r Release) (string, error) {
 	if err := r.Validate(); err != nil {

@@ -10,14 +10,17 @@ import (
 
 func (c *cli) rollbackCmd() *cobra.Command {
 	var ns, reason string
+	var namespaces []string
 	var how waiting
 	cmd := &cobra.Command{
-		Use:   "rollback NAME [REVISION] [-n NS] [--wait]",
+		Use:   "rollback NAME [REVISION] [-n NS | --namespaces A,B,…] [--wait]",
 		Short: "Restore an earlier revision's manifests (default: the previous ready one)",
 		Long: `Ask the history service to restore a revision (release.rollback.requested): it republishes the
 manifests that revision applied, exactly as they were, and the applier and the health watcher
 take it from there. No new revision number is minted; 'troupe history' shows the rollback.
-With --wait, exit 0 once the restored revision is ready, 1 when the rollback fails or is refused.`,
+With --wait, exit 0 once the restored revision is ready, 1 when the rollback fails or is refused.
+With --namespaces, the release NAME is rolled back in each namespace (REVISION is then the same
+revision number in each).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
 				return usagef("rollback takes the release NAME and, optionally, a REVISION")
@@ -25,7 +28,14 @@ With --wait, exit 0 once the restored revision is ready, 1 when the rollback fai
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			many, err := releasesArg(cmd, args[0], namespaces)
+			if err != nil {
+				return err
+			}
 			rel, err := releaseArg(args[0], ns)
+			if len(many) > 0 {
+				rel, err = many[0], nil
+			}
 			if err != nil {
 				return err
 			}
@@ -38,10 +48,14 @@ With --wait, exit 0 once the restored revision is ready, 1 when the rollback fai
 			if cmd.Flags().Changed("timeout") {
 				rb.Options.Timeout = events.Duration(how.timeout)
 			}
+			if len(many) > 0 {
+				return c.sendMany(cmd.Context(), many, events.TypeRollbackRequested, func(events.Release) (any, error) { return rb, nil }, nil, how)
+			}
 			return c.send(cmd.Context(), rel, events.TypeRollbackRequested, rb, nil, how)
 		},
 	}
 	namespaceFlag(cmd, &ns)
+	namespacesFlag(cmd, &namespaces)
 	how.bind(cmd, "follow the rollback; exit 0 when the revision is ready again", "the rollback's timeout")
 	cmd.Flags().StringVar(&reason, "reason", "", "why, for the history")
 	return cmd
@@ -49,22 +63,31 @@ With --wait, exit 0 once the restored revision is ready, 1 when the rollback fai
 
 func (c *cli) uninstallCmd() *cobra.Command {
 	var ns string
+	var namespaces []string
 	var crds bool
 	var how waiting
 	cmd := &cobra.Command{
-		Use:   "uninstall NAME [-n NS] [--wait]",
+		Use:   "uninstall NAME [-n NS | --namespaces A,B,…] [--wait]",
 		Short: "Delete every object of a release (CRDs only with --delete-crds)",
 		Args:  exactArgs(1, "uninstall takes the release NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			many, err := releasesArg(cmd, args[0], namespaces)
+			if err != nil {
+				return err
+			}
+			un := events.UninstallRequested{DeleteCRDs: crds, Timeout: events.Duration(how.timeout)}
+			if len(many) > 0 {
+				return c.sendMany(cmd.Context(), many, events.TypeUninstallRequested, func(events.Release) (any, error) { return un, nil }, nil, how)
+			}
 			rel, err := releaseArg(args[0], ns)
 			if err != nil {
 				return err
 			}
-			return c.send(cmd.Context(), rel, events.TypeUninstallRequested,
-				events.UninstallRequested{DeleteCRDs: crds, Timeout: events.Duration(how.timeout)}, nil, how)
+			return c.send(cmd.Context(), rel, events.TypeUninstallRequested, un, nil, how)
 		},
 	}
 	namespaceFlag(cmd, &ns)
+	namespacesFlag(cmd, &namespaces)
 	how.bind(cmd, "wait until the objects are deleted", "the uninstall's timeout")
 	cmd.Flags().BoolVar(&crds, "delete-crds", false, "also delete the CustomResourceDefinitions the release installed")
 	return cmd

@@ -46,13 +46,15 @@ type releaseOptions struct {
 	resetThenReuse  bool
 	postRenderers   string
 	gates           []string
+	namespaces      []string         // --namespaces
+	many            []events.Release // NAME in each of namespaces
 	waiting
 }
 
 func (c *cli) releaseCmd() *cobra.Command {
 	o := releaseOptions{}
 	cmd := &cobra.Command{
-		Use:     "release NAME SOURCE [-n NS] [-f values.yaml ...] [--set k=v ...] [--wait]",
+		Use:     "release NAME SOURCE [-n NS | --namespaces A,B,…] [-f values.yaml ...] [--set k=v ...] [--wait]",
 		Aliases: []string{"upgrade"}, // not install: `troupe install` installs troupe itself
 		Short:   "Install or upgrade a release: render SOURCE, apply it, wait for it to be ready",
 		Long: `Request a new revision of a release (release.requested) and print its number; with --wait,
@@ -72,12 +74,19 @@ the chart loads. Nothing is published when something is wrong.`,
   troupe release podinfo oci://ghcr.io/stefanprodan/charts/podinfo --version 6.14.1 --wait
   troupe release web ./deploy/overlays/dev --kustomize -n web --create-namespace
   troupe release hello ./examples/charts/hello --dry-run --wait   # what would change
-  troupe release hello ./examples/charts/hello -n prod --gate approval --wait   # applied once 'troupe approve hello -n prod'`,
+  troupe release hello ./examples/charts/hello -n prod --gate approval --wait   # applied once 'troupe approve hello -n prod'
+  troupe release hello ./examples/charts/hello --namespaces team-a,team-b,team-c --wait   # one chart, many namespaces`,
 		Args: exactArgs(2, "release takes the release NAME and a SOURCE"),
-		RunE: func(cmd *cobra.Command, args []string) error { return c.release(cmd.Context(), args[0], args[1], o) },
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			if o.many, err = releasesArg(cmd, args[0], o.namespaces); err != nil {
+				return err
+			}
+			return c.release(cmd.Context(), args[0], args[1], o)
+		},
 	}
 	f := cmd.Flags()
 	namespaceFlag(cmd, &o.namespace)
+	namespacesFlag(cmd, &o.namespaces)
 	f.StringArrayVarP(&o.valuesFiles, "values", "f", nil, "values file (repeatable; later ones win)")
 	f.StringArrayVar(&o.valuesFrom, "values-from", nil, "values kept in the cluster, read by the renderer when it renders: secret/NAME[:KEY] or configmap/NAME[:KEY] in the release's namespace (KEY default values.yaml; repeatable; before -f, --set)")
 	f.StringArrayVar(&o.set, "set", nil, "a value as key=value, Helm's syntax (repeatable)")
@@ -103,6 +112,9 @@ the chart loads. Nothing is published when something is wrong.`,
 
 func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) error {
 	rel, err := releaseArg(name, o.namespace)
+	if len(o.many) > 0 {
+		rel, err = o.many[0], nil
+	}
 	if err != nil {
 		return err
 	}
@@ -146,6 +158,7 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 		}
 		req.Source.Helm.SkipCRDs = true
 	}
+	mode := ""
 	if o.reuseValues || o.resetThenReuse {
 		if o.reuseValues && o.resetThenReuse {
 			return usagef("--reuse-values and --reset-then-reuse-values: one or the other")
@@ -153,19 +166,35 @@ func (c *cli) release(ctx context.Context, name, src string, o releaseOptions) e
 		if req.Source.Helm == nil {
 			return usagef("--reuse-values: SOURCE %s is not a chart", src)
 		}
-		mode := events.ReuseValuesReuse
+		mode = events.ReuseValuesReuse
 		if o.resetThenReuse {
 			mode = events.ReuseValuesResetThenReuse
 		}
-		if req.ReuseValues, err = c.valuesToReuse(ctx, rel, mode); err != nil {
-			return err
-		}
 	}
-	if err := req.Validate(); err != nil {
-		return usageError{err}
+	// Each release's request: the same, but for the values it reuses, its own.
+	request := func(rel events.Release) (any, error) {
+		req := req
+		if mode != "" {
+			reuse, err := c.valuesToReuse(ctx, rel, mode)
+			if err != nil {
+				return nil, err
+			}
+			req.ReuseValues = reuse
+		}
+		if err := req.Validate(); err != nil {
+			return nil, usageError{err}
+		}
+		return req, nil
 	}
 	o.numbered = true
-	return c.send(ctx, rel, events.TypeRequested, req, upload, o.waiting)
+	if len(o.many) > 0 {
+		return c.sendMany(ctx, o.many, events.TypeRequested, request, upload, o.waiting)
+	}
+	r, err := request(rel)
+	if err != nil {
+		return err
+	}
+	return c.send(ctx, rel, events.TypeRequested, r, upload, o.waiting)
 }
 
 // valuesToReuse names the values a --reuse-values request builds on, as Helm's upgrade picks

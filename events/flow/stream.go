@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -21,8 +22,9 @@ type Streamed struct {
 
 // Watcher reads one release's events from a stream sequence on, in stream order.
 type Watcher struct {
-	it    jetstream.MessagesContext
+	it    jetstream.MessagesContext // nil for one of a Watchers' (q)
 	names events.Names
+	q     *queue
 }
 
 // Watch starts reading rel's events in the stream of the system names, from stream sequence
@@ -46,11 +48,20 @@ func Watch(ctx context.Context, js jetstream.JetStream, names events.Names, rel 
 }
 
 // Stop stops reading.
-func (w *Watcher) Stop() { w.it.Stop() }
+func (w *Watcher) Stop() {
+	if w.q != nil {
+		w.q.drop()
+		return
+	}
+	w.it.Stop()
+}
 
 // Next blocks until the next event, or ctx ends; malformed events are skipped (catalog-check
 // dead-letters them).
 func (w *Watcher) Next(ctx context.Context) (event.Event, error) {
+	if w.q != nil {
+		return w.q.next(ctx)
+	}
 	for {
 		msg, err := w.it.Next(jetstream.NextContext(ctx))
 		if err != nil {
@@ -110,6 +121,147 @@ func Read(ctx context.Context, js jetstream.JetStream, names events.Names, rel e
 		}
 		if md.NumPending == 0 {
 			return out, nil
+		}
+	}
+}
+
+// Watchers reads the events of many releases through one ordered consumer, and hands each
+// release's to its own Watcher: a thousand releases followed at once cost the server one
+// consumer, not a thousand.
+type Watchers struct {
+	it    jetstream.MessagesContext
+	names events.Names
+	of    map[events.Release]*Watcher
+	done  chan struct{}
+}
+
+// WatchAll starts reading the events of rels from stream sequence fromSeq on. Every release
+// must have the same name (a name in many namespaces: one subject filter holds them); those of
+// other releases that filter matches are skipped. Stop it when done.
+func WatchAll(ctx context.Context, js jetstream.JetStream, names events.Names, rels []events.Release, fromSeq uint64) (*Watchers, error) {
+	if len(rels) == 0 {
+		return nil, errors.New("follow: no release")
+	}
+	for _, r := range rels {
+		if r.Name != rels[0].Name {
+			return nil, fmt.Errorf("follow %s and %s: releases followed together have one name", rels[0], r)
+		}
+	}
+	filter, err := names.NameFilter(rels[0].Name)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := js.OrderedConsumer(ctx, names.Stream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: fromSeq,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("follow %s in %d namespaces: %w", rels[0].Name, len(rels), err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("follow %s in %d namespaces: %w", rels[0].Name, len(rels), err)
+	}
+	ws := &Watchers{it: it, names: names, of: map[events.Release]*Watcher{}, done: make(chan struct{})}
+	for _, r := range rels {
+		ws.of[r] = &Watcher{names: names, q: newQueue()}
+	}
+	go ws.run()
+	return ws, nil
+}
+
+// Of is the Watcher of rel, one of those WatchAll was given (nil for another).
+func (ws *Watchers) Of(rel events.Release) *Watcher { return ws.of[rel] }
+
+// Stop stops reading: every Watcher's Next returns an error once it has handed out what came.
+func (ws *Watchers) Stop() {
+	ws.it.Stop()
+	<-ws.done
+}
+
+func (ws *Watchers) run() {
+	defer close(ws.done)
+	for {
+		msg, err := ws.it.Next()
+		if err != nil {
+			for _, w := range ws.of {
+				w.q.end(err)
+			}
+			return
+		}
+		e, err := ws.names.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		if err != nil {
+			continue // malformed: skipped, as Next skips it
+		}
+		if r, err := events.ReleaseOf(e); err == nil {
+			if w := ws.of[r]; w != nil {
+				w.q.push(e)
+			}
+		}
+	}
+}
+
+// queue is one release's events, between the reader and its follower: unbounded, so that a
+// slow follower never holds the others up.
+type queue struct {
+	mu      sync.Mutex
+	evs     []event.Event
+	err     error
+	dropped bool
+	wake    chan struct{}
+}
+
+func newQueue() *queue { return &queue{wake: make(chan struct{}, 1)} }
+
+func (q *queue) push(e event.Event) {
+	q.mu.Lock()
+	if !q.dropped {
+		q.evs = append(q.evs, e)
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *queue) end(err error) {
+	q.mu.Lock()
+	q.err = err
+	q.mu.Unlock()
+	q.signal()
+}
+
+// drop forgets what came and what comes: the follower stopped.
+func (q *queue) drop() {
+	q.mu.Lock()
+	q.evs, q.dropped = nil, true
+	q.mu.Unlock()
+}
+
+func (q *queue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *queue) next(ctx context.Context) (event.Event, error) {
+	for {
+		q.mu.Lock()
+		switch {
+		case len(q.evs) > 0:
+			e := q.evs[0]
+			q.evs[0] = event.Event{}
+			q.evs = q.evs[1:]
+			q.mu.Unlock()
+			return e, nil
+		case q.err != nil:
+			err := q.err
+			q.mu.Unlock()
+			return event.Event{}, err
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.wake:
+		case <-ctx.Done():
+			return event.Event{}, ctx.Err()
 		}
 	}
 }

@@ -30,6 +30,10 @@ func (b *bench) helm(ctx context.Context, dir string, n int) (*result, error) {
 	}
 	var cli clis
 	m := newMeter(clusterProcs(kube), clusterOrder)
+	before, err := requests(ctx, kube)
+	if err != nil {
+		return nil, err
+	}
 	r := &result{side: "helm", n: n}
 	for _, p := range phases {
 		args := map[string][]string{
@@ -56,6 +60,11 @@ func (b *bench) helm(ctx context.Context, dir string, n int) (*result, error) {
 	if r.procs, err = m.read(); err != nil {
 		return nil, err
 	}
+	after, err := requests(ctx, kube)
+	if err != nil {
+		return nil, err
+	}
+	r.requests = since(before, after)
 	r.cli = cli.usage("helm (all processes)")
 	return r, nil
 }

@@ -61,6 +61,10 @@ func (b *bench) limit(ctx context.Context, dir string, n int) (*result, error) {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
 	m := newMeter(clusterProcs(kube), clusterOrder)
+	before, err := requests(ctx, kube)
+	if err != nil {
+		return nil, err
+	}
 	r := &result{side: "limit", n: n}
 	for _, p := range []struct {
 		name    string
@@ -76,6 +80,11 @@ func (b *bench) limit(ctx context.Context, dir string, n int) (*result, error) {
 	if r.procs, err = m.read(); err != nil {
 		return nil, err
 	}
+	after, err := requests(ctx, kube)
+	if err != nil {
+		return nil, err
+	}
+	r.requests = since(before, after)
 	return r, nil
 }
 

@@ -7,9 +7,11 @@
 //     same parallelism, each release waited for with kstatus — what the API server and the
 //     controllers need for these objects, the physical limit of any deployment system on this
 //     cluster;
-//   - troupe: the CLI (`troupe release`, `troupe rollback`, no --wait), the same number of
-//     processes at once, against nats-server and each service as a process of its own, as they
-//     run on a cluster; a release counts as ready when its release.ready is on the stream;
+//   - troupe: one CLI process per phase (`troupe release podinfo CHART --namespaces …`,
+//     `troupe rollback podinfo --namespaces …`, no --wait: one connection, one upload, 64
+//     requests in flight) against nats-server and each service as a process of its own, as they
+//     run on a cluster; a release counts as ready when its release.ready is on the stream, its
+//     latency runs from the CLI's start;
 //   - helm: `helm upgrade --install --wait` and `helm rollback --wait`, same parallelism.
 //
 // Every side starts from a fresh cluster whose namespaces are created and settled (default
@@ -42,7 +44,7 @@ import (
 func main() {
 	ns := flag.String("n", "100,500,1000", "release counts, comma-separated")
 	helmN := flag.String("helm", "100,500", "the release counts Helm runs too (it holds a process per release for minutes)")
-	par := flag.Int("parallel", 50, "requests at once on every side: CLI processes, helm processes, the limit's apply workers")
+	par := flag.Int("parallel", 50, "requests at once: the limit's apply workers, helm processes (troupe's one CLI process keeps 64 in flight)")
 	sides := flag.String("sides", "limit,troupe,helm", "which sides run")
 	keep := flag.Bool("keep", false, "keep every side's logs (cluster, nats-server, services) and print where")
 	flag.Parse()
@@ -110,6 +112,8 @@ type result struct {
 	phases []phase
 	procs  []usage // long-lived processes
 	cli    usage   // the CLI processes of every phase together (troupe, helm)
+	// requests is what the side asked of the API server over the phases, by "verb resource".
+	requests map[string]float64
 }
 
 // phase is one phase's wall time and each release's time from its request to ready.

@@ -67,6 +67,13 @@ func report(w io.Writer, par int, results []*result) {
 		}
 		fmt.Fprintf(w, "| **the cluster's processes** | %s | %s | %s |\n", sum(find("limit", n), clusterOrder), sum(find("troupe", n), clusterOrder), sum(find("helm", n), clusterOrder))
 		fmt.Fprintf(w, "| **troupe's services and nats-server** | – | %s | – |\n", sum(find("troupe", n), append(append([]string{}, services...), "nats-server")))
+		var sides []*result
+		for _, side := range []string{"limit", "troupe", "helm"} {
+			if r := find(side, n); r != nil {
+				sides = append(sides, r)
+			}
+		}
+		reportRequests(w, n, sides)
 	}
 }
 

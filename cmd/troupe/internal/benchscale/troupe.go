@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -14,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/troupe-dev/troupe/cmd/troupe/internal/benchenv"
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/events/access"
 	"github.com/troupe-dev/troupe/test/cluster"
@@ -43,13 +43,13 @@ func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) 
 	}
 	defer w.stop()
 	var cli clis
-	request := func(ns string, args ...string) *exec.Cmd {
-		return exec.Command(filepath.Join(b.bin, "troupe"), append(append([]string{}, args...), "-n", ns, "--server", t.url, "--creds", t.creds[access.CLI])...)
+	troupe := func(args ...string) *exec.Cmd {
+		return exec.Command(filepath.Join(b.bin, "troupe"), append(append([]string{}, args...), "--server", t.url, "--creds", t.creds[access.CLI])...)
 	}
 	// One release first, untimed: the chart's first upload, the services' first render and
 	// apply, discovery caches.
 	var warm clis
-	if err := warm.run(request("scale-warm", "release", "podinfo", b.chart, "--wait", "--timeout", "5m")); err != nil {
+	if err := warm.run(troupe("release", "podinfo", b.chart, "-n", "scale-warm", "--wait", "--timeout", "5m")); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
 	procs := clusterProcs(kube)
@@ -57,6 +57,10 @@ func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) 
 		procs[name] = pid
 	}
 	m := newMeter(procs, append(append(append([]string{}, services...), "nats-server"), clusterOrder...))
+	before, err := requests(ctx, kube)
+	if err != nil {
+		return nil, err
+	}
 	r := &result{side: "troupe", n: n}
 	for _, p := range phases {
 		args := map[string][]string{
@@ -64,7 +68,11 @@ func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) 
 			"upgrade":  {"release", "podinfo", b.chart, "--set", upgradeSet},
 			"rollback": {"rollback", "podinfo"},
 		}[p]
-		ph, err := w.phase(names, b.par, p == "rollback", func(ns string) error { return cli.run(request(ns, args...)) })
+		// One CLI process requests every release (--namespaces): one connection, one upload,
+		// the requests published inFlight at a time; the watcher sees them ready.
+		ph, err := w.phase(names, p == "rollback", func() error {
+			return cli.run(troupe(append(args, "--namespaces", strings.Join(names, ","))...))
+		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
@@ -74,6 +82,11 @@ func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) 
 	if r.procs, err = m.read(); err != nil {
 		return nil, err
 	}
+	after, err := requests(ctx, kube)
+	if err != nil {
+		return nil, err
+	}
+	r.requests = since(before, after)
 	r.cli = cli.usage("troupe CLI (all processes)")
 	return r, nil
 }
@@ -259,11 +272,11 @@ func (t *running) watch(ctx context.Context) (*watcher, error) {
 
 func (w *watcher) stop() { w.cc.Stop(); w.nc.Close() }
 
-// phase requests every namespace's release (request, par at once) and waits until each has a
-// release.ready since its request of a revision newer than it had before (a new revision), or of
-// any (a rollback: troupe makes the earlier revision current again, it numbers no new one); each
-// release's latency runs from its request's start.
-func (w *watcher) phase(names []string, par int, anyRevision bool, request func(ns string) error) (phase, error) {
+// phase requests every namespace's release (request) and waits until each has a release.ready
+// since the request of a revision newer than it had before (a new revision), or of any (a
+// rollback: troupe makes the earlier revision current again, it numbers no new one); each
+// release's latency runs from the request's start.
+func (w *watcher) phase(names []string, anyRevision bool, request func() error) (phase, error) {
 	w.mu.Lock()
 	base := map[string]int{}
 	for _, ns := range names {
@@ -271,23 +284,18 @@ func (w *watcher) phase(names []string, par int, anyRevision bool, request func(
 		delete(w.fails, ns)
 	}
 	w.mu.Unlock()
-	starts := make([]time.Time, len(names))
 	start := time.Now()
-	requested, err := benchenv.Parallel(names, par, func(i int, ns string) error {
-		starts[i] = time.Now()
-		return request(ns)
-	})
-	if err != nil {
+	if err := request(); err != nil {
 		return phase{}, err
 	}
-	fmt.Fprintf(os.Stderr, "  %d requested by the CLI in %s\n", len(names), requested.Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "  %d requested by the CLI in %s\n", len(names), time.Since(start).Round(time.Millisecond))
 	deadline := time.After(15 * time.Minute)
 	for {
 		w.mu.Lock()
 		left := 0
 		var failed string
-		for i, ns := range names {
-			if !w.at[ns].After(starts[i]) || !anyRevision && w.ready[ns] <= base[ns] {
+		for _, ns := range names {
+			if !w.at[ns].After(start) || !anyRevision && w.ready[ns] <= base[ns] {
 				left++
 				if f, ok := w.fails[ns]; ok && failed == "" {
 					failed = ns + "/podinfo " + f
@@ -300,8 +308,8 @@ func (w *watcher) phase(names []string, par int, anyRevision bool, request func(
 		}
 		if left == 0 {
 			ph := phase{}
-			for i, ns := range names {
-				ph.latency = append(ph.latency, w.at[ns].Sub(starts[i]))
+			for _, ns := range names {
+				ph.latency = append(ph.latency, w.at[ns].Sub(start))
 				ph.wall = max(ph.wall, w.at[ns].Sub(start))
 			}
 			w.mu.Unlock()
