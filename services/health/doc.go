@@ -14,8 +14,12 @@
 //
 //   - Event-driven: client-go informers (dynamic, one per resource, shared by every release, the
 //     cluster's objects selected by troupe's release label so only troupe's are held), not
-//     polling. Pods and ReplicaSets are watched per namespace only while a revision with
-//     workloads there is progressing: they are what fails fast, and a cluster's pods are many.
+//     polling. Pods and ReplicaSets are watched only while a revision with workloads is
+//     progressing (they are what fails fast, and a cluster's pods are many): one watch of each
+//     across the cluster, shared by every release progressing and kept two minutes once unused
+//     (so that releases one after another do not each list the cluster's pods again), or one per
+//     namespace under PerNamespace. A watch per release's namespace cost ~0.4 MiB here and a
+//     watcher in the API server each: 1000 releases progressing at once took 472 MiB.
 //     Informers keep slimmed objects (no managed fields, data or pod specs).
 //
 //   - Deciding apart from doing: evaluate is a pure function from a revision's state and what the

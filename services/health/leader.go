@@ -67,7 +67,9 @@ func (s *Service) Start(ctx context.Context) error {
 // Ready is closed once the service leads and receives events, or stands by for the lease.
 func (s *Service) Ready() <-chan struct{} { return s.ready }
 
-// Watches is the number of watches running (informers: kinds × namespaces); 0 while standing by.
+// Watches is the number of watches the releases followed use (informers: kinds, × namespaces
+// under PerNamespace; one of the cluster's pods lingers a while once unused, uncounted); 0
+// while standing by.
 func (s *Service) Watches() int {
 	if w := s.current.Load(); w != nil {
 		return w.watches.count()

@@ -3,6 +3,7 @@ package health_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"github.com/nats-io/nats-server/v2/server"
 	"os"
 	"path/filepath"
@@ -332,6 +333,48 @@ func TestFailsFast(t *testing.T) {
 			require.Len(t, f.Objects, 1)
 			assert.Equal(t, "Deployment", f.Objects[0].Kind)
 			assert.Equal(t, "Failed", f.Objects[0].Status)
+		})
+	}
+}
+
+// TestPodWatchesAreShared: releases progressing at once share one watch of the cluster's pods
+// and one of its ReplicaSets, not two per namespace, and a pod that cannot pull its image still
+// fails its release fast through them; under PerNamespace, each namespace has its own, with the
+// same result.
+func TestPodWatchesAreShared(t *testing.T) {
+	for _, tc := range []struct {
+		perNamespace bool
+		watches      int // with three releases progressing, one Deployment each
+	}{
+		{false, 3}, // Deployments, pods, ReplicaSets
+		{true, 9},  // each of the three, in each of the three namespaces
+	} {
+		t.Run(fmt.Sprintf("perNamespace=%t", tc.perNamespace), func(t *testing.T) {
+			e := newEnv(t)
+			o := health.Options{ProgressInterval: 200 * time.Millisecond, PerNamespace: tc.perNamespace}
+			o.Subscriber.DeliverAll = true
+			svc, err := health.New(t.Context(), e.js, kube.Config, o)
+			require.NoError(t, err)
+			natstest.Run(t, svc)
+			var ws []*watch
+			for range 3 {
+				ns := kube.Namespace(t)
+				rel := events.Release{Namespace: ns, Name: "app"}
+				ws = append(ws, e.watch(rel))
+				e.apply(rel, 1, []map[string]any{deployment(ns, "web", cluster.FaultNeverReady)}, events.Options{Timeout: events.Duration(10 * time.Minute)})
+			}
+			for _, w := range ws {
+				w.next(30*time.Second, events.TypeProgressing)
+			}
+			assert.Equal(t, tc.watches, svc.Watches())
+
+			ns := kube.Namespace(t)
+			rel := events.Release{Namespace: ns, Name: "app"}
+			w := e.watch(rel)
+			e.apply(rel, 1, []map[string]any{deployment(ns, "web", cluster.FaultImagePull)}, events.Options{Timeout: events.Duration(10 * time.Minute)})
+			got := w.next(60*time.Second, events.TypeReady, events.TypeFailed)
+			require.Equal(t, events.TypeFailed, got.Type())
+			assert.Equal(t, health.ReasonImagePull, data[events.Failed](t, got).Reason)
 		})
 	}
 }

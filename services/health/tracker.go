@@ -173,10 +173,21 @@ func (s *watcher) watchPods(t *tracker) {
 		}
 		ns := o.ref.Namespace
 		t.podWatches = append(t.podWatches, ns)
-		s.watches.acquire(watchKey{gvr: podsGVR, namespace: ns}, "")
-		s.watches.acquire(watchKey{gvr: replicaSetsGVR, namespace: ns}, "")
+		s.watches.acquire(s.podKey(podsGVR, ns), "")
+		s.watches.acquire(s.podKey(replicaSetsGVR, ns), "")
 		s.byNamespace[ns] = append(s.byNamespace[ns], t)
 	}
+}
+
+// podKey is the watch of gvr (pods or ReplicaSets) that a workload in namespace ns needs: the
+// one of the whole cluster, shared by every release progressing, unless the watcher watches per
+// namespace. A thousand releases progressing at once are then two watches, not two thousand:
+// each watch an informer here and a watcher in the API server.
+func (s *watcher) podKey(gvr schema.GroupVersionResource, ns string) watchKey {
+	if s.opts.PerNamespace {
+		return watchKey{gvr: gvr, namespace: ns}
+	}
+	return watchKey{gvr: gvr}
 }
 
 func (s *watcher) unwatchPods(t *tracker) {
@@ -188,8 +199,8 @@ func (s *watcher) unwatchPods(t *tracker) {
 // unwatchPodsLocked lets the watches of watchPods go. Caller holds s.mu.
 func (s *watcher) unwatchPodsLocked(t *tracker) {
 	for _, ns := range t.podWatches {
-		s.watches.release(watchKey{gvr: podsGVR, namespace: ns})
-		s.watches.release(watchKey{gvr: replicaSetsGVR, namespace: ns})
+		s.watches.release(s.podKey(podsGVR, ns))
+		s.watches.release(s.podKey(replicaSetsGVR, ns))
 		s.byNamespace[ns] = without(s.byNamespace[ns], t)
 		if len(s.byNamespace[ns]) == 0 {
 			delete(s.byNamespace, ns)
@@ -220,7 +231,7 @@ func (s *watcher) synced(key watchKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, t := range s.releases {
-		pods := (key.gvr == podsGVR || key.gvr == replicaSetsGVR) && slices.Contains(t.podWatches, key.namespace)
+		pods := (key.gvr == podsGVR || key.gvr == replicaSetsGVR) && slices.ContainsFunc(t.podWatches, func(ns string) bool { return s.podKey(key.gvr, ns) == key })
 		if pods || slices.Contains(t.watchKeys, key) {
 			s.queue.Add(t.rel)
 		}
@@ -258,7 +269,7 @@ func (s *watcher) statusOf(o tracked, podWatches []string, waitLB bool) (_ resul
 	}
 	var pods []*unstructured.Unstructured
 	if obj != nil && o.workload && slices.Contains(podWatches, o.ref.Namespace) {
-		pk, rk := watchKey{gvr: podsGVR, namespace: o.ref.Namespace}, watchKey{gvr: replicaSetsGVR, namespace: o.ref.Namespace}
+		pk, rk := s.podKey(podsGVR, o.ref.Namespace), s.podKey(replicaSetsGVR, o.ref.Namespace)
 		pods = podsOf(obj, func(uid string) []*unstructured.Unstructured {
 			return append(s.watches.owned(rk, uid), s.watches.owned(pk, uid)...)
 		})

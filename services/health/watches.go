@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -27,17 +28,30 @@ type watchKey struct {
 	unlabelled bool
 }
 
-// watch is one informer, shared by every release that needs it, stopped when the last lets go.
+// watch is one informer, shared by every release that needs it, stopped when the last lets go
+// (a watch of the whole cluster's pods or ReplicaSets only after lingering, idle).
 type watch struct {
 	informer cache.SharedIndexInformer
 	stop     context.CancelFunc
 	users    int
+	idle     *time.Timer           // while lingering with no user
 	failure  atomic.Pointer[error] // the last list or watch error, until the watch lists again
+}
+
+// linger is how long a watch of the whole cluster's pods or ReplicaSets is kept once no release
+// progresses: releases that come one after another share one listing of the cluster's pods
+// rather than each listing them again.
+const linger = 2 * time.Minute
+
+// lingers reports whether the watch of key lingers idle before it stops.
+func (k watchKey) lingers() bool {
+	return k.namespace == "" && (k.gvr == podsGVR || k.gvr == replicaSetsGVR)
 }
 
 // watches keeps one informer per resource and namespace that some release needs: the kinds of
 // the inventories (only troupe's objects: those labelled with a release), and, while a release
-// with workloads is progressing, the pods and ReplicaSets of its namespace (to fail fast).
+// with workloads is progressing, the pods and ReplicaSets (to fail fast): of the whole cluster,
+// or of its namespace under Options.PerNamespace.
 // Changes are passed to changed, and the end of a watch's first listing to synced, from the
 // informers' goroutines.
 type watches struct {
@@ -62,6 +76,10 @@ func (w *watches) acquire(key watchKey, selector string) {
 	defer w.mu.Unlock()
 	if wt, ok := w.m[key]; ok {
 		wt.users++
+		if wt.idle != nil {
+			wt.idle.Stop()
+			wt.idle = nil
+		}
 		return
 	}
 	indexers := cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
@@ -117,10 +135,22 @@ func (w *watches) release(key watchKey) {
 	if !ok {
 		return
 	}
-	if wt.users--; wt.users == 0 {
+	if wt.users--; wt.users > 0 {
+		return
+	}
+	if !key.lingers() {
 		wt.stop()
 		delete(w.m, key)
+		return
 	}
+	wt.idle = time.AfterFunc(linger, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.m[key] == wt && wt.users == 0 {
+			wt.stop()
+			delete(w.m, key)
+		}
+	})
 }
 
 // get returns the object the watch of key holds, and whether the watch has synced (before, a
@@ -176,17 +206,26 @@ func (w *watches) informer(key watchKey) cache.SharedIndexInformer {
 	return nil
 }
 
-// count is the number of running watches.
+// count is the number of watches some release uses (not those lingering idle).
 func (w *watches) count() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.m)
+	n := 0
+	for _, wt := range w.m {
+		if wt.users > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 func (w *watches) stopAll() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for k, wt := range w.m {
+		if wt.idle != nil {
+			wt.idle.Stop()
+		}
 		wt.stop()
 		delete(w.m, k)
 	}
