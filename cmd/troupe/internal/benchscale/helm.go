@@ -15,7 +15,7 @@ import (
 // upgrade, then `helm rollback --wait` to revision 1; each release's latency is its process's.
 func (b *bench) helm(ctx context.Context, dir string, n int) (*result, error) {
 	names := namespaces(n)
-	kube, err := startCluster(ctx, dir, append(names, "scale-warm"))
+	kube, err := b.startCluster(ctx, dir, append(names, "scale-warm"))
 	if err != nil {
 		return nil, err
 	}
@@ -34,6 +34,7 @@ func (b *bench) helm(ctx context.Context, dir string, n int) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	stopProfile := b.profiling(kube, "helm", n)
 	r := &result{side: "helm", n: n}
 	for _, p := range phases {
 		args := map[string][]string{
@@ -60,6 +61,7 @@ func (b *bench) helm(ctx context.Context, dir string, n int) (*result, error) {
 	if r.procs, err = m.read(); err != nil {
 		return nil, err
 	}
+	stopProfile()
 	after, err := requests(ctx, kube)
 	if err != nil {
 		return nil, err

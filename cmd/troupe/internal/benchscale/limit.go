@@ -44,7 +44,7 @@ func (b *bench) limit(ctx context.Context, dir string, n int) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	kube, err := startCluster(ctx, dir, append(names, "scale-warm"))
+	kube, err := b.startCluster(ctx, dir, append(names, "scale-warm"))
 	if err != nil {
 		return nil, err
 	}
@@ -65,6 +65,7 @@ func (b *bench) limit(ctx context.Context, dir string, n int) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	stopProfile := b.profiling(kube, "limit", n)
 	r := &result{side: "limit", n: n}
 	for _, p := range []struct {
 		name    string
@@ -80,6 +81,7 @@ func (b *bench) limit(ctx context.Context, dir string, n int) (*result, error) {
 	if r.procs, err = m.read(); err != nil {
 		return nil, err
 	}
+	stopProfile()
 	after, err := requests(ctx, kube)
 	if err != nil {
 		return nil, err

@@ -47,6 +47,7 @@ func main() {
 	par := flag.Int("parallel", 50, "requests at once: the limit's apply workers, helm processes (troupe's one CLI process keeps 64 in flight)")
 	sides := flag.String("sides", "limit,troupe,helm", "which sides run")
 	keep := flag.Bool("keep", false, "keep every side's logs (cluster, nats-server, services) and print where")
+	profile := flag.String("profile", "", "write the API server's CPU profile over each side's phases into this directory (<side>-<n>-apiserver-<k>.pprof)")
 	flag.Parse()
 	counts, err := ints(*ns)
 	if err != nil {
@@ -59,6 +60,11 @@ func main() {
 	b, err := newBench(*par, *keep)
 	if err != nil {
 		fail(err)
+	}
+	if b.profile = *profile; b.profile != "" {
+		if err := os.MkdirAll(b.profile, 0o755); err != nil {
+			fail(err)
+		}
 	}
 	defer b.close()
 	var results []*result
@@ -129,6 +135,7 @@ type bench struct {
 	clusterBin       string // etcd, kube-apiserver, …, helm, nats-server (make cluster-bin, nats-bin)
 	par              int
 	keep             bool
+	profile          string // -profile
 }
 
 func newBench(par int, keep bool) (*bench, error) {

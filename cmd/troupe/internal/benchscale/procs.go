@@ -113,8 +113,8 @@ func clusterProcs(kube *cluster.Cluster) map[string]int {
 var clusterOrder = []string{"kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok"}
 
 // startCluster starts a local cluster in dir and creates and settles the namespaces.
-func startCluster(ctx context.Context, dir string, names []string) (*cluster.Cluster, error) {
-	kube, err := cluster.Start(ctx, cluster.Options{Dir: dir + "/cluster"})
+func (b *bench) startCluster(ctx context.Context, dir string, names []string) (*cluster.Cluster, error) {
+	kube, err := cluster.Start(ctx, cluster.Options{Dir: dir + "/cluster", Profiling: b.profile != ""})
 	if err != nil {
 		return nil, err
 	}

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/troupe-dev/troupe/test/cluster"
 )
@@ -65,16 +68,22 @@ func since(before, after map[string]float64) map[string]float64 {
 // reportRequests prints, for n releases, the requests each side made of the API server over
 // the three phases, by verb and resource, the largest first.
 func reportRequests(w io.Writer, n int, sides []*result) {
-	keys := map[string]float64{}
+	keys, least := map[string]float64{}, map[string]float64{} // the most and the least of any side
 	for _, r := range sides {
-		for k, v := range r.requests {
-			keys[k] = max(keys[k], v)
+		for k := range r.requests {
+			keys[k] = 0
+		}
+	}
+	for k := range keys {
+		least[k] = sides[0].requests[k]
+		for _, r := range sides {
+			keys[k], least[k] = max(keys[k], r.requests[k]), min(least[k], r.requests[k])
 		}
 	}
 	if len(keys) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\nAPI server requests over the three phases, %d releases (apiserver_request_total by verb and resource; at least %d on some side)\n\n", n, n/10)
+	fmt.Fprintf(w, "\nAPI server requests over the three phases, %d releases (apiserver_request_total by verb and resource; at least %d on some side, or sides %d apart)\n\n", n, n/10, max(3, n/100))
 	fmt.Fprint(w, "| verb resource |")
 	for _, r := range sides {
 		fmt.Fprintf(w, " %s |", r.side)
@@ -98,7 +107,7 @@ func reportRequests(w io.Writer, n int, sides []*result) {
 		for i, r := range sides {
 			total[i] += r.requests[k]
 		}
-		if keys[k] < float64(n/10) {
+		if keys[k] < float64(n/10) && keys[k]-least[k] < float64(max(3, n/100)) {
 			continue
 		}
 		fmt.Fprintf(w, "| %s |", k)
@@ -112,4 +121,34 @@ func reportRequests(w io.Writer, n int, sides []*result) {
 		fmt.Fprintf(w, " %.0f |", total[i])
 	}
 	fmt.Fprintln(w)
+}
+
+// profileAPIServer records the API server's CPU profile while the phases run, in pieces of 10 s
+// (its /debug/pprof/profile), as prefix-<k>.pprof: `go tool pprof -top prefix-*.pprof` reads them
+// together. stop waits for the piece under way.
+func profileAPIServer(kube *cluster.Cluster, prefix string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for k := 0; ctx.Err() == nil; k++ {
+			raw, err := kube.Client.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", "10").DoRaw(context.WithoutCancel(ctx))
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench-scale: the API server's profile: %v\n", err)
+				return
+			}
+			_ = os.WriteFile(fmt.Sprintf("%s-%d.pprof", prefix, k), raw, 0o644)
+		}
+	}()
+	return func() { cancel(); wg.Wait() }
+}
+
+// profiling starts profileAPIServer for side when -profile names a directory; stop does nothing
+// otherwise.
+func (b *bench) profiling(kube *cluster.Cluster, side string, n int) (stop func()) {
+	if b.profile == "" {
+		return func() {}
+	}
+	return profileAPIServer(kube, filepath.Join(b.profile, fmt.Sprintf("%s-%d-apiserver", side, n)))
 }

@@ -27,7 +27,7 @@ var services = []string{"renderer", "applier", "health", "history"}
 // phase through the CLI.
 func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) {
 	names := namespaces(n)
-	kube, err := startCluster(ctx, dir, append(names, "scale-warm"))
+	kube, err := b.startCluster(ctx, dir, append(names, "scale-warm"))
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +61,7 @@ func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) 
 	if err != nil {
 		return nil, err
 	}
+	stopProfile := b.profiling(kube, "troupe", n)
 	r := &result{side: "troupe", n: n}
 	for _, p := range phases {
 		args := map[string][]string{
@@ -82,6 +83,7 @@ func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) 
 	if r.procs, err = m.read(); err != nil {
 		return nil, err
 	}
+	stopProfile()
 	after, err := requests(ctx, kube)
 	if err != nil {
 		return nil, err
