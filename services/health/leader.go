@@ -11,6 +11,8 @@ import (
 	"github.com/rs/zerolog"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 
 	"github.com/troupe-dev/troupe/events"
 )
@@ -40,6 +42,8 @@ type Service struct {
 	leases *events.Leases
 	mapper meta.ResettableRESTMapper
 	dyn    dynamic.Interface
+	typed  kubernetes.Interface // in protobuf: pods
+	meta   metadata.Interface   // ReplicaSets
 
 	ready     chan struct{}
 	readyOnce sync.Once

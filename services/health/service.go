@@ -13,9 +13,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/util/workqueue"
@@ -121,6 +124,17 @@ func New(ctx context.Context, js jetstream.JetStream, cfg *rest.Config, o Option
 	if s.dyn, err = dynamic.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
+	// Pods and ReplicaSets, many and changing often while releases roll out, are read in
+	// protobuf, which costs the API server a fraction of JSON to encode: pods typed, ReplicaSets
+	// as their metadata only (all health reads of them).
+	proto := rest.CopyConfig(cfg)
+	proto.ContentType, proto.AcceptContentTypes = runtime.ContentTypeProtobuf, runtime.ContentTypeProtobuf+","+runtime.ContentTypeJSON
+	if s.typed, err = kubernetes.NewForConfig(proto); err != nil {
+		return nil, err
+	}
+	if s.meta, err = metadata.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
 	if _, err := s.newWatcher(); err != nil { // the subscriber's configuration, checked now
 		return nil, err
 	}
@@ -135,7 +149,7 @@ func (s *Service) newWatcher() (*watcher, error) {
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[events.Release](retryFirst, retryMax),
 			workqueue.TypedRateLimitingQueueConfig[events.Release]{Name: Name})}
-	w.watches = newWatches(s.dyn, w.changed, w.synced)
+	w.watches = newWatches(clients{dyn: s.dyn, typed: s.typed, meta: s.meta}, w.changed, w.synced)
 	sc := s.opts.Subscriber
 	sc.Service, sc.Version, sc.Names = Name, s.opts.Version, s.opts.Names
 	sc.Types = []string{events.TypeApplied, events.TypeHooked, events.TypeUninstalled, events.TypeRendered, events.TypeFailed, events.TypeSuperseded}

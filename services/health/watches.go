@@ -6,11 +6,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -55,7 +61,7 @@ func (k watchKey) lingers() bool {
 // Changes are passed to changed, and the end of a watch's first listing to synced, from the
 // informers' goroutines.
 type watches struct {
-	dyn     dynamic.Interface
+	clients
 	changed func(key watchKey, obj *unstructured.Unstructured)
 	synced  func(key watchKey)
 
@@ -63,8 +69,16 @@ type watches struct {
 	m  map[watchKey]*watch
 }
 
-func newWatches(dyn dynamic.Interface, changed func(watchKey, *unstructured.Unstructured), synced func(watchKey)) *watches {
-	return &watches{dyn: dyn, changed: changed, synced: synced, m: map[watchKey]*watch{}}
+// clients are what the watches list and watch with: pods typed (in protobuf), ReplicaSets as
+// their metadata, everything else dynamic.
+type clients struct {
+	dyn   dynamic.Interface
+	typed kubernetes.Interface
+	meta  metadata.Interface
+}
+
+func newWatches(c clients, changed func(watchKey, *unstructured.Unstructured), synced func(watchKey)) *watches {
+	return &watches{clients: c, changed: changed, synced: synced, m: map[watchKey]*watch{}}
 }
 
 // byOwner indexes pods and ReplicaSets by their owners' uids.
@@ -92,9 +106,19 @@ func (w *watches) acquire(key watchKey, selector string) {
 			return uids, nil
 		}
 	}
-	inf := dynamicinformer.NewFilteredDynamicInformer(w.dyn, key.gvr, key.namespace, 0, indexers,
-		func(o *metav1.ListOptions) { o.LabelSelector = selector }).Informer()
-	_ = inf.SetTransform(slim)
+	tweak := func(o *metav1.ListOptions) { o.LabelSelector = selector }
+	var inf cache.SharedIndexInformer
+	switch {
+	case key.gvr == podsGVR && w.typed != nil:
+		inf = coreinformers.NewFilteredPodInformer(w.typed, key.namespace, 0, indexers, tweak)
+		_ = inf.SetTransform(podObject)
+	case key.gvr == replicaSetsGVR && w.meta != nil:
+		inf = metadatainformer.NewFilteredMetadataInformer(w.meta, key.gvr, key.namespace, 0, indexers, tweak).Informer()
+		_ = inf.SetTransform(replicaSetObject)
+	default:
+		inf = dynamicinformer.NewFilteredDynamicInformer(w.dyn, key.gvr, key.namespace, 0, indexers, tweak).Informer()
+		_ = inf.SetTransform(slim)
+	}
 	notify := func(obj any) {
 		if u, ok := obj.(*unstructured.Unstructured); ok {
 			w.changed(key, u)
@@ -258,4 +282,37 @@ func slim(obj any) (any, error) {
 		delete(u.Object, "status")
 	}
 	return u, nil
+}
+
+// podObject is a typed pod as health reads objects: unstructured, its status and metadata only
+// (slim).
+func podObject(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&corev1.Pod{ObjectMeta: p.ObjectMeta, Status: p.Status})
+	if err != nil {
+		return nil, err
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetAPIVersion("v1")
+	u.SetKind("Pod")
+	return slim(u)
+}
+
+// replicaSetObject is a ReplicaSet's metadata as health reads objects: unstructured, without
+// managed fields.
+func replicaSetObject(obj any) (any, error) {
+	p, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return obj, nil
+	}
+	meta := p.ObjectMeta
+	meta.ManagedFields = nil
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&meta)
+	if err != nil {
+		return nil, err
+	}
+	return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": m}}, nil
 }
