@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -113,6 +114,19 @@ func Run(ctx context.Context, c Command, args []string) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", c.Name).Logger()
+	// $TROUPE_CPU_PROFILE: a CPU profile of the whole run, written when the service stops (for
+	// `make bench-scale -profile`; a file, not an HTTP endpoint: nothing more to expose).
+	if path := os.Getenv("TROUPE_CPU_PROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("$TROUPE_CPU_PROFILE: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("$TROUPE_CPU_PROFILE: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	tp, err := tracing.New(ctx, otlp, c.Name)
 	if err != nil {
 		return err

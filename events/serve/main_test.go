@@ -1,10 +1,14 @@
 package serve_test
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -187,4 +191,33 @@ func TestProvisionOnly(t *testing.T) {
 
 	err = serve.Run(t.Context(), serve.Command{Name: "echo"}, []string{"--server", nats.URLs(), "--provision-only", "--provision=false"})
 	assert.ErrorContains(t, err, "nothing to do")
+}
+
+// TestCPUProfile: with $TROUPE_CPU_PROFILE a service writes a CPU profile of its run, complete
+// once it stopped.
+func TestCPUProfile(t *testing.T) {
+	srv := natstest.Server(t)
+	path := filepath.Join(t.TempDir(), "cpu.pprof")
+	t.Setenv("TROUPE_CPU_PROFILE", path)
+	ctx, cancel := context.WithCancel(t.Context())
+	err := serve.Run(ctx, serve.Command{
+		Name: "echo",
+		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
+			return newFake(func(ctx context.Context, ready func()) error {
+				ready()
+				cancel()
+				<-ctx.Done()
+				return nil
+			}), nil
+		},
+	}, []string{"--server", srv.ClientURL(), "--http-listen", "127.0.0.1:0", "--log-level", "warn"})
+	require.NoError(t, err)
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	gz, err := gzip.NewReader(f) // a profile is gzipped protobuf
+	require.NoError(t, err)
+	b, err := io.ReadAll(gz)
+	require.NoError(t, err, "complete: written to its end when the service stopped")
+	assert.NotEmpty(t, b)
 }

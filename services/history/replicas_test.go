@@ -249,8 +249,11 @@ func TestRedeliveryAfterNak(t *testing.T) {
 	require.Eventually(t, func() bool { return hb.naks.Load() > naks }, 30*time.Second, 10*time.Millisecond, "the rollback request was nakked")
 	e.publish(next)
 	e.settled()
-	assert.Equal(t, map[string]int{rel.String(): 1}, rollbacks(), "one rollback started")
 	v = e.view(rel, func(v *historyapi.View) bool { return v.Get(3) != nil })
+	// The subscription sees history's release.rendered a moment after the stream stored it (and
+	// the consumer settled): wait for it, then count every copy published by then.
+	require.Eventually(t, func() bool { return rollbacks()[rel.String()] > 0 }, 10*time.Second, 10*time.Millisecond, "the rollback's release.rendered")
+	assert.Equal(t, map[string]int{rel.String(): 1}, rollbacks(), "one rollback started")
 	if assert.NotNil(t, v.Rollback) {
 		assert.Equal(t, 1, v.Rollback.Target)
 	}

@@ -47,7 +47,7 @@ func main() {
 	par := flag.Int("parallel", 50, "requests at once: the limit's apply workers, helm processes (troupe's one CLI process keeps 64 in flight)")
 	sides := flag.String("sides", "limit,troupe,helm", "which sides run")
 	keep := flag.Bool("keep", false, "keep every side's logs (cluster, nats-server, services) and print where")
-	profile := flag.String("profile", "", "write the API server's CPU profile over each side's phases into this directory (<side>-<n>-apiserver-<k>.pprof)")
+	profile := flag.String("profile", "", "write CPU profiles into this directory: the API server's over each side's phases (<side>-<n>-apiserver-<k>.pprof), each troupe service's over its whole run (troupe-<n>-<service>.pprof, $TROUPE_CPU_PROFILE)")
 	flag.Parse()
 	counts, err := ints(*ns)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/troupe-dev/troupe/cmd/troupe/internal/benchenv"
@@ -132,19 +131,41 @@ type clis struct {
 	u  usage
 }
 
-// run runs cmd to its end and adds its cost; its output is in the error when it fails.
+// run runs cmd to its end and adds its cost; its output is in the error when it fails. The peak
+// RSS is read from /proc while it runs (VmHWM, every 20 ms, so the last read is at most that
+// before it exits): wait4's ru_maxrss is no use here, as Linux counts in it the parent's resident
+// set at the exec (Go starts children with vfork, sharing the parent's memory until then), so
+// every child would look as large as this program.
 func (c *clis) run(cmd *exec.Cmd) error {
-	out, err := cmd.CombinedOutput()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(cmd.Args, " "), err)
+	}
+	done := make(chan struct{})
+	var peak int64
+	go func() {
+		defer close(done)
+		for {
+			// A process that exited (a zombie until reaped) has no VmHWM left: the read fails.
+			rss, err := peakRSSOf(cmd.Process.Pid)
+			if err != nil {
+				return
+			}
+			peak = max(peak, rss)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	err := cmd.Wait()
+	<-done
 	if st := cmd.ProcessState; st != nil {
 		c.mu.Lock()
 		c.u.cpu += st.UserTime() + st.SystemTime()
-		if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
-			c.u.rss = max(c.u.rss, ru.Maxrss<<10)
-		}
+		c.u.rss = max(c.u.rss, peak)
 		c.mu.Unlock()
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out)
+		return fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out.Bytes())
 	}
 	return nil
 }

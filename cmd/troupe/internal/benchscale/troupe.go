@@ -32,7 +32,7 @@ func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) 
 		return nil, err
 	}
 	defer kube.Stop()
-	t, err := b.startTroupe(ctx, dir, kube)
+	t, err := b.startTroupe(ctx, dir, n, kube)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +121,7 @@ func (t *running) stop() {
 
 // startTroupe starts nats-server with troupe's authorization (`troupe nats-config`), provisions
 // the streams and buckets as the admin, and starts each service with its own identity.
-func (b *bench) startTroupe(ctx context.Context, dir string, kube *cluster.Cluster) (_ *running, err error) {
+func (b *bench) startTroupe(ctx context.Context, dir string, n int, kube *cluster.Cluster) (_ *running, err error) {
 	t := &running{pids: map[string]int{}}
 	defer func() {
 		if err != nil {
@@ -149,7 +149,7 @@ func (b *bench) startTroupe(ctx context.Context, dir string, kube *cluster.Clust
 		return nil, err
 	}
 	t.url = fmt.Sprintf("nats://127.0.0.1:%d", ports[0])
-	if err := t.start(dir, "nats-server", filepath.Join(b.clusterBin, "nats-server"), "Server is ready", "-c", filepath.Join(dir, "nats-server.conf")); err != nil {
+	if err := t.start(dir, "nats-server", filepath.Join(b.clusterBin, "nats-server"), "Server is ready", nil, "-c", filepath.Join(dir, "nats-server.conf")); err != nil {
 		return nil, err
 	}
 	admin := events.ConnOptions{Server: t.url, CredsFile: t.creds[access.Admin]}
@@ -170,21 +170,27 @@ func (b *bench) startTroupe(ctx context.Context, dir string, kube *cluster.Clust
 		} else {
 			args = append(args, "--kubeconfig", kube.Kubeconfig)
 		}
-		if err := t.start(dir, s, filepath.Join(b.bin, s), `"`+s+` ready"`, args...); err != nil {
+		var env []string
+		if b.profile != "" {
+			env = append(env, "TROUPE_CPU_PROFILE="+filepath.Join(b.profile, fmt.Sprintf("troupe-%d-%s.pprof", n, s)))
+		}
+		if err := t.start(dir, s, filepath.Join(b.bin, s), `"`+s+` ready"`, env, args...); err != nil {
 			return nil, err
 		}
 	}
 	return t, nil
 }
 
-// start runs bin, its output in dir/<name>.log, and waits until the log holds ready.
-func (t *running) start(dir, name, bin, ready string, args ...string) error {
+// start runs bin with env added to this program's, its output in dir/<name>.log, and waits until
+// the log holds ready.
+func (t *running) start(dir, name, bin, ready string, env []string, args ...string) error {
 	logPath := filepath.Join(dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
