@@ -344,9 +344,10 @@ func (c *cli) publishAndFollow(ctx context.Context, js jetstream.JetStream, rel 
 		gw, err = flow.Watch(ctx, js, c.names, rel, ack.Sequence)
 		return err
 	}); err == nil {
-		defer gw.Stop()
 		g, stop := watchGates(wctx, gw, e.ID())
+		// The watch stopped before its reader is waited for (deferred calls run last first).
 		defer stop()
+		defer gw.Stop()
 		p.gates = g
 		gctx, cancel := context.WithCancel(wctx)
 		defer cancel()

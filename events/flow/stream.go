@@ -22,7 +22,7 @@ type Streamed struct {
 
 // Watcher reads one release's events from a stream sequence on, in stream order.
 type Watcher struct {
-	it    jetstream.MessagesContext // nil for one of a Watchers' (q)
+	r     *reader // nil for one of a Watchers' (q)
 	names events.Names
 	q     *queue
 }
@@ -34,17 +34,11 @@ func Watch(ctx context.Context, js jetstream.JetStream, names events.Names, rel 
 	if err != nil {
 		return nil, err
 	}
-	cons, err := js.OrderedConsumer(ctx, names.Stream(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: fromSeq,
-	})
-	if err != nil {
+	r := &reader{js: js, stream: names.Stream(), filter: filter, next: fromSeq}
+	if err := r.open(ctx); err != nil {
 		return nil, fmt.Errorf("follow %s: %w", rel, err)
 	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("follow %s: %w", rel, err)
-	}
-	return &Watcher{it: it, names: names}, nil
+	return &Watcher{r: r, names: names}, nil
 }
 
 // Stop stops reading.
@@ -53,7 +47,7 @@ func (w *Watcher) Stop() {
 		w.q.drop()
 		return
 	}
-	w.it.Stop()
+	w.r.stop()
 }
 
 // Next blocks until the next event, or ctx ends; malformed events are skipped (catalog-check
@@ -63,7 +57,7 @@ func (w *Watcher) Next(ctx context.Context) (event.Event, error) {
 		return w.q.next(ctx)
 	}
 	for {
-		msg, err := w.it.Next(jetstream.NextContext(ctx))
+		msg, err := w.r.nextMsg(ctx)
 		if err != nil {
 			return event.Event{}, err
 		}
@@ -71,6 +65,95 @@ func (w *Watcher) Next(ctx context.Context) (event.Event, error) {
 		if err == nil {
 			return e, nil
 		}
+	}
+}
+
+// reader reads a stream through an ordered consumer from a sequence on. When the consumer fails
+// and nats.go cannot recreate it at its first attempt (a NATS node lost, a stream leader being
+// elected), the reader creates another itself, from the message after the last one it read,
+// until its context ends: nats.go's own reset would retry forever, deaf to that context, and a
+// follower — `troupe release --wait` — would hang past every deadline.
+type reader struct {
+	js     jetstream.JetStream
+	stream string
+	filter string
+	next   uint64 // the stream sequence to read from; touched by nextMsg's caller only
+
+	mu      sync.Mutex
+	it      jetstream.MessagesContext // nil while none works
+	stopped bool
+}
+
+// open creates the ordered consumer and its iterator, within 5 s.
+func (r *reader) open(ctx context.Context) error {
+	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cons, err := r.js.OrderedConsumer(octx, r.stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{r.filter},
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: r.next, MaxResetAttempts: 1})
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		it.Stop()
+		return jetstream.ErrMsgIteratorClosed
+	}
+	r.it = it
+	return nil
+}
+
+// nextMsg returns the next message, making a new consumer whenever the one it reads fails; it
+// returns an error only once ctx ends or the reader is stopped.
+func (r *reader) nextMsg(ctx context.Context) (jetstream.Msg, error) {
+	for attempt := 0; ; attempt++ {
+		r.mu.Lock()
+		it, stopped := r.it, r.stopped
+		r.mu.Unlock()
+		if stopped {
+			return nil, jetstream.ErrMsgIteratorClosed
+		}
+		if it != nil {
+			msg, err := it.Next(jetstream.NextContext(ctx))
+			if err == nil {
+				if md, err := msg.Metadata(); err == nil {
+					r.next = md.Sequence.Stream + 1
+				}
+				return msg, nil
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			it.Stop()
+			r.mu.Lock()
+			if r.it == it {
+				r.it = nil
+			}
+			r.mu.Unlock()
+		} else if err := r.open(ctx); err == nil {
+			continue
+		} else if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		select {
+		case <-time.After(min(250*time.Millisecond<<min(attempt, 3), 2*time.Second)):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (r *reader) stop() {
+	r.mu.Lock()
+	r.stopped = true
+	it := r.it
+	r.mu.Unlock()
+	if it != nil {
+		it.Stop()
 	}
 }
 
@@ -129,10 +212,11 @@ func Read(ctx context.Context, js jetstream.JetStream, names events.Names, rel e
 // release's to its own Watcher: a thousand releases followed at once cost the server one
 // consumer, not a thousand.
 type Watchers struct {
-	it    jetstream.MessagesContext
+	r     *reader
 	names events.Names
 	of    map[events.Release]*Watcher
 	done  chan struct{}
+	stop  context.CancelFunc
 }
 
 // WatchAll starts reading the events of rels from stream sequence fromSeq on. Every release
@@ -151,21 +235,17 @@ func WatchAll(ctx context.Context, js jetstream.JetStream, names events.Names, r
 	if err != nil {
 		return nil, err
 	}
-	cons, err := js.OrderedConsumer(ctx, names.Stream(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: fromSeq,
-	})
-	if err != nil {
+	r := &reader{js: js, stream: names.Stream(), filter: filter, next: fromSeq}
+	if err := r.open(ctx); err != nil {
 		return nil, fmt.Errorf("follow %s in %d namespaces: %w", rels[0].Name, len(rels), err)
 	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("follow %s in %d namespaces: %w", rels[0].Name, len(rels), err)
-	}
-	ws := &Watchers{it: it, names: names, of: map[events.Release]*Watcher{}, done: make(chan struct{})}
+	ws := &Watchers{r: r, names: names, of: map[events.Release]*Watcher{}, done: make(chan struct{})}
 	for _, r := range rels {
 		ws.of[r] = &Watcher{names: names, q: newQueue()}
 	}
-	go ws.run()
+	rctx, stop := context.WithCancel(context.Background())
+	ws.stop = stop
+	go ws.run(rctx)
 	return ws, nil
 }
 
@@ -174,14 +254,15 @@ func (ws *Watchers) Of(rel events.Release) *Watcher { return ws.of[rel] }
 
 // Stop stops reading: every Watcher's Next returns an error once it has handed out what came.
 func (ws *Watchers) Stop() {
-	ws.it.Stop()
+	ws.stop()
+	ws.r.stop()
 	<-ws.done
 }
 
-func (ws *Watchers) run() {
+func (ws *Watchers) run(ctx context.Context) {
 	defer close(ws.done)
 	for {
-		msg, err := ws.it.Next()
+		msg, err := ws.r.nextMsg(ctx)
 		if err != nil {
 			for _, w := range ws.of {
 				w.q.end(err)

@@ -157,3 +157,75 @@ func TestFollowSaysWhatItStillWaitsFor(t *testing.T) {
 	<-done
 	assert.Equal(t, "still ready 0/1, waiting for Deployment/web (Available: 0/1; pod web-1: Unschedulable: 0/1 nodes are available)", waits[0])
 }
+
+// TestWatchersRideOutANodeKilled: on a 3-node cluster with R3 streams, SIGKILLing the node that
+// leads the events stream while a Watcher and a Watchers read loses nothing and repeats nothing:
+// both go on with every event published after, in order, as their consumers are made again on
+// the nodes left; and a Next with nothing to read returns when its context ends.
+func TestWatchersRideOutANodeKilled(t *testing.T) {
+	c := natstest.Start3(t)
+	_, js := c.Connect(t)
+	_, err := events.Provision(t.Context(), js, events.ProvisionConfig{Replicas: 3})
+	require.NoError(t, err)
+	names := events.Names{}
+	prod, staging := events.Release{Namespace: "prod", Name: "web"}, events.Release{Namespace: "staging", Name: "web"}
+	request := func(rel events.Release) event.Event {
+		e, err := events.NewEvent("troupe/test", events.TypeRequested, rel,
+			events.Requested{Source: events.Source{Helm: &events.HelmSource{Path: "charts/x"}}})
+		require.NoError(t, err)
+		// Publishing may fail while a leader is elected: again, with the same id, until stored.
+		require.Eventually(t, func() bool { _, err := events.NewPublisher(js, names).Publish(t.Context(), e); return err == nil },
+			time.Minute, 50*time.Millisecond)
+		return e
+	}
+	first := request(prod)
+	info, err := js.Stream(t.Context(), events.StreamName)
+	require.NoError(t, err)
+	from := info.CachedInfo().State.FirstSeq
+	w, err := Watch(t.Context(), js, names, prod, from)
+	require.NoError(t, err)
+	defer w.Stop()
+	ws, err := WatchAll(t.Context(), js, names, []events.Release{prod, staging}, from)
+	require.NoError(t, err)
+	defer ws.Stop()
+	next := func(w *Watcher) event.Event {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+		defer cancel()
+		e, err := w.Next(ctx)
+		require.NoError(t, err)
+		return e
+	}
+	assert.Equal(t, first.ID(), next(w).ID())
+	assert.Equal(t, first.ID(), next(ws.Of(prod)).ID())
+
+	leader := c.StreamLeader(t.Context(), js, events.StreamName)
+	require.GreaterOrEqual(t, leader, 0)
+	c.Kill(leader)
+	var want []string
+	for range 5 {
+		want = append(want, request(prod).ID())
+		request(staging)
+	}
+	for _, w := range []*Watcher{w, ws.Of(prod)} {
+		var got []string
+		for range want {
+			got = append(got, next(w).ID())
+		}
+		assert.Equal(t, want, got, "every event after the kill, in order, once")
+	}
+	for range want {
+		assert.Equal(t, "staging/web", next(ws.Of(staging)).Subject())
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := w.Next(ctx); done <- err }()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(time.Minute):
+		t.Fatal("Next did not return when its context ended")
+	}
+}
