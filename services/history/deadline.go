@@ -478,7 +478,9 @@ func (w *Watchdog) terminalInStream(ctx context.Context, rel events.Release, fl 
 			subjects = append(subjects, s)
 		}
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects}
+	// One reset attempt, not nats.go's endless ones: a read that fails (a node lost) is an error
+	// this tick, and the next tick reads again, rather than the watchdog waiting on one flow.
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, MaxResetAttempts: 1}
 	switch {
 	case fl.Sequence > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fl.Sequence
