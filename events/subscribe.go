@@ -280,6 +280,16 @@ func (s *Subscriber) consume(ctx context.Context, cons jetstream.Consumer, work 
 		return fmt.Errorf("subscriber %s: consume: %w", s.cfg.Service, err)
 	}
 	defer it.Stop()
+	// Still ours, now that it is pulled from: one deleted and replaced since it was made (by hand,
+	// by another party) would serve these pulls under the same name, with no "deleted" to stop
+	// them. Replaced from now on, the pulls hear that it was deleted.
+	info, err := cons.Info(ctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("subscriber %s: consume: %w", s.cfg.Service, err)
+	case !s.ours(info):
+		return fmt.Errorf("subscriber %s: consume: consumer %s was replaced by one that is not this service's", s.cfg.Service, info.Name)
+	}
 	s.log.Info().Strs("types", s.cfg.Types).Int("concurrency", s.cfg.Concurrency).Msg("subscribed")
 	s.receiving.Store(true)
 	defer s.receiving.Store(false)
