@@ -280,15 +280,17 @@ func (s *Subscriber) consume(ctx context.Context, cons jetstream.Consumer, work 
 		return fmt.Errorf("subscriber %s: consume: %w", s.cfg.Service, err)
 	}
 	defer it.Stop()
-	// Still ours, now that it is pulled from: one deleted and replaced since it was made (by hand,
-	// by another party) would serve these pulls under the same name, with no "deleted" to stop
-	// them. Replaced from now on, the pulls hear that it was deleted.
+	// Still the one made: one deleted and replaced since (by hand, by another party) would serve
+	// the pulls about to go out under the same name, with no "deleted" to stop them, until
+	// watchConsumer's next look. Replaced after this look and before the first pull (the pulls
+	// go out as Next runs, right below), it still would: a window of a request, not of seconds.
+	// A look that fails otherwise (NATS busy electing a leader) is no verdict: the pulls go on.
 	info, err := cons.Info(ctx)
 	switch {
-	case err != nil:
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		return fmt.Errorf("subscriber %s: consume: %w", s.cfg.Service, err)
-	case !s.ours(info):
-		return fmt.Errorf("subscriber %s: consume: consumer %s was replaced by one that is not this service's", s.cfg.Service, info.Name)
+	case err == nil && (!s.ours(info) || !info.Created.Equal(cons.CachedInfo().Created)):
+		return fmt.Errorf("subscriber %s: consume: consumer %s was replaced since it was made", s.cfg.Service, info.Name)
 	}
 	s.log.Info().Strs("types", s.cfg.Types).Int("concurrency", s.cfg.Concurrency).Msg("subscribed")
 	s.receiving.Store(true)

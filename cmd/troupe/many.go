@@ -181,6 +181,7 @@ func (c *cli) followMany(ctx context.Context, js jetstream.JetStream, rels []eve
 		}
 		wctx, cancel := context.WithDeadline(ctx, until)
 		defer cancel()
+		defer ws.Of(rels[i]).Stop() // its queue keeps nothing once its flow ended
 		res, err := flow.Follow(wctx, ws.Of(rels[i]), rels[i], evs[i].ID(), flow.FollowOptions{RollbackOnFailure: how.rollbackOnFailure, QuietAfter: time.Hour, Start: start}, nil)
 		if err != nil {
 			return fmt.Errorf("%s: %w", rels[i], err)

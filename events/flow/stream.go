@@ -72,7 +72,9 @@ func (w *Watcher) Next(ctx context.Context) (event.Event, error) {
 // and nats.go cannot recreate it at its first attempt (a NATS node lost, a stream leader being
 // elected), the reader creates another itself, from the message after the last one it read,
 // until its context ends: nats.go's own reset would retry forever, deaf to that context, and a
-// follower — `troupe release --wait` — would hang past every deadline.
+// follower — `troupe release --wait` — would hang past every deadline. (nats.go's one attempt
+// has a 10 s timeout of its own: Next may return that long after its context ended.) A closed
+// connection ends it: nothing to make a consumer with.
 type reader struct {
 	js     jetstream.JetStream
 	stream string
@@ -133,7 +135,13 @@ func (r *reader) nextMsg(ctx context.Context) (jetstream.Msg, error) {
 			if r.it == it {
 				r.it = nil
 			}
+			stopped := r.stopped
 			r.mu.Unlock()
+			if stopped || r.js.Conn().IsClosed() {
+				return nil, err
+			}
+		} else if r.js.Conn().IsClosed() {
+			return nil, nats.ErrConnectionClosed
 		} else if err := r.open(ctx); err == nil {
 			continue
 		} else if ctx.Err() != nil {

@@ -291,7 +291,9 @@ func podObject(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&corev1.Pod{ObjectMeta: p.ObjectMeta, Status: p.Status})
+	meta := p.ObjectMeta
+	meta.ManagedFields = nil // slim would drop them: not converted in the first place
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&corev1.Pod{ObjectMeta: meta, Status: p.Status})
 	if err != nil {
 		return nil, err
 	}
