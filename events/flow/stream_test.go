@@ -165,8 +165,13 @@ func TestFollowSaysWhatItStillWaitsFor(t *testing.T) {
 func TestWatchersRideOutANodeKilled(t *testing.T) {
 	c := natstest.Start3(t)
 	_, js := c.Connect(t)
-	_, err := events.Provision(t.Context(), js, events.ProvisionConfig{Replicas: 3})
-	require.NoError(t, err)
+	// A new cluster may still be electing its leaders: provisioning is tried again until it is
+	// done (it is idempotent).
+	var err error
+	require.Eventually(t, func() bool {
+		_, err = events.Provision(t.Context(), js, events.ProvisionConfig{Replicas: 3})
+		return err == nil
+	}, 2*time.Minute, time.Second, "provisioning the 3-node cluster")
 	names := events.Names{}
 	prod, staging := events.Release{Namespace: "prod", Name: "web"}, events.Release{Namespace: "staging", Name: "web"}
 	request := func(rel events.Release) event.Event {
