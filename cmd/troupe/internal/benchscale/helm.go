@@ -29,12 +29,10 @@ func (b *bench) helm(ctx context.Context, dir string, n int) (*result, error) {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
 	var cli clis
-	m := newMeter(clusterProcs(kube), clusterOrder)
-	before, err := requests(ctx, kube)
+	ms, err := b.measure(ctx, kube, "helm", n, clusterProcs(kube), clusterOrder)
 	if err != nil {
 		return nil, err
 	}
-	stopProfile := b.profiling(kube, "helm", n)
 	r := &result{side: "helm", n: n}
 	for _, p := range phases {
 		args := map[string][]string{
@@ -58,15 +56,9 @@ func (b *bench) helm(ctx context.Context, dir string, n int) (*result, error) {
 		ph.wall = wall
 		r.phases = append(r.phases, ph)
 	}
-	if r.procs, err = m.read(); err != nil {
+	if err := ms.done(ctx, r); err != nil {
 		return nil, err
 	}
-	stopProfile()
-	after, err := requests(ctx, kube)
-	if err != nil {
-		return nil, err
-	}
-	r.requests = since(before, after)
 	r.cli = cli.usage("helm (all processes)")
 	return r, nil
 }

@@ -60,12 +60,10 @@ func (b *bench) limit(ctx context.Context, dir string, n int) (*result, error) {
 	if _, err := l.phase(ctx, warm, 1); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
-	m := newMeter(clusterProcs(kube), clusterOrder)
-	before, err := requests(ctx, kube)
+	ms, err := b.measure(ctx, kube, "limit", n, clusterProcs(kube), clusterOrder)
 	if err != nil {
 		return nil, err
 	}
-	stopProfile := b.profiling(kube, "limit", n)
 	r := &result{side: "limit", n: n}
 	for _, p := range []struct {
 		name    string
@@ -78,15 +76,9 @@ func (b *bench) limit(ctx context.Context, dir string, n int) (*result, error) {
 		ph.name = p.name
 		r.phases = append(r.phases, ph)
 	}
-	if r.procs, err = m.read(); err != nil {
+	if err := ms.done(ctx, r); err != nil {
 		return nil, err
 	}
-	stopProfile()
-	after, err := requests(ctx, kube)
-	if err != nil {
-		return nil, err
-	}
-	r.requests = since(before, after)
 	return r, nil
 }
 

@@ -152,3 +152,37 @@ func (b *bench) profiling(kube *cluster.Cluster, side string, n int) (stop func(
 	}
 	return profileAPIServer(kube, filepath.Join(b.profile, fmt.Sprintf("%s-%d-apiserver", side, n)))
 }
+
+// measuring is what a side's timed phases cost, from measure to done: each long-lived process's
+// CPU and peak RSS, the API server's requests, and with -profile its CPU profile.
+type measuring struct {
+	kube        *cluster.Cluster
+	m           *meter
+	before      map[string]float64
+	stopProfile func()
+}
+
+// measure starts measuring side's phases on kube: procs (by name) in order.
+func (b *bench) measure(ctx context.Context, kube *cluster.Cluster, side string, n int, procs map[string]int, order []string) (*measuring, error) {
+	m := newMeter(procs, order)
+	before, err := requests(ctx, kube)
+	if err != nil {
+		return nil, err
+	}
+	return &measuring{kube: kube, m: m, before: before, stopProfile: b.profiling(kube, side, n)}, nil
+}
+
+// done ends the measuring: r gets its processes' costs and its requests.
+func (ms *measuring) done(ctx context.Context, r *result) error {
+	var err error
+	if r.procs, err = ms.m.read(); err != nil {
+		return err
+	}
+	ms.stopProfile()
+	after, err := requests(ctx, ms.kube)
+	if err != nil {
+		return err
+	}
+	r.requests = since(ms.before, after)
+	return nil
+}

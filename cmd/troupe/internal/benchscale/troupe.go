@@ -56,12 +56,10 @@ func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) 
 	for name, pid := range t.pids {
 		procs[name] = pid
 	}
-	m := newMeter(procs, append(append(append([]string{}, services...), "nats-server"), clusterOrder...))
-	before, err := requests(ctx, kube)
+	ms, err := b.measure(ctx, kube, "troupe", n, procs, append(append(append([]string{}, services...), "nats-server"), clusterOrder...))
 	if err != nil {
 		return nil, err
 	}
-	stopProfile := b.profiling(kube, "troupe", n)
 	r := &result{side: "troupe", n: n}
 	for _, p := range phases {
 		args := map[string][]string{
@@ -80,15 +78,9 @@ func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) 
 		ph.name = p
 		r.phases = append(r.phases, ph)
 	}
-	if r.procs, err = m.read(); err != nil {
+	if err := ms.done(ctx, r); err != nil {
 		return nil, err
 	}
-	stopProfile()
-	after, err := requests(ctx, kube)
-	if err != nil {
-		return nil, err
-	}
-	r.requests = since(before, after)
 	r.cli = cli.usage("troupe CLI (all processes)")
 	return r, nil
 }
