@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -127,6 +128,12 @@ func Run(ctx context.Context, c Command, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	// $TROUPE_HEAP_PROFILE: the heap profile as of the service's largest heap (rewritten each
+	// time the heap grew a tenth past the last one written; what it held then, and what it had
+	// allocated), for the same bench.
+	if path := os.Getenv("TROUPE_HEAP_PROFILE"); path != "" {
+		go heapProfiles(ctx, path, log)
+	}
 	tp, err := tracing.New(ctx, otlp, c.Name)
 	if err != nil {
 		return err
@@ -213,4 +220,45 @@ func EnvOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// heapProfiles writes the heap profile to path whenever the heap in use grew a tenth past what
+// it was at the last one written, until ctx ends.
+func heapProfiles(ctx context.Context, path string, log zerolog.Logger) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var written uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		if ms.HeapAlloc < written+written/10 {
+			continue
+		}
+		if err := writeHeapProfile(path); err != nil {
+			log.Warn().Err(err).Msg("$TROUPE_HEAP_PROFILE")
+			return
+		}
+		written = ms.HeapAlloc
+	}
+}
+
+func writeHeapProfile(path string) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path) // whole, whenever it is read
 }

@@ -221,3 +221,51 @@ func TestCPUProfile(t *testing.T) {
 	require.NoError(t, err, "complete: written to its end when the service stopped")
 	assert.NotEmpty(t, b)
 }
+
+// TestHeapProfile: with $TROUPE_HEAP_PROFILE a running service writes its heap profile, again
+// when its heap grew.
+func TestHeapProfile(t *testing.T) {
+	srv := natstest.Server(t)
+	path := filepath.Join(t.TempDir(), "heap.pprof")
+	t.Setenv("TROUPE_HEAP_PROFILE", path)
+	ctx, cancel := context.WithCancel(t.Context())
+	var held [][]byte
+	err := serve.Run(ctx, serve.Command{
+		Name: "echo",
+		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
+			return newFake(func(ctx context.Context, ready func()) error {
+				ready()
+				defer cancel()
+				first := waitForFile(t, path, time.Time{})
+				held = append(held, make([]byte, 64<<20)) // the heap grows far past a tenth
+				waitForFile(t, path, first)
+				return nil
+			}), nil
+		},
+	}, []string{"--server", srv.ClientURL(), "--http-listen", "127.0.0.1:0", "--log-level", "warn"})
+	require.NoError(t, err)
+	require.Len(t, held, 1)
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	require.NoError(t, err)
+	b, err := io.ReadAll(gz)
+	require.NoError(t, err)
+	assert.NotEmpty(t, b)
+}
+
+// waitForFile waits until path exists with a modification time after since, and returns it.
+func waitForFile(t *testing.T, path string, since time.Time) time.Time {
+	t.Helper()
+	var mod time.Time
+	require.Eventually(t, func() bool {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return false
+		}
+		mod = fi.ModTime()
+		return mod.After(since)
+	}, 30*time.Second, 50*time.Millisecond, "%s written after %s", path, since)
+	return mod
+}

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	appsinformers "k8s.io/client-go/informers/apps/v1"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
@@ -21,8 +23,11 @@ import (
 )
 
 var (
-	podsGVR        = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
-	replicaSetsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "replicasets"}
+	podsGVR         = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+	replicaSetsGVR  = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "replicasets"}
+	deploymentsGVR  = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	statefulSetsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "statefulsets"}
+	daemonSetsGVR   = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}
 )
 
 // watchKey names one shared watch: a resource, in one namespace or ("") all.
@@ -69,8 +74,8 @@ type watches struct {
 	m  map[watchKey]*watch
 }
 
-// clients are what the watches list and watch with: pods typed (in protobuf), ReplicaSets as
-// their metadata, everything else dynamic.
+// clients are what the watches list and watch with: pods and the apps/v1 workloads typed (in
+// protobuf), ReplicaSets as their metadata, everything else dynamic.
 type clients struct {
 	dyn   dynamic.Interface
 	typed kubernetes.Interface
@@ -115,6 +120,15 @@ func (w *watches) acquire(key watchKey, selector string) {
 	case key.gvr == replicaSetsGVR && w.meta != nil:
 		inf = metadatainformer.NewFilteredMetadataInformer(w.meta, key.gvr, key.namespace, 0, indexers, tweak).Informer()
 		_ = inf.SetTransform(replicaSetObject)
+	case key.gvr == deploymentsGVR && w.typed != nil:
+		inf = appsinformers.NewFilteredDeploymentInformer(w.typed, key.namespace, 0, indexers, tweak)
+		_ = inf.SetTransform(workloadObject)
+	case key.gvr == statefulSetsGVR && w.typed != nil:
+		inf = appsinformers.NewFilteredStatefulSetInformer(w.typed, key.namespace, 0, indexers, tweak)
+		_ = inf.SetTransform(workloadObject)
+	case key.gvr == daemonSetsGVR && w.typed != nil:
+		inf = appsinformers.NewFilteredDaemonSetInformer(w.typed, key.namespace, 0, indexers, tweak)
+		_ = inf.SetTransform(workloadObject)
 	default:
 		inf = dynamicinformer.NewFilteredDynamicInformer(w.dyn, key.gvr, key.namespace, 0, indexers, tweak).Informer()
 		_ = inf.SetTransform(slim)
@@ -280,8 +294,52 @@ func slim(obj any) (any, error) {
 	case "ReplicaSet":
 		delete(u.Object, "spec")
 		delete(u.Object, "status")
+	case "Deployment", "StatefulSet", "DaemonSet", "Job":
+		// Their status is read from the spec's counts and strategy, never from the pods they
+		// make: the pod template (most of a workload) goes, and a StatefulSet's claim templates.
+		if spec, ok := u.Object["spec"].(map[string]any); ok {
+			delete(spec, "template")
+			delete(spec, "volumeClaimTemplates")
+		}
+	case "CronJob":
+		if spec, ok := u.Object["spec"].(map[string]any); ok {
+			delete(spec, "jobTemplate")
+		}
 	}
 	return u, nil
+}
+
+// workloadObject is a typed Deployment, StatefulSet or DaemonSet as health reads objects:
+// unstructured and slim, its pod template dropped before it is converted.
+func workloadObject(obj any) (any, error) {
+	var (
+		kind string
+		out  runtime.Object
+	)
+	switch o := obj.(type) {
+	case *appsv1.Deployment:
+		c := *o
+		c.ManagedFields, c.Spec.Template = nil, corev1.PodTemplateSpec{}
+		kind, out = "Deployment", &c
+	case *appsv1.StatefulSet:
+		c := *o
+		c.ManagedFields, c.Spec.Template, c.Spec.VolumeClaimTemplates = nil, corev1.PodTemplateSpec{}, nil
+		kind, out = "StatefulSet", &c
+	case *appsv1.DaemonSet:
+		c := *o
+		c.ManagedFields, c.Spec.Template = nil, corev1.PodTemplateSpec{}
+		kind, out = "DaemonSet", &c
+	default:
+		return obj, nil
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(out)
+	if err != nil {
+		return nil, err
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetAPIVersion("apps/v1")
+	u.SetKind(kind)
+	return slim(u)
 }
 
 // podObject is a typed pod as health reads objects: unstructured, its status and metadata only

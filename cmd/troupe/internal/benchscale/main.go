@@ -47,7 +47,7 @@ func main() {
 	par := flag.Int("parallel", 50, "requests at once: the limit's apply workers, helm processes (troupe's one CLI process keeps 64 in flight)")
 	sides := flag.String("sides", "limit,troupe,helm", "which sides run")
 	keep := flag.Bool("keep", false, "keep every side's logs (cluster, nats-server, services) and print where")
-	profile := flag.String("profile", "", "write CPU profiles into this directory: the API server's over each side's phases (<side>-<n>-apiserver-<k>.pprof), each troupe service's over its whole run (troupe-<n>-<service>.pprof, $TROUPE_CPU_PROFILE)")
+	profile := flag.String("profile", "", "write CPU profiles into this directory: the API server's over each side's phases (<side>-<n>-apiserver-<k>.pprof), each troupe service's over its whole run (troupe-<n>-<service>.pprof, $TROUPE_CPU_PROFILE) and its heap at its largest (troupe-<n>-<service>.heap.pprof, $TROUPE_HEAP_PROFILE)")
 	flag.Parse()
 	counts, err := ints(*ns)
 	if err != nil {
@@ -120,6 +120,8 @@ type result struct {
 	cli    usage   // the CLI processes of every phase together (troupe, helm)
 	// requests is what the side asked of the API server over the phases, by "verb resource".
 	requests map[string]float64
+	// writes is what troupe stored in JetStream over the phases, by stream.
+	writes map[string]uint64
 }
 
 // phase is one phase's wall time and each release's time from its request to ready.

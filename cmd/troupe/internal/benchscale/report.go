@@ -74,6 +74,7 @@ func report(w io.Writer, par int, results []*result) {
 			}
 		}
 		reportRequests(w, n, sides)
+		reportWrites(w, find("troupe", n))
 	}
 }
 

@@ -56,6 +56,14 @@ func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) 
 	for name, pid := range t.pids {
 		procs[name] = pid
 	}
+	js, err := jetstream.New(t.admin)
+	if err != nil {
+		return nil, err
+	}
+	seqs, err := streamSeqs(ctx, js)
+	if err != nil {
+		return nil, err
+	}
 	ms, err := b.measure(ctx, kube, "troupe", n, procs, append(append(append([]string{}, services...), "nats-server"), clusterOrder...))
 	if err != nil {
 		return nil, err
@@ -80,6 +88,14 @@ func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) 
 	}
 	if err := ms.done(ctx, r); err != nil {
 		return nil, err
+	}
+	after, err := streamSeqs(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	r.writes = map[string]uint64{}
+	for s, seq := range after {
+		r.writes[s] = seq - seqs[s]
 	}
 	r.cli = cli.usage("troupe CLI (all processes)")
 	return r, nil
@@ -164,7 +180,8 @@ func (b *bench) startTroupe(ctx context.Context, dir string, n int, kube *cluste
 		}
 		var env []string
 		if b.profile != "" {
-			env = append(env, "TROUPE_CPU_PROFILE="+filepath.Join(b.profile, fmt.Sprintf("troupe-%d-%s.pprof", n, s)))
+			env = append(env, "TROUPE_CPU_PROFILE="+filepath.Join(b.profile, fmt.Sprintf("troupe-%d-%s.pprof", n, s)),
+				"TROUPE_HEAP_PROFILE="+filepath.Join(b.profile, fmt.Sprintf("troupe-%d-%s.heap.pprof", n, s)))
 		}
 		if err := t.start(dir, s, filepath.Join(b.bin, s), `"`+s+` ready"`, env, args...); err != nil {
 			return nil, err
