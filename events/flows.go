@@ -14,7 +14,9 @@ import (
 )
 
 // KVFlows holds one record per flow (a request and every event that reacts to it, by
-// correlation id): its deadline, the last step it reached, and the terminal event that ended it.
+// correlation id): its request, its deadline, and the terminal event that ended it. The steps in
+// between are the stream's alone (a write per step, and its delivery to every replica watching
+// the bucket, for what is read only when a deadline passes: FlowSteps reads them then).
 // The record is what makes rule 4 hold: a terminal event is claimed in it by compare-and-set
 // before it is published (so a flow ends exactly once, whoever races to end it), stages fence on
 // it, and the deadline watchdog reads it to end the flows nobody finished.
@@ -45,8 +47,6 @@ type Flow struct {
 	// Requested and Deadline: when the request was made, when the flow must have ended.
 	Requested time.Time `json:"requested,omitzero"`
 	Deadline  time.Time `json:"deadline,omitzero"`
-	// Last is the newest non-terminal event of the flow: what the flow waits on from there.
-	Last *FlowStep `json:"last,omitempty"`
 	// End is the terminal event that ended the flow, once claimed.
 	End *FlowEnd `json:"end,omitempty"`
 }
@@ -259,10 +259,10 @@ func (f *Flows) Fence(ctx context.Context, e event.Event, now time.Time) error {
 }
 
 // Observe folds e, read from the stream at sequence seq, into its flow's record: the request's
-// sequence and deadline, the revision once known, the last step reached, and the terminal event
-// (marked stored; a terminal event published without a claim, by a publisher outside the SDK,
-// ends the flow here). It returns the record as written. Observing the same event twice changes
-// nothing.
+// sequence and deadline, and the terminal event (marked stored; a terminal event published
+// without a claim, by a publisher outside the SDK, ends the flow here). A step in between writes
+// nothing once the record has them (the revision is filled in when something else is written).
+// It returns the record as written. Observing the same event twice changes nothing.
 func (f *Flows) Observe(ctx context.Context, e event.Event, seq uint64) (*Flow, error) {
 	key, err := FlowKey(e)
 	if err != nil {
@@ -280,9 +280,6 @@ func (f *Flows) Observe(ctx context.Context, e event.Event, seq uint64) (*Flow, 
 		if StartsFlow(e.Type()) && fl.Start == "" {
 			fl.Start, fl.Sequence, changed = e.Type(), seq, true
 		}
-		if n := Revision(e); n > 0 && fl.Revision == 0 {
-			fl.Revision, changed = n, true
-		}
 		if fl.Deadline.IsZero() {
 			if d := FlowDeadline(e); !d.IsZero() {
 				fl.Deadline, changed = d.UTC(), true
@@ -295,15 +292,68 @@ func (f *Flows) Observe(ctx context.Context, e event.Event, seq uint64) (*Flow, 
 			end := *fl.End
 			end.Stored, end.Event = true, nil
 			fl.End, changed = &end, true
-		case !EndsFlow(e.Type()) && fl.End == nil && (fl.Last == nil || !e.Time().Before(fl.Last.Time)):
-			if fl.Last == nil || fl.Last.ID != e.ID() {
-				s := stepOf(e)
-				fl.Last, changed = &s, true
-			}
 		}
 		if !changed {
 			return nil, errUnchanged
 		}
+		if n := Revision(e); n > 0 && fl.Revision == 0 {
+			fl.Revision = n
+		}
 		return fl, nil
 	})
+}
+
+// FlowSteps reads the events of flow fl of release r from the stream, from its request on (or,
+// its sequence unknown, from a minute before it was requested): the newest that is not terminal
+// (what the flow waits on from there) and its terminal event; either nil when there is none.
+// It reads with one ordered consumer that tries one reset, not nats.go's endless ones: a read
+// that fails (a node lost) is an error, for the caller to try again.
+func (n Names) FlowSteps(ctx context.Context, js jetstream.JetStream, r Release, fl *Flow) (last, end *event.Event, err error) {
+	filter, err := n.ReleaseFilter(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, MaxResetAttempts: 1}
+	switch {
+	case fl.Sequence > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fl.Sequence
+	case !fl.Requested.IsZero():
+		start := fl.Requested.Add(-time.Minute) // clocks differ a little
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	cons, err := js.OrderedConsumer(ctx, n.Stream(), cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if info.NumPending == 0 {
+		return nil, nil, nil
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
+		if err != nil {
+			return nil, nil, fmt.Errorf("read the events of %s: %w", r, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return nil, nil, err
+		}
+		if e, err := n.Decode(msg.Subject(), msg.Headers(), msg.Data()); err == nil && flowOf(e) == fl.Correlation {
+			if EndsFlow(e.Type()) {
+				return last, &e, nil
+			}
+			last = &e
+		}
+		if md.NumPending == 0 {
+			return last, nil, nil
+		}
+	}
 }

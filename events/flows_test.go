@@ -126,24 +126,31 @@ func TestObserveFoldsAFlow(t *testing.T) {
 	rendered, err := events.Derive(req, "troupe/renderer", events.TypeRendered, events.Rendered{Bundle: "sha256:" + sha, Size: 1})
 	require.NoError(t, err)
 	events.WithRevision(&rendered, 3)
+	key, err := events.FlowKey(req)
+	require.NoError(t, err)
+	written := func() uint64 {
+		entry, err := flows.KV().Get(t.Context(), key)
+		require.NoError(t, err)
+		return entry.Revision()
+	}
 
 	fl, err := flows.Observe(t.Context(), req, 7)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(7), fl.Sequence)
 	assert.Equal(t, events.TypeRequested, fl.Start)
 	assert.WithinDuration(t, events.FlowDeadline(req), fl.Deadline, time.Millisecond)
-	require.NotNil(t, fl.Last)
-	assert.Equal(t, events.TypeRequested, fl.Last.Type)
+	at := written()
 
-	fl, err = flows.Observe(t.Context(), rendered, 8)
+	// A step in between writes nothing: the record has what it keeps.
+	_, err = flows.Observe(t.Context(), rendered, 8)
 	require.NoError(t, err)
-	assert.Equal(t, 3, fl.Revision)
-	assert.Equal(t, events.TypeRendered, fl.Last.Type)
-	again, err := flows.Observe(t.Context(), req, 7) // a redelivery: the flow does not go back
+	again, err := flows.Observe(t.Context(), req, 7) // a redelivery
 	require.NoError(t, err)
-	assert.Equal(t, events.TypeRendered, again.Last.Type)
+	assert.Equal(t, uint64(7), again.Sequence)
+	assert.Equal(t, at, written(), "neither the step nor the redelivery wrote the record")
 
-	// A terminal event published outside the SDK (no claim) ends the flow when observed.
+	// A terminal event published outside the SDK (no claim) ends the flow when observed, and
+	// brings the revision.
 	ready, err := events.Derive(rendered, "other/health", events.TypeReady, events.Ready{Objects: 1})
 	require.NoError(t, err)
 	fl, err = flows.Observe(t.Context(), ready, 9)
@@ -151,4 +158,67 @@ func TestObserveFoldsAFlow(t *testing.T) {
 	require.False(t, fl.Open())
 	assert.True(t, fl.End.Stored)
 	assert.Equal(t, ready.ID(), fl.End.ID)
+	assert.Equal(t, 3, fl.Revision)
+}
+
+// TestFlowSteps: what a flow waits on, and how it ended, read from the stream among the events
+// of its release and of other flows.
+func TestFlowSteps(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	ctx := t.Context()
+	names := events.Names{}
+	pub := events.NewPublisher(js, names)
+	flows, err := events.NewFlows(ctx, js, names)
+	require.NoError(t, err)
+	r := events.Release{Namespace: "ns", Name: "steps"}
+	publish := func(e event.Event) uint64 {
+		t.Helper()
+		ack, err := pub.Publish(ctx, e)
+		require.NoError(t, err)
+		return ack.Sequence
+	}
+	record := func(req event.Event, seq uint64) *events.Flow {
+		t.Helper()
+		fl, err := flows.Observe(ctx, req, seq)
+		require.NoError(t, err)
+		return fl
+	}
+
+	first := request(t, r, time.Minute)
+	fl := record(first, publish(first))
+	last, end, err := names.FlowSteps(ctx, js, r, fl)
+	require.NoError(t, err)
+	require.NotNil(t, last)
+	assert.Equal(t, first.ID(), last.ID(), "only its request")
+	assert.Nil(t, end)
+
+	rendered, err := events.Derive(first, "troupe/renderer", events.TypeRendered, events.Rendered{Bundle: "sha256:" + sha, Size: 1})
+	require.NoError(t, err)
+	publish(rendered)
+	second := request(t, r, time.Minute) // another flow of the release, after it
+	publish(second)
+	applied, err := events.Derive(rendered, "troupe/applier", events.TypeApplied, events.Applied{Bundle: "sha256:" + sha})
+	require.NoError(t, err)
+	publish(applied)
+	last, end, err = names.FlowSteps(ctx, js, r, fl)
+	require.NoError(t, err)
+	assert.Equal(t, applied.ID(), last.ID(), "its newest step, not the other flow's")
+	assert.Nil(t, end)
+
+	failed, err := events.Derive(applied, "troupe/health", events.TypeFailed, events.Failed{Stage: events.StageHealth, Reason: "timeout", Message: "late"})
+	require.NoError(t, err)
+	publish(failed)
+	last, end, err = names.FlowSteps(ctx, js, r, fl)
+	require.NoError(t, err)
+	assert.Equal(t, applied.ID(), last.ID())
+	require.NotNil(t, end)
+	assert.Equal(t, failed.ID(), end.ID())
+
+	// A flow known only by when it was requested is read from then on.
+	other := record(second, 0)
+	assert.Zero(t, other.Sequence)
+	last, end, err = names.FlowSteps(ctx, js, r, other)
+	require.NoError(t, err)
+	assert.Equal(t, second.ID(), last.ID())
+	assert.Nil(t, end)
 }

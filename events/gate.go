@@ -345,11 +345,24 @@ func (g *Gate) open(ctx context.Context, e event.Event) error {
 	if fl != nil && !fl.Open() {
 		return fmt.Errorf("%w: it ended with %s", errNotWaiting, fl.End.Type)
 	}
-	if fl != nil && fl.Last != nil {
-		switch fl.Last.Type {
-		case TypeRendered, TypeApproved, TypeRejected:
+	if fl == nil {
+		fl = newFlow(e)
+	}
+	r, err := ReleaseOf(e)
+	if err != nil {
+		return err
+	}
+	last, end, err := g.cfg.Names.FlowSteps(ctx, g.js, r, fl)
+	switch {
+	case err != nil:
+		return err
+	case end != nil:
+		return fmt.Errorf("%w: it ended with %s", errNotWaiting, end.Type())
+	case last != nil:
+		switch last.Type() {
+		case TypeRequested, TypeRendered, TypeApproved, TypeRejected:
 		default: // its gates let it through: it is being applied
-			return fmt.Errorf("%w: it went on to %s", errNotWaiting, fl.Last.Type)
+			return fmt.Errorf("%w: it went on to %s", errNotWaiting, last.Type())
 		}
 	}
 	return nil

@@ -366,11 +366,9 @@ func TestGateDecisions(t *testing.T) {
 
 	// Once its gates let it through (the applier went on), a decision is too late: what is
 	// applied stays applied.
-	flows, err := events.NewFlows(ctx, s.admin, events.Names{})
-	require.NoError(t, err)
 	applied, err := events.Derive(first.rendered, "troupe/applier", events.TypeApplied, events.Applied{Bundle: bundle, ApplyTime: 1})
 	require.NoError(t, err)
-	_, err = flows.Observe(ctx, applied, 0)
+	_, err = events.NewPublisher(s.admin, events.Names{}).Publish(ctx, applied)
 	require.NoError(t, err)
 	assert.Contains(t, decide(decision(true, "", "bob")).Error, "revision 1 of prod/web is no longer waiting: it went on to release.applied")
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 )
@@ -92,6 +93,42 @@ func (o *Objects) Put(ctx context.Context, r io.Reader) (digest string, size int
 		return "", 0, fmt.Errorf("put object %s: %w", digest, err)
 	}
 	return digest, int64(info.Size), nil
+}
+
+// PutBytes stores b as Put does, for content held in memory whole already (a rendered bundle,
+// its values): its digest is computed first, so content stored before (by this writer, when it
+// signs) costs one read and no write — most values, and a bundle rendered again. New content
+// goes through Put's temporary name, so an object already stored is never rewritten under a
+// reader.
+func (o *Objects) PutBytes(ctx context.Context, b []byte) (digest string, size int64, err error) {
+	digest = Digest(b)
+	info, err := o.store.GetInfo(ctx, digest)
+	switch {
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+	case err != nil:
+		return "", 0, fmt.Errorf("put object %s: %w", digest, err)
+	case o.signedByUs(digest, info.Headers):
+		return digest, int64(len(b)), nil
+	}
+	return o.Put(ctx, bytes.NewReader(b))
+}
+
+// signedByUs reports whether h holds this writer's signature of digest (ed25519 signs the same
+// bytes the same way), or this writer does not sign.
+func (o *Objects) signedByUs(digest string, h nats.Header) bool {
+	if o.signer == nil {
+		return true
+	}
+	want, err := o.signer.headers(digest)
+	if err != nil {
+		return false
+	}
+	for k := range want {
+		if h.Get(k) != want.Get(k) {
+			return false
+		}
+	}
+	return true
 }
 
 // Get returns a reader of the content stored under digest. The reader reports ErrDigestMismatch

@@ -72,6 +72,56 @@ func TestObjectsByDigest(t *testing.T) {
 	}
 }
 
+// TestPutBytes: content in memory is stored as Put stores it, and content stored already costs
+// no write.
+func TestPutBytes(t *testing.T) {
+	_, _, js := natstest.Start(t)
+	ctx := t.Context()
+	objs, err := events.OpenObjects(ctx, js, events.BucketBundles)
+	require.NoError(t, err)
+	stream, err := js.Stream(ctx, "OBJ_"+events.BucketBundles)
+	require.NoError(t, err)
+	lastSeq := func() uint64 {
+		info, err := stream.Info(ctx)
+		require.NoError(t, err)
+		return info.State.LastSeq
+	}
+
+	content := []byte(`{"kind":"Bundle","objects":[]}`)
+	d, size, err := objs.PutBytes(ctx, content)
+	require.NoError(t, err)
+	assert.Equal(t, events.Digest(content), d)
+	assert.EqualValues(t, len(content), size)
+	written := lastSeq()
+	require.NotZero(t, written)
+
+	for _, put := range []func() (string, error){
+		func() (string, error) { d, _, err := objs.PutBytes(ctx, content); return d, err },
+		func() (string, error) { d, _, err := objs.Put(ctx, bytes.NewReader(content)); return d, err },
+	} {
+		d2, err := put()
+		require.NoError(t, err)
+		assert.Equal(t, d, d2)
+	}
+	before := lastSeq()
+	_, _, err = objs.PutBytes(ctx, content)
+	require.NoError(t, err)
+	assert.Equal(t, before, lastSeq(), "stored already: nothing written")
+
+	rc, err := objs.Get(ctx, d)
+	require.NoError(t, err)
+	got, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	require.NoError(t, rc.Close())
+	assert.Equal(t, content, got)
+	store, err := js.ObjectStore(ctx, events.BucketBundles)
+	require.NoError(t, err)
+	list, err := store.List(ctx)
+	require.NoError(t, err)
+	assert.Len(t, list, 1, "stored once, no temporary uploads left")
+
+}
+
 func TestObjectsDetectTampering(t *testing.T) {
 	_, _, js := natstest.Start(t)
 	ctx := t.Context()

@@ -336,6 +336,17 @@ func TestBundleWriters(t *testing.T) {
 	rc, err = bundles.Get(ctx, byAdmin)
 	require.NoError(t, err)
 	rc.Close()
+	// So does PutBytes, which stores nothing for content it finds stored: not for content the
+	// renderer did not sign.
+	renderer, err := events.OpenObjects(ctx, js, events.BucketBundles)
+	require.NoError(t, err)
+	renderer.SignWith(signer(s.creds[access.Renderer]))
+	d, _, err := renderer.PutBytes(ctx, []byte("bundle written with cli"))
+	require.NoError(t, err)
+	require.Equal(t, byCLI, d)
+	rc, err = bundles.Get(ctx, byCLI)
+	require.NoError(t, err, "vouched for by the renderer now")
+	rc.Close()
 
 	none, err := access.BundleWriters("")
 	require.NoError(t, err)

@@ -51,9 +51,11 @@ type WatchdogOptions struct {
 // naming the stage and the service that did not answer.
 //
 // It keeps no state of its own. Its consumer folds every event into the flow's record in the
-// KVFlows bucket (events.Flows.Observe); every replica watches that bucket, and when an open
-// flow's deadline is Grace past, checks the stream for a terminal event of the flow (a record
-// may lag its events) and publishes the failure. Terminal events are claimed in the record by
+// KVFlows bucket (events.Flows.Observe: the request and the end; a step in between writes
+// nothing); every replica watches that bucket, and when an open flow's deadline is Grace past,
+// reads the flow's events from the stream (events.Names.FlowSteps) — a terminal event there
+// ends it (a record may lag its events), else its last step names who did not answer — and
+// publishes the failure. Terminal events are claimed in the record by
 // compare-and-set before they are published (events.Publisher), so whichever replica — or the
 // stage itself, finishing late — gets there first ends the flow and the others publish
 // nothing; its id is derived from the flow, so replicas build the same event. A claim whose
@@ -254,7 +256,7 @@ func (w *Watchdog) end(ctx context.Context, fl *events.Flow) error {
 	if err != nil {
 		return err
 	}
-	stored, err := w.terminalInStream(ctx, rel, fl)
+	last, stored, err := w.opts.Names.FlowSteps(ctx, w.js, rel, fl)
 	if err != nil {
 		return err
 	}
@@ -287,7 +289,7 @@ func (w *Watchdog) end(ctx context.Context, fl *events.Flow) error {
 		}
 		return nil
 	}
-	out, err := w.failure(ctx, rel, fl)
+	out, err := w.failure(ctx, rel, fl, last)
 	if err != nil {
 		return err
 	}
@@ -307,10 +309,14 @@ func (w *Watchdog) end(ctx context.Context, fl *events.Flow) error {
 	return nil
 }
 
-// failure builds the release.failed that ends fl: caused by the last event the flow reached, with
-// an id derived from the flow, so every replica builds the same one.
-func (w *Watchdog) failure(ctx context.Context, rel events.Release, fl *events.Flow) (event.Event, error) {
+// failure builds the release.failed that ends fl: caused by last, the last event the flow
+// reached (nil: only its request, or not even that, is known), with an id derived from the flow,
+// so every replica builds the same one.
+func (w *Watchdog) failure(ctx context.Context, rel events.Release, fl *events.Flow, last *event.Event) (event.Event, error) {
 	revision := fl.Revision
+	if revision == 0 && last != nil {
+		revision = events.Revision(*last)
+	}
 	if revision == 0 && fl.Start == events.TypeRequested && fl.Sequence > 0 {
 		n, err := w.revisions.Of(ctx, rel, fl.Sequence)
 		if err != nil {
@@ -323,12 +329,15 @@ func (w *Watchdog) failure(ctx context.Context, rel events.Release, fl *events.F
 	cause.SetID(fl.Correlation)
 	cause.SetType(cmpOr(fl.Start, events.TypeRequested))
 	cause.SetTime(fl.Requested)
-	last := fl.Last
+	lastType := fl.Start
 	if last != nil {
-		cause.SetID(last.ID)
-		cause.SetType(last.Type)
-		if last.TraceParent != "" {
-			cause.SetExtension(events.ExtTraceParent, last.TraceParent)
+		lastType = last.Type()
+		cause.SetID(last.ID())
+		cause.SetType(last.Type())
+		for _, ext := range []string{events.ExtTraceParent, events.ExtTraceState} {
+			if v, ok := last.Extensions()[ext]; ok {
+				cause.SetExtension(ext, v)
+			}
 		}
 	}
 	cause.SetExtension(events.ExtCorrelationID, fl.Correlation)
@@ -343,8 +352,8 @@ func (w *Watchdog) failure(ctx context.Context, rel events.Release, fl *events.F
 	if revision > 0 {
 		cause.SetExtension(events.ExtRevision, revision)
 	}
-	stage, message := overdue(fl, deadline)
-	if silent, gated, err := w.silentGates(ctx, rel, fl); err != nil {
+	stage, message := overdue(fl, lastType, deadline)
+	if silent, gated, err := w.silentGates(ctx, rel, fl, lastType); err != nil {
 		return event.Event{}, err
 	} else if len(silent) > 0 {
 		stage = events.StageGate
@@ -360,13 +369,11 @@ func (w *Watchdog) failure(ctx context.Context, rel events.Release, fl *events.F
 }
 
 // silentGates returns the gates that gave no verdict on fl's revision, when it waits for gates
-// (its last event is its release.rendered or a verdict), with its release.rendered's payload,
-// Gates holding every gate it needs (the applier's: those it names, and its request's).
-func (w *Watchdog) silentGates(ctx context.Context, rel events.Release, fl *events.Flow) ([]string, *events.Rendered, error) {
-	if fl.Last == nil {
-		return nil, nil, nil
-	}
-	switch fl.Last.Type {
+// (its last event, of type lastType, is its release.rendered or a verdict), with its
+// release.rendered's payload, Gates holding every gate it needs (the applier's: those it names,
+// and its request's).
+func (w *Watchdog) silentGates(ctx context.Context, rel events.Release, fl *events.Flow, lastType string) ([]string, *events.Rendered, error) {
+	switch lastType {
 	case events.TypeRendered, events.TypeApproved, events.TypeRejected:
 	default:
 		return nil, nil, nil
@@ -423,12 +430,9 @@ func (w *Watchdog) findRendered(ctx context.Context, subject string, fl *events.
 	}
 }
 
-// overdue names the stage that did not answer fl, and says so for a person.
-func overdue(fl *events.Flow, deadline time.Time) (stage, message string) {
-	lastType := fl.Start
-	if fl.Last != nil {
-		lastType = fl.Last.Type
-	}
+// overdue names the stage that did not answer fl, whose last event was of type lastType, and
+// says so for a person.
+func overdue(fl *events.Flow, lastType string, deadline time.Time) (stage, message string) {
 	next, service := flow.WaitsFor(lastType)
 	stage = stageAfter(lastType)
 	took := ""
@@ -463,63 +467,6 @@ func stageAfter(last string) string {
 		return events.StageUninstall
 	}
 	return events.StageRequest
-}
-
-// terminalInStream returns the terminal event of fl in the stream, or nil: the record may lag
-// the stream (the consumer behind, or the event published outside the SDK).
-func (w *Watchdog) terminalInStream(ctx context.Context, rel events.Release, fl *events.Flow) (*event.Event, error) {
-	var subjects []string
-	for _, spec := range events.Catalog() {
-		if spec.Terminal {
-			s, err := w.opts.Names.Subject(rel, spec.Type)
-			if err != nil {
-				return nil, err
-			}
-			subjects = append(subjects, s)
-		}
-	}
-	// One reset attempt, not nats.go's endless ones: a read that fails (a node lost) is an error
-	// this tick, and the next tick reads again, rather than the watchdog waiting on one flow.
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, MaxResetAttempts: 1}
-	switch {
-	case fl.Sequence > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fl.Sequence
-	case !fl.Requested.IsZero():
-		start := fl.Requested.Add(-time.Minute) // clocks differ a little
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
-	}
-	cons, err := w.js.OrderedConsumer(ctx, w.opts.Names.Stream(), cfg)
-	if err != nil {
-		return nil, err
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if info.NumPending == 0 {
-		return nil, nil
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, err
-	}
-	defer it.Stop()
-	for {
-		msg, err := it.Next(jetstream.NextMaxWait(5 * time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("read terminal events of %s: %w", rel, err)
-		}
-		md, err := msg.Metadata()
-		if err != nil {
-			return nil, err
-		}
-		if e, err := w.opts.Names.Decode(msg.Subject(), msg.Headers(), msg.Data()); err == nil && flowID(e) == fl.Correlation {
-			return &e, nil
-		}
-		if md.NumPending == 0 {
-			return nil, nil
-		}
-	}
 }
 
 func flowID(e event.Event) string {

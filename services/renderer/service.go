@@ -7,7 +7,6 @@
 package renderer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -167,13 +166,13 @@ func (s *Service) handle(ctx context.Context, e event.Event) (err error) {
 		return err // an events.Error: the subscriber retries or fails it
 	}
 	renderTime := time.Since(start)
-	digest, size, err := s.bundles.Put(ctx, bytes.NewReader(out.Bundle))
+	digest, size, err := s.bundles.PutBytes(ctx, out.Bundle)
 	if err != nil {
 		return fmt.Errorf("store bundle of %s revision %d: %w", rel, revision, err)
 	}
 	var values string
 	if out.Values != nil {
-		if values, _, err = s.bundles.Put(ctx, bytes.NewReader(out.Values)); err != nil {
+		if values, _, err = s.bundles.PutBytes(ctx, out.Values); err != nil {
 			return fmt.Errorf("store values of %s revision %d: %w", rel, revision, err)
 		}
 	}
@@ -207,11 +206,11 @@ func (s *Service) storeAdopted(ctx context.Context, a *render.Adopted, src *even
 	for _, r := range a.Revisions {
 		h := r.HelmRevision
 		var err error
-		if h.Bundle, _, err = s.bundles.Put(ctx, bytes.NewReader(r.Bundle)); err != nil {
+		if h.Bundle, _, err = s.bundles.PutBytes(ctx, r.Bundle); err != nil {
 			return nil, err
 		}
 		if r.Values != nil {
-			if h.Values, _, err = s.bundles.Put(ctx, bytes.NewReader(r.Values)); err != nil {
+			if h.Values, _, err = s.bundles.PutBytes(ctx, r.Values); err != nil {
 				return nil, err
 			}
 		}

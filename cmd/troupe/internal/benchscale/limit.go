@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -69,6 +70,9 @@ func (b *bench) limit(ctx context.Context, dir string, n int) (*result, error) {
 		name    string
 		objects [][]map[string]any
 	}{{"install", install}, {"upgrade", upgrade}, {"rollback", install}} {
+		if !slices.Contains(phases, p.name) {
+			continue
+		}
 		ph, err := l.phase(ctx, p.objects, b.par)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p.name, err)

@@ -48,7 +48,11 @@ func main() {
 	sides := flag.String("sides", "limit,troupe,helm", "which sides run")
 	keep := flag.Bool("keep", false, "keep every side's logs (cluster, nats-server, services) and print where")
 	profile := flag.String("profile", "", "write CPU profiles into this directory: the API server's over each side's phases (<side>-<n>-apiserver-<k>.pprof), each troupe service's over its whole run (troupe-<n>-<service>.pprof, $TROUPE_CPU_PROFILE) and its heap at its largest (troupe-<n>-<service>.heap.pprof, $TROUPE_HEAP_PROFILE)")
+	only := flag.String("phases", strings.Join(phases, ","), "which phases run, in this order (install comes first; -phases install with -sides troupe -n 10000 measures what health and history hold per followed release)")
 	flag.Parse()
+	if err := setPhases(*only); err != nil {
+		fail(err)
+	}
 	counts, err := ints(*ns)
 	if err != nil {
 		fail(err)
@@ -104,8 +108,24 @@ func ints(s string) ([]int, error) {
 	return out, nil
 }
 
-// phases are what every side does to all its releases, in this order.
+// phases are what every side does to all its releases, in this order (-phases).
 var phases = []string{"install", "upgrade", "rollback"}
+
+// setPhases keeps the phases named in list (comma-separated), in their order.
+func setPhases(list string) error {
+	want := strings.Split(list, ",")
+	var kept []string
+	for _, p := range phases {
+		if slices.Contains(want, p) {
+			kept = append(kept, p)
+		}
+	}
+	if len(kept) != len(want) || kept[0] != "install" || (slices.Contains(kept, "rollback") && !slices.Contains(kept, "upgrade")) {
+		return fmt.Errorf("-phases %q: want install, then upgrade, then rollback (each optional, a rollback after an upgrade)", list)
+	}
+	phases = kept
+	return nil
+}
 
 // upgradeSet is the upgrade's changed value: it changes the pod template, so every Deployment
 // rolls out a new ReplicaSet (a replica count alone would not).

@@ -49,7 +49,7 @@ func report(w io.Writer, par int, results []*result) {
 		}
 	}
 	for _, n := range counts {
-		fmt.Fprintf(w, "\nCPU seconds over the three phases · peak RSS, %d releases\n\n", n)
+		fmt.Fprintf(w, "\nCPU seconds over the phases · peak RSS, %d releases\n\n", n)
 		fmt.Fprintln(w, "| process | limit | troupe | helm |")
 		fmt.Fprintln(w, "|---|---:|---:|---:|")
 		var rows []string

@@ -83,7 +83,7 @@ func reportRequests(w io.Writer, n int, sides []*result) {
 	if len(keys) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\nAPI server requests over the three phases, %d releases (apiserver_request_total by verb and resource; at least %d on some side, or sides %d apart)\n\n", n, n/10, max(3, n/100))
+	fmt.Fprintf(w, "\nAPI server requests over the phases, %d releases (apiserver_request_total by verb and resource; at least %d on some side, or sides %d apart)\n\n", n, n/10, max(3, n/100))
 	fmt.Fprint(w, "| verb resource |")
 	for _, r := range sides {
 		fmt.Fprintf(w, " %s |", r.side)

@@ -28,7 +28,7 @@ func reportWrites(w io.Writer, r *result) {
 		return
 	}
 	ops := float64(r.n * len(r.phases))
-	fmt.Fprintf(w, "\ntroupe's JetStream writes over the three phases, %d releases (messages stored, KV and object-store markers included)\n\n", r.n)
+	fmt.Fprintf(w, "\ntroupe's JetStream writes over the phases, %d releases (messages stored, KV and object-store markers included)\n\n", r.n)
 	fmt.Fprintln(w, "| stream | writes | per release operation |")
 	fmt.Fprintln(w, "|---|---:|---:|")
 	var total uint64
