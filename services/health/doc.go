@@ -20,13 +20,15 @@
 //     (so that releases one after another do not each list the cluster's pods again), or one per
 //     namespace under PerNamespace. A watch per release's namespace cost ~0.4 MiB here and a
 //     watcher in the API server each: 1000 releases progressing at once took 472 MiB.
-//     Pods, Deployments, StatefulSets and DaemonSets come through client-go's typed informers
-//     and ReplicaSets through its metadata-only informer, all in protobuf and uncompressed: they
-//     are most of what a rollout changes, and the API server encodes protobuf (and metadata
-//     alone) for a fraction of what JSON costs it, once for every protobuf watcher — its watch
-//     encoding was the second largest of what troupe added to its CPU in `make bench-scale`'s
-//     profile. Informers keep slimmed objects: no managed fields, data, pod specs or workloads'
-//     pod templates (kstatus reads a workload's counts and strategy, never its template).
+//     Pods, Services, Deployments, StatefulSets and DaemonSets come through client-go's typed
+//     informers and ReplicaSets through its metadata-only informer, all in protobuf and
+//     uncompressed: they are most of what a rollout changes, and the API server encodes protobuf
+//     (and metadata alone) for a fraction of what JSON costs it, once for every protobuf watcher
+//     — its watch encoding was the second largest of what troupe added to its CPU in `make
+//     bench-scale`'s profile. Informers keep slimmed objects (no managed fields, data, pod specs
+//     or workloads' pod templates: kstatus reads a workload's counts and strategy, never its
+//     template), typed ones as Go structs — a fraction of the memory of unstructured maps — made
+//     unstructured for kstatus when read (watches.go).
 //
 //   - Deciding apart from doing: evaluate is a pure function from a revision's state and what the
 //     watches show to a decision (evaluate.go); the outbox publishes the decision's event until

@@ -130,6 +130,19 @@ func supersede(st state) decision {
 		data: events.Superseded{ByRevision: st.supersededBy, ByUninstall: st.uninstalledBy, Stage: events.StageHealth}}}
 }
 
+// messageEvery is how many progress intervals apart a release.progressing reports objects whose
+// statuses did not change, only their messages: a status that changes (an object InProgress
+// becomes Current, or fails) is reported an interval after the last report, a rollout's counts
+// every ten (a release.progressing is a write to the stream and to the history's view, and a
+// delivery to every follower: 1000 releases rolling out at once wrote ~2 each, every second).
+const messageEvery = 10
+
+// sameStatuses reports whether a and b hold the same objects in the same statuses, whatever
+// their messages say.
+func sameStatuses(a, b []events.ObjectStatus) bool {
+	return slices.EqualFunc(a, b, func(x, y events.ObjectStatus) bool { return x.ObjectRef == y.ObjectRef && x.Status == y.Status })
+}
+
 func progress(st state, obs observation, now time.Time, progressInterval time.Duration) decision {
 	statuses := obs.statuses()
 	failing := obs.failing()
@@ -153,6 +166,9 @@ func progress(st state, obs observation, now time.Time, progressInterval time.Du
 		return decision{next: st, retryAt: st.deadline}
 	case now.Before(st.lastProgress.Add(progressInterval)):
 		return decision{next: st, retryAt: earliest(st.lastProgress.Add(progressInterval), st.deadline)}
+	case sameStatuses(st.published, statuses) && now.Before(st.lastProgress.Add(messageEvery*progressInterval)):
+		// Only what the statuses say changed ("Available: 1/3" → "2/3"): said less often.
+		return decision{next: st, retryAt: earliest(st.lastProgress.Add(messageEvery*progressInterval), st.deadline)}
 	}
 	st.published, st.lastProgress = statuses, now
 	st.progress++

@@ -25,6 +25,7 @@ func TestEvaluate(t *testing.T) {
 	configCurrent := status(config, events.StatusCurrent, "Resource is always ready")
 	webCurrent := status(web, events.StatusCurrent, "Deployment is available. Replicas: 1")
 	webProgressing := status(web, events.StatusInProgress, "Available: 0/1")
+	webRolling := status(web, events.StatusInProgress, "Updated: 1/2")
 	webCrashing := status(web, events.StatusFailed, "pod web-1: container app: CrashLoopBackOff")
 	webGone := status(web, events.StatusNotFound, "not found")
 	see := func(statuses ...events.ObjectStatus) observation {
@@ -153,6 +154,30 @@ func TestEvaluate(t *testing.T) {
 				next: with(progressing, func(st *state) {
 					st.published, st.lastProgress, st.progress = []events.ObjectStatus{webGone}, now.Add(-interval/4), 3
 				})},
+		},
+		{
+			name: "only a message changed, an interval ago: nothing yet, look again ten intervals after the last",
+			st: with(progressing, func(st *state) {
+				st.published, st.lastProgress, st.progress = []events.ObjectStatus{configCurrent, webProgressing}, now.Add(-interval), 3
+			}),
+			obs: see(configCurrent, webRolling), now: now,
+			want: decision{retryAt: now.Add(9 * interval),
+				next: with(progressing, func(st *state) {
+					st.published, st.lastProgress, st.progress = []events.ObjectStatus{configCurrent, webProgressing}, now.Add(-interval), 3
+				})},
+		},
+		{
+			name: "only a message changed, ten intervals ago: progress",
+			st: with(progressing, func(st *state) {
+				st.published, st.lastProgress, st.progress = []events.ObjectStatus{configCurrent, webProgressing}, now.Add(-10 * interval), 3
+			}),
+			obs: see(configCurrent, webRolling), now: now,
+			want: decision{retryAt: deadline,
+				next: with(progressing, func(st *state) {
+					st.published, st.lastProgress, st.progress = []events.ObjectStatus{configCurrent, webRolling}, now, 4
+				}),
+				event: &outgoing{typ: events.TypeProgressing, key: "4",
+					data: events.Progressing{Objects: []events.ObjectStatus{configCurrent, webRolling}, Ready: 1, Total: 2}}},
 		},
 		{
 			name: "statuses unchanged: nothing, look again at the deadline",

@@ -211,16 +211,16 @@ func (s *watcher) unwatchPodsLocked(t *tracker) {
 
 // changed is called by the watches for every change of a watched object: the releases it
 // concerns are queued to be judged.
-func (s *watcher) changed(key watchKey, obj *unstructured.Unstructured) {
+func (s *watcher) changed(key watchKey, namespace, name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if key.gvr == podsGVR || key.gvr == replicaSetsGVR {
-		for _, t := range s.byNamespace[obj.GetNamespace()] {
+		for _, t := range s.byNamespace[namespace] {
 			s.queue.Add(t.rel)
 		}
 		return
 	}
-	for _, t := range s.byObject[objectKey{gvr: key.gvr, namespace: obj.GetNamespace(), name: obj.GetName()}] {
+	for _, t := range s.byObject[objectKey{gvr: key.gvr, namespace: namespace, name: name}] {
 		s.queue.Add(t.rel)
 	}
 }

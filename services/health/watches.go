@@ -2,12 +2,14 @@ package health
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -28,6 +30,7 @@ var (
 	deploymentsGVR  = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 	statefulSetsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "statefulsets"}
 	daemonSetsGVR   = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}
+	servicesGVR     = schema.GroupVersionResource{Version: "v1", Resource: "services"}
 )
 
 // watchKey names one shared watch: a resource, in one namespace or ("") all.
@@ -67,7 +70,7 @@ func (k watchKey) lingers() bool {
 // informers' goroutines.
 type watches struct {
 	clients
-	changed func(key watchKey, obj *unstructured.Unstructured)
+	changed func(key watchKey, namespace, name string)
 	synced  func(key watchKey)
 
 	mu sync.Mutex
@@ -82,7 +85,7 @@ type clients struct {
 	meta  metadata.Interface
 }
 
-func newWatches(c clients, changed func(watchKey, *unstructured.Unstructured), synced func(watchKey)) *watches {
+func newWatches(c clients, changed func(key watchKey, namespace, name string), synced func(watchKey)) *watches {
 	return &watches{clients: c, changed: changed, synced: synced, m: map[watchKey]*watch{}}
 }
 
@@ -104,8 +107,12 @@ func (w *watches) acquire(key watchKey, selector string) {
 	indexers := cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
 	if key.gvr == podsGVR || key.gvr == replicaSetsGVR {
 		indexers[byOwner] = func(obj any) ([]string, error) {
+			m, err := meta.Accessor(obj)
+			if err != nil {
+				return nil, err
+			}
 			var uids []string
-			for _, o := range obj.(*unstructured.Unstructured).GetOwnerReferences() {
+			for _, o := range m.GetOwnerReferences() {
 				uids = append(uids, string(o.UID))
 			}
 			return uids, nil
@@ -116,26 +123,23 @@ func (w *watches) acquire(key watchKey, selector string) {
 	switch {
 	case key.gvr == podsGVR && w.typed != nil:
 		inf = coreinformers.NewFilteredPodInformer(w.typed, key.namespace, 0, indexers, tweak)
-		_ = inf.SetTransform(podObject)
+	case key.gvr == servicesGVR && w.typed != nil:
+		inf = coreinformers.NewFilteredServiceInformer(w.typed, key.namespace, 0, indexers, tweak)
 	case key.gvr == replicaSetsGVR && w.meta != nil:
 		inf = metadatainformer.NewFilteredMetadataInformer(w.meta, key.gvr, key.namespace, 0, indexers, tweak).Informer()
-		_ = inf.SetTransform(replicaSetObject)
 	case key.gvr == deploymentsGVR && w.typed != nil:
 		inf = appsinformers.NewFilteredDeploymentInformer(w.typed, key.namespace, 0, indexers, tweak)
-		_ = inf.SetTransform(workloadObject)
 	case key.gvr == statefulSetsGVR && w.typed != nil:
 		inf = appsinformers.NewFilteredStatefulSetInformer(w.typed, key.namespace, 0, indexers, tweak)
-		_ = inf.SetTransform(workloadObject)
 	case key.gvr == daemonSetsGVR && w.typed != nil:
 		inf = appsinformers.NewFilteredDaemonSetInformer(w.typed, key.namespace, 0, indexers, tweak)
-		_ = inf.SetTransform(workloadObject)
 	default:
 		inf = dynamicinformer.NewFilteredDynamicInformer(w.dyn, key.gvr, key.namespace, 0, indexers, tweak).Informer()
-		_ = inf.SetTransform(slim)
 	}
+	_ = inf.SetTransform(keep)
 	notify := func(obj any) {
-		if u, ok := obj.(*unstructured.Unstructured); ok {
-			w.changed(key, u)
+		if m, err := meta.Accessor(obj); err == nil {
+			w.changed(key, m.GetNamespace(), m.GetName())
 		}
 	}
 	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -206,7 +210,11 @@ func (w *watches) get(key watchKey, namespace, name string) (*unstructured.Unstr
 	if !ok {
 		return nil, true
 	}
-	return obj.(*unstructured.Unstructured), true
+	u, err := readable(obj)
+	if err != nil {
+		return nil, true
+	}
+	return u, true
 }
 
 // owned returns what the watch of key holds that uid owns.
@@ -218,7 +226,9 @@ func (w *watches) owned(key watchKey, uid string) []*unstructured.Unstructured {
 	objs, _ := inf.GetIndexer().ByIndex(byOwner, uid)
 	out := make([]*unstructured.Unstructured, 0, len(objs))
 	for _, o := range objs {
-		out = append(out, o.(*unstructured.Unstructured))
+		if u, err := readable(o); err == nil {
+			out = append(out, u)
+		}
 	}
 	return out
 }
@@ -269,21 +279,76 @@ func (w *watches) stopAll() {
 	}
 }
 
-// slim drops what health never reads from a watched object before the informer keeps it:
-// managed fields, the last-applied annotation, ConfigMap and Secret data, pod specs — most of
-// the memory a watch of many objects would hold.
-func slim(obj any) (any, error) {
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return obj, nil
-	}
-	u.SetManagedFields(nil)
-	if a := u.GetAnnotations(); a != nil {
-		if _, ok := a["kubectl.kubernetes.io/last-applied-configuration"]; ok {
-			delete(a, "kubectl.kubernetes.io/last-applied-configuration")
-			u.SetAnnotations(a)
+// What the watches hold, and what health reads. Informers keep objects slimmed of what health
+// never reads (managed fields, the last-applied annotation, ConfigMap and Secret data, pod specs,
+// workloads' pod templates: most of a watched object's memory) and, from a typed watch, typed: a
+// Go struct takes a fraction of what the same object takes as unstructured maps. Health reads
+// them unstructured (what kstatus reads), converted when read.
+
+// keep is every watch's transform: obj as its informer keeps it.
+func keep(obj any) (any, error) {
+	if m, err := meta.Accessor(obj); err == nil {
+		m.SetManagedFields(nil)
+		if a := m.GetAnnotations(); a != nil {
+			if _, ok := a[lastApplied]; ok {
+				delete(a, lastApplied)
+				m.SetAnnotations(a)
+			}
 		}
 	}
+	switch o := obj.(type) { // the informer's own copy: changed in place
+	case *unstructured.Unstructured:
+		return slim(o), nil
+	case *corev1.Pod:
+		o.Spec = corev1.PodSpec{}
+	case *appsv1.Deployment:
+		o.Spec.Template = corev1.PodTemplateSpec{}
+	case *appsv1.StatefulSet:
+		o.Spec.Template, o.Spec.VolumeClaimTemplates = corev1.PodTemplateSpec{}, nil
+	case *appsv1.DaemonSet:
+		o.Spec.Template = corev1.PodTemplateSpec{}
+	}
+	return obj, nil
+}
+
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// readable is what an informer keeps as health reads objects: unstructured and slim.
+func readable(obj any) (*unstructured.Unstructured, error) {
+	var gvk schema.GroupVersionKind
+	switch o := obj.(type) {
+	case *unstructured.Unstructured:
+		return o, nil
+	case *corev1.Pod:
+		gvk = corev1.SchemeGroupVersion.WithKind("Pod")
+	case *corev1.Service:
+		gvk = corev1.SchemeGroupVersion.WithKind("Service")
+	case *appsv1.Deployment:
+		gvk = appsv1.SchemeGroupVersion.WithKind("Deployment")
+	case *appsv1.StatefulSet:
+		gvk = appsv1.SchemeGroupVersion.WithKind("StatefulSet")
+	case *appsv1.DaemonSet:
+		gvk = appsv1.SchemeGroupVersion.WithKind("DaemonSet")
+	case *metav1.PartialObjectMetadata: // a ReplicaSet's metadata: its only watch of metadata
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&o.ObjectMeta)
+		if err != nil {
+			return nil, err
+		}
+		return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": m}}, nil
+	default:
+		return nil, fmt.Errorf("health: a watch holds a %T", obj)
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return nil, err
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetGroupVersionKind(gvk)
+	return slim(u), nil
+}
+
+// slim drops from an unstructured object what health never reads (keep's list).
+func slim(u *unstructured.Unstructured) *unstructured.Unstructured {
 	switch u.GetKind() {
 	case "ConfigMap", "Secret":
 		delete(u.Object, "data")
@@ -306,73 +371,5 @@ func slim(obj any) (any, error) {
 			delete(spec, "jobTemplate")
 		}
 	}
-	return u, nil
-}
-
-// workloadObject is a typed Deployment, StatefulSet or DaemonSet as health reads objects:
-// unstructured and slim, its pod template dropped before it is converted.
-func workloadObject(obj any) (any, error) {
-	var (
-		kind string
-		out  runtime.Object
-	)
-	switch o := obj.(type) {
-	case *appsv1.Deployment:
-		c := *o
-		c.ManagedFields, c.Spec.Template = nil, corev1.PodTemplateSpec{}
-		kind, out = "Deployment", &c
-	case *appsv1.StatefulSet:
-		c := *o
-		c.ManagedFields, c.Spec.Template, c.Spec.VolumeClaimTemplates = nil, corev1.PodTemplateSpec{}, nil
-		kind, out = "StatefulSet", &c
-	case *appsv1.DaemonSet:
-		c := *o
-		c.ManagedFields, c.Spec.Template = nil, corev1.PodTemplateSpec{}
-		kind, out = "DaemonSet", &c
-	default:
-		return obj, nil
-	}
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(out)
-	if err != nil {
-		return nil, err
-	}
-	u := &unstructured.Unstructured{Object: m}
-	u.SetAPIVersion("apps/v1")
-	u.SetKind(kind)
-	return slim(u)
-}
-
-// podObject is a typed pod as health reads objects: unstructured, its status and metadata only
-// (slim).
-func podObject(obj any) (any, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	meta := p.ObjectMeta
-	meta.ManagedFields = nil // slim would drop them: not converted in the first place
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&corev1.Pod{ObjectMeta: meta, Status: p.Status})
-	if err != nil {
-		return nil, err
-	}
-	u := &unstructured.Unstructured{Object: m}
-	u.SetAPIVersion("v1")
-	u.SetKind("Pod")
-	return slim(u)
-}
-
-// replicaSetObject is a ReplicaSet's metadata as health reads objects: unstructured, without
-// managed fields.
-func replicaSetObject(obj any) (any, error) {
-	p, ok := obj.(*metav1.PartialObjectMetadata)
-	if !ok {
-		return obj, nil
-	}
-	meta := p.ObjectMeta
-	meta.ManagedFields = nil
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&meta)
-	if err != nil {
-		return nil, err
-	}
-	return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": m}}, nil
+	return u
 }

@@ -361,14 +361,15 @@ func (c *Cluster) createNode(ctx context.Context) error {
 			Labels:      map[string]string{"kubernetes.io/hostname": NodeName, "kubernetes.io/os": "linux", "type": "kwok"},
 		},
 		Status: corev1.NodeStatus{
-			// Room for real charts' requests: Bitnami's request ephemeral-storage.
+			// Room for real charts' requests (Bitnami's request ephemeral-storage), and for
+			// `make bench-scale -n 10000`'s pods mid-rollout.
 			Capacity: corev1.ResourceList{
 				corev1.ResourceCPU: resource.MustParse("64"), corev1.ResourceMemory: resource.MustParse("512Gi"),
-				corev1.ResourcePods: resource.MustParse("5000"), corev1.ResourceEphemeralStorage: resource.MustParse("1Ti"),
+				corev1.ResourcePods: resource.MustParse("25000"), corev1.ResourceEphemeralStorage: resource.MustParse("1Ti"),
 			},
 			Allocatable: corev1.ResourceList{
 				corev1.ResourceCPU: resource.MustParse("64"), corev1.ResourceMemory: resource.MustParse("512Gi"),
-				corev1.ResourcePods: resource.MustParse("5000"), corev1.ResourceEphemeralStorage: resource.MustParse("1Ti"),
+				corev1.ResourcePods: resource.MustParse("25000"), corev1.ResourceEphemeralStorage: resource.MustParse("1Ti"),
 			},
 		},
 	}

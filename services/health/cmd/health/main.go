@@ -29,7 +29,7 @@ func main() {
 		Flags: func(fs *pflag.FlagSet) {
 			cluster.bind(fs, 50, 100)
 			fs.BoolVar(&perNamespace, "per-namespace", false, "watch each kind per namespace, not across the cluster (for namespaced RBAC)")
-			fs.DurationVar(&progressInterval, "progress-interval", time.Second, "least time between two release.progressing of a release")
+			fs.DurationVar(&progressInterval, "progress-interval", time.Second, "least time between two release.progressing of a release (ten times this when only the statuses' messages changed)")
 			fs.DurationVar(&leaseTTL, "lease-ttl", 15*time.Second, "how long another replica waits to take over from one that stopped renewing the lease (crashed)")
 		},
 		New: func(ctx context.Context, env *serve.Env) (serve.Service, error) {
