@@ -77,8 +77,8 @@ type watches struct {
 	m  map[watchKey]*watch
 }
 
-// clients are what the watches list and watch with: pods and the apps/v1 workloads typed (in
-// protobuf), ReplicaSets as their metadata, everything else dynamic.
+// clients are what the watches list and watch with: pods, Services and the apps/v1 workloads
+// typed (in protobuf), ReplicaSets as their metadata, everything else dynamic.
 type clients struct {
 	dyn   dynamic.Interface
 	typed kubernetes.Interface
