@@ -27,11 +27,12 @@
 //     (Lower), and says what it changed and what it kept.
 //   - Publisher (publish.go) publishes an event and waits for the stream's ack, with
 //     Nats-Msg-Id = event id; a terminal event is first claimed as its flow's end.
-//   - Flows (flows.go): one record per flow (correlation id) in KVFlows — its deadline (the
-//     deadline extension, FlowDeadline), the last step it reached, and the terminal event that
-//     ended it, claimed by compare-and-set before it is published (so a flow ends once, whoever
-//     races to end it). Fence tells a stage it is too late; Observe is the deadline watchdog's
-//     fold (services/history runs the watchdog).
+//   - Flows (flows.go): one record per flow (correlation id) in KVFlows — its request, its
+//     deadline (the deadline extension, FlowDeadline), and the terminal event that ended it,
+//     claimed by compare-and-set before it is published (so a flow ends once, whoever races to
+//     end it). Fence tells a stage it is too late; Observe is the deadline watchdog's fold
+//     (services/history runs the watchdog); Names.FlowSteps reads the steps in between from the
+//     stream.
 //   - Subscriber (subscribe.go, middleware.go, metrics.go) runs a Handler on a durable pull
 //     consumer shared by every replica of a service, with middleware (logging, metrics, timeout,
 //     recover, retry), and decides in one place what happens to an event from the handler's

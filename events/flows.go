@@ -16,7 +16,8 @@ import (
 // KVFlows holds one record per flow (a request and every event that reacts to it, by
 // correlation id): its request, its deadline, and the terminal event that ended it. The steps in
 // between are the stream's alone (a write per step, and its delivery to every replica watching
-// the bucket, for what is read only when a deadline passes: FlowSteps reads them then).
+// the bucket, for what is read only when a deadline passes or a person decides on a gate:
+// FlowSteps reads them then).
 // The record is what makes rule 4 hold: a terminal event is claimed in it by compare-and-set
 // before it is published (so a flow ends exactly once, whoever races to end it), stages fence on
 // it, and the deadline watchdog reads it to end the flows nobody finished.
@@ -303,17 +304,35 @@ func (f *Flows) Observe(ctx context.Context, e event.Event, seq uint64) (*Flow, 
 	})
 }
 
-// FlowSteps reads the events of flow fl of release r from the stream, from its request on (or,
+// FlowSteps reads the steps of flow fl of release r from the stream, from its request on (or,
 // its sequence unknown, from a minute before it was requested): the newest that is not terminal
 // (what the flow waits on from there) and its terminal event; either nil when there is none.
-// It reads with one ordered consumer that tries one reset, not nats.go's endless ones: a read
-// that fails (a node lost) is an error, for the caller to try again.
+// Progress reports are no steps (release.progressing says what release.applied said: the health
+// watcher has it; there may be many, each as long as the release's objects), and neither are a
+// ready release's degradations: they are not read. It reads with one ordered consumer that
+// tries one reset, not nats.go's endless ones: a read that fails (a node lost) is an error, for
+// the caller to try again.
 func (n Names) FlowSteps(ctx context.Context, js jetstream.JetStream, r Release, fl *Flow) (last, end *event.Event, err error) {
-	filter, err := n.ReleaseFilter(r)
-	if err != nil {
+	if err := r.Validate(); err != nil {
 		return nil, nil, err
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, MaxResetAttempts: 1}
+	var subjects []string
+	for _, spec := range catalog {
+		switch spec.Type {
+		case TypeProgressing, TypeDegraded, TypeRecovered:
+			continue
+		}
+		ev, err := subjectEvent(spec.Type)
+		if err != nil {
+			return nil, nil, err
+		}
+		subject := n.releasePrefix() + r.Namespace + "." + r.Name + "." + ev
+		if IsVerdict(spec.Type) {
+			subject += ".*" // every gate's
+		}
+		subjects = append(subjects, subject)
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, MaxResetAttempts: 1}
 	switch {
 	case fl.Sequence > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fl.Sequence

@@ -195,14 +195,17 @@ func TestFlowSteps(t *testing.T) {
 	rendered, err := events.Derive(first, "troupe/renderer", events.TypeRendered, events.Rendered{Bundle: "sha256:" + sha, Size: 1})
 	require.NoError(t, err)
 	publish(rendered)
-	second := request(t, r, time.Minute) // another flow of the release, after it
-	publish(second)
 	applied, err := events.Derive(rendered, "troupe/applier", events.TypeApplied, events.Applied{Bundle: "sha256:" + sha})
 	require.NoError(t, err)
 	publish(applied)
+	progressing, err := events.Derive(applied, "troupe/health", events.TypeProgressing, events.Progressing{Total: 1})
+	require.NoError(t, err)
+	publish(progressing)                 // no step: a progress report
+	second := request(t, r, time.Minute) // another flow of the release, after it
+	publish(second)
 	last, end, err = names.FlowSteps(ctx, js, r, fl)
 	require.NoError(t, err)
-	assert.Equal(t, applied.ID(), last.ID(), "its newest step, not the other flow's")
+	assert.Equal(t, applied.ID(), last.ID(), "its newest step, not its progress report nor the other flow's")
 	assert.Nil(t, end)
 
 	failed, err := events.Derive(applied, "troupe/health", events.TypeFailed, events.Failed{Stage: events.StageHealth, Reason: "timeout", Message: "late"})

@@ -304,7 +304,7 @@ func (g *Gate) waiting(ctx context.Context, rel Release, revision int) (event.Ev
 	if err != nil {
 		return event.Event{}, nil, err
 	}
-	e, r, err := g.pick(ctx, subject, revision)
+	e, r, seq, err := g.pick(ctx, subject, revision)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		if revision > 0 {
 			return event.Event{}, nil, fmt.Errorf("%s has no revision %d rendered", rel, revision)
@@ -317,7 +317,7 @@ func (g *Gate) waiting(ctx context.Context, rel Release, revision int) (event.Ev
 	if !slices.Contains(r.Gates, g.cfg.Name) {
 		return event.Event{}, nil, fmt.Errorf("revision %d of %s does not wait for gate %s (it needs: %v)", Revision(e), rel, g.cfg.Name, r.Gates)
 	}
-	if err := g.open(ctx, e); errors.Is(err, errNotWaiting) {
+	if err := g.open(ctx, e, seq); errors.Is(err, errNotWaiting) {
 		return event.Event{}, nil, fmt.Errorf("revision %d of %s is no longer waiting: %s", Revision(e), rel, strings.TrimPrefix(err.Error(), errNotWaiting.Error()+": "))
 	} else if err != nil {
 		return event.Event{}, nil, err
@@ -328,9 +328,10 @@ func (g *Gate) waiting(ctx context.Context, rel Release, revision int) (event.Ev
 // errNotWaiting: a revision's flow ended, or its deadline passed.
 var errNotWaiting = errors.New("not waiting")
 
-// open is nil when e's flow has not ended and its deadline has not passed (errNotWaiting, saying
+// open is nil when the flow of e, a release.rendered stored at stream sequence seq, has not
+// ended, has not gone on past its gates and its deadline has not passed (errNotWaiting, saying
 // which), or another error when that cannot be told.
-func (g *Gate) open(ctx context.Context, e event.Event) error {
+func (g *Gate) open(ctx context.Context, e event.Event, seq uint64) error {
 	if d := FlowDeadline(e); !d.IsZero() && time.Now().After(d) {
 		return fmt.Errorf("%w: its deadline passed at %s", errNotWaiting, d.UTC().Format(time.RFC3339))
 	}
@@ -345,14 +346,12 @@ func (g *Gate) open(ctx context.Context, e event.Event) error {
 	if fl != nil && !fl.Open() {
 		return fmt.Errorf("%w: it ended with %s", errNotWaiting, fl.End.Type)
 	}
-	if fl == nil {
-		fl = newFlow(e)
-	}
+	// What the flow did from e on: its verdicts, or the applier going on.
 	r, err := ReleaseOf(e)
 	if err != nil {
 		return err
 	}
-	last, end, err := g.cfg.Names.FlowSteps(ctx, g.js, r, fl)
+	last, end, err := g.cfg.Names.FlowSteps(ctx, g.js, r, &Flow{Correlation: flowOf(e), Sequence: seq})
 	switch {
 	case err != nil:
 		return err
@@ -360,7 +359,7 @@ func (g *Gate) open(ctx context.Context, e event.Event) error {
 		return fmt.Errorf("%w: it ended with %s", errNotWaiting, end.Type())
 	case last != nil:
 		switch last.Type() {
-		case TypeRequested, TypeRendered, TypeApproved, TypeRejected:
+		case TypeRendered, TypeApproved, TypeRejected:
 		default: // its gates let it through: it is being applied
 			return fmt.Errorf("%w: it went on to %s", errNotWaiting, last.Type())
 		}
@@ -374,10 +373,11 @@ func (g *Gate) open(ctx context.Context, e event.Event) error {
 // else the newest dry run waiting, else the newest, for waiting to say why it does not wait. A
 // newer dry run, or a newer revision that does not need the gate, does not hide an older
 // revision still waiting for it. jetstream.ErrMsgNotFound: none.
-func (g *Gate) pick(ctx context.Context, subject string, revision int) (event.Event, *Rendered, error) {
+func (g *Gate) pick(ctx context.Context, subject string, revision int) (event.Event, *Rendered, uint64, error) {
 	type rendered struct {
-		e event.Event
-		r *Rendered
+		e   event.Event
+		r   *Rendered
+		seq uint64
 	}
 	var all []rendered
 	for seq := uint64(1); ; {
@@ -386,7 +386,7 @@ func (g *Gate) pick(ctx context.Context, subject string, revision int) (event.Ev
 			break
 		}
 		if err != nil {
-			return event.Event{}, nil, err
+			return event.Event{}, nil, 0, err
 		}
 		seq = m.Sequence + 1
 		e, err := g.cfg.Names.Decode(m.Subject, m.Header, m.Data)
@@ -397,10 +397,10 @@ func (g *Gate) pick(ctx context.Context, subject string, revision int) (event.Ev
 		if err != nil {
 			continue
 		}
-		all = append(all, rendered{e, r})
+		all = append(all, rendered{e, r, m.Sequence})
 	}
 	if len(all) == 0 {
-		return event.Event{}, nil, jetstream.ErrMsgNotFound
+		return event.Event{}, nil, 0, jetstream.ErrMsgNotFound
 	}
 	for _, dryRun := range []bool{false, true} {
 		for i := len(all) - 1; i >= 0; i-- {
@@ -408,15 +408,15 @@ func (g *Gate) pick(ctx context.Context, subject string, revision int) (event.Ev
 			if !slices.Contains(c.r.Gates, g.cfg.Name) || c.r.Options.DryRun != dryRun {
 				continue
 			}
-			err := g.open(ctx, c.e)
+			err := g.open(ctx, c.e, c.seq)
 			if err == nil {
-				return c.e, c.r, nil
+				return c.e, c.r, c.seq, nil
 			}
 			if !errors.Is(err, errNotWaiting) {
-				return event.Event{}, nil, err
+				return event.Event{}, nil, 0, err
 			}
 		}
 	}
 	newest := all[len(all)-1]
-	return newest.e, newest.r, nil
+	return newest.e, newest.r, newest.seq, nil
 }

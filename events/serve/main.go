@@ -7,7 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -128,8 +128,8 @@ func Run(ctx context.Context, c Command, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	// $TROUPE_HEAP_PROFILE: the heap profile as of the service's largest heap (rewritten each
-	// time the heap grew a tenth past the last one written; what it held then, and what it had
+	// $TROUPE_HEAP_PROFILE: the heap profile as of the service's largest live heap (rewritten
+	// each time it grew a tenth past the last one written; what it held then, and what it had
 	// allocated), for the same bench.
 	if path := os.Getenv("TROUPE_HEAP_PROFILE"); path != "" {
 		go heapProfiles(ctx, path, log)
@@ -222,9 +222,11 @@ func EnvOr(name, def string) string {
 	return def
 }
 
-// heapProfiles writes the heap profile to path whenever the heap in use grew a tenth past what
-// it was at the last one written, until ctx ends.
+// heapProfiles writes the heap profile to path whenever the live heap (as of the last GC, what
+// the profile's in-use figures count) grew a tenth past what it was at the last one written,
+// until ctx ends.
 func heapProfiles(ctx context.Context, path string, log zerolog.Logger) {
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var written uint64
@@ -234,16 +236,19 @@ func heapProfiles(ctx context.Context, path string, log zerolog.Logger) {
 			return
 		case <-tick.C:
 		}
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		if ms.HeapAlloc < written+written/10 {
+		metrics.Read(live)
+		if live[0].Value.Kind() != metrics.KindUint64 {
+			return
+		}
+		heap := live[0].Value.Uint64()
+		if heap < written+written/10 {
 			continue
 		}
 		if err := writeHeapProfile(path); err != nil {
 			log.Warn().Err(err).Msg("$TROUPE_HEAP_PROFILE")
 			return
 		}
-		written = ms.HeapAlloc
+		written = heap
 	}
 }
 

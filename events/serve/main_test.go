@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -238,6 +239,7 @@ func TestHeapProfile(t *testing.T) {
 				defer cancel()
 				first := waitForFile(t, path, time.Time{})
 				held = append(held, make([]byte, 64<<20)) // the heap grows far past a tenth
+				runtime.GC()                              // and the live heap says so now
 				waitForFile(t, path, first)
 				return nil
 			}), nil

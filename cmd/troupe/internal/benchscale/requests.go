@@ -66,7 +66,7 @@ func since(before, after map[string]float64) map[string]float64 {
 }
 
 // reportRequests prints, for n releases, the requests each side made of the API server over
-// the three phases, by verb and resource, the largest first.
+// the phases, by verb and resource, the largest first.
 func reportRequests(w io.Writer, n int, sides []*result) {
 	keys, least := map[string]float64{}, map[string]float64{} // the most and the least of any side
 	for _, r := range sides {

@@ -78,7 +78,7 @@ func (b *bench) troupe(ctx context.Context, dir string, n int) (*result, error) 
 		// One CLI process requests every release (--namespaces): one connection, one upload,
 		// the requests published inFlight at a time; the watcher sees them ready.
 		ph, err := w.phase(names, p == "rollback", func() error {
-			return cli.run(troupe(append(args, "--namespaces", strings.Join(names, ","))...))
+			return cli.run(troupe(append(args, "--namespaces", strings.Join(names, ","), "--timeout", timeout(n).String())...))
 		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
@@ -339,4 +339,10 @@ func (w *watcher) phase(names []string, anyRevision bool, request func() error) 
 			return phase{}, fmt.Errorf("%d of %d releases not ready after 15 minutes", left, len(names))
 		}
 	}
+}
+
+// timeout is each release's timeout when n are requested at once: the default 5 minutes, and
+// room for the cluster to roll out n Deployments at the ~10 per second it manages here.
+func timeout(n int) time.Duration {
+	return 5*time.Minute + time.Duration(n)*150*time.Millisecond
 }
