@@ -49,7 +49,9 @@ type objectKey struct {
 // newTracker is the tracker of rel's revision rec records: its objects (kinds resolved to
 // resources), request time and deadline from the release.applied, its state from rec.
 func (s *watcher) newTracker(rel events.Release, rec record, applied event.Event, a *events.Applied) *tracker {
-	t := &tracker{rel: rel, rec: rec, cause: applied, waitLB: a.Options.WaitLoadBalancer}
+	cause := applied // what health's events derive from: its context, not its payload (a as decoded)
+	cause.DataEncoded = nil
+	t := &tracker{rel: rel, rec: rec, cause: cause, waitLB: a.Options.WaitLoadBalancer}
 	requested := events.RequestTime(applied)
 	if requested.IsZero() {
 		requested = applied.Time()

@@ -104,7 +104,7 @@ func (w *watches) acquire(key watchKey, selector string) {
 		}
 		return
 	}
-	indexers := cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
+	indexers := cache.Indexers{} // objects are found by key, and pods and ReplicaSets by owner
 	if key.gvr == podsGVR || key.gvr == replicaSetsGVR {
 		indexers[byOwner] = func(obj any) ([]string, error) {
 			m, err := meta.Accessor(obj)
@@ -280,21 +280,17 @@ func (w *watches) stopAll() {
 }
 
 // What the watches hold, and what health reads. Informers keep objects slimmed of what health
-// never reads (managed fields, the last-applied annotation, ConfigMap and Secret data, pod specs,
-// workloads' pod templates: most of a watched object's memory) and, from a typed watch, typed: a
-// Go struct takes a fraction of what the same object takes as unstructured maps. Health reads
-// them unstructured (what kstatus reads), converted when read.
+// never reads (managed fields, labels and annotations but the two it reads, ConfigMap and Secret
+// data, pod specs, workloads' pod templates: most of a watched object's memory) and, from a
+// typed watch, typed: a Go struct takes a fraction of what the same object takes as unstructured
+// maps. Health reads them unstructured (what kstatus reads), converted when read.
 
 // keep is every watch's transform: obj as its informer keeps it.
 func keep(obj any) (any, error) {
 	if m, err := meta.Accessor(obj); err == nil {
 		m.SetManagedFields(nil)
-		if a := m.GetAnnotations(); a != nil {
-			if _, ok := a[lastApplied]; ok {
-				delete(a, lastApplied)
-				m.SetAnnotations(a)
-			}
-		}
+		m.SetLabels(only(m.GetLabels(), readLabel))
+		m.SetAnnotations(only(m.GetAnnotations(), readAnnotation))
 	}
 	switch o := obj.(type) { // the informer's own copy: changed in place
 	case *unstructured.Unstructured:
@@ -311,7 +307,25 @@ func keep(obj any) (any, error) {
 	return obj, nil
 }
 
-const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+// The only label and annotation health reads (kstatus reads none): a StatefulSet pod's revision,
+// and a Deployment's and its ReplicaSets' (podsOf). The rest of an object's labels and
+// annotations (Helm's, the last applied configuration) are a third of a slim object's memory.
+const (
+	readLabel      = "controller-revision-hash"
+	readAnnotation = "deployment.kubernetes.io/revision"
+)
+
+// only is m with only key, nil when m does not have it.
+func only(m map[string]string, key string) map[string]string {
+	v, ok := m[key]
+	if !ok {
+		return nil
+	}
+	if len(m) == 1 {
+		return m
+	}
+	return map[string]string{key: v}
+}
 
 // readable is what an informer keeps as health reads objects: unstructured and slim.
 func readable(obj any) (*unstructured.Unstructured, error) {

@@ -19,6 +19,8 @@ import (
 func TestSlimWorkloadsKeepTheirHealth(t *testing.T) {
 	meta := func(gen int64) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: "w", Namespace: "ns", Generation: gen, UID: "u1",
+			Labels:        map[string]string{"app.kubernetes.io/managed-by": "troupe", "helm.sh/chart": "podinfo-6.9.0"},
+			Annotations:   map[string]string{"deployment.kubernetes.io/revision": "2", "meta.helm.sh/release-name": "w"},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "troupe", Operation: metav1.ManagedFieldsOperationApply}}}
 	}
 	template := corev1.PodTemplateSpec{
@@ -78,6 +80,8 @@ func TestSlimWorkloadsKeepTheirHealth(t *testing.T) {
 			_, hasClaims, _ := unstructured.NestedFieldNoCopy(slim.Object, "spec", "volumeClaimTemplates")
 			assert.False(t, hasTemplate || hasClaims, "no pod or claim templates kept")
 			assert.Empty(t, slim.GetManagedFields())
+			assert.Empty(t, slim.GetLabels())
+			assert.Equal(t, map[string]string{"deployment.kubernetes.io/revision": "2"}, slim.GetAnnotations(), "the one annotation health reads")
 
 			want, got := compute(whole, nil, false), compute(slim, nil, false)
 			assert.Equal(t, want, got)

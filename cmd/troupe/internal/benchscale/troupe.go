@@ -306,7 +306,7 @@ func (w *watcher) phase(names []string, anyRevision bool, request func() error) 
 		return phase{}, err
 	}
 	fmt.Fprintf(os.Stderr, "  %d requested by the CLI in %s\n", len(names), time.Since(start).Round(time.Millisecond))
-	deadline := time.After(15 * time.Minute)
+	deadline := time.After(timeout(len(names)))
 	for {
 		w.mu.Lock()
 		left := 0
@@ -336,7 +336,7 @@ func (w *watcher) phase(names []string, anyRevision bool, request func() error) 
 		select {
 		case <-w.wake:
 		case <-deadline:
-			return phase{}, fmt.Errorf("%d of %d releases not ready after 15 minutes", left, len(names))
+			return phase{}, fmt.Errorf("%d of %d releases not ready after %s", left, len(names), timeout(len(names)))
 		}
 	}
 }
