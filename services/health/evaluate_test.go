@@ -169,7 +169,7 @@ func TestEvaluate(t *testing.T) {
 		{
 			name: "only a message changed, ten intervals ago: progress",
 			st: with(progressing, func(st *state) {
-				st.published, st.lastProgress, st.progress = []events.ObjectStatus{configCurrent, webProgressing}, now.Add(-10 * interval), 3
+				st.published, st.lastProgress, st.progress = []events.ObjectStatus{configCurrent, webProgressing}, now.Add(-10*interval), 3
 			}),
 			obs: see(configCurrent, webRolling), now: now,
 			want: decision{retryAt: deadline,
