@@ -238,6 +238,7 @@ func heapProfiles(ctx context.Context, path string, log zerolog.Logger) {
 		}
 		metrics.Read(live)
 		if live[0].Value.Kind() != metrics.KindUint64 {
+			log.Warn().Msg("$TROUPE_HEAP_PROFILE: this Go runtime does not report its live heap")
 			return
 		}
 		heap := live[0].Value.Uint64()

@@ -240,7 +240,12 @@ func TestHeapProfile(t *testing.T) {
 				first := waitForFile(t, path, time.Time{})
 				held = append(held, make([]byte, 64<<20)) // the heap grows far past a tenth
 				runtime.GC()                              // and the live heap says so now
-				waitForFile(t, path, first)
+				second := waitForFile(t, path, first)
+				// Not rewritten while the heap stays as it is (written on growth, not every tick).
+				time.Sleep(3 * time.Second)
+				fi, err := os.Stat(path)
+				require.NoError(t, err)
+				assert.Equal(t, second, fi.ModTime(), "rewritten without the heap growing")
 				return nil
 			}), nil
 		},
