@@ -182,7 +182,8 @@ type item struct {
 	namespced bool
 	deferred  bool   // its kind comes from a CRD of the bundle not yet established
 	body      []byte // obj as JSON, encoded once for the dry run and the apply
-	dryRunRV  string // resourceVersion the dry run saw: "" when the object does not exist
+	// lead: applied first, with no dry run of its own (see Applier.lead)
+	lead bool
 	// known: the previous revision applied it (so it is the release's own)
 	known bool
 	// sameManifest: the previous revision applied this very manifest (hash and revision kept)
@@ -210,7 +211,7 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 	if err != nil {
 		return nil, err
 	}
-	validated := false
+	validated, createdNamespace := false, false
 	if req.Options.CreateNamespace {
 		if a.opts.DenyClusterScoped {
 			return nil, &Error{Reason: ReasonNamespaceNotAllowed, Objects: []ObjectError{{Ref: events.ObjectRef{APIVersion: "v1", Kind: "Namespace", Name: req.Release.Namespace},
@@ -224,6 +225,7 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 		if err != nil {
 			return nil, err
 		}
+		createdNamespace = created
 		if created {
 			// Made only so that the objects in it could be dry-run: it goes if they fail.
 			defer func() {
@@ -233,9 +235,27 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 			}()
 		}
 	}
+	var crds, first, cluster, namespaced []*item
+	for _, it := range items {
+		switch {
+		case isCRD(it.ref) || (it.ref.APIVersion == "v1" && it.ref.Kind == "Namespace"):
+			first = append(first, it)
+			if isCRD(it.ref) {
+				crds = append(crds, it)
+			}
+		case !it.namespced && !it.deferred:
+			cluster = append(cluster, it)
+		default:
+			namespaced = append(namespaced, it)
+		}
+	}
+	var lead *item
+	if !createdNamespace {
+		lead = leadOf(first, cluster, namespaced, len(hooks) > 0)
+	}
 	// Each stage in a span of its own (events.Stage), under the handler's: where a revision's
 	// time goes, in its trace.
-	if err := events.Stage(ctx, "apply validate", func(ctx context.Context) error { return a.validate(ctx, req, items, false) }); err != nil {
+	if err := events.Stage(ctx, "apply validate", func(ctx context.Context) error { return a.validate(ctx, req, items, false, lead) }); err != nil {
 		return nil, err
 	}
 	validated = true
@@ -253,22 +273,18 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 		return res
 	}
 
-	var crds, first, cluster, namespaced []*item
-	for _, it := range items {
-		switch {
-		case isCRD(it.ref) || (it.ref.APIVersion == "v1" && it.ref.Kind == "Namespace"):
-			first = append(first, it)
-			if isCRD(it.ref) {
-				crds = append(crds, it)
+	// The lead first of all, alone: until its apply succeeds, nothing has changed.
+	applyGroup := func(ctx context.Context, group []*item) error {
+		if len(group) > 0 && group[0] == lead {
+			if err := a.applyAll(ctx, req.Release, group[:1]); err != nil {
+				return err
 			}
-		case !it.namespced && !it.deferred:
-			cluster = append(cluster, it)
-		default:
-			namespaced = append(namespaced, it)
+			group = group[1:]
 		}
+		return a.applyAll(ctx, req.Release, group)
 	}
 	if err := events.Stage(ctx, "apply crds and namespaces", func(ctx context.Context) error {
-		if err := a.applyAll(ctx, req.Release, first); err != nil {
+		if err := applyGroup(ctx, first); err != nil {
 			return err
 		}
 		if len(crds) == 0 {
@@ -290,7 +306,7 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 			if err := a.resolve(later); err != nil {
 				return applied(), err
 			}
-			if err := a.validate(ctx, req, later, true); err != nil {
+			if err := a.validate(ctx, req, later, true, nil); err != nil {
 				return applied(), err
 			}
 			// Custom resources of cluster-scoped kinds go with the other cluster-scoped objects.
@@ -317,10 +333,10 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 			}
 		}
 	}
-	if err := events.Stage(ctx, "apply cluster-scoped", func(ctx context.Context) error { return a.applyAll(ctx, req.Release, cluster) }); err != nil {
+	if err := events.Stage(ctx, "apply cluster-scoped", func(ctx context.Context) error { return applyGroup(ctx, cluster) }); err != nil {
 		return applied(), err
 	}
-	if err := events.Stage(ctx, "apply namespaced", func(ctx context.Context) error { return a.applyAll(ctx, req.Release, namespaced) }); err != nil {
+	if err := events.Stage(ctx, "apply namespaced", func(ctx context.Context) error { return applyGroup(ctx, namespaced) }); err != nil {
 		return applied(), err
 	}
 	for _, it := range items {
@@ -510,34 +526,48 @@ func (a *Applier) withMetadata(src *unstructured.Unstructured, rel events.Releas
 }
 
 // validate dry-runs every item that can be (not deferred ones, unless deferred is true: those
-// are the custom resources checked once their CRDs exist), and checks that an existing object
-// belongs to the release (or options.adopt). Every failing object is reported, not only the first.
-func (a *Applier) validate(ctx context.Context, req Request, items []*item, deferred bool) error {
+// are the custom resources checked once their CRDs exist) but the lead, and checks that an
+// existing object belongs to the release (or options.adopt) — the lead's by reading it, unless
+// the release knows it. Every failing object is reported, not only the first: when one fails,
+// the lead is dry-run too.
+func (a *Applier) validate(ctx context.Context, req Request, items []*item, deferred bool, lead *item) error {
 	var mu sync.Mutex
 	var errs []*Error
+	failed := func(it *item, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if e, ok := errors.AsType[*Error](err); ok {
+			errs = append(errs, e)
+		} else {
+			errs = append(errs, objectError(it.ref, err))
+		}
+	}
 	a.each(ctx, items, func(ctx context.Context, it *item) {
 		if it.deferred && !deferred {
 			return
 		}
-		rv, err := a.applyRaw(ctx, req.Release, it, true)
-		if err == nil && rv != "" {
-			it.dryRunRV = rv
-			// An adopted object (handOver) is checked too: another release may have taken the
-			// same Helm release over, and applied first.
-			if (!it.known || len(it.handOver) > 0) && !req.Options.Adopt {
-				err = a.checkOwner(ctx, req.Release, it)
+		exists := true // unless the dry run says it does not
+		if it != lead {
+			rv, _, err := a.applyRaw(ctx, req.Release, it, true)
+			if err != nil {
+				failed(it, err)
+				return
 			}
+			exists = rv != ""
 		}
-		if err != nil {
-			mu.Lock()
-			if e, ok := err.(*Error); ok {
-				errs = append(errs, e)
-			} else {
-				errs = append(errs, objectError(it.ref, err))
+		// An adopted object (handOver) is checked too: another release may have taken the
+		// same Helm release over, and applied first.
+		if exists && (!it.known || len(it.handOver) > 0) && !req.Options.Adopt {
+			if err := a.checkOwner(ctx, req.Release, it); err != nil {
+				failed(it, err)
 			}
-			mu.Unlock()
 		}
 	})
+	if len(errs) > 0 && lead != nil {
+		if _, _, err := a.applyRaw(ctx, req.Release, lead, true); err != nil {
+			failed(lead, err)
+		}
+	}
 	if e := merge(errs); e != nil {
 		return e
 	}
@@ -554,7 +584,6 @@ func ownerOf(obj *unstructured.Unstructured) events.Release {
 func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) error {
 	live, err := a.client(rel).Resource(it.gvr).Namespace(it.ref.Namespace).Get(ctx, it.ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		it.dryRunRV = ""
 		return nil
 	}
 	if err != nil {
@@ -575,17 +604,49 @@ func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) 
 	}
 }
 
+// leadOf is the item applied first, alone, with no dry run of its own, if one may be: the
+// first object to be applied (the first CRD or Namespace, else — when no pre-phase hook runs
+// before them — the first cluster-scoped or namespaced object), unless other managers' fields
+// are handed over to troupe's first. Its apply validates it as strictly as the dry run would
+// have, and until it succeeds nothing has changed: its failure leaves the cluster as a failed dry
+// run does. Every other object is dry-run before it, so a bundle with an invalid object still
+// changes nothing. Whose it is, when the release does not know it, is checked by reading it (a
+// GET, a fraction of what a server-side dry run costs the API server). A two-object release (a
+// Deployment and its Service) makes three requests instead of four, a one-object release one:
+// the dry runs were the largest part of what the applier asks of the API server beyond the
+// applies themselves (make bench-scale).
+func leadOf(first, cluster, namespaced []*item, hooks bool) *item {
+	var it *item
+	switch {
+	case len(first) > 0:
+		it = first[0]
+	case hooks: // they run before the other objects: no object may change before they do
+		return nil
+	case len(cluster) > 0:
+		it = cluster[0]
+	case len(namespaced) > 0:
+		it = namespaced[0]
+	default:
+		return nil
+	}
+	if len(it.handOver) > 0 || it.deferred {
+		return nil
+	}
+	it.lead = true
+	return it
+}
+
 // applyAll applies items, in parallel, recording what each apply did.
 func (a *Applier) applyAll(ctx context.Context, rel events.Release, items []*item) error {
 	var mu sync.Mutex
 	var errs []*Error
 	a.each(ctx, items, func(ctx context.Context, it *item) {
-		err := error(nil)
+		err, created := error(nil), false
 		if len(it.handOver) > 0 {
 			err = a.handOver(ctx, rel, it, it.handOver)
 		}
 		if err == nil {
-			_, err = a.applyRaw(ctx, rel, it, false)
+			_, created, err = a.applyRaw(ctx, rel, it, false)
 		}
 		if err != nil {
 			mu.Lock()
@@ -594,7 +655,7 @@ func (a *Applier) applyAll(ctx context.Context, rel events.Release, items []*ite
 			return
 		}
 		switch {
-		case it.dryRunRV == "":
+		case created:
 			it.action = events.ActionCreated
 		case it.sameManifest:
 			it.action = events.ActionUnchanged

@@ -1,6 +1,10 @@
 package apply_test
 
 import (
+	"net/http"
+	"path"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -9,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
 
 	"github.com/troupe-dev/troupe/events"
 	"github.com/troupe-dev/troupe/services/applier/apply"
@@ -195,3 +200,115 @@ func TestApplyUnknownFieldFails(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "targetport: field not declared in schema")
 }
+
+// TestApplyLeadsWithoutADryRun: a revision dry-runs every object but the first to be applied:
+// that one's own apply validates it, and goes first, alone, so a bundle with an invalid object
+// still changes nothing — whether the invalid one is the first or another (both are named when
+// both are). Whose the first object is, when the release does not know it yet, is checked by
+// reading it: one that belongs to another release is not taken.
+func TestApplyLeadsWithoutADryRun(t *testing.T) {
+	ns := kube.Namespace(t)
+	rel := events.Release{Namespace: ns, Name: "app"}
+	var mu sync.Mutex
+	var dryRuns, writes, reads []string // the names of the objects PATCHed or read, in order
+	cfg := rest.CopyConfig(kube.Config)
+	cfg.Wrap(func(next http.RoundTripper) http.RoundTripper {
+		return roundTrip(func(r *http.Request) (*http.Response, error) {
+			name := path.Base(r.URL.Path)
+			mu.Lock()
+			switch {
+			case r.Method == http.MethodPatch && r.URL.Query().Get("dryRun") != "":
+				dryRuns = append(dryRuns, name)
+			case r.Method == http.MethodPatch:
+				writes = append(writes, name)
+			case r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/namespaces/"+ns+"/"):
+				reads = append(reads, name)
+			}
+			mu.Unlock()
+			return next.RoundTrip(r)
+		})
+	})
+	a, err := apply.New(cfg, apply.Options{})
+	require.NoError(t, err)
+	requests := func() (dry, written, read []string) {
+		mu.Lock()
+		defer mu.Unlock()
+		dry, written, read, dryRuns, writes, reads = dryRuns, writes, reads, nil, nil, nil
+		return dry, written, read
+	}
+	service := func(name string, port int64) map[string]any {
+		return map[string]any{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": name, "namespace": ns},
+			"spec": map[string]any{"ports": []any{map[string]any{"port": port}}}}
+	}
+	port := func(name string) any {
+		return get(t, services, ns, name).Object["spec"].(map[string]any)["ports"].([]any)[0].(map[string]any)["port"]
+	}
+
+	res, err := a.Apply(t.Context(), apply.Request{Release: rel, Revision: 1, Objects: []map[string]any{service("s", 80), configMap(ns, "c", map[string]any{"v": "1"})}})
+	require.NoError(t, err)
+	dry, written, read := requests()
+	assert.Equal(t, []string{"c"}, dry, "the lead is not dry-run")
+	assert.Equal(t, []string{"s"}, read, "whose the new lead is: read")
+	assert.Equal(t, []string{"s", "c"}, written, "the lead is applied first")
+	assert.Equal(t, map[string]string{"Service/s": "created", "ConfigMap/c": "created"}, actions(res.Inventory))
+
+	// Another release's first object is the first release's: not taken, nothing written.
+	other := events.Release{Namespace: ns, Name: "other"}
+	_, err = a.Apply(t.Context(), apply.Request{Release: other, Revision: 1, Objects: []map[string]any{service("s", 90), configMap(ns, "d", nil)}})
+	require.Error(t, err)
+	assert.Equal(t, apply.ReasonOwnershipConflict, reasonOf(err), "%v", err)
+	assert.Contains(t, err.Error(), "Service "+ns+"/s: belongs to release "+rel.String())
+	_, written, _ = requests()
+	assert.Empty(t, written)
+	assert.EqualValues(t, 80, port("s"))
+	_, err = dyn(t).Resource(configmaps).Namespace(ns).Get(t.Context(), "d", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "%v", err)
+
+	res, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 2, Previous: res.Objects,
+		Objects: []map[string]any{service("s", 81), configMap(ns, "c", map[string]any{"v": "2"})}})
+	require.NoError(t, err)
+	dry, written, read = requests()
+	assert.Equal(t, []string{"c"}, dry, "the lead is not dry-run")
+	assert.Empty(t, read, "nor read: the release knows it")
+	assert.Equal(t, []string{"s", "c"}, written, "the lead is applied first")
+	assert.Equal(t, map[string]string{"Service/s": "configured", "ConfigMap/c": "configured"}, actions(res.Inventory))
+	assert.EqualValues(t, 81, port("s"))
+	c := get(t, configmaps, ns, "c")
+
+	// The lead invalid: its apply fails, and nothing else is written.
+	_, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 3, Previous: res.Objects,
+		Objects: []map[string]any{service("s", 99999), configMap(ns, "c", map[string]any{"v": "3"})}})
+	require.Error(t, err)
+	assert.Equal(t, apply.ReasonInvalidObject, reasonOf(err))
+	assert.Contains(t, err.Error(), "Service "+ns+"/s")
+	assert.Contains(t, err.Error(), "spec.ports[0].port")
+	_, written, _ = requests()
+	assert.Equal(t, []string{"s"}, written, "nothing after the lead's failed apply")
+	assert.EqualValues(t, 81, port("s"))
+	assert.Equal(t, c.GetResourceVersion(), get(t, configmaps, ns, "c").GetResourceVersion())
+
+	// Another object invalid: the lead (valid, changed) is not written either.
+	_, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 3, Previous: res.Objects,
+		Objects: []map[string]any{service("s", 82), configMap(ns, "c", map[string]any{"v": "3"}), service("t", 99999)}})
+	require.Error(t, err)
+	assert.Equal(t, apply.ReasonInvalidObject, reasonOf(err))
+	assert.Contains(t, err.Error(), "Service "+ns+"/t")
+	assert.NotContains(t, err.Error(), "Service "+ns+"/s")
+	_, written, _ = requests()
+	assert.Empty(t, written)
+	assert.EqualValues(t, 81, port("s"))
+	assert.Equal(t, c.GetResourceVersion(), get(t, configmaps, ns, "c").GetResourceVersion())
+
+	// Both invalid: both named.
+	_, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 3, Previous: res.Objects,
+		Objects: []map[string]any{service("s", 99999), service("t", 99999)}})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "Service "+ns+"/s")
+	assert.Contains(t, err.Error(), "Service "+ns+"/t")
+	_, written, _ = requests()
+	assert.Empty(t, written)
+}
+
+type roundTrip func(*http.Request) (*http.Response, error)
+
+func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

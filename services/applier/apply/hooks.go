@@ -193,7 +193,7 @@ func (a *Applier) runHook(ctx context.Context, req Request, h *hookItem) (events
 	// Else one that exists is applied over (server-side, as Helm 4 applies hooks): a Job its
 	// policies kept from an earlier run, unchanged, is complete already.
 	h.body = nil
-	if _, err := a.applyRaw(ctx, req.Release, h.item, false); err != nil {
+	if _, _, err := a.applyRaw(ctx, req.Release, h.item, false); err != nil {
 		var e *Error
 		if !errors.As(err, &e) {
 			e = objectError(h.ref, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -21,12 +22,13 @@ import (
 const metadataOnly = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 
 // applyRaw server-side applies one item (or dry-runs it) and returns the resourceVersion the
-// answer carries: after a dry run, the existing object's ("" when it does not exist). The body is
-// encoded once per item and sent as is; the answer is the object's metadata only.
-func (a *Applier) applyRaw(ctx context.Context, rel events.Release, it *item, dryRun bool) (string, error) {
-	raw, err := a.send(ctx, rel, it, dryRun, metadataOnly)
+// answer carries (after a dry run, the existing object's: "" when it does not exist) and whether
+// the apply created the object (the server answers 201). The body is encoded once per item and
+// sent as is; the answer is the object's metadata only.
+func (a *Applier) applyRaw(ctx context.Context, rel events.Release, it *item, dryRun bool) (rv string, created bool, err error) {
+	raw, code, err := a.send(ctx, rel, it, dryRun, metadataOnly)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	var meta struct {
 		Metadata struct {
@@ -34,15 +36,15 @@ func (a *Applier) applyRaw(ctx context.Context, rel events.Release, it *item, dr
 		} `json:"metadata"`
 	}
 	if err := json.Unmarshal(raw, &meta); err != nil {
-		return "", objectError(it.ref, fmt.Errorf("decode the API server's answer: %w", err))
+		return "", false, objectError(it.ref, fmt.Errorf("decode the API server's answer: %w", err))
 	}
-	return meta.Metadata.ResourceVersion, nil
+	return meta.Metadata.ResourceVersion, code == http.StatusCreated, nil
 }
 
 // apply server-side applies one item, or dry-runs it, and returns the whole object the server
 // answers with.
 func (a *Applier) apply(ctx context.Context, rel events.Release, it *item, dryRun bool) (*unstructured.Unstructured, error) {
-	raw, err := a.send(ctx, rel, it, dryRun, runtime.ContentTypeJSON)
+	raw, _, err := a.send(ctx, rel, it, dryRun, runtime.ContentTypeJSON)
 	if err != nil {
 		return nil, err
 	}
@@ -53,41 +55,48 @@ func (a *Applier) apply(ctx context.Context, rel events.Release, it *item, dryRu
 	return out, nil
 }
 
-// send sends one item's server-side apply, or its dry run, and returns the answer's body.
+// send sends one item's server-side apply, or its dry run, and returns the answer's body and
+// HTTP status.
 //
 // The dry run is where troupe validates, strictly as kubectl does (server-side apply already
 // refuses fields the schema lacks; strict adds duplicate fields). The apply that follows sends
 // the very same bytes, so the server is spared decoding them strictly a second time (without
-// fieldValidation it would, to warn).
-func (a *Applier) send(ctx context.Context, rel events.Release, it *item, dryRun bool, accept string) ([]byte, error) {
+// fieldValidation it would, to warn) — except the lead's (see Applier.lead), which had no dry
+// run: its apply validates as strictly.
+func (a *Applier) send(ctx context.Context, rel events.Release, it *item, dryRun bool, accept string) ([]byte, int, error) {
 	if it.body == nil {
 		b, err := json.Marshal(it.obj.Object)
 		if err != nil {
-			return nil, &Error{Reason: ReasonInvalidObject, Objects: []ObjectError{{Ref: it.ref, Message: err.Error()}}, Err: err}
+			return nil, 0, &Error{Reason: ReasonInvalidObject, Objects: []ObjectError{{Ref: it.ref, Message: err.Error()}}, Err: err}
 		}
 		it.body = b
 	}
 	rc, err := a.rest(rel)
 	if err != nil {
-		return nil, objectError(it.ref, err)
+		return nil, 0, objectError(it.ref, err)
 	}
 	req := rc.Patch(types.ApplyPatchType).AbsPath(urlOf(it)...).
 		Param("fieldManager", a.opts.FieldManager).Param("force", "true").
 		SetHeader("Accept", accept).Body(it.body)
-	if dryRun {
+	switch {
+	case dryRun:
 		req = req.Param("dryRun", metav1.DryRunAll).Param("fieldValidation", metav1.FieldValidationStrict)
-	} else {
+	case it.lead:
+		req = req.Param("fieldValidation", metav1.FieldValidationStrict)
+	default:
 		req = req.Param("fieldValidation", metav1.FieldValidationIgnore)
 	}
 	res := req.Do(ctx)
 	if err := res.Error(); err != nil { // Error, not Raw's error: it decodes the server's Status
-		return nil, objectError(it.ref, err)
+		return nil, 0, objectError(it.ref, err)
 	}
 	raw, err := res.Raw()
 	if err != nil {
-		return nil, objectError(it.ref, err)
+		return nil, 0, objectError(it.ref, err)
 	}
-	return raw, nil
+	var code int
+	res.StatusCode(&code)
+	return raw, code, nil
 }
 
 // urlOf is the path of it's object, as client-go's dynamic client builds it.
