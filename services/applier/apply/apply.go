@@ -275,11 +275,11 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 
 	// The lead first of all, alone: until its apply succeeds, nothing has changed.
 	applyGroup := func(ctx context.Context, group []*item) error {
-		if len(group) > 0 && group[0] == lead {
-			if err := a.applyAll(ctx, req.Release, group[:1]); err != nil {
+		if i := slices.Index(group, lead); i >= 0 {
+			if err := a.applyAll(ctx, req.Release, group[i:i+1]); err != nil {
 				return err
 			}
-			group = group[1:]
+			group = slices.Delete(slices.Clone(group), i, i+1)
 		}
 		return a.applyAll(ctx, req.Release, group)
 	}
@@ -582,7 +582,7 @@ func ownerOf(obj *unstructured.Unstructured) events.Release {
 
 // checkOwner fails when the existing object it names belongs to another release or to none.
 func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) error {
-	live, err := a.client(rel).Resource(it.gvr).Namespace(it.ref.Namespace).Get(ctx, it.ref.Name, metav1.GetOptions{})
+	live, err := a.metadata(ctx, rel, it)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -605,9 +605,10 @@ func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) 
 }
 
 // leadOf is the item applied first, alone, with no dry run of its own, if one may be: the
-// first object to be applied (the first CRD or Namespace, else — when no pre-phase hook runs
-// before them — the first cluster-scoped or namespaced object), unless other managers' fields
-// are handed over to troupe's first. Its apply validates it as strictly as the dry run would
+// largest (the costliest dry run to spare) of the first objects to be applied — the CRDs and
+// Namespaces, else, when no pre-phase hook runs before them, the cluster-scoped objects, else
+// the namespaced ones; a stage's objects are applied in parallel, so which goes first within
+// it is troupe's to choose — unless other managers' fields are handed over to troupe's first. Its apply validates it as strictly as the dry run would
 // have, and until it succeeds nothing has changed: its failure leaves the cluster as a failed dry
 // run does. Every other object is dry-run before it, so a bundle with an invalid object still
 // changes nothing. Whose it is, when the release does not know it, is checked by reading it (a
@@ -616,20 +617,27 @@ func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) 
 // the dry runs were the largest part of what the applier asks of the API server beyond the
 // applies themselves (make bench-scale).
 func leadOf(first, cluster, namespaced []*item, hooks bool) *item {
-	var it *item
+	var group []*item
 	switch {
 	case len(first) > 0:
-		it = first[0]
+		group = first
 	case hooks: // they run before the other objects: no object may change before they do
 		return nil
 	case len(cluster) > 0:
-		it = cluster[0]
-	case len(namespaced) > 0:
-		it = namespaced[0]
+		group = cluster
 	default:
-		return nil
+		group = namespaced
 	}
-	if len(it.handOver) > 0 || it.deferred {
+	var it *item
+	for _, c := range group {
+		if len(c.handOver) > 0 || c.deferred || c.encode() != nil {
+			continue // an unencodable one fails its dry run, saying why
+		}
+		if it == nil || len(c.body) > len(it.body) {
+			it = c
+		}
+	}
+	if it == nil {
 		return nil
 	}
 	it.lead = true

@@ -201,9 +201,9 @@ func TestApplyUnknownFieldFails(t *testing.T) {
 	assert.Contains(t, err.Error(), "targetport: field not declared in schema")
 }
 
-// TestApplyLeadsWithoutADryRun: a revision dry-runs every object but the first to be applied:
-// that one's own apply validates it, and goes first, alone, so a bundle with an invalid object
-// still changes nothing — whether the invalid one is the first or another (both are named when
+// TestApplyLeadsWithoutADryRun: a revision dry-runs every object but the first to be applied
+// (the largest of the first stage): that one's own apply validates it, and goes first, alone,
+// so a bundle with an invalid object still changes nothing — whether the invalid one is the first or another (both are named when
 // both are). Whose the first object is, when the release does not know it yet, is checked by
 // reading it: one that belongs to another release is not taken.
 func TestApplyLeadsWithoutADryRun(t *testing.T) {
@@ -287,14 +287,19 @@ func TestApplyLeadsWithoutADryRun(t *testing.T) {
 	assert.EqualValues(t, 81, port("s"))
 	assert.Equal(t, c.GetResourceVersion(), get(t, configmaps, ns, "c").GetResourceVersion())
 
-	// Another object invalid: the lead (valid, changed) is not written either.
+	// Another object invalid (a ConfigMap key with a space, smaller than the Service that
+	// leads): the lead (valid, changed) is not written either.
 	_, err = a.Apply(t.Context(), apply.Request{Release: rel, Revision: 3, Previous: res.Objects,
-		Objects: []map[string]any{service("s", 82), configMap(ns, "c", map[string]any{"v": "3"}), service("t", 99999)}})
+		Objects: []map[string]any{service("s", 82), configMap(ns, "c", map[string]any{"v": "3"}), configMap(ns, "t", map[string]any{"a b": "x"})}})
 	require.Error(t, err)
 	assert.Equal(t, apply.ReasonInvalidObject, reasonOf(err))
-	assert.Contains(t, err.Error(), "Service "+ns+"/t")
+	assert.Contains(t, err.Error(), "ConfigMap "+ns+"/t")
 	assert.NotContains(t, err.Error(), "Service "+ns+"/s")
-	_, written, _ = requests()
+	dry, written, _ = requests()
+	if assert.Len(t, dry, 3) {
+		assert.ElementsMatch(t, []string{"c", "t"}, dry[:2])
+		assert.Equal(t, "s", dry[2], "s leads: dry-run only once another failed, to be named if it fails too")
+	}
 	assert.Empty(t, written)
 	assert.EqualValues(t, 81, port("s"))
 	assert.Equal(t, c.GetResourceVersion(), get(t, configmaps, ns, "c").GetResourceVersion())
@@ -307,6 +312,15 @@ func TestApplyLeadsWithoutADryRun(t *testing.T) {
 	assert.Contains(t, err.Error(), "Service "+ns+"/t")
 	_, written, _ = requests()
 	assert.Empty(t, written)
+
+	// Of the stage's objects, the largest leads: its dry run is the costliest to spare.
+	_, err = a.Apply(t.Context(), apply.Request{Release: events.Release{Namespace: ns, Name: "big"}, Revision: 1,
+		Objects: []map[string]any{service("u", 80), configMap(ns, "large", map[string]any{"v": strings.Repeat("x", 1000)})}})
+	require.NoError(t, err)
+	dry, written, read = requests()
+	assert.Equal(t, []string{"u"}, dry, "the largest is not dry-run")
+	assert.Equal(t, []string{"large"}, read)
+	assert.Equal(t, []string{"large", "u"}, written, "the largest is applied first")
 }
 
 type roundTrip func(*http.Request) (*http.Response, error)

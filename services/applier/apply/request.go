@@ -64,12 +64,8 @@ func (a *Applier) apply(ctx context.Context, rel events.Release, it *item, dryRu
 // fieldValidation it would, to warn) — except the lead's (see Applier.lead), which had no dry
 // run: its apply validates as strictly.
 func (a *Applier) send(ctx context.Context, rel events.Release, it *item, dryRun bool, accept string) ([]byte, int, error) {
-	if it.body == nil {
-		b, err := json.Marshal(it.obj.Object)
-		if err != nil {
-			return nil, 0, &Error{Reason: ReasonInvalidObject, Objects: []ObjectError{{Ref: it.ref, Message: err.Error()}}, Err: err}
-		}
-		it.body = b
+	if err := it.encode(); err != nil {
+		return nil, 0, err
 	}
 	rc, err := a.rest(rel)
 	if err != nil {
@@ -97,6 +93,41 @@ func (a *Applier) send(ctx context.Context, rel events.Release, it *item, dryRun
 	var code int
 	res.StatusCode(&code)
 	return raw, code, nil
+}
+
+// metadata reads it's object, its metadata only (what whose it is needs: the API server need
+// not encode the rest, managed fields and all).
+func (a *Applier) metadata(ctx context.Context, rel events.Release, it *item) (*unstructured.Unstructured, error) {
+	rc, err := a.rest(rel)
+	if err != nil {
+		return nil, err
+	}
+	res := rc.Get().AbsPath(urlOf(it)...).SetHeader("Accept", metadataOnly).Do(ctx)
+	if err := res.Error(); err != nil { // NotFound among them, decoded from the server's Status
+		return nil, err
+	}
+	raw, err := res.Raw()
+	if err != nil {
+		return nil, err
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, fmt.Errorf("decode the API server's answer: %w", err)
+	}
+	return &unstructured.Unstructured{Object: obj}, nil
+}
+
+// encode sets it.body, once: it as JSON, what its dry run and its apply send.
+func (it *item) encode() error {
+	if it.body != nil {
+		return nil
+	}
+	b, err := json.Marshal(it.obj.Object)
+	if err != nil {
+		return &Error{Reason: ReasonInvalidObject, Objects: []ObjectError{{Ref: it.ref, Message: err.Error()}}, Err: err}
+	}
+	it.body = b
+	return nil
 }
 
 // urlOf is the path of it's object, as client-go's dynamic client builds it.
