@@ -47,8 +47,9 @@
 //     dry-runs and applies, two requests, in parallel, and reads an object only when the dry run
 //     shows it exists but the release's inventory does not hold it (to check whose it is). One
 //     object (the lead: the largest of the first stage) has no dry run: it is applied alone,
-//     strictly validated, before any other, so its failure still changes nothing — a Deployment
-//     and its Service take three requests, not four (apply.leadOf).
+//     strictly validated, before any other, so its failure still changes nothing, and read (its
+//     metadata) only while the release does not know it — a Deployment and its Service take
+//     three requests, not four, once the release has them (apply.leadOf).
 //     Whether an object changed comes from the inventory (the manifest's digest per object), not
 //     from comparing it with the cluster. The bench's target (≥ 0.8× of bare client-go SSA) is
 //     out of reach with three requests per object.

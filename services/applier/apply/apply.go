@@ -182,7 +182,7 @@ type item struct {
 	namespced bool
 	deferred  bool   // its kind comes from a CRD of the bundle not yet established
 	body      []byte // obj as JSON, encoded once for the dry run and the apply
-	// lead: applied first, with no dry run of its own (see Applier.lead)
+	// lead: applied first, with no dry run of its own (see leadOf)
 	lead bool
 	// known: the previous revision applied it (so it is the release's own)
 	known bool
@@ -195,12 +195,12 @@ type item struct {
 }
 
 // Apply applies req: every object validated by a server-side dry run first (objects of kinds
-// defined by the bundle's own CRDs once those are Established), so that a bundle with an invalid
-// object changes nothing; then CRDs and Namespaces, a wait until the CRDs are Established, then
-// the other cluster-scoped objects, then the namespaced ones; then the previous revision's
-// objects the bundle no longer has are pruned (unless options.prune is false). Every error is an
-// *Error; on one, the Result still lists what was applied before it (Objects), for the caller to
-// remember.
+// defined by the bundle's own CRDs once those are Established), but the lead (leadOf), applied
+// alone before any other, so that a bundle with an invalid object changes nothing; then CRDs
+// and Namespaces, a wait until the CRDs are Established, then the other cluster-scoped objects,
+// then the namespaced ones; then the previous revision's objects the bundle no longer has are
+// pruned (unless options.prune is false). Every error is an *Error; on one, the Result still
+// lists what was applied before it (Objects), for the caller to remember.
 func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err error) {
 	res = &Result{}
 	items, err := a.prepare(req)
@@ -607,15 +607,18 @@ func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) 
 // leadOf is the item applied first, alone, with no dry run of its own, if one may be: the
 // largest (the costliest dry run to spare) of the first objects to be applied — the CRDs and
 // Namespaces, else, when no pre-phase hook runs before them, the cluster-scoped objects, else
-// the namespaced ones; a stage's objects are applied in parallel, so which goes first within
-// it is troupe's to choose — unless other managers' fields are handed over to troupe's first. Its apply validates it as strictly as the dry run would
-// have, and until it succeeds nothing has changed: its failure leaves the cluster as a failed dry
-// run does. Every other object is dry-run before it, so a bundle with an invalid object still
-// changes nothing. Whose it is, when the release does not know it, is checked by reading it (a
-// GET, a fraction of what a server-side dry run costs the API server). A two-object release (a
-// Deployment and its Service) makes three requests instead of four, a one-object release one:
-// the dry runs were the largest part of what the applier asks of the API server beyond the
-// applies themselves (make bench-scale).
+// the namespaced ones (a stage's objects are applied in parallel, so which goes first within it
+// is troupe's to choose) — but not one whose other managers' fields are handed over to troupe's
+// first, a write of its own. Its apply validates it as strictly as the dry run would have, and
+// until it succeeds nothing has changed: the API server stores nothing of an apply it rejects.
+// Every other object is dry-run before it — but custom resources of the bundle's own CRDs, which
+// are checked once those CRDs are Established, as without a lead — so a bundle with an invalid
+// object still changes nothing. Whose it is, when the release does not know it, is read (its
+// metadata only: a fraction of what a server-side dry run costs the API server). A Deployment
+// and its Service take three requests instead of four once the release knows them, and on
+// install a metadata read stands in for the Deployment's dry run: the dry runs were the largest
+// part of what the applier asks of the API server beyond the applies themselves (make
+// bench-scale).
 func leadOf(first, cluster, namespaced []*item, hooks bool) *item {
 	var group []*item
 	switch {

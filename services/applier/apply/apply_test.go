@@ -211,6 +211,7 @@ func TestApplyLeadsWithoutADryRun(t *testing.T) {
 	rel := events.Release{Namespace: ns, Name: "app"}
 	var mu sync.Mutex
 	var dryRuns, writes, reads []string // the names of the objects PATCHed or read, in order
+	validation := map[string]string{}   // each object's last write's fieldValidation
 	cfg := rest.CopyConfig(kube.Config)
 	cfg.Wrap(func(next http.RoundTripper) http.RoundTripper {
 		return roundTrip(func(r *http.Request) (*http.Response, error) {
@@ -221,6 +222,7 @@ func TestApplyLeadsWithoutADryRun(t *testing.T) {
 				dryRuns = append(dryRuns, name)
 			case r.Method == http.MethodPatch:
 				writes = append(writes, name)
+				validation[name] = r.URL.Query().Get("fieldValidation")
 			case r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/namespaces/"+ns+"/"):
 				reads = append(reads, name)
 			}
@@ -251,6 +253,10 @@ func TestApplyLeadsWithoutADryRun(t *testing.T) {
 	assert.Equal(t, []string{"s"}, read, "whose the new lead is: read")
 	assert.Equal(t, []string{"s", "c"}, written, "the lead is applied first")
 	assert.Equal(t, map[string]string{"Service/s": "created", "ConfigMap/c": "created"}, actions(res.Inventory))
+	mu.Lock()
+	assert.Equal(t, map[string]string{"s": "Strict", "c": "Ignore"}, validation,
+		"the lead's apply validates strictly, in its dry run's stead; the others' were validated")
+	mu.Unlock()
 
 	// Another release's first object is the first release's: not taken, nothing written.
 	other := events.Release{Namespace: ns, Name: "other"}

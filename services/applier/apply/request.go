@@ -61,8 +61,8 @@ func (a *Applier) apply(ctx context.Context, rel events.Release, it *item, dryRu
 // The dry run is where troupe validates, strictly as kubectl does (server-side apply already
 // refuses fields the schema lacks; strict adds duplicate fields). The apply that follows sends
 // the very same bytes, so the server is spared decoding them strictly a second time (without
-// fieldValidation it would, to warn) — except the lead's (see Applier.lead), which had no dry
-// run: its apply validates as strictly.
+// fieldValidation it would, to warn) — except the lead's (see leadOf), which had no dry run:
+// its apply validates as strictly.
 func (a *Applier) send(ctx context.Context, rel events.Release, it *item, dryRun bool, accept string) ([]byte, int, error) {
 	if err := it.encode(); err != nil {
 		return nil, 0, err
