@@ -49,7 +49,7 @@
 //     object (the lead: the largest of the first stage) has no dry run: it is applied alone,
 //     strictly validated, before any other, so its failure still changes nothing, and read (its
 //     metadata) only while the release does not know it — a Deployment and its Service take
-//     three requests, not four, once the release has them (apply.leadOf).
+//     three requests, not four, once the release has them (apply.markLead).
 //     Whether an object changed comes from the inventory (the manifest's digest per object), not
 //     from comparing it with the cluster. The bench's target (≥ 0.8× of bare client-go SSA) is
 //     out of reach with three requests per object.
@@ -57,6 +57,7 @@
 //     NATS KV bucket shared by every replica), as are the tenancy rules (namespace allowlist,
 //     impersonation). The latest versions also need Go 1.27 (v0.78 is the last for 1.26).
 //
-// So package apply is written on client-go's dynamic client and discovery REST mapper: about
-// 600 lines, tested against a real kube-apiserver.
+// So package apply is written on client-go's dynamic client and discovery REST mapper (and its
+// metadata client, for reading whose an object is without the rest of it): about 600 lines,
+// tested against a real kube-apiserver.
 package applier

@@ -79,9 +79,9 @@ type Applier struct {
 
 	inflight chan struct{} // Concurrency tokens
 
-	mu          sync.Mutex
-	clients     map[string]dynamic.Interface // by impersonated namespace
-	restClients map[string]rest.Interface    // by impersonated namespace ("": the applier's own)
+	mu      sync.Mutex
+	clients map[string]dynamic.Interface // by impersonated namespace
+	conns   map[string]*conn             // by impersonated namespace ("": the applier's own)
 }
 
 // New returns an Applier for the cluster cfg reaches.
@@ -103,7 +103,7 @@ func New(cfg *rest.Config, o Options) (*Applier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("applier: %w", err)
 	}
-	return &Applier{opts: o, cfg: cfg, dynamic: dyn, clients: map[string]dynamic.Interface{}, restClients: map[string]rest.Interface{},
+	return &Applier{opts: o, cfg: cfg, dynamic: dyn, clients: map[string]dynamic.Interface{}, conns: map[string]*conn{},
 		inflight: make(chan struct{}, o.Concurrency),
 		mapper:   restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
 }
@@ -182,7 +182,7 @@ type item struct {
 	namespced bool
 	deferred  bool   // its kind comes from a CRD of the bundle not yet established
 	body      []byte // obj as JSON, encoded once for the dry run and the apply
-	// lead: applied first, with no dry run of its own (see leadOf)
+	// lead: applied first, with no dry run of its own (see markLead)
 	lead bool
 	// known: the previous revision applied it (so it is the release's own)
 	known bool
@@ -195,7 +195,7 @@ type item struct {
 }
 
 // Apply applies req: every object validated by a server-side dry run first (objects of kinds
-// defined by the bundle's own CRDs once those are Established), but the lead (leadOf), applied
+// defined by the bundle's own CRDs once those are Established), but the lead (markLead), applied
 // alone before any other, so that a bundle with an invalid object changes nothing; then CRDs
 // and Namespaces, a wait until the CRDs are Established, then the other cluster-scoped objects,
 // then the namespaced ones; then the previous revision's objects the bundle no longer has are
@@ -249,13 +249,12 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 			namespaced = append(namespaced, it)
 		}
 	}
-	var lead *item
 	if !createdNamespace {
-		lead = leadOf(first, cluster, namespaced, len(hooks) > 0)
+		markLead(first, cluster, namespaced, len(hooks) > 0)
 	}
 	// Each stage in a span of its own (events.Stage), under the handler's: where a revision's
 	// time goes, in its trace.
-	if err := events.Stage(ctx, "apply validate", func(ctx context.Context) error { return a.validate(ctx, req, items, false, lead) }); err != nil {
+	if err := events.Stage(ctx, "apply validate", func(ctx context.Context) error { return a.validate(ctx, req, items, false) }); err != nil {
 		return nil, err
 	}
 	validated = true
@@ -275,7 +274,7 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 
 	// The lead first of all, alone: until its apply succeeds, nothing has changed.
 	applyGroup := func(ctx context.Context, group []*item) error {
-		if i := slices.Index(group, lead); i >= 0 {
+		if i := slices.IndexFunc(group, func(it *item) bool { return it.lead }); i >= 0 {
 			if err := a.applyAll(ctx, req.Release, group[i:i+1]); err != nil {
 				return err
 			}
@@ -306,7 +305,7 @@ func (a *Applier) Apply(ctx context.Context, req Request) (res *Result, err erro
 			if err := a.resolve(later); err != nil {
 				return applied(), err
 			}
-			if err := a.validate(ctx, req, later, true, nil); err != nil {
+			if err := a.validate(ctx, req, later, true); err != nil {
 				return applied(), err
 			}
 			// Custom resources of cluster-scoped kinds go with the other cluster-scoped objects.
@@ -530,7 +529,7 @@ func (a *Applier) withMetadata(src *unstructured.Unstructured, rel events.Releas
 // existing object belongs to the release (or options.adopt) — the lead's by reading it, unless
 // the release knows it. Every failing object is reported, not only the first: when one fails,
 // the lead is dry-run too.
-func (a *Applier) validate(ctx context.Context, req Request, items []*item, deferred bool, lead *item) error {
+func (a *Applier) validate(ctx context.Context, req Request, items []*item, deferred bool) error {
 	var mu sync.Mutex
 	var errs []*Error
 	failed := func(it *item, err error) {
@@ -547,7 +546,7 @@ func (a *Applier) validate(ctx context.Context, req Request, items []*item, defe
 			return
 		}
 		exists := true // unless the dry run says it does not
-		if it != lead {
+		if !it.lead {
 			rv, _, err := a.applyRaw(ctx, req.Release, it, true)
 			if err != nil {
 				failed(it, err)
@@ -563,9 +562,9 @@ func (a *Applier) validate(ctx context.Context, req Request, items []*item, defe
 			}
 		}
 	})
-	if len(errs) > 0 && lead != nil {
-		if _, _, err := a.applyRaw(ctx, req.Release, lead, true); err != nil {
-			failed(lead, err)
+	if i := slices.IndexFunc(items, func(it *item) bool { return it.lead }); len(errs) > 0 && i >= 0 {
+		if _, _, err := a.applyRaw(ctx, req.Release, items[i], true); err != nil {
+			failed(items[i], err)
 		}
 	}
 	if e := merge(errs); e != nil {
@@ -575,14 +574,19 @@ func (a *Applier) validate(ctx context.Context, req Request, items []*item, defe
 }
 
 // ownerOf is the release troupe's labels say obj belongs to; zero when none.
-func ownerOf(obj *unstructured.Unstructured) events.Release {
+func ownerOf(obj metav1.Object) events.Release {
 	labels := obj.GetLabels()
 	return events.Release{Namespace: labels[LabelReleaseNamespace], Name: labels[LabelRelease]}
 }
 
 // checkOwner fails when the existing object it names belongs to another release or to none.
 func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) error {
-	live, err := a.metadata(ctx, rel, it)
+	c, err := a.conn(rel)
+	if err != nil {
+		return objectError(it.ref, err)
+	}
+	// Its metadata only: the API server need not encode the rest, managed fields and all.
+	live, err := c.meta.Resource(it.gvr).Namespace(it.ref.Namespace).Get(ctx, it.ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -604,7 +608,7 @@ func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) 
 	}
 }
 
-// leadOf is the item applied first, alone, with no dry run of its own, if one may be: the
+// markLead marks the item applied first, alone, with no dry run of its own, if one may be: the
 // largest (the costliest dry run to spare) of the first objects to be applied — the CRDs and
 // Namespaces, else, when no pre-phase hook runs before them, the cluster-scoped objects, else
 // the namespaced ones (a stage's objects are applied in parallel, so which goes first within it
@@ -619,13 +623,13 @@ func (a *Applier) checkOwner(ctx context.Context, rel events.Release, it *item) 
 // install a metadata read stands in for the Deployment's dry run: the dry runs were the largest
 // part of what the applier asks of the API server beyond the applies themselves (make
 // bench-scale).
-func leadOf(first, cluster, namespaced []*item, hooks bool) *item {
+func markLead(first, cluster, namespaced []*item, hooks bool) {
 	var group []*item
 	switch {
 	case len(first) > 0:
 		group = first
 	case hooks: // they run before the other objects: no object may change before they do
-		return nil
+		return
 	case len(cluster) > 0:
 		group = cluster
 	default:
@@ -640,11 +644,9 @@ func leadOf(first, cluster, namespaced []*item, hooks bool) *item {
 			it = c
 		}
 	}
-	if it == nil {
-		return nil
+	if it != nil {
+		it.lead = true
 	}
-	it.lead = true
-	return it
 }
 
 // applyAll applies items, in parallel, recording what each apply did.

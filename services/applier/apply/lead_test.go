@@ -9,18 +9,12 @@ import (
 	"github.com/troupe-dev/troupe/events"
 )
 
-// TestLeadOf: which object, if any, is applied first with no dry run of its own — the largest
+// TestMarkLead: which object, if any, is applied first with no dry run of its own — the largest
 // of the first stage to be applied; none when a pre-phase hook runs before the stage, and never
 // one whose fields are handed over first or whose kind waits for the bundle's CRDs.
-func TestLeadOf(t *testing.T) {
+func TestMarkLead(t *testing.T) {
 	obj := func(kind, name string, size int) *item {
 		return &item{ref: events.ObjectRef{Kind: kind, Name: name}, body: []byte(strings.Repeat("x", size))}
-	}
-	names := func(it *item) string {
-		if it == nil {
-			return ""
-		}
-		return it.ref.Kind + "/" + it.ref.Name
 	}
 	crd, ns := obj("CustomResourceDefinition", "a", 900), obj("Namespace", "n", 50)
 	role := obj("ClusterRole", "r", 400)
@@ -47,13 +41,21 @@ func TestLeadOf(t *testing.T) {
 		{"nothing at all", nil, nil, nil, false, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			for _, it := range []*item{crd, ns, role, deploy, svc, handed, custom} {
+			all := []*item{crd, ns, role, deploy, svc, handed, custom}
+			for _, it := range all {
 				it.lead = false
 			}
-			got := leadOf(c.first, c.cluster, c.namespaced, c.hooks)
-			assert.Equal(t, c.want, names(got))
-			if got != nil {
-				assert.True(t, got.lead, "marked as the lead")
+			markLead(c.first, c.cluster, c.namespaced, c.hooks)
+			var leads []string // every item marked, to see there is one at most
+			for _, it := range all {
+				if it.lead {
+					leads = append(leads, it.ref.Kind+"/"+it.ref.Name)
+				}
+			}
+			if c.want == "" {
+				assert.Empty(t, leads)
+			} else {
+				assert.Equal(t, []string{c.want}, leads)
 			}
 		})
 	}

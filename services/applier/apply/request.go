@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
 	"github.com/troupe-dev/troupe/events"
@@ -61,17 +62,17 @@ func (a *Applier) apply(ctx context.Context, rel events.Release, it *item, dryRu
 // The dry run is where troupe validates, strictly as kubectl does (server-side apply already
 // refuses fields the schema lacks; strict adds duplicate fields). The apply that follows sends
 // the very same bytes, so the server is spared decoding them strictly a second time (without
-// fieldValidation it would, to warn) — except the lead's (see leadOf), which had no dry run:
+// fieldValidation it would, to warn) — except the lead's (see markLead), which had no dry run:
 // its apply validates as strictly.
 func (a *Applier) send(ctx context.Context, rel events.Release, it *item, dryRun bool, accept string) ([]byte, int, error) {
 	if err := it.encode(); err != nil {
 		return nil, 0, err
 	}
-	rc, err := a.rest(rel)
+	c, err := a.conn(rel)
 	if err != nil {
 		return nil, 0, objectError(it.ref, err)
 	}
-	req := rc.Patch(types.ApplyPatchType).AbsPath(urlOf(it)...).
+	req := c.rest.Patch(types.ApplyPatchType).AbsPath(urlOf(it)...).
 		Param("fieldManager", a.opts.FieldManager).Param("force", "true").
 		SetHeader("Accept", accept).Body(it.body)
 	switch {
@@ -93,28 +94,6 @@ func (a *Applier) send(ctx context.Context, rel events.Release, it *item, dryRun
 	var code int
 	res.StatusCode(&code)
 	return raw, code, nil
-}
-
-// metadata reads it's object, its metadata only (what whose it is needs: the API server need
-// not encode the rest, managed fields and all).
-func (a *Applier) metadata(ctx context.Context, rel events.Release, it *item) (*unstructured.Unstructured, error) {
-	rc, err := a.rest(rel)
-	if err != nil {
-		return nil, err
-	}
-	res := rc.Get().AbsPath(urlOf(it)...).SetHeader("Accept", metadataOnly).Do(ctx)
-	if err := res.Error(); err != nil { // NotFound among them, decoded from the server's Status
-		return nil, err
-	}
-	raw, err := res.Raw()
-	if err != nil {
-		return nil, err
-	}
-	var obj map[string]any
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return nil, fmt.Errorf("decode the API server's answer: %w", err)
-	}
-	return &unstructured.Unstructured{Object: obj}, nil
 }
 
 // encode sets it.body, once: it as JSON, what its dry run and its apply send.
@@ -143,24 +122,37 @@ func urlOf(it *item) []string {
 	return append(url, it.gvr.Resource, it.ref.Name)
 }
 
-// rest is the REST client requests for rel go through (see client).
-func (a *Applier) rest(rel events.Release) (rest.Interface, error) {
+// conn is how the applier talks to the API server as one identity (its own, or a namespace's
+// impersonated service account): a REST client for its applies and dry runs, sent as raw bytes
+// (send), and client-go's metadata client for reading whose an object is (checkOwner).
+type conn struct {
+	rest rest.Interface
+	meta metadata.Interface
+}
+
+// conn is the connection requests for rel go through (see client).
+func (a *Applier) conn(rel events.Release) (*conn, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	key := ""
 	if a.opts.ImpersonateServiceAccount != "" {
 		key = rel.Namespace
 	}
-	if c, ok := a.restClients[key]; ok {
+	if c, ok := a.conns[key]; ok {
 		return c, nil
 	}
 	cfg := dynamic.ConfigFor(a.cfgFor(rel))
 	cfg.GroupVersion = nil
 	cfg.APIPath = "/"
-	c, err := rest.UnversionedRESTClientFor(cfg)
+	rc, err := rest.UnversionedRESTClientFor(cfg)
 	if err != nil {
 		return nil, err
 	}
-	a.restClients[key] = c
+	meta, err := metadata.NewForConfig(a.cfgFor(rel))
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{rest: rc, meta: meta}
+	a.conns[key] = c
 	return c, nil
 }
